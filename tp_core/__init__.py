@@ -3,3 +3,8 @@
 Pipeline, one module per stage: model -> data -> attribution -> masks -> evaluation -> export.
 """
 __version__ = "0.1.0"
+
+from .errors import TPError  # noqa: E402
+from .model import MultiTaskModel, load_model  # noqa: E402
+
+__all__ = ["TPError", "MultiTaskModel", "load_model"]

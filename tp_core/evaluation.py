@@ -110,3 +110,54 @@ def evaluate(
     metric = data.spec.metric
     score = compute_metric(metric, predictions(logits, data.spec.problem), data.labels)
     return EvalResult(task=data.spec.name, metric_name=metric, metric=score, n_examples=len(data))
+
+
+def evaluate_masked(model: MultiTaskModel, task: str, data: TaskData, masks, batch_size: int = 64,
+                    max_length: int = 128) -> EvalResult:
+    """Metric with the masked units multiplied by 0 (hooks; the model itself is not changed)."""
+    return evaluate(model, task, data, masks.gates(model.device), batch_size, max_length)
+
+
+def sweep(
+    model: MultiTaskModel,
+    task: str,
+    methods: Sequence[str],
+    ffn_sparsities: Sequence[float],
+    head_sparsities: Sequence[float] = (0.0,),
+    allocation: str = "global",
+    attribution=None,
+    data: TaskData | None = None,
+    progress: Progress | None = None,
+) -> list[SweepRecord]:
+    """Metric for every method x FFN sparsity x head sparsity, plus the dense model (method "dense")."""
+    from dataclasses import replace
+
+    from .attribution import AttributionConfig, attribute
+    from .masks import PruneConfig, build_masks
+    from .pruning import count_params, kept_params
+
+    progress = progress or (lambda f, m: None)
+    attribution = attribution or AttributionConfig()
+    grid = [(f, h) for f in ffn_sparsities for h in head_sparsities]
+    for f, h in grid:
+        PruneConfig(f, h, allocation).validate()
+    units = "both" if any(h > 0 for _, h in grid) and any(f > 0 for f, _ in grid) else \
+        ("heads" if any(h > 0 for _, h in grid) else "ffn")
+    total = count_params(model, task)
+    dense = evaluate(model, task, data)
+    records = [SweepRecord("dense", 0.0, 0.0, total, total, dense.metric_name, dense.metric)]
+    shape = model.unit_shape()
+    n_total = len(methods) * (len(grid) + 1)
+    done = 0
+    for method in methods:
+        scores = attribute(model, task, replace(attribution, method=method, units=units),
+                           progress=lambda fr, msg: progress((done + fr) / n_total, f"{method}: {msg}"))
+        done += 1
+        for f, h in grid:
+            masks = build_masks(scores, PruneConfig(f, h, allocation), shape)
+            res = evaluate_masked(model, task, data, masks)
+            records.append(SweepRecord(method, f, h, kept_params(model, masks, task), total, res.metric_name,
+                                       res.metric))
+            done += 1
+            progress(done / n_total, f"{method} at FFN {f:.0%} / heads {h:.0%}: {res.metric_name} {res.metric:.4f}")
+    return records

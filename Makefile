@@ -1,0 +1,47 @@
+# Two entry points (see README): `make run` and `make test`. Both create/refresh .venv from requirements.txt.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+PORT ?= 8501
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+
+.PHONY: venv run test bench bench-quick chromium demo clean
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(PY) -m tp_core build-demo
+
+run: demo
+	@if [ -f app.py ]; then \
+		echo "Starting TaskPrune Studio on http://localhost:$(PORT)"; \
+		$(PY) -m streamlit run app.py --server.headless true --server.port $(PORT) --browser.gatherUsageStats false; \
+	fi
+
+# Debian's chromium for the real-browser test (never `playwright install`: it downloads a browser).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian chromium for the browser test"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "warning: could not install chromium; the browser test will be skipped"; }
+
+test: venv chromium
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: venv
+	$(PY) benchmarks/run_all.py
+
+bench-quick: venv
+	$(PY) benchmarks/run_all.py --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,311 @@
+"""`python -m tp_core`: the pipeline from the command line.
+
+Machine-readable output is a contract: `evaluate --json` prints one record, `sweep --json F` writes a list of
+records, each {method, ffn_sparsity, head_sparsity, kept_params, total_params, metric_name, metric};
+`attribute --out F.json` writes {model, task, method, settings, ffn, heads}.
+Bad input ends with one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import TPError
+
+
+@contextmanager
+def progress_bar(desc: str, enabled: bool = True):
+    """A tqdm bar on stderr driven by `progress(fraction, message)` callbacks."""
+    if not enabled:
+        yield lambda f, m: None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=1000, desc=desc, file=sys.stderr, bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+
+    def update(fraction: float, message: str) -> None:
+        bar.n = int(1000 * min(max(fraction, 0.0), 1.0))
+        bar.set_postfix_str(message[:80], refresh=False)
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def _floats(text: str, name: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip() != ""]
+    except ValueError:
+        raise TPError(f"{name} must be comma-separated numbers, got {text!r}.") from None
+    for v in values:
+        if not 0.0 <= v < 1.0:
+            raise TPError(f"{name} values must be in [0, 1), got {v}.")
+    if not values:
+        raise TPError(f"{name} is empty.")
+    return values
+
+
+def _model(args):
+    from .model import load_model
+
+    return load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+
+
+def _eval_data(args, task):
+    from .data import load_split
+
+    return load_split(task, "validation", limit=args.limit)
+
+
+def _attr_cfg(args, method=None):
+    from .attribution import AttributionConfig
+
+    return AttributionConfig(method=method or args.method, samples=args.samples, steps=args.steps, labels=args.labels,
+                             units=getattr(args, "units", "both"), target=args.target, aggregation=args.aggregation,
+                             seed=args.seed).validate()
+
+
+def cmd_tasks(args):
+    from .data import list_tasks
+
+    tasks = list_tasks()
+    if args.json:
+        print(json.dumps([{"name": t.name, "kind": t.kind, "problem": t.problem, "labels": list(t.label_names),
+                           "metric": t.metric, "splits": list(t.splits)} for t in tasks], indent=1))
+        return
+    for t in tasks:
+        print(f"{t.name:22s} {t.kind:6s} {t.problem:14s} {t.metric:9s} {','.join(t.splits):28s} {'/'.join(t.label_names)[:50]}")
+
+
+def cmd_build_demo(args):
+    from .demo import build_demo, demo_path, dense_report
+    from .model import load_model
+
+    path = demo_path(args.quick)
+    existed = (path / "taskprune.json").is_file() and not args.force
+    with progress_bar("building demo model", not existed) as cb:
+        path = build_demo(quick=args.quick, force=args.force, progress=cb)
+    info = json.loads((path / "demo_build.json").read_text())
+    print(f"demo model {'(quick) ' if args.quick else ''}at {path} "
+          f"({'cached' if existed else 'built in %.0fs of training' % info['train_seconds']})")
+    report = info["dense_validation"]
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        for task, r in report.items():
+            print(f"  {task:10s} dense validation {r['metric_name']:9s} {r['metric']:.4f}  (n={r['n']})")
+
+
+def cmd_info(args):
+    from .pruning import param_breakdown
+
+    model = _model(args)
+    shape = model.unit_shape()
+    info = {
+        "model": args.model, "kind": model.kind, "family": model.config.model_type, "base_model": model.base_model,
+        "layers": shape.num_layers, "heads_per_layer": list(shape.heads), "ffn_per_layer": list(shape.ffn),
+        "hidden": shape.hidden, "params": param_breakdown(model),
+        "tasks": {k: {"labels": list(v.label_names), "metric": v.metric} for k, v in model.tasks.items()},
+        "pruned": model.pruning is not None,
+    }
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return
+    print(f"{args.model}: {info['family']} ({model.kind}), {shape.num_layers} layers, hidden {shape.hidden}")
+    print(f"  heads per layer {list(shape.heads)}; FFN neurons per layer {list(shape.ffn)}")
+    for k, v in info["params"].items():
+        print(f"  params {k:10s} {v:>12,}")
+    for k, v in info["tasks"].items():
+        print(f"  task {k}: {v['metric']}, labels {v['labels']}")
+
+
+def cmd_evaluate(args):
+    from .evaluation import SweepRecord, evaluate
+    from .masks import load_mask_file
+    from .pruning import count_params, kept_params
+
+    model = _model(args)
+    task = args.task
+    data = _eval_data(args, task)
+    total = count_params(model, task)
+    if args.mask:
+        from .evaluation import evaluate_masked
+
+        masks, doc = load_mask_file(args.mask, model)
+        res = evaluate_masked(model, task, data, masks)
+        rec = SweepRecord(doc.get("method", "mask"), round(masks.ffn_sparsity(), 6), round(masks.head_sparsity(), 6),
+                          kept_params(model, masks, task), total, res.metric_name, res.metric)
+    else:
+        res = evaluate(model, task, data)
+        original = (model.pruning or {}).get("ffn_sparsity", 0.0), (model.pruning or {}).get("head_sparsity", 0.0)
+        rec = SweepRecord("dense" if not model.pruning else model.pruning.get("method", "pruned"), original[0],
+                          original[1], total, total, res.metric_name, res.metric)
+    if args.json:
+        print(json.dumps(rec.to_dict()))
+    else:
+        print(f"{task}: {rec.metric_name} = {rec.metric:.4f} on {res.n_examples} validation examples "
+              f"({rec.kept_params:,} parameters)")
+
+
+def cmd_attribute(args):
+    from .attribution import attribute
+
+    model = _model(args)
+    cfg = _attr_cfg(args)
+    with progress_bar(f"{cfg.method} on {args.task}", not args.quiet) as cb:
+        scores = attribute(model, args.task, cfg, progress=cb)
+    doc = {"model": args.model, "task": args.task, "method": cfg.method, "settings": scores.settings,
+           "ffn": None if scores.ffn is None else [s.tolist() for s in scores.ffn],
+           "heads": None if scores.heads is None else [s.tolist() for s in scores.heads]}
+    if args.out:
+        from .paths import atomic_write_text
+
+        atomic_write_text(Path(args.out), json.dumps(doc))
+        print(f"wrote {args.out} ({scores.seconds:.1f}s, {scores.n_examples} examples)")
+    else:
+        for kind in ("ffn", "heads"):
+            if doc[kind] is not None:
+                means = [sum(x) / len(x) for x in doc[kind]]
+                print(f"{kind} mean score per layer: " + " ".join(f"{m:.3g}" for m in means))
+
+
+def cmd_sweep(args):
+    from .evaluation import sweep
+
+    model = _model(args)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    ffn = _floats(args.ffn_sparsity, "--ffn-sparsity")
+    heads = _floats(args.head_sparsity, "--head-sparsity")
+    data = _eval_data(args, args.task)
+    with progress_bar(f"sweep on {args.task}", not args.quiet) as cb:
+        records = sweep(model, args.task, methods, ffn, heads, args.allocation, _attr_cfg(args, methods[0]), data, cb)
+    rows = [r.to_dict() for r in records]
+    if args.json:
+        from .paths import atomic_write_text
+
+        atomic_write_text(Path(args.json), json.dumps(rows, indent=1))
+    dense = records[0].metric
+    print(f"{'method':11s} {'ffn':>5s} {'heads':>5s} {'kept params':>12s} {records[0].metric_name:>9s} {'vs dense':>8s}")
+    for r in records:
+        print(f"{r.method:11s} {r.ffn_sparsity:5.2f} {r.head_sparsity:5.2f} {r.kept_params / r.total_params:11.1%} "
+              f"{r.metric:9.4f} {r.metric / dense if dense else float('nan'):8.1%}")
+
+
+def cmd_export(args):
+    from .attribution import attribute
+    from .export import export_pruned
+    from .masks import PruneConfig
+
+    model = _model(args)
+    cfg = PruneConfig(args.ffn_sparsity, args.head_sparsity, args.allocation).validate()
+    acfg = _attr_cfg(args)
+    with progress_bar(f"{acfg.method} on {args.task}", not args.quiet) as cb:
+        scores = attribute(model, args.task, acfg, progress=cb)
+    res = export_pruned(model, args.task, scores, cfg, Path(args.out), _eval_data(args, args.task),
+                        overwrite=args.overwrite)
+    if args.json:
+        print(json.dumps(res.to_dict()))
+    else:
+        print(f"exported {res.path} ({res.params_after:,} of {res.params_before:,} parameters, "
+              f"{res.bytes_on_disk / 1e6:.1f} MB); {res.metric_name} {res.metric_dense:.4f} -> {res.metric_pruned:.4f}; "
+              f"mask file {res.mask_file}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tp_core", description="Training-free task-specific pruning by attribution.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def model_args(sp, task=True):
+        sp.add_argument("--model", required=True, help="demo, demo-quick, a local folder, or a hub id")
+        if task:
+            sp.add_argument("--task", required=True, help="task name from the data folder (see `tasks`)")
+        sp.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+        sp.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (untrusted!)")
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    def attr_args(sp, method=True):
+        if method:
+            sp.add_argument("--method", default="ig", help="ig, grad_x_act, activation, magnitude, random")
+        sp.add_argument("--samples", type=int, default=64, help="examples used for scoring (low-resource: small)")
+        sp.add_argument("--steps", type=int, default=20, help="IG Riemann steps")
+        sp.add_argument("--labels", default="gold", choices=["gold", "predicted"], help="predicted = unsupervised")
+        sp.add_argument("--target", default="prob", choices=["prob", "logit"])
+        sp.add_argument("--aggregation", default="abs_sum", choices=["abs_sum", "sum_abs", "signed"])
+        sp.add_argument("--seed", type=int, default=0)
+
+    sp = sub.add_parser("tasks", help="list the tasks of the data folder")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(fn=cmd_tasks)
+
+    sp = sub.add_parser("build-demo", help="build the demo multi-task MiniLM (cached under TP_HOME)")
+    sp.add_argument("--quick", action="store_true", help="small build for tests (about a minute)")
+    sp.add_argument("--force", action="store_true", help="rebuild even if cached")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(fn=cmd_build_demo)
+
+    sp = sub.add_parser("info", help="architecture, parameters by part, tasks")
+    model_args(sp, task=False)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(fn=cmd_info)
+
+    sp = sub.add_parser("evaluate", help="task metric on the validation split (dense, or with --mask)")
+    model_args(sp)
+    sp.add_argument("--limit", type=int, default=None, help="seeded subset of the validation split")
+    sp.add_argument("--mask", default=None, help="a per-task mask file to apply to the model")
+    sp.add_argument("--json", action="store_true", help="print one JSON record")
+    sp.set_defaults(fn=cmd_evaluate)
+
+    sp = sub.add_parser("attribute", help="score every FFN neuron / head for a task")
+    model_args(sp)
+    attr_args(sp)
+    sp.add_argument("--units", default="both", choices=["ffn", "heads", "both"])
+    sp.add_argument("--out", default=None, help="write scores as JSON")
+    sp.set_defaults(fn=cmd_attribute)
+
+    sp = sub.add_parser("sweep", help="metric over sparsities and methods")
+    model_args(sp)
+    attr_args(sp, method=False)
+    sp.add_argument("--methods", default="ig,random", help="comma-separated methods")
+    sp.add_argument("--ffn-sparsity", default="0,0.5,0.7")
+    sp.add_argument("--head-sparsity", default="0")
+    sp.add_argument("--allocation", default="global", choices=["global", "per-layer"])
+    sp.add_argument("--limit", type=int, default=None, help="seeded subset of the validation split")
+    sp.add_argument("--json", default=None, metavar="F", help="write the records to F")
+    sp.set_defaults(fn=cmd_sweep)
+
+    sp = sub.add_parser("export", help="export a physically pruned model + mask file")
+    model_args(sp)
+    attr_args(sp)
+    sp.add_argument("--units", default="both", choices=["ffn", "heads", "both"])
+    sp.add_argument("--ffn-sparsity", type=float, default=0.5)
+    sp.add_argument("--head-sparsity", type=float, default=0.0)
+    sp.add_argument("--allocation", default="global", choices=["global", "per-layer"])
+    sp.add_argument("--limit", type=int, default=None, help="validation subset for the before/after metric")
+    sp.add_argument("--out", required=True, help="export folder to create")
+    sp.add_argument("--overwrite", action="store_true")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(fn=cmd_export)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "limit", None) is not None and args.limit < 1:
+        print("error: --limit must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        args.fn(args)
+    except TPError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
