@@ -347,12 +347,14 @@ def _load_taskprune(path: Path) -> MultiTaskModel:
         adapter_for(config.model_type)
         tasks = {k: TaskHeadInfo(name=k, label_names=tuple(v["label_names"]), problem=v["problem"], metric=v["metric"])
                  for k, v in manifest["tasks"].items()}
+        enc_state = load_file(str(path / "encoder.safetensors"))
         with _quiet_transformers():
             if manifest["kind"] == "hf_classifier":
                 encoder = AutoModelForSequenceClassification.from_config(config)
+            elif config.model_type == "bert":  # the pooler is unused by our heads; build it only if it was saved
+                encoder = AutoModel.from_config(config, add_pooling_layer=any(k.startswith("pooler.") for k in enc_state))
             else:
-                encoder = AutoModel.from_config(config, add_pooling_layer=False) if config.model_type == "bert" \
-                    else AutoModel.from_config(config)
+                encoder = AutoModel.from_config(config)
         heads = nn.ModuleDict({k: ClassificationHead(_hidden(config), t.num_labels) for k, t in tasks.items()}) \
             if manifest["kind"] != "hf_classifier" else nn.ModuleDict()
         tok = AutoTokenizer.from_pretrained(str(path))
@@ -362,7 +364,6 @@ def _load_taskprune(path: Path) -> MultiTaskModel:
             from .pruning import reshape_to_plan
 
             reshape_to_plan(model, manifest["pruning"]["ffn_keep"], manifest["pruning"]["heads_keep"])
-        enc_state = load_file(str(path / "encoder.safetensors"))
         missing, unexpected = model.encoder.load_state_dict(enc_state, strict=False)
         missing = [m for m in missing if not m.endswith("position_ids")]
         if missing or unexpected:
