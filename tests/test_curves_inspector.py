@@ -1,0 +1,137 @@
+"""tp_core.curves and tp_core.inspector on tiny random models (no UI)."""
+import numpy as np
+import pytest
+import torch
+
+from tiny import tiny_multitask
+from tp_core import curves
+from tp_core.attribution import AttributionConfig, UnitScores, attribute
+from tp_core.data import load_split
+from tp_core.errors import TPError
+from tp_core.evaluation import SweepRecord, evaluate, evaluate_masked
+from tp_core.inspector import (UnitRef, ffn_matrix, head_matrix, kept_share_per_layer, overlap_matrix, shade,
+                               single_unit_mask, top_activating, unit_ablation, unit_score_table)
+from tp_core.masks import PruneConfig, UnitMasks, build_masks
+from tp_core.pruning import kept_params
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_multitask("bert")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_split("sst2", "validation", limit=24)
+
+
+def test_curve_points_are_real_masked_evaluations_and_cached(model, data, tmp_path):
+    curves.clear_memory_cache()
+    scores = attribute(model, "sst2", AttributionConfig(method="magnitude"))
+    grid = (0.0, 0.5, 0.8)
+    c = curves.curve_from_scores(model, "sst2", scores, data, grid)
+    assert [r.ffn_sparsity for r in c.records] == list(grid)
+    assert c.dense.metric == pytest.approx(evaluate(model, "sst2", data).metric)
+    for r in c.records:
+        masks = build_masks(scores, PruneConfig(r.ffn_sparsity), model.unit_shape())
+        assert r.metric == pytest.approx(evaluate_masked(model, "sst2", data, masks).metric)
+        assert r.kept_params == kept_params(model, masks, "sst2")
+    assert c.records[0].kept_params > c.records[1].kept_params > c.records[2].kept_params
+    path = curves.curve_path(model, "sst2", scores, 0.0, "global", sorted(grid), data)
+    assert path.is_file()
+    # a cached curve is read back from disk, and it fills the point cache
+    curves.clear_memory_cache()
+    again = curves.curve_from_scores(model, "sst2", scores, data, grid)
+    assert again.to_dict() == c.to_dict()
+    assert curves.cached_point(model, "sst2", scores, PruneConfig(0.5), data) == c.records[1]
+    assert curves.cached_point(model, "sst2", scores, PruneConfig(0.55), data) is None
+
+
+def test_compute_curve_attributes_then_sweeps(model, data):
+    c = curves.compute_curve(model, "sst2", "random", AttributionConfig(units="ffn"), data, grid=(0.0, 0.3),
+                             head_sparsity=0.25)
+    assert c.method == "random" and c.head_sparsity == 0.25
+    assert all(r.head_sparsity == 0.25 for r in c.records)
+    assert c.records[0].kept_params < c.dense.kept_params  # heads were pruned even at FFN sparsity 0
+
+
+def _rec(method, f, kept, metric):
+    return SweepRecord(method, f, 0.0, kept, 100, "accuracy", metric)
+
+
+def test_smallest_within_picks_fewest_params_that_keep_the_target():
+    recs = [_rec("ig", 0.0, 100, 0.9), _rec("ig", 0.5, 60, 0.89), _rec("ig", 0.7, 40, 0.85), _rec("ig", 0.9, 20, 0.5)]
+    assert curves.smallest_within(recs, 0.9, 0.98).ffn_sparsity == 0.5
+    assert curves.smallest_within(recs, 0.9, 0.9).ffn_sparsity == 0.7
+    assert curves.smallest_within(recs, 0.9, 1.2) is None
+
+
+def test_find_smallest_refines_with_real_evaluations(model, data):
+    scores = attribute(model, "sst2", AttributionConfig(method="magnitude"))
+    best = curves.find_smallest(model, "sst2", scores, data, 0.5, grid=(0.0, 0.5, 0.9), refine_steps=2)
+    dense = curves.evaluate_dense(model, "sst2", data).metric
+    assert best is not None and curves.keeps(best, dense, 0.5)
+    masks = build_masks(scores, PruneConfig(best.ffn_sparsity), model.unit_shape())
+    assert best.metric == pytest.approx(evaluate_masked(model, "sst2", data, masks).metric)
+    with pytest.raises(TPError):
+        curves.find_smallest(model, "sst2", scores, data, 0.0)
+
+
+def test_unit_score_table_ranks(model):
+    s = UnitScores("m", "sst2", "ig", {}, [np.array([1.0, 5.0]), np.array([3.0, 2.0])], [np.array([1.0]), np.array([2.0])])
+    t = UnitScores("m", "ag_news", "ig", {}, [np.array([9.0, 0.0]), np.array([3.0, 2.0])], None)
+    rows = unit_score_table({"sst2": s, "ag_news": t}, UnitRef("ffn", 0, 1))
+    assert rows[0] == {"task": "sst2", "method": "ig", "score": 5.0, "rank": 1, "of": 4, "percentile": 100.0}
+    assert rows[1]["rank"] == 4 and rows[1]["score"] == 0.0
+    assert len(unit_score_table({"sst2": s, "ag_news": t}, UnitRef("head", 1, 0))) == 1  # ag_news has no heads
+
+
+@pytest.mark.parametrize("kind", ["ffn", "head"])
+def test_top_activating_matches_the_unit_activation(model, data, kind):
+    unit = UnitRef(kind, 1, 2)
+    top = top_activating(model, "sst2", data, unit, k=3)
+    assert len(top) == 3 and top[0].peak >= top[1].peak >= top[2].peak
+    # recompute the best example's activations directly through a recording gate
+    ex = top[0]
+    i = data.rows.index(ex.row)
+    seen = {}
+    from tp_core.gates import GateState, gated
+    if kind == "ffn":
+        st = GateState(ffn_fn=lambda l, x: (seen.setdefault(l, x[0, :, 2].clone()), x)[1])
+    else:
+        st = GateState(heads_fn=lambda l, x: (seen.setdefault(l, x[0, :, 2, :].norm(dim=-1).clone()), x)[1])
+    _, batch = next(model.batches([data.texts[i]], None if data.pairs is None else [data.pairs[i]]))
+    with torch.no_grad(), gated(st):
+        model(**batch, task="sst2")
+    np.testing.assert_allclose(ex.values, seen[1].numpy(), rtol=1e-4, atol=1e-5)
+    assert len(ex.tokens) == len(ex.values) and ex.tokens[0] == "[CLS]"
+    assert max(shade(ex.values)) in (0.0, 1.0)
+    # the recording hook left the model dense
+    assert evaluate(model, "sst2", data).metric == pytest.approx(curves.evaluate_dense(model, "sst2", data).metric)
+
+
+def test_unit_ablation_removes_exactly_one_unit(model, data):
+    unit = UnitRef("ffn", 0, 3)
+    m = single_unit_mask(model.unit_shape(), unit)
+    assert sum(int((~x).sum()) for x in m.ffn) == 1 and all(x.all() for x in m.heads)
+    res = unit_ablation(model, "sst2", data, unit)
+    assert res["ablated"] == pytest.approx(evaluate_masked(model, "sst2", data, m).metric)
+    assert res["delta"] == pytest.approx(res["ablated"] - res["dense"])
+    with pytest.raises(TPError, match="out of range"):
+        unit_ablation(model, "sst2", data, UnitRef("head", 0, 99))
+
+
+def test_overlap_matrix_and_heatmap_matrices():
+    a = UnitMasks([np.array([1, 1, 0, 0], bool)], [np.array([1, 0], bool)])
+    b = UnitMasks([np.array([0, 1, 1, 0], bool)], [np.array([1, 1], bool)])
+    o = overlap_matrix({"a": a, "b": b})
+    assert o["shared"] == [[2, 1], [1, 2]] and o["kept"] == [2, 2]
+    assert o["jaccard"][0][1] == pytest.approx(1 / 3) and o["jaccard"][0][0] == 1.0
+    assert overlap_matrix({"a": a, "b": b}, "heads")["shared"][0][1] == 1
+    s = UnitScores("m", "t", "ig", {}, [np.array([1.0, 3.0, 2.0]), np.array([5.0, 4.0])], [np.array([1.0, 2.0])])
+    vals, ids = ffn_matrix(s)
+    assert ids[0].tolist() == [1, 2, 0] and vals[0].tolist() == [3.0, 2.0, 1.0]
+    assert ids[1].tolist() == [0, 1, -1] and np.isnan(vals[1, 2])
+    assert ffn_matrix(s, "index")[1][0].tolist() == [0, 1, 2]
+    assert head_matrix(s).shape == (1, 2)
+    assert kept_share_per_layer(a) == {"ffn": [0.5], "heads": [0.5]}
