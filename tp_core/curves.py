@@ -239,7 +239,9 @@ def find_smallest(model: MultiTaskModel, task: str, scores: UnitScores, data: Ta
     if higher:
         lo, hi = best.ffn_sparsity, min(higher)
         for i in range(refine_steps):
-            mid = round((lo + hi) / 2, 4)
+            mid = round((lo + hi) / 2, 2)  # whole percent: what the app's slider can show
+            if mid in (lo, hi):
+                break
             rec = evaluate_point(model, task, scores, PruneConfig(mid, head_sparsity, allocation), data)
             progress(0.7 + 0.3 * (i + 1) / refine_steps, f"refining at FFN sparsity {mid:.1%}")
             if keeps(rec, dense, fraction):

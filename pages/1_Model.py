@@ -1,0 +1,145 @@
+"""Model page: pick the demo model, a local folder or a hub id; architecture, parameters and dense metrics."""
+import json
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from tp_app import common as C
+from tp_core.curves import evaluate_dense
+from tp_core.data import METRICS, load_file
+from tp_core.demo import build_demo, demo_path
+from tp_core.errors import TPError
+from tp_core.model import MANIFEST
+from tp_core.paths import tp_home
+from tp_core.pruning import param_breakdown
+
+C.page("Model", caption="Choose the multi-task model to prune: the built-in demo, a local folder or a hub id.")
+ss = st.session_state
+
+SOURCES = ["Demo model", "Local folder", "Hugging Face hub id"]
+current = ss["model_spec"]
+default_src = 0 if current in ("demo", "demo-quick") else (1 if Path(current).expanduser().exists() else 2)
+if "model_source" not in ss:
+    ss["model_source"] = SOURCES[default_src]
+source = C.persisted(st.radio, "Where is the model?", "model_source", options=SOURCES, horizontal=True,
+                     help="The demo is all-MiniLM-L6-v2 fine-tuned jointly on the bundle's tasks (built once, cached). "
+                          "A local folder can be a TaskPrune model, an export, or a plain Hugging Face "
+                          "sequence-classification folder. Hub ids need internet.")
+
+if source == "Demo model":
+    spec = C.default_model_spec() if current not in ("demo", "demo-quick") else current
+    quick = spec == "demo-quick"
+    built = (demo_path(quick) / MANIFEST).is_file()
+    if built:
+        ss["model_spec"] = spec
+    else:
+        st.info(f"The {'quick ' if quick else ''}demo model is not built yet. Building fine-tunes all-MiniLM-L6-v2 on "
+                f"the bundle's tasks on this machine: about {'1 minute' if quick else '10 minutes on 2 CPU cores'}. "
+                "It is built once and cached.")
+        if st.button("Build the demo model", type="primary", help="Fine-tune the demo model now (seeded, cached)."):
+            with C.friendly("building the demo model"):
+                build_demo(quick=quick, progress=C.progress_cb("Building the demo model"))
+                ss["model_spec"] = spec
+                st.rerun()
+else:
+    label = "Model folder" if source == "Local folder" else "Hub id"
+    hint = "/path/to/model-folder" if source == "Local folder" else "textattack/bert-base-uncased-SST-2"
+    typed = st.text_input(label, key="model_typed", placeholder=hint,
+                          help="A folder with taskprune.json (TaskPrune model or export) or config.json (Hugging "
+                               "Face classifier)." if source == "Local folder" else
+                          "A Hugging Face sequence-classification model (BERT, RoBERTa, DistilBERT families).")
+    if st.button("Load", type="primary", help="Load this model and make it the current one."):
+        with C.friendly("loading the model"):
+            with st.spinner("Loading the model..."):
+                C.load_model(typed)
+            ss["model_spec"] = typed.strip()
+            st.success(f"Loaded {typed.strip()}.")
+
+model = None
+try:
+    model = C.load_model(ss["model_spec"])
+except TPError as exc:
+    if ss["model_spec"] not in ("demo", "demo-quick"):
+        st.error(str(exc))
+except Exception as exc:
+    st.error(f"Could not load {ss['model_spec']}: {type(exc).__name__}: {str(exc)[:300]}")
+
+if model is not None:
+    st.subheader(f"Architecture of `{ss['model_spec']}`")
+    shape = model.unit_shape()
+    parts = param_breakdown(model)
+    cols = st.columns(5)
+    cols[0].metric("Family", model.config.model_type)
+    cols[1].metric("Layers", model.num_layers)
+    cols[2].metric("Heads per layer", shape.heads[0] if len(set(shape.heads)) == 1 else "varies")
+    cols[3].metric("FFN neurons per layer", shape.ffn[0] if len(set(shape.ffn)) == 1 else "varies")
+    cols[4].metric("Parameters", f"{parts['total'] / 1e6:.2f} M")
+    left, right = st.columns([3, 2])
+    df = pd.DataFrame([{"part": k, "parameters": v, "share": v / parts["total"]}
+                       for k, v in parts.items() if k != "total"])
+    with left:
+        fig = px.bar(df, x="parameters", y="part", orientation="h", text=df["share"].map(lambda s: f"{s:.1%}"),
+                     title="Parameters by part")
+        fig.update_layout(height=300, margin=dict(l=10, r=10, t=40, b=10))
+        st.plotly_chart(fig, width="stretch")
+    with right:
+        st.dataframe(df.assign(share=df["share"].map(lambda s: f"{s:.1%}")), hide_index=True, width="stretch")
+        st.caption("Heads = the task heads (one per task). Pruning removes FFN neurons and attention heads.")
+
+    st.subheader("Tasks and dense metrics")
+    tasks = C.model_tasks(model)
+    if not tasks:
+        st.warning("None of this model's heads matches a task of the data bundle. Upload your own evaluation data below.")
+    else:
+        C.persisted(st.selectbox, "Current task", "task", options=tasks,
+                    help="The task to attribute, prune and export for. Every page uses it.")
+        limit = C.persisted(st.number_input, "Validation examples per task (capped subset)", "eval_limit",
+                            min_value=20, max_value=10000, step=50,
+                            help="Every evaluation in the app uses this seeded subset of the validation split; "
+                                 "bigger is more precise but slower.")
+        rows = []
+        bar = C.progress_cb("Evaluating the dense model") if len(tasks) > 0 else None
+        with C.friendly("evaluating the dense model"):
+            for i, t in enumerate(tasks):
+                data = C.validation_data(t)
+                rec = evaluate_dense(model, C.head_for(t), data)
+                info = model.task_info(C.head_for(t))
+                rows.append({"task": t, "head": info.name, "labels": ", ".join(info.label_names),
+                             "metric": rec.metric_name, "dense value": round(rec.metric, 4), "examples": len(data)})
+                bar((i + 1) / len(tasks), f"{t}: {rec.metric_name} {rec.metric:.4f}")
+            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        build_info = Path(str(model.source) if model.source not in ("demo", "demo-quick")
+                          else demo_path(model.source == "demo-quick")) / "demo_build.json"
+        if build_info.is_file():
+            with st.expander("How the demo model was built"):
+                st.json(json.loads(build_info.read_text()))
+
+    st.subheader("Your own evaluation data (optional)")
+    with st.expander("Upload a CSV / TSV / JSONL file", expanded=False):
+        up = st.file_uploader("Data file", type=["csv", "tsv", "jsonl", "json"],
+                              help="One example per row: a text column, an optional second-text column, a label.")
+        c1, c2, c3 = st.columns(3)
+        text_col = c1.text_input("Text column", "text", help="Column holding the (first) text.")
+        pair_col = c2.text_input("Second text column (optional)", "", help="For pair tasks; leave empty otherwise.")
+        label_col = c3.text_input("Label column", "label", help="Column holding the gold label.")
+        c4, c5 = st.columns(2)
+        head = c4.selectbox("Model head to use", list(model.tasks), key="upload_head", help="Which task head classifies your data.")
+        metric = c5.selectbox("Metric", METRICS, help="How to score predictions on your data.")
+        if st.button("Use this data", help="Check the file and add it as a task named upload:<file name>."):
+            with C.friendly("reading the uploaded file"):
+                if up is None:
+                    raise TPError("Choose a file to upload first.")
+                folder = Path(tempfile.mkdtemp(prefix="upload-", dir=tp_home()))
+                path = folder / Path(up.name).name
+                path.write_bytes(up.getvalue())
+                info = model.tasks[head]
+                data = load_file(path, text_col=text_col, label_col=label_col, pair_col=pair_col or None,
+                                 label_names=info.label_names if info.problem == "classification" else None,
+                                 metric=metric, problem=info.problem)
+                ss["custom_data"] = (data, head)
+                C.set_value("task", C.UPLOAD_PREFIX + data.spec.name)
+                C.flash(f"Loaded {len(data)} examples from {up.name}; the current task is now {ss['task']}.")
+                st.rerun()

@@ -1,0 +1,218 @@
+"""Heatmaps page: where the important units are, per task; overlap between tasks; the neuron inspector."""
+import html
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from tp_app import common as C
+from tp_core.curves import data_key
+from tp_core.inspector import (UnitRef, ffn_matrix, head_matrix, kept_share_per_layer, overlap_matrix, shade,
+                               top_activating, unit_ablation, unit_score_table)
+from tp_core.masks import PruneConfig, build_masks
+
+C.page("Heatmaps", caption="Which layers, heads and neurons matter for which task - and what a single neuron does.")
+ss = st.session_state
+model = C.current_model()
+if model is None:
+    st.stop()
+task = C.current_task(model)
+tasks = C.model_tasks(model)
+if not tasks:
+    st.warning("This model has no task with data. Upload evaluation data on the Model page.")
+    st.stop()
+cfg = C.attribution_config()
+shape = model.unit_shape()
+pcfg = PruneConfig(ss["ffn_sparsity"], ss["head_sparsity"], ss["allocation"])
+st.caption(f"Method `{cfg.method}` (samples={cfg.samples}, steps={cfg.steps}, labels={cfg.labels}, units={cfg.units}); "
+           f"kept units at FFN sparsity {pcfg.ffn_sparsity:.0%}, head sparsity {pcfg.head_sparsity:.0%} "
+           f"({pcfg.allocation}). Change these on the Attribution and Prune pages.")
+
+c1, c2, c3 = st.columns([2, 2, 1])
+with c1:
+    ss.setdefault("hm_task_a", task)
+    ta = C.persisted(st.selectbox, "Task A", "hm_task_a", options=tasks, help="Left column.")
+with c2:
+    other = [t for t in tasks if t != ta] or tasks
+    ss.setdefault("hm_task_b", other[0])
+    tb = C.persisted(st.selectbox, "Task B", "hm_task_b", options=tasks, help="Right column: compare two tasks.")
+with c3:
+    ss.setdefault("hm_order", "sorted")
+    order = C.persisted(st.radio, "FFN neuron order", "hm_order", options=["sorted", "index"],
+                        help="sorted: each layer's neurons from most to least important (readable); index: "
+                             "neurons in their original order (compare positions across tasks).")
+
+scores = {t: C.known_scores(model, t, cfg) for t in tasks}
+need = [t for t in dict.fromkeys([ta, tb]) if scores[t] is None]
+if need:
+    st.warning(f"No `{cfg.method}` scores yet for {', '.join(need)} with the current settings.")
+    if st.button(f"Compute scores for {', '.join(need)}", type="primary",
+                 help="Runs attribution with the Attribution page's settings (cached afterwards)."):
+        with C.friendly("computing attribution scores"):
+            for t in need:
+                scores[t] = C.get_scores(model, t, cfg, progress=C.progress_cb(f"{cfg.method} on {t}"))
+            st.rerun()
+    st.stop()
+
+
+def selected_unit(event, key: str):
+    """Apply a new Plotly selection (one heatmap cell) to the inspector's inputs."""
+    pts = (event or {}).get("selection", {}).get("points", []) if event else []
+    pts = [p for p in pts if p.get("customdata") is not None]
+    sig = repr(pts[:1])
+    if pts and ss.get(f"_sel_{key}") != sig:
+        ss[f"_sel_{key}"] = sig
+        kind, layer, index = pts[0]["customdata"][:3]
+        C.set_value("insp_kind", "ffn" if kind == 0 else "head")
+        C.set_value("insp_layer", int(layer))
+        C.set_value("insp_index", int(index))
+        ss["insp_task"] = key.split("::")[1]
+        st.rerun()
+
+
+def head_chart(t: str):
+    s = scores[t]
+    if s.heads is None:
+        st.caption("No head scores (units = ffn).")
+        return
+    z = head_matrix(s)
+    L, H = z.shape
+    fig = go.Figure(go.Heatmap(z=z, x=list(range(H)), y=list(range(L)), colorscale="Viridis",
+                               hovertemplate="layer %{y}, head %{x}<br>score %{z:.4g}<extra></extra>",
+                               colorbar=dict(title="score")))
+    ys, xs = np.mgrid[0:L, 0:H]
+    fig.add_scatter(x=xs.ravel(), y=ys.ravel(), mode="markers", marker=dict(size=18, opacity=0.0),
+                    customdata=np.stack([np.ones(L * H), ys.ravel(), xs.ravel(), z.ravel()], 1),
+                    hovertemplate="layer %{customdata[1]}, head %{customdata[2]}<br>score %{customdata[3]:.4g}"
+                                  "<extra>click to inspect</extra>", showlegend=False)
+    fig.update_layout(title=f"{t}: layer x head", height=300, xaxis_title="head", yaxis_title="layer",
+                      margin=dict(l=10, r=10, t=40, b=10), clickmode="event+select")
+    ev = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points",
+                         key=f"hm_heads::{t}")
+    selected_unit(ev, f"heads::{t}")
+
+
+def ffn_chart(t: str):
+    s = scores[t]
+    if s.ffn is None:
+        st.caption("No FFN scores (units = heads).")
+        return
+    vals, ids = ffn_matrix(s, order)
+    L, W = vals.shape
+    fig = go.Figure(go.Heatmap(z=vals, y=list(range(L)), customdata=ids, colorscale="Viridis",
+                               hovertemplate="layer %{y}, neuron %{customdata}<br>score %{z:.4g}<extra></extra>",
+                               colorbar=dict(title="score")))
+    ys, xs = np.mgrid[0:L, 0:W]
+    ok = ids.ravel() >= 0
+    fig.add_scattergl(x=xs.ravel()[ok], y=ys.ravel()[ok], mode="markers", marker=dict(size=6, opacity=0.0),
+                      customdata=np.stack([np.zeros(ok.sum()), ys.ravel()[ok], ids.ravel()[ok], vals.ravel()[ok]], 1),
+                      hovertemplate="layer %{customdata[1]}, neuron %{customdata[2]}<br>score %{customdata[3]:.4g}"
+                                    "<extra>click to inspect</extra>", showlegend=False)
+    fig.update_layout(title=f"{t}: layer x FFN neuron ({'sorted by score' if order == 'sorted' else 'index order'})",
+                      height=300, xaxis_title="neuron rank in layer" if order == "sorted" else "neuron index",
+                      yaxis_title="layer", margin=dict(l=10, r=10, t=40, b=10), clickmode="event+select")
+    ev = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points",
+                         key=f"hm_ffn::{t}")
+    selected_unit(ev, f"ffn::{t}")
+
+
+masks = {}
+with C.friendly("drawing the heatmaps"):
+    cols = st.columns(2)
+    for col, t in zip(cols, [ta, tb]):
+        with col:
+            head_chart(t)
+            ffn_chart(t)
+    st.subheader("Share of kept units per layer at the current sparsity")
+    rows = []
+    for t in dict.fromkeys([ta, tb]):
+        masks[t] = build_masks(scores[t], pcfg if scores[t].heads is not None or pcfg.head_sparsity == 0
+                               else PruneConfig(pcfg.ffn_sparsity, 0.0, pcfg.allocation), shape)
+        share = kept_share_per_layer(masks[t])
+        rows += [{"task": t, "layer": l, "units": "FFN neurons", "kept": v} for l, v in enumerate(share["ffn"])]
+        rows += [{"task": t, "layer": l, "units": "heads", "kept": v} for l, v in enumerate(share["heads"])]
+    df = pd.DataFrame(rows)
+    fig = go.Figure()
+    for (t, u), g in df.groupby(["task", "units"], sort=False):
+        fig.add_bar(x=g["layer"], y=g["kept"], name=f"{t} · {u}", marker_pattern_shape="" if u == "heads" else "/",
+                    hovertemplate="layer %{x}: %{y:.0%} kept<extra>" + f"{t} {u}" + "</extra>")
+    fig.update_layout(barmode="group", height=280, yaxis_tickformat=".0%", xaxis_title="layer",
+                      yaxis_title="kept", margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h"))
+    st.plotly_chart(fig, width="stretch", key="kept_share")
+
+st.subheader("Overlap between tasks")
+scored = [t for t in tasks if scores[t] is not None]
+missing = [t for t in tasks if scores[t] is None]
+if missing and st.button(f"Score the other tasks too ({', '.join(missing)})",
+                         help="Compute scores for every task of the model so the overlap covers all of them."):
+    with C.friendly("computing attribution scores"):
+        for t in missing:
+            scores[t] = C.get_scores(model, t, cfg, progress=C.progress_cb(f"{cfg.method} on {t}"))
+        st.rerun()
+if len(scored) >= 2:
+    with C.friendly("computing the overlap"):
+        units = st.radio("Units", ["ffn", "heads"], horizontal=True, key="ov_units",
+                         help="Compare kept FFN neurons or kept heads.")
+        all_masks = {t: build_masks(scores[t], PruneConfig(pcfg.ffn_sparsity,
+                                                           pcfg.head_sparsity if scores[t].heads is not None else 0,
+                                                           pcfg.allocation), shape) for t in scored}
+        ov = overlap_matrix(all_masks, units)
+        text = [[f"{ov['shared'][i][j]:,}<br>J={ov['jaccard'][i][j]:.2f}" for j in range(len(scored))]
+                for i in range(len(scored))]
+        fig = go.Figure(go.Heatmap(z=ov["jaccard"], x=scored, y=scored, zmin=0, zmax=1, colorscale="Blues",
+                                   text=text, texttemplate="%{text}",
+                                   hovertemplate="%{y} & %{x}<br>shared kept units %{text}<extra></extra>"))
+        fig.update_layout(height=120 + 60 * len(scored), margin=dict(l=10, r=10, t=10, b=10))
+        st.plotly_chart(fig, width="stretch", key="overlap")
+        st.caption(f"Kept {units} units shared by two tasks at the current sparsity (count, and Jaccard J = shared / "
+                   "kept by either). Low J: the tasks rely on different units.")
+else:
+    st.caption("Score at least two tasks to see their overlap.")
+
+st.subheader("Neuron inspector")
+st.caption("Click a cell of a heatmap above (or type a unit) to see what that unit does.")
+ss.setdefault("insp_kind", "ffn")
+ss.setdefault("insp_layer", 0)
+ss.setdefault("insp_index", 0)
+i1, i2, i3, i4 = st.columns(4)
+kind = C.persisted(i1.radio, "Unit", "insp_kind", options=["ffn", "head"], horizontal=True,
+                   help="An FFN neuron or an attention head.")
+layer = C.persisted(i2.number_input, "Layer", "insp_layer", min_value=0, max_value=model.num_layers - 1, step=1,
+                    help="Layer of the unit (0 = closest to the input).")
+n_units = (shape.ffn if kind == "ffn" else shape.heads)[int(layer)]
+if ss["insp_index"] >= n_units:
+    C.set_value("insp_index", 0)
+index = C.persisted(i3.number_input, "Index", "insp_index", min_value=0, max_value=n_units - 1, step=1,
+                    help="Neuron index within the layer (or head number).")
+ss.setdefault("insp_task", ta)
+insp_task = C.persisted(i4.selectbox, "Examples from task", "insp_task", options=tasks,
+                        help="Whose validation examples to search, and whose metric to ablate.")
+unit = UnitRef(kind, int(layer), int(index))
+with C.friendly("inspecting the unit"):
+    st.markdown(f"**{unit.label()}**")
+    table = unit_score_table({t: s for t, s in scores.items() if s is not None}, unit)
+    a, b = st.columns([1, 1])
+    with a:
+        st.markdown("Score for every task")
+        st.dataframe(pd.DataFrame(table).assign(percentile=lambda d: d["percentile"].round(1)), hide_index=True,
+                     width="stretch")
+    data = C.validation_data(insp_task, limit=min(200, int(ss["eval_limit"])))
+    head = C.head_for(insp_task)
+    key = (model.fingerprint(), insp_task, unit, data_key(data))
+    with b:
+        abl = C.memo(("ablation",) + key, lambda: unit_ablation(model, head, data, unit))
+        st.markdown(f"Removing this unit alone on `{insp_task}` ({abl['n']} validation examples)")
+        st.metric(abl["metric_name"], f"{abl['ablated']:.4f}", delta=f"{abl['delta']:+.4f} vs dense {abl['dense']:.4f}")
+    top = C.memo(("top",) + key, lambda: top_activating(model, head, data, unit, k=5))
+    st.markdown(f"Top-activating validation examples of `{insp_task}` (darker = stronger activation of this unit)")
+    labels = data.spec.label_names
+    for ex in top:
+        shades = shade(ex.values)
+        spans = "".join(
+            f'<span title="{v:.3f}" style="background: rgba(214,39,40,{0.85 * s:.2f}); padding:1px 2px; '
+            f'margin:1px; border-radius:3px">{html.escape(tok)}</span>'
+            for tok, v, s in zip(ex.tokens, ex.values, shades))
+        lab = labels[int(ex.label)] if labels and isinstance(ex.label, (int, np.integer)) else ex.label
+        st.markdown(f'<div style="line-height:1.9">{spans} <small>· label <b>{html.escape(str(lab))}</b> · '
+                    f'peak {ex.peak:.3f} · row {ex.row}</small></div>', unsafe_allow_html=True)

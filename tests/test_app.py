@@ -1,0 +1,201 @@
+"""Streamlit AppTest: every page's main flow on the quick demo model, plus the friendly error paths."""
+import threading
+from pathlib import Path
+
+import pytest
+
+from ui_support import app_test, apply_env, ensure_quick_demo
+
+pytestmark = pytest.mark.ui
+
+
+@pytest.fixture(scope="session")
+def quick_demo():
+    return ensure_quick_demo()
+
+
+@pytest.fixture
+def env(quick_demo, monkeypatch, tmp_path):
+    apply_env(monkeypatch, tmp_path / "exports")
+    return tmp_path
+
+
+def _no_exception(at):
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _text(at) -> str:
+    parts = [m.value for m in at.markdown] + [m.value for m in at.caption] + [e.value for e in at.error] + \
+            [w.value for w in at.warning] + [s.value for s in at.success]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_home_page(env):
+    at = app_test("app.py").run()
+    _no_exception(at)
+    assert "demo-quick" in _text(at) and "Where to start" in [s.value for s in at.subheader]
+
+
+def test_model_page_shows_architecture_and_dense_metrics(env):
+    at = app_test("pages/1_Model.py").run()
+    _no_exception(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Layers"] == "6" and metrics["Heads per layer"] == "12" and metrics["FFN neurons per layer"] == "1536"
+    dense = at.dataframe[-1].value
+    assert set(dense["task"]) == {"sst2", "ag_news"} and (dense["dense value"] > 0.5).all()
+    assert at.selectbox(key="w_task").value in ("sst2", "ag_news")
+
+
+def test_model_page_bad_folder_gives_a_friendly_error(env):
+    bad = env / "not-a-model"
+    bad.mkdir()
+    (bad / "weights.txt").write_text("nothing useful")
+    at = app_test("pages/1_Model.py").run()
+    at.radio(key="w_model_source").set_value("Local folder").run()
+    at.text_input(key="model_typed").set_value(str(bad)).run()
+    at.button[0].click().run()
+    _no_exception(at)
+    assert any("not a model folder" in e.value for e in at.error), [e.value for e in at.error]
+    at.text_input(key="model_typed").set_value(str(env / "missing-folder")).run()
+    at.button[0].click().run()
+    assert any("does not exist" in e.value for e in at.error)
+    assert at.session_state["model_spec"] == "demo-quick"  # the current model did not change
+
+
+def test_model_page_bad_upload_gives_a_friendly_error_and_good_upload_becomes_a_task(env):
+    at = app_test("pages/1_Model.py").run()
+    at.file_uploader[0].set_value(("mine.csv", b"sentence,label\nnice film,1\n", "text/csv"))
+    at.run()
+    [b for b in at.button if b.label == "Use this data"][0].click().run()
+    _no_exception(at)
+    assert any("no column 'text'" in e.value or "text" in e.value for e in at.error), [e.value for e in at.error]
+    at.selectbox(key="upload_head").set_value("sst2")
+    at.file_uploader[0].set_value(("mine.csv", b"text,label\nnice film,positive\nawful film,negative\n"
+                                   b"dull film,negative\n", "text/csv"))
+    at.run()
+    [b for b in at.button if b.label == "Use this data"][0].click().run()
+    _no_exception(at)
+    assert at.session_state["task"] == "upload:mine", [e.value for e in at.error]
+    assert any("Loaded 3 examples" in s.value for s in at.success)
+    at.file_uploader[0].set_value(("mine.csv", b"text,label\ngood,maybe\n", "text/csv"))
+    at.run()
+    [b for b in at.button if b.label == "Use this data"][0].click().run()
+    assert any("maybe" in e.value for e in at.error), [e.value for e in at.error]  # label not in the head's labels
+
+
+def test_attribution_page_runs_and_caches(env):
+    at = app_test("pages/2_Attribution.py").run()
+    _no_exception(at)
+    at.selectbox(key="w_attr_method").set_value("grad_x_act").run()
+    [b for b in at.button if b.label == "Run attribution"][0].click().run()
+    _no_exception(at)
+    assert any("Scores ready" in s.value for s in at.success)
+    at2 = app_test("pages/2_Attribution.py")
+    at2.session_state["attr_method"] = "grad_x_act"
+    at2.run()
+    assert any("already scored" in c.value for c in at2.caption)
+
+
+def test_prune_page_slider_changes_metric_and_smallest_model_helper(env):
+    at = app_test("pages/4_Prune.py")
+    at.session_state["attr_method"] = "grad_x_act"
+    at.session_state["baselines"] = ["random"]
+    at.run()
+    _no_exception(at)
+    kept = lambda: next(m.value for m in at.metric if m.label == "Kept parameters")  # noqa: E731
+    first = at.session_state["last_point"]
+    at.slider(key="w_ffn_sparsity").set_value(0.9).run()
+    _no_exception(at)
+    second = at.session_state["last_point"]
+    assert second["ffn_sparsity"] == 0.9 and second["kept_params"] < first["kept_params"]
+    assert second["metric"] != first["metric"] or second["kept_pct"] != first["kept_pct"]
+    assert kept().endswith("%")
+    at.number_input(key="target_pct").set_value(90.0).run()
+    [b for b in at.button if b.label == "Find smallest model"][0].click().run()
+    _no_exception(at)
+    assert any("Smallest model keeping" in s.value for s in at.success) or at.warning
+
+
+def test_heatmaps_page_inspector_and_overlap(env):
+    at = app_test("pages/3_Heatmaps.py")
+    at.session_state["attr_method"] = "grad_x_act"
+    at.run()
+    _no_exception(at)
+    compute = [b for b in at.button if b.label.startswith("Compute scores")]
+    if compute:
+        compute[0].click().run()
+        _no_exception(at)
+    others = [b for b in at.button if b.label.startswith("Score the other tasks")]
+    if others:
+        others[0].click().run()
+        _no_exception(at)
+    at.number_input(key="w_insp_layer").set_value(2).run()
+    at.number_input(key="w_insp_index").set_value(7).run()
+    _no_exception(at)
+    text = _text(at)
+    assert "FFN neuron 7 of layer 2" in text
+    assert "Top-activating" in text and "<span" in text
+    score_table = at.dataframe[0].value
+    assert set(score_table["task"]) == {"sst2", "ag_news"}
+    assert any("vs dense" in (m.delta or "") for m in at.metric)
+
+
+def test_export_page_exports_and_reloads(env):
+    at = app_test("pages/5_Export.py")
+    at.session_state["attr_method"] = "magnitude"
+    at.session_state["ffn_sparsity"] = 0.5
+    at.run()
+    _no_exception(at)
+    at.text_input(key="export_name").set_value("../escape").run()
+    [b for b in at.button if b.label == "Export and verify"][0].click().run()
+    assert any("not allowed" in e.value for e in at.error)
+    at.text_input(key="export_name").set_value("sst2-test").run()
+    [b for b in at.button if b.label == "Export and verify"][0].click().run()
+    _no_exception(at)
+    last = at.session_state["last_export"]
+    assert Path(last["path"]) == env / "exports" / "sst2-test" and Path(last["path"]).is_dir()
+    assert last["params_after"] < last["params_before"] and last["reloaded_params"] == last["params_after"]
+    assert abs(last["reloaded_metric"] - last["metric_pruned"]) < 1e-6
+    assert [d.label for d in at.download_button] == ["Download the model (zip)", "Download the task mask file"]
+    assert not (env / "escape").exists()
+
+
+def test_two_sessions_do_not_share_state_or_masks(env):
+    """Two sessions at once (threads, like two browser tabs) on different tasks and sparsities."""
+    results = {}
+
+    def session(name, task, ffn):
+        at = app_test("pages/4_Prune.py")
+        at.session_state["attr_method"] = "magnitude"
+        at.session_state["baselines"] = []
+        at.session_state["task"] = task
+        at.session_state["ffn_sparsity"] = ffn
+        at.run()
+        at.slider(key="w_ffn_sparsity").set_value(ffn).run()
+        results[name] = (at.session_state["task"], at.session_state["ffn_sparsity"], at.session_state["last_point"],
+                         [e.value for e in at.exception])
+
+    threads = [threading.Thread(target=session, args=("a", "sst2", 0.3)),
+               threading.Thread(target=session, args=("b", "ag_news", 0.9))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ta, fa, pa, ea = results["a"]
+    tb, fb, pb, eb = results["b"]
+    assert not ea and not eb
+    assert (ta, fa, pa["task"], pa["ffn_sparsity"]) == ("sst2", 0.3, "sst2", 0.3)
+    assert (tb, fb, pb["task"], pb["ffn_sparsity"]) == ("ag_news", 0.9, "ag_news", 0.9)
+    # each session's numbers equal a fresh single-session evaluation of its own mask (no leak from the other)
+    from tp_core.attribution import AttributionConfig, attribute
+    from tp_core.curves import clear_memory_cache, evaluate_point
+    from tp_core.data import load_split
+    from tp_core.masks import PruneConfig
+    from tp_core.model import load_model
+
+    clear_memory_cache()
+    model = load_model("demo-quick")
+    for task, ffn, point in (("sst2", 0.3, pa), ("ag_news", 0.9, pb)):
+        scores = attribute(model, task, AttributionConfig(method="magnitude", samples=8, steps=4))
+        rec = evaluate_point(model, task, scores, PruneConfig(ffn), load_split(task, "validation", limit=200))
+        assert rec.metric == pytest.approx(point["metric"]) and rec.kept_params == point["kept_params"]

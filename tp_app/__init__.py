@@ -1,0 +1,1 @@
+"""Streamlit glue for TaskPrune Studio (the pages are in ../pages)."""

@@ -1,0 +1,320 @@
+"""Streamlit glue shared by the pages: state, caches, progress bars, friendly errors, colours.
+
+No ML logic lives here: everything is a call into `tp_core`. Per-browser-session choices live in
+`st.session_state` (isolated per session by Streamlit); loaded models, data and scores are shared through
+process-wide caches (`st.cache_resource` and small locked dicts) plus the engine's on-disk caches.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import streamlit as st
+
+from tp_core.attribution import METHODS, AttributionConfig, UnitScores, attribute, cached_scores_path
+from tp_core.curves import DEFAULT_GRID
+from tp_core.data import TaskData, list_tasks, load_split
+from tp_core.errors import TPError
+from tp_core.paths import REPO_ROOT
+
+# One colour per method, used by every chart.
+METHOD_COLORS = {
+    "ig": "#1f77b4",
+    "grad_x_act": "#ff7f0e",
+    "activation": "#2ca02c",
+    "magnitude": "#9467bd",
+    "random": "#7f7f7f",
+    "dense": "#111111",
+}
+METHOD_LABELS = {
+    "ig": "integrated gradients (ig)",
+    "grad_x_act": "gradient x activation",
+    "activation": "mean |activation|",
+    "magnitude": "weight magnitude (data-free)",
+    "random": "random (seeded)",
+}
+ATTRIBUTION_HELP = (
+    "The attribution of a neuron for a task says how much the model's confidence in the right answer depends on "
+    "that neuron. Integrated gradients (ig) turns the neuron's activation down from its real value to 0 in small "
+    "steps and adds up how much the target-class probability changes along the way; the result is averaged over the "
+    "N scoring examples. Neurons with low attribution can be removed with little loss - for this task."
+)
+
+
+# ----- settings from the environment (tests and the benchmark pick the quick model here) ---------------------------
+def default_model_spec() -> str:
+    return os.environ.get("TP_APP_MODEL", "demo")
+
+
+def eval_limit_default() -> int:
+    return int(os.environ.get("TP_APP_EVAL_LIMIT", "500"))
+
+
+def curve_grid() -> tuple[float, ...]:
+    env = os.environ.get("TP_APP_GRID")
+    return tuple(float(x) for x in env.split(",")) if env else DEFAULT_GRID
+
+
+def exports_root() -> Path:
+    root = Path(os.environ.get("TP_EXPORTS_DIR") or REPO_ROOT / "exports")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+# ----- page set-up and errors ----------------------------------------------------------------------------------
+def page(title: str, icon: str = "✂️", caption: str | None = None) -> None:
+    st.set_page_config(page_title=f"{title} · TaskPrune Studio", page_icon=icon, layout="wide")
+    init_state()
+    st.title(title)
+    if st.session_state.get("_flash"):
+        st.success(st.session_state.pop("_flash"))
+    if caption:
+        st.caption(caption)
+    sidebar_status()
+
+
+@contextlib.contextmanager
+def friendly(what: str):
+    """Show a TPError's message (or a short note for a bug) instead of a traceback."""
+    try:
+        yield
+    except TPError as exc:
+        st.error(str(exc))
+    except Exception as exc:  # a bug: still no traceback on the page
+        st.error(f"Something went wrong while {what}: {type(exc).__name__}: {str(exc)[:300]}")
+
+
+def progress_cb(text: str) -> Callable[[float, str], None]:
+    bar = st.progress(0.0, text=text)
+
+    def cb(fraction: float, message: str) -> None:
+        bar.progress(float(min(max(fraction, 0.0), 1.0)), text=f"{text} - {message}")
+
+    return cb
+
+
+# ----- session state -------------------------------------------------------------------------------------------
+DEFAULTS = {
+    "model_spec": None,  # set on first load
+    "task": None,
+    "attr_method": "ig",
+    "attr_samples": 64,
+    "attr_steps": 20,
+    "attr_labels": "gold",
+    "attr_units": "both",
+    "ffn_sparsity": 0.5,
+    "head_sparsity": 0.0,
+    "allocation": "global",
+    "baselines": ["magnitude", "random"],
+    "eval_limit": None,
+    "custom_data": None,  # (TaskData, head) from an uploaded file
+}
+
+
+def init_state() -> None:
+    ss = st.session_state
+    for k, v in DEFAULTS.items():
+        if k not in ss:
+            ss[k] = list(v) if isinstance(v, list) else v
+    if ss["model_spec"] is None:
+        ss["model_spec"] = default_model_spec()
+    if ss["eval_limit"] is None:
+        ss["eval_limit"] = eval_limit_default()
+
+
+def persisted(widget: Callable, label: str, key: str, **kwargs):
+    """A widget whose value survives page changes: it lives in `session_state[key]`; the widget has its own key."""
+    wkey = f"w_{key}"
+    options = kwargs.get("options")
+    if options is not None:
+        options = list(options)
+        if st.session_state.get(key) not in options and not isinstance(st.session_state.get(key), list):
+            st.session_state[key] = options[0]
+        if wkey in st.session_state and not isinstance(st.session_state[wkey], list) \
+                and st.session_state[wkey] not in options:
+            del st.session_state[wkey]
+    if wkey not in st.session_state:
+        st.session_state[wkey] = st.session_state[key]
+    value = widget(label, key=wkey, **kwargs)
+    st.session_state[key] = value
+    return value
+
+
+def set_value(key: str, value) -> None:
+    """Change a persisted widget's value (call before the widget is drawn, or st.rerun() afterwards)."""
+    st.session_state[key] = value
+    st.session_state.pop(f"w_{key}", None)  # the widget re-reads `key` on the next run
+
+
+def flash(message: str) -> None:
+    """A success message shown once at the top of the next run (survives st.rerun())."""
+    st.session_state["_flash"] = message
+
+
+def attribution_config(method: str | None = None) -> AttributionConfig:
+    ss = st.session_state
+    return AttributionConfig(method=method or ss["attr_method"], samples=int(ss["attr_samples"]),
+                             steps=int(ss["attr_steps"]), labels=ss["attr_labels"], units=ss["attr_units"])
+
+
+# ----- shared caches -------------------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _load_model_cached(spec: str):
+    from tp_core.model import load_model
+
+    return load_model(spec)
+
+
+def load_model(spec: str):
+    """Shared loaded model (raises TPError with a friendly message)."""
+    spec = spec.strip()
+    if not spec:
+        raise TPError("Type a model folder or hub id first.")
+    return _load_model_cached(spec)
+
+
+def current_model():
+    """The session's model, or None with a note telling the user where to go."""
+    spec = st.session_state["model_spec"]
+    try:
+        return load_model(spec)
+    except TPError as exc:
+        st.warning(f"No model loaded: {exc} Open the **Model** page to choose one.")
+        return None
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _split(task: str, split: str, limit: int | None, seed: int = 0) -> TaskData:
+    return load_split(task, split, limit=limit, seed=seed)
+
+
+@st.cache_resource(show_spinner=False)
+def bundle_tasks() -> dict:
+    return {t.name: t for t in list_tasks()}
+
+
+UPLOAD_PREFIX = "upload:"
+
+
+def model_tasks(model) -> list[str]:
+    """Tasks the app can run on `model`: bundle tasks it has a head for (a one-task model: bundle tasks with as many
+    labels), plus uploaded data."""
+    try:
+        bundle = bundle_tasks()
+    except TPError:
+        bundle = {}
+    out = [t for t in model.tasks if t in bundle]
+    if len(model.tasks) == 1:
+        only = next(iter(model.tasks.values()))
+        out += [n for n, s in bundle.items() if n not in out and s.problem == only.problem
+                and s.num_labels == only.num_labels]
+    custom = st.session_state.get("custom_data")
+    if custom is not None:
+        out.append(UPLOAD_PREFIX + custom[0].spec.name)
+    return out
+
+
+def current_task(model) -> str | None:
+    tasks = model_tasks(model)
+    if not tasks:
+        return None
+    if st.session_state["task"] not in tasks:
+        st.session_state["task"] = tasks[0]
+    return st.session_state["task"]
+
+
+def head_for(task: str) -> str:
+    """The model head used for an app task (uploaded data runs through the head the user picked)."""
+    if task.startswith(UPLOAD_PREFIX):
+        return st.session_state["custom_data"][1]
+    return task
+
+
+def validation_data(task: str, limit: int | None = None) -> TaskData:
+    """The capped validation subset used for every evaluation of `task` in the app (seeded, shared)."""
+    limit = limit or int(st.session_state["eval_limit"])
+    if task.startswith(UPLOAD_PREFIX):
+        return st.session_state["custom_data"][0].sample(limit)
+    return _split(task, "validation", limit)
+
+
+def scoring_data(task: str, cfg: AttributionConfig) -> TaskData | None:
+    """Examples for attribution: None for bundle tasks (the engine samples its scoring split), the upload else."""
+    if task.startswith(UPLOAD_PREFIX):
+        return st.session_state["custom_data"][0].sample(cfg.samples, seed=cfg.seed)
+    return _split(task, bundle_tasks()[task].scoring_split, cfg.samples, cfg.seed)
+
+
+_SCORES: dict = {}
+_SCORES_LOCK = threading.Lock()
+
+
+def _scores_key(model, task: str, cfg: AttributionConfig) -> tuple:
+    return (model.fingerprint(), task, cfg)
+
+
+def known_scores(model, task: str, cfg: AttributionConfig) -> UnitScores | None:
+    """Scores already computed (in memory or in the engine's disk cache), without computing anything."""
+    key = _scores_key(model, task, cfg)
+    with _SCORES_LOCK:
+        if key in _SCORES:
+            return _SCORES[key]
+    try:
+        path = cached_scores_path(model, head_for(task), cfg, scoring_data(task, cfg))
+    except TPError:
+        return None
+    if path.is_file():
+        return get_scores(model, task, cfg)
+    return None
+
+
+def get_scores(model, task: str, cfg: AttributionConfig, progress=None) -> UnitScores:
+    """Attribution scores (computed once, then from memory / the disk cache)."""
+    key = _scores_key(model, task, cfg)
+    with _SCORES_LOCK:
+        if key in _SCORES:
+            return _SCORES[key]
+    scores = attribute(model, head_for(task), cfg, data=scoring_data(task, cfg), progress=progress)
+    with _SCORES_LOCK:
+        _SCORES[key] = scores
+    return scores
+
+
+def scores_for_units(cfg: AttributionConfig, head_sparsity: float) -> AttributionConfig:
+    """Pruning heads needs head scores: widen `units` when needed."""
+    if head_sparsity > 0 and cfg.units == "ffn":
+        return replace(cfg, units="both")
+    return cfg
+
+
+# ----- sidebar -------------------------------------------------------------------------------------------------
+def sidebar_status() -> None:
+    ss = st.session_state
+    with st.sidebar:
+        st.markdown("**Current model**")
+        st.code(ss["model_spec"], language=None)
+        if ss.get("task"):
+            st.markdown(f"**Task:** `{ss['task']}`")
+        st.markdown(f"**Method:** `{ss['attr_method']}` · **FFN** {ss['ffn_sparsity']:.0%} · "
+                    f"**heads** {ss['head_sparsity']:.0%} · {ss['allocation']}")
+
+
+_MEMO: dict = {}
+_MEMO_LOCK = threading.Lock()
+
+
+def memo(key: tuple, fn: Callable):
+    """Process-wide memo for results shared by all sessions (inspector look-ups); bounded."""
+    with _MEMO_LOCK:
+        if key in _MEMO:
+            return _MEMO[key]
+    value = fn()
+    with _MEMO_LOCK:
+        if len(_MEMO) > 512:
+            _MEMO.pop(next(iter(_MEMO)))
+        _MEMO[key] = value
+    return value
