@@ -124,6 +124,11 @@ def init_state() -> None:
         ss["model_spec"] = default_model_spec()
     if ss["eval_limit"] is None:
         ss["eval_limit"] = eval_limit_default()
+    if "_env_applied" not in ss:  # start-up defaults for scripted runs (browser test, screenshots, benchmark)
+        ss["_env_applied"] = True
+        for key, env in (("attr_samples", "TP_APP_ATTR_SAMPLES"), ("attr_steps", "TP_APP_ATTR_STEPS")):
+            if os.environ.get(env):
+                ss[key] = int(os.environ[env])
 
 
 def persisted(widget: Callable, label: str, key: str, **kwargs):

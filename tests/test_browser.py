@@ -1,0 +1,165 @@
+"""Real-browser test: Debian Chromium (Playwright) drives the app served by `streamlit run` on a free port.
+
+Walks Model -> Attribution (small settings) -> Prune (moves the slider, the shown metric changes) -> Export (the
+exported folder reloads). With TP_SCREENSHOTS_DIR set it also visits every page and saves a screenshot of each
+(that is how docs/screenshots/ is made).
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from ui_support import APP_ENV, APP_ROOT, ensure_quick_demo
+
+pytestmark = pytest.mark.ui
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed (make test installs it)")
+    pytest.importorskip("playwright")
+    ensure_quick_demo()
+    exports = tmp_path_factory.mktemp("exports")
+    port = _free_port()
+    env = {**os.environ, **APP_ENV, "TP_EXPORTS_DIR": str(exports), "TP_APP_ATTR_SAMPLES": "16",
+           "TP_APP_ATTR_STEPS": "4", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    log = open(exports.parent / "streamlit.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                             "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+                            cwd=APP_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("streamlit did not start")
+        yield url, exports
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _shot(page, name):
+    folder = os.environ.get("TP_SCREENSHOTS_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.wait_for_timeout(1500)  # let Plotly finish drawing
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
+def _wait_idle(page, timeout=240_000):
+    """Wait until the script run finished (no 'Running...' status widget)."""
+    page.wait_for_timeout(500)
+    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=timeout)
+
+
+def _goto(page, name):
+    page.locator('[data-testid="stSidebarNav"] a', has_text=name).first.click()
+    _wait_idle(page)
+
+
+def _metric(page, label) -> str:
+    box = page.locator('[data-testid="stMetric"]', has_text=label).first
+    return box.locator('[data-testid="stMetricValue"]').inner_text()
+
+
+def test_browser_walkthrough(server):
+    from playwright.sync_api import sync_playwright
+
+    url, exports = server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        try:
+            page.goto(url, timeout=60_000)
+            page.get_by_text("Where to start").wait_for(timeout=120_000)
+            _wait_idle(page)
+            _shot(page, "0_home")
+
+            _goto(page, "Model")
+            page.get_by_text("Architecture of").wait_for(timeout=120_000)
+            page.get_by_text("Tasks and dense metrics").wait_for()
+            _wait_idle(page)
+            assert _metric(page, "Layers") == "6"
+            _shot(page, "1_model")
+
+            _goto(page, "Attribution")
+            page.get_by_role("button", name="Run attribution").click()
+            page.get_by_text("Scores ready").wait_for(timeout=240_000)
+            _wait_idle(page)
+            _shot(page, "2_attribution")
+
+            if os.environ.get("TP_SCREENSHOTS_DIR"):
+                _goto(page, "Heatmaps")
+                for label in ("Compute scores", "Score the other tasks"):
+                    btn = page.get_by_role("button", name=label)
+                    if btn.count():
+                        btn.first.click()
+                        _wait_idle(page)
+                page.get_by_text("Neuron inspector").wait_for(timeout=120_000)
+                _wait_idle(page)
+                _shot(page, "3_heatmaps")
+
+            _goto(page, "Prune")
+            page.get_by_text("Kept parameters").wait_for(timeout=240_000)
+            _wait_idle(page)
+            kept_before = _metric(page, "Kept parameters")
+            metric_label = page.locator('[data-testid="stMetric"]', has_text="(pruned)").first
+            before = metric_label.locator('[data-testid="stMetricValue"]').inner_text()
+            slider = page.locator('[data-testid="stSlider"]').first.get_by_role("slider")
+            slider.focus()
+            page.keyboard.press("End")  # FFN sparsity 95%
+            page.wait_for_function(
+                "(v) => { const m = [...document.querySelectorAll('[data-testid=stMetric]')]"
+                ".find(e => e.innerText.includes('Kept parameters')); return m && !m.innerText.includes(v); }",
+                arg=kept_before, timeout=120_000)
+            _wait_idle(page)
+            after = metric_label.locator('[data-testid="stMetricValue"]').inner_text()
+            kept_after = _metric(page, "Kept parameters")
+            assert kept_after != kept_before
+            assert after != before, (before, after)
+            # back to a middle setting for the export (and the screenshot)
+            slider.focus()
+            for _ in range(45):
+                page.keyboard.press("ArrowLeft")
+            _wait_idle(page)
+            _shot(page, "4_prune")
+
+            _goto(page, "Export")
+            page.get_by_role("button", name="Export and verify").click()
+            page.get_by_text("and reloaded it").wait_for(timeout=240_000)
+            _wait_idle(page)
+            _shot(page, "5_export")
+        finally:
+            browser.close()
+
+    folders = [d for d in exports.iterdir() if d.is_dir()]
+    assert len(folders) == 1
+    from tp_core.export import load_export
+
+    small = load_export(folders[0])
+    assert small.pruning and small.pruning.get("ffn_sparsity", 0) > 0
