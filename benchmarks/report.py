@@ -1,0 +1,292 @@
+"""Render docs/RESULTS.md and the PNG plots from a results dict (every number comes from results.json)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from common import BASELINES, METHODS, fmt, fmt_pct
+
+
+def _stamp(res: dict) -> str:
+    m = res["meta"]
+    mc = m["machine"]
+    return (f"_Machine: {mc['cpu']}, {mc['cores']} cores ({mc['torch_threads']} torch threads), torch {mc['torch']}; "
+            f"date {m['date']}; command `{m['command']}`._")
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _plots(res: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    made = []
+    q = res.get("quality")
+    if q:
+        g, s = q["grid"], res["meta"]["settings"]
+        tasks = s["grid_tasks"]
+        for kind, axis in (("ffn", "ffn_sparsity"), ("heads", "head_sparsity")):
+            cols = min(3, len(tasks))
+            rows_n = (len(tasks) + cols - 1) // cols
+            fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.2 * rows_n), squeeze=False)
+            for ax, task in zip(axes.flat, tasks):
+                d = g["dense"][task]["metric"]
+                for method in METHODS:
+                    pts = {}
+                    for r in g["records"]:
+                        if r["task"] != task or r["method"] != method:
+                            continue
+                        other = r["head_sparsity"] if kind == "ffn" else r["ffn_sparsity"]
+                        if other == 0:
+                            pts.setdefault(r[axis], []).append(r["metric"] / d if d > 0 else np.nan)
+                    xs = sorted(pts)
+                    ys = [np.mean(pts[x]) for x in xs]
+                    err = [(np.mean(pts[x]) - min(pts[x]), max(pts[x]) - np.mean(pts[x])) for x in xs]
+                    xs, ys = [0.0] + xs, [1.0] + ys
+                    err = [(0, 0)] + err
+                    ax.errorbar([100 * x for x in xs], ys, yerr=np.array(err).T if method == "random" else None,
+                                label=method, marker="o", ms=3, capsize=2)
+                ax.set_title(f"{task} ({g['dense'][task]['metric_name']}, dense {d:.3f})", fontsize=9)
+                ax.set_xlabel(f"{'FFN' if kind == 'ffn' else 'head'} sparsity (%)", fontsize=8)
+                ax.set_ylabel("metric kept vs dense", fontsize=8)
+                ax.grid(alpha=0.3)
+            for ax in list(axes.flat)[len(tasks):]:
+                ax.axis("off")
+            axes.flat[0].legend(fontsize=7)
+            fig.tight_layout()
+            name = f"quality_{kind}.png"
+            fig.savefig(out / name, dpi=90)
+            plt.close(fig)
+            made.append(name)
+        lr = q.get("low_resource")
+        if lr:
+            fig, ax = plt.subplots(figsize=(5, 3.4))
+            for task in s["low_resource_tasks"]:
+                rows = [r for r in lr["rows"] if r["task"] == task and isinstance(r["n"], int)]
+                for f, ls in (("50", "-"), ("70", "--")):
+                    ax.plot([r["n"] for r in rows], [r[f"keep_{f}"] for r in rows], ls, marker="o", label=f"{task} {f}% FFN")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("scoring examples N")
+            ax.set_ylabel("metric kept vs dense")
+            ax.set_title("ig in the low-resource setting", fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+            fig.tight_layout()
+            fig.savefig(out / "low_resource.png", dpi=90)
+            plt.close(fig)
+            made.append("low_resource.png")
+        o = q.get("ood")
+        if o:
+            names = list(dict.fromkeys(r["domain"] for r in o["rows"]))
+            fig, ax = plt.subplots(figsize=(7, 3.4))
+            w = 0.8 / len(METHODS)
+            for i, method in enumerate(METHODS):
+                ys = [next(r["keep_70"] for r in o["rows"] if r["domain"] == n and r["method"] == method) for n in names]
+                ax.bar(np.arange(len(names)) + i * w, ys, w, label=method)
+            ax.set_xticks(np.arange(len(names)) + 0.4 - w / 2, names, fontsize=8)
+            ax.set_ylabel("accuracy kept vs dense")
+            ax.set_ylim(0.4, 1.05)
+            ax.set_title("sst2 masks at 70% FFN sparsity, per domain", fontsize=9)
+            ax.legend(fontsize=7, ncol=3)
+            fig.tight_layout()
+            fig.savefig(out / "ood.png", dpi=90)
+            plt.close(fig)
+            made.append("ood.png")
+        sp = q.get("specificity")
+        if sp:
+            arr = np.array(sp["matrix"], dtype=float)
+            fig, ax = plt.subplots(figsize=(4.8, 4))
+            im = ax.imshow(arr, cmap="viridis")
+            ax.set_xticks(range(len(sp["tasks"])), sp["tasks"], rotation=45, fontsize=8)
+            ax.set_yticks(range(len(sp["tasks"])), sp["tasks"], fontsize=8)
+            ax.set_xlabel("evaluated on task B")
+            ax.set_ylabel("masks found on task A")
+            for i in range(arr.shape[0]):
+                for j in range(arr.shape[1]):
+                    ax.text(j, i, f"{arr[i, j]:.2f}", ha="center", va="center", fontsize=7, color="w")
+            fig.colorbar(im, ax=ax, fraction=0.046)
+            ax.set_title("kept vs dense at 70% FFN (ig masks)", fontsize=9)
+            fig.tight_layout()
+            fig.savefig(out / "specificity.png", dpi=90)
+            plt.close(fig)
+            made.append("specificity.png")
+    e = res.get("speed", {}).get("export")
+    if e:
+        rows = e["rows"]
+        fig, ax = plt.subplots(figsize=(5.5, 3.4))
+        lab = [f"{int(100 * r['ffn_sparsity'])}/{int(100 * r['head_sparsity'])}" for r in rows]
+        x = np.arange(len(rows))
+        ax.bar(x - 0.27, [r["flops_ratio"] for r in rows], 0.27, label="FLOPs ratio (limit)")
+        ax.bar(x, [r["throughput_speedup"] for r in rows], 0.27, label="throughput speed-up (b32, L128)")
+        ax.bar(x + 0.27, [r["latency_speedup"] for r in rows], 0.27, label="latency speed-up (b1)")
+        ax.set_xticks(x, lab)
+        ax.set_xlabel("FFN / head sparsity (%)")
+        ax.set_ylabel("x dense")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3, axis="y")
+        fig.tight_layout()
+        fig.savefig(out / "export_speed.png", dpi=90)
+        plt.close(fig)
+        made.append("export_speed.png")
+    return made
+
+
+def write(res: dict, out: Path) -> None:
+    out = Path(out)
+    plots = _plots(res, out)
+    m, st = res["meta"], res["meta"]["settings"]
+    stamp = _stamp(res)
+    L = ["# Benchmark results", "",
+         f"Generated by `benchmarks/run_all.py` ({'quick' if st['mode'] == 'quick' else 'full'} mode) - no number here "
+         "is typed by hand; all of them are in `results.json` beside this file.", "", stamp, "",
+         f"Model `{st['model']}`; total wall time {m['total_seconds'] / 60:.1f} min "
+         f"(load average {m['machine']['loadavg_start'][0]:.1f} at start, {m['machine'].get('loadavg_end', [0])[0]:.1f} "
+         "at the end: the CPU is shared, so timings carry that noise). Section times: " +
+         ", ".join(f"{k} {v / 60:.1f} min" for k, v in m["section_seconds"].items()) + ".", "",
+         "Settings: grid tasks " + ", ".join(st["grid_tasks"]) + f"; each metric on a seeded subset of at most "
+         f"{st['eval_cap']} validation examples per task; data-driven scores from {st['samples']} seeded training "
+         f"examples; ig with {st['steps']} Riemann steps (`riemann_middle`), probability target, `abs_sum` token "
+         "aggregation, FFN neurons and heads scored; global allocation unless stated; random over seeds "
+         f"{', '.join(map(str, st['random_seeds']))}.", ""]
+    L += ["## Headline numbers", "", _table(["key", "value"], [[k, fmt(v, 4)] for k, v in res.items()
+                                                                if not isinstance(v, (dict, list))]), "", stamp, ""]
+    dense = m.get("dense_all_tasks", {})
+    if dense:
+        L += ["## Dense model", "", _table(["task", "metric", "value", "n"],
+                                           [[t, d["metric_name"], fmt(d["metric"]), d["n"]] for t, d in dense.items()]),
+              "", stamp, ""]
+        missing = [t for t in dense if t not in st["grid_tasks"]]
+        if missing:
+            L += [f"Not in the pruning grid: {', '.join(missing)}. Kept-vs-dense ratios mean little where the dense "
+                  "head is near chance (see the dense metrics above: cola, rte, wnli), and the time budget of "
+                  "`make bench` on 2 shared cores does not fit every task (pair tasks have 2-3x longer inputs).", ""]
+    q = res.get("quality")
+    if q:
+        pts = [tuple(p) for p in st["summary_points"]]
+        hdr = ["task", "method"] + [f"FFN {int(100 * f)}% / heads {int(100 * h)}%" for f, h in pts]
+        rows = []
+        for r in q["summary"]["rows"]:
+            cells = []
+            for f, h in pts:
+                k = f"ffn{int(f * 100)}_heads{int(h * 100)}"
+                v = fmt_pct(r.get(k))
+                if r.get(k + "_spread") is not None:
+                    v += f" (±{100 * r[k + '_spread'] / 2:.1f})"
+                cells.append(v)
+            rows.append([r["task"], r["method"]] + cells)
+        L += ["## 1. Pruning quality", "", "Metric kept vs dense (pruned / dense) at the summary points; random is the "
+              "mean over seeds (± half the range). Full curves: FFN sparsity 10-90% and head sparsity 25-75% below; "
+              "every grid point (also the combined FFN+head grid) is in `results.json` under `quality.grid.records`.", "",
+              _table(hdr, rows), "", stamp, ""]
+        L += [f"![FFN sparsity]({'quality_ffn.png'})", "", f"![head sparsity]({'quality_heads.png'})", ""]
+        vb = q["vs_baselines"]
+        L += ["## 2. The paper's claims", "", "### ig against each baseline", "",
+              f"Cells: {len(st['grid_tasks'])} tasks x {vb['ig_beats_every_baseline']['cells'] // len(st['grid_tasks'])} "
+              "grid points (FFN, heads, combined). A difference of one example is a win here; at "
+              f"{st['eval_cap']} examples one example is {100 / st['eval_cap']:.1f} points of accuracy.", "",
+              _table(["baseline", "ig wins", "ties", "ig losses", "verdict"],
+                     [[b, vb[b]["wins"], vb[b]["ties"], vb[b]["losses"], vb[b]["verdict"].split(":")[0]] for b in BASELINES]),
+              "", f"ig beats every baseline in {vb['ig_beats_every_baseline']['count']} of "
+              f"{vb['ig_beats_every_baseline']['cells']} cells (`ig_win_rate` {vb['ig_beats_every_baseline']['rate']:.3f}).",
+              "", stamp, ""]
+        lr = q["low_resource"]
+        L += ["### Low-resource: ig with few examples", "",
+              f"ig on FFN neurons with {lr['steps']} steps, N seeded training examples; kept vs dense at 50% / 70% FFN "
+              "sparsity; data-free baselines for reference.", "",
+              _table(["task", "N", "keep 50%", "keep 70%", "scoring s"],
+                     [[r["task"], r["n"], fmt_pct(r["keep_50"]), fmt_pct(r["keep_70"]), fmt(r.get("seconds"), 1)]
+                      for r in lr["rows"]]), "", *[f"- Verdict {v}" for v in lr["verdicts"]], "", stamp, "",
+              "![low resource](low_resource.png)", ""]
+        un = q["unsupervised"]
+        L += ["### Unsupervised: predicted labels against gold labels", "",
+              "ig FFN scores with the model's own predictions as targets vs gold labels (same examples and settings). "
+              "For binary tasks with the probability target and abs aggregation the two are equal exactly: "
+              "p0 = 1 - p1, so dp0/da = -dp1/da and |sum| is the same whichever class is the target - the claim "
+              "is trivially true there, so it is measured on multi-class tasks (ag_news 4 classes, trec 6) too.", "",
+              _table(["task", "classes", "max rel. score diff", "Spearman", "gold keep 50%", "pred keep 50%",
+                      "gold keep 70%", "pred keep 70%", "mask agreement 70%"],
+                     [[r["task"], r["classes"], f"{r['max_rel_diff']:.2e}", fmt(r["spearman"], 4),
+                       fmt_pct(r["gold_keep_50"]), fmt_pct(r["pred_keep_50"]), fmt_pct(r["gold_keep_70"]),
+                       fmt_pct(r["pred_keep_70"]), fmt_pct(r["mask_agreement_70"])] for r in un["rows"]]), "",
+              *[f"- Verdict {v}" for v in un["verdicts"]], "", stamp, ""]
+        o = q["ood"]
+        names = list(dict.fromkeys(r["domain"] for r in o["rows"]))
+        rows = []
+        for n in names:
+            for method in METHODS:
+                r = next(x for x in o["rows"] if x["domain"] == n and x["method"] == method)
+                rows.append([n, r["n"], method, fmt(r["dense"]), fmt(r["metric_50"]), fmt_pct(r["keep_50"]),
+                             fmt(r["metric_70"]), fmt_pct(r["keep_70"])])
+        L += ["### Unseen domain: sst2 masks on Yelp / Amazon / IMDb", "",
+              "Masks found on sst2 (every method), evaluated with the sst2 head on the bundle's out-of-domain "
+              f"sentiment set (seeded subset of {st['ood_cap']} per domain); FFN sparsity, heads kept.", "",
+              _table(["eval set", "n", "method", "dense acc", "acc 50%", "kept 50%", "acc 70%", "kept 70%"], rows), "",
+              *[f"- {v}" for v in o["verdicts"]],
+              f"- Verdict: `ood_ig_minus_best_baseline_70` = {100 * o['mean_ig_minus_best_baseline_70']:+.1f} points "
+              f"({'ig ahead' if o['mean_ig_minus_best_baseline_70'] > 0 else 'ig not ahead'} out of domain).", "",
+              stamp, "", "![ood](ood.png)", ""]
+        sp = q["specificity"]
+        L += ["### Task-specificity: masks of task A on task B (70% FFN, ig)", "",
+              _table(["A \\ B"] + sp["tasks"], [[a] + [fmt(v, 3) for v in row] for a, row in zip(sp["tasks"], sp["matrix"])]),
+              "", f"- Verdict {sp['verdict']}", "", stamp, "", "![specificity](specificity.png)", ""]
+    sp = res.get("speed")
+    if sp:
+        c = sp["captum"]
+        L += ["## 3. Attribution speed", "", f"Wall time of one scoring run at the grid settings ({st['samples']} examples, "
+              f"{st['steps']} steps for ig, FFN neurons + heads), as recorded when the scores were computed in this "
+              "run (magnitude timed here).", "",
+              _table(["task", "ig s", "grad_x_act s", "activation s", "magnitude s"],
+                     [[r["task"], fmt(r["ig"], 1), fmt(r["grad_x_act"], 1), fmt(r["activation"], 1),
+                       fmt(r["magnitude"], 2)] for r in sp["attribution_speed"]["rows"]]), "", stamp, "",
+              "### tp_core ig vs a per-layer Captum LayerIntegratedGradients loop", "",
+              f"{c['task']}, {c['samples']} examples, {c['steps']} steps, `{c['riemann']}`, {c['target']} target, "
+              f"{c['aggregation']}, FFN neurons of all layers, batch {c['batch_size']}, same batches (length-sorted).", "",
+              _table(["run", "seconds"],
+                     [["tp_core ig (fast path)", fmt(c["seconds_ours"], 1)],
+                      ["Captum loop, plain (parameters require grad)", fmt(c["seconds_captum"], 1)],
+                      ["Captum loop, parameter grads off", fmt(c["seconds_captum_params_frozen"], 1)],
+                      ["tp_core ig, IG steps not batched", fmt(c["seconds_ours_steps_unbatched"], 1)]]), "",
+              f"Ratio Captum / tp_core: **{c['ratio']:.2f}x** (target >= 3); Spearman over all neurons "
+              f"**{c['spearman']:.5f}** (min per layer {c['spearman_min_layer']:.5f}; max relative difference "
+              f"{c['max_rel_diff']:.1e}). Verdict: {'met' if c['ratio'] >= 3 and c['spearman'] >= 0.99 else 'missed'}.",
+              f"Work per IG step and example: Captum runs {c['block_forwards_captum']} block forwards over the "
+              f"{c['layers']} layers' attributions, the fast path {c['block_forwards_ours']}; both back-propagate through "
+              f"{c['block_backwards_both']} blocks.", "", stamp, ""]
+        e = sp["export"]
+        L += ["## 4. Pruned-model speed", "",
+              f"Exports of the {e['task']} head (ig scores, global allocation) written with `export_pruned` and "
+              f"reloaded with `load_export`; CPU ({e['threads']} threads) throughput at batch {e['batch']} x length "
+              f"{e['seq_len']} (median of {e['throughput_reps']}) and latency at batch 1 x length {e['seq_len']} "
+              f"(median of {e['latency_reps']}), models interleaved; FLOPs counted by torch's FlopCounterMode.", "",
+              _table(["FFN / heads", "params", "size MB", "metric", "examples/s", "latency ms", "throughput x",
+                      "latency x", "FLOPs ratio", "speed-up / FLOPs ratio"],
+                     [[f"{int(100 * r['ffn_sparsity'])}% / {int(100 * r['head_sparsity'])}%", f"{r['params']:,}",
+                       f"{r['bytes_on_disk'] / 1e6:.1f}", fmt(r["metric_pruned"]), fmt(r["throughput_eps"], 1),
+                       fmt(r["latency_ms"], 1), fmt(r["throughput_speedup"], 2), fmt(r["latency_speedup"], 2),
+                       fmt(r["flops_ratio"], 2), fmt_pct(r["speedup_over_flops"], 0)] for r in e["rows"]]), "",
+              f"Verdict: {e['verdict']}.", "", stamp, "", "![export speed](export_speed.png)", ""]
+        it = sp["interactive"]
+        L += ["## 5. Interactive latency", "", f"Source: {it['source']}.", "",
+              _table(["what", "seconds"], [["cached slider move", fmt(it["slider_cached_s"], 4)],
+                                           ["new sparsity point", fmt(it["slider_new_point_s"], 3)]]), "", stamp, ""]
+    tp = res.get("textpruner")
+    if tp:
+        L += ["## 6. Against TextPruner", "", "TextPruner's `prune()` fails on transformers 5 (it calls the removed "
+              "`prune_heads`), so its importance scores (`TransformerPruner.get_importance_score`: first-order Taylor "
+              "|weight x loss gradient| per FFN neuron and head) are applied with tp_core's own masks and allocations. "
+              f"Same model, task and {st['samples']} scoring examples for both; FFN sparsity, heads kept.", "",
+              _table(["task", "criterion", "scoring s", "global 50%", "global 70%", "per-layer 50%", "per-layer 70%"],
+                     [[r["task"], r["criterion"], fmt(r["seconds"], 2), fmt_pct(r["global_50"]), fmt_pct(r["global_70"]),
+                       fmt_pct(r["per-layer_50"]), fmt_pct(r["per-layer_70"])] for r in tp["rows"]]), "",
+              f"Verdict {tp['verdict']}.", "", stamp, "",
+              f"What closes the gap ({tp['gap_study_task']}, FFN units; variants of ig against TextPruner):", "",
+              _table(["variant", "scoring s", "global 50%", "global 70%", "per-layer 50%", "per-layer 70%"],
+                     [[r["variant"], fmt(r["seconds"], 2), fmt_pct(r["global_50"]), fmt_pct(r["global_70"]),
+                       fmt_pct(r["per-layer_50"]), fmt_pct(r["per-layer_70"])] for r in tp["gap_study"]]), "", stamp, ""]
+    (out / "RESULTS.md").write_text("\n".join(L) + "\n")

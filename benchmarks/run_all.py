@@ -1,0 +1,144 @@
+"""Run every benchmark and write docs/RESULTS.md, docs/results.json and docs/*.png.
+
+    make bench          # full run on the demo model (.venv/bin/python benchmarks/run_all.py)
+    make bench-quick    # small settings on demo-quick, a few minutes (--quick)
+
+Options: --quick; --sections quality,speed,textpruner (default: all); --report-only (re-render the report from
+docs/results.json). The quick mode writes to docs/quick/ so it never overwrites the committed full-run results.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import common  # noqa: E402
+from common import DOCS, Bench, Settings, machine, settings_dict  # noqa: E402
+
+SECTIONS = ("quality", "speed", "textpruner")
+
+
+def _jsonable(x):
+    import numpy as np
+
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return None if x != x else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def top_level(res: dict) -> dict:
+    """The headline numbers the issue asks for, each taken from this run's tables."""
+    q, sp, tp = res.get("quality", {}), res.get("speed", {}), res.get("textpruner", {})
+    exp = next((r for r in sp.get("export", {}).get("rows", []) if r["ffn_sparsity"] == 0.5 and r["head_sparsity"] == 0.5), {})
+    return {
+        "ig_speedup_vs_captum": sp.get("captum", {}).get("ratio"),
+        "ig_spearman_vs_captum": sp.get("captum", {}).get("spearman"),
+        "export_speedup_50_50": exp.get("throughput_speedup"),
+        "export_flops_ratio_50_50": exp.get("flops_ratio"),
+        "slider_cached_s": sp.get("interactive", {}).get("slider_cached_s"),
+        "slider_new_point_s": sp.get("interactive", {}).get("slider_new_point_s"),
+        "ig_keep_ratio_50": q.get("ig_keep_ratio_50"),
+        "ig_win_rate": q.get("vs_baselines", {}).get("ig_beats_every_baseline", {}).get("rate"),
+        "ig_minus_textpruner_70": tp.get("ig_minus_textpruner_70"),
+        "ood_ig_minus_best_baseline_70": q.get("ood", {}).get("mean_ig_minus_best_baseline_70"),
+    }
+
+
+def load_or_build_model(s: Settings, log):
+    from tp_core.demo import build_demo
+    from tp_core.model import load_model
+    from tp_core.errors import TPError
+
+    try:
+        return load_model(s.model)
+    except TPError:
+        log(f"{s.model} is not built yet: building it now (python -m tp_core build-demo{' --quick' if s.mode == 'quick' else ''})")
+        build_demo(quick=s.mode == "quick", progress=lambda f, m: None)
+        return load_model(s.model)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small settings on demo-quick (under 10 minutes)")
+    ap.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset of " + ",".join(SECTIONS))
+    ap.add_argument("--report-only", action="store_true", help="re-render RESULTS.md and plots from the JSON")
+    ap.add_argument("--out", default=None, help="output folder (default docs/, or docs/quick/ with --quick)")
+    args = ap.parse_args(argv)
+    out_dir = Path(args.out) if args.out else (DOCS / "quick" if args.quick else DOCS)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    import report
+
+    if args.report_only:
+        res = json.loads((out_dir / "results.json").read_text())
+        report.write(res, out_dir)
+        return 0
+
+    import torch
+
+    torch.manual_seed(0)
+    s = Settings.quick() if args.quick else Settings.full()
+    sections = [x.strip() for x in args.sections.split(",") if x.strip()]
+    t_start = time.time()
+    cmd = "make bench-quick" if args.quick else "make bench"
+    if args.sections != ",".join(SECTIONS):
+        cmd += f" (benchmarks/run_all.py {' '.join(sys.argv[1:])})"
+    res = {"meta": {"command": cmd, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
+                    "settings": settings_dict(s), "section_seconds": {}}}
+    b = Bench(s, None)
+    b.model = load_or_build_model(s, b.log)
+    b.log(f"model {s.model} loaded; tasks {list(b.model.tasks)}")
+    res["meta"]["model_tasks"] = list(b.model.tasks)
+    res["meta"]["dense_all_tasks"] = {}
+    for task in b.model.tasks:  # dense metric of every demo task on the capped validation subset
+        data = b.eval_data(task)
+        res["meta"]["dense_all_tasks"][task] = {"metric_name": data.spec.metric, "metric": b.dense(task), "n": len(data)}
+    if "quality" in sections:
+        import bench_quality
+
+        t0 = time.time()
+        res["quality"] = bench_quality.run(b)
+        res["meta"]["section_seconds"]["quality"] = time.time() - t0
+        b.log(f"quality done in {time.time() - t0:.0f}s")
+    if "textpruner" in sections:
+        import bench_textpruner
+
+        t0 = time.time()
+        res["textpruner"] = bench_textpruner.run(b)
+        res["meta"]["section_seconds"]["textpruner"] = time.time() - t0
+        b.log(f"textpruner done in {time.time() - t0:.0f}s")
+    if "speed" in sections:
+        import bench_speed
+
+        t0 = time.time()
+        res["speed"] = bench_speed.run(b, res.get("quality"))
+        res["meta"]["section_seconds"]["speed"] = time.time() - t0
+        b.log(f"speed done in {time.time() - t0:.0f}s")
+    res["meta"]["total_seconds"] = time.time() - t_start
+    res["meta"]["machine"]["loadavg_end"] = list(os.getloadavg())
+    res = {**top_level(res), **res}
+    res = _jsonable(res)
+    (out_dir / "results.json").write_text(json.dumps(res, indent=1))
+    report.write(res, out_dir)
+    b.log(f"wrote {out_dir / 'RESULTS.md'} and {out_dir / 'results.json'} in {res['meta']['total_seconds']:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
