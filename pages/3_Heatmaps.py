@@ -38,6 +38,10 @@ with c2:
     ss.setdefault("hm_task_b", other[0])
     tb = C.persisted(st.selectbox, "Task B", "hm_task_b", options=tasks, help="Right column: compare two tasks.")
 with c3:
+    ss.setdefault("hm_log", True)
+    log_colour = C.persisted(st.toggle, "Log colour scale", "hm_log",
+                             help="Scores span orders of magnitude: a log scale shows the structure of all units; "
+                                  "hover always shows the exact score.")
     ss.setdefault("hm_order", "sorted")
     order = C.persisted(st.radio, "FFN neuron order", "hm_order", options=["sorted", "index"],
                         help="sorted: each layer's neurons from most to least important (readable); index: "
@@ -71,6 +75,17 @@ def selected_unit(event, key: str):
         st.rerun()
 
 
+colour_title = "log10 score" if log_colour else "score"
+
+
+def colour(z: np.ndarray) -> np.ndarray:
+    """Values for the colour scale (log10 of |score| when asked; exact scores are in the hover text)."""
+    if not log_colour:
+        return z
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log10(np.clip(np.abs(z), 1e-12, None))
+
+
 def head_chart(t: str):
     s = scores[t]
     if s.heads is None:
@@ -78,15 +93,17 @@ def head_chart(t: str):
         return
     z = head_matrix(s)
     L, H = z.shape
-    fig = go.Figure(go.Heatmap(z=z, x=list(range(H)), y=list(range(L)), colorscale="Viridis",
-                               hovertemplate="layer %{y}, head %{x}<br>score %{z:.4g}<extra></extra>",
-                               colorbar=dict(title="score")))
+    fig = go.Figure(go.Heatmap(z=colour(z), x=list(range(H)), y=list(range(L)), colorscale="Viridis",
+                               text=np.vectorize(lambda v: f"{v:.4g}")(z),
+                               hovertemplate="layer %{y}, head %{x}<br>score %{text}<extra></extra>",
+                               colorbar=dict(title=colour_title)))
     ys, xs = np.mgrid[0:L, 0:H]
     fig.add_scatter(x=xs.ravel(), y=ys.ravel(), mode="markers", marker=dict(size=18, opacity=0.0),
                     customdata=np.stack([np.ones(L * H), ys.ravel(), xs.ravel(), z.ravel()], 1),
                     hovertemplate="layer %{customdata[1]}, head %{customdata[2]}<br>score %{customdata[3]:.4g}"
                                   "<extra>click to inspect</extra>", showlegend=False)
     fig.update_layout(title=f"{t}: layer x head", height=300, xaxis_title="head", yaxis_title="layer",
+                      xaxis_dtick=1, yaxis_dtick=1,
                       margin=dict(l=10, r=10, t=40, b=10), clickmode="event+select")
     ev = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points",
                          key=f"hm_heads::{t}")
@@ -100,9 +117,10 @@ def ffn_chart(t: str):
         return
     vals, ids = ffn_matrix(s, order)
     L, W = vals.shape
-    fig = go.Figure(go.Heatmap(z=vals, y=list(range(L)), customdata=ids, colorscale="Viridis",
-                               hovertemplate="layer %{y}, neuron %{customdata}<br>score %{z:.4g}<extra></extra>",
-                               colorbar=dict(title="score")))
+    fig = go.Figure(go.Heatmap(z=colour(vals), y=list(range(L)), customdata=ids, colorscale="Viridis",
+                               text=np.vectorize(lambda v: f"{v:.4g}")(vals),
+                               hovertemplate="layer %{y}, neuron %{customdata}<br>score %{text}<extra></extra>",
+                               colorbar=dict(title=colour_title)))
     ys, xs = np.mgrid[0:L, 0:W]
     ok = ids.ravel() >= 0
     fig.add_scattergl(x=xs.ravel()[ok], y=ys.ravel()[ok], mode="markers", marker=dict(size=6, opacity=0.0),
@@ -111,7 +129,8 @@ def ffn_chart(t: str):
                                     "<extra>click to inspect</extra>", showlegend=False)
     fig.update_layout(title=f"{t}: layer x FFN neuron ({'sorted by score' if order == 'sorted' else 'index order'})",
                       height=300, xaxis_title="neuron rank in layer" if order == "sorted" else "neuron index",
-                      yaxis_title="layer", margin=dict(l=10, r=10, t=40, b=10), clickmode="event+select")
+                      yaxis_title="layer", yaxis_dtick=1, margin=dict(l=10, r=10, t=40, b=10),
+                      clickmode="event+select")
     ev = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points",
                          key=f"hm_ffn::{t}")
     selected_unit(ev, f"ffn::{t}")

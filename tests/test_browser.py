@@ -67,6 +67,7 @@ def _shot(page, name):
     folder = os.environ.get("TP_SCREENSHOTS_DIR")
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
+        page.mouse.move(5, 5)  # no tooltip from the last click in the picture
         page.wait_for_timeout(1500)  # let Plotly finish drawing
         page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
 
@@ -93,7 +94,8 @@ def test_browser_walkthrough(server):
     url, exports = server
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        tall = bool(os.environ.get("TP_SCREENSHOTS_DIR"))  # the app scrolls inside its own container
+        page = browser.new_page(viewport={"width": 1500, "height": 2400 if tall else 1000})
         try:
             page.goto(url, timeout=60_000)
             page.get_by_text("Where to start").wait_for(timeout=120_000)
@@ -125,7 +127,7 @@ def test_browser_walkthrough(server):
                 _shot(page, "3_heatmaps")
 
             _goto(page, "Prune")
-            page.get_by_text("Kept parameters").wait_for(timeout=240_000)
+            page.get_by_text("Kept parameters", exact=True).wait_for(timeout=240_000)
             _wait_idle(page)
             kept_before = _metric(page, "Kept parameters")
             metric_label = page.locator('[data-testid="stMetric"]', has_text="(pruned)").first

@@ -299,13 +299,14 @@ def scores_for_units(cfg: AttributionConfig, head_sparsity: float) -> Attributio
 # ----- sidebar -------------------------------------------------------------------------------------------------
 def sidebar_status() -> None:
     ss = st.session_state
+    cur = lambda k: ss.get(f"w_{k}", ss.get(k))  # noqa: E731  (a moved widget's new value is already in w_<key>)
     with st.sidebar:
         st.markdown("**Current model**")
         st.code(ss["model_spec"], language=None)
-        if ss.get("task"):
-            st.markdown(f"**Task:** `{ss['task']}`")
-        st.markdown(f"**Method:** `{ss['attr_method']}` · **FFN** {ss['ffn_sparsity']:.0%} · "
-                    f"**heads** {ss['head_sparsity']:.0%} · {ss['allocation']}")
+        if cur("task"):
+            st.markdown(f"**Task:** `{cur('task')}`")
+        st.markdown(f"**Method:** `{cur('attr_method')}` · **FFN** {cur('ffn_sparsity'):.0%} · "
+                    f"**heads** {cur('head_sparsity'):.0%} · {cur('allocation')}")
 
 
 _MEMO: dict = {}
