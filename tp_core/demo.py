@@ -31,7 +31,7 @@ class DemoConfig:
     quick: bool = False
     tasks: tuple[str, ...] = ()  # empty = every trainable classification task of the bundle
     max_per_task: int = 3000
-    per_task_caps: dict = field(default_factory=lambda: {"sst2": 8000, "ag_news": 4000})
+    per_task_caps: dict = field(default_factory=dict)  # task -> cap, overriding max_per_task
     max_length: int = 64
     batch_size: int = 32
     epochs: float = 1.0
@@ -57,7 +57,7 @@ def demo_tasks(cfg: DemoConfig) -> list[TaskSpec]:
     specs = [t for t in list_tasks() if t.problem == "classification" and t.trainable]
     if cfg.tasks:
         specs = [t for t in specs if t.name in cfg.tasks]
-    return [t for t in specs if cfg.per_task_caps.get(t.name, 1) != 0]
+    return [t for t in specs if cfg.per_task_caps.get(t.name, 1) != 0]  # a cap of 0 leaves a task out
 
 
 def _build_schedule(model, cfg: DemoConfig, specs: list[TaskSpec]) -> list[tuple[str, dict, torch.Tensor]]:
@@ -65,7 +65,7 @@ def _build_schedule(model, cfg: DemoConfig, specs: list[TaskSpec]) -> list[tuple
     rng = random.Random(cfg.seed)
     schedule = []
     for spec in specs:
-        cap = min(cfg.max_per_task, cfg.per_task_caps.get(spec.name, cfg.max_per_task))
+        cap = cfg.per_task_caps.get(spec.name, cfg.max_per_task)
         data = load_split(spec, "train", limit=cap, seed=cfg.seed)
         n_take = int(len(data) * cfg.epochs)
         order = list(range(len(data)))
