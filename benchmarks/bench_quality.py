@@ -198,7 +198,6 @@ def specificity(b: Bench) -> dict:
 def run(b: Bench) -> dict:
     g = grid(b)
     out = {"grid": g, "summary": summary(g, b.s), "vs_baselines": vs_baselines(g, b.s)}
-    out["low_resource"] = low_resource(b)
     out["unsupervised"] = unsupervised(b)
     out["ood"] = ood(b)
     out["specificity"] = specificity(b)

@@ -55,19 +55,21 @@ class Settings:
     throughput_reps: int = 3
     latency_reps: int = 20
     tp_gap_task: str = "sst2"
+    tp_gap_more: int = 2  # "more examples" variant: this many times `samples`
+    tp_gap_all_variants: bool = True
     interactive_n: int = 500
 
     @staticmethod
     def full() -> "Settings":
         return Settings(mode="full", model="demo", grid_tasks=("sst2", "ag_news", "trec", "cr"),
-                        eval_cap=200, samples=32, steps=16)
+                        eval_cap=150, samples=32, steps=12, ood_cap=200, captum_samples=16, captum_steps=12)
 
     @staticmethod
     def quick() -> "Settings":
         return Settings(mode="quick", model="demo-quick", grid_tasks=("sst2", "ag_news"), eval_cap=48, samples=8,
-                        steps=4, ffn_grid=(0.3, 0.5, 0.7, 0.9), head_grid=(0.5,), combined_grid=((0.5, 0.5),),
+                        steps=4, ffn_grid=(0.5, 0.7, 0.9), head_grid=(0.5,), combined_grid=((0.5, 0.5),),
                         low_resource_tasks=("sst2",), low_resource_n=(4, 8, 16), low_resource_steps=4,
-                        unsup_tasks=("sst2", "ag_news"), ood_cap=32, captum_samples=4, captum_steps=4,
+                        unsup_tasks=("sst2", "ag_news"), ood_cap=24, tp_gap_all_variants=False, captum_samples=4, captum_steps=4,
                         export_points=((0.5, 0.5),), throughput_reps=1, latency_reps=3, interactive_n=100)
 
 

@@ -116,6 +116,7 @@ def main(argv=None) -> int:
         res["quality"] = bench_quality.run(b)
         res["meta"]["section_seconds"]["quality"] = time.time() - t0
         b.log(f"quality done in {time.time() - t0:.0f}s")
+        save(res, out_dir, t_start, partial=True)
     if "textpruner" in sections:
         import bench_textpruner
 
@@ -123,6 +124,7 @@ def main(argv=None) -> int:
         res["textpruner"] = bench_textpruner.run(b)
         res["meta"]["section_seconds"]["textpruner"] = time.time() - t0
         b.log(f"textpruner done in {time.time() - t0:.0f}s")
+        save(res, out_dir, t_start, partial=True)
     if "speed" in sections:
         import bench_speed
 
@@ -130,14 +132,27 @@ def main(argv=None) -> int:
         res["speed"] = bench_speed.run(b, res.get("quality"))
         res["meta"]["section_seconds"]["speed"] = time.time() - t0
         b.log(f"speed done in {time.time() - t0:.0f}s")
-    res["meta"]["total_seconds"] = time.time() - t_start
-    res["meta"]["machine"]["loadavg_end"] = list(os.getloadavg())
-    res = {**top_level(res), **res}
-    res = _jsonable(res)
-    (out_dir / "results.json").write_text(json.dumps(res, indent=1))
-    report.write(res, out_dir)
+        save(res, out_dir, t_start, partial=True)
+    if "quality" in sections:  # the dearest study last, so everything else is on disk first
+        t0 = time.time()
+        res["quality"]["low_resource"] = bench_quality.low_resource(b)
+        res["meta"]["section_seconds"]["low_resource"] = time.time() - t0
+    res = save(res, out_dir, t_start, partial=False)
     b.log(f"wrote {out_dir / 'RESULTS.md'} and {out_dir / 'results.json'} in {res['meta']['total_seconds']:.0f}s")
     return 0
+
+
+def save(res: dict, out_dir: Path, t_start: float, partial: bool) -> dict:
+    """Write results.json + RESULTS.md + plots (also after each section, marked partial, so a cut run leaves data)."""
+    import report
+
+    res["meta"]["total_seconds"] = time.time() - t_start
+    res["meta"]["partial"] = partial
+    res["meta"]["machine"]["loadavg_end"] = list(os.getloadavg())
+    res = _jsonable({**top_level(res), **res})
+    (out_dir / "results.json").write_text(json.dumps(res, indent=1))
+    report.write(res, out_dir)
+    return res
 
 
 if __name__ == "__main__":

@@ -97,6 +97,10 @@ def train_demo(cfg: DemoConfig, progress: Progress | None = None):
     progress(0.0, "tokenising training data")
     schedule = _build_schedule(model, cfg, specs)
     steps = len(schedule)
+    counts: dict[str, int] = {}
+    for task, _, labels in schedule:
+        counts[task] = counts.get(task, 0) + len(labels)
+    model.train_examples = counts
     # The word-embedding matrix is half of MiniLM's weights; freezing it halves optimizer work at no accuracy cost.
     model.base.embeddings.word_embeddings.weight.requires_grad_(False)
     enc_params = [p for p in model.encoder.parameters() if p.requires_grad]
@@ -135,7 +139,8 @@ def build_demo(quick: bool = False, force: bool = False, progress: Progress | No
     cfg = DemoConfig.for_build(quick)
     model, seconds = train_demo(cfg, progress)
     metrics = dense_report(model, cfg.eval_limit, progress=None)
-    info = {"config": asdict(cfg), "train_seconds": round(seconds, 1), "dense_validation": metrics,
+    info = {"config": asdict(cfg), "train_seconds": round(seconds, 1), "train_examples": model.train_examples,
+            "dense_validation": metrics,
             "torch": torch.__version__}
     model.save(path, extra_files={"demo_build.json": json.dumps(info, indent=2)})
     return path
