@@ -61,8 +61,8 @@ def _captum_layer_ig(model, task, data, layer, cfg):
     return (total / len(data)).numpy()
 
 
-@pytest.mark.parametrize("family", ["bert", "distilbert"])
-@pytest.mark.parametrize("aggregation", ["abs_sum", "signed"])
+@pytest.mark.parametrize("family, aggregation",
+                         [("bert", "abs_sum"), ("bert", "signed"), ("roberta", "abs_sum"), ("distilbert", "sum_abs")])
 def test_ig_fast_path_equals_captum_layer_integrated_gradients(family, aggregation):
     model = tiny_multitask(family)
     cfg = AttributionConfig(method="ig", samples=12, steps=7, units="ffn", aggregation=aggregation, batch_size=5,

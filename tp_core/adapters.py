@@ -9,7 +9,7 @@ Adding a family = one `FamilyAdapter` entry below.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -43,6 +43,9 @@ class FamilyAdapter:
     parts: Callable[[nn.Module], LayerParts]
     classifier_logits: Callable[[nn.Module, torch.Tensor], torch.Tensor]
     head_attrs: tuple[str, ...]  # attention attributes that store the head count
+    # Resume a block's forward from inside it (the IG fast path skips recomputing what it has cached):
+    ffn_tail: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # (block, FFN activation, FFN input)
+    attn_tail: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # (block, head context, block input)
 
 
 def _bert_parts(layer: nn.Module) -> LayerParts:
@@ -60,6 +63,14 @@ def _bert_parts(layer: nn.Module) -> LayerParts:
         num_heads=sa.query.out_features // d,
         head_dim=d,
     )
+
+
+def _bert_ffn_tail(layer: nn.Module, act: torch.Tensor, ffn_input: torch.Tensor) -> torch.Tensor:
+    return layer.output(act, ffn_input)
+
+
+def _bert_attn_tail(layer: nn.Module, context: torch.Tensor, block_input: torch.Tensor) -> torch.Tensor:
+    return layer.feed_forward_chunk(layer.attention.output(context, block_input))
 
 
 def _bert_logits(model: nn.Module, seq: torch.Tensor) -> torch.Tensor:
@@ -88,6 +99,15 @@ def _distil_parts(layer: nn.Module) -> LayerParts:
     )
 
 
+def _distil_ffn_tail(layer: nn.Module, act: torch.Tensor, ffn_input: torch.Tensor) -> torch.Tensor:
+    return layer.output_layer_norm(layer.ffn.dropout(layer.ffn.lin2(act)) + ffn_input)
+
+
+def _distil_attn_tail(layer: nn.Module, context: torch.Tensor, block_input: torch.Tensor) -> torch.Tensor:
+    sa = layer.sa_layer_norm(layer.attention.out_lin(context) + block_input)
+    return layer.output_layer_norm(layer.ffn(sa) + sa)
+
+
 def _distil_logits(model: nn.Module, seq: torch.Tensor) -> torch.Tensor:
     pooled = torch.relu(model.pre_classifier(seq[:, 0]))
     return model.classifier(model.dropout(pooled))
@@ -99,19 +119,23 @@ _BERT = FamilyAdapter(
     parts=_bert_parts,
     classifier_logits=_bert_logits,
     head_attrs=("num_attention_heads",),
+    ffn_tail=_bert_ffn_tail,
+    attn_tail=_bert_attn_tail,
 )
 
 ADAPTERS: dict[str, FamilyAdapter] = {
     "bert": _BERT,
-    "roberta": FamilyAdapter("roberta", _BERT.layers, _bert_parts, _roberta_logits, _BERT.head_attrs),
-    "xlm-roberta": FamilyAdapter("xlm-roberta", _BERT.layers, _bert_parts, _roberta_logits, _BERT.head_attrs),
-    "electra": FamilyAdapter("electra", _BERT.layers, _bert_parts, _roberta_logits, _BERT.head_attrs),
+    "roberta": replace(_BERT, family="roberta", classifier_logits=_roberta_logits),
+    "xlm-roberta": replace(_BERT, family="xlm-roberta", classifier_logits=_roberta_logits),
+    "electra": replace(_BERT, family="electra", classifier_logits=_roberta_logits),
     "distilbert": FamilyAdapter(
         family="distilbert",
         layers=lambda base: base.transformer.layer,
         parts=_distil_parts,
         classifier_logits=_distil_logits,
         head_attrs=("n_heads",),
+        ffn_tail=_distil_ffn_tail,
+        attn_tail=_distil_attn_tail,
     ),
 }
 

@@ -14,9 +14,10 @@ Aggregation: token attributions are summed over real tokens (padding excluded) p
 value is taken (`abs_sum`, default) - a unit that pushes the prediction either way matters - or `sum_abs`
 (sum of |token attribution|) or `signed`; example scores are averaged over the N examples.
 
-The `ig` fast path gives the same numbers as Captum (see tests) but is faster: one dense pass per batch caches each
-layer's input, so IG for layer l only re-runs layers l..L-1; the IG steps of a batch run as one expanded batch;
-batches are length-sorted so padding is minimal; parameters do not record gradients.
+The `ig` fast path gives the same numbers as Captum (see tests) but is faster: one dense pass per batch caches every
+block's inputs, FFN activations and attention contexts, so IG for a layer resumes the forward right after the scaled
+units (blocks below, and the part of the block before the units, are never recomputed); the IG steps of a batch run as
+one expanded batch; batches are length-sorted so padding is minimal; parameters do not record gradients.
 """
 from __future__ import annotations
 
@@ -143,13 +144,25 @@ def _alphas(method: str, steps: int) -> tuple[list[float], list[float]]:
 
 
 class _LayerInputs:
-    """One dense pass that records every block's (args, kwargs), so IG can restart the forward at any block."""
+    """One dense pass that caches, per block, its inputs (args, kwargs), its FFN input and activation and its
+    attention context, so IG can resume the forward right after the units it scales."""
 
     def __init__(self, model: MultiTaskModel, batch: dict, task: str):
         self.model = model
+        self.adapter = model.adapter
         self.layers = model.adapter.layers(model.base)
-        self.captured: list[tuple[tuple, dict]] = [None] * len(self.layers)  # type: ignore
-        handles = [blk.register_forward_pre_hook(self._hook(i), with_kwargs=True) for i, blk in enumerate(self.layers)]
+        n = len(self.layers)
+        self.captured: list[tuple[tuple, dict]] = [None] * n  # type: ignore
+        self.ffn_input: list[torch.Tensor] = [None] * n  # type: ignore
+        self.ffn_act: list[torch.Tensor] = [None] * n  # type: ignore
+        self.context: list[torch.Tensor] = [None] * n  # type: ignore
+        handles = [blk.register_forward_pre_hook(self._block_hook(i), with_kwargs=True)
+                   for i, blk in enumerate(self.layers)]
+        for i in range(n):
+            p = model.layer_parts(i)
+            handles.append(p.ffn_in.register_forward_pre_hook(self._store(self.ffn_input, i)))
+            handles.append(p.ffn_out.register_forward_pre_hook(self._store(self.ffn_act, i)))
+            handles.append(p.attn_out.register_forward_pre_hook(self._store(self.context, i)))
         try:
             with torch.no_grad():
                 self.logits = model(**batch, task=task)
@@ -159,21 +172,44 @@ class _LayerInputs:
         self.mask = batch["attention_mask"]
         self.b = self.mask.shape[0]
 
-    def _hook(self, i):
+    def _block_hook(self, i):
         def hook(module, args, kwargs):
             self.captured[i] = (tuple(a.detach() if torch.is_tensor(a) else a for a in args), dict(kwargs))
 
         return hook
 
-    def run_from(self, layer: int, k: int, task: str) -> torch.Tensor:
-        """Logits of the batch repeated k times, starting the forward at block `layer` (blocks below are cached)."""
-        args, _ = self.captured[layer]
-        h = _rep(args[0], k, self.b)
+    @staticmethod
+    def _store(where, i):
+        def hook(module, args):
+            where[i] = args[0].detach()
+
+        return hook
+
+    def run_from(self, layer: int, h: torch.Tensor, k: int, task: str) -> torch.Tensor:
+        """Logits of the batch repeated k times, given the hidden state `h` entering block `layer`."""
         for j in range(layer, len(self.layers)):
             a, kw = self.captured[j]
             out = self.layers[j](h, *[_rep(x, k, self.b) for x in a[1:]], **{n: _rep(v, k, self.b) for n, v in kw.items()})
             h = out[0] if isinstance(out, tuple) else out
         return self.model.head_logits(task, h, _rep(self.mask, k, self.b))
+
+    def ffn_scaled(self, layer: int, alpha: torch.Tensor, k: int, task: str):
+        """(logits, scaled activation leaf) with layer's FFN activation multiplied by alpha (one per row)."""
+        act = _rep(self.ffn_act[layer], k, self.b)
+        s = (act * alpha.view(-1, 1, 1).to(act.dtype)).requires_grad_(True)
+        h = self.adapter.ffn_tail(self.layers[layer], s, _rep(self.ffn_input[layer], k, self.b))
+        return self.run_from(layer + 1, h, k, task), s
+
+    def heads_scaled(self, layer: int, alpha: torch.Tensor, k: int, task: str, head_dim: int):
+        """(logits, gate leaf) with each head's output of `layer` multiplied by a gate alpha (one per row)."""
+        ctx = _rep(self.context[layer], k, self.b)
+        shape = ctx.shape
+        n_heads = shape[-1] // head_dim
+        gate = alpha.view(-1, 1, 1, 1).to(ctx.dtype).expand(shape[0], 1, n_heads, 1).clone().requires_grad_(True)
+        gated_ctx = (ctx.view(*shape[:-1], n_heads, head_dim) * gate).view(shape)
+        block_input = _rep(self.captured[layer][0][0], k, self.b)
+        h = self.adapter.attn_tail(self.layers[layer], gated_ctx, block_input)
+        return self.run_from(layer + 1, h, k, task), gate
 
 
 def _aggregate_tokens(attr: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
@@ -190,8 +226,8 @@ def _example_agg(x: torch.Tensor, how: str) -> torch.Tensor:
 
 
 # ----- per-batch scorers (each returns per-layer sums over the batch's examples) -----------------------------------
-def _ig_batch(model, task, batch, y, cfg: AttributionConfig, want_ffn: bool, want_heads: bool, inputs=None):
-    inputs = inputs or _LayerInputs(model, batch, task)
+def _ig_batch(model, task, batch, y, cfg: AttributionConfig, want_ffn: bool, want_heads: bool):
+    inputs = _LayerInputs(model, batch, task)
     b = inputs.b
     sizes, alphas = _alphas(cfg.riemann, cfg.steps)
     k_max = max(1, cfg.internal_batch // b)
@@ -201,39 +237,21 @@ def _ig_batch(model, task, batch, y, cfg: AttributionConfig, want_ffn: bool, wan
     for layer in range(L):
         for kind in (["ffn"] if want_ffn else []) + (["heads"] if want_heads else []):
             grad_sum = None
-            acts = None
             for c in range(0, len(alphas), k_max):
-                a_chunk = alphas[c : c + k_max]
-                w_chunk = torch.tensor(sizes[c : c + k_max], device=y.device)
-                k = len(a_chunk)
-                alpha = torch.tensor(a_chunk, device=y.device).repeat_interleave(b)
-                holder = {}
-                if kind == "ffn":
-                    def fn(l, x, layer=layer, alpha=alpha, holder=holder):
-                        if l != layer:
-                            return x
-                        holder["act"] = x.detach()[:b]
-                        s = (x.detach() * alpha.view(-1, 1, 1).to(x.dtype)).requires_grad_(True)
-                        holder["s"] = s
-                        return s
-
-                    state = GateState(ffn_fn=fn)
-                else:
-                    n_heads = model.layer_parts(layer).num_heads
-                    gate = alpha.view(-1, 1, 1, 1).expand(k * b, 1, n_heads, 1).clone().requires_grad_(True)
-                    holder["s"] = gate
-                    state = GateState(heads={layer: gate})
-                with torch.enable_grad(), gated(state):
-                    logits = inputs.run_from(layer, k, task)
+                k = len(alphas[c : c + k_max])
+                w = torch.tensor(sizes[c : c + k_max], device=y.device)
+                alpha = torch.tensor(alphas[c : c + k_max], device=y.device).repeat_interleave(b)
+                with torch.enable_grad():
+                    if kind == "ffn":
+                        logits, leaf = inputs.ffn_scaled(layer, alpha, k, task)
+                    else:
+                        logits, leaf = inputs.heads_scaled(layer, alpha, k, task, model.layer_parts(layer).head_dim)
                     tgt = _target(logits, y.repeat(k), cfg.target).sum()
-                g = torch.autograd.grad(tgt, holder["s"])[0]
-                g = (g.view(k, b, *g.shape[1:]) * w_chunk.view(k, *([1] * g.dim())).to(g.dtype)).sum(0)
+                g = torch.autograd.grad(tgt, leaf)[0]
+                g = (g.view(k, b, *g.shape[1:]) * w.view(k, *([1] * g.dim())).to(g.dtype)).sum(0)
                 grad_sum = g if grad_sum is None else grad_sum + g
-                if kind == "ffn" and acts is None:
-                    acts = holder["act"]
-            if kind == "ffn":
-                ex = _aggregate_tokens(acts * grad_sum, inputs.mask, cfg.aggregation)
-                ffn_out[layer] = ex.sum(0)
+            if kind == "ffn":  # attribution = (a - 0) * integral of the gradient
+                ffn_out[layer] = _aggregate_tokens(inputs.ffn_act[layer] * grad_sum, inputs.mask, cfg.aggregation).sum(0)
             else:  # gate baseline 0 -> 1: attribution = (1 - 0) * integral of dF/dg
                 head_out[layer] = _example_agg(grad_sum[:, 0, :, 0], cfg.aggregation).sum(0)
     return ffn_out, head_out
