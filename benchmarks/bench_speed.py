@@ -181,13 +181,16 @@ def export_speed(b: Bench) -> dict:
             for k, m in models.items():
                 lat[k] += _time(m, task, lat_ids, lat_mask, 1)
     dense = rows[0]
-    d_thr = 32 / statistics.median(thr[(0.0, 0.0)])
-    d_lat = statistics.median(lat[(0.0, 0.0)])
+    # best of the repeats: on a shared CPU other processes only ever add time, so the minimum is the estimate
+    d_thr = 32 / min(thr[(0.0, 0.0)])
+    d_lat = min(lat[(0.0, 0.0)])
     for row, k in zip(rows, points):
-        row["throughput_eps"] = 32 / statistics.median(thr[k])
-        row["latency_ms"] = 1000 * statistics.median(lat[k])
+        row["throughput_eps"] = 32 / min(thr[k])
+        row["latency_ms"] = 1000 * min(lat[k])
+        row["throughput_median_eps"] = 32 / statistics.median(thr[k])
+        row["latency_median_ms"] = 1000 * statistics.median(lat[k])
         row["throughput_speedup"] = row["throughput_eps"] / d_thr
-        row["latency_speedup"] = d_lat / statistics.median(lat[k])
+        row["latency_speedup"] = d_lat / min(lat[k])
         row["flops_ratio"] = dense["flops_b32_l128"] / row["flops_b32_l128"]
         row["params_ratio"] = row["params"] / dense["params"]
         row["size_ratio"] = row["bytes_on_disk"] / dense["bytes_on_disk"]

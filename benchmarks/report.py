@@ -263,8 +263,8 @@ def write(res: dict, out: Path) -> None:
         L += ["## 4. Pruned-model speed", "",
               f"Exports of the {e['task']} head (ig scores, global allocation) written with `export_pruned` and "
               f"reloaded with `load_export`; CPU ({e['threads']} threads) throughput at batch {e['batch']} x length "
-              f"{e['seq_len']} (median of {e['throughput_reps']}) and latency at batch 1 x length {e['seq_len']} "
-              f"(median of {e['latency_reps']}), models interleaved; FLOPs counted by torch's FlopCounterMode.", "",
+              f"{e['seq_len']} (best of {e['throughput_reps']}) and latency at batch 1 x length {e['seq_len']} "
+              f"(best of {e['latency_reps']}), models interleaved (medians in results.json); FLOPs counted by torch's FlopCounterMode.", "",
               _table(["FFN / heads", "params", "size MB", "metric", "examples/s", "latency ms", "throughput x",
                       "latency x", "FLOPs ratio", "speed-up / FLOPs ratio"],
                      [[f"{int(100 * r['ffn_sparsity'])}% / {int(100 * r['head_sparsity'])}%", f"{r['params']:,}",

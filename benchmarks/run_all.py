@@ -61,6 +61,20 @@ def top_level(res: dict) -> dict:
     }
 
 
+def git_state() -> dict:
+    """Commit of the checkout and whether tp_core / benchmarks had uncommitted changes when the run started."""
+    import subprocess
+
+    def git(*a):
+        try:
+            return subprocess.run(["git", *a], cwd=HERE.parent, capture_output=True, text=True, timeout=20).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "uncommitted": git("status", "--porcelain", "--", "tp_core", "benchmarks").splitlines()}
+
+
 def load_or_build_model(s: Settings, log):
     from tp_core.demo import build_demo
     from tp_core.model import load_model
@@ -100,7 +114,7 @@ def main(argv=None) -> int:
     if args.sections != ",".join(SECTIONS):
         cmd += f" (benchmarks/run_all.py {' '.join(sys.argv[1:])})"
     res = {"meta": {"command": cmd, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
-                    "settings": settings_dict(s), "section_seconds": {}}}
+                    "git": git_state(), "settings": settings_dict(s), "section_seconds": {}}}
     b = Bench(s, None)
     b.model = load_or_build_model(s, b.log)
     b.log(f"model {s.model} loaded; tasks {list(b.model.tasks)}")
