@@ -103,7 +103,7 @@ def head_chart(t: str):
                     hovertemplate="layer %{customdata[1]}, head %{customdata[2]}<br>score %{customdata[3]:.4g}"
                                   "<extra>click to inspect</extra>", showlegend=False)
     fig.update_layout(title=f"{t}: layer x head", height=300, xaxis_title="head", yaxis_title="layer",
-                      xaxis_dtick=1, yaxis_dtick=1,
+                      xaxis=dict(dtick=1, range=[-0.5, H - 0.5]), yaxis=dict(dtick=1, range=[-0.5, L - 0.5]),
                       margin=dict(l=10, r=10, t=40, b=10), clickmode="event+select")
     ev = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points",
                          key=f"hm_heads::{t}")
