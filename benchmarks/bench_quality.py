@@ -26,7 +26,7 @@ def grid(b: Bench) -> dict:
                 sc = b.scores(task, method, seed=seed)
                 if method not in ("magnitude", "random"):
                     seconds.setdefault(task, {})[method] = sc.seconds
-                pts = points if seed == seeds[0] else list(s.summary_points)
+                pts = points if seed == seeds[0] else list(s.random_extra_points)
                 for f, h in pts:
                     m = b.masked(task, b.masks(sc, f, h))
                     records.append({"task": task, "method": method, "seed": seed, "ffn_sparsity": f,

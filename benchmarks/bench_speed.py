@@ -65,7 +65,8 @@ def captum_compare(b: Bench) -> dict:
     """Same examples, steps, Riemann method, target, aggregation; FFN units of every layer; sst2."""
     s, model, task = b.s, b.model, "sst2"
     data = b.scoring_data(task, s.captum_samples)
-    cfg = AttributionConfig(method="ig", samples=s.captum_samples, steps=s.captum_steps, units="ffn")
+    cfg = AttributionConfig(method="ig", samples=s.captum_samples, steps=s.captum_steps, units="ffn",
+                            max_length=s.max_length)
     model.eval()
     # ours (fresh, not cached)
     t0 = time.perf_counter()

@@ -151,7 +151,8 @@ def write(res: dict, out: Path) -> None:
          "at the end: the CPU is shared, so timings carry that noise). Section times: " +
          ", ".join(f"{k} {v / 60:.1f} min" for k, v in m["section_seconds"].items()) + ".", "",
          "Settings: grid tasks " + ", ".join(st["grid_tasks"]) + f"; each metric on a seeded subset of at most "
-         f"{st['eval_cap']} validation examples per task; data-driven scores from {st['samples']} seeded training "
+         f"{st['eval_cap']} validation examples per task, inputs truncated to {st.get('max_length', 128)} tokens (the demo "
+         "model's training length); data-driven scores from {st['samples']} seeded training "
          f"examples; ig with {st['steps']} Riemann steps (`riemann_middle`), probability target, `abs_sum` token "
          "aggregation, FFN neurons and heads scored; global allocation unless stated; random over seeds "
          f"{', '.join(map(str, st['random_seeds']))}.", ""]
@@ -182,7 +183,7 @@ def write(res: dict, out: Path) -> None:
                 cells.append(v)
             rows.append([r["task"], r["method"]] + cells)
         L += ["## 1. Pruning quality", "", "Metric kept vs dense (pruned / dense) at the summary points; random is the "
-              "mean over seeds (± half the range). Full curves: FFN sparsity 10-90% and head sparsity 25-75% below; "
+              "mean over seeds (± half the range) at FFN 50/70/90%, seed 0 elsewhere. Full curves: FFN sparsity 10-90% and head sparsity 25-75% below; "
               "every grid point (also the combined FFN+head grid) is in `results.json` under `quality.grid.records`.", "",
               _table(hdr, rows), "", stamp, ""]
         L += [f"![FFN sparsity]({'quality_ffn.png'})", "", f"![head sparsity]({'quality_heads.png'})", ""]
@@ -287,7 +288,7 @@ def write(res: dict, out: Path) -> None:
                        fmt_pct(r["per-layer_50"]), fmt_pct(r["per-layer_70"])] for r in tp["rows"]]), "",
               f"Verdict {tp['verdict']}.", "", stamp, "",
               f"What closes the gap ({tp['gap_study_task']}, FFN units; variants of ig against TextPruner):", "",
-              _table(["variant", "scoring s", "global 50%", "global 70%", "per-layer 50%", "per-layer 70%"],
-                     [[r["variant"], fmt(r["seconds"], 2), fmt_pct(r["global_50"]), fmt_pct(r["global_70"]),
-                       fmt_pct(r["per-layer_50"]), fmt_pct(r["per-layer_70"])] for r in tp["gap_study"]]), "", stamp, ""]
+              _table(["variant", "scoring s", "global 70%", "per-layer 70%"],
+                     [[r["variant"], fmt(r["seconds"], 2), fmt_pct(r["global_70"]), fmt_pct(r["per-layer_70"])]
+                      for r in tp["gap_study"]]), "", stamp, ""]
     (out / "RESULTS.md").write_text("\n".join(L) + "\n")
