@@ -62,12 +62,17 @@ if need:
 
 def selected_unit(event, key: str):
     """Apply a new Plotly selection (one heatmap cell) to the inspector's inputs."""
-    pts = (event or {}).get("selection", {}).get("points", []) if event else []
-    pts = [p for p in pts if p.get("customdata") is not None]
+    try:
+        pts = list(event["selection"]["points"]) if event else []
+    except (KeyError, TypeError, AttributeError):
+        pts = []
+    pts = [dict(p) for p in pts if p.get("customdata") is not None]
     sig = repr(pts[:1])
     if pts and ss.get(f"_sel_{key}") != sig:
         ss[f"_sel_{key}"] = sig
-        kind, layer, index = pts[0]["customdata"][:3]
+        cd = pts[0]["customdata"]
+        cd = [cd[k] for k in sorted(cd, key=int)] if isinstance(cd, dict) else list(cd)
+        kind, layer, index = (int(round(float(v))) for v in cd[:3])
         C.set_value("insp_kind", "ffn" if kind == 0 else "head")
         C.set_value("insp_layer", int(layer))
         C.set_value("insp_index", int(index))

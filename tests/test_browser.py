@@ -1,6 +1,6 @@
 """Real-browser test: Debian Chromium (Playwright) drives the app served by `streamlit run` on a free port.
 
-Walks Model -> Attribution (small settings) -> Prune (moves the slider, the shown metric changes) -> Export (the
+Walks Model -> Attribution (small settings) -> Heatmaps (a click on a cell opens it in the neuron inspector) -> Prune (moves the slider, the shown metric changes) -> Export (the
 exported folder reloads). With TP_SCREENSHOTS_DIR set it also visits every page and saves a screenshot of each
 (that is how docs/screenshots/ is made).
 """
@@ -115,16 +115,22 @@ def test_browser_walkthrough(server):
             _wait_idle(page)
             _shot(page, "2_attribution")
 
-            if os.environ.get("TP_SCREENSHOTS_DIR"):
-                _goto(page, "Heatmaps")
-                for label in ("Compute scores", "Score the other tasks"):
-                    btn = page.get_by_role("button", name=label)
-                    if btn.count():
-                        btn.first.click()
-                        _wait_idle(page)
-                page.get_by_text("Neuron inspector").wait_for(timeout=120_000)
-                _wait_idle(page)
-                _shot(page, "3_heatmaps")
+            _goto(page, "Heatmaps")
+            for label in ("Compute scores", "Score the other tasks"):
+                btn = page.get_by_role("button", name=label)
+                if btn.count():
+                    btn.first.click()
+                    _wait_idle(page)
+            page.get_by_text("Neuron inspector").wait_for(timeout=120_000)
+            _wait_idle(page)
+            # click one cell of the first layer x head heatmap: the inspector follows the Plotly selection
+            plot = page.locator('[data-testid="stPlotlyChart"]').first.locator(".nsewdrag").first
+            box = plot.bounding_box()
+            page.mouse.click(box["x"] + box["width"] * 7.5 / 12, box["y"] + box["height"] * (1 - 3.5 / 6))
+            page.get_by_text("head 7 of layer 3").wait_for(timeout=120_000)
+            page.get_by_text("Top-activating validation examples").wait_for(timeout=120_000)
+            _wait_idle(page)
+            _shot(page, "3_heatmaps")
 
             _goto(page, "Prune")
             page.get_by_text("Kept parameters", exact=True).wait_for(timeout=240_000)
