@@ -6,7 +6,7 @@ import streamlit as st
 
 from tp_app import common as C
 from tp_core.attribution import METHODS
-from tp_core.curves import curve_from_scores, evaluate_point, find_smallest, record_dict
+from tp_core.curves import cached_point, curve_from_scores, evaluate_point, find_smallest, record_dict
 from tp_core.masks import ALLOCATIONS, PruneConfig
 
 C.page("Prune", caption="Remove the least important units for the task and watch the metric against model size.")
@@ -65,7 +65,11 @@ scores, main_curve = curves[method]
 dense = main_curve.dense
 with controls:
     with C.friendly("evaluating this sparsity"):
-        point = evaluate_point(model, C.head_for(task), scores, pcfg, data)
+        if cached_point(model, C.head_for(task), scores, pcfg, data) is None:
+            with st.spinner(f"Evaluating this setting on {len(data)} validation examples..."):
+                point = evaluate_point(model, C.head_for(task), scores, pcfg, data)
+        else:
+            point = evaluate_point(model, C.head_for(task), scores, pcfg, data)
         d = record_dict(point, dense.metric)
         st.metric("Kept parameters", f"{d['kept_pct']:.1f} %", help=f"{point.kept_params:,} of {point.total_params:,} "
                   "(encoder + this task's head), exactly what the exported model will have.")

@@ -60,6 +60,11 @@ def test_model_page_bad_folder_gives_a_friendly_error(env):
     at.button[0].click().run()
     assert any("does not exist" in e.value for e in at.error)
     assert at.session_state["model_spec"] == "demo-quick"  # the current model did not change
+    at.radio(key="w_model_source").set_value("Hugging Face hub id").run()
+    at.text_input(key="model_typed").set_value("nobody-xyz/no-such-model").run()
+    at.button[0].click().run()
+    _no_exception(at)
+    assert any("hub id 'nobody-xyz/no-such-model'" in e.value for e in at.error), [e.value for e in at.error]
 
 
 def test_model_page_bad_upload_gives_a_friendly_error_and_good_upload_becomes_a_task(env):
