@@ -225,10 +225,12 @@ with C.friendly("inspecting the unit"):
     head = C.head_for(insp_task)
     key = (model.fingerprint(), insp_task, unit, data_key(data))
     with b:
-        abl = C.memo(("ablation",) + key, lambda: unit_ablation(model, head, data, unit))
+        with st.spinner(f"Evaluating {insp_task} without this unit..."):
+            abl = C.memo(("ablation",) + key, lambda: unit_ablation(model, head, data, unit))
         st.markdown(f"Removing this unit alone on `{insp_task}` ({abl['n']} validation examples)")
         st.metric(abl["metric_name"], f"{abl['ablated']:.4f}", delta=f"{abl['delta']:+.4f} vs dense {abl['dense']:.4f}")
-    top = C.memo(("top",) + key, lambda: top_activating(model, head, data, unit, k=5))
+    with st.spinner(f"Searching {len(data)} validation examples for this unit's strongest activations..."):
+        top = C.memo(("top",) + key, lambda: top_activating(model, head, data, unit, k=5))
     st.markdown(f"Top-activating validation examples of `{insp_task}` (darker = stronger activation of this unit)")
     labels = data.spec.label_names
     for ex in top:

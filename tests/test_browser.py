@@ -171,3 +171,61 @@ def test_browser_walkthrough(server):
 
     small = load_export(folders[0])
     assert small.pruning and small.pruning.get("ffn_sparsity", 0) > 0
+
+
+def test_two_browser_sessions_at_once_keep_their_own_state(server):
+    """Two browser contexts (two users) on one server: different tasks, sliders moved at the same time; each page shows
+    its own task's numbers, equal to a single-session evaluation of its own mask."""
+    from playwright.sync_api import sync_playwright
+
+    url, _ = server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            pages = {}
+            for task in ("ag_news", "sst2"):
+                page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+                page.goto(url + "/Model", timeout=60_000)
+                page.get_by_text("Tasks and dense metrics").wait_for(timeout=120_000)
+                _wait_idle(page)
+                box = page.locator('[data-testid="stSelectbox"]', has_text="Current task").first
+                box.click()
+                page.get_by_role("option", name=task, exact=True).click()
+                _wait_idle(page)
+                _goto(page, "Prune")
+                page.get_by_text("Kept parameters", exact=True).wait_for(timeout=240_000)
+                _wait_idle(page)
+                pages[task] = page
+            # move both sliders before waiting for either: the server runs both sessions at the same time
+            keys = {"ag_news": "End", "sst2": "Home"}
+            for task, page in pages.items():
+                page.locator('[data-testid="stSlider"]').first.get_by_role("slider").focus()
+                page.keyboard.press(keys[task])
+            shown = {}
+            for task, page in pages.items():
+                page.wait_for_timeout(1000)
+                _wait_idle(page)
+                want = "FFN 95%" if task == "ag_news" else "FFN 0%"  # the sidebar echoes the server-side value
+                page.locator('[data-testid="stSidebar"]').get_by_text(want).wait_for(timeout=120_000)
+                _wait_idle(page)
+                head = page.locator('[data-testid="stMarkdownContainer"]', has_text="Task:").first.inner_text()
+                pruned = page.locator('[data-testid="stMetric"]', has_text="(pruned)").first
+                shown[task] = (head, _metric(page, "Kept parameters"),
+                               pruned.locator('[data-testid="stMetricValue"]').inner_text())
+        finally:
+            browser.close()
+
+    from tp_core.attribution import AttributionConfig, attribute
+    from tp_core.curves import evaluate_point
+    from tp_core.data import load_split
+    from tp_core.masks import PruneConfig
+    from tp_core.model import load_model
+
+    model = load_model("demo-quick")
+    for task, ffn in (("ag_news", 0.95), ("sst2", 0.0)):
+        head, kept, metric = shown[task]
+        assert task in head
+        scores = attribute(model, task, AttributionConfig(method="ig", samples=16, steps=4))
+        rec = evaluate_point(model, task, scores, PruneConfig(ffn), load_split(task, "validation", limit=200))
+        assert metric == f"{rec.metric:.4f}", (task, metric, rec.metric)
+        assert kept == f"{100 * rec.kept_params / rec.total_params:.1f} %"
