@@ -150,11 +150,11 @@ def test_browser_walkthrough(server):
             kept_after = _metric(page, "Kept parameters")
             assert kept_after != kept_before
             assert after != before, (before, after)
-            # back to a middle setting for the export (and the screenshot)
-            slider.focus()
-            for _ in range(45):
-                page.keyboard.press("ArrowLeft")
-            _wait_idle(page)
+            if os.environ.get("TP_SCREENSHOTS_DIR"):  # a middle setting reads better in the picture
+                slider.focus()
+                for _ in range(45):
+                    page.keyboard.press("ArrowLeft")
+                _wait_idle(page)
             _shot(page, "4_prune")
 
             _goto(page, "Export")
