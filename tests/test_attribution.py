@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from tiny import FAMILIES, tiny_multitask
-from tp_core.attribution import METHODS, AttributionConfig, UnitScores, attribute, _aggregate_tokens, _target
+from tp_core.attribution import (METHODS, AttributionConfig, UnitScores, _target, attribute,
+                                 captum_reference_ffn_ig)
 from tp_core.data import load_split
 from tp_core.errors import TPError
 from tp_core.gates import GateState, gated
@@ -22,55 +23,18 @@ def test_every_method_scores_every_unit(family, method):
     assert any(x.std() > 0 for x in s.ffn)  # scores distinguish units
 
 
-def _captum_layer_ig(model, task, data, layer, cfg):
-    """Captum's LayerIntegratedGradients on one layer's FFN activation, zero baseline, same steps and method.
-
-    LayerIG takes its baseline activation from a forward pass on baseline *inputs*; a 0/1 flag input multiplied
-    into the activation (flag 0 on the baseline pass) makes that baseline exactly zero, as the method asks."""
-    from captum.attr import LayerIntegratedGradients
-
-    act_module = model.layer_parts(layer).ffn_act
-    flag_holder = {}
-
-    def scale_hook(module, inp, out):
-        return out * flag_holder["flag"].view(-1, 1, 1)
-
-    def fwd(input_ids, flag, attention_mask, token_type_ids):
-        flag_holder["flag"] = flag
-        logits = model(input_ids, attention_mask, token_type_ids, task=task)
-        return torch.softmax(logits, -1) if cfg.target == "prob" else logits
-
-    handle = act_module.register_forward_hook(scale_hook)  # registered before Captum's own hook
-    try:
-        lig = LayerIntegratedGradients(fwd, act_module)
-        total = 0
-        for idx, batch in model.batches(data.texts, data.pairs, cfg.batch_size, cfg.max_length):
-            y = torch.tensor([data.labels[i] for i in idx])
-            b = len(idx)
-            attr = lig.attribute(
-                inputs=(batch["input_ids"], torch.ones(b)),
-                baselines=(batch["input_ids"], torch.zeros(b)),
-                target=y,
-                additional_forward_args=(batch["attention_mask"], batch["token_type_ids"]),
-                n_steps=cfg.steps,
-                method=cfg.riemann,
-            )
-            total = total + _aggregate_tokens(attr.detach(), batch["attention_mask"], cfg.aggregation).sum(0).double()
-    finally:
-        handle.remove()
-    return (total / len(data)).numpy()
-
-
 @pytest.mark.parametrize("family, aggregation",
                          [("bert", "abs_sum"), ("bert", "signed"), ("roberta", "abs_sum"), ("distilbert", "sum_abs")])
 def test_ig_fast_path_equals_captum_layer_integrated_gradients(family, aggregation):
+    """Per layer, our ig scores equal Captum's LayerIntegratedGradients run directly (zero baseline on the
+    activation, same steps and Riemann method), at a tight tolerance."""
     model = tiny_multitask(family)
     cfg = AttributionConfig(method="ig", samples=12, steps=7, units="ffn", aggregation=aggregation, batch_size=5,
                             internal_batch=16)  # small internal batch: exercises chunked IG steps
     data = load_split("sst2", "train", limit=12, seed=3)
     ours = attribute(model, "sst2", cfg, data=data, use_cache=False)
     for layer in range(model.num_layers):
-        ref = _captum_layer_ig(model, "sst2", data, layer, cfg)
+        ref = captum_reference_ffn_ig(model, "sst2", data, layer, cfg)
         np.testing.assert_allclose(ours.ffn[layer], ref, rtol=1e-4, atol=1e-7)
 
 

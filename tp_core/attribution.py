@@ -434,3 +434,51 @@ def _data_scores(model, task, cfg, data, want_ffn, want_heads, progress):
     ffn = [(s / n).numpy() for s in sums_f] if want_ffn else None
     heads = [(s / n).numpy() for s in sums_h] if want_heads else None
     return ffn, heads, n
+
+
+def captum_reference_ffn_ig(model: MultiTaskModel, task: str, data: TaskData, layer: int,
+                            cfg: AttributionConfig, batches=None) -> np.ndarray:
+    """The plain way: Captum's LayerIntegratedGradients on one layer's FFN activation, run directly.
+
+    Used as the reference the fast path is tested and benchmarked against (same examples, steps, Riemann method,
+    target and aggregation). LayerIG takes its baseline activation from a forward pass on baseline *inputs*; a 0/1
+    flag input multiplied into the activation (flag 0 on the baseline pass) makes that baseline exactly zero.
+    `batches` (list of (indices, batch)) lets a caller choose the batching; default: our length-sorted batches."""
+    from captum.attr import LayerIntegratedGradients
+
+    act_module = model.layer_parts(layer).ffn_act
+    holder = {}
+
+    def scale_hook(module, inp, out):
+        return out * holder["flag"].view(-1, 1, 1).to(out.dtype)
+
+    def fwd(input_ids, flag, attention_mask, token_type_ids):
+        holder["flag"] = flag
+        logits = model(input_ids, attention_mask, token_type_ids, task=task)
+        if logits.shape[-1] > 1 and cfg.target == "prob":
+            return torch.softmax(logits, -1)
+        return logits
+
+    handle = act_module.register_forward_hook(scale_hook)  # registered before Captum's own hook
+    was_training = model.training
+    model.eval()
+    try:
+        lig = LayerIntegratedGradients(fwd, act_module)
+        total = 0
+        is_reg = model.task_info(task).num_labels == 1
+        for idx, batch in batches or model.batches(data.texts, data.pairs, cfg.batch_size, cfg.max_length):
+            b = len(idx)
+            y = None if is_reg else torch.tensor([int(data.labels[i]) for i in idx], device=model.device)
+            attr = lig.attribute(
+                inputs=(batch["input_ids"], torch.ones(b, device=model.device)),
+                baselines=(batch["input_ids"], torch.zeros(b, device=model.device)),
+                target=y,
+                additional_forward_args=(batch["attention_mask"], batch.get("token_type_ids")),
+                n_steps=cfg.steps,
+                method=cfg.riemann,
+            )
+            total = total + _aggregate_tokens(attr.detach(), batch["attention_mask"], cfg.aggregation).sum(0).double()
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return (total / len(data)).cpu().numpy()
