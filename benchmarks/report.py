@@ -137,6 +137,42 @@ def _plots(res: dict, out: Path) -> list[str]:
     return made
 
 
+def _ood_verdict(o: dict, st: dict) -> str:
+    diffs = o["ig_minus_best_baseline_70"]
+    ahead = sum(1 for v in diffs.values() if v > 0)
+    mean = o["mean_ig_minus_best_baseline_70"]
+    return (f"ig is ahead of the best other method at 70% in {ahead} of {len(diffs)} domains; mean difference "
+            f"`ood_ig_minus_best_baseline_70` = {100 * mean:+.1f} points, where one example is "
+            f"{100 / st['ood_cap']:.1f} points - {'ig ahead' if mean > 0 and ahead > len(diffs) / 2 else 'no clear ig advantage'} "
+            "out of domain.")
+
+
+def _glance(res: dict) -> list[str]:
+    """Every computed verdict in one list, so the claims that did not hold are easy to find."""
+    q, sp, tp, st = res.get("quality", {}), res.get("speed", {}), res.get("textpruner", {}), res["meta"]["settings"]
+    out = []
+    vb = q.get("vs_baselines")
+    if vb:
+        out += [f"ig vs {b}: {vb[b]['verdict']}" for b in BASELINES]
+        out.append(f"ig beats every baseline in {vb['ig_beats_every_baseline']['count']} of "
+                   f"{vb['ig_beats_every_baseline']['cells']} cells")
+    out += [f"low-resource {v}" for v in (q.get("low_resource") or {}).get("verdicts", [])]
+    out += [f"unsupervised {v}" for v in (q.get("unsupervised") or {}).get("verdicts", [])]
+    if q.get("ood"):
+        out.append("unseen domain: " + _ood_verdict(q["ood"], st))
+    if q.get("specificity"):
+        out.append("task-specificity: " + q["specificity"]["verdict"])
+    c = sp.get("captum")
+    if c:
+        out.append(f"ig vs Captum: {'met' if c['ratio'] >= 3 and c['spearman'] >= 0.99 else 'missed'} - "
+                   f"{c['ratio']:.2f}x faster (target 3x), Spearman {c['spearman']:.4f} (target 0.99)")
+    if sp.get("export", {}).get("verdict"):
+        out.append("pruned-model speed: " + sp["export"]["verdict"])
+    if tp.get("verdict"):
+        out.append("TextPruner: " + tp["verdict"])
+    return out
+
+
 def write(res: dict, out: Path) -> None:
     out = Path(out)
     plots = _plots(res, out)
@@ -152,10 +188,13 @@ def write(res: dict, out: Path) -> None:
          ", ".join(f"{k} {v / 60:.1f} min" for k, v in m["section_seconds"].items()) + ".", "",
          "Settings: grid tasks " + ", ".join(st["grid_tasks"]) + f"; each metric on a seeded subset of at most "
          f"{st['eval_cap']} validation examples per task, inputs truncated to {st.get('max_length', 128)} tokens (the demo "
-         "model's training length); data-driven scores from {st['samples']} seeded training "
+         f"model's training length); data-driven scores from {st['samples']} seeded training "
          f"examples; ig with {st['steps']} Riemann steps (`riemann_middle`), probability target, `abs_sum` token "
          "aggregation, FFN neurons and heads scored; global allocation unless stated; random over seeds "
          f"{', '.join(map(str, st['random_seeds']))}.", ""]
+    L += ["## Verdicts at a glance", "", *[f"- {v}" for v in _glance(res)], "",
+          "A verdict is computed from the numbers below; with a few hundred evaluation examples, differences of one "
+          "or two points are within noise.", ""]
     L += ["## Headline numbers", "", _table(["key", "value"], [[k, fmt(v, 4)] for k, v in res.items()
                                                                 if not isinstance(v, (dict, list))]), "", stamp, ""]
     dense = m.get("dense_all_tasks", {})
@@ -230,8 +269,7 @@ def write(res: dict, out: Path) -> None:
               f"sentiment set (seeded subset of {st['ood_cap']} per domain); FFN sparsity, heads kept.", "",
               _table(["eval set", "n", "method", "dense acc", "acc 50%", "kept 50%", "acc 70%", "kept 70%"], rows), "",
               *[f"- {v}" for v in o["verdicts"]],
-              f"- Verdict: `ood_ig_minus_best_baseline_70` = {100 * o['mean_ig_minus_best_baseline_70']:+.1f} points "
-              f"({'ig ahead' if o['mean_ig_minus_best_baseline_70'] > 0 else 'ig not ahead'} out of domain).", "",
+              f"- Verdict: {_ood_verdict(o, st)}", "",
               stamp, "", "![ood](ood.png)", ""]
         sp = q["specificity"]
         L += ["### Task-specificity: masks of task A on task B (70% FFN, ig)", "",
