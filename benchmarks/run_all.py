@@ -93,6 +93,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small settings on demo-quick (under 10 minutes)")
     ap.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset of " + ",".join(SECTIONS))
     ap.add_argument("--report-only", action="store_true", help="re-render RESULTS.md and plots from the JSON")
+    ap.add_argument("--refresh-interactive", action="store_true",
+                    help="with --report-only: take the slider latency from a newer benchmarks/bench_interactive.py run")
     ap.add_argument("--out", default=None, help="output folder (default docs/, or docs/quick/ with --quick)")
     args = ap.parse_args(argv)
     out_dir = Path(args.out) if args.out else (DOCS / "quick" if args.quick else DOCS)
@@ -101,6 +103,15 @@ def main(argv=None) -> int:
 
     if args.report_only:
         res = json.loads((out_dir / "results.json").read_text())
+        if args.refresh_interactive:
+            import bench_speed
+
+            bench = type("B", (), {"s": type("S", (), {"model": res["meta"]["settings"]["model"]})()})()
+            res["speed"]["interactive"] = bench_speed.interactive(bench)
+            res["meta"]["interactive_refreshed"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            res.update(top_level(res))
+            res = _jsonable(res)
+            (out_dir / "results.json").write_text(json.dumps(res, indent=1))
         report.write(res, out_dir)
         return 0
 
