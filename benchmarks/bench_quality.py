@@ -7,6 +7,7 @@ import math
 import numpy as np
 from scipy.stats import spearmanr
 
+import report
 from common import BASELINES, METHODS, Bench, keep
 
 
@@ -79,9 +80,7 @@ def vs_baselines(g: dict, s) -> dict:
                     for t, f, h in cells)
     out["ig_beats_every_baseline"] = {"cells": len(cells), "count": beats_all, "rate": beats_all / len(cells)}
     for base in BASELINES:
-        r = out[base]
-        r["verdict"] = ("holds" if r["wins"] > r["losses"] else "does not hold") + \
-            f": ig beats {base} in {r['wins']} of {r['cells']} cells, loses {r['losses']}, ties {r['ties']}"
+        out[base]["verdict"] = report.vs_verdict(base, out[base])
     return out
 
 
