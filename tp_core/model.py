@@ -285,8 +285,9 @@ def new_multitask(encoder_path: str | Path, tasks: Sequence[TaskHeadInfo], seed:
     """A fresh multi-task model: pretrained encoder + randomly initialised (seeded) heads."""
     from transformers import AutoModel, AutoTokenizer
 
-    encoder = AutoModel.from_pretrained(str(encoder_path), add_pooling_layer=False) if _is_bert(encoder_path) \
-        else AutoModel.from_pretrained(str(encoder_path))
+    with _quiet_transformers():  # the unused pooler weights would print a "load report"
+        encoder = AutoModel.from_pretrained(str(encoder_path), add_pooling_layer=False) if _is_bert(encoder_path) \
+            else AutoModel.from_pretrained(str(encoder_path))
     tok = AutoTokenizer.from_pretrained(str(encoder_path))
     torch.manual_seed(seed)
     hidden = encoder.config.hidden_size if hasattr(encoder.config, "hidden_size") else encoder.config.dim
@@ -382,16 +383,22 @@ def _hidden(config) -> int:
 
 
 class _quiet_transformers:
+    """Silence transformers' load reports and weight-loading bars (TaskPrune shows its own progress)."""
+
     def __enter__(self):
         from transformers.utils import logging
 
         self._level = logging.get_verbosity()
+        self._bars = logging.is_progress_bar_enabled()
         logging.set_verbosity_error()
+        logging.disable_progress_bar()
 
     def __exit__(self, *exc):
         from transformers.utils import logging
 
         logging.set_verbosity(self._level)
+        if self._bars:
+            logging.enable_progress_bar()
 
 
 def _load_hf_classifier(name: str, trust_remote_code: bool, local: bool) -> MultiTaskModel:
