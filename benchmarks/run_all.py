@@ -93,6 +93,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small settings on demo-quick (under 10 minutes)")
     ap.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset of " + ",".join(SECTIONS))
     ap.add_argument("--report-only", action="store_true", help="re-render RESULTS.md and plots from the JSON")
+    ap.add_argument("--rerun-speed", action="store_true",
+                    help="re-measure the Captum comparison and pruned-model speed into the existing results.json "
+                         "(for a quiet machine; attribution times and all quality numbers are kept)")
     ap.add_argument("--refresh-interactive", action="store_true",
                     help="with --report-only: take the slider latency from a newer benchmarks/bench_interactive.py run")
     ap.add_argument("--out", default=None, help="output folder (default docs/, or docs/quick/ with --quick)")
@@ -119,6 +122,8 @@ def main(argv=None) -> int:
 
     torch.manual_seed(0)
     s = Settings.quick() if args.quick else Settings.full()
+    if args.rerun_speed:
+        return rerun_speed(s, out_dir, args)
     sections = [x.strip() for x in args.sections.split(",") if x.strip()]
     t_start = time.time()
     cmd = "make bench-quick" if args.quick else "make bench"
@@ -164,6 +169,30 @@ def main(argv=None) -> int:
         res["meta"]["section_seconds"]["low_resource"] = time.time() - t0
     res = save(res, out_dir, t_start, partial=False)
     b.log(f"wrote {out_dir / 'RESULTS.md'} and {out_dir / 'results.json'} in {res['meta']['total_seconds']:.0f}s")
+    return 0
+
+
+def rerun_speed(s, out_dir: Path, args) -> int:
+    """Re-measure the timing-sensitive speed parts (Captum comparison, pruned-model speed, slider latency) into an
+    existing results.json, with their own date and load average in the report."""
+    import bench_speed
+    import report
+
+    res = json.loads((out_dir / "results.json").read_text())
+    load_start = list(os.getloadavg())
+    b = Bench(s, None)
+    b.model = load_or_build_model(s, b.log)
+    res["speed"]["captum"] = bench_speed.captum_compare(b)
+    res["speed"]["export"] = bench_speed.export_speed(b)
+    res["speed"]["interactive"] = bench_speed.interactive(b)
+    res["meta"]["speed_rerun"] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                  "command": "benchmarks/run_all.py " + " ".join(sys.argv[1:]),
+                                  "loadavg_start": load_start, "loadavg_end": list(os.getloadavg())}
+    res.update(top_level(res))
+    res = _jsonable(res)
+    (out_dir / "results.json").write_text(json.dumps(res, indent=1))
+    report.write(res, out_dir)
+    b.log(f"speed re-measured into {out_dir / 'results.json'}")
     return 0
 
 
