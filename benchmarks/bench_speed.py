@@ -15,50 +15,24 @@ import torch
 from scipy.stats import spearmanr
 
 from common import DOCS, ROOT, Bench
-from tp_core.attribution import AttributionConfig, _aggregate_tokens, attribute
+from tp_core.attribution import AttributionConfig, attribute, captum_reference_ffn_ig
 from tp_core.masks import PruneConfig
 
 
 # ----- Captum comparison -----------------------------------------------------------------------------------------
-def captum_layer_ig(model, task, data, layer, cfg, internal_batch_size=None):
-    """A plain user loop: Captum's LayerIntegratedGradients on one layer's FFN activation, zero baseline.
-
-    LayerIG takes its baseline activation from a forward pass on baseline *inputs*; a 0/1 flag input multiplied
-    into the activation (flag 0 on the baseline pass) makes that baseline exactly zero (as in tests/test_attribution.py).
-    """
-    from captum.attr import LayerIntegratedGradients
-
-    act_module = model.layer_parts(layer).ffn_act
-    holder = {}
-
-    def scale_hook(module, inp, out):
-        return out * holder["flag"].view(-1, 1, 1)
-
-    def fwd(input_ids, flag, attention_mask, token_type_ids):
-        holder["flag"] = flag
-        logits = model(input_ids, attention_mask, token_type_ids, task=task)
-        return torch.softmax(logits, -1) if cfg.target == "prob" else logits
-
-    handle = act_module.register_forward_hook(scale_hook)
-    try:
-        lig = LayerIntegratedGradients(fwd, act_module)
-        total = 0
-        for idx, batch in model.batches(data.texts, data.pairs, cfg.batch_size, cfg.max_length):
-            y = torch.tensor([int(data.labels[i]) for i in idx])
-            n = len(idx)
-            attr = lig.attribute(inputs=(batch["input_ids"], torch.ones(n)), baselines=(batch["input_ids"], torch.zeros(n)),
-                                 target=y, additional_forward_args=(batch["attention_mask"], batch.get("token_type_ids")),
-                                 n_steps=cfg.steps, method=cfg.riemann, internal_batch_size=internal_batch_size)
-            total = total + _aggregate_tokens(attr.detach(), batch["attention_mask"], cfg.aggregation).sum(0).double()
-    finally:
-        handle.remove()
-    return (total / len(data)).numpy()
-
-
-def captum_all_layers(model, task, data, cfg, **kw):
+def captum_all_layers(model, task, data, cfg, sort: bool):
+    """A per-layer loop over Captum's LayerIntegratedGradients (tp_core's reference implementation, the one the
+    equivalence test uses). sort=False: batches in data order, each padded to its longest example, as a plain loop
+    does; sort=True: the same length-sorted batches the fast path uses."""
+    batches = list(model.batches(data.texts, data.pairs, cfg.batch_size, cfg.max_length, sort=sort))
     t0 = time.perf_counter()
-    scores = [captum_layer_ig(model, task, data, layer, cfg, **kw) for layer in range(model.num_layers)]
+    scores = [captum_reference_ffn_ig(model, task, data, layer, cfg, batches=batches) for layer in range(model.num_layers)]
     return scores, time.perf_counter() - t0
+
+
+def _padded_tokens(model, data, cfg, sort: bool) -> int:
+    return sum(int(b["attention_mask"].numel())
+               for _, b in model.batches(data.texts, data.pairs, cfg.batch_size, cfg.max_length, sort=sort))
 
 
 def captum_compare(b: Bench) -> dict:
@@ -73,15 +47,18 @@ def captum_compare(b: Bench) -> dict:
     ours = attribute(model, task, cfg, data=data, use_cache=False)
     t_ours = time.perf_counter() - t0
     b.log(f"captum compare: ours {t_ours:.1f}s")
-    # plain Captum loop, as a user would write it (model parameters keep requires_grad=True)
+    # plain Captum loop, as a user would write it: data-order batches padded per batch, parameters require grad
     flags = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(True)
-    ref, t_captum = captum_all_layers(model, task, data, cfg)
-    b.log(f"captum compare: captum {t_captum:.1f}s")
-    # where the time goes: Captum with parameter gradients off
+    ref, t_captum = captum_all_layers(model, task, data, cfg, sort=False)
+    b.log(f"captum compare: captum plain {t_captum:.1f}s")
+    # where the time goes: the same loop on our length-sorted batches (padding removed) ...
+    _, t_captum_sorted = captum_all_layers(model, task, data, cfg, sort=True)
+    b.log(f"captum compare: captum, length-sorted batches {t_captum_sorted:.1f}s")
+    # ... and additionally with parameter gradients off
     model.requires_grad_(False)
-    _, t_captum_frozen = captum_all_layers(model, task, data, cfg)
-    b.log(f"captum compare: captum, params frozen {t_captum_frozen:.1f}s")
+    _, t_captum_frozen = captum_all_layers(model, task, data, cfg, sort=True)
+    b.log(f"captum compare: captum, sorted batches, params frozen {t_captum_frozen:.1f}s")
     for p, f in zip(model.parameters(), flags):
         p.requires_grad_(f)
     # ours without batching the IG steps (one step per forward/backward)
@@ -101,7 +78,10 @@ def captum_compare(b: Bench) -> dict:
         "task": task, "samples": s.captum_samples, "steps": s.captum_steps, "riemann": cfg.riemann,
         "target": cfg.target, "aggregation": cfg.aggregation, "units": "ffn (all layers)", "batch_size": cfg.batch_size,
         "seconds_ours": t_ours, "seconds_captum": t_captum, "ratio": t_captum / t_ours,
+        "seconds_captum_sorted_batches": t_captum_sorted, "ratio_same_batches": t_captum_sorted / t_ours,
         "seconds_captum_params_frozen": t_captum_frozen, "seconds_ours_steps_unbatched": t_ours_unbatched,
+        "padded_tokens_plain": _padded_tokens(model, data, cfg, sort=False),
+        "padded_tokens_sorted": _padded_tokens(model, data, cfg, sort=True),
         "spearman": float(spearmanr(a, r).statistic), "spearman_min_layer": min(per_layer),
         "max_rel_diff": float(np.max(np.abs(a - r)) / np.max(np.abs(r))),
         "block_forwards_captum": fwd_captum, "block_forwards_ours": fwd_ours, "block_backwards_both": fwd_ours, "layers": L,

@@ -64,7 +64,7 @@ class Settings:
     @staticmethod
     def full() -> "Settings":
         return Settings(mode="full", model="demo", grid_tasks=("sst2", "ag_news", "trec"),
-                        eval_cap=120, samples=32, steps=12, ood_cap=150, captum_samples=16, captum_steps=12)
+                        eval_cap=120, samples=32, steps=12, ood_cap=150, captum_samples=64, captum_steps=12)
 
     @staticmethod
     def quick() -> "Settings":
