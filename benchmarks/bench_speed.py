@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from common import DOCS, ROOT, Bench
+from common import ROOT, Bench
 from tp_core.attribution import AttributionConfig, attribute, captum_reference_ffn_ig
 from tp_core.masks import PruneConfig
 

@@ -2,7 +2,6 @@
 import time
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 

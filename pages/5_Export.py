@@ -1,7 +1,5 @@
 """Export page: write the pruned model for the current settings, verify it by reloading, download it."""
 import io
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -9,11 +7,9 @@ import pandas as pd
 import streamlit as st
 
 from tp_app import common as C
-from tp_core.errors import TPError
 from tp_core.evaluation import evaluate
 from tp_core.export import export_pruned, folder_bytes, load_export, safe_export_dir
 from tp_core.masks import PruneConfig
-from tp_core.model import MultiTaskModel
 
 C.page("Export", caption="Write a genuinely smaller model for the task, check it by reloading it, and download it.")
 ss = st.session_state

@@ -3,7 +3,6 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
 from tiny import FAMILIES, tiny_multitask
 from tp_core.attribution import AttributionConfig, UnitScores, attribute

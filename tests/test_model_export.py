@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from tiny import FAMILIES, tiny_multitask
 from tp_core.attribution import AttributionConfig, attribute

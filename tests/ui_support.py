@@ -1,7 +1,6 @@
 """Shared set-up for the app tests: the quick demo model (built once under TP_HOME) and app settings."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 APP_ROOT = Path(__file__).resolve().parent.parent

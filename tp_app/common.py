@@ -9,13 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import streamlit as st
 
-from tp_core.attribution import METHODS, AttributionConfig, UnitScores, attribute, cached_scores_path
+from tp_core.attribution import AttributionConfig, UnitScores, attribute, cached_scores_path
 from tp_core.curves import DEFAULT_GRID
 from tp_core.data import TaskData, list_tasks, load_split
 from tp_core.errors import TPError

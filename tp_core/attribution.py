@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -372,7 +372,6 @@ def attribute(
             path.unlink(missing_ok=True)
     t0 = time.time()
     want_ffn, want_heads = cfg.units in ("ffn", "both"), cfg.units in ("heads", "both")
-    L = model.num_layers
     if cfg.method == "magnitude":
         ffn, heads = magnitude_scores(model)
         n = 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,8 +83,7 @@ def cmd_tasks(args):
 
 
 def cmd_build_demo(args):
-    from .demo import build_demo, demo_path, dense_report
-    from .model import load_model
+    from .demo import build_demo, demo_path
 
     path = demo_path(args.quick)
     existed = (path / "taskprune.json").is_file() and not args.force

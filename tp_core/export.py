@@ -6,7 +6,6 @@ interrupted export leaves no half folder.
 """
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 from .attribution import UnitScores
 from .data import TaskData
 from .errors import TPError
-from .evaluation import evaluate, evaluate_masked
+from .evaluation import evaluate
 from .masks import PruneConfig, UnitMasks, build_masks, save_mask_file
 from .model import MultiTaskModel, load_model
 from .pruning import count_params, prune_physically
