@@ -10,14 +10,8 @@ from tp_core.attribution import DATA_FREE, METHODS
 
 C.page("Attribution", caption="How much does each neuron and head matter for a task? Scores are computed once and cached.")
 ss = st.session_state
-model = C.current_model()
-if model is None:
-    st.stop()
-task = C.current_task(model)
+model, task = C.require_model_and_task()
 tasks = C.model_tasks(model)
-if not tasks:
-    st.warning("This model has no task with data. Upload evaluation data on the Model page.")
-    st.stop()
 
 st.info(C.ATTRIBUTION_HELP, icon="ℹ️")
 left, right = st.columns([2, 3])

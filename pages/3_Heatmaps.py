@@ -14,14 +14,8 @@ from tp_core.masks import PruneConfig, build_masks
 
 C.page("Heatmaps", caption="Which layers, heads and neurons matter for which task - and what a single neuron does.")
 ss = st.session_state
-model = C.current_model()
-if model is None:
-    st.stop()
-task = C.current_task(model)
+model, task = C.require_model_and_task()
 tasks = C.model_tasks(model)
-if not tasks:
-    st.warning("This model has no task with data. Upload evaluation data on the Model page.")
-    st.stop()
 cfg = C.attribution_config()
 shape = model.unit_shape()
 pcfg = PruneConfig(ss["ffn_sparsity"], ss["head_sparsity"], ss["allocation"])

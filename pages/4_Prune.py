@@ -11,13 +11,7 @@ from tp_core.masks import ALLOCATIONS, PruneConfig
 
 C.page("Prune", caption="Remove the least important units for the task and watch the metric against model size.")
 ss = st.session_state
-model = C.current_model()
-if model is None:
-    st.stop()
-task = C.current_task(model)
-if task is None:
-    st.warning("This model has no task with data. Upload evaluation data on the Model page.")
-    st.stop()
+model, task = C.require_model_and_task()
 
 controls, chart = st.columns([1, 3])
 with controls:

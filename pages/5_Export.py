@@ -13,13 +13,7 @@ from tp_core.masks import PruneConfig
 
 C.page("Export", caption="Write a genuinely smaller model for the task, check it by reloading it, and download it.")
 ss = st.session_state
-model = C.current_model()
-if model is None:
-    st.stop()
-task = C.current_task(model)
-if task is None:
-    st.warning("This model has no task with data. Upload evaluation data on the Model page.")
-    st.stop()
+model, task = C.require_model_and_task()
 head = C.head_for(task)
 pcfg = PruneConfig(ss["ffn_sparsity"], ss["head_sparsity"], ss["allocation"])
 cfg = C.scores_for_units(C.attribution_config(), pcfg.head_sparsity)

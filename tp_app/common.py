@@ -232,6 +232,18 @@ def current_task(model) -> str | None:
     return st.session_state["task"]
 
 
+def require_model_and_task():
+    """The current model and task for a page, or stop the page with a message saying where to go."""
+    model = current_model()
+    if model is None:
+        st.stop()
+    task = current_task(model)
+    if task is None:
+        st.warning("This model has no task with data. Upload evaluation data on the Model page.")
+        st.stop()
+    return model, task
+
+
 def head_for(task: str) -> str:
     """The model head used for an app task (uploaded data runs through the head the user picked)."""
     if task.startswith(UPLOAD_PREFIX):
