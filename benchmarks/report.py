@@ -193,7 +193,7 @@ def _glance(res: dict) -> list[str]:
 
 def write(res: dict, out: Path) -> None:
     out = Path(out)
-    plots = _plots(res, out)
+    _plots(res, out)
     m, st = res["meta"], res["meta"]["settings"]
     stamp = _stamp(res)
     speed_stamp = _stamp(res, "speed")

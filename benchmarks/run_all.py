@@ -139,30 +139,19 @@ def main(argv=None) -> int:
     for task in b.model.tasks:  # dense metric of every demo task on the capped validation subset
         data = b.eval_data(task)
         res["meta"]["dense_all_tasks"][task] = {"metric_name": data.spec.metric, "metric": b.dense(task), "n": len(data)}
-    if "quality" in sections:
-        import bench_quality
+    import bench_quality
+    import bench_speed
+    import bench_textpruner
 
-        t0 = time.time()
-        res["quality"] = bench_quality.run(b)
-        res["meta"]["section_seconds"]["quality"] = time.time() - t0
-        b.log(f"quality done in {time.time() - t0:.0f}s")
-        save(res, out_dir, t_start, partial=True)
-    if "textpruner" in sections:
-        import bench_textpruner
-
-        t0 = time.time()
-        res["textpruner"] = bench_textpruner.run(b)
-        res["meta"]["section_seconds"]["textpruner"] = time.time() - t0
-        b.log(f"textpruner done in {time.time() - t0:.0f}s")
-        save(res, out_dir, t_start, partial=True)
-    if "speed" in sections:
-        import bench_speed
-
-        t0 = time.time()
-        res["speed"] = bench_speed.run(b, res.get("quality"))
-        res["meta"]["section_seconds"]["speed"] = time.time() - t0
-        b.log(f"speed done in {time.time() - t0:.0f}s")
-        save(res, out_dir, t_start, partial=True)
+    runners = {"quality": lambda: bench_quality.run(b), "textpruner": lambda: bench_textpruner.run(b),
+               "speed": lambda: bench_speed.run(b, res.get("quality"))}
+    for name in ("quality", "textpruner", "speed"):
+        if name in sections:
+            t0 = time.time()
+            res[name] = runners[name]()
+            res["meta"]["section_seconds"][name] = time.time() - t0
+            b.log(f"{name} done in {time.time() - t0:.0f}s")
+            save(res, out_dir, t_start, partial=True)
     if "quality" in sections:  # the dearest study last, so everything else is on disk first
         t0 = time.time()
         res["quality"]["low_resource"] = bench_quality.low_resource(b)

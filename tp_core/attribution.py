@@ -363,7 +363,7 @@ def attribute(
     progress = progress or (lambda f, m: None)
     if cfg.method not in DATA_FREE and data is None:
         data = scoring_data(task, cfg)
-    path = tp_home() / "scores" / f"{cache_key(model, task, cfg, data)}.json"
+    path = cached_scores_path(model, task, cfg, data)
     if use_cache and path.is_file():
         try:
             progress(1.0, "loaded cached scores")

@@ -18,7 +18,7 @@ import torch
 from .data import TaskSpec, list_tasks, load_split
 from .errors import TPError
 from .evaluation import evaluate
-from .model import MANIFEST, TaskHeadInfo, load_model, minilm_path, new_multitask, pick_device
+from .model import MANIFEST, TaskHeadInfo, minilm_path, new_multitask, pick_device
 from .paths import tp_home
 
 Progress = Callable[[float, str], None]
@@ -157,6 +157,3 @@ def dense_report(model, limit: int | None = 2000, progress: Progress | None = No
             progress((i + 1) / len(model.tasks), f"evaluated {name}")
     return out
 
-
-def load_demo(quick: bool = False):
-    return load_model("demo-quick" if quick else "demo")
