@@ -1,7 +1,7 @@
 """TaskPrune Studio - home page. Run with `make run` (or `streamlit run app.py`)."""
 import streamlit as st
 
-from tp_app.common import friendly, load_model, model_tasks, page
+from tp_app.common import friendly, limits_rows, load_model, model_tasks, page
 
 page("TaskPrune Studio", caption="Task-specific pruning of a multi-task language model, without retraining.")
 
@@ -44,3 +44,8 @@ with c2:
 """
     )
     st.page_link("pages/1_Model.py", label="Go to the Model page", icon="➡️")
+
+with st.expander("Limits of this installation"):
+    st.caption("Caps that keep one user or one file from exhausting the machine. Raise them with the environment "
+               "variables (the upload cap is also `server.maxUploadSize` in `.streamlit/config.toml`).")
+    st.dataframe(limits_rows(), hide_index=True, width="stretch")

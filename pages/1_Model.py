@@ -1,6 +1,5 @@
 """Model page: pick the demo model, a local folder or a hub id; architecture, parameters and dense metrics."""
 import json
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -9,11 +8,11 @@ import streamlit as st
 
 from tp_app import common as C
 from tp_core.curves import evaluate_dense
-from tp_core.data import METRICS, load_file
+from tp_core.data import METRICS, load_bytes
 from tp_core.demo import build_demo, demo_path
 from tp_core.errors import TPError
+from tp_core.limits import limits
 from tp_core.model import MANIFEST
-from tp_core.paths import tp_home
 from tp_core.pruning import param_breakdown
 
 C.page("Model", caption="Choose the multi-task model to prune: the built-in demo, a local folder or a hub id.")
@@ -35,6 +34,7 @@ if source == "Demo model":
     built = (demo_path(quick) / MANIFEST).is_file()
     if built:
         ss["model_spec"] = spec
+        ss["model_trust_code"] = False
     else:
         st.info(f"The {'quick ' if quick else ''}demo model is not built yet. Building fine-tunes all-MiniLM-L6-v2 on "
                 f"the bundle's tasks on this machine: about {'1 minute' if quick else '10 minutes on 2 CPU cores'}. "
@@ -51,11 +51,19 @@ else:
                           help="A folder with taskprune.json (TaskPrune model or export) or config.json (Hugging "
                                "Face classifier)." if source == "Local folder" else
                           "A Hugging Face sequence-classification model (BERT, RoBERTa, DistilBERT families).")
+    trust = st.checkbox("Allow custom model code (trust_remote_code)", value=False, key="model_trust_box",
+                        help="Some models ship their own Python code (auto_map in config.json). TaskPrune never runs "
+                             "it unless this is ticked.")
+    if trust:
+        st.warning("Custom model code runs with your permissions on this machine: it can read, change or delete your "
+                   "files and use the network. Tick this only for a model whose code you have read or whose author "
+                   "you trust.")
     if st.button("Load", type="primary", help="Load this model and make it the current one."):
         with C.friendly("loading the model"):
             with st.spinner("Loading the model..."):
-                C.load_model(typed)
+                C.load_model(typed, trust_remote_code=trust)
             ss["model_spec"] = typed.strip()
+            ss["model_trust_code"] = trust
             st.success(f"Loaded {typed.strip()}.")
 
 model = None
@@ -97,7 +105,7 @@ if model is not None:
         C.persisted(st.selectbox, "Current task", "task", options=tasks,
                     help="The task to attribute, prune and export for. Every page uses it.")
         limit = C.persisted(st.number_input, "Validation examples per task (capped subset)", "eval_limit",
-                            min_value=20, max_value=10000, step=50,
+                            min_value=20, max_value=min(10000, limits().max_eval_examples), step=50,
                             help="Every evaluation in the app uses this seeded subset of the validation split; "
                                  "bigger is more precise but slower.")
         rows = []
@@ -119,8 +127,10 @@ if model is not None:
 
     st.subheader("Your own evaluation data (optional)")
     with st.expander("Upload a CSV / TSV / JSONL file", expanded=False):
+        st.caption(C.upload_limits_caption())
         up = st.file_uploader("Data file", type=["csv", "tsv", "jsonl", "json"],
-                              help="One example per row: a text column, an optional second-text column, a label.")
+                              help="One example per row: a text column, an optional second-text column, a label. "
+                                   "The file is checked and read in memory; nothing is stored on the server.")
         c1, c2, c3 = st.columns(3)
         text_col = c1.text_input("Text column", "text", help="Column holding the (first) text.")
         pair_col = c2.text_input("Second text column (optional)", "", help="For pair tasks; leave empty otherwise.")
@@ -132,13 +142,11 @@ if model is not None:
             with C.friendly("reading the uploaded file"):
                 if up is None:
                     raise TPError("Choose a file to upload first.")
-                folder = Path(tempfile.mkdtemp(prefix="upload-", dir=tp_home()))
-                path = folder / Path(up.name).name
-                path.write_bytes(up.getvalue())
                 info = model.tasks[head]
-                data = load_file(path, text_col=text_col, label_col=label_col, pair_col=pair_col or None,
-                                 label_names=info.label_names if info.problem == "classification" else None,
-                                 metric=metric, problem=info.problem)
+                data = load_bytes(up.getvalue(), up.name, text_col=text_col, label_col=label_col,
+                                  pair_col=pair_col or None,
+                                  label_names=info.label_names if info.problem == "classification" else None,
+                                  metric=metric, problem=info.problem)
                 ss["custom_data"] = (data, head)
                 C.set_value("task", C.UPLOAD_PREFIX + data.spec.name)
                 C.flash(f"Loaded {len(data)} examples from {up.name}; the current task is now {ss['task']}.")

@@ -7,6 +7,7 @@ import streamlit as st
 
 from tp_app import common as C
 from tp_core.attribution import DATA_FREE, METHODS
+from tp_core.limits import limits
 
 C.page("Attribution", caption="How much does each neuron and head matter for a task? Scores are computed once and cached.")
 ss = st.session_state
@@ -24,10 +25,10 @@ with left:
                          format_func=lambda m: C.METHOD_LABELS[m], help=C.ATTRIBUTION_HELP + " Baselines: gradient x "
                          "activation (ig with one step), mean |activation|, weight magnitude (no data), random.")
     data_free = method in DATA_FREE
-    C.persisted(st.slider, "Scoring examples (N)", "attr_samples", min_value=4, max_value=512, step=4,
+    C.persisted(st.slider, "Scoring examples (N)", "attr_samples", min_value=4, max_value=min(512, limits().max_samples), step=4,
                 disabled=data_free, help="How many training examples the scores are averaged over. Small N is the "
                                          "low-resource setting; the paper's method works with a few dozen.")
-    C.persisted(st.slider, "IG steps", "attr_steps", min_value=1, max_value=64, disabled=method != "ig",
+    C.persisted(st.slider, "IG steps", "attr_steps", min_value=1, max_value=min(64, limits().max_steps), disabled=method != "ig",
                 help="Riemann steps of the integral from 0 to the real activation. More steps: more exact, slower.")
     C.persisted(st.radio, "Target labels", "attr_labels", options=["gold", "predicted"], horizontal=True,
                 disabled=data_free, help="gold: the true labels. predicted: the model's own predictions "

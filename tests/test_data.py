@@ -67,7 +67,7 @@ def test_user_jsonl_pairs_and_bad_inputs(tmp_path):
         load_file(f, text_col="a", label_col="y", label_names=["only"])
     bad = tmp_path / "broken.jsonl"
     bad.write_text("{not json\n")
-    with pytest.raises(TPError, match="Cannot read"):
+    with pytest.raises(TPError, match="line 1 is not valid JSON"):
         load_file(bad)
     with pytest.raises(TPError, match="Unsupported data file type"):
         load_file(tmp_path / "pairs.jsonl".replace("jsonl", "txt")) if False else load_file(_touch(tmp_path / "x.txt"))

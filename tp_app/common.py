@@ -19,6 +19,7 @@ from tp_core.attribution import AttributionConfig, UnitScores, attribute, cached
 from tp_core.curves import DEFAULT_GRID
 from tp_core.data import TaskData, list_tasks, load_split
 from tp_core.errors import TPError
+from tp_core.limits import limits
 from tp_core.paths import REPO_ROOT
 
 # One colour per method, used by every chart.
@@ -48,6 +49,17 @@ ATTRIBUTION_HELP = (
 # ----- settings from the environment (tests and the benchmark pick the quick model here) ---------------------------
 def default_model_spec() -> str:
     return os.environ.get("TP_APP_MODEL", "demo")
+
+
+def upload_limits_caption() -> str:
+    cap = limits()
+    return (f"Limits: files up to {cap.max_file_mb} MB, {cap.max_rows:,} rows and {cap.max_text_chars:,} characters "
+            "per text; UTF-8 CSV/TSV with a header row, JSONL, or a JSON list of objects.")
+
+
+def limits_rows() -> list[dict]:
+    """The installation's caps as table rows (shown on the home page)."""
+    return [{"limit": what, "value": value, "environment variable": env} for what, value, env in limits().describe()]
 
 
 def eval_limit_default() -> int:
@@ -100,6 +112,7 @@ def progress_cb(text: str) -> Callable[[float, str], None]:
 # ----- session state -------------------------------------------------------------------------------------------
 DEFAULTS = {
     "model_spec": None,  # set on first load
+    "model_trust_code": False,  # the user allowed custom model code for model_spec (Model page checkbox)
     "task": None,
     "attr_method": "ig",
     "attr_samples": 64,
@@ -168,18 +181,22 @@ def attribution_config(method: str | None = None) -> AttributionConfig:
 
 # ----- shared caches -------------------------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _load_model_cached(spec: str):
+def _load_model_cached(spec: str, trust_remote_code: bool = False):
     from tp_core.model import load_model
 
-    return load_model(spec)
+    return load_model(spec, trust_remote_code=trust_remote_code)
 
 
-def load_model(spec: str):
-    """Shared loaded model (raises TPError with a friendly message)."""
+def load_model(spec: str, trust_remote_code: bool | None = None):
+    """Shared loaded model (raises TPError with a friendly message). Custom model code is allowed only when asked
+    for, or (None) when the session loaded this very spec with the Model page's opt-in box ticked."""
     spec = spec.strip()
     if not spec:
         raise TPError("Type a model folder or hub id first.")
-    return _load_model_cached(spec)
+    if trust_remote_code is None:
+        ss = st.session_state
+        trust_remote_code = bool(ss.get("model_trust_code")) and spec == str(ss.get("model_spec") or "").strip()
+    return _load_model_cached(spec, bool(trust_remote_code))
 
 
 def current_model():

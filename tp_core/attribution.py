@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,8 +35,9 @@ import torch
 from .data import TaskData, load_split
 from .errors import TPError
 from .gates import GateState, gated
+from .limits import limits
 from .model import MultiTaskModel
-from .paths import atomic_write_text, tp_home
+from .paths import atomic_write_text, cache_dir, enforce_cache_cap, touch
 
 METHODS = ("ig", "grad_x_act", "activation", "magnitude", "random")
 DATA_FREE = ("magnitude", "random")
@@ -74,6 +76,12 @@ class AttributionConfig:
             raise TPError(f"--samples must be at least 1, got {self.samples}.")
         if self.steps < 1:
             raise TPError(f"--steps must be at least 1, got {self.steps}.")
+        if self.max_length < 2 or self.batch_size < 1 or self.internal_batch < 1:
+            raise TPError("max_length must be at least 2 and batch sizes at least 1.")
+        cap = limits()
+        cap.check("max_samples", self.samples, "--samples (attribution examples)")
+        cap.check("max_steps", self.steps, "--steps (integrated-gradients steps)")
+        cap.check("max_length", self.max_length, "max_length (tokens per input)")
         return self
 
 
@@ -111,11 +119,22 @@ class UnitScores:
     def save(self, path: str | Path) -> None:
         atomic_write_text(Path(path), json.dumps(self.to_dict()))
 
+    def check_shape(self, shape) -> "UnitScores":
+        """Raise TPError unless the scores cover exactly the units of a model with `shape` (finite values)."""
+        for kind, sizes in (("ffn", shape.ffn), ("heads", shape.heads)):
+            part = getattr(self, kind)
+            if part is None:
+                continue
+            if [len(a) for a in part] != list(sizes) or not all(np.isfinite(a).all() for a in part):
+                raise TPError(f"The {kind} scores for {self.task} do not match this model's units "
+                              f"({[len(a) for a in part][:8]} vs {list(sizes)[:8]}) or are not finite.")
+        return self
+
     @staticmethod
     def load(path: str | Path) -> "UnitScores":
         try:
             return UnitScores.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise TPError(f"Cannot read attribution scores from {path}: {exc}") from None
 
 
@@ -145,10 +164,15 @@ def _alphas(method: str, steps: int) -> tuple[list[float], list[float]]:
 
 class _LayerInputs:
     """One dense pass that caches, per block, its inputs (args, kwargs), its FFN input and activation and its
-    attention context, so IG can resume the forward right after the units it scales."""
+    attention context, so IG can resume the forward right after the units it scales.
+
+    The capture hooks sit on the shared model for the length of one forward, so they record only this thread's call:
+    another session evaluating the same model at that moment (the app serves each browser session in its own
+    thread) must not overwrite the captured tensors."""
 
     def __init__(self, model: MultiTaskModel, batch: dict, task: str):
         self.model = model
+        self._owner = threading.get_ident()
         self.adapter = model.adapter
         self.layers = model.adapter.layers(model.base)
         n = len(self.layers)
@@ -174,14 +198,16 @@ class _LayerInputs:
 
     def _block_hook(self, i):
         def hook(module, args, kwargs):
+            if threading.get_ident() != self._owner:
+                return
             self.captured[i] = (tuple(a.detach() if torch.is_tensor(a) else a for a in args), dict(kwargs))
 
         return hook
 
-    @staticmethod
-    def _store(where, i):
+    def _store(self, where, i):
         def hook(module, args):
-            where[i] = args[0].detach()
+            if threading.get_ident() == self._owner:
+                where[i] = args[0].detach()
 
         return hook
 
@@ -261,20 +287,20 @@ def _gxa_batch(model, task, batch, y, cfg, want_ffn, want_heads):
     L = model.num_layers
     ffn_out, head_out = [None] * L, [None] * L
     if want_ffn:
-        from captum.attr import LayerGradientXActivation
+        # What Captum's LayerGradientXActivation gives on each layer's FFN activation, but through this thread's
+        # gate context instead of forward hooks on the shared model (those would also fire for - and be overwritten
+        # by - another session's forward pass running at the same time).
+        acts: dict[int, torch.Tensor] = {}
 
-        def fwd(input_ids, attention_mask, token_type_ids=None):
-            return torch.softmax(model(input_ids, attention_mask, token_type_ids, task=task), -1) \
-                if cfg.target == "prob" and model.task_info(task).num_labels > 1 \
-                else model(input_ids, attention_mask, token_type_ids, task=task)
+        def ffn_fn(l, x):  # keep x in the graph (later layers depend on it); only a grad-free x becomes a leaf
+            acts[l] = x if x.requires_grad else x.detach().requires_grad_(True)
+            return acts[l]
 
-        layers = [model.layer_parts(i).ffn_act for i in range(L)]
-        lgxa = LayerGradientXActivation(fwd, layers)
-        target = y if model.task_info(task).num_labels > 1 else None
-        attrs = lgxa.attribute(batch["input_ids"], target=target,
-                               additional_forward_args=(batch["attention_mask"], batch.get("token_type_ids")))
-        for i, a in enumerate(attrs):
-            ffn_out[i] = _aggregate_tokens(a.detach(), batch["attention_mask"], cfg.aggregation).sum(0)
+        with torch.enable_grad(), gated(GateState(ffn_fn=ffn_fn)):
+            tgt = _target(model(**batch, task=task), y, cfg.target).sum()
+        grads = torch.autograd.grad(tgt, [acts[i] for i in range(L)])
+        for i, g in enumerate(grads):
+            ffn_out[i] = _aggregate_tokens(acts[i].detach() * g, batch["attention_mask"], cfg.aggregation).sum(0)
     if want_heads:
         b = y.shape[0]
         gates = {i: torch.ones(b, 1, model.layer_parts(i).num_heads, 1, device=y.device, requires_grad=True)
@@ -346,7 +372,7 @@ def cache_key(model: MultiTaskModel, task: str, cfg: AttributionConfig, data: Ta
 def cached_scores_path(model: MultiTaskModel, task: str, cfg: AttributionConfig, data: TaskData | None = None) -> Path:
     if data is None and cfg.method not in DATA_FREE:
         data = scoring_data(task, cfg)
-    return tp_home() / "scores" / f"{cache_key(model, task, cfg, data)}.json"
+    return cache_dir("scores") / f"{cache_key(model, task, cfg, data)}.json"
 
 
 def attribute(
@@ -366,9 +392,12 @@ def attribute(
     path = cached_scores_path(model, task, cfg, data)
     if use_cache and path.is_file():
         try:
+            cached = UnitScores.load(path)
+            cached.check_shape(model.unit_shape())
+            touch(path)
             progress(1.0, "loaded cached scores")
-            return UnitScores.load(path)
-        except TPError:
+            return cached
+        except TPError:  # a damaged or foreign entry: recompute and replace it
             path.unlink(missing_ok=True)
     t0 = time.time()
     want_ffn, want_heads = cfg.units in ("ffn", "both"), cfg.units in ("heads", "both")
@@ -390,6 +419,7 @@ def attribute(
     )
     if use_cache:
         scores.save(path)
+        enforce_cache_cap(keep=path)
     progress(1.0, f"{cfg.method} done in {scores.seconds:.1f}s")
     return scores
 

@@ -53,13 +53,38 @@ def _floats(text: str, name: str) -> list[float]:
 def _model(args):
     from .model import load_model
 
+    if args.trust_remote_code:
+        print("warning: --trust-remote-code lets the model folder's own Python code run on this machine with your "
+              "permissions; use it only for models whose author you trust.", file=sys.stderr)
     return load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
 
 
-def _eval_data(args, task):
+def _user_data(args, model, task):
+    """`--data FILE` as the task's examples, labelled like the model's head for `task` (None without --data)."""
+    if not getattr(args, "data", None):
+        return None
+    from .data import load_file
+
+    info = model.task_info(task)
+    return load_file(args.data, text_col=args.text_col, label_col=args.label_col, pair_col=args.pair_col,
+                     label_names=info.label_names if info.problem == "classification" else None,
+                     metric=info.metric, name=Path(args.data).stem, problem=info.problem)
+
+
+def _eval_data(args, task, model=None):
     from .data import load_split
 
-    return load_split(task, "validation", limit=args.limit)
+    from .limits import limits
+
+    if getattr(args, "data", None):
+        data = _user_data(args, model, task).sample(args.limit)
+    else:
+        data = load_split(task, "validation", limit=args.limit)
+    cap = limits().max_eval_examples
+    if len(data) > cap:
+        raise TPError(f"{args.data or task} has {len(data):,} evaluation examples, above this installation's limit "
+                      f"of {cap:,}: pass --limit N to evaluate a seeded sample (or raise TP_MAX_EVAL_EXAMPLES).")
+    return data
 
 
 def _attr_cfg(args, method=None):
@@ -68,6 +93,19 @@ def _attr_cfg(args, method=None):
     return AttributionConfig(method=method or args.method, samples=args.samples, steps=args.steps, labels=args.labels,
                              units=getattr(args, "units", "both"), target=args.target, aggregation=args.aggregation,
                              seed=args.seed).validate()
+
+
+def cmd_limits(args):
+    from dataclasses import asdict
+
+    from .limits import limits
+
+    cap = limits()
+    if args.json:
+        print(json.dumps(asdict(cap), indent=1))
+        return
+    for what, value, env in cap.describe():
+        print(f"{what:34s} {value:>12s}   ({env})")
 
 
 def cmd_tasks(args):
@@ -130,7 +168,7 @@ def cmd_evaluate(args):
 
     model = _model(args)
     task = args.task
-    data = _eval_data(args, task)
+    data = _eval_data(args, task, model)
     total = count_params(model, task)
     if args.mask:
         from .evaluation import evaluate_masked
@@ -156,8 +194,10 @@ def cmd_attribute(args):
 
     model = _model(args)
     cfg = _attr_cfg(args)
+    data = _user_data(args, model, args.task)
+    data = data.sample(cfg.samples, cfg.seed) if data is not None else None
     with progress_bar(f"{cfg.method} on {args.task}", not args.quiet) as cb:
-        scores = attribute(model, args.task, cfg, progress=cb)
+        scores = attribute(model, args.task, cfg, data=data, progress=cb)
     doc = {"model": args.model, "task": args.task, "method": cfg.method, "settings": scores.settings,
            "ffn": None if scores.ffn is None else [s.tolist() for s in scores.ffn],
            "heads": None if scores.heads is None else [s.tolist() for s in scores.heads]}
@@ -180,7 +220,7 @@ def cmd_sweep(args):
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     ffn = _floats(args.ffn_sparsity, "--ffn-sparsity")
     heads = _floats(args.head_sparsity, "--head-sparsity")
-    data = _eval_data(args, args.task)
+    data = _eval_data(args, args.task, model)
     with progress_bar(f"sweep on {args.task}", not args.quiet) as cb:
         records = sweep(model, args.task, methods, ffn, heads, args.allocation, _attr_cfg(args, methods[0]), data, cb)
     rows = [r.to_dict() for r in records]
@@ -205,7 +245,7 @@ def cmd_export(args):
     acfg = _attr_cfg(args)
     with progress_bar(f"{acfg.method} on {args.task}", not args.quiet) as cb:
         scores = attribute(model, args.task, acfg, progress=cb)
-    res = export_pruned(model, args.task, scores, cfg, Path(args.out), _eval_data(args, args.task),
+    res = export_pruned(model, args.task, scores, cfg, Path(args.out), _eval_data(args, args.task, model),
                         overwrite=args.overwrite)
     if args.json:
         print(json.dumps(res.to_dict()))
@@ -226,6 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
         sp.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (untrusted!)")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
+        if task:
+            sp.add_argument("--data", default=None, metavar="FILE",
+                            help="your own CSV/TSV/JSONL examples instead of the data folder's: the evaluation data "
+                                 "(for `attribute`: the scoring examples), labelled like the model's head for --task")
+            sp.add_argument("--text-col", default="text", help="text column of --data")
+            sp.add_argument("--pair-col", default=None, help="second text column of --data (pair tasks)")
+            sp.add_argument("--label-col", default="label", help="label column of --data")
 
     def attr_args(sp, method=True):
         if method:
@@ -236,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--target", default="prob", choices=["prob", "logit"])
         sp.add_argument("--aggregation", default="abs_sum", choices=["abs_sum", "sum_abs", "signed"])
         sp.add_argument("--seed", type=int, default=0)
+
+    sp = sub.add_parser("limits", help="show the caps on file size, rows, examples, lengths and cache size")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(fn=cmd_limits)
 
     sp = sub.add_parser("tasks", help="list the tasks of the data folder")
     sp.add_argument("--json", action="store_true")
@@ -295,13 +346,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "limit", None) is not None and args.limit < 1:
-        print("error: --limit must be at least 1", file=sys.stderr)
-        return 2
     try:
+        if getattr(args, "limit", None) is not None:
+            from .limits import limits
+
+            if args.limit < 1:
+                raise TPError("--limit must be at least 1.")
+            limits().check("max_eval_examples", args.limit, "--limit")
         args.fn(args)
     except TPError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # always one line
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

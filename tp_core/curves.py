@@ -27,7 +27,7 @@ from .errors import TPError
 from .evaluation import SweepRecord, evaluate, evaluate_masked
 from .masks import PruneConfig, build_masks
 from .model import MultiTaskModel
-from .paths import atomic_write_text, tp_home
+from .paths import atomic_write_text, cache_dir, enforce_cache_cap, touch
 from .pruning import count_params, kept_params
 
 Progress = Callable[[float, str], None]
@@ -155,7 +155,7 @@ def curve_path(model: MultiTaskModel, task: str, scores: UnitScores, head_sparsi
     h = hashlib.sha256()
     h.update(json.dumps([model.fingerprint(), task, scores_key(scores), round(head_sparsity, 6), allocation,
                          [round(g, 6) for g in grid], data_key(data)]).encode())
-    return tp_home() / "curves" / f"{h.hexdigest()[:24]}.json"
+    return cache_dir("curves") / f"{h.hexdigest()[:24]}.json"
 
 
 def curve_from_scores(model: MultiTaskModel, task: str, scores: UnitScores, data: TaskData,
@@ -173,13 +173,16 @@ def curve_from_scores(model: MultiTaskModel, task: str, scores: UnitScores, data
     if use_cache and path.is_file():
         try:
             curve = Curve.from_dict(json.loads(path.read_text()))
+            if [round(r.ffn_sparsity, 6) for r in curve.records] != [round(g, 6) for g in grid]:
+                raise ValueError("cached curve does not cover the grid")
+            touch(path)
             _POINTS.put((model.fingerprint(), task, "dense", dkey), curve.dense)
             for r in curve.records:
                 _POINTS.put(_point_key(model, task, skey, PruneConfig(r.ffn_sparsity, r.head_sparsity, allocation),
                                        dkey), r)
             progress(1.0, f"{scores.method}: loaded cached curve")
             return curve
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # damaged entry: recompute, replace
             path.unlink(missing_ok=True)
     dense = evaluate_dense(model, task, data)
     records = []
@@ -190,6 +193,7 @@ def curve_from_scores(model: MultiTaskModel, task: str, scores: UnitScores, data
     curve = Curve(scores.method, float(head_sparsity), allocation, dense, records)
     if use_cache:
         atomic_write_text(path, json.dumps(curve.to_dict()))
+        enforce_cache_cap(keep=path)
     return curve
 
 

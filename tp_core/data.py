@@ -6,16 +6,22 @@ Everything ends up as a `TaskData`: plain lists, so batching and metrics need no
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
 import random
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import TPError
+from .limits import ENV, limits
 from .paths import data_dir
 
 METRICS = ("accuracy", "f1", "matthews", "pearson")
+TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a folder of the data bundle, never a path
 
 
 @dataclass(frozen=True)
@@ -115,20 +121,25 @@ def list_tasks(root: Path | None = None) -> list[TaskSpec]:
 
 def get_task(name: str, root: Path | None = None) -> TaskSpec:
     root = Path(root) if root else data_dir()
-    path = root / name
-    if not name or "/" in name or name.startswith(".") or not (path / "task.json").is_file():
+    if not isinstance(name, str) or not TASK_NAME.fullmatch(name) or not (root / name / "task.json").is_file():
         known = ", ".join(t.name for t in list_tasks(root))
-        raise TPError(f"Unknown task {name!r} in {root}. Known tasks: {known}.")
-    return _spec_from_json(path)
+        raise TPError(f"Unknown task {str(name)[:80]!r} in {root}. Known tasks: {known}.")
+    return _spec_from_json(root / name)
 
 
 def _validate_labels(spec: TaskSpec, labels: list[Any], where: str) -> list[Any]:
     """Labels must be class ids (or class names) of the task; regression labels must be numbers."""
     if spec.problem == "regression":
-        try:
-            return [float(x) for x in labels]
-        except (TypeError, ValueError):
-            raise TPError(f"{where}: regression labels must be numbers.") from None
+        out = []
+        for i, lab in enumerate(labels):
+            try:
+                value = float(lab)
+            except (TypeError, ValueError):
+                value = math.nan
+            if isinstance(lab, bool) or not math.isfinite(value):
+                raise TPError(f"{where}, row {i + 1}: regression label {lab!r} is not a finite number.")
+            out.append(value)
+        return out
     names = list(spec.label_names)
     out = []
     for i, lab in enumerate(labels):
@@ -137,13 +148,14 @@ def _validate_labels(spec: TaskSpec, labels: list[Any], where: str) -> list[Any]
             continue
         try:
             as_int = int(lab)
-            ok = float(lab) == as_int and 0 <= as_int < len(names)
-        except (TypeError, ValueError):
+            ok = not isinstance(lab, bool) and float(lab) == as_int and 0 <= as_int < len(names)
+        except (TypeError, ValueError, OverflowError):
             ok = False
         if not ok:
+            shown = repr(lab) if len(repr(lab)) <= 60 else repr(lab)[:57] + "..."
             raise TPError(
-                f"{where}, row {i}: label {lab!r} is not one of the task's labels "
-                f"{names} (or their ids 0..{len(names) - 1})."
+                f"{where}, row {i + 1}: label {shown} is not one of the task's labels "
+                f"{names[:20]} (or their ids 0..{len(names) - 1})."
             )
         out.append(as_int)
     return out
@@ -190,43 +202,213 @@ def load_file(
     name: str | None = None,
     problem: str = "classification",
 ) -> TaskData:
-    """A user's own CSV/TSV/JSONL file as a task. Label names default to the sorted distinct labels."""
+    """A user's own CSV/TSV/JSONL file as a task. Label names default to the distinct labels (ids 0..K-1 if numeric).
+
+    The file is checked (size first, before reading it) and parsed in memory: nothing is written anywhere.
+    """
     path = Path(path)
     if not path.is_file():
-        raise TPError(f"Data file {path} does not exist.")
-    suffix = path.suffix.lower()
-    builder = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json"}.get(suffix)
-    if builder is None:
-        raise TPError(f"Unsupported data file type {suffix!r} for {path}: use .csv, .tsv, .json or .jsonl.")
+        raise TPError(f"Data file {path} does not exist." if not path.exists() else f"{path} is not a file.")
+    cap = limits()
+    size = path.stat().st_size
+    if size > cap.max_file_mb * 1_000_000:
+        raise TPError(f"{path} is {size / 1e6:.1f} MB; data files are limited to {cap.max_file_mb} MB "
+                      f"(raise it with {ENV['max_file_mb']}).")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise TPError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    return load_bytes(raw, path.name, text_col, label_col, pair_col, label_names, metric, name, problem, where=str(path))
+
+
+def load_bytes(
+    raw: bytes,
+    filename: str,
+    text_col: str = "text",
+    label_col: str = "label",
+    pair_col: str | None = None,
+    label_names: Sequence[str] | None = None,
+    metric: str = "accuracy",
+    name: str | None = None,
+    problem: str = "classification",
+    where: str | None = None,
+) -> TaskData:
+    """Parse an uploaded file's bytes (CSV, TSV, JSONL, or a JSON list of objects) into a `TaskData`.
+
+    Every problem is a `TPError` naming the file and, where it applies, the row: empty, binary, not UTF-8, malformed,
+    missing columns, empty or over-long texts, unknown labels, too many rows.
+    """
+    where = where or filename
+    suffix = Path(filename).suffix.lower()
+    fmt = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json"}.get(suffix)
+    if fmt is None:
+        raise TPError(f"Unsupported data file type {suffix or '(no extension)'!r} for {where}: "
+                      "use .csv, .tsv, .json or .jsonl.")
     if metric not in METRICS:
         raise TPError(f"Unknown metric {metric!r}; choose one of {', '.join(METRICS)}.")
-    import datasets
-
-    datasets.disable_progress_bars()
-    kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
-    try:
-        ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
-    except Exception as exc:
-        raise TPError(f"Cannot read {path} as {suffix[1:].upper()}: {str(exc).splitlines()[0][:300]}") from None
-    if label_col not in ds.column_names:
-        raise TPError(f"{path}: no column {label_col!r}; the file has columns {sorted(ds.column_names)}.")
+    if problem not in ("classification", "regression"):
+        raise TPError(f"Unknown problem type {problem!r}; use classification or regression.")
+    text_col, label_col = (text_col or "").strip(), (label_col or "").strip()
+    pair_col = (pair_col or "").strip() or None
+    if not text_col or not label_col:
+        raise TPError("Name the text column and the label column.")
+    cap = limits()
+    if len(raw) > cap.max_file_mb * 1_000_000:
+        raise TPError(f"{where} is {len(raw) / 1e6:.1f} MB; data files are limited to {cap.max_file_mb} MB "
+                      f"(raise it with {ENV['max_file_mb']}).")
+    rows = _parse_rows(raw, fmt, where, cap)
+    wanted = [text_col, label_col] + ([pair_col] if pair_col else [])
+    texts, pairs, labels = [], [] if pair_col else None, []
+    for i, row in enumerate(rows, start=1):
+        for col in wanted:
+            if col not in row:
+                have = sorted(str(k) for k in row)[:20]
+                raise TPError(f"{where}, row {i}: no column {col!r}; the row has columns {have}.")
+        texts.append(_text(row[text_col], text_col, i, where, cap))
+        if pair_col:
+            pairs.append(_text(row[pair_col], pair_col, i, where, cap))
+        label = row[label_col]
+        if label is None or (isinstance(label, str) and not label.strip()):
+            raise TPError(f"{where}, row {i}: the label in column {label_col!r} is empty.")
+        if isinstance(label, (dict, list, bool)):
+            raise TPError(f"{where}, row {i}: label {repr(label)[:60]} is not a class name, class id or number.")
+        labels.append(label.strip() if isinstance(label, str) else label)
     if label_names is None and problem == "classification":
-        raw = ds[label_col]
-        if all(isinstance(x, (int, float)) and float(x) == int(x) for x in raw if x is not None):
-            label_names = [str(i) for i in range(int(max(raw)) + 1)]
-        else:
-            label_names = sorted({str(x) for x in raw})
+        label_names = _infer_label_names(labels, where, cap)
     spec = TaskSpec(
-        name=name or path.stem,
-        description=f"User data from {path.name}",
+        name=safe_task_name(name or Path(filename).stem),
+        description=f"User data from {Path(filename).name}",
         kind="pair" if pair_col else "single",
         problem=problem,
         label_names=tuple(label_names or ()),
         metric=metric,
         splits=("validation",),
-        path=path.parent,
+        path=None,
     )
-    return _from_dataset(ds, spec, "validation", text_col, pair_col, label_col, str(path))
+    labels = _validate_labels(spec, labels, where)
+    return TaskData(spec=spec, split="validation", texts=texts, pairs=pairs, labels=labels,
+                    rows=list(range(len(texts))))
+
+
+def safe_task_name(name: str) -> str:
+    """A task name from a file name, reduced to letters, digits, '.', '_' and '-' (it keys caches and exports)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._-")[:60]
+    return cleaned or "data"
+
+
+def _parse_rows(raw: bytes, fmt: str, where: str, cap) -> list[dict]:
+    """Rows as dicts (column -> value), after the checks that apply to any text table."""
+    if not raw.strip():
+        raise TPError(f"{where} is empty.")
+    if b"\x00" in raw[:1_000_000]:
+        raise TPError(f"{where} looks like a binary file, not {fmt.upper()} text.")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise TPError(f"{where} is not UTF-8 text (invalid byte 0x{raw[exc.start]:02x} at byte {exc.start}); "
+                      "save it as UTF-8 and try again.") from None
+    if fmt in ("csv", "tsv"):
+        return _parse_csv(text, "\t" if fmt == "tsv" else ",", where, cap)
+    if fmt == "json" and text.lstrip().startswith("["):
+        try:
+            doc = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise TPError(f"{where} is not valid JSON: {getattr(exc, 'msg', 'too deeply nested')} "
+                          f"(line {getattr(exc, 'lineno', '?')}).") from None
+        if len(doc) > cap.max_rows:
+            raise TPError(_too_many_rows(where, cap))
+        for i, row in enumerate(doc, start=1):
+            if not isinstance(row, dict):
+                raise TPError(f"{where}, row {i}: expected an object with named fields, got {type(row).__name__}.")
+        if not doc:
+            raise TPError(f"{where} has no examples.")
+        return doc
+    rows = []
+    for lineno, line in enumerate(text.split("\n"), start=1):  # not splitlines(): JSON strings may hold U+2028
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise TPError(f"{where}, line {lineno} is not valid JSON ({getattr(exc, 'msg', 'too deeply nested')}); "
+                          "a JSONL file has one JSON object per line.") from None
+        if not isinstance(row, dict):
+            raise TPError(f"{where}, line {lineno}: expected a JSON object, got {type(row).__name__}.")
+        rows.append(row)
+        if len(rows) > cap.max_rows:
+            raise TPError(_too_many_rows(where, cap))
+    if not rows:
+        raise TPError(f"{where} has no examples.")
+    return rows
+
+
+def _parse_csv(text: str, delimiter: str, where: str, cap) -> list[dict]:
+    csv.field_size_limit(max(csv.field_size_limit(), 64 * 1024 * 1024))  # our own, clearer cap is checked per text
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    rows: list[dict] = []
+    header: list[str] | None = None
+    try:
+        for record in reader:
+            if not record or all(not c.strip() for c in record):
+                continue
+            if header is None:
+                header = [c.strip() for c in record]
+                if len(set(header)) != len(header):
+                    raise TPError(f"{where}: the header row has repeated column names {header[:20]}.")
+                continue
+            if len(record) != len(header):
+                raise TPError(f"{where}, line {reader.line_num}: {len(record)} fields, but the header has "
+                              f"{len(header)} ({', '.join(header[:10])}).")
+            rows.append(dict(zip(header, record)))
+            if len(rows) > cap.max_rows:
+                raise TPError(_too_many_rows(where, cap))
+    except csv.Error as exc:
+        raise TPError(f"{where} is not valid {kind} (line {reader.line_num}: {exc}).") from None
+    if not rows:
+        raise TPError(f"{where} has a header but no examples." if header else f"{where} has no examples.")
+    return rows
+
+
+def _too_many_rows(where: str, cap) -> str:
+    return (f"{where} has more than {cap.max_rows:,} rows, the limit for one data file "
+            f"(raise it with {ENV['max_rows']}, or use a sample of the file).")
+
+
+def _text(value: Any, col: str, i: int, where: str, cap) -> str:
+    if isinstance(value, (dict, list)):
+        raise TPError(f"{where}, row {i}: column {col!r} holds a {type(value).__name__}, not text.")
+    text = "" if value is None else str(value)
+    if not text.strip():
+        raise TPError(f"{where}, row {i}: the text in column {col!r} is empty.")
+    if len(text) > cap.max_text_chars:
+        raise TPError(f"{where}, row {i}: the text in column {col!r} has {len(text):,} characters; the limit is "
+                      f"{cap.max_text_chars:,} (models read at most 512 tokens; raise it with {ENV['max_text_chars']}).")
+    return text
+
+
+def _infer_label_names(labels: list[Any], where: str, cap) -> list[str]:
+    """Ids 0..K-1 when every label is a non-negative whole number (as number or digits), else the sorted names."""
+    ids = []
+    for lab in labels:
+        s = str(lab).strip()
+        if isinstance(lab, float) and lab.is_integer() and lab >= 0:
+            ids.append(int(lab))
+        elif s.isdigit() and s.isascii():
+            ids.append(int(s))
+        else:
+            ids = None
+            break
+    if ids is not None:
+        if max(ids) >= cap.max_labels:
+            raise TPError(f"{where}: label id {max(ids):,} implies more than {cap.max_labels:,} classes; "
+                          "check the label column.")
+        return [str(i) for i in range(max(ids) + 1)]
+    names = sorted({str(x).strip() for x in labels})
+    if len(names) > cap.max_labels:
+        raise TPError(f"{where}: {len(names):,} distinct labels (limit {cap.max_labels:,}); is the label column "
+                      "really a text column?")
+    return names
 
 
 def load_hub(

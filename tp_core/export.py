@@ -19,6 +19,7 @@ from .errors import TPError
 from .evaluation import evaluate
 from .masks import PruneConfig, UnitMasks, build_masks, save_mask_file
 from .model import MultiTaskModel, load_model
+from .paths import clean_interrupted
 from .pruning import count_params, prune_physically
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -46,7 +47,7 @@ class ExportResult:
 
 def safe_export_dir(root: str | Path, name: str) -> Path:
     """`root/name` for a user-typed name, refusing anything that could leave `root` (/, .., hidden names)."""
-    if not SAFE_NAME.match(name or "") or ".." in name:
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or ".." in name:
         raise TPError(f"Export name {name!r} is not allowed: use letters, digits, '.', '_' and '-' only "
                       "(no slashes, no leading dot).")
     root = Path(root).resolve()
@@ -112,6 +113,7 @@ def export_pruned(
 ) -> ExportResult:
     """Prune `model` for `task` physically and write the export folder + `<folder>.mask.json` beside it."""
     out_dir = Path(out_dir)
+    clean_interrupted(out_dir.parent)  # leftovers of a killed export; puts back a folder whose overwrite was cut short
     if out_dir.exists() and not overwrite:
         raise TPError(f"{out_dir} already exists; choose another name or allow overwriting.")
     masks = build_masks(scores, cfg, model.unit_shape())

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from .errors import TPError
@@ -41,7 +44,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a file so that readers see the old content or the new one, never half of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -55,3 +58,110 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# ----- leftovers of interrupted writes -----------------------------------------------------------------------------
+# Writers put their PID in temp names: `.<name>.<pid>.<random>.tmp` (files, atomic_write_bytes) and
+# `.<name>.tmp-<pid>` / `.<name>.old-<pid>` (folders, model.save). A process killed mid-write leaves them behind.
+_TEMP_FILE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
+_TEMP_DIR = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)$")
+STALE_AFTER_S = 24 * 3600  # a temp older than this is stale even if its PID is alive again (PID reuse)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def _stale(path: Path, pid: int) -> bool:
+    try:
+        age = time.time() - path.lstat().st_mtime
+    except OSError:
+        return False
+    return not _pid_alive(pid) or age > STALE_AFTER_S
+
+
+def clean_interrupted(folder: str | Path) -> list[str]:
+    """Remove what killed writers left in `folder`, and put back a folder whose replacement was cut short.
+
+    An interrupted `model.save` over an existing folder can stop between its two renames; then the previous
+    version sits in `.<name>.old-<pid>` and is renamed back, so a user's export is never lost. Returns what it did.
+    """
+    folder = Path(folder)
+    done: list[str] = []
+    if not folder.is_dir():
+        return done
+    for entry in list(folder.iterdir()):
+        m_file, m_dir = _TEMP_FILE.match(entry.name), _TEMP_DIR.match(entry.name)
+        if m_file and entry.is_file() and _stale(entry, int(m_file["pid"])):
+            entry.unlink(missing_ok=True)
+            done.append(f"removed {entry.name}")
+        elif m_dir and entry.is_dir() and _stale(entry, int(m_dir["pid"])):
+            target = folder / m_dir["name"]
+            if m_dir["kind"] == "old" and not target.exists():
+                os.replace(entry, target)
+                done.append(f"restored {target.name}")
+            else:
+                shutil.rmtree(entry, ignore_errors=True)
+                done.append(f"removed {entry.name}")
+    return done
+
+
+# ----- size cap on the caches ----------------------------------------------------------------------------------------
+CACHE_DIRS = ("scores", "curves")
+
+
+def cache_dir(kind: str) -> Path:
+    """`TP_HOME/<kind>` (scores or curves), cleaned of leftovers of interrupted writes."""
+    path = tp_home() / kind
+    path.mkdir(parents=True, exist_ok=True)
+    clean_interrupted(path)
+    return path
+
+
+def touch(path: Path) -> None:
+    """Mark a cache entry as recently used (eviction removes the least recently used first)."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def enforce_cache_cap(max_bytes: int | None = None, keep: Path | None = None) -> int:
+    """Evict least-recently-used cache entries until the caches fit `max_bytes` (default: the installation's cap).
+
+    `keep` (the entry just written) is never evicted. Returns the number of bytes freed.
+    """
+    if max_bytes is None:
+        from .limits import limits
+
+        max_bytes = limits().max_cache_mb * 1_000_000
+    entries = []
+    for kind in CACHE_DIRS:
+        folder = tp_home() / kind
+        if folder.is_dir():
+            for f in folder.iterdir():
+                if f.is_file() and not f.name.startswith("."):
+                    try:
+                        st = f.stat()
+                    except OSError:
+                        continue
+                    entries.append((st.st_mtime, st.st_size, f))
+    total = sum(size for _, size, _ in entries)
+    freed = 0
+    for _, size, f in sorted(entries, key=lambda e: e[0]):
+        if total <= max_bytes:
+            break
+        if keep is not None and f == Path(keep):
+            continue
+        f.unlink(missing_ok=True)
+        total -= size
+        freed += size
+    return freed
