@@ -21,7 +21,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import common  # noqa: E402
 from common import DOCS, Bench, Settings, machine, settings_dict  # noqa: E402
 
 SECTIONS = ("quality", "speed", "textpruner")
