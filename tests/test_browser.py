@@ -6,27 +6,17 @@ exported folder reloads). With TP_SCREENSHOTS_DIR set it also visits every page 
 """
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from ui_support import APP_ENV, APP_ROOT, ensure_quick_demo
+from ui_support import APP_ENV, ensure_quick_demo, streamlit_server
 
 pytestmark = pytest.mark.ui
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -36,31 +26,10 @@ def server(tmp_path_factory):
     pytest.importorskip("playwright")
     ensure_quick_demo()
     exports = tmp_path_factory.mktemp("exports")
-    port = _free_port()
     env = {**os.environ, **APP_ENV, "TP_EXPORTS_DIR": str(exports), "TP_APP_ATTR_SAMPLES": "16",
            "TP_APP_ATTR_STEPS": "4", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    log = open(exports.parent / "streamlit.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-                            cwd=APP_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("streamlit did not start")
+    with streamlit_server(env, exports.parent / "streamlit.log") as (url, _):
         yield url, exports
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def _shot(page, name):

@@ -17,18 +17,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from test_browser import ARGS, CHROMIUM, _free_port, _goto, _metric, _wait_idle
-from ui_support import APP_ENV, APP_ROOT, ensure_quick_demo
+from test_browser import ARGS, CHROMIUM, _goto, _metric, _wait_idle
+from ui_support import APP_ENV, ensure_quick_demo, healthy, streamlit_server
 
 pytestmark = pytest.mark.ui
 
@@ -86,41 +83,15 @@ def server():
         models.symlink_to(demo.parent if demo.parent.name == "models" else real_home / "models",
                           target_is_directory=True)
     exports = home / "exports"
-    port = _free_port()
     env = {**os.environ, **APP_ENV, "TP_HOME": str(home), "TP_EXPORTS_DIR": str(exports),
            "TP_APP_EVAL_LIMIT": str(EVAL_LIMIT), "TP_APP_GRID": GRID, "TP_APP_ATTR_SAMPLES": str(SAMPLES),
            "TP_APP_ATTR_STEPS": str(STEPS), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1"}
     log_path = home / "streamlit.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-                            cwd=APP_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            if _healthy(url):
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail("streamlit did not start")
+    with streamlit_server(env, log_path) as (url, proc):
         yield url, home, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
     text = log_path.read_text(errors="replace")
     assert "Traceback" not in text, text[-3000:]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return urllib.request.urlopen(url + "/_stcore/health", timeout=5).status == 200
-    except OSError:
-        return False
 
 
 def _shot(page, name: str) -> None:
@@ -257,7 +228,7 @@ def test_five_browser_sessions_at_once_each_get_their_single_session_numbers(ser
             _no_error_on(page)
         finally:
             browser.close()
-    assert proc.poll() is None and _healthy(url), "the server stopped"
+    assert proc.poll() is None and healthy(url), "the server stopped"
 
     from tp_core.attribution import AttributionConfig, attribute
     from tp_core.curves import evaluate_dense, evaluate_point
@@ -358,7 +329,7 @@ def test_closing_a_tab_during_attribution_leaves_a_clean_cache(server):
             _wait_idle(other, timeout=300_000)
             _no_error_on(other)
             assert _prune_numbers(other)["metric"] == _prune_numbers(other)["dense"]  # FFN 0 %, heads 0 %
-            assert proc.poll() is None and _healthy(url)
+            assert proc.poll() is None and healthy(url)
 
             deadline = time.time() + 120  # the closed tab's run ends (stopped, or finished and saved whole)
             while time.time() < deadline and any(f.name.startswith(".") for f in (home / "scores").iterdir()):
@@ -375,7 +346,7 @@ def test_closing_a_tab_during_attribution_leaves_a_clean_cache(server):
             assert f"{cfg.samples} examples" in caption and f"steps={steps}" in caption, caption
         finally:
             browser.close()
-    assert proc.poll() is None and _healthy(url)
+    assert proc.poll() is None and healthy(url)
     assert _scores_dir_is_clean(home) == []
     saved = UnitScores.load(path)
     alone = attribute(model, "sst2", cfg, use_cache=False)

@@ -1,6 +1,12 @@
 """Shared set-up for the app tests: the quick demo model (built once under TP_HOME) and app settings."""
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 APP_ROOT = Path(__file__).resolve().parent.parent
@@ -31,3 +37,41 @@ def app_test(page: str, timeout: float = 240):
     at.session_state["attr_samples"] = 8
     at.session_state["attr_steps"] = 4
     return at
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthy(url: str) -> bool:
+    try:
+        return urllib.request.urlopen(url + "/_stcore/health", timeout=5).status == 200
+    except OSError:
+        return False
+
+
+@contextmanager
+def streamlit_server(env: dict, log_path: Path):
+    """`streamlit run app.py` on a free port with `env`, output to `log_path`; yields (url, process), stops it after."""
+    port = free_port()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                                 "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+                                cwd=APP_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(240):
+                if healthy(url):
+                    break
+                time.sleep(0.5)
+            else:
+                raise RuntimeError(f"streamlit did not start; see {log_path}")
+            yield url, proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
