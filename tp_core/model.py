@@ -23,12 +23,13 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from .adapters import ADAPTERS, FamilyAdapter, LayerParts, adapter_for
+from .adapters import FamilyAdapter, LayerParts, adapter_for
 from .errors import TPError
 from .gates import install_gates
+from .model_checks import (FORMAT, HF_WEIGHTS, TRUST_HINT, check_config, check_manifest, check_safetensors,
+                           first_line, read_json, refused_pickle, shape_mismatch, some_names)
 
 MANIFEST = "taskprune.json"
-FORMAT = "taskprune-model"
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -272,13 +273,6 @@ def _swap_in(tmp: Path, folder: Path) -> None:
 
 
 # ----- loading ---------------------------------------------------------------------------------------------------
-# Untrusted folders: every check below runs before any weights are read or any code could run, and every failure is a
-# one-line TPError naming the file and what is wrong. Weights come from safetensors; a pickle checkpoint
-# (`pytorch_model.bin`, HF folders only) is read by transformers with `weights_only=True`, which refuses anything
-# but tensors and plain containers; TaskPrune folders never read pickles at all. Custom model code (`auto_map`) runs
-# only with `trust_remote_code=True`, and not even then for a family TaskPrune does not support.
-TRUST_HINT = "pass --trust-remote-code (CLI) or tick 'Allow custom model code (trust_remote_code)' on the Model page"
-HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def minilm_path() -> Path:
@@ -352,133 +346,6 @@ def _load_folder(path: Path, trust_remote_code: bool) -> MultiTaskModel:
     raise TPError(f"{path} is not a model folder: it has neither {MANIFEST} nor config.json.")
 
 
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-    return text[:limit]
-
-
-def _read_json(file: Path, what: str) -> dict:
-    """A JSON object from `file`, or a one-line TPError saying what is wrong with it."""
-    try:
-        doc = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TPError(f"{file.parent} has no {file.name}: {what} is missing.") from None
-    except UnicodeDecodeError:
-        raise TPError(f"{file} is not a text file: {what} is corrupt.") from None
-    except json.JSONDecodeError as exc:
-        raise TPError(f"{file} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): "
-                      f"{what} is corrupt.") from None
-    except OSError as exc:
-        raise TPError(f"Cannot read {file}: {exc.strerror or _first_line(exc)}.") from None
-    if not isinstance(doc, dict):
-        raise TPError(f"{file} holds a JSON {type(doc).__name__}, not an object: {what} is corrupt.")
-    return doc
-
-
-def _custom_code(doc: dict) -> list[str]:
-    """The custom classes a config's `auto_map` asks transformers to import (empty when none)."""
-    auto_map = doc.get("auto_map")
-    if not auto_map:
-        return []
-    values = auto_map.values() if isinstance(auto_map, dict) else auto_map if isinstance(auto_map, list) else [auto_map]
-    refs = [v for x in values for v in (x if isinstance(x, (list, tuple)) else [x]) if v]
-    return [str(r) for r in refs] or ["auto_map"]
-
-
-def _check_config(config: dict, where: str, trust_remote_code: bool, tokenizer_config: dict | None = None) -> str:
-    """Refuse custom code without opt-in, a missing or unsupported model_type; return the family. Runs no code."""
-    custom = _custom_code(config) + _custom_code(tokenizer_config or {})
-    if custom and not trust_remote_code:
-        shown = ", ".join(sorted(set(custom))[:2]) + (", ..." if len(set(custom)) > 2 else "")
-        raise TPError(f"The model in {where} needs custom Python code ({shown}), which TaskPrune does not run by "
-                      f"default: only if you trust its author, {TRUST_HINT}.")
-    family = config.get("model_type")
-    if family is None:
-        raise TPError(f"config.json of {where} has no model_type, so the model family is unknown "
-                      f"(TaskPrune knows {', '.join(sorted(ADAPTERS))}).")
-    if not isinstance(family, str):
-        raise TPError(f"config.json of {where} has an invalid model_type {family!r}: expected a family name "
-                      f"such as 'bert'.")
-    adapter_for(family)
-    _check_size(config, where)
-    return family
-
-
-def _check_size(config: dict, where: str) -> None:
-    """Refuse a config whose model would not fit this machine, before anything is allocated (a hostile or broken
-    config.json can ask for a trillion parameters)."""
-    from .limits import ENV, limits
-
-    def dim(*keys, default=0):
-        for k in keys:
-            if k in config:
-                v = config[k]
-                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                    raise TPError(f"config.json of {where} has an invalid {k} {v!r}: expected a whole number >= 0.")
-                return v
-        return default
-
-    hidden = dim("hidden_size", "dim")
-    layers = dim("num_hidden_layers", "n_layers")
-    ffn = dim("intermediate_size", "hidden_dim", default=4 * hidden)
-    rows = dim("vocab_size") + dim("max_position_embeddings") + dim("type_vocab_size")
-    estimate = rows * hidden + layers * (4 * hidden * hidden + 2 * hidden * ffn)
-    cap = limits().max_model_mparams
-    if estimate > cap * 1_000_000:
-        raise TPError(f"The model in {where} would have about {estimate / 1e6:,.0f} M parameters, above this "
-                      f"installation's limit of {cap:,} M (raise it with {ENV['max_model_mparams']}).")
-
-
-def _check_safetensors(file: Path) -> dict[str, tuple[int, ...]]:
-    """Open a safetensors file (header and size checks only; no code can run) and return its tensor shapes."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(file), framework="pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except Exception as exc:  # SafetensorError: truncated, not safetensors at all, bad header
-        raise TPError(f"{file.name} in {file.parent} is truncated or corrupt ({_first_line(exc, 120)}); "
-                      "copy or save the model again.") from None
-
-
-def _shape_mismatch(expected: dict[str, torch.Tensor], found: dict[str, tuple[int, ...]], source: str) -> str | None:
-    for name, tensor in expected.items():
-        if name in found and tuple(tensor.shape) != tuple(found[name]):
-            return f"{name} has shape {list(found[name])} but {source} implies {list(tensor.shape)}"
-    return None
-
-
-def _some(names: list[str]) -> str:
-    return ", ".join(names[:2]) + (f" and {len(names) - 2} more" if len(names) > 2 else "")
-
-
-def _check_manifest(manifest: dict, file: Path) -> None:
-    """Structure of taskprune.json (what `MultiTaskModel.manifest` writes)."""
-    def bad(what: str) -> TPError:
-        return TPError(f"{file} is invalid: {what}; the TaskPrune model folder is corrupt.")
-
-    if manifest.get("format") != FORMAT:
-        raise bad(f"format is {manifest.get('format')!r}, expected {FORMAT!r}")
-    if manifest.get("kind") not in ("multitask", "hf_classifier"):
-        raise bad(f"kind is {manifest.get('kind')!r}, expected 'multitask' or 'hf_classifier'")
-    tasks = manifest.get("tasks")
-    if not isinstance(tasks, dict) or not tasks:
-        raise bad("it lists no tasks")
-    for name, t in tasks.items():
-        if not isinstance(t, dict) or not isinstance(t.get("label_names"), list) \
-                or not all(isinstance(x, str) for x in t["label_names"]):
-            raise bad(f"task {name!r} has no list of label_names")
-        if t.get("problem", "classification") not in ("classification", "regression") \
-                or not isinstance(t.get("metric", "accuracy"), str):
-            raise bad(f"task {name!r} has an invalid problem or metric")
-        if t.get("problem", "classification") == "classification" and not t["label_names"]:
-            raise bad(f"task {name!r} has no labels")
-    pruning = manifest.get("pruning")
-    if pruning is not None and not (isinstance(pruning, dict) and isinstance(pruning.get("ffn_keep"), list)
-                                    and isinstance(pruning.get("heads_keep"), list)):
-        raise bad("its pruning plan has no ffn_keep / heads_keep lists")
-
-
 def _load_taskprune(path: Path, trust_remote_code: bool = False) -> MultiTaskModel:
     from safetensors.torch import load_file
     from transformers import (
@@ -488,24 +355,24 @@ def _load_taskprune(path: Path, trust_remote_code: bool = False) -> MultiTaskMod
         AutoTokenizer,
     )
 
-    manifest = _read_json(path / MANIFEST, "the TaskPrune manifest")
-    _check_manifest(manifest, path / MANIFEST)
-    raw_config = _read_json(path / "config.json", "the encoder config")
-    tok_config = _read_json(path / "tokenizer_config.json", "the tokenizer config") \
+    manifest = read_json(path / MANIFEST, "the TaskPrune manifest")
+    check_manifest(manifest, path / MANIFEST)
+    raw_config = read_json(path / "config.json", "the encoder config")
+    tok_config = read_json(path / "tokenizer_config.json", "the tokenizer config") \
         if (path / "tokenizer_config.json").is_file() else None
-    _check_config(raw_config, str(path), trust_remote_code, tok_config)
+    check_config(raw_config, str(path), trust_remote_code, tok_config)
     enc_file, heads_file = path / "encoder.safetensors", path / "heads.safetensors"
     if not enc_file.is_file():
         pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
         note = f" ({', '.join(pickles[:3])} {'is' if len(pickles) == 1 else 'are'} a pickle and never read)" if pickles else ""
         raise TPError(f"{path} has no encoder.safetensors{note}: TaskPrune model folders load weights only from "
                       "safetensors.")
-    enc_shapes = _check_safetensors(enc_file)
+    enc_shapes = check_safetensors(enc_file)
     needs_heads = manifest["kind"] == "multitask"
     if needs_heads and not heads_file.is_file():
         raise TPError(f"{path} has no heads.safetensors, but {MANIFEST} lists the tasks "
                       f"{', '.join(manifest['tasks'])}: the task heads are missing.")
-    head_shapes = _check_safetensors(heads_file) if needs_heads else {}
+    head_shapes = check_safetensors(heads_file) if needs_heads else {}
 
     tasks = {k: TaskHeadInfo(name=k, label_names=tuple(v["label_names"]), problem=v.get("problem", "classification"),
                              metric=v.get("metric", "accuracy")) for k, v in manifest["tasks"].items()}
@@ -531,25 +398,25 @@ def _load_taskprune(path: Path, trust_remote_code: bool = False) -> MultiTaskMod
     except TPError:
         raise
     except Exception as exc:
-        raise TPError(f"Cannot build the TaskPrune model in {path} from its config: {_first_line(exc, 300)}") from None
+        raise TPError(f"Cannot build the TaskPrune model in {path} from its config: {first_line(exc, 300)}") from None
 
     for file, module, shapes in ((enc_file, model.encoder, enc_shapes), (heads_file, model.heads, head_shapes)):
         if module is model.heads and not needs_heads:
             continue
         expected = module.state_dict()
         source = "config.json" if module is model.encoder else f"{MANIFEST} (tasks and labels)"
-        problem = _shape_mismatch(expected, shapes, source)
+        problem = shape_mismatch(expected, shapes, source)
         missing = [k for k in expected if k not in shapes and not k.endswith("position_ids")]
         unexpected = [k for k in shapes if k not in expected]
         if problem is None and (missing or unexpected):
-            problem = "; ".join(([f"{_some(missing)} missing"] if missing else []) +
-                                ([f"{_some(unexpected)} not expected"] if unexpected else []))
+            problem = "; ".join(([f"{some_names(missing)} missing"] if missing else []) +
+                                ([f"{some_names(unexpected)} not expected"] if unexpected else []))
         if problem:
             raise TPError(f"{file.name} in {path} does not match {MANIFEST} / config.json: {problem}.")
         try:
             module.load_state_dict(load_file(str(file)), strict=False)
         except Exception as exc:
-            raise TPError(f"Cannot read the weights in {file}: {_first_line(exc, 200)}") from None
+            raise TPError(f"Cannot read the weights in {file}: {first_line(exc, 200)}") from None
     return model
 
 
@@ -576,17 +443,6 @@ class _quiet_transformers:
             logging.enable_progress_bar()
 
 
-def _refused_pickle(exc: BaseException, name: str, where: str) -> TPError:
-    """The message for a pickle checkpoint that `torch.load(weights_only=True)` refused to unpickle."""
-    import re
-
-    found = re.search(r"GLOBAL (\S+)", str(exc))
-    what = f"it asks to call {found.group(1)}" if found else "it holds more than plain tensors"
-    return TPError(f"The pickle checkpoint {name} in {where} was refused and not executed ({what}); TaskPrune loads "
-                   "pickles only with weights_only=True. Convert it to safetensors (model.safetensors) from a "
-                   "trusted environment and load that instead.")
-
-
 def _load_hf_classifier(name: str, trust_remote_code: bool, local: bool) -> MultiTaskModel:
     """A plain AutoModelForSequenceClassification (local folder or hub id) as a one-task model."""
     import pickle
@@ -600,20 +456,20 @@ def _load_hf_classifier(name: str, trust_remote_code: bool, local: bool) -> Mult
     where = f"folder {name}" if local else f"hub id {name!r}"
     if local:  # check everything we can before transformers reads anything
         folder = Path(name)
-        raw = _read_json(folder / "config.json", "the model config")
-        tok_raw = _read_json(folder / "tokenizer_config.json", "the tokenizer config") \
+        raw = read_json(folder / "config.json", "the model config")
+        tok_raw = read_json(folder / "tokenizer_config.json", "the tokenizer config") \
             if (folder / "tokenizer_config.json").is_file() else None
-        _check_config(raw, where, trust_remote_code, tok_raw)
+        check_config(raw, where, trust_remote_code, tok_raw)
         if not any((folder / f).is_file() for f in HF_WEIGHTS):
             raise TPError(f"{where} has config.json but no weights (model.safetensors or pytorch_model.bin).")
         for file in sorted(folder.glob("*.safetensors")):
-            _check_safetensors(file)
+            check_safetensors(file)
     else:
         try:  # config.json alone, parsed without running any code
             from transformers import PreTrainedConfig
 
             raw, _ = PreTrainedConfig.get_config_dict(name)
-            _check_config(raw, where, trust_remote_code)
+            check_config(raw, where, trust_remote_code)
         except TPError:
             raise
         except Exception:
@@ -626,7 +482,7 @@ def _load_hf_classifier(name: str, trust_remote_code: bool, local: bool) -> Mult
                           f"only if you trust its author, {TRUST_HINT}.") from None
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         hint = " (offline: only local folders and the demo model can be loaded)" if offline or not local else ""
-        raise TPError(f"Cannot read a model config from {where}{hint}: {_first_line(exc)}") from None
+        raise TPError(f"Cannot read a model config from {where}{hint}: {first_line(exc)}") from None
     adapter_for(config.model_type)
     bin_only = local and not any((Path(name) / f).is_file() for f in HF_WEIGHTS[:2])
     try:
@@ -635,11 +491,11 @@ def _load_hf_classifier(name: str, trust_remote_code: bool, local: bool) -> Mult
                 name, trust_remote_code=trust_remote_code, use_safetensors=None, weights_only=True,
                 ignore_mismatched_sizes=True, output_loading_info=True)
     except pickle.UnpicklingError as exc:
-        raise _refused_pickle(exc, "pytorch_model.bin" if local else "of this model", where) from None
+        raise refused_pickle(exc, "pytorch_model.bin" if local else "of this model", where) from None
     except Exception as exc:
         if "weights only load failed" in str(exc).lower():
-            raise _refused_pickle(exc, "pytorch_model.bin", where) from None
-        raise TPError(f"Cannot load a sequence classifier from {where}: {_first_line(exc)}") from None
+            raise refused_pickle(exc, "pytorch_model.bin", where) from None
+        raise TPError(f"Cannot load a sequence classifier from {where}: {first_line(exc)}") from None
     weights = "pytorch_model.bin" if bin_only else "The weights"
     if info.get("mismatched_keys"):
         key, found, wanted = sorted(info["mismatched_keys"])[0]
@@ -647,15 +503,15 @@ def _load_hf_classifier(name: str, trust_remote_code: bool, local: bool) -> Mult
                       f"config.json implies {list(wanted)} ({len(info['mismatched_keys'])} tensors differ).")
     missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith("position_ids"))
     if missing and all(k.split(".")[0] in ("classifier", "pre_classifier", "score") for k in missing):
-        raise TPError(f"{where} has no trained classification head ({_some(missing)} missing): it looks like a base "
+        raise TPError(f"{where} has no trained classification head ({some_names(missing)} missing): it looks like a base "
                       "encoder; TaskPrune needs a fine-tuned sequence classifier or a TaskPrune model.")
     if missing:
-        raise TPError(f"{weights} in {where} lack {len(missing)} tensors the config needs ({_some(missing)}): "
+        raise TPError(f"{weights} in {where} lack {len(missing)} tensors the config needs ({some_names(missing)}): "
                       "it is not a complete sequence classifier.")
     try:
         tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except Exception as exc:
-        raise TPError(f"Cannot load the tokenizer of {where}: {_first_line(exc)}") from None
+        raise TPError(f"Cannot load the tokenizer of {where}: {first_line(exc)}") from None
     try:
         labels = tuple(str(config.id2label[i]) for i in range(config.num_labels))
     except (KeyError, TypeError, AttributeError):
