@@ -118,11 +118,17 @@ def clean_interrupted(folder: str | Path) -> list[str]:
 CACHE_DIRS = ("scores", "curves")
 
 
+_CLEANED: set[Path] = set()
+
+
 def cache_dir(kind: str) -> Path:
-    """`TP_HOME/<kind>` (scores or curves), cleaned of leftovers of interrupted writes."""
+    """`TP_HOME/<kind>` (scores or curves), cleaned of leftovers of interrupted writes once per process (a killed
+    writer's leftovers are found by the next run; the app looks up cache paths on every rerun, so not each time)."""
     path = tp_home() / kind
-    path.mkdir(parents=True, exist_ok=True)
-    clean_interrupted(path)
+    if path not in _CLEANED:
+        path.mkdir(parents=True, exist_ok=True)
+        clean_interrupted(path)
+        _CLEANED.add(path)
     return path
 
 
