@@ -1,0 +1,936 @@
+"""Export formats beyond the TaskPrune folder: ONNX (fp32 and int8), a plain Hugging Face folder, a pruned
+vocabulary, and a model card with measured numbers.
+
+One call, `export_formats(model, task, scores, prune_cfg, out_dir, formats, ...)`, prunes the model for `task`
+(structure, then optionally vocabulary), writes every requested format, checks each against the masked torch
+model on in-vocabulary examples, measures each one's metric on `eval_data`, and writes `README.md` (a Hugging Face
+model card). Layout of `out_dir`:
+
+    README.md             model card (Hugging Face YAML metadata)
+    export_report.json    the ExportReport below
+    mask.json             per-task mask for the unchanged base model (`evaluate --mask`)
+    taskprune/            TaskPrune folder (`tp_core.load_model`)            -- format "taskprune"
+    onnx/model.onnx       + onnx/tokenizer.json, onnx/taskprune_onnx.json   -- format "onnx"
+    onnx/model.int8.onnx  dynamic int8 quantization of model.onnx           -- format "onnx-int8"
+    hf/                   config.json, model.safetensors, tokenizer files   -- format "hf"
+
+With `formats == ["taskprune"]` the folder itself is the TaskPrune model (the layout of `export.export_pruned`) and
+the mask file sits beside it. The folder is built under a temp name and renamed into place (never half written).
+
+The ONNX model runs with onnxruntime + tokenizers + numpy alone (see `onnx_snippet`); the hf/ folder loads with
+`transformers.AutoModel.from_pretrained` (no custom code). transformers' BERT config holds one FFN width and one
+head count for all layers and derives the head size from hidden size / head count, so hf/ pads every layer to the
+widest layer's FFN and to the original head count with zero units (outputs unchanged); the report gives what that
+padding costs in parameters. Use `allocation="per-layer"` and head sparsity 0 for an hf/ folder without padding.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import TPError
+
+FORMATS = ("taskprune", "onnx", "onnx-int8", "hf")
+Progress = Callable[[float, str], None]
+ONNX_OPSET = 17
+
+
+# ----- arguments ---------------------------------------------------------------------------------------------------
+def parse_formats(value: str | Sequence[str]) -> list[str]:
+    """`"onnx,hf"` or a list -> validated, de-duplicated list in the order given."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for raw in items:
+        f = str(raw).strip().lower()
+        if not f:
+            continue
+        if f not in FORMATS:
+            raise TPError(f"Unknown export format {str(raw).strip()!r}: choose from {', '.join(FORMATS)} "
+                          "(comma-separated, e.g. --format onnx,hf).")
+        if f not in out:
+            out.append(f)
+    if not out:
+        raise TPError(f"No export format given: choose from {', '.join(FORMATS)}.")
+    return out
+
+
+# ----- parameters --------------------------------------------------------------------------------------------------
+def params_by_part(model, task: str | None = None) -> dict[str, int]:
+    """`pruning.param_breakdown`, with only `task`'s head counted (what serving one task needs)."""
+    from .pruning import param_breakdown
+
+    bd = dict(param_breakdown(model))
+    if task is not None and model.kind == "multitask":
+        bd["heads"] = sum(p.numel() for p in model.heads[model.resolve_task(task)].parameters())
+        bd["total"] = sum(bd[k] for k in ("embeddings", "attention", "ffn", "other", "heads"))
+    return bd
+
+
+def folder_bytes(path: Path) -> int:
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+# ----- ONNX --------------------------------------------------------------------------------------------------------
+class _TaskLogits(nn.Module):
+    """forward(input_ids, attention_mask[, token_type_ids]) -> logits of one task (what ONNX exports)."""
+
+    def __init__(self, model, task: str):
+        super().__init__()
+        self.model = model
+        self.task = task
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        return self.model(input_ids, attention_mask, token_type_ids, task=self.task)
+
+
+def input_names(model) -> list[str]:
+    names = ["input_ids", "attention_mask"]
+    if "token_type_ids" in getattr(model.tokenizer, "model_input_names", ()) and model.config.model_type != "distilbert":
+        names.append("token_type_ids")
+    return names
+
+
+def max_input_length(model) -> int:
+    n = int(getattr(model.tokenizer, "model_max_length", 512) or 512)
+    n = min(n, 512) if n > 100_000 else n
+    pos = getattr(model.config, "max_position_embeddings", n)
+    if model.config.model_type in ("roberta", "xlm-roberta"):
+        pos -= (model.config.pad_token_id or 1) + 1
+    return int(min(n, pos))
+
+
+def standalone_tokenizer_json(model, max_length: int | None = None) -> str:
+    """The model's fast tokenizer as tokenizer.json, with truncation and batch padding set for direct use."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(model.tokenizer.backend_tokenizer.to_str())
+    tok.enable_truncation(max_length=max_length or max_input_length(model))
+    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    tok.enable_padding(pad_id=pad_id, pad_token=model.tokenizer.pad_token or "[PAD]")
+    return tok.to_str(pretty=True)
+
+
+def export_onnx(small, task: str, folder: Path) -> Path:
+    """Write `folder/model.onnx` (+ tokenizer.json, taskprune_onnx.json) for `task`; dynamic batch and sequence."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = input_names(small)
+    texts = ["a short one", "a somewhat longer example sentence with padding after the short one"]
+    enc = small.tokenizer(texts, padding=True, return_tensors="pt")  # padded, so the mask path is traced
+    device = small.device
+    args = tuple(enc[n].to(device) for n in names)
+    wrapper = _TaskLogits(small, task).eval()
+    path = folder / "model.onnx"
+    import warnings
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TorchScript tracer warnings about Python control flow in transformers
+        torch.onnx.export(wrapper, args, str(path), dynamo=False, input_names=names, output_names=["logits"],
+                          dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": {0: "batch"}},
+                          opset_version=ONNX_OPSET, do_constant_folding=True)
+    (folder / "tokenizer.json").write_text(standalone_tokenizer_json(small), encoding="utf-8")
+    info = small.task_info(task)
+    meta = {"task": task, "labels": list(info.label_names), "problem": info.problem, "inputs": names,
+            "output": "logits", "max_length": max_input_length(small), "opset": ONNX_OPSET}
+    (folder / "taskprune_onnx.json").write_text(json.dumps(meta, indent=1))
+    return path
+
+
+def quantize_int8(src: Path, dst: Path) -> Path:
+    """Dynamic int8 quantization (weights int8, activations quantized at run time) with onnxruntime."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # onnxruntime logs a generic "consider pre-processing" warning on the root logger
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    return Path(dst)
+
+
+def ort_session(path: Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def onnx_logits(session, tokenizer_json: Path, texts: Sequence[str], pairs: Sequence[str] | None = None,
+                batch_size: int = 64, max_length: int = 128) -> np.ndarray:
+    """Logits from an ONNX session, tokenized by `tokenizers` from the exported tokenizer.json (the deployment path;
+    sorted by length like `MultiTaskModel.batches`, returned in input order)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    tok.enable_truncation(max_length=max_length)
+    wanted = {i.name for i in session.get_inputs()}
+    lengths = [len(e.ids) for e in tok.encode_batch(list(texts) if pairs is None else list(zip(texts, pairs)))]
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    out: list[np.ndarray | None] = [None] * len(texts)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = [texts[i] for i in idx] if pairs is None else [(texts[i], pairs[i]) for i in idx]
+        encs = tok.encode_batch(batch)
+        feed = {"input_ids": np.array([e.ids for e in encs], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64)}
+        logits = session.run(["logits"], {k: v for k, v in feed.items() if k in wanted})[0]
+        for row, i in enumerate(idx):
+            out[i] = logits[row]
+    return np.stack(out) if out else np.zeros((0, 1))
+
+
+# ----- plain Hugging Face folder -----------------------------------------------------------------------------------
+def _pad_linear(layer: nn.Linear, out_features: int | None = None, in_features: int | None = None) -> nn.Linear:
+    """A copy of `layer` padded with zero rows (outputs) or zero columns (inputs): padded units add exactly 0."""
+    o, i = layer.out_features, layer.in_features
+    o2, i2 = out_features or o, in_features or i
+    new = nn.Linear(i2, o2, bias=layer.bias is not None).to(layer.weight.device, layer.weight.dtype)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:o, :i].copy_(layer.weight)
+        if layer.bias is not None:
+            new.bias.zero_()
+            new.bias[:o].copy_(layer.bias)
+    return new
+
+
+def _ffn_config_attr(model) -> str:
+    return "hidden_dim" if model.config.model_type == "distilbert" else "intermediate_size"
+
+
+def padded_for_hf(small, original_heads: Sequence[int]) -> tuple[nn.Module, dict]:
+    """A copy of `small.encoder` whose layers all have the widest kept FFN and the original head count (zero-padded),
+    so transformers' one-width config describes it. Returns (module, padding info)."""
+    from .pruning import _parent_of, _set_child
+
+    enc = copy.deepcopy(small.encoder)
+    holder = copy.copy(small)  # adapter lookups on the copy
+    object.__setattr__(holder, "_modules", dict(small._modules, encoder=enc))
+    shape = small.unit_shape()
+    f_max = max(shape.ffn)
+    added = 0
+    for l in range(small.num_layers):
+        p = holder.layer_parts(l)
+        k = p.ffn_out.in_features
+        if k < f_max:
+            _set_child(_parent_of(enc, p.ffn_in), p.ffn_in, _pad_linear(p.ffn_in, out_features=f_max))
+            _set_child(_parent_of(enc, p.ffn_out), p.ffn_out, _pad_linear(p.ffn_out, in_features=f_max))
+            added += (f_max - k) * (p.ffn_in.in_features + (1 if p.ffn_in.bias is not None else 0)
+                                    + p.ffn_out.out_features)
+        h, h0, d = p.num_heads, int(original_heads[l]), p.head_dim
+        if h < h0:
+            for lin in (p.query, p.key, p.value):
+                _set_child(_parent_of(enc, lin), lin, _pad_linear(lin, out_features=h0 * d))
+                added += (h0 - h) * d * (lin.in_features + (1 if lin.bias is not None else 0))
+            _set_child(_parent_of(enc, p.attn_out), p.attn_out, _pad_linear(p.attn_out, in_features=h0 * d))
+            added += (h0 - h) * d * p.attn_out.out_features
+            for attr in small.adapter.head_attrs:
+                setattr(p.attention, attr, h0)
+            if hasattr(p.attention, "all_head_size"):
+                p.attention.all_head_size = h0 * d
+    for module in enc.modules():  # the gate hooks belong to the TaskPrune model, not to a plain HF one
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if getattr(hook, "_taskprune_gate", False):
+                del module._forward_pre_hooks[key]
+    setattr(enc.config, _ffn_config_attr(small), f_max)
+    uniform = len(set(shape.ffn)) == 1 and all(h == h0 for h, h0 in zip(shape.heads, original_heads))
+    return enc, {"ffn_width": f_max, "heads": list(original_heads), "padding_params": added, "uniform": uniform}
+
+
+HEAD_FILE = "task_head.safetensors"
+
+
+def export_hf(small, task: str, folder: Path, original_heads: Sequence[int]) -> dict:
+    """Write a plain Hugging Face folder: config.json, model.safetensors, tokenizer files (+ the task head for a
+    TaskPrune multi-task model, which transformers has no class for). Returns padding info and parameter counts."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    from .model import _quiet_transformers
+
+    enc, info = padded_for_hf(small, original_heads)
+    with _quiet_transformers():
+        enc.save_pretrained(str(folder))
+    small.tokenizer.save_pretrained(str(folder))
+    _write_vocab_txt(small.tokenizer, folder)
+    n_enc = sum(p.numel() for p in enc.parameters())
+    head_params = 0
+    if small.kind == "multitask":
+        head = small.heads[small.resolve_task(task)]
+        state = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
+        save_file(state, str(folder / HEAD_FILE))
+        head_params = sum(v.numel() for v in state.values())
+        info_head = small.task_info(task)
+        (folder / "task_head.json").write_text(json.dumps({
+            "task": task, "labels": list(info_head.label_names), "problem": info_head.problem,
+            "pooling": "mean over attention_mask", "layers": "dense -> tanh -> out",
+            "file": HEAD_FILE}, indent=1))
+    info.update({"params": n_enc + head_params, "encoder_params": n_enc, "head_params": head_params,
+                 "pipeline": small.kind == "hf_classifier"})
+    return info
+
+
+def _write_vocab_txt(tokenizer, folder: Path) -> None:
+    """transformers 5 writes only tokenizer.json; add the slow `vocab.txt` for WordPiece tokenizers."""
+    try:
+        doc = json.loads(tokenizer.backend_tokenizer.to_str())
+    except Exception:
+        return
+    if (doc.get("model") or {}).get("type") == "WordPiece":
+        vocab = doc["model"]["vocab"]
+        (Path(folder) / "vocab.txt").write_text("".join(t + "\n" for t, _ in sorted(vocab.items(),
+                                                                                   key=lambda kv: kv[1])),
+                                                encoding="utf-8")
+
+
+@torch.no_grad()
+def hf_logits(folder: Path, task: str, texts: Sequence[str], pairs: Sequence[str] | None = None,
+              batch_size: int = 64, max_length: int = 128) -> np.ndarray:
+    """Logits from an exported hf/ folder loaded with plain transformers (plus the task head file if any)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+    from .model import _quiet_transformers
+
+    folder = Path(folder)
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    head = load_file(str(folder / HEAD_FILE)) if (folder / HEAD_FILE).is_file() else None
+    with _quiet_transformers():
+        if head is None:
+            model = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
+        else:
+            model = AutoModel.from_pretrained(str(folder)).eval()
+    out = []
+    for start in range(0, len(texts), batch_size):
+        b = tok(list(texts[start:start + batch_size]),
+                None if pairs is None else list(pairs[start:start + batch_size]),
+                padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        if head is None:
+            out.append(model(**b).logits.float().numpy())
+            continue
+        h = model(**b).last_hidden_state
+        m = b["attention_mask"].unsqueeze(-1).to(h.dtype)
+        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+        z = torch.tanh(pooled @ head["dense.weight"].T + head["dense.bias"])
+        out.append((z @ head["out.weight"].T + head["out.bias"]).float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 1))
+
+
+# ----- latency -----------------------------------------------------------------------------------------------------
+def latency_inputs(vocab_size: int, batch: int, seq_len: int, names: Sequence[str], seed: int = 0) -> dict:
+    """Random token ids (content does not change the time) of exactly `seq_len` tokens, no padding."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, vocab_size, size=(batch, seq_len), dtype=np.int64)
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    return {k: v for k, v in feed.items() if k in names}
+
+
+def measure_latency(run: Callable[[], Any], repeats: int = 20, warmup: int = 3, budget_s: float = 30.0) -> dict:
+    """Median / p90 / min wall time of `run()` in milliseconds (stops early after `budget_s`)."""
+    for _ in range(warmup):
+        run()
+    times = []
+    start = time.perf_counter()
+    for _ in range(repeats):
+        t = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - t) * 1000)
+        if time.perf_counter() - start > budget_s and len(times) >= 3:
+            break
+    arr = np.array(times)
+    return {"median_ms": float(np.median(arr)), "p90_ms": float(np.percentile(arr, 90)), "min_ms": float(arr.min()),
+            "repeats": len(times)}
+
+
+def torch_runner(model, task: str, feed: dict) -> Callable[[], Any]:
+    batch = {k: torch.from_numpy(v).to(model.device) for k, v in feed.items()}
+
+    def run():
+        with torch.inference_mode():
+            return model(**batch, task=task)
+
+    return run
+
+
+def onnx_runner(session, feed: dict) -> Callable[[], Any]:
+    wanted = {i.name for i in session.get_inputs()}
+    feed = {k: v for k, v in feed.items() if k in wanted}
+    return lambda: session.run(["logits"], feed)
+
+
+def latency_table(dense, task: str, onnx_files: dict[str, Path] | None = None, pruned=None,
+                  batch_sizes: Sequence[int] = (1, 32), seq_len: int = 64, repeats: int = 20,
+                  threads: int | None = None) -> dict:
+    """{runner: {batch: latency dict}} for the dense torch model, the pruned torch model and each ONNX file, on the
+    same input shape; torch and onnxruntime use the same number of threads. Load average is recorded beside it."""
+    threads = threads or torch.get_num_threads()
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out: dict[str, Any] = {"threads": threads, "seq_len": seq_len, "load_avg_before": os.getloadavg()[0]}
+        names = ["input_ids", "attention_mask", "token_type_ids"]
+        for label, model in (("torch_dense", dense), ("torch_pruned", pruned)):
+            if model is None:
+                continue
+            out[label] = {}
+            for b in batch_sizes:
+                feed = latency_inputs(model.config.vocab_size, b, seq_len, input_names(model))
+                out[label][str(b)] = measure_latency(torch_runner(model, task, feed), repeats)
+        for label, path in (onnx_files or {}).items():
+            sess = ort_session(path, threads)
+            out[label] = {}
+            vocab = _onnx_vocab_size(path)
+            for b in batch_sizes:
+                feed = latency_inputs(vocab, b, seq_len, names)
+                out[label][str(b)] = measure_latency(onnx_runner(sess, feed), repeats)
+        out["load_avg_after"] = os.getloadavg()[0]
+        return out
+    finally:
+        torch.set_num_threads(old)
+
+
+def _onnx_vocab_size(path: Path) -> int:
+    tok_file = Path(path).parent / "tokenizer.json"
+    vocab = json.loads(tok_file.read_text(encoding="utf-8"))["model"]["vocab"]
+    return len(vocab) if isinstance(vocab, dict) else len(vocab)
+
+
+# ----- metric intervals --------------------------------------------------------------------------------------------
+def metric_with_interval(metric: str, problem: str, logits: np.ndarray, labels: Sequence, n_boot: int = 1000,
+                         seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """The metric and a 95% percentile-bootstrap interval over examples (seeded)."""
+    from .evaluation import compute_metric, predictions
+
+    preds = predictions(logits, problem)
+    y = np.asarray(labels)
+    value = compute_metric(metric, preds, y)
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    if n < 2:
+        return value, (value, value)
+    boots = [compute_metric(metric, preds[idx], y[idx]) for idx in (rng.integers(0, n, n) for _ in range(n_boot))]
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return value, (float(lo), float(hi))
+
+
+# ----- report ------------------------------------------------------------------------------------------------------
+@dataclass
+class FormatReport:
+    format: str
+    path: str
+    bytes_on_disk: int
+    params: int
+    params_by_part: dict | None = None
+    metric: float | None = None
+    metric_interval: tuple[float, float] | None = None
+    check_max_abs_diff: float | None = None  # vs the masked torch model, on in-vocabulary check examples
+    check_examples: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExportReport:
+    out_dir: str
+    task: str
+    base_model: str
+    method: str
+    attribution: dict
+    ffn_sparsity: float
+    head_sparsity: float
+    allocation: str
+    actual_ffn_sparsity: float
+    actual_head_sparsity: float
+    vocab_mode: str
+    metric_name: str
+    eval_examples: int
+    metric_dense: float | None
+    metric_dense_interval: tuple[float, float] | None
+    metric_pruned: float | None  # torch, pruned structure (+ vocabulary)
+    metric_pruned_interval: tuple[float, float] | None
+    params_dense: dict
+    params_pruned: dict
+    bytes_dense: int  # the dense encoder + task head as float32 safetensors (what a plain checkpoint would take)
+    formats: list[FormatReport]
+    vocab: dict | None = None
+    latency: dict | None = None
+    mask_file: str | None = None
+    command: str = ""
+    seconds: float = 0.0
+    created: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def format(self, name: str) -> FormatReport | None:
+        return next((f for f in self.formats if f.format == name), None)
+
+
+# ----- the export --------------------------------------------------------------------------------------------------
+def related_tasks(task: str) -> list[str]:
+    """Other bundle tasks of the same kind (same problem, input kind and label names) with a validation split:
+    where a task's vocabulary is tried off-domain (sst2 -> mr, cr, sentiment_sentences)."""
+    from .data import get_task, list_tasks
+
+    try:
+        spec = get_task(task)
+    except TPError:
+        return []
+    key = lambda s: (s.kind, s.problem, tuple(x.lower() for x in s.label_names))  # noqa: E731
+    return [s.name for s in list_tasks() if s.name != spec.name and key(s) == key(spec) and "validation" in s.splits]
+
+
+def _in_vocab_indices(full_tok, kept: set[int] | None, texts, pairs, n: int) -> list[int]:
+    """Up to n example indices whose full-vocabulary tokens are all kept (all of them without vocabulary pruning)."""
+    if kept is None:
+        return list(range(min(n, len(texts))))
+    enc = full_tok(list(texts), list(pairs) if pairs is not None else None, truncation=True, max_length=128)
+    return [i for i, ids in enumerate(enc["input_ids"]) if all(t in kept for t in ids)][:n]
+
+
+def export_formats(
+    model,
+    task: str,
+    scores,
+    prune_cfg,
+    out_dir: str | Path,
+    formats: str | Sequence[str] = ("taskprune",),
+    vocab: str = "full",
+    min_count: int = 1,
+    extra_texts: Sequence[str] = (),
+    eval_data=None,
+    offdomain: Sequence[str] | None = None,
+    offdomain_limit: int | None = None,
+    latency: bool = False,
+    latency_batches: Sequence[int] = (1, 32),
+    overwrite: bool = False,
+    command: str | None = None,
+    progress: Progress | None = None,
+) -> ExportReport:
+    """Prune `model` for `task` (structure from `scores` + `prune_cfg`; with vocab="task", the vocabulary too) and
+    write `formats` under `out_dir`, with the model card and a JSON report. Every metric is measured on `eval_data`
+    (skipped when None); `offdomain` tasks (default: `related_tasks(task)` when vocab="task") are evaluated with the
+    full and the pruned vocabulary; `latency=True` times dense torch, pruned torch and each ONNX file."""
+    from .data import get_task, load_split
+    from .evaluation import predict_logits
+    from .masks import build_masks, save_mask_file
+    from .model import _swap_in
+    from .paths import clean_interrupted
+    from .pruning import prune_physically
+    from .vocab import (VocabReport, check_min_count, check_vocab_mode, prune_vocab, task_vocab, token_stats)
+
+    t_start = time.time()
+    progress = progress or (lambda f, m: None)
+    formats = parse_formats(formats)
+    check_vocab_mode(vocab)
+    min_count = check_min_count(min_count)
+    prune_cfg.validate()
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    clean_interrupted(out_dir.parent)
+    if out_dir.exists() and not overwrite:
+        raise TPError(f"{out_dir} already exists; choose another name or allow overwriting.")
+    legacy = formats == ["taskprune"]
+    command = command or "python -m tp_core " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    info = model.task_info(task)
+
+    progress(0.02, "pruning the structure")
+    masks = build_masks(scores, prune_cfg, model.unit_shape())
+    small = prune_physically(model, masks, task)
+    original_heads = list((model.pruning or {}).get("original_heads") or model.unit_shape().heads)
+    small.pruning.update({"task": task, "method": scores.method, "attribution": scores.settings,
+                          "allocation": prune_cfg.allocation, "ffn_sparsity": prune_cfg.ffn_sparsity,
+                          "head_sparsity": prune_cfg.head_sparsity, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    small_full = small  # pruned structure, full vocabulary
+
+    def logits_of(m, data, gates=None):
+        return predict_logits(m, task, data, gates)
+
+    metric_name = eval_data.spec.metric if eval_data is not None else info.metric
+    problem = eval_data.spec.problem if eval_data is not None else info.problem
+    dense_m = dense_ci = pruned_m = pruned_ci = None
+    full_vocab_logits = None
+    if eval_data is not None:
+        progress(0.08, "evaluating the dense model")
+        dense_m, dense_ci = metric_with_interval(metric_name, problem, logits_of(model, eval_data), eval_data.labels)
+        progress(0.16, "evaluating the pruned model")
+        full_vocab_logits = logits_of(small_full, eval_data)
+
+    vocab_report = None
+    kept_set = None
+    if vocab == "task":
+        progress(0.2, "counting the task's tokens")
+        spec = get_task(task)
+        source = load_split(spec, spec.scoring_split)
+        plan = task_vocab(model.tokenizer, source.texts, source.pairs, min_count, extra_texts)
+        small = copy.deepcopy(small_full)
+        emb_before = small.encoder.get_input_embeddings().weight.numel()
+        prune_vocab(small, plan)
+        small.pruning["vocab"]["source"] = f"{spec.name}/{spec.scoring_split}" + (
+            f" + {plan.extra_texts} extra texts" if plan.extra_texts else "")
+        kept_set = set(plan.kept_ids)
+        vocab_report = VocabReport(task=task, kept_tokens=plan.size, original_tokens=plan.original_size,
+                                   min_count=min_count, char_fallback_tokens=plan.n_char_fallback,
+                                   embedding_params_before=emb_before,
+                                   embedding_params_after=small.encoder.get_input_embeddings().weight.numel(),
+                                   metric_name=metric_name)
+        val = eval_data if eval_data is not None else load_split(spec, "validation", limit=2000) \
+            if "validation" in spec.splits else None
+        if val is not None:
+            vocab_report.validation = token_stats(small.tokenizer, val.texts, val.pairs, model.tokenizer).to_dict()
+        if eval_data is not None:
+            vocab_report.metric_full_vocab = metric_with_interval(metric_name, problem, full_vocab_logits,
+                                                                  eval_data.labels)[0]
+        others = related_tasks(task) if offdomain is None else list(offdomain)
+        for j, other in enumerate(others):
+            progress(0.25 + 0.15 * j / max(len(others), 1), f"off-domain: {other}")
+            od = load_split(other, "validation", limit=offdomain_limit)
+            st = token_stats(small.tokenizer, od.texts, od.pairs, model.tokenizer)
+            row = {"n": len(od), "unk_share": st.unk_share, "examples_changed": st.examples_changed,
+                   "metric_name": od.spec.metric}
+            from .evaluation import compute_metric, predictions
+
+            for label, m in (("metric_dense", model), ("metric_full_vocab", small_full), ("metric_task_vocab", small)):
+                row[label] = compute_metric(od.spec.metric, predictions(logits_of(m, od), od.spec.problem), od.labels)
+            vocab_report.offdomain[other] = row
+
+    pruned_logits = None
+    if eval_data is not None:
+        progress(0.42, "evaluating the exported model")
+        pruned_logits = logits_of(small, eval_data) if small is not small_full else full_vocab_logits
+        pruned_m, pruned_ci = metric_with_interval(metric_name, problem, pruned_logits, eval_data.labels)
+        if vocab_report is not None:
+            vocab_report.metric_task_vocab = pruned_m
+
+    # check examples: in-vocabulary texts, compared with the *masked* (unpruned) model
+    check_data = eval_data if eval_data is not None else load_split(task, "validation", limit=256)
+    check_idx = _in_vocab_indices(model.tokenizer, kept_set, check_data.texts, check_data.pairs, 64)
+    check = check_data.subset(check_idx)
+    masked_ref = logits_of(model, check, masks.gates(model.device)) if len(check) else None
+
+    def check_diff(logits):
+        return None if masked_ref is None else float(np.abs(np.asarray(logits) - masked_ref).max())
+
+    name = out_dir.name
+    tmp = out_dir.parent / f".{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    reports: list[FormatReport] = []
+    p_pruned = params_by_part(small, task)
+    try:
+        tmp.mkdir(parents=True)
+        if legacy:
+            tp_dir = tmp
+        elif "taskprune" in formats:
+            tp_dir = tmp / "taskprune"
+        else:
+            tp_dir = None
+        if tp_dir is not None:
+            progress(0.5, "writing the TaskPrune folder")
+            _save_into(small, tp_dir)
+            reports.append(FormatReport("taskprune", str(out_dir if legacy else out_dir / "taskprune"),
+                                        folder_bytes(tp_dir), p_pruned["total"], p_pruned, pruned_m, pruned_ci,
+                                        check_diff(logits_of(small, check)) if len(check) else None, len(check),
+                                        ["reload with tp_core.load_model(path)"]))
+        onnx_files: dict[str, Path] = {}
+        if "onnx" in formats or "onnx-int8" in formats:
+            progress(0.58, "exporting ONNX")
+            onnx_dir = tmp / "onnx"
+            fp32 = export_onnx(small, task, onnx_dir)
+            tok_json = onnx_dir / "tokenizer.json"
+            if "onnx" in formats:
+                onnx_files["onnx"] = fp32
+            if "onnx-int8" in formats:
+                progress(0.66, "quantizing to int8")
+                quantize_int8(fp32, onnx_dir / "model.int8.onnx")
+                onnx_files["onnx-int8"] = onnx_dir / "model.int8.onnx"
+            for label, path in onnx_files.items():
+                progress(0.7, f"evaluating {label} with onnxruntime")
+                sess = ort_session(path)
+                m = ci = None
+                if eval_data is not None:
+                    m, ci = metric_with_interval(metric_name, problem, onnx_logits(
+                        sess, tok_json, eval_data.texts, eval_data.pairs), eval_data.labels)
+                diff = check_diff(onnx_logits(sess, tok_json, check.texts, check.pairs)) if len(check) else None
+                notes = ["runs with onnxruntime + tokenizers + numpy (no torch)"]
+                if label == "onnx-int8":
+                    notes.append("dynamic int8 quantization: weights int8, activations quantized at run time; "
+                                 "its logits differ from fp32 by design (see the check difference and the metric)")
+                reports.append(FormatReport(label, str(out_dir / "onnx" / path.name),
+                                            path.stat().st_size + tok_json.stat().st_size, p_pruned["total"],
+                                            p_pruned, m, ci, diff, len(check), notes))
+            if "onnx" not in formats:
+                fp32.unlink()
+        if "hf" in formats:
+            progress(0.8, "writing the Hugging Face folder")
+            hf_info = export_hf(small, task, tmp / "hf", original_heads)
+            m = ci = None
+            if eval_data is not None:
+                m, ci = metric_with_interval(metric_name, problem,
+                                             hf_logits(tmp / "hf", task, eval_data.texts, eval_data.pairs),
+                                             eval_data.labels)
+            diff = check_diff(hf_logits(tmp / "hf", task, check.texts, check.pairs)) if len(check) else None
+            hf_parts = dict(p_pruned)
+            hf_parts["padding"] = hf_info["padding_params"]
+            hf_parts["total"] = hf_info["params"]
+            notes = [("every layer already has the same FFN width and the original head count: no padding"
+                      if hf_info["uniform"] else
+                      f"transformers' config has one FFN width ({hf_info['ffn_width']}) and one head count for all "
+                      f"layers: zero units pad the plan (outputs unchanged), costing {hf_info['padding_params']:,} "
+                      f"parameters ({hf_info['padding_params'] / max(p_pruned['total'], 1):.1%} of the pruned model)")]
+            notes.append("pipeline('text-classification', model=path) works" if hf_info["pipeline"] else
+                         f"AutoModel.from_pretrained(path) gives the encoder; the task head (mean pooling, dense, "
+                         f"tanh, out) is in {HEAD_FILE}")
+            reports.append(FormatReport("hf", str(out_dir / "hf"), folder_bytes(tmp / "hf"), hf_info["params"],
+                                        hf_parts, m, ci, diff, len(check), notes))
+        mask_path = (out_dir.parent / f"{name}.mask.json") if legacy else tmp / "mask.json"
+        save_mask_file(mask_path, masks, model, task, meta={"method": scores.method,
+                                                            "allocation": prune_cfg.allocation})
+        lat = None
+        if latency:
+            progress(0.9, "measuring latency")
+            lat = latency_table(model, task, onnx_files, small, latency_batches)
+        report = ExportReport(
+            out_dir=str(out_dir), task=task, base_model=model.base_model, method=scores.method,
+            attribution=dict(scores.settings), ffn_sparsity=prune_cfg.ffn_sparsity,
+            head_sparsity=prune_cfg.head_sparsity, allocation=prune_cfg.allocation,
+            actual_ffn_sparsity=masks.ffn_sparsity(), actual_head_sparsity=masks.head_sparsity(), vocab_mode=vocab,
+            metric_name=metric_name, eval_examples=len(eval_data) if eval_data is not None else 0,
+            metric_dense=dense_m, metric_dense_interval=dense_ci, metric_pruned=pruned_m,
+            metric_pruned_interval=pruned_ci, params_dense=params_by_part(model, task), params_pruned=p_pruned,
+            bytes_dense=4 * params_by_part(model, task)["total"], formats=reports,
+            vocab=vocab_report.to_dict() if vocab_report else None, latency=lat,
+            mask_file=str(out_dir.parent / f"{name}.mask.json") if legacy else str(out_dir / "mask.json"),
+            command=command, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        report.seconds = round(time.time() - t_start, 1)
+        card = model_card(report, small)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+        if "hf" in formats:
+            (tmp / "hf" / "README.md").write_text(card, encoding="utf-8")
+        if tp_dir is not None and not legacy:
+            (tp_dir / "README.md").write_text(card, encoding="utf-8")
+        (tmp / "export_report.json").write_text(json.dumps(report.to_dict(), indent=1, default=_jsonable))
+        progress(0.98, "moving the export into place")
+        _swap_in(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    progress(1.0, "done")
+    return report
+
+
+def _jsonable(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, tuple):
+        return list(x)
+    raise TypeError(type(x))
+
+
+def _save_into(small, folder: Path) -> None:
+    """MultiTaskModel.save into a folder that is itself inside our temp folder (no second swap needed)."""
+    small.save(folder)
+    _write_vocab_txt(small.tokenizer, folder)
+
+
+# ----- model card --------------------------------------------------------------------------------------------------
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _fmt(v, pct=False):
+    if v is None:
+        return "not measured"
+    return f"{v:.1%}" if pct else f"{v:.4f}"
+
+
+def _ci(ci):
+    return "" if not ci else f" (95% CI {ci[0]:.4f}–{ci[1]:.4f})"
+
+
+def onnx_snippet(folder: str = "onnx", model_file: str = "model.onnx") -> str:
+    return f'''import json, numpy as np, onnxruntime as ort
+from tokenizers import Tokenizer
+
+tok = Tokenizer.from_file("{folder}/tokenizer.json")          # truncation and padding are preset
+meta = json.load(open("{folder}/taskprune_onnx.json"))
+sess = ort.InferenceSession("{folder}/{model_file}", providers=["CPUExecutionProvider"])
+encs = tok.encode_batch(["a gripping, beautifully made film", "dull and far too long"])
+feed = {{"input_ids": np.array([e.ids for e in encs], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64),
+        "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64)}}
+feed = {{i.name: feed[i.name] for i in sess.get_inputs()}}
+logits = sess.run(["logits"], feed)[0]
+print([meta["labels"][i] for i in logits.argmax(-1)])'''
+
+
+def hf_snippet(pipeline_ok: bool, folder: str = "hf") -> str:
+    if pipeline_ok:
+        return f'''from transformers import pipeline
+
+clf = pipeline("text-classification", model="{folder}")
+print(clf("a gripping, beautifully made film"))'''
+    return f'''import torch
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoTokenizer
+
+tok = AutoTokenizer.from_pretrained("{folder}")
+enc = AutoModel.from_pretrained("{folder}", add_pooling_layer=False).eval()   # the pruned encoder
+head = load_file("{folder}/{HEAD_FILE}")                                     # the task head
+batch = tok(["a gripping, beautifully made film"], padding=True, return_tensors="pt")
+with torch.no_grad():
+    h = enc(**batch).last_hidden_state
+    m = batch["attention_mask"].unsqueeze(-1).float()
+    pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)                            # mean pooling
+    z = torch.tanh(pooled @ head["dense.weight"].T + head["dense.bias"])
+    logits = z @ head["out.weight"].T + head["out.bias"]'''
+
+
+def model_card(report: ExportReport, small) -> str:
+    """A Hugging Face model card (YAML metadata + markdown) with every measured number of the export."""
+    r = report
+    base = r.base_model.split(" ")[0] if r.base_model else ""
+    tags = ["taskprune", "pruning", "text-classification"] + [f for f in ("onnx",) if r.format("onnx") or
+                                                                r.format("onnx-int8")]
+    meta = ["---", "library_name: " + ("transformers" if r.format("hf") else "onnx" if "onnx" in tags else "taskprune")]
+    if HUB_ID.match(base):
+        meta.append(f"base_model: {base}")
+    meta.append("pipeline_tag: text-classification")
+    meta.append("tags:\n" + "\n".join(f"- {t}" for t in tags))
+    if r.metric_pruned is not None:
+        meta.append("model-index:\n"
+                    f"- name: {Path(r.out_dir).name}\n"
+                    "  results:\n"
+                    "  - task:\n      type: text-classification\n"
+                    f"    dataset:\n      name: {r.task}\n      type: {r.task}\n      split: validation\n"
+                    f"    metrics:\n    - type: {r.metric_name}\n      value: {r.metric_pruned:.4f}\n"
+                    f"      name: {r.metric_name} (pruned, {r.eval_examples} examples)")
+    meta.append("---")
+    settings = ", ".join(f"{k}={v}" for k, v in r.attribution.items()
+                         if k in ("samples", "steps", "labels", "target", "aggregation"))
+    parts = ("embeddings", "attention", "ffn", "other", "heads", "total")
+    rows = "\n".join(f"| {p} | {r.params_dense.get(p, 0):,} | {r.params_pruned.get(p, 0):,} | "
+                     f"{r.params_pruned.get(p, 0) / r.params_dense[p]:.1%} |" if r.params_dense.get(p) else
+                     f"| {p} | {r.params_dense.get(p, 0):,} | {r.params_pruned.get(p, 0):,} | – |" for p in parts)
+    fmt_rows = "\n".join(
+        f"| {f.format} | `{Path(f.path).relative_to(r.out_dir) if f.path != r.out_dir else '.'}` | "
+        f"{f.params:,} | {f.bytes_on_disk / 1e6:.1f} MB | {_fmt(f.metric)}{_ci(f.metric_interval)} | "
+        f"{'–' if f.check_max_abs_diff is None else f'{f.check_max_abs_diff:.1e} ({f.check_examples} ex.)'} |"
+        for f in r.formats)
+    notes = "\n".join(f"- **{f.format}**: {n}" for f in r.formats for n in f.notes)
+    vocab_txt = "Vocabulary: full (not pruned)."
+    if r.vocab:
+        v = r.vocab
+        val = v.get("validation") or {}
+        od = "\n".join(f"| {t} | {x['n']} | {x['unk_share']:.2%} | {x['metric_dense']:.4f} | {x['metric_full_vocab']:.4f} "
+                       f"| {x['metric_task_vocab']:.4f} |" for t, x in v["offdomain"].items())
+        vocab_txt = (f"Vocabulary pruned to the task's tokens: **{v['kept_tokens']:,} of {v['original_tokens']:,}** "
+                     f"tokens kept (seen ≥ {v['min_count']} times in the task's train texts, every special token, "
+                     f"and {v['char_fallback_tokens']} single-character pieces so unseen words split instead of "
+                     f"becoming [UNK]); word embeddings {v['embedding_params_before']:,} → "
+                     f"{v['embedding_params_after']:,} parameters. Text made only of kept tokens gets exactly the "
+                     f"same logits. On the validation texts, {val.get('unk_share', 0):.2%} of tokens became [UNK] "
+                     f"and {val.get('examples_changed', 0)} of {val.get('examples', 0)} examples split into "
+                     f"different pieces; {r.metric_name} with the full vocabulary {_fmt(v['metric_full_vocab'])}, "
+                     f"with the task vocabulary {_fmt(v['metric_task_vocab'])}.")
+        if od:
+            vocab_txt += ("\n\nOff-domain (other tasks of the same kind, validation splits):\n\n"
+                          "| task | examples | [UNK] share | dense | pruned, full vocab | pruned, task vocab |\n"
+                          "|---|---:|---:|---:|---:|---:|\n" + od)
+    lat_txt = "Latency: not measured (pass `--latency` / `latency=True`)."
+    if r.latency:
+        lat = r.latency
+        cols = [k for k in lat if isinstance(lat[k], dict)]
+        batches = list(next(iter(lat[c] for c in cols)).keys()) if cols else []
+        lat_txt = (f"Latency, median ms per batch of {lat['seq_len']}-token inputs on this machine, "
+                   f"{lat['threads']} threads (load average {lat['load_avg_before']:.2f} before, "
+                   f"{lat['load_avg_after']:.2f} after; ratios measured under load are not speed-ups to quote):\n\n"
+                   "| runner | " + " | ".join(f"batch {b}" for b in batches) + " |\n|---|" + "---:|" * len(batches)
+                   + "\n" + "\n".join(f"| {c} | " + " | ".join(f"{lat[c][b]['median_ms']:.1f}" for b in batches)
+                                      + " |" for c in cols))
+    snippets = ["Reload the TaskPrune folder:\n\n```python\nimport tp_core\nmodel = tp_core.load_model(\""
+                + ("." if r.format("taskprune") and r.format("taskprune").path == r.out_dir else "taskprune")
+                + "\")\n```"] if r.format("taskprune") else []
+    if r.format("onnx") or r.format("onnx-int8"):
+        f = "model.onnx" if r.format("onnx") else "model.int8.onnx"
+        snippets.append("ONNX Runtime (no torch, no transformers):\n\n```python\n" + onnx_snippet("onnx", f) + "\n```")
+    if r.format("hf"):
+        snippets.append("Hugging Face transformers:\n\n```python\n" + hf_snippet(small.kind == "hf_classifier") + "\n```")
+    kept_ffn = [int(len(x)) for x in small.pruning.get("ffn_keep", [])]
+    kept_heads = [int(len(x)) for x in small.pruning.get("heads_keep", [])]
+    return "\n".join(meta) + f"""
+
+# Task-pruned model: {r.task}
+
+Made with TaskPrune Studio: training-free, task-specific pruning by neuron attribution (Yang et al., EACL 2023
+Findings). Units were removed by slicing weights; nothing was retrained. Recovery: none.
+
+| | |
+|---|---|
+| base model | {r.base_model} |
+| task | {r.task} ({small.task_info(r.task).problem}, labels {', '.join(small.task_info(r.task).label_names)}) |
+| attribution | {r.method} ({settings}) |
+| allocation | {r.allocation} |
+| FFN sparsity | {r.actual_ffn_sparsity:.1%} (target {r.ffn_sparsity:.0%}); kept per layer {kept_ffn} |
+| head sparsity | {r.actual_head_sparsity:.1%} (target {r.head_sparsity:.0%}); kept per layer {kept_heads} |
+| vocabulary | {r.vocab_mode}{'' if not r.vocab else f" ({r.vocab['kept_tokens']:,} tokens, min count {r.vocab['min_count']})"} |
+| {r.metric_name}, dense | {_fmt(r.metric_dense)}{_ci(r.metric_dense_interval)} |
+| {r.metric_name}, pruned | {_fmt(r.metric_pruned)}{_ci(r.metric_pruned_interval)} |
+| evaluation examples | {r.eval_examples} (validation; intervals: 95% bootstrap) |
+
+## Parameters by part (encoder + this task's head)
+
+| part | dense | pruned | kept |
+|---|---:|---:|---:|
+{rows}
+
+Dense as float32: {r.bytes_dense / 1e6:.1f} MB.
+
+## Formats
+
+| format | path | parameters | size on disk | {r.metric_name} | max abs. logit difference vs masked model |
+|---|---|---:|---:|---:|---:|
+{fmt_rows}
+
+{notes}
+
+## Vocabulary
+
+{vocab_txt}
+
+## Latency
+
+{lat_txt}
+
+## Use
+
+""" + "\n\n".join(snippets) + f"""
+
+Command that made it:
+
+```
+{r.command}
+```
+"""

@@ -1,0 +1,282 @@
+"""Vocabulary pruning: keep only the tokens a task uses, and shrink the word-embedding matrix and the tokenizer.
+
+MiniLM's 30,522 x 384 word embeddings are about half of its parameters; one task's texts use a small part of them.
+`task_vocab` counts the tokens of the task's train texts (plus any extra texts) and keeps those seen at least
+`min_count` times, every special token and, by default, the single-character pieces (`c` and `##c`) of every
+character seen in those texts, so an unseen word made of seen characters still splits into pieces instead of [UNK].
+`prune_vocab` rewrites the embedding rows and the tokenizer (`tokenizer.json` and `vocab.txt`), keeping the old id
+order among the kept tokens.
+
+Why logits stay identical on in-vocabulary text: WordPiece takes the longest vocabulary match at each position of a
+word. Removing tokens only removes candidates, so a word whose original pieces were all kept gets the same pieces,
+mapped to the same embedding rows. A word needing a removed piece falls back exactly as the tokenizer does for any
+unknown piece (in BERT's WordPiece: the whole word becomes [UNK]). Only WordPiece tokenizers are supported (BERT,
+DistilBERT, ELECTRA and MiniLM use it); BPE and Unigram vocabularies would also need their merges rewritten.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .errors import TPError
+
+VOCAB_MODES = ("full", "task")
+
+
+def check_min_count(value: Any) -> int:
+    """`min_count` as an int >= 1, or a clear error."""
+    try:
+        n = int(value)
+        ok = n == float(value) and n >= 1
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise TPError(f"The vocabulary min count must be a whole number >= 1 (a token is kept if it occurs at least "
+                      f"that many times in the task's texts), got {value!r}.")
+    return n
+
+
+def check_vocab_mode(mode: str) -> str:
+    if mode not in VOCAB_MODES:
+        raise TPError(f"Vocabulary mode must be one of {', '.join(VOCAB_MODES)}, got {mode!r}.")
+    return mode
+
+
+def _tokenizer_json(tokenizer) -> dict:
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    if backend is None or not hasattr(backend, "to_str"):
+        raise TPError("Vocabulary pruning needs a fast (Rust `tokenizers`) tokenizer; this model's tokenizer has none.")
+    doc = json.loads(backend.to_str())
+    kind = (doc.get("model") or {}).get("type")
+    if kind != "WordPiece":
+        raise TPError(f"Vocabulary pruning supports WordPiece tokenizers (BERT, DistilBERT, ELECTRA, MiniLM); this "
+                      f"model's tokenizer is {kind or 'of an unknown type'}. Use --vocab full.")
+    return doc
+
+
+def _plain_backend(tokenizer):
+    """A copy of the Rust tokenizer without truncation or padding (for counting every token)."""
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_truncation()
+    backend.no_padding()
+    return backend
+
+
+def special_ids(tokenizer) -> set[int]:
+    doc = _tokenizer_json(tokenizer)
+    ids = {int(t["id"]) for t in doc.get("added_tokens", [])}
+    ids |= {int(i) for i in getattr(tokenizer, "all_special_ids", []) if i is not None}
+    return ids
+
+
+def _texts_of(texts: Sequence[str], pairs: Sequence[str] | None) -> list[str]:
+    return list(texts) + ([p for p in pairs if p] if pairs is not None else [])
+
+
+@dataclass
+class VocabPlan:
+    """Which old token ids stay (sorted, so the old order is kept) and why."""
+
+    kept_ids: list[int]
+    original_size: int
+    min_count: int
+    n_texts: int
+    n_counted: int  # distinct tokens seen in the texts
+    n_special: int
+    n_char_fallback: int  # single-character pieces added for fallback (not already kept)
+    extra_texts: int = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.kept_ids)
+
+    def summary(self) -> dict:
+        d = asdict(self)
+        d.pop("kept_ids")
+        d["kept_tokens"] = self.size
+        return d
+
+
+def task_vocab(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, min_count: int = 1,
+               extra_texts: Sequence[str] = (), char_fallback: bool = True) -> VocabPlan:
+    """The tokens to keep for these texts: seen >= `min_count` times, specials, and (optionally) character pieces."""
+    min_count = check_min_count(min_count)
+    doc = _tokenizer_json(tokenizer)
+    vocab: dict[str, int] = doc["model"]["vocab"]
+    all_texts = _texts_of(texts, pairs) + [t for t in extra_texts if t]
+    if not all_texts:
+        raise TPError("Vocabulary pruning needs texts to count tokens in; the task has none.")
+    backend = _plain_backend(tokenizer)
+    counts: Counter[int] = Counter()
+    for start in range(0, len(all_texts), 2048):
+        for enc in backend.encode_batch(all_texts[start:start + 2048], add_special_tokens=False):
+            counts.update(enc.ids)
+    specials = special_ids(tokenizer)
+    kept = {i for i, c in counts.items() if c >= min_count} | specials
+    n_chars = 0
+    if char_fallback:
+        norm = backend.normalizer
+        chars: set[str] = set()
+        for t in all_texts:
+            chars.update(norm.normalize_str(t) if norm is not None else t)
+        prefix = doc["model"].get("continuing_subword_prefix", "##")
+        for c in chars:
+            for piece in (c, prefix + c):
+                i = vocab.get(piece)
+                if i is not None and i not in kept:
+                    kept.add(i)
+                    n_chars += 1
+    size = max(vocab.values()) + 1 if vocab else 0
+    size = max(size, max(specials) + 1 if specials else 0)
+    return VocabPlan(sorted(kept), size, min_count, len(all_texts), len(counts), len(specials), n_chars,
+                     len([t for t in extra_texts if t]))
+
+
+def _remap_post_processor(node: Any, old2new: dict[int, int]) -> Any:
+    """Rewrite the token ids a post-processor stores (TemplateProcessing `ids`, Bert/Roberta `cls`/`sep` pairs)."""
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k == "ids" and isinstance(v, list):
+                out[k] = [old2new[int(i)] for i in v]
+            elif k in ("cls", "sep") and isinstance(v, list) and len(v) == 2 and isinstance(v[1], int):
+                out[k] = [v[0], old2new[v[1]]]
+            else:
+                out[k] = _remap_post_processor(v, old2new)
+        return out
+    if isinstance(node, list):
+        return [_remap_post_processor(v, old2new) for v in node]
+    return node
+
+
+def pruned_tokenizer_files(tokenizer, kept_ids: Sequence[int], folder: Path) -> dict[int, int]:
+    """Write the tokenizer for `kept_ids` into `folder` (tokenizer.json, vocab.txt, tokenizer_config.json, ...).
+
+    Returns the old -> new id map.
+    """
+    doc = _tokenizer_json(tokenizer)
+    old2new = {int(old): new for new, old in enumerate(kept_ids)}
+    id2tok = {i: t for t, i in doc["model"]["vocab"].items()}
+    for t in doc.get("added_tokens", []):
+        id2tok.setdefault(int(t["id"]), t["content"])
+    missing = [i for i in kept_ids if i not in id2tok]
+    if missing:
+        raise TPError(f"Vocabulary plan names token ids the tokenizer does not have (e.g. {missing[:3]}).")
+    new_vocab = {id2tok[old]: new for old, new in old2new.items()}
+    doc["model"]["vocab"] = new_vocab
+    doc["added_tokens"] = [dict(t, id=old2new[int(t["id"])]) for t in doc.get("added_tokens", [])
+                           if int(t["id"]) in old2new]
+    if doc.get("post_processor"):
+        doc["post_processor"] = _remap_post_processor(doc["post_processor"], old2new)
+    if doc.get("padding") and "pad_id" in doc["padding"]:
+        doc["padding"]["pad_id"] = old2new.get(int(doc["padding"]["pad_id"]), 0)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(folder)  # tokenizer_config.json and special-token maps
+    (folder / "tokenizer.json").write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
+    ordered = sorted(new_vocab.items(), key=lambda kv: kv[1])
+    (folder / "vocab.txt").write_text("".join(t + "\n" for t, _ in ordered), encoding="utf-8")
+    cfg_file = folder / "tokenizer_config.json"
+    if cfg_file.is_file():
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        if isinstance(cfg.get("added_tokens_decoder"), dict):
+            cfg["added_tokens_decoder"] = {str(old2new[int(k)]): v for k, v in cfg["added_tokens_decoder"].items()
+                                           if int(k) in old2new}
+            cfg_file.write_text(json.dumps(cfg, ensure_ascii=False, indent=2), encoding="utf-8")
+    return old2new
+
+
+def prune_vocab(model, plan: VocabPlan) -> dict[int, int]:
+    """Shrink `model` (a MultiTaskModel, changed in place) to `plan`'s tokens: embedding rows, config, tokenizer."""
+    from transformers import AutoTokenizer
+
+    emb = model.encoder.get_input_embeddings()
+    if emb.num_embeddings < plan.original_size:
+        raise TPError(f"The model's embedding matrix has {emb.num_embeddings} rows but its tokenizer knows "
+                      f"{plan.original_size} tokens; was the vocabulary pruned already?")
+    with tempfile.TemporaryDirectory(prefix="tp-vocab-") as tmp:
+        old2new = pruned_tokenizer_files(model.tokenizer, plan.kept_ids, Path(tmp))
+        tok = AutoTokenizer.from_pretrained(tmp, trust_remote_code=False)
+    if len(tok) != plan.size:
+        raise TPError(f"The rewritten tokenizer has {len(tok)} tokens, expected {plan.size}; vocabulary pruning is "
+                      "not supported for this tokenizer.")
+    index = torch.tensor(plan.kept_ids, dtype=torch.long, device=emb.weight.device)
+    pad_old = model.config.pad_token_id
+    pad_new = old2new.get(pad_old) if pad_old is not None else None
+    new = nn.Embedding(plan.size, emb.embedding_dim, padding_idx=pad_new).to(emb.weight.device, emb.weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(emb.weight.index_select(0, index))
+    model.encoder.set_input_embeddings(new)
+    model.config.vocab_size = plan.size
+    if pad_old is not None:
+        model.config.pad_token_id = pad_new
+    model.tokenizer = tok
+    model._fingerprint = None
+    model.pruning = dict(model.pruning or {})
+    model.pruning["vocab"] = {"kept_tokens": plan.size, "original_tokens": plan.original_size,
+                              "min_count": plan.min_count, "char_fallback_tokens": plan.n_char_fallback}
+    return old2new
+
+
+@dataclass
+class TokenStats:
+    """How a tokenizer covers some texts: tokens (without specials), [UNK]s among them."""
+
+    tokens: int
+    unk: int
+    examples_changed: int | None = None  # examples tokenized differently from the full vocabulary
+    examples: int = 0
+
+    @property
+    def unk_share(self) -> float:
+        return self.unk / self.tokens if self.tokens else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "unk_share": self.unk_share}
+
+
+def token_stats(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None,
+                reference=None) -> TokenStats:
+    """Tokens and [UNK]s of `tokenizer` on these texts; with `reference` (the full tokenizer), also how many examples
+    tokenize into different pieces than with it."""
+    all_texts = _texts_of(texts, pairs)
+    backend = _plain_backend(tokenizer)
+    unk_id = tokenizer.unk_token_id
+    encs = backend.encode_batch(all_texts, add_special_tokens=False)
+    tokens = sum(len(e.ids) for e in encs)
+    unk = sum(sum(1 for i in e.ids if i == unk_id) for e in encs)
+    changed = None
+    if reference is not None:
+        ref = _plain_backend(reference).encode_batch(all_texts, add_special_tokens=False)
+        changed = sum(1 for a, b in zip(encs, ref) if a.tokens != b.tokens)
+    return TokenStats(tokens, unk, changed, len(all_texts))
+
+
+@dataclass
+class VocabReport:
+    """What vocabulary pruning kept and what it cost, in domain and off-domain."""
+
+    task: str
+    kept_tokens: int
+    original_tokens: int
+    min_count: int
+    char_fallback_tokens: int
+    embedding_params_before: int
+    embedding_params_after: int
+    validation: dict = field(default_factory=dict)  # TokenStats.to_dict() on the task's validation texts
+    metric_name: str = ""
+    metric_full_vocab: float | None = None  # the (structurally pruned) model with the full vocabulary
+    metric_task_vocab: float | None = None
+    offdomain: dict = field(default_factory=dict)  # task -> {unk_share, metric_full_vocab, metric_task_vocab, n}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
