@@ -240,11 +240,22 @@ def cmd_export(args):
     from .export import export_pruned
     from .masks import PruneConfig
 
+    from .export_formats import parse_formats
+    from .vocab import check_min_count, check_vocab_mode
+
+    formats = parse_formats(args.format)  # bad --format / --vocab / --vocab-min-count fail before any work
+    check_vocab_mode(args.vocab)
+    check_min_count(args.vocab_min_count)
     model = _model(args)
     cfg = PruneConfig(args.ffn_sparsity, args.head_sparsity, args.allocation).validate()
     acfg = _attr_cfg(args)
     with progress_bar(f"{acfg.method} on {args.task}", not args.quiet) as cb:
         scores = attribute(model, args.task, acfg, progress=cb)
+    if formats != ["taskprune"] or args.vocab != "full" or args.latency:  # tp_core/export_formats.py
+        from .export_formats import run_export_command
+
+        return run_export_command(args, model, scores, cfg, formats, _eval_data(args, args.task, model),
+                                  progress_bar)
     res = export_pruned(model, args.task, scores, cfg, Path(args.out), _eval_data(args, args.task, model),
                         overwrite=args.overwrite)
     if args.json:
@@ -338,6 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--limit", type=int, default=None, help="validation subset for the before/after metric")
     sp.add_argument("--out", required=True, help="export folder to create")
     sp.add_argument("--overwrite", action="store_true")
+    sp.add_argument("--format", default="taskprune", help="comma-separated: taskprune (default: the folder itself), "
+                    "onnx, onnx-int8, hf (then OUT/onnx/, OUT/hf/, OUT/taskprune/ and OUT/README.md)")
+    sp.add_argument("--vocab", default="full", help="full, or task: keep only the tokens of the task's train texts")
+    sp.add_argument("--vocab-min-count", default="1", metavar="N", help="with --vocab task: keep tokens seen >= N times")
+    sp.add_argument("--vocab-texts", default=None, metavar="FILE", help="with --vocab task: extra texts whose tokens "
+                    "are kept too (a UTF-8 text file, one text per line)")
+    sp.add_argument("--latency", action="store_true", help="time dense torch, pruned torch and each ONNX file "
+                    "(batch 1 and 32, 64 tokens) for the model card")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(fn=cmd_export)
     return p

@@ -530,11 +530,14 @@ def export_formats(
     overwrite: bool = False,
     command: str | None = None,
     progress: Progress | None = None,
+    recovery=None,
 ) -> ExportReport:
     """Prune `model` for `task` (structure from `scores` + `prune_cfg`; with vocab="task", the vocabulary too) and
     write `formats` under `out_dir`, with the model card and a JSON report. Every metric is measured on `eval_data`
     (skipped when None); `offdomain` tasks (default: `related_tasks(task)` when vocab="task") are evaluated with the
-    full and the pruned vocabulary; `latency=True` times dense torch, pruned torch and each ONNX file."""
+    full and the pruned vocabulary; `latency=True` times dense torch, pruned torch and each ONNX file.
+    `recovery` (a `recovery.Recovery` fitted for these masks, or a level / RecoveryConfig fitted here) is folded
+    into the pruned weights, as in `export.export_pruned`."""
     from .data import get_task, load_split
     from .evaluation import predict_logits
     from .masks import build_masks, save_mask_file
@@ -560,7 +563,16 @@ def export_formats(
 
     progress(0.02, "pruning the structure")
     masks = build_masks(scores, prune_cfg, model.unit_shape())
-    small = prune_physically(model, masks, task)
+    extra = {}
+    if recovery is not None:  # training-free recovery (tp_core/recovery.py), folded into the sliced weights
+        from .recovery import Recovery, recover
+
+        if not isinstance(recovery, Recovery):
+            progress(0.04, "fitting the recovery")
+            recovery = recover(model, task, masks, None, recovery)
+        recovery.check(masks)
+        extra = {"recovery": recovery}
+    small = prune_physically(model, masks, task, **extra)
     original_heads = list((model.pruning or {}).get("original_heads") or model.unit_shape().heads)
     small.pruning.update({"task": task, "method": scores.method, "attribution": scores.settings,
                           "allocation": prune_cfg.allocation, "ffn_sparsity": prune_cfg.ffn_sparsity,
@@ -630,7 +642,7 @@ def export_formats(
     check_data = eval_data if eval_data is not None else load_split(task, "validation", limit=256)
     check_idx = _in_vocab_indices(model.tokenizer, kept_set, check_data.texts, check_data.pairs, 64)
     check = check_data.subset(check_idx)
-    masked_ref = logits_of(model, check, masks.gates(model.device)) if len(check) else None
+    masked_ref = logits_of(model, check, masks.gates(model.device, **extra)) if len(check) else None
 
     def check_diff(logits):
         return None if masked_ref is None else float(np.abs(np.asarray(logits) - masked_ref).max())
@@ -708,7 +720,7 @@ def export_formats(
                                         hf_parts, m, ci, diff, len(check), notes))
         mask_path = (out_dir.parent / f"{name}.mask.json") if legacy else tmp / "mask.json"
         save_mask_file(mask_path, masks, model, task, meta={"method": scores.method,
-                                                            "allocation": prune_cfg.allocation})
+                                                            "allocation": prune_cfg.allocation}, **extra)
         lat = None
         if latency:
             progress(0.9, "measuring latency")
@@ -808,6 +820,15 @@ with torch.no_grad():
     logits = z @ head["out.weight"].T + head["out.bias"]'''
 
 
+def _recovery_text(small) -> str:
+    rec = (small.pruning or {}).get("recovery")
+    if not rec:
+        return "none"
+    if isinstance(rec, dict):
+        return ", ".join(f"{k}={v}" for k, v in rec.items() if not isinstance(v, (list, dict)))
+    return str(rec)
+
+
 def model_card(report: ExportReport, small) -> str:
     """A Hugging Face model card (YAML metadata + markdown) with every measured number of the export."""
     r = report
@@ -885,7 +906,7 @@ def model_card(report: ExportReport, small) -> str:
 # Task-pruned model: {r.task}
 
 Made with TaskPrune Studio: training-free, task-specific pruning by neuron attribution (Yang et al., EACL 2023
-Findings). Units were removed by slicing weights; nothing was retrained. Recovery: none.
+Findings). Units were removed by slicing weights; nothing was retrained. Recovery: {_recovery_text(small)}.
 
 | | |
 |---|---|
@@ -934,3 +955,49 @@ Command that made it:
 {r.command}
 ```
 """
+
+
+# ----- command line ------------------------------------------------------------------------------------------------
+def run_export_command(args, model, scores, cfg, formats: list[str], eval_data, progress_bar) -> ExportReport:
+    """`python -m tp_core export --format ... --vocab ...`: run `export_formats` and print a summary (or JSON)."""
+    extra_texts: list[str] = []
+    if getattr(args, "vocab_texts", None):
+        from .limits import limits
+
+        path = Path(args.vocab_texts)
+        try:
+            size = path.stat().st_size
+            if size > limits().max_file_mb * 1_000_000:
+                raise TPError(f"{path} is {size / 1e6:.0f} MB, above the {limits().max_file_mb} MB file limit.")
+            extra_texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except OSError as exc:
+            raise TPError(f"Cannot read --vocab-texts {path}: {exc.strerror or exc}.") from None
+        except UnicodeDecodeError:
+            raise TPError(f"--vocab-texts {path} is not UTF-8 text.") from None
+    recovery = None
+    if getattr(args, "recover", None) not in (None, "none"):
+        from .recovery import as_config
+
+        recovery = as_config(args.recover, getattr(args, "recover_samples", None))
+    with progress_bar(f"export {','.join(formats)}", not args.quiet) as cb:
+        rep = export_formats(model, args.task, scores, cfg, Path(args.out), formats, vocab=args.vocab,
+                             min_count=args.vocab_min_count, extra_texts=extra_texts, eval_data=eval_data,
+                             offdomain=None, offdomain_limit=args.limit, latency=args.latency,
+                             overwrite=args.overwrite, progress=cb, recovery=recovery)
+    if args.json:
+        print(json.dumps(rep.to_dict(), default=_jsonable))
+        return rep
+    d, p = rep.params_dense["total"], rep.params_pruned["total"]
+    print(f"exported {rep.out_dir} ({p:,} of {d:,} parameters, {p / d:.1%}); {rep.metric_name} "
+          f"{_fmt(rep.metric_dense)} dense -> {_fmt(rep.metric_pruned)} pruned")
+    for f in rep.formats:
+        diff = "" if f.check_max_abs_diff is None else f", max |logit diff| {f.check_max_abs_diff:.1e} vs masked"
+        print(f"  {f.format:10s} {f.path}  {f.params:,} params, {f.bytes_on_disk / 1e6:.1f} MB, "
+              f"{rep.metric_name} {_fmt(f.metric)}{diff}")
+    if rep.vocab:
+        v = rep.vocab
+        print(f"  vocabulary {v['kept_tokens']:,} of {v['original_tokens']:,} tokens; validation [UNK] share "
+              f"{v['validation'].get('unk_share', 0):.2%}; " + "; ".join(
+                  f"{t}: {x['metric_full_vocab']:.4f} -> {x['metric_task_vocab']:.4f}" for t, x in v["offdomain"].items()))
+    print(f"  model card {Path(rep.out_dir) / 'README.md'}")
+    return rep
