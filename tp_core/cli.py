@@ -95,6 +95,15 @@ def _attr_cfg(args, method=None):
                              seed=args.seed).validate()
 
 
+def _recovery_cfg(args):
+    """The RecoveryConfig of --recover / --recover-samples; None when --recover was not given."""
+    if getattr(args, "recover", None) is None:
+        return None
+    from .recovery import as_config
+
+    return as_config(args.recover, args.recover_samples)
+
+
 def cmd_limits(args):
     from dataclasses import asdict
 
@@ -170,14 +179,26 @@ def cmd_evaluate(args):
     task = args.task
     data = _eval_data(args, task, model)
     total = count_params(model, task)
+    rcfg = _recovery_cfg(args)
     if args.mask:
         from .evaluation import evaluate_masked
+        from .recovery import load_plan, recover
 
-        masks, doc = load_mask_file(args.mask, model)
-        res = evaluate_masked(model, task, data, masks)
-        rec = SweepRecord(doc.get("method", "mask"), round(masks.ffn_sparsity(), 6), round(masks.head_sparsity(), 6),
+        masks, recovery, doc = load_plan(args.mask, model)  # the mask file's own recovery, if it has one
+        if rcfg is not None:  # --recover overrides it: none = plain masks, a level = fit that level now
+            recovery = None
+            if rcfg.level != "none":
+                with progress_bar(f"recovery ({rcfg.level}) on {task}", not args.quiet) as cb:
+                    recovery = recover(model, task, masks, None, rcfg, progress=cb)
+        res = evaluate_masked(model, task, data, masks, recovery=recovery)
+        method = doc.get("method", "mask") + (f"+{recovery.level}" if recovery is not None and recovery.corrections
+                                              else "")
+        rec = SweepRecord(method, round(masks.ffn_sparsity(), 6), round(masks.head_sparsity(), 6),
                           kept_params(model, masks, task), total, res.metric_name, res.metric)
     else:
+        if rcfg is not None and rcfg.level != "none":
+            raise TPError("--recover applies to a pruned model: pass --mask FILE (or evaluate an export, which "
+                          "already has its recovery folded in).")
         res = evaluate(model, task, data)
         original = (model.pruning or {}).get("ffn_sparsity", 0.0), (model.pruning or {}).get("head_sparsity", 0.0)
         rec = SweepRecord("dense" if not model.pruning else model.pruning.get("method", "pruned"), original[0],
@@ -222,7 +243,8 @@ def cmd_sweep(args):
     heads = _floats(args.head_sparsity, "--head-sparsity")
     data = _eval_data(args, args.task, model)
     with progress_bar(f"sweep on {args.task}", not args.quiet) as cb:
-        records = sweep(model, args.task, methods, ffn, heads, args.allocation, _attr_cfg(args, methods[0]), data, cb)
+        records = sweep(model, args.task, methods, ffn, heads, args.allocation, _attr_cfg(args, methods[0]), data, cb,
+                        recovery=_recovery_cfg(args))
     rows = [r.to_dict() for r in records]
     if args.json:
         from .paths import atomic_write_text
@@ -248,6 +270,7 @@ def cmd_export(args):
     check_min_count(args.vocab_min_count)
     model = _model(args)
     cfg = PruneConfig(args.ffn_sparsity, args.head_sparsity, args.allocation).validate()
+    rcfg = _recovery_cfg(args)
     acfg = _attr_cfg(args)
     with progress_bar(f"{acfg.method} on {args.task}", not args.quiet) as cb:
         scores = attribute(model, args.task, acfg, progress=cb)
@@ -257,7 +280,7 @@ def cmd_export(args):
         return run_export_command(args, model, scores, cfg, formats, _eval_data(args, args.task, model),
                                   progress_bar)
     res = export_pruned(model, args.task, scores, cfg, Path(args.out), _eval_data(args, args.task, model),
-                        overwrite=args.overwrite)
+                        overwrite=args.overwrite, recovery=rcfg if rcfg is not None and rcfg.level != "none" else None)
     if args.json:
         print(json.dumps(res.to_dict()))
     else:
@@ -295,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--aggregation", default="abs_sum", choices=["abs_sum", "sum_abs", "signed"])
         sp.add_argument("--seed", type=int, default=0)
 
+    def recover_args(sp, what):
+        sp.add_argument("--recover", default=None, metavar="LEVEL",
+                        help="training-free recovery after pruning: none, bias, scale or lstsq " + what)
+        sp.add_argument("--recover-samples", type=int, default=256, metavar="N",
+                        help="unlabeled calibration texts for --recover, a seeded sample of the task's train split")
+
     sp = sub.add_parser("limits", help="show the caps on file size, rows, examples, lengths and cache size")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(fn=cmd_limits)
@@ -318,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(sp)
     sp.add_argument("--limit", type=int, default=None, help="seeded subset of the validation split")
     sp.add_argument("--mask", default=None, help="a per-task mask file to apply to the model")
+    recover_args(sp, "(default: the mask file's own recovery, if any)")
     sp.add_argument("--json", action="store_true", help="print one JSON record")
     sp.set_defaults(fn=cmd_evaluate)
 
@@ -337,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--allocation", default="global", choices=["global", "per-layer"])
     sp.add_argument("--limit", type=int, default=None, help="seeded subset of the validation split")
     sp.add_argument("--json", default=None, metavar="F", help="write the records to F")
+    recover_args(sp, "(adds '<method>+<level>' records beside the plain ones; default none)")
     sp.set_defaults(fn=cmd_sweep)
 
     sp = sub.add_parser("export", help="export a physically pruned model + mask file")
@@ -358,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--latency", action="store_true", help="time dense torch, pruned torch and each ONNX file "
                     "(batch 1 and 32, 64 tokens) for the model card")
     sp.add_argument("--json", action="store_true")
+    recover_args(sp, "(folded into the exported weights and stored in the mask file; default none)")
     sp.set_defaults(fn=cmd_export)
     return p
 

@@ -113,9 +113,10 @@ def evaluate(
 
 
 def evaluate_masked(model: MultiTaskModel, task: str, data: TaskData, masks, batch_size: int = 64,
-                    max_length: int = 128) -> EvalResult:
-    """Metric with the masked units multiplied by 0 (hooks; the model itself is not changed)."""
-    return evaluate(model, task, data, masks.gates(model.device), batch_size, max_length)
+                    max_length: int = 128, recovery=None) -> EvalResult:
+    """Metric with the masked units multiplied by 0 (hooks; the model itself is not changed); with a
+    `recovery.Recovery` fitted for `masks`, its corrections are applied the same way (per thread)."""
+    return evaluate(model, task, data, masks.gates(model.device, recovery=recovery), batch_size, max_length)
 
 
 def sweep(
@@ -128,8 +129,11 @@ def sweep(
     attribution=None,
     data: TaskData | None = None,
     progress: Progress | None = None,
+    recovery=None,
 ) -> list[SweepRecord]:
-    """Metric for every method x FFN sparsity x head sparsity, plus the dense model (method "dense")."""
+    """Metric for every method x FFN sparsity x head sparsity, plus the dense model (method "dense").
+    With `recovery` (a level name or `recovery.RecoveryConfig`, not "none"), each pruned point also gets a record
+    with that recovery applied, method "<method>+<level>"."""
     from dataclasses import replace
 
     from .attribution import AttributionConfig, attribute
@@ -149,6 +153,15 @@ def sweep(
     shape = model.unit_shape()
     n_total = len(methods) * (len(grid) + 1)
     done = 0
+    rcfg = calib = None
+    if recovery is not None:
+        from .recovery import as_config, calibration_data, recover
+
+        rcfg = as_config(recovery)
+        if rcfg.level == "none":
+            rcfg = None
+        else:
+            calib = calibration_data(task, rcfg.samples, rcfg.seed)
     for method in methods:
         scores = attribute(model, task, replace(attribution, method=method, units=units),
                            progress=lambda fr, msg: progress((done + fr) / n_total, f"{method}: {msg}"))
@@ -158,6 +171,11 @@ def sweep(
             res = evaluate_masked(model, task, data, masks)
             records.append(SweepRecord(method, f, h, kept_params(model, masks, task), total, res.metric_name,
                                        res.metric))
+            if rcfg is not None and (f > 0 or h > 0):
+                rec = recover(model, task, masks, calib, rcfg)
+                rres = evaluate_masked(model, task, data, masks, recovery=rec)
+                records.append(SweepRecord(f"{method}+{rcfg.level}", f, h, kept_params(model, masks, task), total,
+                                           rres.metric_name, rres.metric))
             done += 1
             progress(done / n_total, f"{method} at FFN {f:.0%} / heads {h:.0%}: {res.metric_name} {res.metric:.4f}")
     return records

@@ -63,7 +63,10 @@ def folder_bytes(path: Path) -> int:
 
 def model_card(model: MultiTaskModel, task: str, scores: UnitScores, cfg: PruneConfig, masks: UnitMasks,
                metric_name: str, before: float | None, after: float | None, params_before: int, params_after: int,
-               command: str) -> str:
+               command: str, recovery=None) -> str:
+    recovery_note = "" if recovery is None or not recovery.corrections else (
+        f", then a training-free recovery ({recovery.level}, fitted in {recovery.seconds:.1f}s on "
+        f"{recovery.n_examples} unlabeled train texts) was folded into the output projections")
     fmt = lambda v: "not evaluated" if v is None else f"{v:.4f}"  # noqa: E731
     settings = ", ".join(f"{k}={v}" for k, v in scores.settings.items() if k in ("samples", "steps", "labels", "target", "aggregation"))
     return f"""# Task-pruned model: {task}
@@ -83,7 +86,7 @@ Made with TaskPrune Studio (training-free, task-specific pruning by neuron attri
 | parameters before | {params_before:,} |
 | parameters after | {params_after:,} ({params_after / params_before:.1%}) |
 
-No retraining was done: units were removed by slicing weights.
+No retraining was done: units were removed by slicing weights{recovery_note}.
 Kept FFN neurons per layer: {[int(m.sum()) for m in masks.ffn]}; kept heads per layer: {[int(m.sum()) for m in masks.heads]}.
 
 Reload in Python:
@@ -110,14 +113,23 @@ def export_pruned(
     eval_data: TaskData | None = None,
     command: str | None = None,
     overwrite: bool = False,
+    recovery=None,
 ) -> ExportResult:
-    """Prune `model` for `task` physically and write the export folder + `<folder>.mask.json` beside it."""
+    """Prune `model` for `task` physically and write the export folder + `<folder>.mask.json` beside it.
+    `recovery` (a level name or `recovery.RecoveryConfig`, fitted here; or a `recovery.Recovery` fitted for these
+    masks) is folded into the exported weights and stored in the mask file."""
     out_dir = Path(out_dir)
     clean_interrupted(out_dir.parent)  # leftovers of a killed export; puts back a folder whose overwrite was cut short
     if out_dir.exists() and not overwrite:
         raise TPError(f"{out_dir} already exists; choose another name or allow overwriting.")
     masks = build_masks(scores, cfg, model.unit_shape())
-    small = prune_physically(model, masks, task)
+    if recovery is not None:
+        from .recovery import Recovery, recover
+
+        if not isinstance(recovery, Recovery):
+            recovery = recover(model, task, masks, None, recovery)
+        recovery.check(masks)
+    small = prune_physically(model, masks, task, recovery=recovery)
     before = after = None
     metric_name = model.task_info(task).metric
     if eval_data is not None:
@@ -129,10 +141,12 @@ def export_pruned(
     small.pruning.update({"task": task, "method": scores.method, "attribution": scores.settings,
                           "allocation": cfg.allocation, "ffn_sparsity": cfg.ffn_sparsity,
                           "head_sparsity": cfg.head_sparsity, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    card = model_card(model, task, scores, cfg, masks, metric_name, before, after, p_before, p_after, command)
+    card = model_card(model, task, scores, cfg, masks, metric_name, before, after, p_before, p_after, command,
+                      recovery=recovery)
     small.save(out_dir, extra_files={"README.md": card})
     mask_path = out_dir.parent / f"{out_dir.name}.mask.json"
-    save_mask_file(mask_path, masks, model, task, meta={"method": scores.method, "allocation": cfg.allocation})
+    save_mask_file(mask_path, masks, model, task, meta={"method": scores.method, "allocation": cfg.allocation},
+                   recovery=recovery)
     return ExportResult(str(out_dir), str(mask_path), task, scores.method, cfg.ffn_sparsity, cfg.head_sparsity,
                         cfg.allocation, metric_name, before, after, p_before, p_after, folder_bytes(out_dir))
 

@@ -26,6 +26,31 @@ class GateState:
     heads: dict[int, torch.Tensor] = field(default_factory=dict)
     ffn_fn: Optional[Intervention] = None
     heads_fn: Optional[Intervention] = None  # receives (B, T, H, d)
+    # Additive corrections of the projection's *output* (training-free recovery, see recovery.py), per layer:
+    ffn_out: dict[int, "OutputCorrection"] = field(default_factory=dict)
+    heads_out: dict[int, "OutputCorrection"] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutputCorrection:
+    """`delta(x) = x[..., index] @ weight.T + bias`, added to a projection's output; `x` is its (gated) input.
+
+    With `index` = the kept input features, `weight` = W'[:, kept] - W[:, kept] and `bias` = b' - b, the gated
+    projection computes exactly what a projection with the re-fitted kept columns W' and bias b' would."""
+
+    index: Optional[torch.Tensor] = None  # long (k,): input features read; None = all of them
+    weight: Optional[torch.Tensor] = None  # (out, k)
+    bias: Optional[torch.Tensor] = None  # (out,)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        delta = None
+        if self.weight is not None:
+            xs = x if self.index is None else x.index_select(-1, self.index)
+            delta = xs @ self.weight.to(x.dtype).T
+        if self.bias is not None:
+            b = self.bias.to(x.dtype)
+            delta = b if delta is None else delta + b
+        return delta
 
 
 _STATE: contextvars.ContextVar[Optional[GateState]] = contextvars.ContextVar("taskprune_gates", default=None)
@@ -77,14 +102,35 @@ def _head_hook(layer: int, head_dim: int):
     return hook
 
 
+def _out_hook(layer: int, kind: str):
+    def hook(module, args, output):
+        st = _STATE.get()
+        if st is None:
+            return None
+        corr = (st.ffn_out if kind == "ffn" else st.heads_out).get(layer)
+        if corr is None:
+            return None
+        return output + corr(args[0])  # args[0]: the input after the pre-hooks (gated)
+
+    return hook
+
+
 def install_gates(model) -> None:
-    """(Re-)register the gate hooks on a `MultiTaskModel`: exactly one per gated Linear, also after slicing."""
+    """(Re-)register the gate hooks on a `MultiTaskModel`: exactly one pre-hook (gates) and one forward hook
+    (output corrections) per gated Linear, also after slicing."""
     for module in model.modules():
         for key, hook in list(module._forward_pre_hooks.items()):
             if getattr(hook, "_taskprune_gate", False):
                 del module._forward_pre_hooks[key]
+        for key, hook in list(module._forward_hooks.items()):
+            if getattr(hook, "_taskprune_gate", False):
+                del module._forward_hooks[key]
     for layer in range(model.num_layers):
         parts = model.layer_parts(layer)
-        for linear, hook in ((parts.ffn_out, _ffn_hook(layer)), (parts.attn_out, _head_hook(layer, parts.head_dim))):
+        for linear, hook, kind in ((parts.ffn_out, _ffn_hook(layer), "ffn"),
+                                   (parts.attn_out, _head_hook(layer, parts.head_dim), "heads")):
             hook._taskprune_gate = True
             linear.register_forward_pre_hook(hook)
+            out = _out_hook(layer, kind)
+            out._taskprune_gate = True
+            linear.register_forward_hook(out)

@@ -65,12 +65,14 @@ class UnitMasks:
         total = sum(len(m) for m in self.heads)
         return 1.0 - sum(int(m.sum()) for m in self.heads) / total
 
-    def gates(self, device: torch.device | str = "cpu") -> GateState:
-        """A GateState that multiplies pruned units by 0 (only layers with pruned units get a gate)."""
+    def gates(self, device: torch.device | str = "cpu", recovery=None) -> GateState:
+        """A GateState that multiplies pruned units by 0 (only layers with pruned units get a gate); with a
+        `recovery.Recovery` fitted for these masks, its scales and output corrections are applied too."""
         ffn = {l: torch.tensor(m, dtype=torch.float32, device=device) for l, m in enumerate(self.ffn) if not m.all()}
         heads = {l: torch.tensor(m, dtype=torch.float32, device=device).view(len(m), 1)
                  for l, m in enumerate(self.heads) if not m.all()}
-        return GateState(ffn=ffn, heads=heads)
+        state = GateState(ffn=ffn, heads=heads)
+        return state if recovery is None else recovery.apply(state, self, device)
 
 
 def _allocate(scores: Sequence[np.ndarray], sparsity: float, allocation: str) -> list[np.ndarray]:
@@ -146,12 +148,14 @@ def _unpack(s: str, n: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(base64.b64decode(s), dtype=np.uint8))[:n].astype(bool)
 
 
-def save_mask_file(path: str | Path, masks: UnitMasks, model: MultiTaskModel, task: str, meta: dict | None = None) -> Path:
-    """One task's masks as a small JSON (bit-packed), tied to the base model's fingerprint and unit shape."""
+def save_mask_file(path: str | Path, masks: UnitMasks, model: MultiTaskModel, task: str, meta: dict | None = None,
+                   recovery=None) -> Path:
+    """One task's masks as a small JSON (bit-packed), tied to the base model's fingerprint and unit shape.
+    With a `recovery.Recovery`, its corrections are stored too (version 2; read them with `recovery.load_plan`)."""
     shape = model.unit_shape()
     doc = {
         "format": "taskprune-mask",
-        "version": 1,
+        "version": 1 if recovery is None or not recovery.corrections else 2,
         "base_model": model.source,
         "base_fingerprint": model.fingerprint(),
         "task": task,
@@ -163,6 +167,9 @@ def save_mask_file(path: str | Path, masks: UnitMasks, model: MultiTaskModel, ta
         "head_sparsity": round(masks.head_sparsity(), 6),
         **(meta or {}),
     }
+    if recovery is not None and recovery.corrections:
+        recovery.check(masks)
+        doc["recovery"] = recovery.to_doc()
     atomic_write_text(Path(path), json.dumps(doc, indent=1))
     return Path(path)
 

@@ -75,14 +75,21 @@ def reshape_to_plan(model: MultiTaskModel, ffn_keep: list[list[int]], heads_keep
     _apply(model, ffn_keep, heads_keep)
 
 
-def prune_physically(model: MultiTaskModel, masks: UnitMasks, task: str | None = None) -> MultiTaskModel:
-    """A smaller copy of `model` without the masked units; with `task`, only that task's head is kept."""
+def prune_physically(model: MultiTaskModel, masks: UnitMasks, task: str | None = None,
+                     recovery=None) -> MultiTaskModel:
+    """A smaller copy of `model` without the masked units; with `task`, only that task's head is kept. A
+    `recovery.Recovery` fitted for `masks` is folded into the sliced output projections (same logits as
+    `masks.gates(recovery=recovery)` on the full model)."""
     small = copy.deepcopy(model)
     if task is not None and small.kind == "multitask":
         name = small.resolve_task(task)
         small.heads = nn.ModuleDict({name: small.heads[name]})
         small.tasks = {name: small.tasks[name]}
     _apply(small, masks.kept_ffn(), masks.kept_heads())
+    if recovery is not None and recovery.corrections:
+        from .recovery import fold_into
+
+        fold_into(small, recovery, masks)
     previous = model.pruning or {}
     small.pruning = {
         "ffn_keep": masks.kept_ffn(),
@@ -90,6 +97,8 @@ def prune_physically(model: MultiTaskModel, masks: UnitMasks, task: str | None =
         "original_ffn": list(previous.get("original_ffn") or model.unit_shape().ffn),
         "original_heads": list(previous.get("original_heads") or model.unit_shape().heads),
     }
+    if recovery is not None and recovery.corrections:
+        small.pruning["recovery"] = recovery.summary()
     return small
 
 
