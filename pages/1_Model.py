@@ -7,13 +7,13 @@ import plotly.express as px
 import streamlit as st
 
 from tp_app import common as C
-from tp_core.curves import evaluate_dense
 from tp_core.data import METRICS, load_bytes
-from tp_core.demo import build_demo, demo_path
+from tp_core.demo import demo_path
 from tp_core.errors import TPError
 from tp_core.limits import limits
 from tp_core.model import MANIFEST
 from tp_core.pruning import param_breakdown
+from tp_core.work import build_demo_job, dense_report_job
 
 C.page("Model", caption="Choose the multi-task model to prune: the built-in demo, a local folder or a hub id.")
 ss = st.session_state
@@ -39,11 +39,15 @@ if source == "Demo model":
         st.info(f"The {'quick ' if quick else ''}demo model is not built yet. Building fine-tunes all-MiniLM-L6-v2 on "
                 f"the bundle's tasks on this machine: about {'1 minute' if quick else '10 minutes on 2 CPU cores'}. "
                 "It is built once and cached.")
-        if st.button("Build the demo model", type="primary", help="Fine-tune the demo model now (seeded, cached)."):
-            with C.friendly("building the demo model"):
-                build_demo(quick=quick, progress=C.progress_cb("Building the demo model"))
-                ss["model_spec"] = spec
-                st.rerun()
+        job = build_demo_job(quick)
+        if st.button("Build the demo model", type="primary",
+                     help="Fine-tune the demo model now (seeded, cached), as a background job."):
+            C.submit(job, priority=70)
+        info = C.job_info(job.key)
+        if info is not None and info.state == "done":
+            ss["model_spec"] = spec
+            st.rerun()
+        C.show_progress([job.key] if info is not None else [])
 else:
     label = "Model folder" if source == "Local folder" else "Hub id"
     hint = "/path/to/model-folder" if source == "Local folder" else "textattack/bert-base-uncased-SST-2"
@@ -108,17 +112,17 @@ if model is not None:
                             min_value=20, max_value=min(10000, limits().max_eval_examples), step=50,
                             help="Every evaluation in the app uses this seeded subset of the validation split; "
                                  "bigger is more precise but slower.")
-        rows = []
-        bar = C.progress_cb("Evaluating the dense model") if len(tasks) > 0 else None
+        bundle = [t for t in tasks if not t.startswith(C.UPLOAD_PREFIX)]
         with C.friendly("evaluating the dense model"):
-            for i, t in enumerate(tasks):
-                data = C.validation_data(t)
-                rec = evaluate_dense(model, C.head_for(t), data)
-                info = model.task_info(C.head_for(t))
-                rows.append({"task": t, "head": info.name, "labels": ", ".join(info.label_names),
-                             "metric": rec.metric_name, "dense value": round(rec.metric, 4), "examples": len(data)})
-                bar((i + 1) / len(tasks), f"{t}: {rec.metric_name} {rec.metric:.4f}")
-            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+            key = C.submit(dense_report_job(C.ref(model), tuple(bundle), int(ss["eval_limit"])), priority=75)
+            rows = C.job_result(key)
+            if rows is None:
+                C.show_progress([key], "Evaluating the dense model on every task (a background job)")
+            else:
+                for r in rows:
+                    info = model.task_info(C.head_for(r["task"]))
+                    r["labels"] = ", ".join(info.label_names)
+                st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
         build_info = Path(str(model.source) if model.source not in ("demo", "demo-quick")
                           else demo_path(model.source == "demo-quick")) / "demo_build.json"
         if build_info.is_file():

@@ -1,6 +1,4 @@
 """Attribution page: score every FFN neuron and attention head for one or more tasks."""
-import time
-
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
@@ -36,27 +34,37 @@ with left:
     C.persisted(st.radio, "Units", "attr_units", options=["both", "ffn", "heads"], horizontal=True,
                 help="FFN neurons (each coordinate of a layer's intermediate activation), attention heads, or both.")
     cfg = C.attribution_config()
+    jobs = {t: C.scores_job(model, t, cfg) for t in chosen}
     cached = {t: C.known_scores(model, t, cfg) for t in chosen}
     todo = [t for t in chosen if cached[t] is None]
-    per_ex = {"ig": 0.05 * cfg.steps, "grad_x_act": 0.05, "activation": 0.02}.get(method, 0.0)
     if todo:
-        est = per_ex * cfg.samples * len(todo) * max(1, model.num_layers / 6)
-        st.caption(f"To compute: {', '.join(todo)} - rough estimate {est:.0f} s on 2 CPU cores "
-                   f"({'data-free' if data_free else f'{cfg.samples} examples'}).")
+        ests = [C.engine().throughput.estimate(jobs[t].rate_key, jobs[t].units) for t in todo]
+        if data_free:
+            st.caption(f"To compute: {', '.join(todo)} (data-free, a second or two).")
+        elif all(e is not None for e in ests):
+            st.caption(f"To compute: {', '.join(todo)} - about {C.fmt_seconds(sum(ests))} on this machine "
+                       f"(from its measured speed; {cfg.samples} examples each).")
+        else:
+            st.caption(f"To compute: {', '.join(todo)} ({cfg.samples} examples each). The time estimate appears "
+                       "in the jobs panel after the first batch, measured on this machine.")
     else:
         st.caption("All chosen tasks are already scored with these settings (cached).")
     run = st.button("Run attribution", type="primary", disabled=not chosen,
-                    help="Compute the missing scores (with progress); cached results are reused everywhere.")
+                    help="Submit the missing scores as jobs (they run in the background: you can keep working or "
+                         "leave the page; progress is in the sidebar). Cached results are reused everywhere.")
+    if run:
+        for t in todo:
+            C.submit(jobs[t], priority=60)
 
 with right:
-    if run:
-        with C.friendly("computing attribution scores"):
-            for i, t in enumerate(chosen):
-                t0 = time.time()
-                cached[t] = C.get_scores(model, t, cfg, progress=C.progress_cb(f"{method} on {t} ({i + 1}/{len(chosen)})"))
-            st.success(f"Scores ready for {', '.join(chosen)}.")
+    pending = [jobs[t].key for t in chosen if cached[t] is None and C.job_info(jobs[t].key) is not None]
+    C.show_progress(pending)
+    for t in chosen:
+        info = C.job_info(jobs[t].key)
+        if cached[t] is None and info is not None and info.state == "cancelled":
+            st.caption(f"{t}: cancelled - press **Run attribution** to start it again.")
     done = {t: s for t, s in cached.items() if s is not None}
-    if not done:
+    if not done and not pending:
         st.markdown("No scores for these settings yet: press **Run attribution**.")
     for t, s in done.items():
         st.subheader(f"{t} · {C.METHOD_LABELS[s.method]}")

@@ -7,10 +7,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from tp_app import common as C
-from tp_core.curves import data_key
 from tp_core.inspector import (UnitRef, ffn_matrix, head_matrix, kept_share_per_layer, overlap_matrix, shade,
-                               top_activating, unit_ablation, unit_score_table)
+                               unit_score_table)
 from tp_core.masks import PruneConfig, build_masks
+from tp_core.work import ablation_job, top_job
 
 C.page("Heatmaps", caption="Which layers, heads and neurons matter for which task - and what a single neuron does.")
 ss = st.session_state
@@ -44,13 +44,17 @@ with c3:
 scores = {t: C.known_scores(model, t, cfg) for t in tasks}
 need = [t for t in dict.fromkeys([ta, tb]) if scores[t] is None]
 if need:
-    st.warning(f"No `{cfg.method}` scores yet for {', '.join(need)} with the current settings.")
-    if st.button(f"Compute scores for {', '.join(need)}", type="primary",
-                 help="Runs attribution with the Attribution page's settings (cached afterwards)."):
-        with C.friendly("computing attribution scores"):
-            for t in need:
-                scores[t] = C.get_scores(model, t, cfg, progress=C.progress_cb(f"{cfg.method} on {t}"))
-            st.rerun()
+    keys = {t: C.scores_job(model, t, cfg).key for t in need}
+    running = [k for k in keys.values() if C.job_info(k) is not None]
+    if not running:
+        st.warning(f"No `{cfg.method}` scores yet for {', '.join(need)} with the current settings.")
+    if st.button(f"Compute scores for {', '.join(need)}", type="primary", disabled=bool(running),
+                 help="Runs attribution with the Attribution page's settings as a background job (cached "
+                      "afterwards); the heatmaps appear when it lands."):
+        for t in need:
+            C.submit(C.scores_job(model, t, cfg), priority=60)
+        running = list(keys.values())
+    C.show_progress(running)
     st.stop()
 
 
@@ -163,11 +167,11 @@ st.subheader("Overlap between tasks")
 scored = [t for t in tasks if scores[t] is not None]
 missing = [t for t in tasks if scores[t] is None]
 if missing and st.button(f"Score the other tasks too ({', '.join(missing)})",
-                         help="Compute scores for every task of the model so the overlap covers all of them."):
-    with C.friendly("computing attribution scores"):
-        for t in missing:
-            scores[t] = C.get_scores(model, t, cfg, progress=C.progress_cb(f"{cfg.method} on {t}"))
-        st.rerun()
+                         help="Compute scores for every task of the model (background jobs) so the overlap covers "
+                              "all of them."):
+    for t in missing:
+        C.submit(C.scores_job(model, t, cfg), priority=60)
+C.show_progress([C.scores_job(model, t, cfg).key for t in missing if C.job_info(C.scores_job(model, t, cfg).key)])
 if len(scored) >= 2:
     with C.friendly("computing the overlap"):
         units = st.radio("Units", ["ffn", "heads"], horizontal=True, key="ov_units",
@@ -215,16 +219,24 @@ with C.friendly("inspecting the unit"):
         st.markdown("Score for every task")
         st.dataframe(pd.DataFrame(table).assign(percentile=lambda d: d["percentile"].round(1)), hide_index=True,
                      width="stretch")
-    data = C.validation_data(insp_task, limit=min(200, int(ss["eval_limit"])))
+    n_insp = min(200, int(ss["eval_limit"]))
+    data = C.validation_data(insp_task, limit=n_insp)
     head = C.head_for(insp_task)
-    key = (model.fingerprint(), insp_task, unit, data_key(data))
+    dref = C.data_ref(insp_task, n_insp)
+    abl_key = C.submit(ablation_job(C.ref(model), head, dref, unit, len(data)), priority=80)
+    top_key = C.submit(top_job(C.ref(model), head, dref, unit, len(data)), priority=80)
     with b:
-        with st.spinner(f"Evaluating {insp_task} without this unit..."):
-            abl = C.memo(("ablation",) + key, lambda: unit_ablation(model, head, data, unit))
-        st.markdown(f"Removing this unit alone on `{insp_task}` ({abl['n']} validation examples)")
-        st.metric(abl["metric_name"], f"{abl['ablated']:.4f}", delta=f"{abl['delta']:+.4f} vs dense {abl['dense']:.4f}")
-    with st.spinner(f"Searching {len(data)} validation examples for this unit's strongest activations..."):
-        top = C.memo(("top",) + key, lambda: top_activating(model, head, data, unit, k=5))
+        abl = C.job_result(abl_key)
+        st.markdown(f"Removing this unit alone on `{insp_task}` ({len(data)} validation examples)")
+        if abl is None:
+            C.show_progress([abl_key])
+        else:
+            st.metric(abl["metric_name"], f"{abl['ablated']:.4f}",
+                      delta=f"{abl['delta']:+.4f} vs dense {abl['dense']:.4f}")
+    top = C.job_result(top_key)
+    if top is None:
+        C.show_progress([top_key])
+        st.stop()
     st.markdown(f"Top-activating validation examples of `{insp_task}` (darker = stronger activation of this unit)")
     labels = data.spec.label_names
     for ex in top:

@@ -1,4 +1,4 @@
-"""Prune page: sparsity sliders, live metric-vs-size chart per method, smallest model keeping X% of dense."""
+"""Prune page: sparsity sliders and a live metric-vs-size chart that fills in as the engine's point jobs land."""
 from dataclasses import replace
 
 import plotly.graph_objects as go
@@ -6,8 +6,10 @@ import streamlit as st
 
 from tp_app import common as C
 from tp_core.attribution import METHODS
-from tp_core.curves import cached_point, curve_from_scores, evaluate_point, find_smallest, record_dict
+from tp_core.curves import record_dict
+from tp_core.evaluation import majority_baseline
 from tp_core.masks import ALLOCATIONS, PruneConfig
+from tp_core.work import curve_plan, plan_results, search_job
 
 C.page("Prune", caption="Remove the least important units for the task and watch the metric against model size.")
 ss = st.session_state
@@ -20,7 +22,7 @@ with controls:
                       help="Fraction of FFN neurons removed (the lowest-scoring ones for this task).")
     heads = C.persisted(st.slider, "Head sparsity", "head_sparsity", min_value=0.0, max_value=0.9, step=0.1,
                         help="Fraction of attention heads removed. Curves are drawn over FFN sparsity at this "
-                             "head sparsity (a new head sparsity computes new curves once).")
+                             "head sparsity.")
     alloc = C.persisted(st.radio, "Allocation", "allocation", options=list(ALLOCATIONS), horizontal=True,
                         help="global: drop the lowest-scoring units across all layers (layers lose different "
                              "amounts). per-layer: drop the same fraction in every layer.")
@@ -32,83 +34,121 @@ with controls:
                             help="Baseline methods drawn as extra lines (same settings, same evaluation data).")
 
 method = ss["attr_method"]
+methods = [method] + list(baselines)
 cfg = C.scores_for_units(C.attribution_config(), heads)
 if ffn > 0 and cfg.units == "heads":
     cfg = replace(cfg, units="both")
-data = C.validation_data(task)
-grid = C.curve_grid()
-pcfg = PruneConfig(ffn, heads, alloc)
+head = C.head_for(task)
+mref = C.ref(model)
+n_full = C.eval_size(task)
+n_small = min(C.COARSE_EXAMPLES, n_full)
+stages = [(C.data_ref(task, n_small), n_small)] + ([(C.data_ref(task), n_full)] if n_full > n_small else [])
+known = {m: C.known_scores(model, task, replace(cfg, method=m)) for m in methods}
 
-curves = {}
-with chart:
-    with C.friendly("computing the pruning curves"):
-        methods = [method] + list(baselines)
-        bar = C.progress_cb("Curves (computed once, then cached)")
-        for i, m in enumerate(methods):
-            mcfg = replace(cfg, method=m)
-            scores = C.get_scores(model, task, mcfg,
-                                  progress=lambda f, msg, i=i: bar((i + 0.3 * f) / len(methods), msg))
-            curves[m] = (scores, curve_from_scores(
-                model, C.head_for(task), scores, data, grid, heads, alloc,
-                progress=lambda f, msg, i=i: bar((i + 0.3 + 0.7 * f) / len(methods), msg)))
-        bar(1.0, f"{len(methods)} curve(s) ready on {len(data)} validation examples")
+# every job this view needs, most urgent first (the engine runs higher priorities first; identical jobs are shared)
+plan, sjobs, slider_jobs = curve_plan(model, mref, head, cfg, methods, heads, alloc, stages, C.curve_grid(),
+                                      known=known, slider=ffn, scoring_data=C.scoring_ref(task, cfg), task_label=task)
+for p in plan:
+    C.submit(p.job, p.priority)
+results, failed = plan_results(C.engine(), plan)
+dense = results.get((None, 0.0))
+slider = None
+for si, job in enumerate(slider_jobs):
+    info = C.job_info(job.key)
+    if info is not None and info.state == "done":
+        slider = (si, info.result)
 
-if method not in curves:
-    st.stop()
-scores, main_curve = curves[method]
-dense = main_curve.dense
 with controls:
-    with C.friendly("evaluating this sparsity"):
-        if cached_point(model, C.head_for(task), scores, pcfg, data) is None:
-            with st.spinner(f"Evaluating this setting on {len(data)} validation examples..."):
-                point = evaluate_point(model, C.head_for(task), scores, pcfg, data)
-        else:
-            point = evaluate_point(model, C.head_for(task), scores, pcfg, data)
-        d = record_dict(point, dense.metric)
-        st.metric("Kept parameters", f"{d['kept_pct']:.1f} %", help=f"{point.kept_params:,} of {point.total_params:,} "
-                  "(encoder + this task's head), exactly what the exported model will have.")
-        st.metric(f"{point.metric_name} (pruned)", f"{point.metric:.4f}", delta=f"{d['delta']:+.4f} vs dense",
-                  help=f"On {len(data)} validation examples (seeded subset).")
-        st.metric(f"{dense.metric_name} (dense)", f"{dense.metric:.4f}",
-                  help=f"The unpruned model on the same {len(data)} examples.")
-        ss["last_point"] = {"task": task, "method": method, **d}
+    if failed:
+        st.error(f"Could not compute the curves: {failed[0]}")
+    if slider is not None and dense is not None:
+        si, point = slider
+        d = record_dict(point.record, dense[1].record.metric)
+        st.metric("Kept parameters", f"{d['kept_pct']:.1f} %",
+                  help=f"{point.record.kept_params:,} of {point.record.total_params:,} (encoder + this task's head), "
+                       "exactly what the exported model will have.")
+        st.metric(f"{point.record.metric_name} (pruned)", f"{point.record.metric:.4f}",
+                  delta=f"{d['delta']:+.4f} vs dense",
+                  help=f"On {point.n} validation examples; 95% bootstrap interval {point.low:.4f} to {point.high:.4f}.")
+        st.caption(f"95% interval {point.low:.3f} to {point.high:.3f} on {point.n} examples"
+                   + (" (refining on all examples...)" if si < len(stages) - 1 else ""))
+        st.metric(f"{dense[1].record.metric_name} (dense)", f"{dense[1].record.metric:.4f}",
+                  help=f"The unpruned model on the same {dense[1].n} examples.")
+        ss["last_point"] = {"task": task, "method": method, "n": point.n, **d}
+    else:
+        st.info("Evaluating this setting (it runs first; the curves fill in behind it).")
 
+keys = [p.job.key for p in plan]
 with chart:
+    C.show_progress_compact(keys, "Curves")
     fig = go.Figure()
-    for m, (_, c) in curves.items():
-        xs = [100.0 * r.kept_params / r.total_params for r in c.records]
-        fig.add_scatter(x=xs, y=[r.metric for r in c.records], mode="lines+markers", name=C.METHOD_LABELS[m],
-                        line=dict(color=C.METHOD_COLORS[m], width=3 if m == method else 1.5),
-                        customdata=[[r.ffn_sparsity, r.head_sparsity] for r in c.records],
-                        hovertemplate="%{x:.1f}% kept (FFN sparsity %{customdata[0]:.0%}, heads "
-                                      "%{customdata[1]:.0%})<br>" + dense.metric_name + " %{y:.4f}<extra>" + m +
-                                      "</extra>")
-    fig.add_hline(y=dense.metric, line_dash="dash", line_color=C.METHOD_COLORS["dense"],
-                  annotation_text=f"dense {dense.metric:.4f}", annotation_position="bottom left")
-    fig.add_scatter(x=[d["kept_pct"]], y=[point.metric], mode="markers", name="current setting",
-                    marker=dict(size=16, symbol="star", color=C.METHOD_COLORS[method], line=dict(width=1.5, color="black")))
-    fig.update_layout(height=460, xaxis_title="kept parameters (%)", yaxis_title=f"{dense.metric_name} on {task}",
-                      xaxis=dict(autorange="reversed"), margin=dict(l=10, r=10, t=30, b=10),
+    for m in methods:
+        pts = sorted(((g, si, r) for (mm, g), (si, r) in results.items() if mm == m and (g > 0 or heads > 0)),
+                     key=lambda t: t[0])
+        if dense is not None and heads == 0:
+            pts = [(0.0, dense[0], dense[1])] + pts
+        if not pts:
+            continue
+        xs = [100.0 * r.record.kept_params / r.record.total_params for _, _, r in pts]
+        color = C.METHOD_COLORS[m]
+        fig.add_scatter(x=xs + xs[::-1], y=[r.high for *_, r in pts] + [r.low for *_, r in pts][::-1],
+                        fill="toself", fillcolor=C.rgba(color, 0.12), line=dict(width=0), hoverinfo="skip",
+                        showlegend=False, name=f"{m} 95% interval")
+        fig.add_scatter(x=xs, y=[r.record.metric for *_, r in pts], mode="lines+markers", name=C.METHOD_LABELS[m],
+                        line=dict(color=color, width=3 if m == method else 1.5),
+                        marker=dict(symbol=["circle" if si == len(stages) - 1 else "circle-open" for _, si, _ in pts],
+                                    size=8),
+                        customdata=[[g, r.n, r.low, r.high] for g, _, r in pts],
+                        hovertemplate="%{x:.1f}% kept (FFN sparsity %{customdata[0]:.0%})<br>%{y:.4f} "
+                                      "[%{customdata[2]:.3f}, %{customdata[3]:.3f}] on %{customdata[1]} examples"
+                                      "<extra>" + m + "</extra>")
+    base_name, base_value = majority_baseline(C.validation_data(task))
+    if dense is not None:
+        fig.add_hline(y=dense[1].record.metric, line_dash="dash", line_color=C.METHOD_COLORS["dense"],
+                      annotation_text=f"dense {dense[1].record.metric:.4f}", annotation_position="bottom left")
+    fig.add_hline(y=base_value, line_dash="dot", line_color="#d62728",
+                  annotation_text=f"chance: {base_name} {base_value:.3f}", annotation_position="top left")
+    if slider is not None:
+        fig.add_scatter(x=[100.0 * slider[1].record.kept_params / slider[1].record.total_params],
+                        y=[slider[1].record.metric], mode="markers", name="current setting",
+                        marker=dict(size=16, symbol="star", color=C.METHOD_COLORS[method],
+                                    line=dict(width=1.5, color="black")))
+    fig.update_layout(height=460, xaxis_title="kept parameters (%)", yaxis_title=f"{model.task_info(head).metric} on "
+                      f"{task}", xaxis=dict(autorange="reversed"), margin=dict(l=10, r=10, t=30, b=10),
                       legend=dict(orientation="h", y=1.08))
     st.plotly_chart(fig, width="stretch", key="curve_chart")
-    st.caption(f"Each point is a real masked evaluation on {len(data)} validation examples; the star is the slider "
-               f"position (head sparsity {heads:.0%}, {alloc} allocation).")
+    st.caption(f"Each point is a real masked evaluation with a 95% bootstrap band. Open markers: first pass on a "
+               f"seeded subset of {n_small} validation examples; filled: all {n_full}. Head sparsity {heads:.0%}, "
+               f"{alloc} allocation.")
 
 with controls:
     st.divider()
     target = st.number_input("Keep at least (% of dense)", min_value=50.0, max_value=100.0, value=98.0, step=0.5,
                              key="target_pct", help="Find the smallest model (fewest kept parameters) whose metric "
                                                     "is at least this share of the dense metric, for the current method.")
+    sj = search_job(mref, head, sjobs[method], known[method], C.data_ref(task), target / 100.0,
+                    tuple(C.curve_grid()), heads, alloc, n_full)
     if st.button("Find smallest model", help="Searches the curve, refines between grid points with real "
-                                             "evaluations, then moves the FFN slider there."):
-        with C.friendly("searching the smallest model"):
-            best = find_smallest(model, C.head_for(task), scores, data, target / 100.0, grid, heads, alloc,
-                                 progress=C.progress_cb("Searching"))
-            if best is None:
-                st.warning(f"No evaluated setting keeps {target:.1f}% of the dense metric at head sparsity {heads:.0%}.")
-            else:
-                C.set_value("ffn_sparsity", round(best.ffn_sparsity, 4))
-                C.flash(f"Smallest model keeping {target:.1f}% of dense: FFN sparsity {best.ffn_sparsity:.1%}, "
-                        f"{100 * best.kept_params / best.total_params:.1f}% of the parameters, "
-                        f"{best.metric_name} {best.metric:.4f}.")
-                st.rerun()
+                                             "evaluations, then moves the FFN slider there (runs as a job)."):
+        ss["_search"] = {"key": C.submit(sj, 95), "target": target}
+    pending = ss.get("_search")
+    info = C.job_info(pending["key"]) if pending else None
+    if pending and (info is None or info.state == "cancelled"):
+        ss.pop("_search", None)
+    elif pending and info.state == "error":
+        ss.pop("_search", None)
+        st.error(f"The search failed: {info.error}")
+    elif pending and info.state == "done":
+        ss.pop("_search", None)
+        best = info.result
+        if best is None:
+            st.warning(f"No evaluated setting keeps {pending['target']:.1f}% of the dense metric at head "
+                       f"sparsity {heads:.0%}.")
+        else:
+            C.set_value("ffn_sparsity", round(best.ffn_sparsity, 4))
+            C.flash(f"Smallest model keeping {pending['target']:.1f}% of dense: FFN sparsity "
+                    f"{best.ffn_sparsity:.1%}, {100 * best.kept_params / best.total_params:.1f}% of the "
+                    f"parameters, {best.metric_name} {best.metric:.4f}.")
+            st.rerun()
+    elif pending:
+        C.show_progress([pending["key"]])

@@ -7,9 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from tp_app import common as C
-from tp_core.evaluation import evaluate
-from tp_core.export import export_pruned, folder_bytes, load_export, safe_export_dir
+from tp_core.errors import TPError
+from tp_core.export import folder_bytes, safe_export_dir
 from tp_core.masks import PruneConfig
+from tp_core.work import export_job
 
 C.page("Export", caption="Write a genuinely smaller model for the task, check it by reloading it, and download it.")
 ss = st.session_state
@@ -32,24 +33,34 @@ overwrite = st.checkbox("Replace an existing export with this name", key="export
 st.caption(f"Exports directory: `{root}`")
 
 if st.button("Export and verify", type="primary",
-             help="Prune physically (slice the weights), write the folder atomically, reload it and re-evaluate."):
+             help="Prune physically (slice the weights), write the folder atomically, reload it and re-evaluate - "
+                  "as a background job."):
     with C.friendly("exporting"):
         out = safe_export_dir(root, name.strip())
-        data = C.validation_data(task)
-        bar = C.progress_cb("Export")
-        scores = C.get_scores(model, task, cfg, progress=lambda f, m: bar(0.3 * f, m))
-        bar(0.35, "pruning and writing the folder")
-        res = export_pruned(model, head, scores, pcfg, out, eval_data=data, overwrite=overwrite,
-                            command=f"TaskPrune Studio web app; CLI equivalent: python -m tp_core export --model "
+        if out.exists() and not overwrite:
+            raise TPError(f"{out} already exists; choose another name or tick 'Replace an existing export'.")
+        sjob = C.scores_job(model, task, cfg)
+        known = C.known_scores(model, task, cfg)
+        job = export_job(C.ref(model), head, known if known is not None else sjob, pcfg, str(out), C.data_ref(task),
+                         overwrite, f"TaskPrune Studio web app; CLI equivalent: python -m tp_core export --model "
                                     f"{ss['model_spec']} --task {head} --method {cfg.method} --ffn-sparsity "
-                                    f"{pcfg.ffn_sparsity} --head-sparsity {pcfg.head_sparsity} --out {out}")
-        bar(0.75, "reloading the export")
-        reloaded = load_export(res.path)
-        check = evaluate(reloaded, head, data)
-        bar(1.0, "done")
-        ss["last_export"] = {**res.to_dict(), "reloaded_metric": check.metric, "n": len(data),
-                             "reloaded_params": sum(p.numel() for p in reloaded.encoder.parameters())
-                             + sum(p.numel() for p in reloaded.heads.parameters())}
+                                    f"{pcfg.ffn_sparsity} --head-sparsity {pcfg.head_sparsity} --out {out}",
+                         C.eval_size(task))
+        ss["_export_job"] = C.submit(job, priority=70)
+
+pending = ss.get("_export_job")
+if pending:
+    info = C.job_info(pending)
+    if info is None or info.state == "cancelled":
+        ss.pop("_export_job", None)
+    elif info.state == "error":
+        ss.pop("_export_job", None)
+        st.error(f"The export failed: {info.error}")
+    elif info.state == "done":
+        ss.pop("_export_job", None)
+        ss["last_export"] = info.result
+    else:
+        C.show_progress([pending], "Exporting (you can leave this page; the result stays here when it lands)")
 
 last = ss.get("last_export")
 if last:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Callable
 
 import streamlit as st
 
-from tp_core.attribution import AttributionConfig, UnitScores, attribute, cached_scores_path
+from tp_core.attribution import AttributionConfig, UnitScores, cached_scores_path
 from tp_core.curves import DEFAULT_GRID
 from tp_core.data import TaskData, list_tasks, load_split
 from tp_core.errors import TPError
@@ -78,8 +79,12 @@ def exports_root() -> Path:
 
 
 # ----- page set-up and errors ----------------------------------------------------------------------------------
+ASSETS = REPO_ROOT / "assets"
+
+
 def page(title: str, icon: str = "✂️", caption: str | None = None) -> None:
-    st.set_page_config(page_title=f"{title} · TaskPrune Studio", page_icon=icon, layout="wide")
+    st.set_page_config(page_title=f"{title} · TaskPrune Studio", page_icon=str(ASSETS / "icon.svg"), layout="wide")
+    st.html(f"<style>{(ASSETS / 'style.css').read_text()}</style>")
     init_state()
     st.title(title)
     if st.session_state.get("_flash"):
@@ -87,6 +92,7 @@ def page(title: str, icon: str = "✂️", caption: str | None = None) -> None:
     if caption:
         st.caption(caption)
     sidebar_status()
+    save_settings()
 
 
 @contextlib.contextmanager
@@ -122,7 +128,7 @@ DEFAULTS = {
     "ffn_sparsity": 0.5,
     "head_sparsity": 0.0,
     "allocation": "global",
-    "baselines": ["magnitude", "random"],
+    "baselines": ["grad_x_act", "random"],
     "eval_limit": None,
     "custom_data": None,  # (TaskData, head) from an uploaded file
 }
@@ -130,6 +136,7 @@ DEFAULTS = {
 
 def init_state() -> None:
     ss = st.session_state
+    session_id()  # first: a reloaded session gets its saved settings back before defaults fill the gaps
     for k, v in DEFAULTS.items():
         if k not in ss:
             ss[k] = list(v) if isinstance(v, list) else v
@@ -220,6 +227,7 @@ def bundle_tasks() -> dict:
 
 
 UPLOAD_PREFIX = "upload:"
+DEFAULT_TASKS = ("sst2", "ag_news")
 
 
 def model_tasks(model) -> list[str]:
@@ -244,8 +252,8 @@ def current_task(model) -> str | None:
     tasks = model_tasks(model)
     if not tasks:
         return None
-    if st.session_state["task"] not in tasks:
-        st.session_state["task"] = tasks[0]
+    if st.session_state["task"] not in tasks:  # sst2 first: its curves tell the story best (docs/RESULTS.md)
+        st.session_state["task"] = next((t for t in DEFAULT_TASKS if t in tasks), tasks[0])
     return st.session_state["task"]
 
 
@@ -283,39 +291,134 @@ def scoring_data(task: str, cfg: AttributionConfig) -> TaskData | None:
     return _split(task, bundle_tasks()[task].scoring_split, cfg.samples, cfg.seed)
 
 
-_SCORES: dict = {}
-_SCORES_LOCK = threading.Lock()
+# ----- jobs: every heavy computation goes through tp_core's job engine ---------------------------------------------
+def engine():
+    """The process's job engine (an embedded Dask cluster, or the one TP_SCHEDULER names)."""
+    from tp_core.jobs import get_engine
+
+    return get_engine()
 
 
-def _scores_key(model, task: str, cfg: AttributionConfig) -> tuple:
-    return (model.fingerprint(), task, cfg)
+SID_RE = re.compile(r"[0-9a-f]{12}")
+_SAVED_SETTINGS: dict = {}  # session id -> its choices, so a browser reload finds its settings and jobs again
+_SAVED_LOCK = threading.Lock()
 
 
-def known_scores(model, task: str, cfg: AttributionConfig) -> UnitScores | None:
-    """Scores already computed (in memory or in the engine's disk cache), without computing anything."""
-    key = _scores_key(model, task, cfg)
-    with _SCORES_LOCK:
-        if key in _SCORES:
-            return _SCORES[key]
-    try:
-        path = cached_scores_path(model, head_for(task), cfg, scoring_data(task, cfg))
-    except TPError:
-        return None
-    if path.is_file():
-        return get_scores(model, task, cfg)
+def session_id() -> str:
+    """This browser session's id; kept in the URL (`?sid=`), so a reload finds the session's jobs again."""
+    ss = st.session_state
+    if "_sid" not in ss:
+        sid = st.query_params.get("sid")
+        if sid and SID_RE.fullmatch(sid):
+            ss["_sid"] = sid
+            with _SAVED_LOCK:
+                saved = dict(_SAVED_SETTINGS.get(sid, {}))
+            for k, v in saved.items():
+                ss[k] = v
+        else:
+            from tp_core.jobs import new_owner_id
+
+            ss["_sid"] = new_owner_id()
+    if st.query_params.get("sid") != ss["_sid"]:
+        st.query_params["sid"] = ss["_sid"]
+    return ss["_sid"]
+
+
+def save_settings() -> None:
+    ss = st.session_state
+    keep = {k: ss.get(f"w_{k}", ss[k]) for k in DEFAULTS if k in ss and k != "custom_data"}
+    with _SAVED_LOCK:
+        _SAVED_SETTINGS[session_id()] = keep
+        while len(_SAVED_SETTINGS) > 5000:
+            _SAVED_SETTINGS.pop(next(iter(_SAVED_SETTINGS)))
+
+
+def submit(job, priority: int = 0) -> str:
+    """Submit a job for this session (shared with any session asking for the same thing); returns its key."""
+    return engine().submit(job, owner=session_id(), priority=priority)
+
+
+def job_info(key: str):
+    return engine().status(key)
+
+
+def job_result(key: str):
+    """The job's result, or None while it runs; raises TPError (JobFailed) with the job's message if it failed."""
+    return engine().result(key)
+
+
+def ref(model):
+    from tp_core.work import model_ref
+
+    spec = str(model.source)
+    ss = st.session_state
+    trust = bool(ss.get("model_trust_code")) and spec == str(ss.get("model_spec") or "").strip()
+    return model_ref(model, trust)
+
+
+def data_ref(task: str, limit: int | None = None, split: str = "validation", seed: int = 0):
+    """What a worker needs to load an app task's evaluation examples (the upload itself, for uploaded data)."""
+    from tp_core.work import DataRef
+
+    limit = limit or int(st.session_state["eval_limit"])
+    if task.startswith(UPLOAD_PREFIX):
+        return st.session_state["custom_data"][0].sample(limit)
+    return DataRef(task, split, limit, seed)
+
+
+def eval_size(task: str, limit: int | None = None) -> int:
+    """How many examples `data_ref(task, limit)` holds."""
+    return len(validation_data(task, limit))
+
+
+def scoring_ref(task: str, cfg: AttributionConfig):
+    """Attribution examples: None for bundle tasks (the engine samples the task's scoring split), the upload else."""
+    if task.startswith(UPLOAD_PREFIX):
+        return st.session_state["custom_data"][0].sample(cfg.samples, seed=cfg.seed)
     return None
 
 
-def get_scores(model, task: str, cfg: AttributionConfig, progress=None) -> UnitScores:
-    """Attribution scores (computed once, then from memory / the disk cache)."""
-    key = _scores_key(model, task, cfg)
-    with _SCORES_LOCK:
-        if key in _SCORES:
-            return _SCORES[key]
-    scores = attribute(model, head_for(task), cfg, data=scoring_data(task, cfg), progress=progress)
-    with _SCORES_LOCK:
-        _SCORES[key] = scores
+def scores_job(model, task: str, cfg: AttributionConfig):
+    from tp_core.work import scores_job as build
+
+    return build(model, ref(model), head_for(task), cfg, scoring_ref(task, cfg), task_label=task)
+
+
+_DISK_SCORES: dict = {}
+_DISK_LOCK = threading.Lock()
+
+
+def known_scores(model, task: str, cfg: AttributionConfig) -> UnitScores | None:
+    """Scores already computed (a finished job, or the engine's disk cache), without computing anything."""
+    job = scores_job(model, task, cfg)
+    info = job_info(job.key)
+    if info is not None and info.state == "done":
+        return info.result
+    with _DISK_LOCK:
+        if job.key in _DISK_SCORES:
+            return _DISK_SCORES[job.key]
+    try:
+        path = cached_scores_path(model, head_for(task), cfg, scoring_ref(task, cfg))
+        if not path.is_file():
+            return None
+        scores = UnitScores.load(path).check_shape(model.unit_shape())
+    except TPError:
+        return None
+    with _DISK_LOCK:
+        _DISK_SCORES[job.key] = scores
+        while len(_DISK_SCORES) > 256:
+            _DISK_SCORES.pop(next(iter(_DISK_SCORES)))
     return scores
+
+
+def request_scores(model, task: str, cfg: AttributionConfig, priority: int = 60) -> tuple[str, UnitScores | None]:
+    """(job key, scores): the scores when known, else a submitted job (returns at once)."""
+    job = scores_job(model, task, cfg)
+    known = known_scores(model, task, cfg)
+    if known is not None:
+        return job.key, known
+    submit(job, priority)
+    return job.key, job_result(job.key)
 
 
 def scores_for_units(cfg: AttributionConfig, head_sparsity: float) -> AttributionConfig:
@@ -323,6 +426,101 @@ def scores_for_units(cfg: AttributionConfig, head_sparsity: float) -> Attributio
     if head_sparsity > 0 and cfg.units == "ffn":
         return replace(cfg, units="both")
     return cfg
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "?"
+    s = max(0.0, float(s))
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
+
+
+def job_line(info) -> str:
+    """One line on a job: what, state, elapsed and remaining time."""
+    from tp_core.jobs import ACTIVE
+
+    if info.state == "queued":
+        ahead = engine().queue_position(info.key)
+        est = f", ~{fmt_seconds(info.estimate_s)} once started" if info.estimate_s else ""
+        return f"waiting ({ahead} ahead{est})"
+    if info.state == "running":
+        rem = info.remaining
+        return f"{info.progress:.0%} · {fmt_seconds(info.elapsed)} elapsed · " + \
+            ("estimating after the first batch" if rem is None else f"~{fmt_seconds(rem)} left")
+    if info.state == "done":
+        return f"done in {fmt_seconds(info.elapsed)}"
+    if info.state == "cancelled":
+        return "cancelled"
+    return "failed" if info.state not in ACTIVE else info.state
+
+
+def coarse_examples() -> int:
+    return int(os.environ.get("TP_APP_COARSE_EXAMPLES", "100"))
+
+
+COARSE_EXAMPLES = coarse_examples()
+
+
+def rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    return f"rgba({int(h[0:2], 16)},{int(h[2:4], 16)},{int(h[4:6], 16)},{alpha})"
+
+
+def show_progress_compact(keys: list[str], what: str) -> None:
+    """One progress bar for many jobs (jobs done / all, and what runs now), updated in place; the page reruns
+    whenever one of them lands, so results are drawn as they come."""
+    from tp_core.jobs import ACTIVE
+
+    keys = list(dict.fromkeys(keys))
+
+    def counts():
+        infos = [job_info(k) for k in keys]
+        return infos, sum(1 for i in infos if i is not None and i.state not in ACTIVE)
+
+    infos, done0 = counts()
+    active = done0 < len(keys)
+
+    def body():
+        now, done = counts()
+        if done < len(keys):
+            running = [i for i in now if i is not None and i.state == "running"]
+            msg = f"{what}: {done}/{len(keys)} jobs done" + (f" · now: {running[0].label} ({job_line(running[0])})"
+                                                             if running else " · waiting for a worker")
+            st.progress(done / max(1, len(keys)), text=msg)
+        if active and done != st.session_state.get(f"_compact_{what}"):
+            st.session_state[f"_compact_{what}"] = done
+            st.rerun(scope="app")
+
+    st.session_state[f"_compact_{what}"] = done0
+    st.fragment(body, run_every=1.0 if active else None)()
+
+
+def show_progress(keys: list[str], title: str | None = None) -> None:
+    """Progress of the page's jobs, updated in place while they run; the page reruns when one of them ends
+    (so results appear as they land) and failures are shown with the job's message."""
+    keys = [k for k in dict.fromkeys(keys) if k]
+    if not keys:
+        return
+    from tp_core.jobs import ACTIVE
+
+    infos = [job_info(k) for k in keys]
+    active = any(i is not None and i.state in ACTIVE for i in infos)
+
+    def body():
+        now = [job_info(k) for k in keys]
+        if title:
+            st.markdown(title)
+        for info in now:
+            if info is None:
+                continue
+            if info.state in ACTIVE:
+                st.progress(float(info.progress), text=f"{info.label}: {job_line(info)}")
+            elif info.state == "error":
+                st.error(f"{info.label} failed: {info.error}")
+        if active and not any(i is not None and i.state in ACTIVE for i in now):
+            st.rerun(scope="app")
+
+    st.fragment(body, run_every=1.0 if active else None)()
 
 
 # ----- sidebar -------------------------------------------------------------------------------------------------
@@ -336,6 +534,54 @@ def sidebar_status() -> None:
             st.markdown(f"**Task:** `{cur('task')}`")
         st.markdown(f"**Method:** `{cur('attr_method')}` · **FFN** {cur('ffn_sparsity'):.0%} · "
                     f"**heads** {cur('head_sparsity'):.0%} · {cur('allocation')}")
+        jobs_panel()
+
+
+def jobs_panel() -> None:
+    """The sidebar's jobs panel: this session's running and waiting jobs (progress, elapsed, remaining, cancel)
+    and the last finished ones; it refreshes itself while anything runs and reruns the page when a job ends."""
+    from tp_core.jobs import ACTIVE
+
+    try:
+        eng = engine()
+    except TPError as exc:
+        st.error(f"Job engine unavailable: {exc}")
+        return
+    sid = session_id()
+    active = bool(eng.jobs(owner=sid, active_only=True))
+
+    def body():
+        import time as _t
+
+        mine = eng.jobs(owner=sid)
+        running = [i for i in mine if i.state in ACTIVE]
+        ended = [i for i in mine if i.state not in ACTIVE and _t.time() - (i.finished or 0) < 300]
+        st.markdown(f"**Jobs** · {len(running)} active" + (" (queue shared with everyone on this server)"
+                                                           if running else ""))
+        for info in sorted(running, key=lambda i: (i.state != "running", -i.priority, i.submitted))[:8]:
+            c1, c2 = st.columns([5, 1])
+            c1.progress(float(info.progress), text=f"{info.label}\n{job_line(info)}")
+            if c2.button("✕", key=f"cancel_{info.key}", help=f"Cancel: {info.label}"):
+                eng.cancel(info.key, owner=sid)
+                st.rerun(scope="app")
+        if len(running) > 8:
+            st.caption(f"... and {len(running) - 8} more waiting")
+        for info in ended[-4:][::-1]:
+            if info.state == "error":
+                st.error(f"{info.label}: {info.error}", icon="⚠️")
+            else:
+                st.caption(f"{'✓' if info.state == 'done' else '✕'} {info.label} · {job_line(info)}")
+        if not running and not ended:
+            st.caption("No jobs yet. Heavy work (attribution, curves, exports) runs here without blocking the page.")
+        seen = set(i.key for i in running)
+        prev = st.session_state.get("_active_jobs", set())
+        st.session_state["_active_jobs"] = seen
+        if prev - seen:  # something of this session ended: redraw the page with its result
+            st.rerun(scope="app")
+
+    st.session_state["_active_jobs"] = {i.key for i in eng.jobs(owner=sid, active_only=True)}
+    st.divider()
+    st.fragment(body, run_every=1.0 if active else None)()
 
 
 _MEMO: dict = {}

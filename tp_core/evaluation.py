@@ -77,14 +77,20 @@ def predict_logits(
     gates: GateState | None = None,
     batch_size: int = 64,
     max_length: int = 128,
+    progress: Progress | None = None,
 ) -> np.ndarray:
-    """Logits for every example (in data order), under optional unit gates (masks)."""
+    """Logits for every example (in data order), under optional unit gates (masks); `progress(fraction, msg)` is
+    called after each batch."""
     out: list[np.ndarray | None] = [None] * len(data)
+    done = 0
     with gated(gates or GateState()):
         for idx, batch in model.batches(data.texts, data.pairs, batch_size, max_length):
             logits = model(**batch, task=task).float().cpu().numpy()
             for row, i in enumerate(idx):
                 out[i] = logits[row]
+            done += len(idx)
+            if progress is not None:
+                progress(done / len(data), f"{done}/{len(data)} examples")
     return np.stack(out) if out else np.zeros((0, model.task_info(task).num_labels))
 
 
@@ -179,3 +185,41 @@ def sweep(
             done += 1
             progress(done / n_total, f"{method} at FFN {f:.0%} / heads {h:.0%}: {res.metric_name} {res.metric:.4f}")
     return records
+
+
+def metric_interval(name: str, preds: np.ndarray, labels: Sequence, confidence: float = 0.95,
+                    n_resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap `confidence` interval of the task metric over the examples (scipy.stats.bootstrap, percentile).
+    Accuracy resamples the per-example correctness (vectorised); other metrics resample (prediction, label) pairs."""
+    from scipy.stats import bootstrap
+
+    p, y = np.asarray(preds), np.asarray(labels)
+    if len(p) < 2:
+        m = compute_metric(name, p, y) if len(p) else float("nan")
+        return float(m), float(m)
+    rng = np.random.default_rng(seed)
+    if name == "accuracy":
+        res = bootstrap(((p == y).astype(float),), np.mean, confidence_level=confidence, n_resamples=n_resamples,
+                        method="percentile", random_state=rng, vectorized=True, axis=-1)
+    else:
+        res = bootstrap((p, y), lambda a, b: compute_metric(name, a, b), paired=True, vectorized=False,
+                        confidence_level=confidence, n_resamples=min(n_resamples, 400), method="percentile",
+                        random_state=rng)
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if not np.isfinite(lo) or not np.isfinite(hi):  # degenerate resamples (e.g. one class): the point itself
+        m = compute_metric(name, p, y)
+        return float(m), float(m)
+    return lo, hi
+
+
+def majority_baseline(data: TaskData) -> tuple[str, float]:
+    """The chance reference for a chart: the metric of always predicting the most frequent label (regression:
+    the mean label, whose Pearson correlation is 0). Returns (description, value)."""
+    labels = np.asarray(data.labels)
+    if data.spec.problem == "regression" or len(labels) == 0:
+        return "constant prediction", 0.0
+    values, counts = np.unique(labels, return_counts=True)
+    major = values[int(np.argmax(counts))]
+    preds = np.full_like(labels, major)
+    name = data.spec.label_names[int(major)] if data.spec.label_names else str(major)
+    return f"majority class ({name})", float(compute_metric(data.spec.metric, preds, labels))

@@ -156,9 +156,9 @@ class MultiTaskModel(nn.Module):
             h = hashlib.sha256()
             for name, tensor in sorted(self.state_dict().items()):
                 h.update(name.encode())
-                flat = tensor.detach().float().flatten()
-                h.update(str(tuple(tensor.shape)).encode())
-                h.update(f"{flat.sum().item():.6e}{flat.abs().sum().item():.6e}".encode())
+                h.update(f"{tuple(tensor.shape)}{tensor.dtype}".encode())
+                # the exact bytes: a float sum would depend on torch's thread count (app vs worker processes)
+                h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 

@@ -1,0 +1,522 @@
+"""The job engine: every heavy computation (attribution, curve points, neuron ablation, demo build, export) runs as a
+job on a Dask `distributed` cluster, so the app's pages never block on it and identical requests share one run.
+
+* By default the engine starts an embedded `LocalCluster` (one worker process; its threads x torch threads = the
+  machine's cores). `TP_SCHEDULER=tcp://host:8786` (or `Engine(address=...)`) uses an existing Dask cluster instead:
+  the same code, the same keys. Workers need `tp_core` importable and the same data/model paths.
+* `Engine.submit(job, owner, priority)` returns the job's key at once. A key is the hash of what is computed (model
+  weights, task, settings, data), so two sessions asking for the same thing get the same key and one computation.
+* `status(key)` -> `JobInfo` (state, progress, elapsed, remaining), `result(key)` (None while running; raises
+  `JobFailed` with the job's own message if it failed), `cancel(key, owner)` (the job stops at its next progress
+  report once no owner wants it), `jobs(owner)` lists a session's jobs.
+* Priorities are Dask's: a higher number runs first among waiting jobs. The app gives a slider point 100, coarse
+  curve points 50, fine points 20-30 and warm-up work -100, so one user's next point never waits behind another
+  user's whole curve (curves are many small point jobs, not one long job).
+* Progress and start/finish events travel as Dask structured events (`Worker.log_event`, topic `tp-job`), so the
+  client sees them as they happen, also for jobs another client submitted to a shared cluster.
+
+Worker functions live in `tp_core.work`; a `Job` names one of them, its arguments and its content key. Arguments that
+are themselves `Job`s are submitted first and passed as Dask dependencies.
+"""
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .errors import TPError
+
+TOPIC = "tp-job"
+ENV_SCHEDULER = "TP_SCHEDULER"
+ACTIVE = ("queued", "running")
+
+
+class JobFailed(TPError):
+    """A job ended with an error; the message is the job's own (a TPError's text, or a short note for a bug)."""
+
+
+class JobCancelled(TPError):
+    """Raised inside a worker function when its job was cancelled (at its next progress report)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """What to compute: `tp_core.work.<fn>(progress, *args)`, under the content key `key`."""
+
+    kind: str  # scores | point | dense | ablation | top_activating | export | build_demo | dense_report
+    fn: str  # name of a function in tp_core.work
+    args: tuple
+    key: str
+    label: str  # what the jobs panel shows
+    units: float = 1.0  # work units, for the time estimate before the job has reported any progress
+    rate_key: str = ""  # which throughput (seconds per unit) the estimate uses
+
+
+def content_key(kind: str, *parts: Any) -> str:
+    """A stable key from what a job computes (reprs of frozen dataclasses, strings, numbers)."""
+    h = hashlib.sha256(json.dumps([kind, *[repr(p) for p in parts]]).encode())
+    return f"{kind}-{h.hexdigest()[:20]}"
+
+
+@dataclass
+class JobInfo:
+    key: str
+    kind: str
+    label: str
+    state: str = "queued"  # queued | running | done | error | cancelled
+    progress: float = 0.0
+    message: str = "waiting for a worker"
+    submitted: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    error: str | None = None
+    priority: int = 0
+    owners: set = field(default_factory=set)
+    estimate_s: float | None = None  # before it starts: from this machine's measured throughput
+    first_report: tuple[float, float] | None = None  # (time, fraction) of the first progress report
+    result: Any = None
+    future: Any = None
+
+    @property
+    def elapsed(self) -> float:
+        end = self.finished or time.time()
+        return max(0.0, end - (self.started or self.submitted))
+
+    @property
+    def remaining(self) -> float | None:
+        """Seconds left: from the job's own pace once it has reported progress past its first batch, else the
+        machine's measured throughput; None when nothing is known."""
+        if self.state not in ACTIVE:
+            return 0.0
+        if self.state == "running" and self.started is not None:
+            now = time.time()
+            if self.first_report is not None and self.progress > self.first_report[1] + 1e-9:
+                t0, f0 = self.first_report
+                pace = (now - t0) / (self.progress - f0)
+                return max(0.0, pace * (1.0 - self.progress))
+            if self.progress > 0:
+                return max(0.0, (now - self.started) * (1.0 - self.progress) / self.progress)
+            if self.estimate_s is not None:
+                return max(0.0, self.estimate_s - (now - self.started))
+            return None
+        return self.estimate_s
+
+    def public(self) -> dict:
+        return {"key": self.key, "kind": self.kind, "label": self.label, "state": self.state,
+                "progress": self.progress, "message": self.message, "elapsed": self.elapsed,
+                "remaining": self.remaining, "error": self.error, "priority": self.priority}
+
+
+# ----- worker side -----------------------------------------------------------------------------------------------
+_CANCELLED: set[str] = set()
+_WORKER_INIT = threading.Lock()
+_worker_ready = False
+
+
+def _cancel_on_worker(key: str) -> bool:
+    _CANCELLED.add(key)
+    return True
+
+
+def _log(msg: dict) -> None:
+    try:
+        from distributed import get_worker
+
+        get_worker().log_event(TOPIC, msg)
+    except Exception:  # not on a worker (direct call in a test): nothing to report to
+        pass
+
+
+def _prepare_worker() -> None:
+    """Once per worker process: torch threads so that worker threads x torch threads <= cores."""
+    global _worker_ready
+    with _WORKER_INIT:
+        if _worker_ready:
+            return
+        import torch
+
+        threads = int(os.environ.get("TP_TORCH_THREADS", "0") or 0)
+        if threads <= 0:
+            try:
+                from distributed import get_worker
+
+                per = max(1, get_worker().state.nthreads)
+            except Exception:
+                per = 1
+            threads = max(1, (os.cpu_count() or 1) // per)
+        torch.set_num_threads(threads)
+        _worker_ready = True
+
+
+def run_job(key: str, fn_name: str, args: tuple, units: float, rate_key: str) -> Any:
+    """The Dask task: runs `tp_core.work.<fn_name>(progress, *args)` and reports start, progress and the end."""
+    from . import work
+
+    _prepare_worker()
+    t0 = time.time()
+    _log({"key": key, "event": "start", "t": t0})
+    last = [0.0]
+
+    def progress(fraction: float, message: str = "") -> None:
+        if key in _CANCELLED:
+            raise JobCancelled("Cancelled.")
+        now = time.time()
+        if now - last[0] >= 0.25 or fraction >= 1.0:
+            last[0] = now
+            _log({"key": key, "event": "progress", "fraction": float(min(max(fraction, 0.0), 1.0)),
+                  "message": str(message)[:200], "t": now})
+
+    try:
+        out = getattr(work, fn_name)(progress, *args)
+    except JobCancelled:
+        _log({"key": key, "event": "cancelled", "t": time.time()})
+        raise
+    except TPError as exc:
+        _log({"key": key, "event": "error", "error": str(exc)[:500], "t": time.time()})
+        raise JobFailed(str(exc)) from None
+    except Exception as exc:  # a bug: a short, clear note (no traceback on a page)
+        msg = f"{type(exc).__name__}: {str(exc)[:300]}"
+        _log({"key": key, "event": "error", "error": msg, "t": time.time()})
+        raise JobFailed(f"The job failed: {msg}") from None
+    finally:
+        _CANCELLED.discard(key)
+    seconds = time.time() - t0
+    _log({"key": key, "event": "done", "t": time.time(), "seconds": seconds, "units": float(units),
+          "rate_key": rate_key})
+    return out
+
+
+# ----- throughput (seconds per work unit, measured on this machine) -------------------------------------------------
+class Throughput:
+    """Seconds per work unit per kind of job, learned from finished jobs (persisted under TP_HOME)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._rates: dict[str, float] | None = None
+
+    def _path(self):
+        from .paths import tp_home
+
+        return tp_home() / "throughput.json"
+
+    def _load(self) -> dict[str, float]:
+        if self._rates is None:
+            try:
+                raw = json.loads(self._path().read_text())
+                self._rates = {str(k): float(v) for k, v in raw.items() if float(v) > 0}
+            except (OSError, ValueError, TypeError, AttributeError):
+                self._rates = {}
+        return self._rates
+
+    def estimate(self, rate_key: str, units: float) -> float | None:
+        with self._lock:
+            rate = self._load().get(rate_key)
+        return None if rate is None else rate * units
+
+    def record(self, rate_key: str, units: float, seconds: float) -> None:
+        if not rate_key or units <= 0 or seconds <= 0:
+            return
+        with self._lock:
+            rates = self._load()
+            new = seconds / units
+            old = rates.get(rate_key)
+            rates[rate_key] = new if old is None else 0.5 * old + 0.5 * new
+            try:
+                from .paths import atomic_write_text
+
+                atomic_write_text(self._path(), json.dumps(rates, indent=1))
+            except OSError:
+                pass
+
+
+# ----- client side -----------------------------------------------------------------------------------------------
+def default_workers() -> tuple[int, int]:
+    """(worker processes, threads per worker) for the embedded cluster: threads = cores, torch threads = 1 each."""
+    cores = os.cpu_count() or 1
+    workers = int(os.environ.get("TP_WORKERS", "1"))
+    threads = int(os.environ.get("TP_WORKER_THREADS", "0") or 0) or max(1, cores // max(1, workers))
+    return max(1, workers), threads
+
+
+class Engine:
+    """A Dask client plus the registry of this process's jobs (shared by all app sessions of the process)."""
+
+    def __init__(self, address: str | None = None, processes: bool = False, n_workers: int | None = None,
+                 threads_per_worker: int | None = None, keep: int = 2000):
+        from distributed import Client, LocalCluster
+
+        address = address if address is not None else (os.environ.get(ENV_SCHEDULER) or None)
+        self.cluster = None
+        if address:
+            try:
+                self.client = Client(address, timeout="10s", set_as_default=False)
+            except Exception as exc:
+                raise TPError(f"Cannot reach the Dask scheduler at {address} ({ENV_SCHEDULER}): "
+                              f"{type(exc).__name__}: {str(exc)[:200]}") from None
+            self.address = address
+        else:
+            w, t = default_workers()
+            self.cluster = LocalCluster(n_workers=n_workers or w, threads_per_worker=threads_per_worker or t,
+                                        processes=processes, dashboard_address=None, silence_logs=logging.CRITICAL)
+            self.client = Client(self.cluster, set_as_default=False)
+            self.address = self.cluster.scheduler_address
+        self.embedded = self.cluster is not None
+        self._jobs: dict[str, JobInfo] = {}
+        self._lock = threading.RLock()
+        self._keep = keep
+        self._starts: dict[str, int] = {}
+        self.throughput = Throughput()
+        self.client.subscribe_topic(TOPIC, self._on_event)
+
+    # -- events from workers
+    def _on_event(self, event) -> None:
+        _, msg = event
+        key = msg.get("key")
+        kind = msg.get("event")
+        with self._lock:
+            if kind == "start":
+                self._starts[key] = self._starts.get(key, 0) + 1
+            if kind == "done":
+                self.throughput.record(msg.get("rate_key", ""), msg.get("units", 0.0), msg.get("seconds", 0.0))
+            info = self._jobs.get(key)
+            if info is None:
+                return
+            if kind == "start" and info.state == "queued":
+                info.state, info.started, info.message = "running", msg.get("t", time.time()), "started"
+            elif kind == "progress" and info.state in ACTIVE:
+                if info.state == "queued":
+                    info.state, info.started = "running", msg.get("t", time.time())
+                info.progress = max(info.progress, msg.get("fraction", 0.0))
+                info.message = msg.get("message", "")
+                if info.first_report is None:
+                    info.first_report = (msg.get("t", time.time()), info.progress)
+            elif kind == "error" and info.state in ACTIVE:
+                info.error = msg.get("error")
+
+    def _on_done(self, future) -> None:
+        key = future.key
+        with self._lock:
+            info = self._jobs.get(key)
+        if info is None:
+            return
+        try:
+            status = future.status
+            if status == "finished":
+                result = future.result()
+                with self._lock:
+                    info.result, info.state, info.progress, info.message = result, "done", 1.0, "done"
+            elif status == "cancelled":
+                with self._lock:
+                    info.state, info.message = "cancelled", "cancelled"
+            else:
+                exc = future.exception()
+                with self._lock:
+                    if isinstance(exc, JobCancelled):
+                        info.state, info.message = "cancelled", "cancelled"
+                    else:
+                        info.state = "error"
+                        info.error = str(exc) if isinstance(exc, TPError) else (info.error or
+                                                                                 f"{type(exc).__name__}: {exc}")
+                        info.message = "failed"
+        except Exception as exc:  # the future itself could not be read (lost worker, cancelled meanwhile)
+            with self._lock:
+                info.state, info.error, info.message = "error", f"{type(exc).__name__}: {exc}", "failed"
+        with self._lock:
+            info.finished = time.time()
+            info.future = None  # release it: the result lives in the registry now
+            self._trim()
+
+    def _trim(self) -> None:
+        if len(self._jobs) <= self._keep:
+            return
+        old = sorted((i for i in self._jobs.values() if i.state not in ACTIVE), key=lambda i: i.finished or 0)
+        for info in old[: len(self._jobs) - self._keep]:
+            self._jobs.pop(info.key, None)
+
+    # -- the API
+    def submit(self, job: Job, owner: str = "", priority: int = 0) -> str:
+        """Submit `job` (and the jobs among its arguments) unless the same key is already running or done;
+        returns its key at once."""
+        with self._lock:
+            info = self._jobs.get(job.key)
+            if info is not None and info.state in ACTIVE + ("done",):
+                if owner:
+                    info.owners.add(owner)
+                return job.key
+            args = tuple(self._dependency(a, owner, priority) if isinstance(a, Job) else a for a in job.args)
+            info = JobInfo(job.key, job.kind, job.label, priority=priority, owners={owner} if owner else set(),
+                           estimate_s=self.throughput.estimate(job.rate_key, job.units))
+            self._jobs[job.key] = info
+            fut = self.client.submit(run_job, job.key, job.fn, args, job.units, job.rate_key, key=job.key,
+                                     priority=priority, pure=False)
+            info.future = fut
+        fut.add_done_callback(self._on_done)
+        return job.key
+
+    def _dependency(self, job: Job, owner: str, priority: int):
+        """A job used as an argument: its result if known, else its future (a Dask dependency)."""
+        key = self.submit(job, owner, priority)
+        info = self._jobs[key]
+        if info.state == "done":
+            return info.result
+        return info.future
+
+    def status(self, key: str) -> JobInfo | None:
+        with self._lock:
+            return self._jobs.get(key)
+
+    def result(self, key: str) -> Any:
+        """The result of a finished job, None while it is queued or running (or unknown); raises JobFailed."""
+        info = self.status(key)
+        if info is None or info.state in ACTIVE:
+            return None
+        if info.state == "error":
+            raise JobFailed(info.error or "The job failed.")
+        if info.state == "cancelled":
+            return None
+        return info.result
+
+    def wait(self, key: str, timeout: float | None = None) -> Any:
+        """Block until the job ends (CLI, tests, benchmarks); its result, or JobFailed / TimeoutError."""
+        deadline = None if timeout is None else time.time() + timeout
+        while True:
+            info = self.status(key)
+            if info is None:
+                raise TPError(f"Unknown job {key}.")
+            if info.state not in ACTIVE:
+                if info.state == "cancelled":
+                    raise JobCancelled(f"{info.label}: cancelled.")
+                return self.result(key)
+            if deadline is not None and time.time() > deadline:
+                raise TimeoutError(f"{info.label} did not finish within {timeout} s.")
+            time.sleep(0.05)
+
+    def run(self, job: Job, owner: str = "", priority: int = 0, timeout: float | None = None,
+            progress: Callable[[float, str], None] | None = None) -> Any:
+        """Submit and wait, forwarding progress (the CLI's way of using the engine)."""
+        key = self.submit(job, owner, priority)
+        if progress is None:
+            return self.wait(key, timeout)
+        deadline = None if timeout is None else time.time() + timeout
+        while True:
+            info = self.status(key)
+            if info.state not in ACTIVE:
+                progress(1.0, info.message)
+                return self.wait(key, 0)
+            progress(info.progress, info.message)
+            if deadline is not None and time.time() > deadline:
+                raise TimeoutError(f"{info.label} did not finish within {timeout} s.")
+            time.sleep(0.2)
+
+    def cancel(self, key: str, owner: str | None = None) -> bool:
+        """Withdraw `owner`'s interest (all interest if None); the job stops once nobody wants it."""
+        with self._lock:
+            info = self._jobs.get(key)
+            if info is None or info.state not in ACTIVE:
+                return False
+            if owner is not None:
+                info.owners.discard(owner)
+                if info.owners:
+                    return False
+            fut = info.future
+            info.message = "cancelling"
+        if fut is not None:
+            fut.cancel()
+        try:
+            self.client.run(_cancel_on_worker, key)
+        except Exception:
+            pass
+        with self._lock:
+            if info.state in ACTIVE:
+                info.state, info.finished, info.message = "cancelled", time.time(), "cancelled"
+        return True
+
+    def jobs(self, owner: str | None = None, active_only: bool = False) -> list[JobInfo]:
+        with self._lock:
+            out = [i for i in self._jobs.values() if owner is None or owner in i.owners]
+        if active_only:
+            out = [i for i in out if i.state in ACTIVE]
+        return sorted(out, key=lambda i: i.submitted)
+
+    def queue_position(self, key: str) -> int:
+        """How many active jobs of higher or equal priority were submitted before this queued job."""
+        with self._lock:
+            me = self._jobs.get(key)
+            if me is None or me.state != "queued":
+                return 0
+            return sum(1 for i in self._jobs.values() if i.state in ACTIVE and i.key != key and
+                       (i.state == "running" or (i.priority > me.priority or
+                                                 (i.priority == me.priority and i.submitted < me.submitted))))
+
+    def computations(self, key: str | None = None) -> int:
+        """How many times jobs (or one job) actually started on a worker, as seen by this client."""
+        with self._lock:
+            return self._starts.get(key, 0) if key else sum(self._starts.values())
+
+    def forget(self, key: str) -> None:
+        """Drop a finished job's record (its result is then recomputed or read from the disk cache)."""
+        with self._lock:
+            info = self._jobs.get(key)
+            if info is not None and info.state not in ACTIVE:
+                self._jobs.pop(key, None)
+
+    def workers(self) -> dict:
+        try:
+            info = self.client.scheduler_info()
+            return {"address": self.address, "embedded": self.embedded, "workers": len(info.get("workers", {})),
+                    "threads": sum(w.get("nthreads", 0) for w in info.get("workers", {}).values())}
+        except Exception as exc:
+            return {"address": self.address, "embedded": self.embedded, "error": str(exc)}
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        finally:
+            if self.cluster is not None:
+                self.cluster.close()
+
+
+_ENGINE: Engine | None = None
+_ENGINE_LOCK = threading.Lock()
+
+
+def get_engine() -> Engine:
+    """The process's engine (created on first use: an embedded LocalCluster, or the cluster TP_SCHEDULER names)."""
+    global _ENGINE
+    with _ENGINE_LOCK:
+        if _ENGINE is None:
+            # inside the app's own process the embedded cluster's workers are threads: Streamlit replaces
+            # `__main__` with the page script, which a spawned worker process would re-run. `tp_core serve`
+            # (`make run`) starts a cluster with worker processes and points the app at it instead.
+            _ENGINE = Engine(processes=os.environ.get("TP_JOBS_PROCESSES", "0") == "1")
+            atexit.register(shutdown_engine)
+        return _ENGINE
+
+
+def set_engine(engine: Engine | None) -> None:
+    """Install an engine (tests: an in-process cluster, or one pointed at a separate scheduler)."""
+    global _ENGINE
+    with _ENGINE_LOCK:
+        _ENGINE = engine
+
+
+def shutdown_engine() -> None:
+    global _ENGINE
+    with _ENGINE_LOCK:
+        eng, _ENGINE = _ENGINE, None
+    if eng is not None:
+        try:
+            eng.close()
+        except Exception:
+            pass
+
+
+def new_owner_id() -> str:
+    return uuid.uuid4().hex[:12]

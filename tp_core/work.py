@@ -1,0 +1,405 @@
+"""What the job engine runs: one function per kind of heavy work, plus the builders that turn a request into a
+`jobs.Job` with a content key. Worker functions take `progress(fraction, message)` first (it raises `JobCancelled`
+when the job was cancelled) and only picklable, small arguments: a `ModelRef` (the worker loads and keeps the
+model), a `DataRef` or an uploaded `TaskData`, frozen configs, and the results of other jobs (scores).
+
+Pipeline order is kept: this module sits on top of every stage (model, data, attribution, masks, evaluation,
+export) and nothing below imports it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+from .attribution import DATA_FREE, AttributionConfig, UnitScores, attribute
+from .data import TaskData, load_split
+from .errors import TPError
+from .evaluation import SweepRecord, compute_metric, metric_interval, predict_logits, predictions
+from .jobs import Job, content_key
+from .masks import PruneConfig, build_masks
+from .paths import atomic_write_text, cache_dir, enforce_cache_cap, touch
+from .pruning import count_params, kept_params
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model a worker can load by itself: `spec` as `load_model` takes it; `fingerprint` keys the caches."""
+
+    spec: str
+    trust_remote_code: bool = False
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class DataRef:
+    """A bundle split a worker loads by itself (a seeded subset of `limit` examples)."""
+
+    task: str
+    split: str = "validation"
+    limit: int | None = None
+    seed: int = 0
+
+
+# ----- worker-side caches ----------------------------------------------------------------------------------------
+_MODELS: OrderedDict = OrderedDict()
+_MODELS_LOCK = threading.Lock()
+_LOCAL: dict[str, object] = {}  # models registered in-process (tests with tiny models, in-process clusters)
+
+
+def register_model(spec: str, model) -> ModelRef:
+    """Make an in-memory model available to in-process workers under `spec` (tests, notebooks)."""
+    _LOCAL[spec] = model
+    return ModelRef(spec, False, model.fingerprint())
+
+
+def model_ref(model, trust_remote_code: bool = False) -> ModelRef:
+    return ModelRef(str(model.source), bool(trust_remote_code), model.fingerprint())
+
+
+def get_model(ref: ModelRef):
+    """The worker's copy of the model (loaded once per worker process, up to 3 kept)."""
+    if ref.spec in _LOCAL:
+        return _LOCAL[ref.spec]
+    key = (ref.spec, ref.trust_remote_code)
+    with _MODELS_LOCK:
+        if key in _MODELS:
+            model = _MODELS[key]
+            if not ref.fingerprint or model.fingerprint() == ref.fingerprint:
+                _MODELS.move_to_end(key)
+                return model
+            _MODELS.pop(key)
+        from .model import load_model
+
+        model = load_model(ref.spec, trust_remote_code=ref.trust_remote_code)
+        if ref.fingerprint and model.fingerprint() != ref.fingerprint:
+            raise TPError(f"The model {ref.spec} changed on disk since the request was made; reload it.")
+        _MODELS[key] = model
+        while len(_MODELS) > 3:
+            _MODELS.popitem(last=False)
+        return model
+
+
+_DATA: OrderedDict = OrderedDict()
+_DATA_LOCK = threading.Lock()
+
+
+def get_data(ref: DataRef | TaskData | None) -> TaskData | None:
+    if ref is None or isinstance(ref, TaskData):
+        return ref
+    with _DATA_LOCK:
+        if ref in _DATA:
+            _DATA.move_to_end(ref)
+            return _DATA[ref]
+    data = load_split(ref.task, ref.split, limit=ref.limit, seed=ref.seed)
+    with _DATA_LOCK:
+        _DATA[ref] = data
+        while len(_DATA) > 64:
+            _DATA.popitem(last=False)
+    return data
+
+
+def data_identity(ref: DataRef | TaskData | None) -> str:
+    if ref is None or isinstance(ref, DataRef):
+        return repr(ref)
+    from .curves import data_key
+
+    return "upload:" + data_key(ref)
+
+
+# ----- results ---------------------------------------------------------------------------------------------------
+@dataclass
+class PointResult:
+    """One evaluated setting with its bootstrap 95% interval over the evaluation examples."""
+
+    record: SweepRecord
+    low: float
+    high: float
+    n: int
+
+    def to_dict(self) -> dict:
+        return {"record": self.record.to_dict(), "low": self.low, "high": self.high, "n": self.n}
+
+    @staticmethod
+    def from_dict(d: dict) -> "PointResult":
+        return PointResult(SweepRecord(**d["record"]), float(d["low"]), float(d["high"]), int(d["n"]))
+
+
+# ----- worker functions ------------------------------------------------------------------------------------------
+def scores(progress: Progress, ref: ModelRef, head: str, cfg: AttributionConfig, data) -> UnitScores:
+    model = get_model(ref)
+    progress(0.0, f"{cfg.method} on {head}: starting")
+    return attribute(model, head, cfg, data=get_data(data), progress=progress)
+
+
+def _point_cache(ref: ModelRef, head: str, scores_id: str, pcfg: PruneConfig | None, data) -> object:
+    h = hashlib.sha256(json.dumps([ref.fingerprint, head, scores_id, repr(pcfg), data_identity(data)]).encode())
+    return cache_dir("points") / f"{h.hexdigest()[:24]}.json"
+
+
+def _evaluate(progress: Progress, model, head: str, data: TaskData, masks, label: str) -> tuple[float, float, float]:
+    gates = masks.gates(model.device) if masks is not None else None
+    progress(0.0, f"{label}: evaluating {len(data)} examples")
+    was = model.training
+    model.eval()
+    try:
+        logits = predict_logits(model, head, data, gates, batch_size=32,
+                                progress=lambda f, m: progress(0.9 * f, f"{label}: {m}"))
+    finally:
+        model.train(was)
+    preds = predictions(logits, data.spec.problem)
+    metric = compute_metric(data.spec.metric, preds, data.labels)
+    progress(0.9, f"{label}: bootstrap interval")
+    lo, hi = metric_interval(data.spec.metric, preds, data.labels)
+    return float(metric), lo, hi
+
+
+def point(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores | None, pcfg: PruneConfig | None,
+          data) -> PointResult:
+    """The metric at one setting (dense when `pcfg` is None) with its interval; cached on disk."""
+    from .curves import scores_key
+
+    model = get_model(ref)
+    data = get_data(data)
+    sid = "dense" if pcfg is None else scores_key(unit_scores)
+    path = _point_cache(ref, head, sid, pcfg, data)
+    if path.is_file():
+        try:
+            out = PointResult.from_dict(json.loads(path.read_text()))
+            touch(path)
+            progress(1.0, "cached")
+            return out
+        except (OSError, ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)
+    total = count_params(model, head)
+    if pcfg is None:
+        metric, lo, hi = _evaluate(progress, model, head, data, None, "dense")
+        rec = SweepRecord("dense", 0.0, 0.0, total, total, data.spec.metric, metric)
+    else:
+        pcfg.validate()
+        masks = build_masks(unit_scores, pcfg, model.unit_shape())
+        metric, lo, hi = _evaluate(progress, model, head, data, masks,
+                                   f"{unit_scores.method} at FFN {pcfg.ffn_sparsity:.0%}")
+        rec = SweepRecord(unit_scores.method, float(pcfg.ffn_sparsity), float(pcfg.head_sparsity),
+                          kept_params(model, masks, head), total, data.spec.metric, metric)
+    out = PointResult(rec, lo, hi, len(data))
+    atomic_write_text(path, json.dumps(out.to_dict()))
+    enforce_cache_cap(keep=path)
+    return out
+
+
+def search(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores, data, fraction: float,
+           grid: tuple, head_sparsity: float, allocation: str):
+    """The smallest model keeping `fraction` of the dense metric (curves.find_smallest; None if none does)."""
+    from .curves import find_smallest
+
+    return find_smallest(get_model(ref), head, unit_scores, get_data(data), fraction, grid, head_sparsity,
+                         allocation, progress=progress)
+
+
+def ablation(progress: Progress, ref: ModelRef, head: str, data, unit) -> dict:
+    from .inspector import unit_ablation
+
+    progress(0.1, f"removing {unit.kind} {unit.layer}.{unit.index}")
+    return unit_ablation(get_model(ref), head, get_data(data), unit)
+
+
+def top_activating(progress: Progress, ref: ModelRef, head: str, data, unit, k: int = 5) -> list:
+    from .inspector import top_activating as top
+
+    progress(0.1, "running the model on the examples")
+    return top(get_model(ref), head, get_data(data), unit, k=k)
+
+
+def export(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores, pcfg: PruneConfig, out: str,
+           data, overwrite: bool, command: str) -> dict:
+    """Export, then reload the folder in this worker and re-evaluate it (the verification)."""
+    from .evaluation import evaluate
+    from .export import export_pruned, load_export
+
+    model = get_model(ref)
+    data = get_data(data)
+    progress(0.1, "pruning and writing the folder")
+    res = export_pruned(model, head, unit_scores, pcfg, out, eval_data=data, overwrite=overwrite, command=command)
+    progress(0.7, "reloading the export")
+    reloaded = load_export(res.path)
+    check = evaluate(reloaded, head, data)
+    progress(1.0, "verified")
+    return {**res.to_dict(), "reloaded_metric": check.metric, "n": len(data),
+            "reloaded_params": sum(p.numel() for p in reloaded.encoder.parameters())
+            + sum(p.numel() for p in reloaded.heads.parameters())}
+
+
+def build_demo(progress: Progress, quick: bool) -> str:
+    from .demo import build_demo as build
+
+    return str(build(quick=quick, progress=progress))
+
+
+def dense_report(progress: Progress, ref: ModelRef, tasks: tuple, limit: int) -> list[dict]:
+    rows = []
+    for i, t in enumerate(tasks):
+        r = point(lambda f, m: progress((i + f) / len(tasks), f"{t}: {m}"), ref, t, None, None,
+                  DataRef(t, "validation", limit))
+        rows.append({"task": t, "metric": r.record.metric_name, "dense value": round(r.record.metric, 4),
+                     "95% interval": f"{r.low:.3f} to {r.high:.3f}", "validation examples": r.n})
+    return rows
+
+
+# ----- job builders (client side) ---------------------------------------------------------------------------------
+def _layers(model) -> int:
+    return max(1, getattr(model, "num_layers", 6))
+
+
+def scores_job(model, ref: ModelRef, head: str, cfg: AttributionConfig, data, task_label: str | None = None) -> Job:
+    cfg.validate()
+    if cfg.method in DATA_FREE:  # data-free scores depend on the weights (and the seed) only
+        key = content_key("scores", ref, head, cfg.method, cfg.seed if cfg.method == "random" else 0, cfg.units)
+    else:
+        key = content_key("scores", ref, head, cfg, data_identity(data))
+    steps = cfg.steps if cfg.method == "ig" else 1
+    units = 0.0 if cfg.method in DATA_FREE else float(cfg.samples * steps * _layers(model))
+    return Job("scores", "scores", (ref, head, cfg, data), key,
+               f"{cfg.method} scores · {task_label or head} · N={cfg.samples}" + (f", {cfg.steps} steps"
+                                                                                if cfg.method == "ig" else ""),
+               units=units, rate_key=f"scores:{cfg.method}")
+
+
+def point_job(model, ref: ModelRef, head: str, scores: Job | None, pcfg: PruneConfig | None, data, n: int,
+              known: UnitScores | None = None, task_label: str | None = None) -> Job:
+    """A curve/slider point (`pcfg` None: the dense model), keyed by how its scores are made (`scores`, the
+    scores job); the argument is the scores themselves when `known`, else the scores job (a Dask dependency)."""
+    key = content_key("point", ref, head, None if scores is None else scores.key, pcfg, data_identity(data))
+    method = "" if scores is None else scores.args[2].method
+    what = "dense" if pcfg is None else f"{method} FFN {pcfg.ffn_sparsity:.0%} heads {pcfg.head_sparsity:.0%}"
+    arg = known if known is not None else scores
+    return Job("point", "point", (ref, head, arg, pcfg, data), key, f"point · {task_label or head} · {what} · "
+               f"{n} ex.", units=float(n), rate_key="point")
+
+
+def search_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, data, fraction: float,
+               grid: tuple, head_sparsity: float, allocation: str, n: int) -> Job:
+    key = content_key("search", ref, head, scores.key, data_identity(data), round(fraction, 6), tuple(grid),
+                      round(head_sparsity, 6), allocation)
+    return Job("search", "search", (ref, head, known if known is not None else scores, data, fraction, tuple(grid),
+                                    head_sparsity, allocation), key,
+               f"smallest model keeping {fraction:.1%} · {head}", units=float(n * (len(grid) + 3)), rate_key="point")
+
+
+def ablation_job(ref: ModelRef, head: str, data, unit, n: int) -> Job:
+    return Job("ablation", "ablation", (ref, head, data, unit), content_key("ablation", ref, head, unit,
+                                                                            data_identity(data)),
+               f"ablate {unit.kind} {unit.layer}.{unit.index} · {head}", units=float(2 * n), rate_key="point")
+
+
+def top_job(ref: ModelRef, head: str, data, unit, n: int, k: int = 5) -> Job:
+    return Job("top_activating", "top_activating", (ref, head, data, unit, k),
+               content_key("top", ref, head, unit, data_identity(data), k),
+               f"top examples {unit.kind} {unit.layer}.{unit.index} · {head}", units=float(n), rate_key="point")
+
+
+def export_job(ref: ModelRef, head: str, scores: Job | UnitScores, pcfg: PruneConfig, out: str, data,
+               overwrite: bool, command: str, n: int) -> Job:
+    import time
+
+    # an export writes a folder: each request is its own job (never shared), even with identical settings
+    key = content_key("export", ref, head, pcfg, out, time.time())
+    return Job("export", "export", (ref, head, scores, pcfg, out, data, overwrite, command), key,
+               f"export {out.rsplit('/', 1)[-1]}", units=float(3 * n), rate_key="point")
+
+
+def build_demo_job(quick: bool) -> Job:
+    return Job("build_demo", "build_demo", (quick,), content_key("build_demo", quick),
+               f"build the {'quick ' if quick else ''}demo model", units=1.0, rate_key=f"build_demo:{quick}")
+
+
+def dense_report_job(ref: ModelRef, tasks: tuple, limit: int) -> Job:
+    return Job("dense_report", "dense_report", (ref, tuple(tasks), limit),
+               content_key("dense_report", ref, tuple(tasks), limit), f"dense metrics · {len(tasks)} tasks",
+               units=float(limit * len(tasks)), rate_key="point")
+
+
+
+
+# ----- the progressive curve plan (shared by the Prune page and the warm start) -------------------------------------
+PRIORITY = {"slider": 100, "dense": 100, "search": 95, "inspect": 80, "user": 70, "scores": 60, "coarse": 50,
+            "fine": 20, "warm": -1000}
+COARSE_GRID: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One job of a curve plan: which line (`method`, None for dense), which sparsity, which pass (`stage` 0 =
+    coarse subset, 1 = all examples) and at which priority."""
+
+    priority: int
+    method: str | None
+    sparsity: float
+    stage: int
+    job: Job
+
+
+def curve_plan(model, ref: ModelRef, head: str, cfg: AttributionConfig, methods: list[str], head_sparsity: float,
+               allocation: str, stages: list[tuple[object, int]], grid, known: dict | None = None,
+               slider: float | None = None, scoring_data=None, task_label: str | None = None,
+               offset: int = 0) -> tuple[list[Planned], dict[str, Job], list[Job]]:
+    """Every job a progressive metric-vs-size view needs, most urgent first: the dense reference and the slider's
+    own point (coarse subset, then all examples), every method on a coarse grid on the subset, then the full grid on
+    all examples. `stages` = [(data, n)] from the small subset to all examples. Returns (plan, scores jobs by
+    method, slider jobs by stage)."""
+    from dataclasses import replace
+
+    known = known or {}
+    sjobs = {}
+    for m in methods:
+        mcfg = replace(cfg, method=m)
+        if head_sparsity > 0 and mcfg.units == "ffn":
+            mcfg = replace(mcfg, units="both")
+        sjobs[m] = scores_job(model, ref, head, mcfg, scoring_data, task_label=task_label)
+
+    def pj(m, sparsity, data, n):
+        if m is None or (sparsity == 0 and head_sparsity == 0):
+            return point_job(model, ref, head, None, None, data, n, task_label=task_label)
+        return point_job(model, ref, head, sjobs[m], PruneConfig(sparsity, head_sparsity, allocation), data, n,
+                         known=known.get(m), task_label=task_label)
+
+    plan, slider_jobs = [], []
+    last = len(stages) - 1
+    for si, (data, n) in enumerate(stages):
+        plan.append(Planned(PRIORITY["dense"] - 10 * si + offset, None, 0.0, si, pj(None, 0.0, data, n)))
+        if slider is not None and methods:
+            slider_jobs.append(pj(methods[0], slider, data, n))
+            plan.append(Planned(PRIORITY["slider"] - 1 - 10 * si + offset, methods[0], slider, si, slider_jobs[-1]))
+    for mi, m in enumerate(methods):
+        if not any(p.job.key == sjobs[m].key for p in plan) and known.get(m) is None:
+            plan.append(Planned(PRIORITY["scores"] - mi + offset, m, -1.0, -1, sjobs[m]))
+        for g in COARSE_GRID:
+            plan.append(Planned(PRIORITY["coarse"] - mi + offset, m, g, 0, pj(m, g, *stages[0])))
+        if last > 0:
+            for g in grid:
+                if g > 0 or head_sparsity > 0:
+                    plan.append(Planned(PRIORITY["fine"] - mi + offset, m, g, last, pj(m, g, *stages[last])))
+    return plan, sjobs, slider_jobs
+
+
+def plan_results(engine, plan: list[Planned]) -> tuple[dict, list[str]]:
+    """{(method, sparsity): (stage, PointResult)} with the best pass landed so far, and the failures' messages."""
+    results, failed = {}, []
+    for p in plan:
+        if p.stage < 0:
+            continue
+        info = engine.status(p.job.key)
+        if info is None:
+            continue
+        if info.state == "error":
+            failed.append(info.error or "failed")
+        elif info.state == "done" and info.result is not None:
+            key = (p.method, round(p.sparsity, 4))
+            if key not in results or p.stage >= results[key][0]:
+                results[key] = (p.stage, info.result)
+    return results, failed
