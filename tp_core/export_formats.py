@@ -534,7 +534,8 @@ def export_formats(
 ) -> ExportReport:
     """Prune `model` for `task` (structure from `scores` + `prune_cfg`; with vocab="task", the vocabulary too) and
     write `formats` under `out_dir`, with the model card and a JSON report. Every metric is measured on `eval_data`
-    (skipped when None); `offdomain` tasks (default: `related_tasks(task)` when vocab="task") are evaluated with the
+    (skipped when None); `offdomain` tasks (default: `related_tasks(task)` when vocab="task" and `eval_data` is
+    given; at most `offdomain_limit` validation examples each) are evaluated with the
     full and the pruned vocabulary; `latency=True` times dense torch, pruned torch and each ONNX file.
     `recovery` (a `recovery.Recovery` fitted for these masks, or a level / RecoveryConfig fitted here) is folded
     into the pruned weights, as in `export.export_pruned`."""
@@ -617,7 +618,7 @@ def export_formats(
         if eval_data is not None:
             vocab_report.metric_full_vocab = metric_with_interval(metric_name, problem, full_vocab_logits,
                                                                   eval_data.labels)[0]
-        others = related_tasks(task) if offdomain is None else list(offdomain)
+        others = (related_tasks(task) if eval_data is not None else []) if offdomain is None else list(offdomain)
         for j, other in enumerate(others):
             progress(0.25 + 0.15 * j / max(len(others), 1), f"off-domain: {other}")
             od = load_split(other, "validation", limit=offdomain_limit)

@@ -222,6 +222,11 @@ def prune_vocab(model, plan: VocabPlan) -> dict[int, int]:
     model.tokenizer = tok
     model._fingerprint = None
     model.pruning = dict(model.pruning or {})
+    if "ffn_keep" not in model.pruning:  # a dense structure: record the identity plan, as a pruned model would
+        shape = model.unit_shape()
+        model.pruning.update({"ffn_keep": [list(range(n)) for n in shape.ffn],
+                              "heads_keep": [list(range(n)) for n in shape.heads],
+                              "original_ffn": list(shape.ffn), "original_heads": list(shape.heads)})
     model.pruning["vocab"] = {"kept_tokens": plan.size, "original_tokens": plan.original_size,
                               "min_count": plan.min_count, "char_fallback_tokens": plan.n_char_fallback}
     return old2new

@@ -1,0 +1,330 @@
+"""Export formats (issue 13): ONNX without torch, a plain Hugging Face folder, vocabulary pruning, model card, CLI.
+
+Tiny random models (tests/tiny.py) with seeded random scores, so each export takes seconds; one integration test on
+the quick demo build.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tiny import tiny_multitask
+from tp_core.attribution import UnitScores
+from tp_core.data import load_split
+from tp_core.errors import TPError
+from tp_core.evaluation import predict_logits
+from tp_core.export_formats import export_formats, parse_formats
+from tp_core.gates import gated
+from tp_core.masks import PruneConfig, build_masks
+from tp_core.model import load_model
+from tp_core.vocab import check_min_count, prune_vocab, task_vocab
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def random_scores(model, task="sst2", seed=0) -> UnitScores:
+    rng = np.random.default_rng(seed)
+    shape = model.unit_shape()
+    return UnitScores(model.source, task, "random", {"seed": seed}, [rng.random(n) for n in shape.ffn],
+                      [rng.random(n) for n in shape.heads])
+
+
+def in_vocab(model_tok, kept: set[int], texts, n):
+    ids = model_tok(list(texts), truncation=True, max_length=128)["input_ids"]
+    return [t for t, i in zip(texts, ids) if all(x in kept for x in i)][:n]
+
+
+@pytest.fixture(scope="module")
+def bert_export(tmp_path_factory):
+    """One export of a tiny BERT with every format, a non-uniform plan and the task vocabulary."""
+    out = tmp_path_factory.mktemp("exports") / "sst2-all"
+    model = tiny_multitask("bert")
+    scores = random_scores(model)
+    cfg = PruneConfig(0.5, 0.25)  # global allocation: FFN widths differ per layer
+    data = load_split("sst2", "validation", limit=48)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TP_HOME", str(out.parent / "home"))
+        report = export_formats(model, "sst2", scores, cfg, out, "taskprune,onnx,onnx-int8,hf", vocab="task",
+                                min_count=2, eval_data=data, offdomain=["cr"], offdomain_limit=24,
+                                command="pytest export")
+    masks = build_masks(scores, cfg, model.unit_shape())
+    return model, masks, report, out
+
+
+def test_onnx_runs_with_onnxruntime_tokenizers_numpy_only_and_matches_masked_torch(bert_export):
+    model, masks, report, out = bert_export
+    kept = set(task_vocab(model.tokenizer, load_split("sst2", "train").texts, min_count=2).kept_ids)
+    texts = in_vocab(model.tokenizer, kept, load_split("sst2", "validation", limit=200).texts, 12)
+    assert len(texts) >= 8
+    script = r"""
+import json, sys
+import numpy as np, onnxruntime as ort
+from tokenizers import Tokenizer
+folder, texts = sys.argv[1], json.loads(sys.argv[2])
+tok = Tokenizer.from_file(folder + "/tokenizer.json")
+sess = ort.InferenceSession(folder + "/model.onnx", providers=["CPUExecutionProvider"])
+encs = tok.encode_batch(texts)  # one padded batch of different lengths: the attention mask matters
+feed = {"input_ids": np.array([e.ids for e in encs], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64),
+        "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64)}
+out = sess.run(["logits"], {i.name: feed[i.name] for i in sess.get_inputs()})[0]
+single = sess.run(["logits"], {i.name: feed[i.name][:1, :int(feed["attention_mask"][0].sum())]
+                               for i in sess.get_inputs()})[0]
+banned = [m for m in ("torch", "transformers", "tp_core") if m in sys.modules]
+print(json.dumps({"logits": out.tolist(), "single": single.tolist(), "banned": banned,
+                  "inputs": [i.name for i in sess.get_inputs()], "pad": int(feed["attention_mask"].min())}))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-c", script, str(out / "onnx"), json.dumps(texts)], capture_output=True,
+                         text=True, cwd="/", env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout.strip().splitlines()[-1])
+    assert doc["banned"] == []
+    assert doc["inputs"] == ["input_ids", "attention_mask", "token_type_ids"] and doc["pad"] == 0
+    data = load_split("sst2", "validation", limit=1).subset([0])
+    data.texts, data.labels, data.rows = texts, [0] * len(texts), list(range(len(texts)))
+    masked = predict_logits(model, "sst2", data, masks.gates())
+    np.testing.assert_allclose(np.array(doc["logits"]), masked, atol=1e-4)
+    np.testing.assert_allclose(np.array(doc["single"])[0], masked[0], atol=1e-4)
+    onnx = report.format("onnx")
+    assert onnx.check_max_abs_diff < 1e-4 and onnx.check_examples > 0 and onnx.metric is not None
+    int8 = report.format("onnx-int8")  # measured, not assumed: a metric and a (larger) difference of its own
+    assert int8.metric is not None and int8.bytes_on_disk < onnx.bytes_on_disk
+
+
+def test_hf_folder_loads_with_plain_transformers_and_matches(bert_export):
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    model, masks, report, out = bert_export
+    hf = out / "hf"
+    assert {"config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "README.md"} <= {p.name for p in hf.iterdir()}
+    cfg = AutoConfig.from_pretrained(hf)
+    assert cfg.intermediate_size == max(int(m.sum()) for m in masks.ffn) < 48  # padded to the widest layer
+    assert cfg.num_attention_heads == 4 and cfg.vocab_size == report.vocab["kept_tokens"]
+    enc = AutoModel.from_pretrained(hf).eval()  # no trust_remote_code
+    tok = AutoTokenizer.from_pretrained(hf)
+    kept = set(task_vocab(model.tokenizer, load_split("sst2", "train").texts, min_count=2).kept_ids)
+    texts = in_vocab(model.tokenizer, kept, load_split("sst2", "validation", limit=200).texts, 8)
+    new = tok(texts, padding=True, return_tensors="pt")
+    old = model.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        got = enc(**new).last_hidden_state
+        with gated(masks.gates()):
+            want = model.base(**old).last_hidden_state
+    m = new["attention_mask"].bool()
+    torch.testing.assert_close(got[m], want[m], atol=1e-4, rtol=0)
+    hf_rep = report.format("hf")
+    assert hf_rep.params > report.params_pruned["total"]  # the padding is counted, and said
+    assert hf_rep.params_by_part["padding"] == hf_rep.params - report.params_pruned["total"]
+    assert any("pad" in n for n in hf_rep.notes) and hf_rep.check_max_abs_diff < 1e-4
+
+
+def test_hf_classifier_export_works_in_pipeline_and_uniform_plan_needs_no_padding(tmp_path):
+    from transformers import AutoConfig, pipeline
+
+    model = tiny_multitask("bert", kind="hf_classifier")
+    scores = random_scores(model)
+    cfg = PruneConfig(0.5, 0.0, "per-layer")  # same width in every layer, all heads: nothing to pad
+    rep = export_formats(model, "sst2", scores, cfg, tmp_path / "e", ["hf"], command="pytest")
+    hf_rep = rep.format("hf")
+    assert hf_rep.params_by_part["padding"] == 0 and hf_rep.params == rep.params_pruned["total"]
+    assert AutoConfig.from_pretrained(tmp_path / "e" / "hf").intermediate_size == 24
+    clf = pipeline("text-classification", model=str(tmp_path / "e" / "hf"), top_k=None)
+    texts = ["a gripping, beautifully made film", "dull"]
+    got = [{d["label"]: d["score"] for d in row} for row in clf(texts)]
+    data = load_split("sst2", "validation", limit=1).subset([0])
+    data.texts, data.labels, data.rows = texts, [0, 0], [0, 1]
+    masks = build_masks(scores, cfg, model.unit_shape())
+    probs = torch.softmax(torch.tensor(predict_logits(model, "sst2", data, masks.gates())), -1).numpy()
+    np.testing.assert_allclose([[g["negative"], g["positive"]] for g in got], probs, atol=1e-5)
+
+
+def test_vocab_pruning_keeps_logits_identical_on_in_vocabulary_text(tmp_path):
+    from transformers import BertTokenizer
+
+    model = tiny_multitask("bert")
+    train = load_split("sst2", "train", limit=2000)
+    plan = task_vocab(model.tokenizer, train.texts, min_count=2)
+    assert 5 < plan.size < 30522 and plan.n_special == 5
+    small = tiny_multitask("bert")
+    prune_vocab(small, plan)
+    assert small.encoder.get_input_embeddings().weight.shape[0] == plan.size == small.config.vocab_size
+    kept = set(plan.kept_ids)
+    val = load_split("sst2", "validation")
+    texts = in_vocab(model.tokenizer, kept, val.texts, 40)
+    data = val.subset(range(len(texts)))
+    data.texts = texts
+    np.testing.assert_array_equal(predict_logits(small, "sst2", data), predict_logits(model, "sst2", data))
+    # unseen words fall back the tokenizer's own way: greedy longest pieces of the kept vocabulary, else [UNK]
+    new_vocab = small.tokenizer.get_vocab()
+    removed = [t for t, i in model.tokenizer.get_vocab().items() if i not in kept and t.isalpha() and len(t) >= 5]
+    assert len(removed) > 50
+    for word in removed[:200]:
+        assert small.tokenizer.tokenize(word) == wordpiece(word, new_vocab), word
+    enc = small.tokenizer(val.texts[:200])["input_ids"]
+    assert max(max(e) for e in enc) < plan.size
+    # both tokenizer files were rewritten: the slow vocab.txt alone gives the same ids as tokenizer.json
+    small.tokenizer.save_pretrained(tmp_path / "tok")
+    from tp_core.export_formats import _write_vocab_txt
+
+    _write_vocab_txt(small.tokenizer, tmp_path / "tok")
+    slow = BertTokenizer(vocab=str(tmp_path / "tok" / "vocab.txt"))
+    assert len(slow) == plan.size
+    assert slow(val.texts[:50])["input_ids"] == enc[:50]
+    reload = load_model_roundtrip(small, tmp_path / "tp")
+    np.testing.assert_array_equal(predict_logits(reload, "sst2", data), predict_logits(small, "sst2", data))
+
+
+def wordpiece(word, vocab, unk="[UNK]", prefix="##"):
+    """Reference greedy longest-match-first WordPiece (BERT's algorithm) over `vocab`."""
+    pieces, start = [], 0
+    while start < len(word):
+        end, cur = len(word), None
+        while start < end:
+            sub = (prefix if start else "") + word[start:end]
+            if sub in vocab:
+                cur = sub
+                break
+            end -= 1
+        if cur is None:
+            return [unk]
+        pieces.append(cur)
+        start = end
+    return pieces
+
+
+def load_model_roundtrip(model, path):
+    model.save(path)
+    return load_model(path)
+
+
+def test_model_card_report_and_taskprune_folder(bert_export):
+    model, masks, report, out = bert_export
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\n") and "\n---\n" in card[4:]
+    meta = card.split("---\n")[1]
+    assert "pipeline_tag: text-classification" in meta and "model-index" in meta
+    for needle in ("sst2", "random", "embeddings", "onnx/model.onnx", "model.int8.onnx", "Off-domain", "| cr |",
+                   "AutoModel.from_pretrained", "onnxruntime", "tp_core.load_model", "pytest export",
+                   f"{report.params_pruned['total']:,}", f"{report.vocab['kept_tokens']:,}"):
+        assert needle in card, needle
+    doc = json.loads((out / "export_report.json").read_text())
+    assert [f["format"] for f in doc["formats"]] == ["taskprune", "onnx", "onnx-int8", "hf"]
+    assert doc["params_pruned"]["embeddings"] < doc["params_dense"]["embeddings"] / 2
+    assert all(f["bytes_on_disk"] > 0 for f in doc["formats"]) and (out / "mask.json").is_file()
+    assert set(doc["vocab"]["offdomain"]["cr"]) >= {"unk_share", "metric_full_vocab", "metric_task_vocab"}
+    back = load_model(out / "taskprune")
+    assert back.config.vocab_size == report.vocab["kept_tokens"] and back.pruning["vocab"]["min_count"] == 2
+    assert report.format("taskprune").check_max_abs_diff < 1e-4
+
+
+def test_taskprune_only_keeps_the_folder_layout_and_failed_export_leaves_nothing(tmp_path, monkeypatch):
+    model = tiny_multitask("distilbert")
+    scores = random_scores(model)
+    rep = export_formats(model, "sst2", scores, PruneConfig(0.5, 0.5), tmp_path / "x" / "tp", ["taskprune"],
+                         vocab="task", command="pytest")
+    assert (tmp_path / "x" / "tp" / "taskprune.json").is_file() and (tmp_path / "x" / "tp.mask.json").is_file()
+    assert load_model(tmp_path / "x" / "tp").config.vocab_size == rep.vocab["kept_tokens"]
+    import tp_core.export_formats as ef
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ef, "export_hf", boom)
+    with pytest.raises(KeyboardInterrupt):
+        export_formats(model, "sst2", scores, PruneConfig(0.5), tmp_path / "y" / "e", ["onnx", "hf"])
+    assert list((tmp_path / "y").iterdir()) == []
+
+
+def test_roberta_onnx_and_unsupported_vocab_pruning_is_a_clear_error(tmp_path):
+    from tokenizers import Tokenizer
+    from tokenizers.models import BPE
+    from transformers import PreTrainedTokenizerFast
+
+    model = tiny_multitask("roberta")
+    scores = random_scores(model)
+    rep = export_formats(model, "sst2", scores, PruneConfig(0.3, 0.25), tmp_path / "r", ["onnx"], command="pytest")
+    assert rep.format("onnx").check_max_abs_diff < 1e-4
+    assert rep.formats[0].path.endswith("model.onnx")
+    bpe = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(BPE({"a": 0, "b": 1, "ab": 2}, [("a", "b")])))
+    with pytest.raises(TPError, match="WordPiece tokenizers .* BPE"):
+        task_vocab(bpe, ["ab ba"])
+
+
+@pytest.mark.parametrize("value", ["onnx,tflite", "", " , ", "ONNX;hf"])
+def test_parse_formats_rejects_bad_values(value):
+    with pytest.raises(TPError, match="format"):
+        parse_formats(value)
+
+
+def test_parse_formats_and_min_count_accept_good_values():
+    assert parse_formats("hf, ONNX,hf") == ["hf", "onnx"]
+    assert check_min_count("3") == 3 and check_min_count(1) == 1
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--format", "onnx,tflite"], "Unknown export format 'tflite'"),
+        (["--format", ""], "No export format"),
+        (["--vocab", "task", "--vocab-min-count", "0"], "min count must be a whole number >= 1"),
+        (["--vocab", "task", "--vocab-min-count", "two"], "min count must be a whole number >= 1"),
+        (["--vocab", "task", "--vocab-min-count", "1.5"], "min count must be a whole number >= 1"),
+        (["--vocab", "tiny"], "Vocabulary mode must be one of full, task"),
+    ],
+)
+def test_cli_bad_format_and_min_count_are_one_line_exit_2(extra, needle, tmp_path, capsys):
+    from tp_core.cli import main
+
+    code = main(["export", "--model", str(tmp_path / "never-loaded"), "--task", "sst2", "--out", str(tmp_path / "o"),
+                 "--quiet", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_export_onnx_hf_writes_the_contract_layout(tmp_path):
+    model = tiny_multitask("bert")
+    model.save(tmp_path / "tiny")
+    env = dict(os.environ, TP_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="1")
+    out = tmp_path / "exp"
+    res = subprocess.run([sys.executable, "-m", "tp_core", "export", "--model", str(tmp_path / "tiny"), "--task",
+                          "sst2", "--method", "magnitude", "--ffn-sparsity", "0.5", "--format", "onnx,hf", "--vocab",
+                          "task", "--vocab-min-count", "3", "--limit", "16", "--out", str(out), "--quiet", "--json"],
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert (out / "onnx" / "model.onnx").is_file() and (out / "onnx" / "tokenizer.json").is_file()
+    assert (out / "hf" / "config.json").is_file() and (out / "README.md").is_file()
+    assert not (out / "taskprune").exists() and doc["vocab"]["min_count"] == 3
+    assert [f["format"] for f in doc["formats"]] == ["onnx", "hf"]
+
+
+@pytest.mark.integration
+def test_quick_demo_onnx_with_task_vocab_matches_masked_model(tmp_path):
+    """The real MiniLM (quick demo build), sst2: ONNX with the sst2 vocabulary gives the masked model's logits on
+    in-vocabulary validation text, and the vocabulary is a fraction of WordPiece's."""
+    from tp_core.demo import build_demo
+    from tp_core.export_formats import onnx_logits, ort_session
+
+    build_demo(quick=True)
+    model = load_model("demo-quick")
+    scores = random_scores(model)
+    cfg = PruneConfig(0.5, 0.25)
+    rep = export_formats(model, "sst2", scores, cfg, tmp_path / "demo", ["onnx"], vocab="task", offdomain=[],
+                         command="pytest")
+    assert 5000 < rep.vocab["kept_tokens"] < 15000
+    kept = set(task_vocab(model.tokenizer, load_split("sst2", "train").texts).kept_ids)
+    val = load_split("sst2", "validation", limit=300)
+    texts = in_vocab(model.tokenizer, kept, val.texts, 32)
+    data = val.subset(range(len(texts)))
+    data.texts = texts
+    got = onnx_logits(ort_session(tmp_path / "demo" / "onnx" / "model.onnx"), tmp_path / "demo" / "onnx" /
+                      "tokenizer.json", texts)
+    masks = build_masks(scores, cfg, model.unit_shape())
+    np.testing.assert_allclose(got, predict_logits(model, "sst2", data, masks.gates()), atol=1e-4)
