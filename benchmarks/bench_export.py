@@ -1,0 +1,193 @@
+"""Issue 13 benchmark: how small and how fast does the exported model get, side by side in one run.
+
+On the full demo (MiniLM), sst2, with ig scores and the sst2 train vocabulary:
+
+* export_params_ratio / export_keep: the smallest plan on an FFN x head sparsity grid whose metric (vocabulary
+  pruned, masked evaluation on the whole validation split) keeps >= 97% of dense; then that plan is really exported
+  (ONNX fp32, ONNX int8, hf/) and every format's metric is measured again on the exported files.
+* onnx_speedup_vs_torch_dense / onnx_int8_speedup_vs_torch_dense: median latency of the dense torch model over that
+  of the pruned ONNX file, batch 1 and batch 32 of 64-token inputs, torch and onnxruntime on the same threads.
+* onnx_int8_keep: int8 metric / dense metric.
+* vocab_kept_tokens, vocab_offdomain_keep: mr and cr (validation) with sst2's vocabulary, over the same pruned
+  model with the full vocabulary (and over dense).
+
+Timing ratios are labelled `contended` when the load average exceeded the cores we use while they were measured
+(other jobs slow torch more than onnxruntime and inflate the ratio). Writes benchmarks/out/bench_export.json.
+
+    nice .venv/bin/python benchmarks/bench_export.py            # full demo
+    nice .venv/bin/python benchmarks/bench_export.py --quick    # demo-quick, small grid (minutes)
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+GOALS = {"export_params_ratio": ("<=", 0.35), "onnx_speedup_vs_torch_dense_b1": (">=", 4.0),
+         "onnx_int8_speedup_vs_torch_dense_b1": (">=", 6.0), "onnx_int8_keep": (">=", 0.97)}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--task", default="sst2")
+    ap.add_argument("--method", default="ig")
+    ap.add_argument("--samples", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--ffn-grid", default="0.5,0.6,0.7,0.8,0.9")
+    ap.add_argument("--head-grid", default="0,0.25,0.5")
+    ap.add_argument("--allocation", default="global")
+    ap.add_argument("--keep", type=float, default=0.97)
+    ap.add_argument("--limit", type=int, default=None, help="validation examples (default: all)")
+    ap.add_argument("--offdomain", default="mr,cr")
+    ap.add_argument("--offdomain-limit", type=int, default=None, help="validation examples per off-domain task")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "bench_export.json"))
+    args = ap.parse_args(argv)
+
+    import numpy as np
+    import torch
+
+    from tp_core.attribution import AttributionConfig, attribute
+    from tp_core.data import load_split
+    from tp_core.evaluation import evaluate, evaluate_masked
+    from tp_core.export_formats import export_formats, latency_table, params_by_part
+    from tp_core.masks import PruneConfig, build_masks
+    from tp_core.model import load_model
+    from tp_core.pruning import kept_params
+    from tp_core.vocab import prune_vocab, task_vocab
+
+    torch.set_num_threads(args.threads)
+    model_name = args.model or ("demo-quick" if args.quick else "demo")
+    if args.quick:
+        args.ffn_grid, args.head_grid = "0.5,0.7,0.9", "0,0.5"
+        args.limit = args.limit or 200
+        args.offdomain_limit = args.offdomain_limit or 200
+        args.reps = min(args.reps, 5)
+        args.samples, args.steps = min(args.samples, 8), min(args.steps, 4)
+    t0 = time.time()
+    model = load_model(model_name, device="cpu")
+    task = args.task
+    val = load_split(task, "validation", limit=args.limit)
+    log(f"{model_name}: dense evaluation on {len(val)} {task} validation examples")
+    dense = evaluate(model, task, val)
+    acfg = AttributionConfig(method=args.method, samples=args.samples, steps=args.steps)
+    log(f"attribution {acfg.method} (samples {acfg.samples}, steps {acfg.steps}; cached if computed before)")
+    scores = attribute(model, task, acfg)
+
+    train = load_split(task, "train")
+    plan = task_vocab(model.tokenizer, train.texts, train.pairs)
+    vocab_model = copy.deepcopy(model)
+    prune_vocab(vocab_model, plan)
+    saved = (plan.original_size - plan.size) * model.encoder.get_input_embeddings().embedding_dim
+    dense_params = params_by_part(model, task)["total"]
+
+    grid = []
+    ffn = [float(x) for x in args.ffn_grid.split(",")]
+    heads = [float(x) for x in args.head_grid.split(",")]
+    for f in ffn:
+        for h in heads:
+            cfg = PruneConfig(f, h, args.allocation)
+            masks = build_masks(scores, cfg, model.unit_shape())
+            res = evaluate_masked(vocab_model, task, val, masks)
+            params = kept_params(model, masks, task) - saved
+            row = {"ffn_sparsity": f, "head_sparsity": h, "params": params, "params_ratio": params / dense_params,
+                   "metric": res.metric, "keep": res.metric / dense.metric}
+            grid.append(row)
+            log(f"grid ffn {f:.2f} heads {h:.2f}: params {params / dense_params:.3f}, keep {row['keep']:.4f}")
+    ok = [r for r in grid if r["keep"] >= args.keep]
+    chosen = min(ok, key=lambda r: r["params"]) if ok else max(grid, key=lambda r: r["keep"])
+    log(f"chosen: ffn {chosen['ffn_sparsity']} heads {chosen['head_sparsity']} "
+        f"({'keeps' if ok else 'NO grid point keeps'} >= {args.keep:.0%})")
+
+    with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
+        cfg = PruneConfig(chosen["ffn_sparsity"], chosen["head_sparsity"], args.allocation)
+        rep = export_formats(model, task, scores, cfg, Path(tmp) / "exp", ["onnx", "onnx-int8", "hf"], vocab="task",
+                             eval_data=val, offdomain=[t for t in args.offdomain.split(",") if t],
+                             offdomain_limit=args.offdomain_limit,
+                             command="benchmarks/bench_export.py", progress=lambda f, m: log(f"export: {m}"))
+        log("latency: dense torch vs pruned ONNX fp32 / int8")
+        onnx_files = {"onnx": Path(tmp) / "exp" / "onnx" / "model.onnx",
+                      "onnx-int8": Path(tmp) / "exp" / "onnx" / "model.int8.onnx"}
+        lat = latency_table(model, task, onnx_files, pruned=None, batch_sizes=(1, 32), seq_len=64, repeats=args.reps,
+                            threads=args.threads)
+        card = (Path(tmp) / "exp" / "README.md").read_text()
+
+    def speed(label, b):
+        return lat["torch_dense"][b]["median_ms"] / lat[label][b]["median_ms"]
+
+    contended = max(lat["load_avg_before"], lat["load_avg_after"]) > args.threads
+    fmt = {f.format: f for f in rep.formats}
+    out = {
+        "what": "issue 13 export benchmark (benchmarks/bench_export.py)",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": model_name, "task": task, "method": acfg.method, "samples": acfg.samples, "steps": acfg.steps,
+        "allocation": args.allocation, "eval_examples": len(val), "threads": args.threads,
+        "metric_name": dense.metric_name, "metric_dense": dense.metric,
+        "chosen": {"ffn_sparsity": chosen["ffn_sparsity"], "head_sparsity": chosen["head_sparsity"],
+                   "found_keep_target": bool(ok), "keep_target": args.keep},
+        "export_params_ratio": rep.params_pruned["total"] / rep.params_dense["total"],
+        "export_keep": rep.metric_pruned / rep.metric_dense,
+        "onnx_keep": fmt["onnx"].metric / rep.metric_dense,
+        "onnx_max_abs_diff_vs_masked": fmt["onnx"].check_max_abs_diff,
+        "onnx_speedup_vs_torch_dense": {"batch_1": speed("onnx", "1"), "batch_32": speed("onnx", "32")},
+        "onnx_int8_speedup_vs_torch_dense": {"batch_1": speed("onnx-int8", "1"),
+                                             "batch_32": speed("onnx-int8", "32")},
+        "onnx_int8_keep": fmt["onnx-int8"].metric / rep.metric_dense,
+        "vocab_kept_tokens": rep.vocab["kept_tokens"],
+        "vocab_original_tokens": rep.vocab["original_tokens"],
+        "vocab_validation_unk_share": rep.vocab["validation"].get("unk_share"),
+        "vocab_offdomain_keep": {t: {"vs_full_vocab": x["metric_task_vocab"] / x["metric_full_vocab"],
+                                     "vs_dense": x["metric_task_vocab"] / x["metric_dense"],
+                                     "unk_share": x["unk_share"], "n": x["n"], "metric_dense": x["metric_dense"],
+                                     "metric_full_vocab": x["metric_full_vocab"],
+                                     "metric_task_vocab": x["metric_task_vocab"]}
+                                 for t, x in rep.vocab["offdomain"].items()},
+        "timing_contended": contended,
+        "timing_note": ("load average above the threads used while timing: other jobs shared the CPU, which slows "
+                        "torch more than onnxruntime; do not quote these ratios" if contended else
+                        "load average at or below the threads used while timing"),
+        "latency": lat,
+        "bytes": {"dense_fp32": rep.bytes_dense, **{f.format: f.bytes_on_disk for f in rep.formats}},
+        "params": {"dense": rep.params_dense, "pruned": rep.params_pruned, "hf": fmt["hf"].params_by_part},
+        "metrics": {f.format: f.metric for f in rep.formats},
+        "grid": grid,
+        "report": rep.to_dict(),
+        "seconds": round(time.time() - t0, 1),
+    }
+    out["goals"] = {}
+    for key, (op, target) in GOALS.items():
+        value = out["onnx_speedup_vs_torch_dense"]["batch_1"] if key == "onnx_speedup_vs_torch_dense_b1" else \
+            out["onnx_int8_speedup_vs_torch_dense"]["batch_1"] if key == "onnx_int8_speedup_vs_torch_dense_b1" else \
+            out[key]
+        met = value <= target if op == "<=" else value >= target
+        out["goals"][key] = {"value": value, "goal": f"{op} {target}", "met": bool(met),
+                             **({"contended": contended} if "speedup" in key else {})}
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, default=lambda x: x.item() if isinstance(x, np.generic) else list(x)))
+    (path.with_suffix(".card.md")).write_text(card)
+    log(f"wrote {path} in {out['seconds']:.0f}s")
+    print(json.dumps({k: out[k] for k in ("export_params_ratio", "export_keep", "onnx_speedup_vs_torch_dense",
+                                          "onnx_int8_speedup_vs_torch_dense", "onnx_int8_keep", "vocab_kept_tokens",
+                                          "vocab_offdomain_keep", "timing_contended", "chosen")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
