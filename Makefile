@@ -24,8 +24,7 @@ demo: venv
 
 run: demo
 	@if [ -f app.py ]; then \
-		echo "Starting TaskPrune Studio on http://localhost:$(PORT)"; \
-		$(PY) -m streamlit run app.py --server.headless true --server.port $(PORT) --browser.gatherUsageStats false; \
+		$(PY) -m tp_core serve --port $(PORT); \
 	fi
 
 # Debian's chromium for the real-browser test (never `playwright install`: it downloads a browser).

@@ -1,4 +1,4 @@
-"""Home page of TaskPrune Studio (the entry point and navigation are in app.py)."""
+"""TaskPrune Studio - home page. Run with `make run` (or `streamlit run app.py`)."""
 import streamlit as st
 
 from tp_app.common import ASSETS, friendly, limits_rows, load_model, model_tasks, page

@@ -76,7 +76,9 @@ with controls:
                   help=f"The unpruned model on the same {dense[1].n} examples.")
         ss["last_point"] = {"task": task, "method": method, "n": point.n, **d}
     else:
-        st.info("Evaluating this setting (it runs first; the curves fill in behind it).")
+        waiting = [C.job_info(p.job.key) for p in plan if p.stage == -1 and p.method == method]
+        what = f" (first its `{method}` scores: {C.job_line(waiting[0])})" if waiting and waiting[0] else ""
+        st.info(f"Evaluating this setting{what}. It runs first; the curves fill in behind it.")
 
 keys = [p.job.key for p in plan]
 with chart:
@@ -114,7 +116,8 @@ with chart:
                         marker=dict(size=16, symbol="star", color=C.METHOD_COLORS[method],
                                     line=dict(width=1.5, color="black")))
     fig.update_layout(height=460, xaxis_title="kept parameters (%)", yaxis_title=f"{model.task_info(head).metric} on "
-                      f"{task}", xaxis=dict(autorange="reversed"), margin=dict(l=10, r=10, t=30, b=10),
+                      f"{task}", xaxis=dict(autorange="reversed") if fig.data else dict(range=[101, 0]),
+                      yaxis=dict() if fig.data else dict(range=[0, 1]), margin=dict(l=10, r=10, t=30, b=10),
                       legend=dict(orientation="h", y=1.08))
     st.plotly_chart(fig, width="stretch", key="curve_chart")
     st.caption(f"Each point is a real masked evaluation with a 95% bootstrap band. Open markers: first pass on a "

@@ -85,7 +85,9 @@ ASSETS = REPO_ROOT / "assets"
 def page(title: str, icon: str = "✂️", caption: str | None = None) -> None:
     st.set_page_config(page_title=f"{title} · TaskPrune Studio", page_icon=str(ASSETS / "icon.svg"), layout="wide")
     st.html(f"<style>{(ASSETS / 'style.css').read_text()}</style>")
+    st.logo(str(ASSETS / "logo.svg"), icon_image=str(ASSETS / "icon.svg"), size="large")
     init_state()
+    navigation()
     st.title(title)
     if st.session_state.get("_flash"):
         st.success(st.session_state.pop("_flash"))
@@ -93,6 +95,23 @@ def page(title: str, icon: str = "✂️", caption: str | None = None) -> None:
         st.caption(caption)
     sidebar_status()
     save_settings()
+
+
+PAGES = (("app.py", "TaskPrune Studio", ":material/content_cut:"), ("pages/1_Model.py", "Model", ":material/memory:"),
+         ("pages/2_Attribution.py", "Attribution", ":material/target:"),
+         ("pages/3_Heatmaps.py", "Heatmaps", ":material/grid_on:"),
+         ("pages/4_Prune.py", "Prune", ":material/show_chart:"), ("pages/5_Export.py", "Export", ":material/download:"))
+
+
+def navigation() -> None:
+    """The sidebar's page links, titled by the product (Streamlit's own list would call the home page "app";
+    it is switched off in .streamlit/config.toml)."""
+    with st.sidebar:
+        for path, label, icon in PAGES:
+            try:
+                st.page_link(path, label=label, icon=icon)
+            except Exception:  # a page run on its own (AppTest of one page file): no multipage registry
+                return
 
 
 @contextlib.contextmanager
@@ -335,7 +354,21 @@ def save_settings() -> None:
 
 def submit(job, priority: int = 0) -> str:
     """Submit a job for this session (shared with any session asking for the same thing); returns its key."""
-    return engine().submit(job, owner=session_id(), priority=priority)
+    eng = engine()
+    info = eng.status(job.key)
+    key = eng.submit(job, owner=session_id(), priority=priority)
+    if not st.session_state.get("_panel_polling") and (info is None or info.state in ("queued", "running")):
+        st.session_state["_panel_stale"] = True  # the sidebar panel was drawn before this job existed
+    return key
+
+
+def _refresh_stale_panel(state: dict) -> None:
+    """Called by the page's progress fragments: on their first own rerun, redraw the whole page once if a job
+    was submitted after the sidebar's jobs panel was drawn (so the panel starts following it)."""
+    if state.get("first", True):
+        state["first"] = False
+    elif st.session_state.pop("_panel_stale", False):
+        st.rerun(scope="app")
 
 
 def job_info(key: str):
@@ -432,7 +465,7 @@ def fmt_seconds(s: float | None) -> str:
     if s is None:
         return "?"
     s = max(0.0, float(s))
-    return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
+    return "<1 s" if s < 1 else f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
 
 
 def job_line(info) -> str:
@@ -479,8 +512,10 @@ def show_progress_compact(keys: list[str], what: str) -> None:
 
     infos, done0 = counts()
     active = done0 < len(keys)
+    state: dict = {}
 
     def body():
+        _refresh_stale_panel(state)
         now, done = counts()
         if done < len(keys):
             running = [i for i in now if i is not None and i.state == "running"]
@@ -505,8 +540,10 @@ def show_progress(keys: list[str], title: str | None = None) -> None:
 
     infos = [job_info(k) for k in keys]
     active = any(i is not None and i.state in ACTIVE for i in infos)
+    state: dict = {}
 
     def body():
+        _refresh_stale_panel(state)
         now = [job_info(k) for k in keys]
         if title:
             st.markdown(title)
@@ -537,6 +574,11 @@ def sidebar_status() -> None:
         jobs_panel()
 
 
+KIND_LABELS = {"point": "curve points", "scores": "attribution runs", "ablation": "ablations", "export": "exports",
+               "top_activating": "example searches", "search": "searches", "dense_report": "dense evaluations",
+               "build_demo": "demo builds"}
+
+
 def jobs_panel() -> None:
     """The sidebar's jobs panel: this session's running and waiting jobs (progress, elapsed, remaining, cancel)
     and the last finished ones; it refreshes itself while anything runs and reruns the page when a job ends."""
@@ -556,16 +598,26 @@ def jobs_panel() -> None:
         mine = eng.jobs(owner=sid)
         running = [i for i in mine if i.state in ACTIVE]
         ended = [i for i in mine if i.state not in ACTIVE and _t.time() - (i.finished or 0) < 300]
-        st.markdown(f"**Jobs** · {len(running)} active" + (" (queue shared with everyone on this server)"
-                                                           if running else ""))
-        for info in sorted(running, key=lambda i: (i.state != "running", -i.priority, i.submitted))[:8]:
-            c1, c2 = st.columns([5, 1])
+        st.markdown(f"**Jobs** · {len(running)} active" + (" (one queue for everyone on this server; yours "
+                                                           "first by urgency)" if running else ""))
+        order = sorted(running, key=lambda i: (i.state != "running", -i.priority, i.submitted))
+        for info in order[:4]:
+            c1, c2 = st.columns([6, 1], vertical_alignment="center")
             c1.progress(float(info.progress), text=f"{info.label}\n{job_line(info)}")
-            if c2.button("✕", key=f"cancel_{info.key}", help=f"Cancel: {info.label}"):
+            if c2.button(":material/close:", key=f"cancel_{info.key}", help=f"Cancel: {info.label}"):
                 eng.cancel(info.key, owner=sid)
                 st.rerun(scope="app")
-        if len(running) > 8:
-            st.caption(f"... and {len(running) - 8} more waiting")
+        rest = order[4:]
+        if rest:
+            kinds: dict = {}
+            for i in rest:
+                kinds[i.kind] = kinds.get(i.kind, 0) + 1
+            st.caption("also waiting: " + ", ".join(f"{n} {KIND_LABELS.get(k, k)}" for k, n in kinds.items()))
+            if st.button("Cancel the waiting ones", key="cancel_rest", icon=":material/cancel:",
+                         help="Withdraw this session's waiting jobs (jobs other sessions also wait for go on)."):
+                for i in rest:
+                    eng.cancel(i.key, owner=sid)
+                st.rerun(scope="app")
         for info in ended[-4:][::-1]:
             if info.state == "error":
                 st.error(f"{info.label}: {info.error}", icon="⚠️")
@@ -580,6 +632,8 @@ def jobs_panel() -> None:
             st.rerun(scope="app")
 
     st.session_state["_active_jobs"] = {i.key for i in eng.jobs(owner=sid, active_only=True)}
+    st.session_state["_panel_polling"] = active
+    st.session_state.pop("_panel_stale", None)
     st.divider()
     st.fragment(body, run_every=1.0 if active else None)()
 

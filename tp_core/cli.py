@@ -210,15 +210,36 @@ def cmd_evaluate(args):
               f"({rec.kept_params:,} parameters)")
 
 
+def _ref(args, model):
+    """The model as the job engine's workers see it (in-process workers reuse this very object)."""
+    from .work import ModelRef, register_model
+
+    register_model(args.model, model)
+    return ModelRef(args.model, bool(args.trust_remote_code), model.fingerprint())
+
+
+def _engine_run(job, progress):
+    """Run one job through the job engine (an in-process cluster, or the one TP_SCHEDULER names) and wait."""
+    from .jobs import get_engine
+
+    return get_engine().run(job, owner="cli", priority=70, progress=progress)
+
+
+def cmd_serve(args):
+    from .serve import serve
+
+    raise SystemExit(serve(port=args.port, warm=not args.no_warm, spec=args.model))
+
+
 def cmd_attribute(args):
-    from .attribution import attribute
+    from .work import scores_job
 
     model = _model(args)
     cfg = _attr_cfg(args)
     data = _user_data(args, model, args.task)
     data = data.sample(cfg.samples, cfg.seed) if data is not None else None
     with progress_bar(f"{cfg.method} on {args.task}", not args.quiet) as cb:
-        scores = attribute(model, args.task, cfg, data=data, progress=cb)
+        scores = _engine_run(scores_job(model, _ref(args, model), args.task, cfg, data), cb)
     doc = {"model": args.model, "task": args.task, "method": cfg.method, "settings": scores.settings,
            "ffn": None if scores.ffn is None else [s.tolist() for s in scores.ffn],
            "heads": None if scores.heads is None else [s.tolist() for s in scores.heads]}
@@ -323,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="training-free recovery after pruning: none, bias, scale or lstsq " + what)
         sp.add_argument("--recover-samples", type=int, default=256, metavar="N",
                         help="unlabeled calibration texts for --recover, a seeded sample of the task's train split")
+
+    sp = sub.add_parser("serve", help="start the job engine (a Dask cluster), the warm start and the web app")
+    sp.add_argument("--port", type=int, default=8501)
+    sp.add_argument("--model", default="demo", help="model whose default task is warmed up (default: demo)")
+    sp.add_argument("--no-warm", action="store_true", help="skip the background warm start")
+    sp.set_defaults(fn=cmd_serve)
 
     sp = sub.add_parser("limits", help="show the caps on file size, rows, examples, lengths and cache size")
     sp.add_argument("--json", action="store_true")

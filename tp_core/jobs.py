@@ -250,8 +250,12 @@ class Engine:
 
     def __init__(self, address: str | None = None, processes: bool = False, n_workers: int | None = None,
                  threads_per_worker: int | None = None, keep: int = 2000):
+        import dask
         from distributed import Client, LocalCluster
 
+        # the scheduler hands a worker only as many tasks as it has threads, so a job submitted later with a
+        # higher priority (a slider point) starts next, not after tasks already sent ahead (default 1.1)
+        dask.config.set({"distributed.scheduler.worker-saturation": 1.0})
         address = address if address is not None else (os.environ.get(ENV_SCHEDULER) or None)
         self.cluster = None
         if address:

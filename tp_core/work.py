@@ -251,6 +251,24 @@ def dense_report(progress: Progress, ref: ModelRef, tasks: tuple, limit: int) ->
     return rows
 
 
+def probe(progress: Progress, seconds: float, fail: str = "", steps: int = 20) -> float:
+    """A diagnostic job: waits `seconds` in `steps` steps, reporting progress (so it can be cancelled), then
+    returns `seconds`, or fails with the message `fail`. Checks an engine end to end without a model."""
+    import time
+
+    for i in range(steps):
+        time.sleep(seconds / steps)
+        progress((i + 1) / steps, f"step {i + 1}/{steps}")
+    if fail:
+        raise TPError(fail)
+    return seconds
+
+
+def probe_job(seconds: float, fail: str = "", tag: str = "") -> Job:
+    return Job("probe", "probe", (float(seconds), fail), content_key("probe", seconds, fail, tag),
+               f"probe {tag or seconds}", units=float(seconds), rate_key="probe")
+
+
 # ----- job builders (client side) ---------------------------------------------------------------------------------
 def _layers(model) -> int:
     return max(1, getattr(model, "num_layers", 6))

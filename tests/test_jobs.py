@@ -1,0 +1,178 @@
+"""The job engine (tp_core.jobs on Dask distributed): submit returns at once, progress, shared computations,
+priorities, cancel, failures, time estimates, the progressive curve plan - on an in-process cluster and tiny models."""
+import time
+
+import numpy as np
+import pytest
+
+from tiny import tiny_multitask
+from tp_core.attribution import AttributionConfig, attribute
+from tp_core.data import load_split
+from tp_core.evaluation import evaluate, metric_interval
+from tp_core.jobs import Engine, JobFailed, Throughput, content_key
+from tp_core.masks import PruneConfig, build_masks
+from tp_core.work import (DataRef, PointResult, curve_plan, plan_results, point_job, probe_job, register_model,
+                          scores_job)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    eng = Engine(address="", processes=False, n_workers=1, threads_per_worker=1)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = tiny_multitask("bert")
+    ref = register_model("tiny-jobs-bert", model)
+    model.source = "tiny-jobs-bert"
+    return model, ref
+
+
+def _wait_state(engine, key, states, timeout=60):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        info = engine.status(key)
+        if info is not None and info.state in states:
+            return info
+        time.sleep(0.02)
+    raise AssertionError(f"{key} never reached {states}: {engine.status(key)}")
+
+
+def test_submit_returns_at_once_reports_progress_and_result(engine):
+    job = probe_job(1.0, tag="progress")
+    t0 = time.time()
+    key = engine.submit(job, owner="a")
+    assert time.time() - t0 < 0.5 and key == job.key
+    assert engine.result(key) is None  # still running: no blocking
+    info = _wait_state(engine, key, ("running",))
+    seen = set()
+    while info.state == "running":
+        seen.add(round(info.progress, 2))
+        time.sleep(0.05)
+    assert engine.wait(key, 30) == 1.0
+    assert len([p for p in seen if 0 < p < 1]) >= 3, seen  # progress arrived while it ran
+    assert engine.status(key).state == "done" and engine.status(key).progress == 1.0
+
+
+def test_identical_requests_share_one_computation(engine):
+    job = probe_job(0.5, tag="shared")
+    keys = [engine.submit(job, owner=f"session-{i}") for i in range(5)]
+    assert len(set(keys)) == 1
+    engine.wait(keys[0], 30)
+    assert engine.computations(keys[0]) == 1
+    assert engine.status(keys[0]).owners == {f"session-{i}" for i in range(5)}
+    # asked again after it finished: the known result, no new computation
+    engine.submit(job, owner="late")
+    assert engine.result(keys[0]) == 0.5 and engine.computations(keys[0]) == 1
+
+
+def test_higher_priority_jumps_the_queue(engine):
+    blocker = engine.submit(probe_job(0.6, tag="blocker"), priority=0)
+    _wait_state(engine, blocker, ("running",))
+    low = [engine.submit(probe_job(0.15, tag=f"low{i}"), priority=0) for i in range(5)]
+    high = engine.submit(probe_job(0.15, tag="high"), priority=100)
+    for k in low + [high]:
+        engine.wait(k, 60)
+    started = {k: engine.status(k).started for k in low + [high]}
+    # at most one job per worker thread that was already handed to the worker starts before it
+    assert sum(started[k] < started[high] for k in low) <= 1, started
+
+
+def test_cancel_stops_a_running_job_and_frees_the_worker(engine):
+    key = engine.submit(probe_job(20.0, tag="long"), owner="a")
+    _wait_state(engine, key, ("running",))
+    assert engine.cancel(key, owner="a")
+    assert engine.status(key).state == "cancelled"
+    after = engine.submit(probe_job(0.1, tag="after-cancel"))
+    t0 = time.time()
+    engine.wait(after, 30)
+    assert time.time() - t0 < 10  # the long job stopped at its next progress report
+
+
+def test_cancel_by_one_owner_keeps_the_job_for_the_other(engine):
+    key = engine.submit(probe_job(0.8, tag="two-owners"), owner="a")
+    engine.submit(probe_job(0.8, tag="two-owners"), owner="b")
+    assert not engine.cancel(key, owner="a")
+    assert engine.wait(key, 30) == 0.8
+
+
+def test_a_failing_job_reports_its_own_message(engine):
+    key = engine.submit(probe_job(0.1, fail="The data file has no label column 'label'.", tag="fail"))
+    info = _wait_state(engine, key, ("error",))
+    assert info.error == "The data file has no label column 'label'."
+    with pytest.raises(JobFailed, match="no label column"):
+        engine.result(key)
+    assert engine.wait(engine.submit(probe_job(0.05, tag="after-fail")), 30) == 0.05  # nothing else broke
+
+
+def test_remaining_time_comes_from_the_jobs_own_pace(engine):
+    key = engine.submit(probe_job(2.0, tag="eta"))
+    _wait_state(engine, key, ("running",))
+    while engine.status(key).progress < 0.3:
+        time.sleep(0.02)
+    info = engine.status(key)
+    remaining, true_left = info.remaining, 2.0 * (1 - info.progress)
+    engine.wait(key, 30)
+    assert remaining is not None and abs(remaining - true_left) <= 0.5 * true_left + 0.2, (remaining, true_left)
+
+
+def test_throughput_estimates_persist(tmp_path, monkeypatch):
+    monkeypatch.setenv("TP_HOME", str(tmp_path))
+    t = Throughput()
+    assert t.estimate("point", 100) is None
+    t.record("point", 100, 2.0)
+    assert Throughput().estimate("point", 50) == pytest.approx(1.0)
+
+
+def test_content_keys_depend_on_what_is_computed():
+    a = content_key("scores", "m", AttributionConfig(steps=4))
+    assert a == content_key("scores", "m", AttributionConfig(steps=4))
+    assert a != content_key("scores", "m", AttributionConfig(steps=8))
+
+
+def test_scores_and_points_through_the_engine_equal_direct_calls(engine, tiny):
+    model, ref = tiny
+    cfg = AttributionConfig(method="grad_x_act", samples=8)
+    sjob = scores_job(model, ref, "sst2", cfg, None)
+    pcfg = PruneConfig(0.5, 0.25, "global")
+    data = DataRef("sst2", "validation", 40)
+    pjob = point_job(model, ref, "sst2", sjob, pcfg, data, 40)
+    res = engine.wait(engine.submit(pjob, owner="t"), 120)  # the scores job runs first, as a dependency
+    assert isinstance(res, PointResult) and res.n == 40
+    direct = attribute(model, "sst2", cfg)
+    val = load_split("sst2", "validation", limit=40)
+    masked = evaluate(model, "sst2", val, build_masks(direct, pcfg, model.unit_shape()).gates(model.device))
+    assert res.record.metric == pytest.approx(masked.metric)
+    assert res.low <= res.record.metric <= res.high
+
+
+def test_curve_plan_orders_the_slider_point_first_and_fills_in(engine, tiny):
+    model, ref = tiny
+    cfg = AttributionConfig(method="grad_x_act", samples=8)
+    stages = [(DataRef("sst2", "validation", 16), 16), (DataRef("sst2", "validation", 40), 40)]
+    plan, sjobs, slider = curve_plan(model, ref, "sst2", cfg, ["grad_x_act", "random"], 0.0, "global", stages,
+                                     (0.0, 0.5, 0.9), slider=0.42)
+    prio = {p.job.key: p.priority for p in plan}
+    assert prio[slider[0].key] > max(p.priority for p in plan if p.stage >= 0 and p.method == "random")
+    for p in plan:
+        engine.submit(p.job, owner="plan", priority=p.priority)
+    for p in plan:
+        engine.wait(p.job.key, 120)
+    results, failed = plan_results(engine, plan)
+    assert not failed
+    assert {(m, g) for (m, g) in results} >= {("grad_x_act", 0.5), ("random", 0.9), (None, 0.0), ("grad_x_act", 0.3)}
+    assert results[("grad_x_act", 0.5)][0] == 1  # the full pass replaced the coarse one
+
+
+def test_metric_interval_covers_the_metric_and_narrows_with_more_examples():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 2000)
+    p = np.where(rng.random(2000) < 0.8, y, 1 - y)
+    lo_s, hi_s = metric_interval("accuracy", p[:100], y[:100])
+    lo_l, hi_l = metric_interval("accuracy", p, y)
+    assert lo_l <= (p == y).mean() <= hi_l
+    assert hi_l - lo_l < hi_s - lo_s
+    lo_f, hi_f = metric_interval("f1", p[:300], y[:300])
+    assert 0 < lo_f < hi_f < 1

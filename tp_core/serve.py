@@ -1,0 +1,92 @@
+"""`python -m tp_core serve` (what `make run` starts): a Dask cluster with worker processes, the warm start, and the
+Streamlit app pointed at that cluster.
+
+* Without `TP_SCHEDULER`, a `LocalCluster` is started here (scheduler on 127.0.0.1, one worker process whose threads
+  x torch threads = the cores). With `TP_SCHEDULER=tcp://host:8786`, that cluster is used and nothing is started.
+* The warm start submits, at the lowest priority (every user job runs first), the default task's scores (ig with the
+  app's default settings and the default baselines) and its progressive curves, then the other demo tasks', with the
+  very keys the app's pages ask for, so a newcomer finds them computed (or shares the running computation).
+* Streamlit runs as a child process with `TP_SCHEDULER` set; stopping `serve` (Ctrl-C) stops both.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from .errors import TPError
+from .jobs import Engine
+from .paths import REPO_ROOT
+
+DEFAULT_BASELINES = ("grad_x_act", "random")
+DEFAULT_TASKS = ("sst2", "ag_news")
+DEFAULT_EVAL_LIMIT = 500
+COARSE_EXAMPLES = 100
+
+
+def default_grid() -> tuple[float, ...]:
+    env = os.environ.get("TP_APP_GRID")
+    from .curves import DEFAULT_GRID
+
+    return tuple(float(x) for x in env.split(",")) if env else DEFAULT_GRID
+
+
+def warm_start(engine: Engine, spec: str = "demo", tasks: tuple[str, ...] | None = None,
+               eval_limit: int | None = None, owner: str = "warm-start") -> list[str]:
+    """Submit the warm start at the lowest priority; returns the submitted keys (first task first)."""
+    from .attribution import AttributionConfig
+    from .data import load_split
+    from .model import load_model
+    from .work import PRIORITY, DataRef, curve_plan, model_ref
+
+    model = load_model(spec)
+    eval_limit = eval_limit or int(os.environ.get("TP_APP_EVAL_LIMIT", DEFAULT_EVAL_LIMIT))
+    coarse = int(os.environ.get("TP_APP_COARSE_EXAMPLES", COARSE_EXAMPLES))
+    order = [t for t in (tasks or DEFAULT_TASKS) if t in model.tasks] + \
+        [t for t in model.tasks if t not in (tasks or DEFAULT_TASKS)]
+    ref = model_ref(model)
+    cfg = AttributionConfig()
+    keys = []
+    for ti, task in enumerate(order):
+        n_full = len(load_split(task, "validation", limit=eval_limit))
+        n_small = min(coarse, n_full)
+        stages = [(DataRef(task, "validation", n_small), n_small)]
+        if n_full > n_small:
+            stages.append((DataRef(task, "validation", eval_limit), n_full))
+        plan, _, _ = curve_plan(model, ref, task, cfg, ["ig", *DEFAULT_BASELINES], 0.0, "global", stages,
+                                default_grid(), task_label=task, offset=PRIORITY["warm"] - 1000 * ti)
+        for p in plan:
+            keys.append(engine.submit(p.job, owner=owner, priority=p.priority))
+    return keys
+
+
+def serve(port: int = 8501, warm: bool = True, spec: str = "demo") -> int:
+    address = os.environ.get("TP_SCHEDULER") or None
+    engine = Engine(address=address, processes=True)
+    where = engine.address if address else f"embedded cluster {engine.address} ({engine.workers()})"
+    print(f"TaskPrune Studio: job engine on {where}", flush=True)
+    if warm:
+        try:
+            keys = warm_start(engine, spec)
+            print(f"warm start: {len(keys)} background jobs queued at the lowest priority", flush=True)
+        except TPError as exc:
+            print(f"warm start skipped: {exc}", flush=True)
+    env = dict(os.environ, TP_SCHEDULER=engine.address)
+    cmd = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "app.py"), "--server.headless", "true",
+           "--server.port", str(port), "--browser.gatherUsageStats", "false"]
+    print(f"Starting TaskPrune Studio on http://localhost:{port}", flush=True)
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env)
+    try:
+        while proc.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    finally:
+        engine.close()
+    return proc.returncode or 0
