@@ -218,6 +218,15 @@ def test_model_card_report_and_taskprune_folder(bert_export):
     assert doc["params_pruned"]["embeddings"] < doc["params_dense"]["embeddings"] / 2
     assert all(f["bytes_on_disk"] > 0 for f in doc["formats"]) and (out / "mask.json").is_file()
     assert set(doc["vocab"]["offdomain"]["cr"]) >= {"unk_share", "metric_full_vocab", "metric_task_vocab"}
+    from tp_core.export_formats import zip_export
+    from tp_core.vocab import embedding_params_saved, plan_for_task
+
+    saved = embedding_params_saved(model, plan_for_task(model, "sst2", min_count=2))
+    assert report.params_dense["embeddings"] - report.params_pruned["embeddings"] == saved > 0
+    import zipfile
+
+    names = zipfile.ZipFile(zip_export(out, out.parent / "all.zip")).namelist()
+    assert "sst2-all/onnx/model.onnx" in names and "sst2-all/hf/config.json" in names
     back = load_model(out / "taskprune")
     assert back.config.vocab_size == report.vocab["kept_tokens"] and back.pruning["vocab"]["min_count"] == 2
     assert report.format("taskprune").check_max_abs_diff < 1e-4

@@ -1002,3 +1002,22 @@ def run_export_command(args, model, scores, cfg, formats: list[str], eval_data, 
                   f"{t}: {x['metric_full_vocab']:.4f} -> {x['metric_task_vocab']:.4f}" for t, x in v["offdomain"].items()))
     print(f"  model card {Path(rep.out_dir) / 'README.md'}")
     return rep
+
+
+def zip_export(folder: str | Path, dest: str | Path | None = None) -> Path:
+    """One zip of an export folder (written atomically; default `<folder>.zip` beside it), for a download button."""
+    import zipfile
+
+    folder = Path(folder)
+    dest = Path(dest) if dest is not None else folder.parent / f"{folder.name}.zip"
+    tmp = dest.parent / f".{dest.name}.{os.getpid()}.zip.tmp"
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            for f in sorted(folder.rglob("*")):
+                if f.is_file():
+                    z.write(f, Path(folder.name) / f.relative_to(folder))
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dest

@@ -285,3 +285,20 @@ class VocabReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def plan_for_task(model, task: str, min_count: int = 1, extra_texts: Sequence[str] = (),
+                  char_fallback: bool = True) -> VocabPlan:
+    """`task_vocab` over the task's scoring split (train when it has one) of the data bundle."""
+    from .data import get_task, load_split
+
+    spec = get_task(task)
+    data = load_split(spec, spec.scoring_split)
+    return task_vocab(model.tokenizer, data.texts, data.pairs, min_count, extra_texts, char_fallback)
+
+
+def embedding_params_saved(model, plan: VocabPlan) -> int:
+    """Parameters that `prune_vocab(model, plan)` removes (word-embedding rows), computed without doing it; subtract
+    from `pruning.kept_params` for the parameter count of a structure + vocabulary pruned model."""
+    emb = model.encoder.get_input_embeddings()
+    return (emb.num_embeddings - plan.size) * emb.embedding_dim
