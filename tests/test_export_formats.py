@@ -337,3 +337,15 @@ def test_quick_demo_onnx_with_task_vocab_matches_masked_model(tmp_path):
                       "tokenizer.json", texts)
     masks = build_masks(scores, cfg, model.unit_shape())
     np.testing.assert_allclose(got, predict_logits(model, "sst2", data, masks.gates()), atol=1e-4)
+
+
+def test_recovery_is_folded_into_onnx_and_named_in_the_card(tmp_path):
+    from tp_core.recovery import as_config
+
+    model = tiny_multitask("bert")
+    rep = export_formats(model, "sst2", random_scores(model), PruneConfig(0.5, 0.25), tmp_path / "rec", ["onnx"],
+                         recovery=as_config("bias", 32), command="pytest")
+    # compared with the masked model *with the same recovery* applied through the gates
+    assert rep.format("onnx").check_max_abs_diff < 1e-4
+    assert "Recovery: level=bias" in (tmp_path / "rec" / "README.md").read_text()
+    assert "recovery" in json.loads((tmp_path / "rec" / "mask.json").read_text())
