@@ -189,10 +189,16 @@ def test_scale_solution_matches_torch_linalg_lstsq_on_the_per_unit_system(calib)
 def test_scale_guard_falls_back_when_scales_leave_the_range(calib):
     model = shared("bert")
     masks = _masks(model, 0.6, 0.5)
-    rec = recover(model, "sst2", masks, calib, RecoveryConfig(level="scale", damping=0.0, scale_bounds=(0.999, 1.001)))
+    rec = recover(model, "sst2", masks, calib, RecoveryConfig(level="scale", damping=0.0,
+                                                              scale_bounds=(0.99999, 1.00001)))
     assert rec.corrections and all(c.info["fallback"] for c in rec.corrections)
     assert all(np.all(c.scale == 1.0) for c in rec.corrections)
     assert set(rec.summary()["fallbacks"]) == {f"{c.kind}{c.layer}" for c in rec.corrections}
+    # within reach of more damping: the guard damps harder instead of falling back, and the scales stay in range
+    rec = recover(model, "sst2", masks, calib, RecoveryConfig(level="scale", damping=1e-3, scale_bounds=(0.8, 1.25)))
+    assert not any(c.info["fallback"] for c in rec.corrections)
+    assert all(0.8 <= c.scale.min() and c.scale.max() <= 1.25 for c in rec.corrections)
+    assert max(c.info["damping_mult"] for c in rec.corrections) > 1
 
 
 @pytest.mark.parametrize("family, level", [("bert", "bias"), ("bert", "scale"), ("bert", "lstsq"),

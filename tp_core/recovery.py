@@ -6,15 +6,16 @@ Three levels, for FFN neurons and attention heads alike, for masks from any crit
 * ``bias``  - FLAP-style bias compensation (An et al. 2024): ``b' = b + W[:, removed] @ mean(a_removed)`` on the FFN
   output projection and the attention output projection (mean over the calibration tokens of the pruned model).
 * ``scale`` - per-unit scale tuning (the mask tuning of Kwon et al. 2022): one multiplier per kept unit, by damped
-  least squares (pulled toward 1), with a guard: when a scale leaves ``scale_bounds`` the damping grows, and if that
-  does not help the projection keeps plain 0/1 gates (recorded as a fallback).
+  least squares (pulled toward 1), with a guard: when a scale leaves ``scale_bounds`` the damping grows tenfold (up
+  to 10^4 times), and if that does not help the projection keeps plain 0/1 gates (recorded as a fallback).
 * ``lstsq`` - ridge least-squares re-fit of the kept columns and the bias of the output projection
   (``[W2[:, kept] | b2]``, ``[Wo[:, kept head columns] | bo]``), pulled toward the original weights.
 
 ``scale`` and ``lstsq`` go layer by layer from the bottom, attention then FFN, with the pruned model's own inputs
 (already corrected below): the target of a projection is what the dense model feeds the LayerNorm after it
 (projection output + residual), minus the pruned model's own residual. Only real tokens count (no padding).
-Normal equations are accumulated and solved in float64.
+Normal equations are accumulated and solved in float64 (per-batch products in float32). The dense model's pass
+over the calibration set is cached (one entry), so several levels or masks on the same texts share it.
 
 A `Recovery` never changes the model's weights: it becomes part of the per-thread `GateState` (non-binary gate
 values for scales, additive output corrections for biases and re-fitted columns; see gates.py), so many masks and
@@ -260,7 +261,7 @@ class _Capture:
 
 
 class _Normal:
-    """Accumulates, in float64, what every level needs about one projection on the calibration tokens."""
+    """Accumulates (float64 sums of per-batch float32 products) what every level needs about one projection on the calibration tokens."""
 
     def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], kept: list[int], d: int, need_ls: bool):
         self.W = weight.detach().double()  # (out, in)
@@ -282,16 +283,16 @@ class _Normal:
 
     def add(self, x: torch.Tensor, target: Optional[torch.Tensor]) -> None:
         """x: (N, in) ungated projection inputs on real tokens; target: (N, out) wanted projection outputs."""
-        x = x.detach().double().cpu()
+        x = x.detach().float().cpu()
         self.n += x.shape[0]
         if len(self.pcols):
-            self.sum_removed += x.index_select(1, self.pcols).sum(0)
-        if self.need_ls:
-            a = torch.cat([x.index_select(1, self.kcols), torch.ones(x.shape[0], 1, dtype=torch.float64)], 1)
-            t = target.detach().double().cpu()
-            self.C += a.T @ a
-            self.D += a.T @ t
-            self.bb += float((t * t).sum())
+            self.sum_removed += x.index_select(1, self.pcols).double().sum(0)
+        if self.need_ls:  # products of one batch in float32, sums over batches in float64
+            a = torch.cat([x.index_select(1, self.kcols), torch.ones(x.shape[0], 1)], 1)
+            t = target.detach().float().cpu()
+            self.C += (a.T @ a).double()
+            self.D += (a.T @ t).double()
+            self.bb += float((t.double() ** 2).sum())
 
     # relative squared error of [Wk | b] = X^T on the accumulated system: (X'CX - 2X'D + ||T||^2) / ||T||^2
     def rel_error(self, X: torch.Tensor) -> float:
@@ -337,13 +338,13 @@ class _Normal:
         ones = torch.ones(u, dtype=torch.float64)
         X0 = self.x0()
         info = {"err_before": self.rel_error(X0)}
-        for mult in (1.0, 10.0, 100.0):
-            lam = damping * mult * base
+        for mult in (1.0, 10.0, 100.0, 1e3, 1e4):  # more damping pulls the scales toward 1
+            lam = (damping or 1e-6) * mult * base
             s = ridge_solve(G, r.view(-1, 1), ones.view(-1, 1), lam).view(-1)
             if torch.isfinite(s).all() and float(s.min()) >= bounds[0] and float(s.max()) <= bounds[1]:
                 Xs = X0.clone()
                 Xs[:-1] *= s.repeat_interleave(self.d).view(-1, 1)
-                info.update({"lambda": lam, "err_after": self.rel_error(Xs), "fallback": False,
+                info.update({"lambda": lam, "damping_mult": mult, "err_after": self.rel_error(Xs), "fallback": False,
                              "scale_min": float(s.min()), "scale_max": float(s.max())})
                 return s.float().numpy(), info
         info.update({"lambda": None, "err_after": info["err_before"], "fallback": True})
@@ -400,17 +401,32 @@ def recover(model, task: str, masks, data: TaskData | None = None, level: "str |
     return Recovery(cfg.level, task, cfg, corrections, len(data), n_tokens, time.perf_counter() - t0)
 
 
-def _fit(model, task: str, masks, data: TaskData, cfg: RecoveryConfig, progress: Progress):
-    device = model.device
-    layers = model.adapter.layers(model.base)
-    L = len(layers)
-    owner = threading.get_ident()
-    dense = GateState()
+@dataclass
+class _Teacher:
+    """What the dense model gives on the calibration batches: per batch the block arguments after the hidden state
+    (attention mask) and the real-token mask; per layer and batch the block input (padded) and, on real tokens, what
+    the attention and FFN output projections feed their LayerNorm (projection output + residual)."""
 
-    # block 0's inputs (embeddings) and the other block arguments (attention mask), captured once per batch
-    blocks_in: list[torch.Tensor] = []
-    rest: list[tuple[tuple, dict]] = []
-    tok: list[torch.Tensor] = []
+    rest: list
+    tok: list
+    inputs: list  # [layer][batch] (B, T, hidden)
+    t_attn: list  # [layer][batch] (n real tokens, hidden)
+    t_ffn: list
+
+
+_TEACHERS: dict = {}  # one cached teacher pass (model, data, lengths) -> _Teacher: levels and masks share it
+_TEACHERS_LOCK = threading.Lock()
+
+
+def _data_key(data: TaskData) -> int:
+    return hash((tuple(data.texts), tuple(data.pairs) if data.pairs is not None else None))
+
+
+def _block_args(model, task: str, data: TaskData, cfg: RecoveryConfig):
+    """Per batch: block 0's input (embeddings), the remaining block arguments and the real-token mask."""
+    layers = model.adapter.layers(model.base)
+    owner = threading.get_ident()
+    out = []
 
     def grab(module, args, kwargs):
         if threading.get_ident() == owner:
@@ -420,79 +436,128 @@ def _fit(model, task: str, masks, data: TaskData, cfg: RecoveryConfig, progress:
     for _, batch in model.batches(data.texts, data.pairs, cfg.batch_size, cfg.max_length):
         handle = layers[0].register_forward_pre_hook(grab, with_kwargs=True)
         try:
-            with gated(dense):
+            with gated(GateState()):
                 model(**batch, task=task)
         except _Stop:
             pass
         finally:
             handle.remove()
         args, kwargs = grab.got
-        blocks_in.append(args[0])
-        rest.append((tuple(args[1:]), dict(kwargs)))
-        tok.append(batch["attention_mask"].bool())
-    n_tokens = int(sum(int(m.sum()) for m in tok))
+        out.append((args[0], (tuple(args[1:]), dict(kwargs)), batch["attention_mask"].bool()))
+    return out
 
-    def run(l: int, h: torch.Tensor, b: int, state: GateState, stop_at: Optional[str] = None):
-        with _Capture(model.layer_parts(l), stop_at) as cap, gated(state):
-            out = layers[l](h, *rest[b][0], **rest[b][1])
-            cap.out = out[0] if isinstance(out, tuple) else out
-        return cap
 
-    teacher = list(blocks_in)
-    student = list(blocks_in)
-    state = masks.gates(device)
-    start = 0 if cfg.fit_all else _first_pruned(masks)
-    solve = cfg.level in ("scale", "lstsq")
-    corrections: list[Correction] = []
+def _run_block(model, l: int, h: torch.Tensor, rest, state: GateState, stop_at: Optional[str] = None) -> _Capture:
+    block = model.adapter.layers(model.base)[l]
+    with _Capture(model.layer_parts(l), stop_at) as cap, gated(state):
+        out = block(h, *rest[0], **rest[1])
+        cap.out = out[0] if isinstance(out, tuple) else out
+    return cap
+
+
+def _teacher(model, task: str, data: TaskData, cfg: RecoveryConfig) -> _Teacher:
+    key = (id(model), model.fingerprint(), _data_key(data), cfg.batch_size, cfg.max_length)
+    with _TEACHERS_LOCK:
+        if key in _TEACHERS:
+            return _TEACHERS[key]
+    batches = _block_args(model, task, data, cfg)
+    L = model.num_layers
+    h = [b[0] for b in batches]
+    t = _Teacher([b[1] for b in batches], [b[2] for b in batches], [], [], [])
     for l in range(L):
         p = model.layer_parts(l)
+        t.inputs.append(list(h))
+        t.t_attn.append([])
+        t.t_ffn.append([])
+        for b in range(len(h)):
+            cap = _run_block(model, l, h[b], t.rest[b], GateState())
+            m = t.tok[b]
+            t.t_attn[l].append((F.linear(cap.got["ctx"], p.attn_out.weight, p.attn_out.bias) + h[b])[m])
+            t.t_ffn[l].append((F.linear(cap.got["a"], p.ffn_out.weight, p.ffn_out.bias) + cap.got["h"])[m])
+            h[b] = cap.out
+    with _TEACHERS_LOCK:
+        _TEACHERS.clear()  # keep one: it holds every layer's activations for the calibration set
+        _TEACHERS[key] = t
+    return t
+
+
+def _fit(model, task: str, masks, data: TaskData, cfg: RecoveryConfig, progress: Progress):
+    device = model.device
+    L = model.num_layers
+    solve = cfg.level in ("scale", "lstsq")
+    start = 0 if cfg.fit_all else _first_pruned(masks)
+    if solve:
+        teacher = _teacher(model, task, data, cfg)
+        rest, tok = teacher.rest, teacher.tok
+        first_layer = min(start // 2, L)
+        student = list(teacher.inputs[first_layer]) if first_layer < L else []
+    else:  # bias compensation needs no teacher: the pruned model's own activations of the removed units
+        teacher = None
+        batches = _block_args(model, task, data, cfg)
+        student, rest, tok = [b[0] for b in batches], [b[1] for b in batches], [b[2] for b in batches]
+        first_layer = 0
+    n_tokens = int(sum(int(m.sum()) for m in tok))
+    state = masks.gates(device)
+    corrections: list[Correction] = []
+    for l in range(first_layer, L):
+        p = model.layer_parts(l)
+        block = model.adapter.layers(model.base)[l]
         progress(l / L, f"recovery ({cfg.level}): layer {l + 1} of {L}")
-        heads_removed, ffn_removed = not masks.heads[l].all(), not masks.ffn[l].all()
-        fit_attn = heads_removed if not solve else 2 * l >= start
-        fit_ffn = ffn_removed if not solve else 2 * l + 1 >= start
-        identical = 2 * l + 1 < start and 2 * l < start  # nothing removed at or below: pruned == dense here
-        t_attn, t_ffn = [], []
-        for b in range(len(teacher) if (solve or identical) else 0):
-            cap = run(l, teacher[b], b, dense)
-            if solve and fit_attn:
-                t_attn.append((F.linear(cap.got["ctx"], p.attn_out.weight, p.attn_out.bias) + teacher[b])[tok[b]])
-            if solve and fit_ffn:
-                t_ffn.append((F.linear(cap.got["a"], p.ffn_out.weight, p.ffn_out.bias) + cap.got["h"])[tok[b]])
-            teacher[b] = cap.out
-        if identical:
-            student = list(teacher)
-            continue
-        for kind, fit in (("heads", fit_attn), ("ffn", fit_ffn)):
-            if not fit:
-                continue
-            lin = p.attn_out if kind == "heads" else p.ffn_out
-            kept = np.flatnonzero(masks.heads[l] if kind == "heads" else masks.ffn[l]).tolist()
-            d = p.head_dim if kind == "heads" else 1
-            acc = _Normal(lin.weight, lin.bias, kept, d, need_ls=solve)
+        if solve:
+            fit_attn, fit_ffn = 2 * l >= start, 2 * l + 1 >= start
+        else:
+            fit_attn, fit_ffn = not masks.heads[l].all(), not masks.ffn[l].all()
+        # The pruned model passes through each block once: up to the attention output projection (fit it), resumed
+        # from the recorded head contexts up to the FFN output projection (fit it), resumed from the recorded FFN
+        # activation to the block output. The gate hooks apply the masks and the corrections fitted so far.
+        ctx: list[Optional[torch.Tensor]] = [None] * len(student)
+        if fit_attn:
+            kept = np.flatnonzero(masks.heads[l]).tolist()
+            acc = _Normal(p.attn_out.weight, p.attn_out.bias, kept, p.head_dim, need_ls=solve)
             for b in range(len(student)):
-                cap = run(l, student[b], b, state, stop_at="ctx" if kind == "heads" else "a")
+                ctx[b] = _run_block(model, l, student[b], rest[b], state, stop_at="ctx").got["ctx"]
                 m = tok[b]
-                if kind == "heads":
-                    x, resid = cap.got["ctx"][m], student[b][m]
-                    target = (t_attn[b] - resid) if solve else None
-                else:
-                    x = cap.got["a"][m]
-                    target = (t_ffn[b] - cap.got["h"][m]) if solve else None
-                acc.add(x.reshape(x.shape[0], -1).float(), target)
-            c = Correction(kind, l, kept)
-            if cfg.level == "bias":
-                c.bias = acc.solve_bias()
-            elif cfg.level == "lstsq":
-                c.weight, c.bias, c.info = acc.solve_lstsq(cfg.ridge)
-            else:
-                c.scale, c.info = acc.solve_scale(cfg.damping, cfg.scale_bounds)
-            corrections.append(c)
-            one = Recovery(cfg.level, "", cfg, [c])
-            one.apply(state, masks, device)  # later layers (and this layer's FFN) see the corrected model
+                acc.add(ctx[b][m], (teacher.t_attn[l][b] - student[b][m]) if solve else None)
+            corrections.append(_solved(acc, "heads", l, kept, cfg, state, masks, device))
+        acts: list = []
+        if fit_ffn:
+            kept = np.flatnonzero(masks.ffn[l]).tolist()
+            acc = _Normal(p.ffn_out.weight, p.ffn_out.bias, kept, 1, need_ls=solve)
         for b in range(len(student)):
-            student[b] = run(l, student[b], b, state).out
+            with _Capture(p, "a") as cap, gated(state):
+                if ctx[b] is not None:
+                    model.adapter.attn_tail(block, ctx[b], student[b])
+                else:
+                    block(student[b], *rest[b][0], **rest[b][1])
+            a, h = cap.got["a"], cap.got["h"]
+            acts.append((a, h))
+            ctx[b] = None
+            if fit_ffn:
+                m = tok[b]
+                acc.add(a[m], (teacher.t_ffn[l][b] - h[m]) if solve else None)
+        if fit_ffn:
+            corrections.append(_solved(acc, "ffn", l, kept, cfg, state, masks, device))
+        for b in range(len(student)):
+            with gated(state):
+                out = model.adapter.ffn_tail(block, *acts[b])
+            student[b] = out[0] if isinstance(out, tuple) else out
+            acts[b] = None
     progress(1.0, f"recovery ({cfg.level}) done")
     return corrections, n_tokens
+
+
+def _solved(acc: _Normal, kind: str, layer: int, kept: list[int], cfg: RecoveryConfig, state: GateState, masks,
+            device) -> Correction:
+    """Solve one projection at the configured level and apply it to `state` (later projections see it)."""
+    c = Correction(kind, layer, kept)
+    if cfg.level == "bias":
+        c.bias = acc.solve_bias()
+    elif cfg.level == "lstsq":
+        c.weight, c.bias, c.info = acc.solve_lstsq(cfg.ridge)
+    else:
+        c.scale, c.info = acc.solve_scale(cfg.damping, cfg.scale_bounds)
+    Recovery(cfg.level, "", cfg, [c]).apply(state, masks, device)
+    return c
 
 
 def fold_into(small, recovery: Recovery, masks) -> None:
