@@ -56,6 +56,9 @@ def main(argv=None) -> int:
     ap.add_argument("--ridge", type=float, default=RecoveryConfig.ridge)
     ap.add_argument("--damping", type=float, default=RecoveryConfig.damping)
     ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--eval", default="validation", choices=["validation", "train-holdout"],
+                    help="train-holdout: evaluate on --cap train examples outside the calibration sample (for "
+                         "choosing settings without looking at validation)")
     ap.add_argument("--tag", default="")
     args = ap.parse_args(argv)
 
@@ -70,7 +73,15 @@ def main(argv=None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     levels = [x for x in args.levels.split(",") if x]
     for task in args.tasks.split(","):
-        val = load_split(task, "validation", limit=args.cap)
+        if args.eval == "validation":
+            val = load_split(task, "validation", limit=args.cap)
+        else:  # train rows in neither the calibration sample nor the scoring sample (both drawn with seed 0)
+            train = load_split(task, "train")
+            used = set(train.sample(args.samples, 0).rows)  # the same holdout whatever --recover-samples is
+            for n in sorted({256, 512, 1024, args.recover_samples}):
+                used |= set(calibration_data(task, n, 0).rows)
+            rest = [i for i, r in enumerate(train.rows) if r not in used]
+            val = train.subset(rest).sample(args.cap, 1)
         y = np.asarray(val.labels)
         spec = val.spec
         dense_pred = predictions(predict_logits(model, task, val, max_length=args.max_length), spec.problem)
@@ -78,7 +89,7 @@ def main(argv=None) -> int:
         dense = compute_metric(spec.metric, dense_pred, y)
         lo, hi = interval(dense_ok)
         out[f"dense_{task}"] = {"metric": dense, "ci95": [lo, hi], "n": len(val)}
-        print(f"{task}: dense {spec.metric} {dense:.4f} [{lo:.4f}, {hi:.4f}] on {len(val)} validation examples",
+        print(f"{task}: dense {spec.metric} {dense:.4f} [{lo:.4f}, {hi:.4f}] on {len(val)} {args.eval} examples",
               flush=True)
         t = time.perf_counter()
         calib = calibration_data(task, args.recover_samples, 0)

@@ -4,6 +4,8 @@ transformers 5.x has no `head_mask` for BERT, so we gate units ourselves: every 
 Linear of a model gets one pre-hook at load time. The hook does nothing unless the *current thread's context*
 holds a `GateState` (a `contextvars.ContextVar`), so a masked call can never leak into a later dense call or into
 another thread (Streamlit runs each browser session in its own thread) evaluating a different mask at the same time.
+The same Linears also carry one forward hook that adds a per-thread `OutputCorrection` to their output: that is how a
+training-free recovery (recovery.py) re-fits kept columns and biases without touching the shared weights.
 """
 from __future__ import annotations
 

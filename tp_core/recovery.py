@@ -121,8 +121,8 @@ class Recovery:
     def apply(self, state: GateState, masks, device: torch.device | str = "cpu") -> GateState:
         """Add the corrections to `state` (which carries the 0/1 gates of `masks`); returns `state`."""
         key = str(device)
+        self.check(masks)
         if key not in self._cache:
-            self.check(masks)
             built = []
             for c in self.corrections:
                 n = len(masks.ffn[c.layer]) if c.kind == "ffn" else len(masks.heads[c.layer])
@@ -486,6 +486,8 @@ def _fit(model, task: str, masks, data: TaskData, cfg: RecoveryConfig, progress:
     L = model.num_layers
     solve = cfg.level in ("scale", "lstsq")
     start = 0 if cfg.fit_all else _first_pruned(masks)
+    if start >= 2 * L or (not solve and masks.ffn_sparsity() == 0 and masks.head_sparsity() == 0):
+        return [], 0  # nothing removed: nothing to correct
     if solve:
         teacher = _teacher(model, task, data, cfg)
         rest, tok = teacher.rest, teacher.tok
