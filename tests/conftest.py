@@ -17,3 +17,12 @@ def _isolated_home(tmp_path, monkeypatch, request):
     if "integration" not in request.keywords and "ui" not in request.keywords:
         monkeypatch.setenv("TP_HOME", str(tmp_path / "tp_home"))
     yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_job_engine():
+    """Close the process's job engine (if a test started one) before the interpreter shuts down."""
+    yield
+    from tp_core.jobs import shutdown_engine
+
+    shutdown_engine()

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from ui_support import app_test, apply_env, ensure_quick_demo
+from ui_support import app_test, apply_env, ensure_quick_demo, settle
 
 pytestmark = pytest.mark.ui
 
@@ -36,7 +36,7 @@ def test_home_page(env):
 
 
 def test_model_page_shows_architecture_and_dense_metrics(env):
-    at = app_test("pages/1_Model.py").run()
+    at = settle(app_test("pages/1_Model.py"))
     _no_exception(at)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Layers"] == "6" and metrics["Heads per layer"] == "12" and metrics["FFN neurons per layer"] == "1536"
@@ -93,7 +93,9 @@ def test_attribution_page_runs_and_caches(env):
     at.selectbox(key="w_attr_method").set_value("grad_x_act").run()
     [b for b in at.button if b.label == "Run attribution"][0].click().run()
     _no_exception(at)
-    assert any("Scores ready" in s.value for s in at.success)
+    settle(at)
+    _no_exception(at)
+    assert any("gradient x activation" in s.value for s in at.subheader), [s.value for s in at.subheader]
     at2 = app_test("pages/2_Attribution.py")
     at2.session_state["attr_method"] = "grad_x_act"
     at2.run()
@@ -104,18 +106,23 @@ def test_prune_page_slider_changes_metric_and_smallest_model_helper(env):
     at = app_test("pages/4_Prune.py")
     at.session_state["attr_method"] = "grad_x_act"
     at.session_state["baselines"] = ["random"]
-    at.run()
+    settle(at)
     _no_exception(at)
     kept = lambda: next(m.value for m in at.metric if m.label == "Kept parameters")  # noqa: E731
     first = at.session_state["last_point"]
-    at.slider(key="w_ffn_sparsity").set_value(0.9).run()
+    at.slider(key="w_ffn_sparsity").set_value(0.9)
+    settle(at)
     _no_exception(at)
     second = at.session_state["last_point"]
     assert second["ffn_sparsity"] == 0.9 and second["kept_params"] < first["kept_params"]
     assert second["metric"] != first["metric"] or second["kept_pct"] != first["kept_pct"]
     assert kept().endswith("%")
+    # the chart: one line per method with its interval band, the dense line and the chance line
+    chart = at.get("plotly_chart")[0].proto.spec
+    assert '"chance: majority class' in chart and '"dense ' in chart and "95% interval" in chart
     at.number_input(key="target_pct").set_value(90.0).run()
     [b for b in at.button if b.label == "Find smallest model"][0].click().run()
+    settle(at)
     _no_exception(at)
     assert any("Smallest model keeping" in s.value for s in at.success) or at.warning
 
@@ -127,14 +134,17 @@ def test_heatmaps_page_inspector_and_overlap(env):
     _no_exception(at)
     compute = [b for b in at.button if b.label.startswith("Compute scores")]
     if compute:
-        compute[0].click().run()
+        compute[0].click()
+        settle(at)
         _no_exception(at)
     others = [b for b in at.button if b.label.startswith("Score the other tasks")]
     if others:
-        others[0].click().run()
+        others[0].click()
+        settle(at)
         _no_exception(at)
     at.number_input(key="w_insp_layer").set_value(2).run()
-    at.number_input(key="w_insp_index").set_value(7).run()
+    at.number_input(key="w_insp_index").set_value(7)
+    settle(at)
     _no_exception(at)
     text = _text(at)
     assert "FFN neuron 7 of layer 2" in text
@@ -154,7 +164,8 @@ def test_export_page_exports_and_reloads(env):
     [b for b in at.button if b.label == "Export and verify"][0].click().run()
     assert any("not allowed" in e.value for e in at.error)
     at.text_input(key="export_name").set_value("sst2-test").run()
-    [b for b in at.button if b.label == "Export and verify"][0].click().run()
+    [b for b in at.button if b.label == "Export and verify"][0].click()
+    settle(at)
     _no_exception(at)
     last = at.session_state["last_export"]
     assert Path(last["path"]) == env / "exports" / "sst2-test" and Path(last["path"]).is_dir()
@@ -174,12 +185,12 @@ def test_two_sessions_do_not_share_state_or_masks(env):
         at.session_state["attr_method"] = "magnitude"
         at.session_state["baselines"] = []
         at.session_state["task"] = task
-        at.run()
+        settle(at)
         sessions[name] = (at, task, ffn)
     for name, (at, task, ffn) in sessions.items():  # interleaved: a, b both loaded, then each moves its slider
         at.slider(key="w_ffn_sparsity").set_value(ffn).run()
     for name, (at, task, ffn) in sessions.items():
-        at.run()  # a rerun after the other session moved must still show this session's own point
+        settle(at)  # a rerun after the other session moved must still show this session's own point
         results[name] = (at.session_state["task"], at.session_state["ffn_sparsity"], at.session_state["last_point"],
                          [e.value for e in at.exception])
     ta, fa, pa, ea = results["a"]

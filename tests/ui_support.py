@@ -75,3 +75,22 @@ def streamlit_server(env: dict, log_path: Path):
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def settle(at, timeout: float = 300, rounds: int = 6):
+    """Run the page, wait until the job engine has nothing left to do, run again - until a run submits nothing
+    new (AppTest does not run the pages' self-refreshing fragments, so this stands in for them)."""
+    from tp_core.jobs import get_engine
+
+    at.run()
+    eng = get_engine()
+    t0 = time.time()
+    for _ in range(rounds):
+        if not eng.jobs(active_only=True):
+            return at
+        while eng.jobs(active_only=True):
+            if time.time() - t0 > timeout:
+                raise TimeoutError(f"jobs still running: {[i.label for i in eng.jobs(active_only=True)][:5]}")
+            time.sleep(0.1)
+        at.run()
+    return at
