@@ -71,7 +71,7 @@ def main(argv=None) -> int:
                  "settings": vars(args), "cells": []}
     path = ROOT / "benchmarks" / "out" / f"bench_recovery{('-' + args.tag) if args.tag else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    levels = [x for x in args.levels.split(",") if x]
+    levels = ["none"] + [x for x in args.levels.split(",") if x and x != "none"]  # gains are against plain masks
     for task in args.tasks.split(","):
         if args.eval == "validation":
             val = load_split(task, "validation", limit=args.cap)
