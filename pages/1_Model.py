@@ -42,7 +42,7 @@ if source == "Demo model":
         job = build_demo_job(quick)
         if st.button("Build the demo model", type="primary",
                      help="Fine-tune the demo model now (seeded, cached), as a background job."):
-            C.submit(job, priority=70)
+            C.submit(job, priority=70, retry=True)
         info = C.job_info(job.key)
         if info is not None and info.state == "done":
             ss["model_spec"] = spec

@@ -54,7 +54,7 @@ with left:
                          "leave the page; progress is in the sidebar). Cached results are reused everywhere.")
     if run:
         for t in todo:
-            C.submit(jobs[t], priority=60)
+            C.submit(jobs[t], priority=60, retry=True)
 
 with right:
     pending = [jobs[t].key for t in chosen if cached[t] is None and C.job_info(jobs[t].key) is not None]

@@ -52,7 +52,7 @@ if need:
                  help="Runs attribution with the Attribution page's settings as a background job (cached "
                       "afterwards); the heatmaps appear when it lands."):
         for t in need:
-            C.submit(C.scores_job(model, t, cfg), priority=60)
+            C.submit(C.scores_job(model, t, cfg), priority=60, retry=True)
         running = list(keys.values())
     C.show_progress(running)
     st.stop()
@@ -170,7 +170,7 @@ if missing and st.button(f"Score the other tasks too ({', '.join(missing)})",
                          help="Compute scores for every task of the model (background jobs) so the overlap covers "
                               "all of them."):
     for t in missing:
-        C.submit(C.scores_job(model, t, cfg), priority=60)
+        C.submit(C.scores_job(model, t, cfg), priority=60, retry=True)
 C.show_progress([C.scores_job(model, t, cfg).key for t in missing if C.job_info(C.scores_job(model, t, cfg).key)])
 if len(scored) >= 2:
     with C.friendly("computing the overlap"):

@@ -59,8 +59,14 @@ for si, job in enumerate(slider_jobs):
         slider = (si, info.result)
 
 with controls:
+    stopped = [p for p in plan if (C.job_info(p.job.key) is not None and
+                                   C.job_info(p.job.key).state in ("error", "cancelled"))]
     if failed:
         st.error(f"Could not compute the curves: {failed[0]}")
+    if stopped and st.button(f"Run the {len(stopped)} failed or cancelled job(s) again", icon=":material/replay:"):
+        for p in stopped:
+            C.submit(p.job, p.priority, retry=True)
+        st.rerun()
     if slider is not None and dense is not None:
         si, point = slider
         d = record_dict(point.record, dense[1].record.metric)
@@ -133,7 +139,7 @@ with controls:
                     tuple(C.curve_grid()), heads, alloc, n_full)
     if st.button("Find smallest model", help="Searches the curve, refines between grid points with real "
                                              "evaluations, then moves the FFN slider there (runs as a job)."):
-        ss["_search"] = {"key": C.submit(sj, 95), "target": target}
+        ss["_search"] = {"key": C.submit(sj, 95, retry=True), "target": target}
     pending = ss.get("_search")
     info = C.job_info(pending["key"]) if pending else None
     if pending and (info is None or info.state == "cancelled"):

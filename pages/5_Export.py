@@ -46,7 +46,7 @@ if st.button("Export and verify", type="primary",
                                     f"{ss['model_spec']} --task {head} --method {cfg.method} --ffn-sparsity "
                                     f"{pcfg.ffn_sparsity} --head-sparsity {pcfg.head_sparsity} --out {out}",
                          C.eval_size(task))
-        ss["_export_job"] = C.submit(job, priority=70)
+        ss["_export_job"] = C.submit(job, priority=70, retry=True)
 
 pending = ss.get("_export_job")
 if pending:

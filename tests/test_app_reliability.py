@@ -3,7 +3,7 @@ installation's limits are shown."""
 import pytest
 
 from test_bad_data import FAULTS
-from ui_support import app_test, apply_env, ensure_quick_demo
+from ui_support import app_test, apply_env, ensure_quick_demo, settle
 
 pytestmark = pytest.mark.ui
 
@@ -34,6 +34,7 @@ def test_bad_uploads_are_friendly_write_nothing_and_keep_the_session(env):
     _use(at, "good.csv", b"text,label\nnice film,positive\nawful film,negative\n")
     assert at.session_state["task"] == "upload:good"
     assert any("Limits: files up to 50 MB" in c.value for c in at.caption)
+    settle(at)  # the page's background jobs (dense metrics) finish writing their cache entries first
     before = _files(tp_home())
     for key, name, content, kwargs, message in FAULTS:
         # .xlsx never reaches our code: Streamlit's uploader refuses the type itself

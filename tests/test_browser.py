@@ -48,7 +48,8 @@ def _wait_idle(page, timeout=240_000):
 
 
 def _goto(page, name):
-    page.locator('[data-testid="stSidebarNav"] a', has_text=name).first.click()
+    # exact: the home page's link, "TaskPrune Studio", contains "Prune"
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=name, exact=True).first.click()
     _wait_idle(page)
 
 
@@ -80,7 +81,7 @@ def test_browser_walkthrough(server):
 
             _goto(page, "Attribution")
             page.get_by_role("button", name="Run attribution").click()
-            page.get_by_text("Scores ready").wait_for(timeout=240_000)
+            page.get_by_text("sst2 · integrated gradients").wait_for(timeout=240_000)
             _wait_idle(page)
             _shot(page, "2_attribution")
 

@@ -176,3 +176,16 @@ def test_metric_interval_covers_the_metric_and_narrows_with_more_examples():
     assert hi_l - lo_l < hi_s - lo_s
     lo_f, hi_f = metric_interval("f1", p[:300], y[:300])
     assert 0 < lo_f < hi_f < 1
+
+
+def test_a_failed_or_cancelled_job_is_not_rerun_by_a_repeated_request_only_by_retry(engine):
+    key = engine.submit(probe_job(0.05, fail="boom", tag="no-loop"), owner="page")
+    _wait_state(engine, key, ("error",))
+    engine.submit(probe_job(0.05, fail="boom", tag="no-loop"), owner="page")  # a page rerun asks again
+    assert engine.status(key).state == "error" and engine.computations(key) == 1
+    engine.submit(probe_job(0.05, fail="boom", tag="no-loop"), owner="page", retry=True)  # the user's button
+    _wait_state(engine, key, ("error",))
+    t0 = time.time()
+    while engine.computations(key) < 2 and time.time() - t0 < 10:
+        time.sleep(0.05)
+    assert engine.computations(key) == 2

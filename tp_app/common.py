@@ -87,7 +87,6 @@ def page(title: str, icon: str = "✂️", caption: str | None = None) -> None:
     st.html(f"<style>{(ASSETS / 'style.css').read_text()}</style>")
     st.logo(str(ASSETS / "logo.svg"), icon_image=str(ASSETS / "icon.svg"), size="large")
     init_state()
-    navigation()
     st.title(title)
     if st.session_state.get("_flash"):
         st.success(st.session_state.pop("_flash"))
@@ -95,23 +94,7 @@ def page(title: str, icon: str = "✂️", caption: str | None = None) -> None:
         st.caption(caption)
     sidebar_status()
     save_settings()
-
-
-PAGES = (("app.py", "TaskPrune Studio", ":material/content_cut:"), ("pages/1_Model.py", "Model", ":material/memory:"),
-         ("pages/2_Attribution.py", "Attribution", ":material/target:"),
-         ("pages/3_Heatmaps.py", "Heatmaps", ":material/grid_on:"),
-         ("pages/4_Prune.py", "Prune", ":material/show_chart:"), ("pages/5_Export.py", "Export", ":material/download:"))
-
-
-def navigation() -> None:
-    """The sidebar's page links, titled by the product (Streamlit's own list would call the home page "app";
-    it is switched off in .streamlit/config.toml)."""
-    with st.sidebar:
-        for path, label, icon in PAGES:
-            try:
-                st.page_link(path, label=label, icon=icon)
-            except Exception:  # a page run on its own (AppTest of one page file): no multipage registry
-                return
+    remember_session()
 
 
 @contextlib.contextmanager
@@ -323,11 +306,19 @@ _SAVED_SETTINGS: dict = {}  # session id -> its choices, so a browser reload fin
 _SAVED_LOCK = threading.Lock()
 
 
+def _cookie(name: str) -> str | None:
+    try:
+        value = st.context.cookies.get(name)
+    except Exception:  # no request context
+        return None
+    return value if isinstance(value, str) else None  # (AppTest has no real request)
+
+
 def session_id() -> str:
-    """This browser session's id; kept in the URL (`?sid=`), so a reload finds the session's jobs again."""
+    """This browser session's id: from `?sid=` (a shared link), the `tp_sid` cookie (a reload), or new."""
     ss = st.session_state
     if "_sid" not in ss:
-        sid = st.query_params.get("sid")
+        sid = st.query_params.get("sid") or _cookie("tp_sid")
         if sid and SID_RE.fullmatch(sid):
             ss["_sid"] = sid
             with _SAVED_LOCK:
@@ -338,9 +329,20 @@ def session_id() -> str:
             from tp_core.jobs import new_owner_id
 
             ss["_sid"] = new_owner_id()
-    if st.query_params.get("sid") != ss["_sid"]:
-        st.query_params["sid"] = ss["_sid"]
     return ss["_sid"]
+
+
+def remember_session() -> None:
+    """Keep the session id in a cookie (`tp_sid`, this site only, one day), so a browser reload finds the session's
+    jobs and settings again (Streamlit has no cookie API; putting the id into the URL with `st.query_params` sent
+    the browser to the home page's address)."""
+    sid = session_id()
+    if st.session_state.get("_sid_cookie") == sid:
+        return
+    st.session_state["_sid_cookie"] = sid
+    with st.sidebar:
+        st.html(f"<script>document.cookie='tp_sid={sid};path=/;max-age=86400;SameSite=Lax';</script>",
+                unsafe_allow_javascript=True, width="content")
 
 
 def save_settings() -> None:
@@ -352,11 +354,12 @@ def save_settings() -> None:
             _SAVED_SETTINGS.pop(next(iter(_SAVED_SETTINGS)))
 
 
-def submit(job, priority: int = 0) -> str:
-    """Submit a job for this session (shared with any session asking for the same thing); returns its key."""
+def submit(job, priority: int = 0, retry: bool = False) -> str:
+    """Submit a job for this session (shared with any session asking for the same thing); returns its key.
+    `retry`: run it again if it failed or was cancelled (a button the user pressed, not a page rerun)."""
     eng = engine()
     info = eng.status(job.key)
-    key = eng.submit(job, owner=session_id(), priority=priority)
+    key = eng.submit(job, owner=session_id(), priority=priority, retry=retry)
     if not st.session_state.get("_panel_polling") and (info is None or info.state in ("queued", "running")):
         st.session_state["_panel_stale"] = True  # the sidebar panel was drawn before this job existed
     return key
@@ -602,9 +605,11 @@ def jobs_panel() -> None:
                                                            "first by urgency)" if running else ""))
         order = sorted(running, key=lambda i: (i.state != "running", -i.priority, i.submitted))
         for info in order[:4]:
-            c1, c2 = st.columns([6, 1], vertical_alignment="center")
-            c1.progress(float(info.progress), text=f"{info.label}\n{job_line(info)}")
-            if c2.button(":material/close:", key=f"cancel_{info.key}", help=f"Cancel: {info.label}"):
+            withdrawn = sid in info.withdrawn
+            st.progress(float(info.progress), text=f"{info.label}\n" + ("cancelled for you; another session still "
+                                                                        "uses it" if withdrawn else job_line(info)))
+            if not withdrawn and st.button("Cancel", key=f"cancel_{info.key}", icon=":material/close:",
+                                           type="tertiary", help=f"Cancel: {info.label}"):
                 eng.cancel(info.key, owner=sid)
                 st.rerun(scope="app")
         rest = order[4:]

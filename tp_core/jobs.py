@@ -79,6 +79,7 @@ class JobInfo:
     error: str | None = None
     priority: int = 0
     owners: set = field(default_factory=set)
+    withdrawn: set = field(default_factory=set)  # owners who cancelled their interest
     estimate_s: float | None = None  # before it starts: from this machine's measured throughput
     first_report: tuple[float, float] | None = None  # (time, fraction) of the first progress report
     result: Any = None
@@ -345,14 +346,17 @@ class Engine:
             self._jobs.pop(info.key, None)
 
     # -- the API
-    def submit(self, job: Job, owner: str = "", priority: int = 0) -> str:
+    def submit(self, job: Job, owner: str = "", priority: int = 0, retry: bool = False) -> str:
         """Submit `job` (and the jobs among its arguments) unless the same key is already running or done;
-        returns its key at once."""
+        returns its key at once. A failed or cancelled job is run again only with `retry` (a user's explicit
+        request): pages that re-ask on every rerun must not loop on a failure or undo a cancel."""
         with self._lock:
             info = self._jobs.get(job.key)
-            if info is not None and info.state in ACTIVE + ("done",):
+            if info is not None and (info.state in ACTIVE + ("done",) or not retry):
                 if owner:
                     info.owners.add(owner)
+                    if retry or info.state in ACTIVE + ("done",) and owner not in info.withdrawn:
+                        info.withdrawn.discard(owner)
                 return job.key
             args = tuple(self._dependency(a, owner, priority) if isinstance(a, Job) else a for a in job.args)
             info = JobInfo(job.key, job.kind, job.label, priority=priority, owners={owner} if owner else set(),
@@ -366,7 +370,7 @@ class Engine:
 
     def _dependency(self, job: Job, owner: str, priority: int):
         """A job used as an argument: its result if known, else its future (a Dask dependency)."""
-        key = self.submit(job, owner, priority)
+        key = self.submit(job, owner, priority, retry=True)
         info = self._jobs[key]
         if info.state == "done":
             return info.result
@@ -425,9 +429,9 @@ class Engine:
             info = self._jobs.get(key)
             if info is None or info.state not in ACTIVE:
                 return False
-            if owner is not None:
-                info.owners.discard(owner)
-                if info.owners:
+            if owner is not None:  # the owner keeps seeing it (as cancelled for them); others may still want it
+                info.withdrawn.add(owner)
+                if info.owners - info.withdrawn:
                     return False
             fut = info.future
             info.message = "cancelling"
