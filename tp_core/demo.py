@@ -19,7 +19,7 @@ from .data import TaskSpec, list_tasks, load_split
 from .errors import TPError
 from .evaluation import evaluate
 from .model import MANIFEST, TaskHeadInfo, minilm_path, new_multitask, pick_device
-from .paths import tp_home
+from .paths import demo_path, tp_home  # noqa: F401  (demo_path: public here as before)
 
 Progress = Callable[[float, str], None]
 
@@ -47,10 +47,6 @@ class DemoConfig:
             return DemoConfig(quick=True, tasks=("sst2", "ag_news"), max_per_task=1200, max_length=48,
                               batch_size=32, eval_limit=400)
         return DemoConfig()
-
-
-def demo_path(quick: bool = False) -> Path:
-    return tp_home() / "models" / ("demo-quick" if quick else "demo")
 
 
 def demo_tasks(cfg: DemoConfig) -> list[TaskSpec]:

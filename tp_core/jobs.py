@@ -157,9 +157,12 @@ def _prepare_worker() -> None:
 
 
 def run_job(key: str, fn_name: str, args: tuple, units: float, rate_key: str) -> Any:
-    """The Dask task: runs `tp_core.work.<fn_name>(progress, *args)` and reports start, progress and the end."""
-    from . import work
+    """The Dask task: runs `tp_core.work.<fn_name>(progress, *args)` (or `module:function`) and reports start,
+    progress and the end. The work module is imported by name: the engine sits below every pipeline stage."""
+    import importlib
 
+    module, _, name = fn_name.rpartition(":")
+    fn = getattr(importlib.import_module(module or "tp_core.work"), name)
     _prepare_worker()
     t0 = time.time()
     _log({"key": key, "event": "start", "t": t0})
@@ -175,7 +178,7 @@ def run_job(key: str, fn_name: str, args: tuple, units: float, rate_key: str) ->
                   "message": str(message)[:200], "t": now})
 
     try:
-        out = getattr(work, fn_name)(progress, *args)
+        out = fn(progress, *args)
     except JobCancelled:
         _log({"key": key, "event": "cancelled", "t": time.time()})
         raise

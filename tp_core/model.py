@@ -26,6 +26,8 @@ from torch import nn
 from .adapters import FamilyAdapter, LayerParts, adapter_for
 from .errors import TPError
 from .gates import install_gates
+from .paths import demo_path
+from .slicing import reshape_to_plan
 from .model_checks import (FORMAT, HF_WEIGHTS, TRUST_HINT, check_config, check_manifest, check_safetensors,
                            first_line, read_json, refused_pickle, shape_mismatch, some_names)
 
@@ -311,8 +313,6 @@ def load_model(spec: str | Path, device: str | None = None, trust_remote_code: b
     spec = str(spec)
     trust_remote_code = bool(trust_remote_code)
     if spec in ("demo", "demo-quick"):
-        from .demo import demo_path
-
         path = demo_path(quick=spec == "demo-quick")
         if not (path / MANIFEST).is_file():
             raise TPError(f"The {spec} model is not built yet: run `python -m tp_core build-demo"
@@ -392,8 +392,6 @@ def _load_taskprune(path: Path, trust_remote_code: bool = False) -> MultiTaskMod
         model = MultiTaskModel(encoder, tok, tasks, heads, kind=manifest["kind"], source=str(path),
                                pruning=manifest.get("pruning"), base_model=str(manifest.get("base_model", "")))
         if manifest.get("pruning"):
-            from .pruning import reshape_to_plan
-
             reshape_to_plan(model, manifest["pruning"]["ffn_keep"], manifest["pruning"]["heads_keep"])
     except TPError:
         raise

@@ -171,3 +171,8 @@ def enforce_cache_cap(max_bytes: int | None = None, keep: Path | None = None) ->
         total -= size
         freed += size
     return freed
+
+
+def demo_path(quick: bool = False) -> Path:
+    """Where the demo model (or the quick one) is built and cached."""
+    return tp_home() / "models" / ("demo-quick" if quick else "demo")
