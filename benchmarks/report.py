@@ -188,7 +188,112 @@ def _glance(res: dict) -> list[str]:
         out.append("pruned-model speed: " + sp["export"]["verdict"])
     if tp.get("verdict"):
         out.append("TextPruner: " + tp["verdict"])
+    if res.get("ig_fidelity"):
+        out.append(_ig_fidelity_glance(res["ig_fidelity"]))
     return out
+
+
+def _ig_fidelity_glance(f: dict) -> str:
+    rec = f.get("recommended_default")
+    if not rec:
+        return "IG fidelity: no setting cheaper than the reference stayed within its interval in every cell"
+    return (f"IG fidelity: cheapest setting within the reference's 95% interval in every cell: {rec['steps']} steps "
+            f"`{rec['riemann']}` (reference {f['meta']['settings']['reference']['steps']} steps "
+            f"`{f['meta']['settings']['reference']['riemann']}`; seeds checked {rec['seeds_checked']})")
+
+
+def _ig_fidelity_section(f: dict) -> list[str]:
+    """Section 7: IG fidelity against step count and quadrature (benchmarks/bench_ig_fidelity.py)."""
+    m, st = f["meta"], f["meta"]["settings"]
+    ref = st["reference"]
+    tasks = [t for t in st["tasks"] if t in f["tasks"]]
+    mc = m["machine"]
+    parts = m.get("parts") or [{"command": m["command"], "date": m["date"], "total_seconds": m["total_seconds"],
+                                "loadavg_start": mc["loadavg_start"], "loadavg_end": m.get("loadavg_end")}]
+    stamp = (f"_Machine: {mc['cpu']}, {mc['cores']} cores, {st.get('torch_threads', mc['torch_threads'])} torch thread(s) "
+             f"per process, torch {mc['torch']}, nice {m.get('nice', 0)}; " + "; ".join(
+                 f"`{p['command']}` ({p['date']}, {p['total_seconds'] / 60:.0f} min, load average "
+                 f"{p['loadavg_start'][0]:.1f} at start, {(p.get('loadavg_end') or [float('nan')])[0]:.1f} at the end)"
+                 for p in parts) + "._")
+    rows0 = [r for r in f["rows"] if r["seed"] == 0]
+    order = sorted({(r["steps"], r["riemann"]) for r in rows0},
+                   key=lambda x: (x[0], ["riemann_middle", "riemann_trapezoid", "gausslegendre"].index(x[1])
+                                  if x[1] in ("riemann_middle", "riemann_trapezoid", "gausslegendre") else 9))
+    get = {(r["task"], r["steps"], r["riemann"]): r for r in rows0}
+    passes = {(t["steps"], t["riemann"]): t for t in f.get("settings", [])}
+    units = st.get("units_by_task") or {t: st["units"] for t in tasks}
+    ev = ", ".join(f"{t} {f['tasks'][t]['n_eval']} of {f['tasks'][t]['n_validation']} validation examples "
+                   f"(dense {f['tasks'][t]['metric_name']} {f['tasks'][t]['dense']:.4f})" for t in tasks)
+    L = ["## 7. IG fidelity: steps and quadrature", "",
+         f"Integrated gradients with 2-{max(st['steps'])} steps and the quadratures {', '.join(f'`{q}`' for q in st['quadratures'])} "
+         f"(Captum's approximation methods, passed through `AttributionConfig.riemann`), against the reference "
+         f"{ref['steps']} steps `{ref['riemann']}`. The app's settings otherwise: {st['samples']} scoring examples "
+         f"(seed 0), {st['labels']} labels, " + ", ".join(
+             f"{t}: {'FFN neurons + heads' if units.get(t) == 'both' else units.get(t, '?') + ' units only'}"
+             for t in tasks) + f"; {st['target']} target, `{st['aggregation']}`, "
+         f"max length {st['max_length']}. Pruning: FFN sparsity {', '.join(f'{int(100 * x)}%' for x in st['sparsities'])}, "
+         f"{st['allocation']} allocation, heads kept; evaluated on {ev}. Every quadrature evaluates the model once "
+         "per step, so the step count is the cost; seconds are the wall time of one `attribute()` run "
+         "(cache off) on the shared machine, so they carry its load.", "",
+         "### Rank agreement with the reference and cost (seed 0)", "",
+         _table(["steps", "quadrature"] + [f"{t} Spearman FFN" for t in tasks] + [f"{t} Spearman heads" for t in tasks]
+                + [f"{t} s" for t in tasks] + ["within interval everywhere"],
+                [[s, f"`{q}`" + (" (reference)" if (s, q) == (ref["steps"], ref["riemann"]) else "")]
+                 + [fmt(get[(t, s, q)]["spearman_ffn"], 4) if (t, s, q) in get else "–" for t in tasks]
+                 + [fmt(get[(t, s, q)]["spearman_heads"], 4) if (t, s, q) in get else "–" for t in tasks]
+                 + [fmt(get[(t, s, q)]["seconds"], 1) if (t, s, q) in get else "–" for t in tasks]
+                 + [("yes" if passes[(s, q)]["passes_all_cells"] else "**no**") if (s, q) in passes else "–"]
+                 for s, q in order]), "", stamp, ""]
+    for t in tasks:
+        d = f["tasks"][t]
+        L += [f"### {t}: metric kept vs dense, and its difference to the reference [paired bootstrap 95% interval]", "",
+              f"Dense {d['metric_name']} {d['dense']:.4f} on {d['n_eval']} examples; cells read kept (difference "
+              "[interval]); the reference's own kept-vs-dense is its row.", "",
+              _table(["steps", "quadrature"] + [f"FFN {int(100 * x)}%" for x in st["sparsities"]],
+                     [[s, f"`{q}`"] + [
+                         "–" if (t, s, q) not in get else (
+                             f"{pt['kept']:.3f}" if get[(t, s, q)]["reference"] else
+                             f"{pt['kept']:.3f} ({pt['diff']:+.3f} [{pt['ci_low']:+.3f}, {pt['ci_high']:+.3f}])"
+                             + ("" if pt["passes"] else " **below**"))
+                         for pt in (get[(t, s, q)]["points"] if (t, s, q) in get else [None] * len(st["sparsities"]))]
+                      for s, q in order]), "", stamp, ""]
+    extra = [r for r in f["rows"] if r["seed"] != 0]
+    if extra:
+        L += ["### Other scoring seeds (reference against the cheapest seed-0 candidates)", "",
+              _table(["task", "seed", "steps", "quadrature", "Spearman FFN", "Spearman heads"]
+                     + [f"FFN {int(100 * x)}%" for x in st["sparsities"]],
+                     [[r["task"], r["seed"], r["steps"], f"`{r['riemann']}`", fmt(r["spearman_ffn"], 4),
+                       fmt(r["spearman_heads"], 4)] + [
+                         f"{pt['kept']:.3f}" if r["reference"] else
+                         f"{pt['kept']:.3f} ({pt['diff']:+.3f} [{pt['ci_low']:+.3f}, {pt['ci_high']:+.3f}])"
+                         + ("" if pt["passes"] else " **below**") for pt in r["points"]]
+                      for r in sorted(extra, key=lambda r: (r["task"], r["seed"], not r["reference"], r["steps"]))]),
+              "", stamp, ""]
+    rec = f.get("recommended_default")
+    L += ["### Recommended default", "",
+          "Rule: the cheapest setting (fewest steps; ties: higher Spearman with the reference) whose interval of the "
+          "kept-vs-dense difference to the reference contains zero or lies above it in every measured cell (task x "
+          "sparsity x seed). An interval that contains zero is absence of evidence of a loss at this sample size, not "
+          "proof of equality; the Spearman columns say how close the rankings are.", "",
+          f"- {_ig_fidelity_glance(f)}."]
+    w = f.get("wiring")
+    if w:
+        L.append(f"- Quadrature wiring ({w['task']}, layer {w['layer']}, {w['steps']} steps, {w['samples']} examples): "
+                 "tp_core's fast path against Captum's LayerIntegratedGradients with the same method name, max relative "
+                 "difference " + ", ".join(f"`{x['riemann']}` {x['max_rel_diff_vs_captum']:.1e}" for x in w["rows"])
+                 + "; the quadratures' scores differ from each other (" + ", ".join(
+                     f"`{x['riemann']}` {x['max_rel_diff_vs_' + w['rows'][0]['riemann']]:.1e}" for x in w["rows"][1:])
+                 + f" relative to `{w['rows'][0]['riemann']}`), so the setting reaches the computation.")
+        tz = w.get("weight_sums", {}).get("riemann_trapezoid")
+        if tz:
+            L.append("- Captum's `riemann_trapezoid` weights sum to (n-1)/n, not 1 (" + ", ".join(
+                f"{k} steps: {v:.3f}" for k, v in tz.items()) + "): its scores are scaled down by that factor. The "
+                "factor is the same for every unit of a run, so rankings and masks are unaffected, but absolute scores "
+                "are not comparable across step counts.")
+    for c in m.get("cuts", []):
+        L.append(f"- Cut: {c}.")
+    L.append("")
+    return L
 
 
 def write(res: dict, out: Path) -> None:
@@ -358,4 +463,6 @@ def write(res: dict, out: Path) -> None:
               _table(["variant", "scoring s", "global 70%", "per-layer 70%"],
                      [[r["variant"], fmt(r["seconds"], 2), fmt_pct(r["global_70"]), fmt_pct(r["per-layer_70"])]
                       for r in tp["gap_study"]]), "", stamp, ""]
+    if res.get("ig_fidelity"):
+        L += _ig_fidelity_section(res["ig_fidelity"])
     (out / "RESULTS.md").write_text("\n".join(L) + "\n")

@@ -97,6 +97,9 @@ def main(argv=None) -> int:
                          "(for a quiet machine; attribution times and all quality numbers are kept)")
     ap.add_argument("--refresh-interactive", action="store_true",
                     help="with --report-only: take the slider latency from a newer benchmarks/bench_interactive.py run")
+    ap.add_argument("--refresh-ig-fidelity", nargs="?", const=str(HERE / "out" / "ig_fidelity.json"), default=None,
+                    metavar="JSON", help="with --report-only: take the IG fidelity section (key ig_fidelity) from a "
+                                         "benchmarks/bench_ig_fidelity.py result (default benchmarks/out/ig_fidelity.json)")
     ap.add_argument("--out", default=None, help="output folder (default docs/, or docs/quick/ with --quick)")
     args = ap.parse_args(argv)
     out_dir = Path(args.out) if args.out else (DOCS / "quick" if args.quick else DOCS)
@@ -105,6 +108,9 @@ def main(argv=None) -> int:
 
     if args.report_only:
         res = json.loads((out_dir / "results.json").read_text())
+        if args.refresh_ig_fidelity:
+            res["ig_fidelity"] = _jsonable(json.loads(Path(args.refresh_ig_fidelity).read_text()))
+            (out_dir / "results.json").write_text(json.dumps(res, indent=1))
         if args.refresh_interactive:
             import bench_speed
 
@@ -130,6 +136,10 @@ def main(argv=None) -> int:
         cmd += f" (benchmarks/run_all.py {' '.join(sys.argv[1:])})"
     res = {"meta": {"command": cmd, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
                     "git": git_state(), "settings": settings_dict(s), "section_seconds": {}}}
+    try:  # the IG fidelity section comes from its own benchmark (bench_ig_fidelity.py): keep it across runs
+        res["ig_fidelity"] = json.loads((out_dir / "results.json").read_text())["ig_fidelity"]
+    except (OSError, ValueError, KeyError):
+        pass
     b = Bench(s, None)
     b.model = load_or_build_model(s, b.log)
     b.log(f"model {s.model} loaded; tasks {list(b.model.tasks)}")
