@@ -175,8 +175,10 @@ def main(argv=None) -> int:
         value = out["onnx_speedup_vs_torch_dense"]["batch_1"] if key == "onnx_speedup_vs_torch_dense_b1" else \
             out["onnx_int8_speedup_vs_torch_dense"]["batch_1"] if key == "onnx_int8_speedup_vs_torch_dense_b1" else \
             out[key]
-        met = value <= target if op == "<=" else value >= target
-        out["goals"][key] = {"value": value, "goal": f"{op} {target}", "met": bool(met),
+        met = bool(value <= target if op == "<=" else value >= target)
+        if "speedup" in key and contended:
+            met = None  # not judged: a ratio measured while other jobs shared the CPU is not a speed-up to quote
+        out["goals"][key] = {"value": value, "goal": f"{op} {target}", "met": met,
                              **({"contended": contended} if "speedup" in key else {})}
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
