@@ -261,7 +261,8 @@ class _Capture:
 
 
 class _Normal:
-    """Accumulates (float64 sums of per-batch float32 products) what every level needs about one projection on the calibration tokens."""
+    """What every level needs about one projection on the calibration tokens (float64 sums of per-batch float32
+    products): the normal equations of [x_kept | 1] against the target, and the removed units' activation sums."""
 
     def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], kept: list[int], d: int, need_ls: bool):
         self.W = weight.detach().double()  # (out, in)
