@@ -227,7 +227,7 @@ def _ffn_config_attr(model) -> str:
 def padded_for_hf(small, original_heads: Sequence[int]) -> tuple[nn.Module, dict]:
     """A copy of `small.encoder` whose layers all have the widest kept FFN and the original head count (zero-padded),
     so transformers' one-width config describes it. Returns (module, padding info)."""
-    from .pruning import _parent_of, _set_child
+    from .slicing import _parent_of, _set_child
 
     enc = copy.deepcopy(small.encoder)
     holder = copy.copy(small)  # adapter lookups on the copy
