@@ -13,7 +13,7 @@ from torch import nn
 
 from .masks import UnitMasks
 from .model import MultiTaskModel
-from .slicing import _apply, reshape_to_plan  # noqa: F401  (reshape_to_plan: public here as before)
+from .slicing import _apply, _parent_of, _set_child, _slice_linear, reshape_to_plan  # noqa: F401  (public here as before)
 
 
 def prune_physically(model: MultiTaskModel, masks: UnitMasks, task: str | None = None,
