@@ -27,7 +27,8 @@ with left:
                 disabled=data_free, help="How many training examples the scores are averaged over. Small N is the "
                                          "low-resource setting; the paper's method works with a few dozen.")
     C.persisted(st.slider, "IG steps", "attr_steps", min_value=1, max_value=min(64, limits().max_steps), disabled=method != "ig",
-                help="Riemann steps of the integral from 0 to the real activation. More steps: more exact, slower.")
+                help="Quadrature steps (Gauss-Legendre) of the integral from 0 to the real activation. 2 is as "
+                     "faithful as 50 on our benchmark (docs/RESULTS.md, IG fidelity) and 12x cheaper.")
     C.persisted(st.radio, "Target labels", "attr_labels", options=["gold", "predicted"], horizontal=True,
                 disabled=data_free, help="gold: the true labels. predicted: the model's own predictions "
                                          "(unsupervised - no labels needed).")

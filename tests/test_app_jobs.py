@@ -30,12 +30,14 @@ def _engine():
 
 def _fresh_scores_key(samples: int, steps: int, method: str = "ig", task: str = "sst2") -> str:
     """The key of the app's scores job for these settings, with any cached result removed (so it really runs)."""
-    from tp_core.attribution import AttributionConfig, cached_scores_path
+    from dataclasses import replace
+
+    from tp_core.attribution import cached_scores_path
     from tp_core.model import load_model
-    from tp_core.work import model_ref, scores_job
+    from tp_core.work import APP_ATTRIBUTION, model_ref, scores_job
 
     model = load_model("demo-quick")
-    cfg = AttributionConfig(method=method, samples=samples, steps=steps)
+    cfg = replace(APP_ATTRIBUTION, method=method, samples=samples, steps=steps)  # what the app asks for
     cached_scores_path(model, task, cfg).unlink(missing_ok=True)
     key = scores_job(model, model_ref(model), task, cfg, None).key
     _engine().forget(key)

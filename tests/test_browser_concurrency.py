@@ -18,13 +18,14 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from test_browser import ARGS, CHROMIUM, _goto, _metric, _wait_idle
+from tp_core.work import APP_ATTRIBUTION
 from ui_support import APP_ENV, ensure_quick_demo, healthy, streamlit_server
 
 pytestmark = pytest.mark.ui
@@ -230,7 +231,7 @@ def test_five_browser_sessions_at_once_each_get_their_single_session_numbers(ser
             browser.close()
     assert proc.poll() is None and healthy(url), "the server stopped"
 
-    from tp_core.attribution import AttributionConfig, attribute
+    from tp_core.attribution import attribute
     from tp_core.curves import evaluate_dense, evaluate_point
     from tp_core.data import load_split
     from tp_core.masks import PruneConfig
@@ -241,7 +242,7 @@ def test_five_browser_sessions_at_once_each_get_their_single_session_numbers(ser
     for s in SESSIONS:
         got = shown[s]
         data = load_split(s.task, "validation", limit=EVAL_LIMIT)
-        scores = attribute(model, s.task, AttributionConfig(method=s.method, samples=SAMPLES, steps=STEPS),
+        scores = attribute(model, s.task, replace(APP_ATTRIBUTION, method=s.method, samples=SAMPLES, steps=STEPS),
                            use_cache=False)  # recomputed here, alone: not read back from the server's cache
         rec = evaluate_point(model, s.task, scores, PruneConfig(s.ffn, s.heads, s.allocation), data)
         dense = evaluate_dense(model, s.task, data)
@@ -281,13 +282,13 @@ def test_closing_a_tab_during_attribution_leaves_a_clean_cache(server):
     tab then gets the same scores as a run alone, and another user's session kept working throughout."""
     from playwright.sync_api import sync_playwright
 
-    from tp_core.attribution import AttributionConfig, UnitScores, attribute, cache_key, scoring_data
+    from tp_core.attribution import UnitScores, attribute, cache_key, scoring_data
     from tp_core.model import load_model
 
     url, home, proc = server
     model = load_model("demo-quick")
     steps = STEPS + 6  # slow enough to be closed mid-run (the steps slider moves one step per key press)
-    cfg = AttributionConfig(method="ig", samples=SAMPLES + 16, steps=steps)
+    cfg = replace(APP_ATTRIBUTION, method="ig", samples=SAMPLES + 16, steps=steps)  # what the app asks for
     path = home / "scores" / f"{cache_key(model, 'sst2', cfg, scoring_data('sst2', cfg))}.json"
     path.unlink(missing_ok=True)  # make sure it is computed (a previous run of this test cached it)
 

@@ -36,10 +36,9 @@ def default_grid() -> tuple[float, ...]:
 def warm_start(engine: Engine, spec: str = "demo", tasks: tuple[str, ...] | None = None,
                eval_limit: int | None = None, owner: str = "warm-start") -> list[str]:
     """Submit the warm start at the lowest priority; returns the submitted keys (first task first)."""
-    from .attribution import AttributionConfig
     from .data import load_split
     from .model import load_model
-    from .work import PRIORITY, DataRef, curve_plan, model_ref
+    from .work import APP_ATTRIBUTION, PRIORITY, DataRef, curve_plan, model_ref
 
     model = load_model(spec)
     eval_limit = eval_limit or int(os.environ.get("TP_APP_EVAL_LIMIT", DEFAULT_EVAL_LIMIT))
@@ -47,7 +46,7 @@ def warm_start(engine: Engine, spec: str = "demo", tasks: tuple[str, ...] | None
     order = [t for t in (tasks or DEFAULT_TASKS) if t in model.tasks] + \
         [t for t in model.tasks if t not in (tasks or DEFAULT_TASKS)]
     ref = model_ref(model)
-    cfg = AttributionConfig()
+    cfg = APP_ATTRIBUTION
     keys = []
     for ti, task in enumerate(order):
         n_full = len(load_split(task, "validation", limit=eval_limit))
@@ -78,15 +77,22 @@ def serve(port: int = 8501, warm: bool = True, spec: str = "demo") -> int:
            "--server.port", str(port), "--browser.gatherUsageStats", "false"]
     print(f"Starting TaskPrune Studio on http://localhost:{port}", flush=True)
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env)
+
+    def stop(signum, frame):  # SIGTERM (a service manager, a test) stops the app and the cluster too
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         while proc.poll() is None:
             time.sleep(0.5)
     except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        pass
     finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         engine.close()
     return proc.returncode or 0
