@@ -106,6 +106,7 @@ if model is not None:
     if not tasks:
         st.warning("None of this model's heads matches a task of the data bundle. Upload your own evaluation data below.")
     else:
+        C.current_task(model)  # the default task (sst2 first) before the box picks its first option
         C.persisted(st.selectbox, "Current task", "task", options=tasks,
                     help="The task to attribute, prune and export for. Every page uses it.")
         limit = C.persisted(st.number_input, "Validation examples per task (capped subset)", "eval_limit",

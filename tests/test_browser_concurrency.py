@@ -158,7 +158,7 @@ def _dense_table(page) -> dict:
     out = {}
     for row in grid.locator("table tbody tr").all():
         cells = dict(zip(header, [c.strip() for c in row.locator("td").all_text_contents()]))
-        out[cells["task"]] = (float(cells["dense value"]), int(cells["examples"]))
+        out[cells["task"]] = (float(cells["dense value"]), int(cells["validation examples"]))
     assert set(out) == {"sst2", "ag_news"}, (header, out)
     return out
 
