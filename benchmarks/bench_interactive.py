@@ -94,7 +94,7 @@ def main() -> int:
 
     from tp_core.demo import demo_path
     from tp_core.jobs import Engine
-    from ui_support import free_port, healthy
+    from ui_support import free_port, healthy, stop_process
 
     src = demo_path(args.model == "demo-quick")
     home = Path(tempfile.mkdtemp(prefix="tp-bench-"))
@@ -256,11 +256,7 @@ def main() -> int:
             browser.close()
         observer.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, 30)
         log.close()
     out["load_after"] = os.getloadavg()[0]
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

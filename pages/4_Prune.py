@@ -8,7 +8,7 @@ from tp_app import common as C
 from tp_core.attribution import METHODS
 from tp_core.curves import record_dict
 from tp_core.evaluation import majority_baseline
-from tp_core.masks import ALLOCATIONS, PruneConfig
+from tp_core.masks import ALLOCATIONS
 from tp_core.work import curve_plan, plan_results, search_job
 
 C.page("Prune", caption="Remove the least important units for the task and watch the metric against model size.")

@@ -6,20 +6,10 @@ import time
 
 import pytest
 
-from ui_support import app_test, apply_env, ensure_quick_demo, settle
+from test_app import env, quick_demo  # noqa: F401  (the same fixtures: quick demo model, app settings)
+from ui_support import app_test, settle
 
 pytestmark = pytest.mark.ui
-
-
-@pytest.fixture(scope="session")
-def quick_demo():
-    return ensure_quick_demo()
-
-
-@pytest.fixture
-def env(quick_demo, monkeypatch, tmp_path):
-    apply_env(monkeypatch, tmp_path / "exports")
-    return tmp_path
 
 
 def _engine():

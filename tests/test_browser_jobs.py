@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from test_browser import ARGS, CHROMIUM, _goto, _wait_idle
-from ui_support import APP_ENV, APP_ROOT, ensure_quick_demo, free_port, healthy
+from ui_support import APP_ENV, APP_ROOT, ensure_quick_demo, free_port, healthy, stop_process
 
 pytestmark = pytest.mark.ui
 
@@ -40,11 +40,7 @@ def served(tmp_path_factory):
             time.sleep(0.5)
         yield url, tmp, demo
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, 20)
         log.close()
         assert "Traceback" not in (tmp / "serve.log").read_text(), (tmp / "serve.log").read_text()[-3000:]
 

@@ -70,11 +70,16 @@ def streamlit_server(env: dict, log_path: Path):
                 raise RuntimeError(f"streamlit did not start; see {log_path}")
             yield url, proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc, 10)
+
+
+def stop_process(proc, timeout: float = 20) -> None:
+    """SIGTERM, then SIGKILL if it has not ended after `timeout` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def settle(at, timeout: float = 300, rounds: int = 6):
