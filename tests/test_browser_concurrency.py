@@ -26,7 +26,7 @@ import pytest
 
 from test_browser import ARGS, CHROMIUM, _goto, _metric, _wait_idle
 from tp_core.work import APP_ATTRIBUTION
-from ui_support import APP_ENV, ensure_quick_demo, healthy, streamlit_server
+from ui_support import APP_ENV, app_tracebacks, ensure_quick_demo, healthy, streamlit_server
 
 pytestmark = pytest.mark.ui
 
@@ -91,8 +91,7 @@ def server():
     log_path = home / "streamlit.log"
     with streamlit_server(env, log_path) as (url, proc):
         yield url, home, proc
-    text = log_path.read_text(errors="replace")
-    assert "Traceback" not in text, text[-3000:]
+    assert not app_tracebacks(log_path.read_text(errors="replace"))
 
 
 def _shot(page, name: str) -> None:
@@ -135,6 +134,14 @@ def _slider(page, index: int):
 def _sidebar_shows(page, text: str, timeout: int = 300_000) -> None:
     page.wait_for_function("(t) => { const s = document.querySelector('[data-testid=stSidebar]');"
                            " return s && s.innerText.replace(/\\s+/g, ' ').includes(t); }", arg=text, timeout=timeout)
+
+
+def _point_on_all_examples(page, timeout: int = 420_000) -> None:
+    """The slider's point has landed on all validation examples (not only the first, subset pass)."""
+    page.wait_for_function("() => { const t = document.body.innerText; return t.includes('Kept parameters') && "
+                           "!t.includes('refining on all examples') && !t.includes('Evaluating this setting'); }",
+                           timeout=timeout)
+    _wait_idle(page, timeout=timeout)
 
 
 def _prune_numbers(page) -> dict:
@@ -208,6 +215,7 @@ def test_five_browser_sessions_at_once_each_get_their_single_session_numbers(ser
                 page.wait_for_timeout(500)
                 _wait_idle(page, timeout=420_000)
                 _sidebar_shows(page, s.echo, timeout=10_000)
+                _point_on_all_examples(page)
                 _no_error_on(page)
                 shown[s] = _prune_numbers(page)
                 _shot(page, f"concurrent_{i + 1}_{s.task}_{s.method}")
@@ -328,6 +336,7 @@ def test_closing_a_tab_during_attribution_leaves_a_clean_cache(server):
             _sidebar_shows(other, "FFN 0% · heads 0%")
             other.wait_for_timeout(500)
             _wait_idle(other, timeout=300_000)
+            _point_on_all_examples(other)
             _no_error_on(other)
             assert _prune_numbers(other)["metric"] == _prune_numbers(other)["dense"]  # FFN 0 %, heads 0 %
             assert proc.poll() is None and healthy(url)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from test_browser import ARGS, CHROMIUM, _goto, _wait_idle
-from ui_support import APP_ENV, APP_ROOT, ensure_quick_demo, free_port, healthy, stop_process
+from ui_support import APP_ENV, APP_ROOT, app_tracebacks, ensure_quick_demo, free_port, healthy, stop_process
 
 pytestmark = pytest.mark.ui
 
@@ -42,7 +42,7 @@ def served(tmp_path_factory):
     finally:
         stop_process(proc, 20)
         log.close()
-        assert "Traceback" not in (tmp / "serve.log").read_text(), (tmp / "serve.log").read_text()[-3000:]
+        assert not app_tracebacks((tmp / "serve.log").read_text())
 
 
 def _sidebar(page) -> str:

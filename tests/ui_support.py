@@ -99,3 +99,10 @@ def settle(at, timeout: float = 300, rounds: int = 6):
             time.sleep(0.1)
         at.run()
     return at
+
+
+def app_tracebacks(log_text: str) -> list[str]:
+    """Tracebacks in a server log, except Streamlit's own when a browser tab closes while the server is still
+    sending to it (starlette's WebSocketDisconnected: the page's self-refreshing parts keep sending while jobs run)."""
+    blocks = log_text.split("Traceback (most recent call last):")[1:]
+    return [b[-1500:] for b in blocks if "WebSocketDisconnected" not in b and "WebSocket is not connected" not in b]
