@@ -432,6 +432,8 @@ def known_scores(model, task: str, cfg: AttributionConfig) -> UnitScores | None:
     info = job_info(job.key)
     if info is not None and info.state == "done":
         return info.result
+    if info is not None and info.state in ("queued", "running"):
+        return None  # being computed: no need to look on disk (that reads the scoring split) on every rerun
     with _DISK_LOCK:
         if job.key in _DISK_SCORES:
             return _DISK_SCORES[job.key]
