@@ -108,15 +108,6 @@ def friendly(what: str):
         st.error(f"Something went wrong while {what}: {type(exc).__name__}: {str(exc)[:300]}")
 
 
-def progress_cb(text: str) -> Callable[[float, str], None]:
-    bar = st.progress(0.0, text=text)
-
-    def cb(fraction: float, message: str) -> None:
-        bar.progress(float(min(max(fraction, 0.0), 1.0)), text=f"{text} - {message}")
-
-    return cb
-
-
 # ----- session state -------------------------------------------------------------------------------------------
 DEFAULTS = {
     "model_spec": None,  # set on first load
@@ -288,13 +279,6 @@ def validation_data(task: str, limit: int | None = None) -> TaskData:
     return _split(task, "validation", limit)
 
 
-def scoring_data(task: str, cfg: AttributionConfig) -> TaskData | None:
-    """Examples for attribution: None for bundle tasks (the engine samples its scoring split), the upload else."""
-    if task.startswith(UPLOAD_PREFIX):
-        return st.session_state["custom_data"][0].sample(cfg.samples, seed=cfg.seed)
-    return _split(task, bundle_tasks()[task].scoring_split, cfg.samples, cfg.seed)
-
-
 # ----- jobs: every heavy computation goes through tp_core's job engine ---------------------------------------------
 def engine():
     """The process's job engine (an embedded Dask cluster, or the one TP_SCHEDULER names)."""
@@ -449,16 +433,6 @@ def known_scores(model, task: str, cfg: AttributionConfig) -> UnitScores | None:
         while len(_DISK_SCORES) > 256:
             _DISK_SCORES.pop(next(iter(_DISK_SCORES)))
     return scores
-
-
-def request_scores(model, task: str, cfg: AttributionConfig, priority: int = 60) -> tuple[str, UnitScores | None]:
-    """(job key, scores): the scores when known, else a submitted job (returns at once)."""
-    job = scores_job(model, task, cfg)
-    known = known_scores(model, task, cfg)
-    if known is not None:
-        return job.key, known
-    submit(job, priority)
-    return job.key, job_result(job.key)
 
 
 def scores_for_units(cfg: AttributionConfig, head_sparsity: float) -> AttributionConfig:
@@ -645,20 +619,3 @@ def jobs_panel() -> None:
     st.session_state.pop("_panel_stale", None)
     st.divider()
     st.fragment(body, run_every=1.0 if active else None)()
-
-
-_MEMO: dict = {}
-_MEMO_LOCK = threading.Lock()
-
-
-def memo(key: tuple, fn: Callable):
-    """Process-wide memo for results shared by all sessions (inspector look-ups); bounded."""
-    with _MEMO_LOCK:
-        if key in _MEMO:
-            return _MEMO[key]
-    value = fn()
-    with _MEMO_LOCK:
-        if len(_MEMO) > 512:
-            _MEMO.pop(next(iter(_MEMO)))
-        _MEMO[key] = value
-    return value
