@@ -100,7 +100,7 @@ with chart:
         xs = [100.0 * r.record.kept_params / r.record.total_params for _, _, r in pts]
         color = C.METHOD_COLORS[m]
         fig.add_scatter(x=xs + xs[::-1], y=[r.high for *_, r in pts] + [r.low for *_, r in pts][::-1],
-                        fill="toself", fillcolor=C.rgba(color, 0.12), line=dict(width=0), hoverinfo="skip",
+                        mode="lines", fill="toself", fillcolor=C.rgba(color, 0.12), line=dict(width=0), hoverinfo="skip",
                         showlegend=False, name=f"{m} 95% interval")
         fig.add_scatter(x=xs, y=[r.record.metric for *_, r in pts], mode="lines+markers", name=C.METHOD_LABELS[m],
                         line=dict(color=color, width=3 if m == method else 1.5),
