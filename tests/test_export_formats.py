@@ -349,3 +349,43 @@ def test_recovery_is_folded_into_onnx_and_named_in_the_card(tmp_path):
     assert rep.format("onnx").check_max_abs_diff < 1e-4
     assert "Recovery: level=bias" in (tmp_path / "rec" / "README.md").read_text()
     assert "recovery" in json.loads((tmp_path / "rec" / "mask.json").read_text())
+
+
+def test_app_tables_and_counts_before_exporting_match_the_export(bert_export):
+    """What the Export page shows: summary_tables of the report, and the counts it gives before exporting
+    (planned_counts: parameters with the task vocabulary, hf/ padding) equal what the export then reports."""
+    from tp_core.export_formats import hf_padding_params, planned_counts, summary_tables
+    from tp_core.vocab import embedding_params_saved, plan_for_task
+
+    model, masks, report, out = bert_export
+    t = summary_tables(json.loads((out / "export_report.json").read_text()))
+    assert [r["part"] for r in t["params"]][0].startswith("embeddings") and t["params"][-1]["part"] == "total"
+    assert t["params"][-1]["pruned"] == f"{report.params_pruned['total']:,}"
+    assert [r["model"] for r in t["formats"]] == ["dense (torch, float32)", "TaskPrune folder", "ONNX (fp32)",
+                                                  "ONNX int8", "Hugging Face folder"]
+    assert all(r["size on disk"].endswith(" MB") for r in t["formats"])
+    pad = report.format("hf").params_by_part["padding"]
+    assert t["hf_padding"]["params"] == pad == hf_padding_params(model, masks)["padding_params"] > 0
+    assert "padding" in t["formats"][-1]["parameters"] and any("pad" in n for n in t["hf_padding"]["notes"])
+    assert any("[UNK]" in r[""] for r in t["vocab"]) and [r["task"] for r in t["offdomain"]] == ["cr"]
+    assert t["latency"] == [] and t["latency_note"] is None
+    saved = embedding_params_saved(model, plan_for_task(model, "sst2", min_count=2))
+    counts = planned_counts(model, "sst2", random_scores(model), PruneConfig(0.5, 0.25), saved)
+    assert counts["kept_task_vocab"] == report.params_pruned["total"]
+    assert counts["kept"] - counts["kept_task_vocab"] == saved and counts["dense"] == report.params_dense["total"]
+    assert counts["hf"]["padding_params"] == pad and not counts["hf"]["uniform"]
+
+
+def test_latency_rows_before_and_after(tmp_path):
+    from tp_core.export_formats import summary_tables
+
+    model = tiny_multitask("bert")
+    rep = export_formats(model, "sst2", random_scores(model), PruneConfig(0.5), tmp_path / "lat", ["onnx-int8"],
+                         latency=True, latency_batches=(1, 4), latency_repeats=3, command="pytest")
+    lat = rep.latency
+    assert {"torch_dense", "torch_pruned", "onnx-int8"} <= set(lat) and lat["torch_dense"]["4"]["repeats"] == 3
+    t = summary_tables(rep.to_dict())
+    assert [r["runner"] for r in t["latency"]] == ["dense (torch), before", "pruned (torch: TaskPrune folder)",
+                                                   "pruned ONNX int8"]
+    assert t["latency"][0]["batch 1: speed-up"] == "1.0x" and t["latency"][2]["batch 4: speed-up"].endswith("x")
+    assert "load average" in t["latency_note"]

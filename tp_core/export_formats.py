@@ -263,6 +263,39 @@ def padded_for_hf(small, original_heads: Sequence[int]) -> tuple[nn.Module, dict
     return enc, {"ffn_width": f_max, "heads": list(original_heads), "padding_params": added, "uniform": uniform}
 
 
+def hf_padding_params(model, masks, original_heads: Sequence[int] | None = None) -> dict:
+    """What the hf/ format's padding (see `padded_for_hf`) will cost for `masks` on `model`, computed without
+    building anything: {"padding_params", "ffn_width", "uniform"}. Zero for a per-layer-uniform plan that keeps
+    every head."""
+    heads0 = list(original_heads or (model.pruning or {}).get("original_heads") or model.unit_shape().heads)
+    kept_ffn = [int(m.sum()) for m in masks.ffn]
+    f_max = max(kept_ffn) if kept_ffn else 0
+    added = 0
+    for l in range(model.num_layers):
+        p = model.layer_parts(l)
+        per_neuron = p.ffn_in.in_features + (1 if p.ffn_in.bias is not None else 0) + p.ffn_out.out_features
+        added += (f_max - kept_ffn[l]) * per_neuron
+        d = p.head_dim
+        per_head = sum(d * lin.in_features + (d if lin.bias is not None else 0) for lin in (p.query, p.key, p.value))
+        per_head += d * p.attn_out.out_features
+        added += (int(heads0[l]) - int(masks.heads[l].sum())) * per_head
+    return {"padding_params": int(added), "ffn_width": f_max, "uniform": added == 0}
+
+
+def planned_counts(model, task: str, scores, prune_cfg, embedding_params_saved: int = 0) -> dict:
+    """Parameter counts of the export `export_formats` would write for these settings, without building it: dense,
+    kept (full vocabulary: the Prune page's count, word embeddings included), kept with a task vocabulary that
+    removes `embedding_params_saved` (see `vocab.embedding_params_saved`), and the hf/ padding."""
+    from .masks import build_masks
+    from .pruning import count_params, kept_params
+
+    masks = build_masks(scores, prune_cfg, model.unit_shape())
+    dense = count_params(model, task)
+    kept = kept_params(model, masks, task)
+    return {"dense": dense, "kept": kept, "kept_task_vocab": kept - int(embedding_params_saved),
+            "hf": hf_padding_params(model, masks)}
+
+
 HEAD_FILE = "task_head.safetensors"
 
 
@@ -529,6 +562,7 @@ def export_formats(
     offdomain_limit: int | None = None,
     latency: bool = False,
     latency_batches: Sequence[int] = (1, 32),
+    latency_repeats: int = 20,
     overwrite: bool = False,
     command: str | None = None,
     progress: Progress | None = None,
@@ -538,7 +572,8 @@ def export_formats(
     write `formats` under `out_dir`, with the model card and a JSON report. Every metric is measured on `eval_data`
     (skipped when None); `offdomain` tasks (default: `related_tasks(task)` when vocab="task" and `eval_data` is
     given; at most `offdomain_limit` validation examples each) are evaluated with the
-    full and the pruned vocabulary; `latency=True` times dense torch, pruned torch and each ONNX file.
+    full and the pruned vocabulary; `latency=True` times dense torch, pruned torch and each ONNX file
+    (`latency_repeats` runs per runner and batch size).
     `recovery` (a `recovery.Recovery` fitted for these masks, or a level / RecoveryConfig fitted here) is folded
     into the pruned weights, as in `export.export_pruned`."""
     from .data import get_task, load_split
@@ -727,7 +762,7 @@ def export_formats(
         lat = None
         if latency:
             progress(0.9, "measuring latency")
-            lat = latency_table(model, task, onnx_files, small, latency_batches)
+            lat = latency_table(model, task, onnx_files, small, latency_batches, repeats=latency_repeats)
         report = ExportReport(
             out_dir=str(out_dir), task=task, base_model=model.base_model, method=scores.method,
             attribution=dict(scores.settings), ffn_sparsity=prune_cfg.ffn_sparsity,
@@ -960,6 +995,113 @@ Command that made it:
 """
 
 
+# ----- tables for the app ------------------------------------------------------------------------------------------
+FORMAT_LABELS = {"taskprune": "TaskPrune folder", "onnx": "ONNX (fp32)", "onnx-int8": "ONNX int8",
+                 "hf": "Hugging Face folder"}
+FORMAT_HELP = {"taskprune": "reloads with tp_core.load_model(path); the smallest torch model",
+               "onnx": "onnx/model.onnx + tokenizer.json: runs with onnxruntime, tokenizers and numpy alone",
+               "onnx-int8": "onnx/model.int8.onnx: dynamic int8 quantization, its metric measured",
+               "hf": "hf/: config.json, model.safetensors and tokenizer files for plain transformers "
+                     "(AutoModel.from_pretrained, no custom code)"}
+PARTS = (("embeddings", "embeddings (word, position, type)"), ("attention", "encoder: attention heads"),
+         ("ffn", "encoder: FFN"), ("other", "encoder: layer norms, pooler"), ("heads", "task head"),
+         ("total", "total"))
+
+
+def _pct(a, b) -> str:
+    return f"{a / b:.1%}" if b else "–"
+
+
+def _metric_cell(value, ci) -> str:
+    if value is None:
+        return "not measured"
+    return f"{value:.4f}" + ("" if not ci else f" [{ci[0]:.3f}, {ci[1]:.3f}]")
+
+
+def summary_tables(report: dict) -> dict:
+    """An export report (`ExportReport.to_dict()`) as rows ready to show: parameters by part, one row per format
+    (size on disk, parameters, metric, check against the masked model), latency before/after, the vocabulary
+    figures and off-domain metrics, and the hf/ padding note. Values are formatted strings; a page only draws them."""
+    r = report
+    dense, pruned = r["params_dense"], r["params_pruned"]
+    metric = r["metric_name"]
+    out: dict = {}
+    out["params"] = [{"part": label, "dense": f"{dense.get(k, 0):,}", "pruned": f"{pruned.get(k, 0):,}",
+                      "kept": _pct(pruned.get(k, 0), dense.get(k, 0))} for k, label in PARTS]
+    rows = [{"model": "dense (torch, float32)", "path": "", "parameters": f"{dense['total']:,}",
+             "size on disk": f"{r['bytes_dense'] / 1e6:.1f} MB",
+             metric: _metric_cell(r["metric_dense"], r["metric_dense_interval"]), "vs dense": "",
+             "max |logit diff| vs masked": ""}]
+    for f in r["formats"]:
+        rel = Path(f["path"]).relative_to(r["out_dir"]) if f["path"] != r["out_dir"] else Path(".")
+        delta = "" if f["metric"] is None or r["metric_dense"] is None else f"{f['metric'] - r['metric_dense']:+.4f}"
+        rows.append({"model": FORMAT_LABELS.get(f["format"], f["format"]), "path": str(rel),
+                     "parameters": f"{f['params']:,}" + (f" (+{f['params_by_part']['padding']:,} padding)"
+                                                         if (f.get("params_by_part") or {}).get("padding") else ""),
+                     "size on disk": f"{f['bytes_on_disk'] / 1e6:.1f} MB",
+                     metric: _metric_cell(f["metric"], f["metric_interval"]), "vs dense": delta,
+                     "max |logit diff| vs masked": "–" if f["check_max_abs_diff"] is None else
+                     f"{f['check_max_abs_diff']:.1e} ({f['check_examples']} ex.)"})
+    out["formats"] = rows
+    out["metric"] = {"name": metric, "dense": r["metric_dense"], "pruned": r["metric_pruned"],
+                     "dense_interval": r["metric_dense_interval"], "pruned_interval": r["metric_pruned_interval"],
+                     "examples": r["eval_examples"]}
+    out["params_ratio"] = pruned["total"] / dense["total"] if dense.get("total") else None
+    hf = next((f for f in r["formats"] if f["format"] == "hf"), None)
+    out["hf_padding"] = None
+    if hf is not None:
+        pad = (hf.get("params_by_part") or {}).get("padding", 0)
+        out["hf_padding"] = {"params": pad, "share": pad / max(pruned["total"], 1), "notes": list(hf["notes"])}
+    out["latency"], out["latency_note"] = [], None
+    lat = r.get("latency")
+    if lat:
+        runners = [("torch_dense", "dense (torch), before"), ("torch_pruned", "pruned (torch: TaskPrune folder)"),
+                   ("onnx", "pruned ONNX (fp32)"), ("onnx-int8", "pruned ONNX int8")]
+        batches = list(lat["torch_dense"]) if "torch_dense" in lat else []
+        for key, label in runners:
+            if key not in lat:
+                continue
+            row = {"runner": label}
+            for b in batches:
+                ms = lat[key][b]["median_ms"]
+                row[f"batch {b}: ms"] = f"{ms:.1f}"
+                row[f"batch {b}: speed-up"] = "1.0x" if key == "torch_dense" else \
+                    f"{lat['torch_dense'][b]['median_ms'] / ms:.1f}x"
+            out["latency"].append(row)
+        busy = max(lat["load_avg_before"], lat["load_avg_after"]) > lat["threads"]
+        reps = max(x["repeats"] for k in lat if isinstance(lat[k], dict) for x in lat[k].values())
+        out["latency_note"] = (f"Median of up to {reps} runs of {lat['seq_len']}-token inputs, {lat['threads']} "
+                               f"thread(s), on the server that runs the jobs; load average {lat['load_avg_before']:.2f}"
+                               f" before, {lat['load_avg_after']:.2f} after." +
+                               (" The machine was busy while timing: other work slows torch more than onnxruntime, "
+                                "so these ratios overstate the speed-up." if busy else ""))
+    v = r.get("vocab")
+    out["vocab"], out["offdomain"] = [], []
+    if v:
+        val = v.get("validation") or {}
+        out["vocab"] = [
+            {"": "tokens kept", "value": f"{v['kept_tokens']:,} of {v['original_tokens']:,} "
+                                         f"({v['kept_tokens'] / v['original_tokens']:.1%})"},
+            {"": "rule", "value": f"seen >= {v['min_count']} times in the task's train texts, every special token, "
+                                  f"{v['char_fallback_tokens']} single-character pieces"},
+            {"": "word-embedding parameters", "value": f"{v['embedding_params_before']:,} -> "
+                                                       f"{v['embedding_params_after']:,}"},
+            {"": "validation tokens that became [UNK]", "value": f"{val.get('unk_share', 0):.3%}"},
+            {"": "validation examples split differently",
+             "value": f"{val.get('examples_changed', 0)} of {val.get('examples', 0)}"},
+            {"": f"{metric}, pruned, full vocabulary", "value": _metric_cell(v.get("metric_full_vocab"), None)},
+            {"": f"{metric}, pruned, task vocabulary", "value": _metric_cell(v.get("metric_task_vocab"), None)},
+        ]
+        for t, x in v.get("offdomain", {}).items():
+            out["offdomain"].append({
+                "task": t, "examples": x["n"], "[UNK] share": f"{x['unk_share']:.2%}",
+                f"{x.get('metric_name', metric)}, dense": f"{x['metric_dense']:.4f}",
+                "pruned, full vocabulary": f"{x['metric_full_vocab']:.4f}",
+                "pruned, task vocabulary": f"{x['metric_task_vocab']:.4f}",
+                "task / full vocabulary": _pct(x["metric_task_vocab"], x["metric_full_vocab"])})
+    return out
+
+
 # ----- command line ------------------------------------------------------------------------------------------------
 def run_export_command(args, model, scores, cfg, formats: list[str], eval_data, progress_bar) -> ExportReport:
     """`python -m tp_core export --format ... --vocab ...`: run `export_formats` and print a summary (or JSON)."""
@@ -1006,8 +1148,9 @@ def run_export_command(args, model, scores, cfg, formats: list[str], eval_data, 
     return rep
 
 
-def zip_export(folder: str | Path, dest: str | Path | None = None) -> Path:
-    """One zip of an export folder (written atomically; default `<folder>.zip` beside it), for a download button."""
+def zip_export(folder: str | Path, dest: str | Path | None = None, extra: Sequence[str | Path] = ()) -> Path:
+    """One zip of an export folder (written atomically; default `<folder>.zip` beside it), for a download button.
+    `extra` files (e.g. the mask file a TaskPrune-only export keeps beside its folder) go in at the zip's top level."""
     import zipfile
 
     folder = Path(folder)
@@ -1018,6 +1161,9 @@ def zip_export(folder: str | Path, dest: str | Path | None = None) -> Path:
             for f in sorted(folder.rglob("*")):
                 if f.is_file():
                     z.write(f, Path(folder.name) / f.relative_to(folder))
+            for f in map(Path, extra):
+                if f.is_file():
+                    z.write(f, f.name)
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
