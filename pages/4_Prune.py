@@ -9,7 +9,8 @@ from tp_core.attribution import METHODS
 from tp_core.curves import record_dict
 from tp_core.evaluation import majority_baseline
 from tp_core.masks import ALLOCATIONS
-from tp_core.work import curve_plan, plan_results, search_job
+from tp_core.recovery import LEVELS as RECOVERY_LEVELS
+from tp_core.work import curve_plan, plan_results, recovered_method, search_job
 
 C.page("Prune", caption="Remove the least important units for the task and watch the metric against model size.")
 ss = st.session_state
@@ -32,6 +33,16 @@ with controls:
     baselines = C.persisted(st.multiselect, "Compare with", "baselines", options=others,
                             format_func=lambda m: C.METHOD_LABELS[m],
                             help="Baseline methods drawn as extra lines (same settings, same evaluation data).")
+    recover_on = C.persisted(st.toggle, "+ recovery", "recover_on",
+                             help="Training-free recovery after pruning (no gradient step): fitted on a few hundred "
+                                  "unlabeled examples of the task with the dense model as teacher. Adds dashed "
+                                  "'<method> + recovery' curves beside the plain ones.")
+    recover_level = C.persisted(st.radio, "Recovery level", "recover_level",
+                                options=[x for x in RECOVERY_LEVELS if x != "none"], horizontal=True,
+                                disabled=not recover_on,
+                                help="bias: fold the removed units' mean output into the bias (nearly free). "
+                                     "scale: one scale per kept unit, layer by layer. lstsq: ridge least-squares "
+                                     "re-fit of the kept output columns, layer by layer (strongest).")
 
 method = ss["attr_method"]
 methods = [method] + list(baselines)
@@ -47,7 +58,8 @@ known = {m: C.known_scores(model, task, replace(cfg, method=m)) for m in methods
 
 # every job this view needs, most urgent first (the engine runs higher priorities first; identical jobs are shared)
 plan, sjobs, slider_jobs = curve_plan(model, mref, head, cfg, methods, heads, alloc, stages, C.curve_grid(),
-                                      known=known, slider=ffn, scoring_data=C.scoring_ref(task, cfg), task_label=task)
+                                      known=known, slider=ffn, scoring_data=C.scoring_ref(task, cfg), task_label=task,
+                                      recovery=recover_level if recover_on else None)
 for p in plan:
     C.submit(p.job, p.priority)
 results, failed = plan_results(C.engine(), plan)
@@ -72,12 +84,25 @@ with controls:
         d = record_dict(point.record, dense[1].record.metric)
         st.metric("Kept parameters", f"{d['kept_pct']:.1f} %",
                   help=f"{point.record.kept_params:,} of {point.record.total_params:,} (encoder + this task's head), "
-                       "exactly what the exported model will have.")
+                       "exactly what the exported model will have. Word embeddings included, with the full "
+                       "vocabulary: the Export page's task vocabulary removes more (it shows the count).")
         st.metric(f"{point.record.metric_name} (pruned)", f"{point.record.metric:.4f}",
                   delta=f"{d['delta']:+.4f} vs dense",
                   help=f"On {point.n} validation examples; 95% bootstrap interval {point.low:.4f} to {point.high:.4f}.")
         st.caption(f"95% interval {point.low:.3f} to {point.high:.3f} on {point.n} examples"
                    + (" (refining on all examples...)" if si < len(stages) - 1 else ""))
+        if recover_on:
+            rpoint = results.get((recovered_method(method, recover_level), round(ffn, 4)))
+            if rpoint is None:
+                st.caption(f"{point.record.metric_name} + recovery ({recover_level}): computing...")
+            else:
+                rp = rpoint[1]
+                st.metric(f"{rp.record.metric_name} (pruned + {recover_level})", f"{rp.record.metric:.4f}",
+                          delta=f"{rp.record.metric - point.record.metric:+.4f} vs plain masks",
+                          help=f"The same masks with the {recover_level} recovery (fitted in "
+                               f"{(rp.recovery or {}).get('seconds', 0):.1f}s on "
+                               f"{(rp.recovery or {}).get('samples', 0)} unlabeled examples), on {rp.n} validation "
+                               f"examples; 95% bootstrap interval {rp.low:.4f} to {rp.high:.4f}.")
         st.metric(f"{dense[1].record.metric_name} (dense)", f"{dense[1].record.metric:.4f}",
                   help=f"The unpruned model on the same {dense[1].n} examples.")
         ss["last_point"] = {"task": task, "method": method, "n": point.n, **d}
@@ -90,8 +115,11 @@ keys = [p.job.key for p in plan]
 with chart:
     C.show_progress_compact(keys, "Curves")
     fig = go.Figure()
-    for m in methods:
-        pts = sorted(((g, si, r) for (mm, g), (si, r) in results.items() if mm == m and (g > 0 or heads > 0)),
+    lines = [(m, m) for m in methods] + ([(m, recovered_method(m, recover_level)) for m in methods]
+                                         if recover_on else [])
+    for m, line in lines:
+        recovered = line != m
+        pts = sorted(((g, si, r) for (mm, g), (si, r) in results.items() if mm == line and (g > 0 or heads > 0)),
                      key=lambda t: t[0])
         if dense is not None and heads == 0:
             pts = [(0.0, dense[0], dense[1])] + pts
@@ -100,16 +128,18 @@ with chart:
         xs = [100.0 * r.record.kept_params / r.record.total_params for _, _, r in pts]
         color = C.METHOD_COLORS[m]
         fig.add_scatter(x=xs + xs[::-1], y=[r.high for *_, r in pts] + [r.low for *_, r in pts][::-1],
-                        mode="lines", fill="toself", fillcolor=C.rgba(color, 0.12), line=dict(width=0), hoverinfo="skip",
+                        mode="lines", fill="toself", fillcolor=C.rgba(color, 0.06 if recovered else 0.12),
+                        line=dict(width=0), hoverinfo="skip",
                         showlegend=False, name=f"{m} 95% interval")
-        fig.add_scatter(x=xs, y=[r.record.metric for *_, r in pts], mode="lines+markers", name=C.METHOD_LABELS[m],
-                        line=dict(color=color, width=3 if m == method else 1.5),
+        fig.add_scatter(x=xs, y=[r.record.metric for *_, r in pts], mode="lines+markers",
+                        name=C.METHOD_LABELS[m] + (" + recovery" if recovered else ""),
+                        line=dict(color=color, width=3 if m == method else 1.5, dash="dash" if recovered else None),
                         marker=dict(symbol=["circle" if si == len(stages) - 1 else "circle-open" for _, si, _ in pts],
                                     size=8),
                         customdata=[[g, r.n, r.low, r.high] for g, _, r in pts],
                         hovertemplate="%{x:.1f}% kept (FFN sparsity %{customdata[0]:.0%})<br>%{y:.4f} "
                                       "[%{customdata[2]:.3f}, %{customdata[3]:.3f}] on %{customdata[1]} examples"
-                                      "<extra>" + m + "</extra>")
+                                      "<extra>" + line + "</extra>")
     base_name, base_value = majority_baseline(C.validation_data(task))
     if dense is not None:
         fig.add_hline(y=dense[1].record.metric, line_dash="dash", line_color=C.METHOD_COLORS["dense"],

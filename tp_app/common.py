@@ -122,6 +122,8 @@ DEFAULTS = {
     "head_sparsity": 0.0,
     "allocation": "global",
     "baselines": ["grad_x_act", "random"],
+    "recover_on": False,  # Prune page: "+ recovery" curves (tp_core/recovery.py)
+    "recover_level": "lstsq",
     "eval_limit": None,
     "custom_data": None,  # (TaskData, head) from an uploaded file
 }

@@ -23,6 +23,7 @@ from .jobs import Job, content_key
 from .masks import PruneConfig, build_masks
 from .paths import atomic_write_text, cache_dir, enforce_cache_cap, touch
 from .pruning import count_params, kept_params
+from .recovery import RecoveryConfig, as_config, calibration_data, recover
 
 Progress = Callable[[float, str], None]
 
@@ -121,13 +122,50 @@ class PointResult:
     low: float
     high: float
     n: int
+    recovery: dict | None = None  # with a recovery level: Recovery.summary() (level, samples, seconds, ...)
 
     def to_dict(self) -> dict:
-        return {"record": self.record.to_dict(), "low": self.low, "high": self.high, "n": self.n}
+        out = {"record": self.record.to_dict(), "low": self.low, "high": self.high, "n": self.n}
+        if self.recovery is not None:
+            out["recovery"] = self.recovery
+        return out
 
     @staticmethod
     def from_dict(d: dict) -> "PointResult":
-        return PointResult(SweepRecord(**d["record"]), float(d["low"]), float(d["high"]), int(d["n"]))
+        return PointResult(SweepRecord(**d["record"]), float(d["low"]), float(d["high"]), int(d["n"]),
+                           d.get("recovery"))
+
+
+# ----- training-free recovery of a point (tp_core/recovery.py) ----------------------------------------------------
+RECOVERY_SAMPLES = 256  # unlabeled calibration examples per task (seeded): "a few hundred"
+
+
+def recovery_config(recovery: "str | RecoveryConfig | None") -> RecoveryConfig | None:
+    """A validated RecoveryConfig (the app's default sample count), or None for no recovery / level "none"."""
+    if recovery is None:
+        return None
+    cfg = as_config(recovery, None if isinstance(recovery, RecoveryConfig) else RECOVERY_SAMPLES)
+    return None if cfg.level == "none" else cfg
+
+
+def calibration_ref(data, rcfg: RecoveryConfig, scoring_data=None):
+    """Where a recovery's calibration texts come from: a seeded sample of `rcfg.samples` examples (labels unused)
+    of the task's scoring split (train where there is one), or of the uploaded examples for uploaded data."""
+    if isinstance(scoring_data, TaskData):
+        return scoring_data.sample(rcfg.samples, rcfg.seed)
+    if isinstance(data, TaskData):
+        return data.sample(rcfg.samples, rcfg.seed)
+    if isinstance(data, DataRef):
+        from .data import get_task
+
+        return DataRef(data.task, get_task(data.task).scoring_split, rcfg.samples, rcfg.seed)
+    raise TPError("Recovery needs the task's examples to calibrate on.")
+
+
+def _calibration(calib, data: TaskData, rcfg: RecoveryConfig) -> TaskData:
+    if calib is not None:
+        return get_data(calib)
+    return calibration_data(data.spec.name, rcfg.samples, rcfg.seed)
 
 
 # ----- worker functions ------------------------------------------------------------------------------------------
@@ -137,13 +175,18 @@ def scores(progress: Progress, ref: ModelRef, head: str, cfg: AttributionConfig,
     return attribute(model, head, cfg, data=get_data(data), progress=progress)
 
 
-def _point_cache(ref: ModelRef, head: str, scores_id: str, pcfg: PruneConfig | None, data) -> object:
-    h = hashlib.sha256(json.dumps([ref.fingerprint, head, scores_id, repr(pcfg), data_identity(data)]).encode())
+def _point_cache(ref: ModelRef, head: str, scores_id: str, pcfg: PruneConfig | None, data,
+                 rcfg: RecoveryConfig | None = None, calib=None) -> object:
+    parts = [ref.fingerprint, head, scores_id, repr(pcfg), data_identity(data)]
+    if rcfg is not None:  # recovered points are other points (plain ones keep their old cache keys)
+        parts += [repr(rcfg), data_identity(calib)]
+    h = hashlib.sha256(json.dumps(parts).encode())
     return cache_dir("points") / f"{h.hexdigest()[:24]}.json"
 
 
-def _evaluate(progress: Progress, model, head: str, data: TaskData, masks, label: str) -> tuple[float, float, float]:
-    gates = masks.gates(model.device) if masks is not None else None
+def _evaluate(progress: Progress, model, head: str, data: TaskData, masks, label: str,
+              recovery=None) -> tuple[float, float, float]:
+    gates = masks.gates(model.device, recovery=recovery) if masks is not None else None
     progress(0.0, f"{label}: evaluating {len(data)} examples")
     was = model.training
     model.eval()
@@ -160,14 +203,17 @@ def _evaluate(progress: Progress, model, head: str, data: TaskData, masks, label
 
 
 def point(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores | None, pcfg: PruneConfig | None,
-          data) -> PointResult:
-    """The metric at one setting (dense when `pcfg` is None) with its interval; cached on disk."""
+          data, recovery: "str | RecoveryConfig | None" = None, calib=None) -> PointResult:
+    """The metric at one setting (dense when `pcfg` is None) with its interval; cached on disk. With `recovery`
+    (a level or RecoveryConfig, not "none"), the masks get that training-free recovery first, fitted on `calib`
+    (a DataRef / TaskData; default: `calibration_ref`), and the record's method reads "<method>+<level>"."""
     from .curves import scores_key
 
     model = get_model(ref)
     data = get_data(data)
+    rcfg = recovery_config(recovery) if pcfg is not None else None
     sid = "dense" if pcfg is None else scores_key(unit_scores)
-    path = _point_cache(ref, head, sid, pcfg, data)
+    path = _point_cache(ref, head, sid, pcfg, data, rcfg, calib)
     if path.is_file():
         try:
             out = PointResult.from_dict(json.loads(path.read_text()))
@@ -183,11 +229,17 @@ def point(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores 
     else:
         pcfg.validate()
         masks = build_masks(unit_scores, pcfg, model.unit_shape())
-        metric, lo, hi = _evaluate(progress, model, head, data, masks,
-                                   f"{unit_scores.method} at FFN {pcfg.ffn_sparsity:.0%}")
-        rec = SweepRecord(unit_scores.method, float(pcfg.ffn_sparsity), float(pcfg.head_sparsity),
+        label, fitted, prog = f"{unit_scores.method} at FFN {pcfg.ffn_sparsity:.0%}", None, progress
+        if rcfg is not None:
+            progress(0.0, f"{label}: recovery ({rcfg.level})")
+            fitted = recover(model, head, masks, _calibration(calib, data, rcfg), rcfg,
+                             progress=lambda f, m: progress(0.5 * f, f"{label}: {m}"))
+            label, prog = f"{label} + {rcfg.level}", (lambda f, m: progress(0.5 + 0.5 * f, m))
+        metric, lo, hi = _evaluate(prog, model, head, data, masks, label, recovery=fitted)
+        method = unit_scores.method + (f"+{rcfg.level}" if rcfg is not None else "")
+        rec = SweepRecord(method, float(pcfg.ffn_sparsity), float(pcfg.head_sparsity),
                           kept_params(model, masks, head), total, data.spec.metric, metric)
-    out = PointResult(rec, lo, hi, len(data))
+    out = PointResult(rec, lo, hi, len(data), fitted.summary() if rcfg is not None else None)
     atomic_write_text(path, json.dumps(out.to_dict()))
     enforce_cache_cap(keep=path)
     return out
@@ -217,15 +269,25 @@ def top_activating(progress: Progress, ref: ModelRef, head: str, data, unit, k: 
 
 
 def export(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores, pcfg: PruneConfig, out: str,
-           data, overwrite: bool, command: str) -> dict:
-    """Export, then reload the folder in this worker and re-evaluate it (the verification)."""
+           data, overwrite: bool, command: str, recovery: "str | RecoveryConfig | None" = None,
+           calib=None) -> dict:
+    """Export, then reload the folder in this worker and re-evaluate it (the verification). With `recovery` (a
+    level or RecoveryConfig, not "none"), that recovery is fitted on `calib` (default: the task's scoring split),
+    folded into the exported weights and stored in the mask file."""
     from .evaluation import evaluate
     from .export import export_pruned, load_export
 
     model = get_model(ref)
     data = get_data(data)
+    rcfg, fitted = recovery_config(recovery), None
+    if rcfg is not None:
+        progress(0.02, f"fitting the recovery ({rcfg.level})")
+        masks = build_masks(unit_scores, pcfg, model.unit_shape())
+        fitted = recover(model, head, masks, _calibration(calib, data, rcfg), rcfg,
+                         progress=lambda f, m: progress(0.02 + 0.08 * f, m))
     progress(0.1, "pruning and writing the folder")
-    res = export_pruned(model, head, unit_scores, pcfg, out, eval_data=data, overwrite=overwrite, command=command)
+    res = export_pruned(model, head, unit_scores, pcfg, out, eval_data=data, overwrite=overwrite, command=command,
+                        recovery=fitted)
     progress(0.7, "reloading the export")
     reloaded = load_export(res.path)
     check = evaluate(reloaded, head, data)
@@ -233,6 +295,54 @@ def export(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores
     return {**res.to_dict(), "reloaded_metric": check.metric, "n": len(data),
             "reloaded_params": sum(p.numel() for p in reloaded.encoder.parameters())
             + sum(p.numel() for p in reloaded.heads.parameters())}
+
+
+def export_formats(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores, pcfg: PruneConfig,
+                   out: str, data, formats: tuple, vocab: str, min_count: int, latency: bool, overwrite: bool,
+                   command: str, recovery=None) -> dict:
+    """`export_formats.export_formats` for the Export page: every chosen format measured on `data` (off-domain
+    tasks on as many examples), then the TaskPrune folder (if chosen) reloaded and re-evaluated in this worker, and
+    one zip of everything. `recovery` (a level or RecoveryConfig; None or "none": without) is fitted on the task's
+    train texts and folded into the weights. Returns the report as a dict plus `reloaded_metric` and `zip`."""
+    from pathlib import Path
+
+    from .evaluation import evaluate
+    from .export_formats import export_formats as run, zip_export
+    from .model import load_model
+
+    model = get_model(ref)
+    data = get_data(data)
+    rep = run(model, head, unit_scores, pcfg, out, list(formats), vocab=vocab, min_count=min_count, eval_data=data,
+              offdomain_limit=len(data) if data is not None else None, latency=latency, latency_repeats=10,
+              overwrite=overwrite, command=command, progress=lambda f, m: progress(0.88 * f, m),
+              recovery=None if recovery in (None, "none") else recovery)
+    result = rep.to_dict()
+    tp = rep.format("taskprune")
+    result["reloaded_metric"] = None
+    if tp is not None and data is not None:
+        progress(0.9, "reloading the TaskPrune folder")
+        reloaded = load_model(tp.path, device=str(model.device))
+        result["reloaded_metric"] = evaluate(reloaded, head, data).metric
+        result["reloaded_params"] = sum(p.numel() for p in reloaded.encoder.parameters()) + \
+            sum(p.numel() for p in reloaded.heads.parameters())
+    progress(0.96, "zipping the export")
+    legacy_mask = Path(rep.mask_file) if rep.mask_file and not Path(rep.mask_file).is_relative_to(out) else None
+    result["zip"] = str(zip_export(out, extra=[legacy_mask] if legacy_mask else ()))
+    result["eval_examples"] = rep.eval_examples
+    progress(1.0, "verified")
+    return result
+
+
+def vocab_estimate(progress: Progress, ref: ModelRef, head: str, min_count: int) -> dict:
+    """How many tokens `--vocab task` keeps for `head` and how many embedding parameters it removes (counted on the
+    task's train texts; nothing is built)."""
+    from .vocab import embedding_params_saved, plan_for_task
+
+    model = get_model(ref)
+    progress(0.1, f"counting the tokens of {head}'s train texts")
+    plan = plan_for_task(model, head, min_count)
+    return {"kept_tokens": plan.size, "original_tokens": plan.original_size, "min_count": int(min_count),
+            "embedding_params_saved": embedding_params_saved(model, plan)}
 
 
 def build_demo(progress: Progress, quick: bool) -> str:
@@ -289,15 +399,27 @@ def scores_job(model, ref: ModelRef, head: str, cfg: AttributionConfig, data, ta
 
 
 def point_job(model, ref: ModelRef, head: str, scores: Job | None, pcfg: PruneConfig | None, data, n: int,
-              known: UnitScores | None = None, task_label: str | None = None) -> Job:
+              known: UnitScores | None = None, task_label: str | None = None,
+              recovery: "str | RecoveryConfig | None" = None, calib=None) -> Job:
     """A curve/slider point (`pcfg` None: the dense model), keyed by how its scores are made (`scores`, the
-    scores job); the argument is the scores themselves when `known`, else the scores job (a Dask dependency)."""
-    key = content_key("point", ref, head, None if scores is None else scores.key, pcfg, data_identity(data))
+    scores job); the argument is the scores themselves when `known`, else the scores job (a Dask dependency).
+    With `recovery` (not "none"; ignored for the dense point) the point is recovered first, fitted on `calib`
+    (default `calibration_ref(data, ...)`); the level and the calibration data are part of the key."""
+    rcfg = recovery_config(recovery) if pcfg is not None else None
+    extra: tuple = ()
+    if rcfg is not None:
+        calib = calib if calib is not None else calibration_ref(data, rcfg)
+        extra = (rcfg, data_identity(calib))
+    key = content_key("point", ref, head, None if scores is None else scores.key, pcfg, data_identity(data), *extra)
     method = "" if scores is None else scores.args[2].method
     what = "dense" if pcfg is None else f"{method} FFN {pcfg.ffn_sparsity:.0%} heads {pcfg.head_sparsity:.0%}"
+    if rcfg is not None:
+        what += f" + {rcfg.level}"
     arg = known if known is not None else scores
-    return Job("point", "point", (ref, head, arg, pcfg, data), key, f"point · {task_label or head} · {what} · "
-               f"{n} ex.", units=float(n), rate_key="point")
+    args = (ref, head, arg, pcfg, data) + (() if rcfg is None else (rcfg, calib))
+    units = float(n) + (3.0 * rcfg.samples if rcfg is not None else 0.0)  # recovery: ~3 passes over its texts
+    return Job("point", "point", args, key, f"point · {task_label or head} · {what} · {n} ex.", units=units,
+               rate_key="point")
 
 
 def search_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, data, fraction: float,
@@ -322,13 +444,48 @@ def top_job(ref: ModelRef, head: str, data, unit, n: int, k: int = 5) -> Job:
 
 
 def export_job(ref: ModelRef, head: str, scores: Job | UnitScores, pcfg: PruneConfig, out: str, data,
-               overwrite: bool, command: str, n: int) -> Job:
+               overwrite: bool, command: str, n: int, recovery: "str | RecoveryConfig | None" = None,
+               calib=None) -> Job:
+    """An export job; `recovery` (a level name or RecoveryConfig; None / "none" = plain masks) is fitted in the
+    worker on `calib` (default: a seeded sample of the task's scoring split) and folded into the export."""
     import time
 
+    rcfg = recovery_config(recovery)
+    extra: tuple = ()
+    if rcfg is not None:
+        extra = (rcfg, calib if calib is not None else calibration_ref(data, rcfg))
     # an export writes a folder: each request is its own job (never shared), even with identical settings
-    key = content_key("export", ref, head, pcfg, out, time.time())
-    return Job("export", "export", (ref, head, scores, pcfg, out, data, overwrite, command), key,
-               f"export {out.rsplit('/', 1)[-1]}", units=float(3 * n), rate_key="point")
+    key = content_key("export", ref, head, pcfg, out, time.time(), *extra[:1])
+    return Job("export", "export", (ref, head, scores, pcfg, out, data, overwrite, command) + extra, key,
+               f"export {out.rsplit('/', 1)[-1]}" + (f" + {rcfg.level}" if rcfg else ""),
+               units=float(3 * n) + (3.0 * rcfg.samples if rcfg else 0.0), rate_key="point")
+
+
+def export_formats_job(ref: ModelRef, head: str, scores: Job | UnitScores, pcfg: PruneConfig, out: str, data,
+                       formats, vocab: str, min_count: int, latency: bool, overwrite: bool, command: str, n: int,
+                       related: int = 0, recovery=None) -> Job:
+    """An Export-page export (`export_formats`): each request is its own job, like `export_job`. `n` evaluation
+    examples, `related` off-domain tasks (vocab="task") for the time estimate."""
+    import time
+
+    from .export_formats import parse_formats
+    from .vocab import check_min_count, check_vocab_mode
+
+    formats = tuple(parse_formats(formats))
+    check_vocab_mode(vocab)
+    min_count = check_min_count(min_count)
+    key = content_key("export_formats", ref, head, pcfg, out, formats, vocab, min_count, latency, recovery,
+                      time.time())
+    units = n * (3 + len(formats) + (1 + 3 * related if vocab == "task" else 0)) + (40 * n if latency else 0)
+    return Job("export", "export_formats", (ref, head, scores, pcfg, out, data, formats, vocab, min_count,
+                                            bool(latency), overwrite, command, recovery), key,
+               f"export {out.rsplit('/', 1)[-1]} ({', '.join(formats)})", units=float(units), rate_key="point")
+
+
+def vocab_estimate_job(ref: ModelRef, head: str, min_count: int) -> Job:
+    return Job("vocab", "vocab_estimate", (ref, head, int(min_count)),
+               content_key("vocab_estimate", ref, head, int(min_count)),
+               f"task vocabulary · {head} · min count {min_count}", units=1.0, rate_key="vocab")
 
 
 def build_demo_job(quick: bool) -> Job:
@@ -371,11 +528,13 @@ class Planned:
 def curve_plan(model, ref: ModelRef, head: str, cfg: AttributionConfig, methods: list[str], head_sparsity: float,
                allocation: str, stages: list[tuple[object, int]], grid, known: dict | None = None,
                slider: float | None = None, scoring_data=None, task_label: str | None = None,
-               offset: int = 0) -> tuple[list[Planned], dict[str, Job], list[Job]]:
+               offset: int = 0, recovery: "str | RecoveryConfig | None" = None,
+               ) -> tuple[list[Planned], dict[str, Job], list[Job]]:
     """Every job a progressive metric-vs-size view needs, most urgent first: the dense reference and the slider's
     own point (coarse subset, then all examples), every method on a coarse grid on the subset, then the full grid on
     all examples. `stages` = [(data, n)] from the small subset to all examples. Returns (plan, scores jobs by
-    method, slider jobs by stage)."""
+    method, slider jobs by stage). With `recovery` (a level, not "none"), every pruned point also gets a recovered
+    twin (`recovered_twins`), line "<method>+<level>"."""
     from dataclasses import replace
 
     known = known or {}
@@ -408,7 +567,38 @@ def curve_plan(model, ref: ModelRef, head: str, cfg: AttributionConfig, methods:
             for g in grid:
                 if g > 0 or head_sparsity > 0:
                     plan.append(Planned(PRIORITY["fine"] - mi + offset, m, g, last, pj(m, g, *stages[last])))
+    rcfg = recovery_config(recovery)
+    if rcfg is not None:
+        plan += recovered_twins(model, plan, sjobs, slider_jobs, rcfg, known, scoring_data, task_label)
     return plan, sjobs, slider_jobs
+
+
+def recovered_method(method: str, recovery: "str | RecoveryConfig") -> str:
+    """The line name of `method`'s recovered points ("ig+lstsq")."""
+    return f"{method}+{recovery if isinstance(recovery, str) else recovery.level}"
+
+
+def recovered_twins(model, plan: list[Planned], sjobs: dict, slider_jobs: list, rcfg: RecoveryConfig,
+                    known: dict, scoring_data=None, task_label: str | None = None) -> list[Planned]:
+    """For every pruned point of a curve plan, the same point with `rcfg`'s recovery (line "<method>+<level>"):
+    the slider's twin right after the slider's own point, the others a few priorities below their plain point."""
+    slider_keys = {j.key for j in slider_jobs}
+    twins, seen = [], set()
+    for p in plan:
+        if p.stage < 0 or p.method is None or p.method not in sjobs or p.job.kind != "point":
+            continue
+        ref, head, _, pcfg, data = p.job.args[:5]
+        if pcfg is None:
+            continue
+        job = point_job(model, ref, head, sjobs[p.method], pcfg, data, int(p.job.units), known=known.get(p.method),
+                        task_label=task_label, recovery=rcfg,
+                        calib=calibration_ref(data, rcfg, scoring_data))
+        if job.key in seen:
+            continue
+        seen.add(job.key)
+        drop = 1 if p.job.key in slider_keys else 5
+        twins.append(Planned(p.priority - drop, recovered_method(p.method, rcfg), p.sparsity, p.stage, job))
+    return twins
 
 
 def plan_results(engine, plan: list[Planned]) -> tuple[dict, list[str]]:

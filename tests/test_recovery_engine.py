@@ -1,0 +1,120 @@
+"""Recovery in the job engine (tp_core/work.py): a recovered point is its own job (the level and the calibration
+data are in the content key), equals fitting the recovery directly and evaluating the masked + recovered model,
+curve plans add "<method>+<level>" twins, and an export job folds the recovery in."""
+import json
+
+import pytest
+
+from tiny import tiny_multitask
+from tp_core.attribution import AttributionConfig, attribute
+from tp_core.data import load_split
+from tp_core.errors import TPError
+from tp_core.evaluation import evaluate_masked
+from tp_core.jobs import Engine
+from tp_core.masks import PruneConfig, build_masks
+from tp_core.recovery import RecoveryConfig, recover
+from tp_core.work import (DataRef, PointResult, calibration_ref, curve_plan, export, export_job, point, point_job,
+                          recovered_method, register_model, scores_job)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    eng = Engine(address="", processes=False, n_workers=1, threads_per_worker=1)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = tiny_multitask("bert")
+    ref = register_model("tiny-recovery-bert", model)
+    model.source = "tiny-recovery-bert"
+    return model, ref
+
+
+def test_recovered_point_is_another_job_and_equals_the_direct_computation(engine, tiny):
+    model, ref = tiny
+    cfg = AttributionConfig(method="grad_x_act", samples=8)
+    sjob = scores_job(model, ref, "sst2", cfg, None)
+    pcfg = PruneConfig(0.6, 0.25, "global")
+    data = DataRef("sst2", "validation", 32)
+    rcfg = RecoveryConfig(level="lstsq", samples=24, seed=1)
+    plain = point_job(model, ref, "sst2", sjob, pcfg, data, 32)
+    rjob = point_job(model, ref, "sst2", sjob, pcfg, data, 32, recovery=rcfg)
+    bias = point_job(model, ref, "sst2", sjob, pcfg, data, 32, recovery=RecoveryConfig(level="bias", samples=24))
+    assert len({plain.key, rjob.key, bias.key}) == 3  # the level is part of the key
+    assert point_job(model, ref, "sst2", sjob, pcfg, data, 32, recovery="none").key == plain.key
+    assert point_job(model, ref, "sst2", sjob, None, data, 32, recovery=rcfg).key == \
+        point_job(model, ref, "sst2", sjob, None, data, 32).key  # nothing to recover on the dense model
+    # calibration: a seeded sample of the task's scoring split (train), never the evaluation examples
+    assert rjob.args[-1] == DataRef("sst2", "train", 24, 1)
+    other_seed = point_job(model, ref, "sst2", sjob, pcfg, data, 32, recovery=RecoveryConfig("lstsq", 24, seed=2))
+    assert other_seed.key != rjob.key
+    res = engine.wait(engine.submit(rjob, owner="t"), 180)
+    assert isinstance(res, PointResult) and res.record.method == "grad_x_act+lstsq"
+    assert res.recovery["level"] == "lstsq" and res.recovery["samples"] == 24
+    masks = build_masks(attribute(model, "sst2", cfg), pcfg, model.unit_shape())
+    rec = recover(model, "sst2", masks, load_split("sst2", "train", limit=24, seed=1), rcfg)
+    direct = evaluate_masked(model, "sst2", load_split("sst2", "validation", limit=32), masks, recovery=rec)
+    assert res.record.metric == pytest.approx(direct.metric)
+    assert res.low <= res.record.metric <= res.high
+    assert PointResult.from_dict(json.loads(json.dumps(res.to_dict()))).recovery == res.recovery
+    plain_res = engine.wait(engine.submit(plain, owner="t"), 180)
+    assert plain_res.record.method == "grad_x_act" and plain_res.recovery is None
+
+
+def test_point_worker_caches_recovered_and_plain_points_apart(tiny):
+    model, ref = tiny
+    sc = attribute(model, "sst2", AttributionConfig(method="magnitude"))
+    pcfg = PruneConfig(0.7, 0.0)
+    data = DataRef("sst2", "validation", 24)
+    calib = DataRef("sst2", "train", 16, 0)
+    a = point(lambda f, m: None, ref, "sst2", sc, pcfg, data)
+    b = point(lambda f, m: None, ref, "sst2", sc, pcfg, data, RecoveryConfig("scale", 16), calib)
+    assert (a.record.method, b.record.method) == ("magnitude", "magnitude+scale")
+    again = point(lambda f, m: None, ref, "sst2", sc, pcfg, data, RecoveryConfig("scale", 16), calib)  # cache
+    assert again.to_dict() == b.to_dict()
+    with pytest.raises(TPError, match="Recovery level"):
+        point(lambda f, m: None, ref, "sst2", sc, pcfg, data, "full", calib)
+
+
+def test_curve_plan_adds_recovered_twins(tiny):
+    model, ref = tiny
+    cfg = AttributionConfig(method="grad_x_act", samples=8)
+    stages = [(DataRef("sst2", "validation", 16), 16), (DataRef("sst2", "validation", 40), 40)]
+    args = (model, ref, "sst2", cfg, ["grad_x_act", "random"], 0.0, "global", stages, (0.0, 0.5, 0.9))
+    plain, _, slider = curve_plan(*args, slider=0.42)
+    plan, _, slider2 = curve_plan(*args, slider=0.42, recovery="lstsq")
+    assert [s.key for s in slider] == [s.key for s in slider2]
+    plain_keys = [p.job.key for p in plain]
+    assert [p.job.key for p in plan[:len(plain)]] == plain_keys  # the plain plan is unchanged
+    twins = plan[len(plain):]
+    assert twins and {p.method for p in twins} == {"grad_x_act+lstsq", "random+lstsq"}
+    assert not set(p.job.key for p in twins) & set(plain_keys)
+    assert all(p.job.args[5].level == "lstsq" and p.job.args[6].split == "train" for p in twins)
+    prio = {(p.method, p.sparsity, p.stage): p.priority for p in plan}
+    for si in (0, 1):  # the slider's recovered twin comes right after the slider's own point
+        assert prio[("grad_x_act+lstsq", 0.42, si)] == prio[("grad_x_act", 0.42, si)] - 1
+    assert prio[("grad_x_act+lstsq", 0.9, 1)] < prio[("grad_x_act", 0.9, 1)]
+    assert recovered_method("ig", RecoveryConfig("bias")) == "ig+bias"
+    assert not [p for p in twins if p.sparsity == 0.0]  # no twin of the dense point
+
+
+def test_export_job_folds_the_recovery(tiny, tmp_path):
+    from tp_core.export import load_export
+    from tp_core.recovery import load_plan
+
+    model, ref = tiny
+    sc = attribute(model, "sst2", AttributionConfig(method="magnitude"))
+    pcfg = PruneConfig(0.6, 0.25)
+    data = DataRef("sst2", "validation", 24)
+    job = export_job(ref, "sst2", sc, pcfg, str(tmp_path / "e"), data, False, "test", 24, recovery="lstsq")
+    assert job.args[8].level == "lstsq" and job.args[9] == calibration_ref(data, job.args[8])
+    plain_job = export_job(ref, "sst2", sc, pcfg, str(tmp_path / "p"), data, False, "test", 24)
+    assert len(plain_job.args) == 8
+    out = export(lambda f, m: None, ref, "sst2", sc, pcfg, str(tmp_path / "e"), data, False, "test",
+                 RecoveryConfig("lstsq", 16), DataRef("sst2", "train", 16, 0))
+    assert out["reloaded_metric"] == pytest.approx(out["metric_pruned"])
+    masks, rec, _ = load_plan(out["mask_file"], model)
+    assert rec is not None and rec.level == "lstsq"
+    assert load_export(out["path"]).pruning["recovery"]["level"] == "lstsq"
