@@ -11,11 +11,17 @@ On the full demo (MiniLM), sst2, with ig scores and the sst2 train vocabulary:
 * vocab_kept_tokens, vocab_offdomain_keep: mr and cr (validation) with sst2's vocabulary, over the same pruned
   model with the full vocabulary (and over dense).
 
-Timing ratios are labelled `contended` when the load average exceeded the cores we use while they were measured
-(other jobs slow torch more than onnxruntime and inflate the ratio). Writes benchmarks/out/bench_export.json.
+Every keep comes with a 95% paired bootstrap interval over the evaluation examples (`<key>_interval`; for
+vocab_offdomain_keep, `interval` inside each task), computed from the exported files' own predictions; every
+speed-up with a 95% bootstrap interval of the ratio of medians over the timed runs.
 
-    nice .venv/bin/python benchmarks/bench_export.py            # full demo
-    nice .venv/bin/python benchmarks/bench_export.py --quick    # demo-quick, small grid (minutes)
+Timing ratios are labelled `contended` when the load average exceeded the cores we use while they were measured
+(other jobs slow torch more than onnxruntime and inflate the ratio). Writes benchmarks/out/bench_export.json and
+merges the issue's keys (RESULT_KEYS, their intervals, and the details under `export_bench`) into
+docs/results.json (`--results`; not with --quick unless given).
+
+    nice .venv/bin/python benchmarks/bench_export.py            # full demo, into docs/results.json
+    nice .venv/bin/python benchmarks/bench_export.py --quick    # demo-quick, small grid (minutes), no docs/
 """
 from __future__ import annotations
 
@@ -32,12 +38,66 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+RESULT_KEYS = ("export_params_ratio", "export_keep", "onnx_speedup_vs_torch_dense", "onnx_int8_speedup_vs_torch_dense",
+               "onnx_int8_keep", "vocab_kept_tokens", "vocab_offdomain_keep")
+INTERVAL_KEYS = ("export_keep", "onnx_keep", "onnx_int8_keep", "onnx_speedup_vs_torch_dense",
+                 "onnx_int8_speedup_vs_torch_dense")
 GOALS = {"export_params_ratio": ("<=", 0.35), "onnx_speedup_vs_torch_dense_b1": (">=", 4.0),
          "onnx_int8_speedup_vs_torch_dense_b1": (">=", 6.0), "onnx_int8_keep": (">=", 0.97)}
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def keep_interval(pred, ref, labels, metric: str, n: int = 2000, seed: int = 0) -> list[float]:
+    """95% paired bootstrap interval (percentile) of metric(pred) / metric(ref), resampling examples."""
+    import numpy as np
+
+    from tp_core.evaluation import compute_metric
+
+    pred, ref, labels = np.asarray(pred), np.asarray(ref), np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(labels), size=(n, len(labels)))
+    if metric == "accuracy":
+        a, b = (pred == labels)[idx].mean(1), (ref == labels)[idx].mean(1)
+        ratios = a / np.where(b == 0, np.nan, b)
+    else:
+        ratios = np.array([compute_metric(metric, pred[i], labels[i]) / compute_metric(metric, ref[i], labels[i])
+                           for i in idx[:min(n, 1000)]])
+    lo, hi = np.nanpercentile(ratios, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def speedup_interval(dense_ms, pruned_ms, n: int = 2000, seed: int = 0) -> list[float]:
+    """95% bootstrap interval of median(dense) / median(pruned), the runs of each resampled independently."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    d, p = np.asarray(dense_ms), np.asarray(pruned_ms)
+    dm = np.median(d[rng.integers(0, len(d), size=(n, len(d)))], axis=1)
+    pm = np.median(p[rng.integers(0, len(p), size=(n, len(p)))], axis=1)
+    lo, hi = np.percentile(dm / pm, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def merge_results(path: Path, out: dict) -> None:
+    """Put the issue's keys (and their intervals) at the top level of results.json and the details under
+    `export_bench`, keeping everything else in the file; written atomically."""
+    try:
+        res = json.loads(path.read_text())
+    except (OSError, ValueError):
+        res = {}
+    for key in RESULT_KEYS:
+        res[key] = out[key]
+    for key in INTERVAL_KEYS:
+        if key in RESULT_KEYS:
+            res[f"{key}_interval"] = out[f"{key}_interval"]
+    res["export_bench"] = {k: v for k, v in out.items() if k != "report"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(res, indent=1))
+    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
@@ -58,15 +118,20 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "bench_export.json"))
+    ap.add_argument("--results", default=None, metavar="JSON",
+                    help="results.json to merge the issue's keys into (default docs/results.json; with --quick: "
+                         "none unless given; '' for none)")
     args = ap.parse_args(argv)
+    if args.results is None:
+        args.results = "" if args.quick else str(ROOT / "docs" / "results.json")
 
     import numpy as np
     import torch
 
     from tp_core.attribution import AttributionConfig, attribute
     from tp_core.data import load_split
-    from tp_core.evaluation import evaluate, evaluate_masked
-    from tp_core.export_formats import export_formats, latency_table, params_by_part
+    from tp_core.evaluation import compute_metric, evaluate, evaluate_masked, predict_logits, predictions
+    from tp_core.export_formats import export_formats, latency_table, onnx_logits, ort_session, params_by_part
     from tp_core.masks import PruneConfig, build_masks
     from tp_core.model import load_model
     from tp_core.pruning import kept_params
@@ -117,7 +182,8 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
         cfg = PruneConfig(chosen["ffn_sparsity"], chosen["head_sparsity"], args.allocation)
-        rep = export_formats(model, task, scores, cfg, Path(tmp) / "exp", ["onnx", "onnx-int8", "hf"], vocab="task",
+        rep = export_formats(model, task, scores, cfg, Path(tmp) / "exp", ["taskprune", "onnx", "onnx-int8", "hf"],
+                             vocab="task",
                              eval_data=val, offdomain=[t for t in args.offdomain.split(",") if t],
                              offdomain_limit=args.offdomain_limit,
                              command="benchmarks/bench_export.py", progress=lambda f, m: log(f"export: {m}"))
@@ -127,9 +193,36 @@ def main(argv=None) -> int:
         lat = latency_table(model, task, onnx_files, pruned=None, batch_sizes=(1, 32), seq_len=64, repeats=args.reps,
                             threads=args.threads)
         card = (Path(tmp) / "exp" / "README.md").read_text()
+        log("intervals: predictions of the exported files")
+        exp = Path(tmp) / "exp"
+        metric, problem, labels = val.spec.metric, val.spec.problem, np.asarray(val.labels)
+        small = load_model(exp / "taskprune", device="cpu")
+        tok = exp / "onnx" / "tokenizer.json"
+        preds = {"dense": predictions(predict_logits(model, task, val), problem),
+                 "pruned": predictions(predict_logits(small, task, val), problem)}
+        for label in ("onnx", "onnx-int8"):
+            sess = ort_session(onnx_files[label], args.threads)
+            preds[label] = predictions(onnx_logits(sess, tok, val.texts, val.pairs), problem)
+        for label, key in (("dense", None), ("pruned", None), ("onnx", "onnx"), ("onnx-int8", "onnx-int8")):
+            want = rep.metric_dense if label == "dense" else rep.metric_pruned if label == "pruned" else \
+                rep.format(key).metric
+            got = compute_metric(metric, preds[label], labels)
+            if abs(got - want) > 1e-9:
+                log(f"warning: {label} re-evaluated {got:.6f} vs the export's {want:.6f}")
+        cfg_masks = build_masks(scores, cfg, model.unit_shape())
+        offdomain_ci = {}
+        for t in rep.vocab["offdomain"]:
+            od = load_split(t, "validation", limit=args.offdomain_limit)
+            full = predictions(predict_logits(model, task, od, cfg_masks.gates()), od.spec.problem)
+            mine = predictions(predict_logits(small, task, od), od.spec.problem)
+            offdomain_ci[t] = keep_interval(mine, full, od.labels, od.spec.metric)
+        del small
 
     def speed(label, b):
         return lat["torch_dense"][b]["median_ms"] / lat[label][b]["median_ms"]
+
+    def speed_ci(label, b):
+        return speedup_interval(lat["torch_dense"][b]["times_ms"], lat[label][b]["times_ms"])
 
     contended = max(lat["load_avg_before"], lat["load_avg_after"]) > args.threads
     fmt = {f.format: f for f in rep.formats}
@@ -143,16 +236,23 @@ def main(argv=None) -> int:
                    "found_keep_target": bool(ok), "keep_target": args.keep},
         "export_params_ratio": rep.params_pruned["total"] / rep.params_dense["total"],
         "export_keep": rep.metric_pruned / rep.metric_dense,
+        "export_keep_interval": keep_interval(preds["pruned"], preds["dense"], labels, metric),
         "onnx_keep": fmt["onnx"].metric / rep.metric_dense,
+        "onnx_keep_interval": keep_interval(preds["onnx"], preds["dense"], labels, metric),
         "onnx_max_abs_diff_vs_masked": fmt["onnx"].check_max_abs_diff,
         "onnx_speedup_vs_torch_dense": {"batch_1": speed("onnx", "1"), "batch_32": speed("onnx", "32")},
+        "onnx_speedup_vs_torch_dense_interval": {"batch_1": speed_ci("onnx", "1"), "batch_32": speed_ci("onnx", "32")},
         "onnx_int8_speedup_vs_torch_dense": {"batch_1": speed("onnx-int8", "1"),
                                              "batch_32": speed("onnx-int8", "32")},
+        "onnx_int8_speedup_vs_torch_dense_interval": {"batch_1": speed_ci("onnx-int8", "1"),
+                                                      "batch_32": speed_ci("onnx-int8", "32")},
         "onnx_int8_keep": fmt["onnx-int8"].metric / rep.metric_dense,
+        "onnx_int8_keep_interval": keep_interval(preds["onnx-int8"], preds["dense"], labels, metric),
         "vocab_kept_tokens": rep.vocab["kept_tokens"],
         "vocab_original_tokens": rep.vocab["original_tokens"],
         "vocab_validation_unk_share": rep.vocab["validation"].get("unk_share"),
         "vocab_offdomain_keep": {t: {"vs_full_vocab": x["metric_task_vocab"] / x["metric_full_vocab"],
+                                     "interval": offdomain_ci[t],
                                      "vs_dense": x["metric_task_vocab"] / x["metric_dense"],
                                      "unk_share": x["unk_share"], "n": x["n"], "metric_dense": x["metric_dense"],
                                      "metric_full_vocab": x["metric_full_vocab"],
@@ -166,6 +266,7 @@ def main(argv=None) -> int:
         "bytes": {"dense_fp32": rep.bytes_dense, **{f.format: f.bytes_on_disk for f in rep.formats}},
         "params": {"dense": rep.params_dense, "pruned": rep.params_pruned, "hf": fmt["hf"].params_by_part},
         "metrics": {f.format: f.metric for f in rep.formats},
+        "metric_intervals": {f.format: f.metric_interval for f in rep.formats},
         "grid": grid,
         "report": rep.to_dict(),
         "seconds": round(time.time() - t0, 1),
@@ -185,9 +286,11 @@ def main(argv=None) -> int:
     path.write_text(json.dumps(out, indent=1, default=lambda x: x.item() if isinstance(x, np.generic) else list(x)))
     (path.with_suffix(".card.md")).write_text(card)
     log(f"wrote {path} in {out['seconds']:.0f}s")
-    print(json.dumps({k: out[k] for k in ("export_params_ratio", "export_keep", "onnx_speedup_vs_torch_dense",
-                                          "onnx_int8_speedup_vs_torch_dense", "onnx_int8_keep", "vocab_kept_tokens",
-                                          "vocab_offdomain_keep", "timing_contended", "chosen")}, indent=1))
+    if args.results:
+        merge_results(Path(args.results), json.loads(path.read_text()))
+        log(f"merged {', '.join(RESULT_KEYS)} (+ intervals, export_bench) into {args.results}")
+    print(json.dumps({k: out[k] for k in (*RESULT_KEYS, *(f"{k}_interval" for k in INTERVAL_KEYS),
+                                          "timing_contended", "chosen")}, indent=1))
     return 0
 
 

@@ -140,6 +140,13 @@ def main(argv=None) -> int:
         res["ig_fidelity"] = json.loads((out_dir / "results.json").read_text())["ig_fidelity"]
     except (OSError, ValueError, KeyError):
         pass
+    try:  # so do the export keys of bench_export.py (issue 13: sizes, keeps, ONNX speed-ups, vocabulary)
+        old = json.loads((out_dir / "results.json").read_text())
+        res.update({k: v for k, v in old.items() if k == "export_bench" or k.startswith(("export_params_ratio",
+                    "export_keep", "onnx_speedup_vs_torch_dense", "onnx_int8_", "vocab_kept_tokens",
+                    "vocab_offdomain_keep"))})
+    except (OSError, ValueError):
+        pass
     b = Bench(s, None)
     b.model = load_or_build_model(s, b.log)
     b.log(f"model {s.model} loaded; tasks {list(b.model.tasks)}")

@@ -386,7 +386,8 @@ def latency_inputs(vocab_size: int, batch: int, seq_len: int, names: Sequence[st
 
 
 def measure_latency(run: Callable[[], Any], repeats: int = 20, warmup: int = 3, budget_s: float = 30.0) -> dict:
-    """Median / p90 / min wall time of `run()` in milliseconds (stops early after `budget_s`)."""
+    """Median / p90 / min wall time of `run()` in milliseconds (stops early after `budget_s`), and every run's
+    time (`times_ms`, for intervals)."""
     for _ in range(warmup):
         run()
     times = []
@@ -399,7 +400,7 @@ def measure_latency(run: Callable[[], Any], repeats: int = 20, warmup: int = 3, 
             break
     arr = np.array(times)
     return {"median_ms": float(np.median(arr)), "p90_ms": float(np.percentile(arr, 90)), "min_ms": float(arr.min()),
-            "repeats": len(times)}
+            "repeats": len(times), "times_ms": [round(t, 4) for t in times]}
 
 
 def torch_runner(model, task: str, feed: dict) -> Callable[[], Any]:
