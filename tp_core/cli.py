@@ -265,7 +265,7 @@ def cmd_sweep(args):
     data = _eval_data(args, args.task, model)
     with progress_bar(f"sweep on {args.task}", not args.quiet) as cb:
         records = sweep(model, args.task, methods, ffn, heads, args.allocation, _attr_cfg(args, methods[0]), data, cb,
-                        recovery=_recovery_cfg(args))
+                        recovery=_recovery_cfg(args), n_iters=args.n_iters)
     rows = [r.to_dict() for r in records]
     if args.json:
         from .paths import atomic_write_text
@@ -395,6 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--limit", type=int, default=None, help="seeded subset of the validation split")
     sp.add_argument("--json", default=None, metavar="F", help="write the records to F")
     recover_args(sp, "(adds '<method>+<level>' records beside the plain ones; default none)")
+    sp.add_argument("--n-iters", type=int, default=1, metavar="N",
+                    help="reach each sparsity in N steps, re-scoring the surviving units on the pruned (and, with "
+                         "--recover, recovered) model at each step, as TextPruner's n_iters (records "
+                         "'<method>/iter<N>'; default 1 = one shot)")
     sp.set_defaults(fn=cmd_sweep)
 
     sp = sub.add_parser("export", help="export a physically pruned model + mask file")
