@@ -278,6 +278,43 @@ def cmd_sweep(args):
               f"{r.metric:9.4f} {r.metric / dense if dense else float('nan'):8.1%}")
 
 
+def _budget_plan(args, model, scores, progress=None):
+    """The BudgetPlan of --flops-budget / --latency-budget-ms (None when neither was given)."""
+    from .budget import plan_flops, plan_latency
+
+    flops, latency = getattr(args, "flops_budget", None), getattr(args, "latency_budget_ms", None)
+    if flops is None and latency is None:
+        return None
+    if flops is not None and latency is not None:
+        raise TPError("Give one budget: --flops-budget or --latency-budget-ms, not both.")
+    heads = getattr(args, "units", "both") != "ffn"
+    if flops is not None:
+        return plan_flops(model, scores, flops, args.seq_len, args.allocation, prune_heads=heads)
+    return plan_latency(model, scores, args.task, latency, args.seq_len, args.batch_size, args.allocation,
+                        prune_heads=heads, progress=progress)
+
+
+def cmd_budget(args):
+    from .attribution import attribute
+
+    model = _model(args)
+    if args.flops_budget is None and args.latency_budget_ms is None:
+        raise TPError("Give a budget: --flops-budget F (fraction of the dense FLOPs) or --latency-budget-ms MS.")
+    acfg = _attr_cfg(args)
+    with progress_bar(f"{acfg.method} on {args.task}", not args.quiet) as cb:
+        scores = attribute(model, args.task, acfg, progress=cb)
+    with progress_bar("planning", not args.quiet and args.latency_budget_ms is not None) as cb:
+        plan = _budget_plan(args, model, scores, cb)
+    if args.json:
+        print(json.dumps(plan.to_dict()))
+        return
+    lat = (f"; measured {plan.latency['measured_ms']:.1f} ms (dense {plan.latency['dense_ms']:.1f} ms) at batch "
+           f"{args.batch_size} x {args.seq_len} tokens" if plan.latency else "")
+    print(f"FFN sparsity {plan.ffn_sparsity:.4f}, head sparsity {plan.head_sparsity:.4f} ({plan.allocation}): "
+          f"{plan.flops_fraction:.1%} of the dense FLOPs at {plan.seq_len} tokens, {plan.score_kept:.1%} of the "
+          f"{acfg.method} score mass kept ({plan.objective}){lat}")
+
+
 def cmd_export(args):
     from .attribution import attribute
     from .export import export_pruned
@@ -295,6 +332,13 @@ def cmd_export(args):
     acfg = _attr_cfg(args)
     with progress_bar(f"{acfg.method} on {args.task}", not args.quiet) as cb:
         scores = attribute(model, args.task, acfg, progress=cb)
+    plan = _budget_plan(args, model, scores)
+    if plan is not None:  # a budget chooses the sparsities (tp_core/budget.py)
+        cfg = plan.prune_config()
+        args.ffn_sparsity, args.head_sparsity = cfg.ffn_sparsity, cfg.head_sparsity
+        if not args.quiet:
+            print(f"budget: FFN sparsity {cfg.ffn_sparsity:.4f}, head sparsity {cfg.head_sparsity:.4f} "
+                  f"({plan.flops_fraction:.1%} of the dense FLOPs)", file=sys.stderr)
     if formats != ["taskprune"] or args.vocab != "full" or args.latency:  # tp_core/export_formats.py
         from .export_formats import run_export_command
 
@@ -338,6 +382,16 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--target", default="prob", choices=["prob", "logit"])
         sp.add_argument("--aggregation", default="abs_sum", choices=["abs_sum", "sum_abs", "signed"])
         sp.add_argument("--seed", type=int, default=0)
+
+    def budget_args(sp):
+        sp.add_argument("--flops-budget", type=float, default=None, metavar="F",
+                        help="choose the FFN/head sparsities: at most F x the dense model's FLOPs (0 < F <= 1), "
+                             "keeping the most score mass")
+        sp.add_argument("--latency-budget-ms", type=float, default=None, metavar="MS",
+                        help="choose the FFN/head sparsities: at most MS milliseconds per batch, measured on this "
+                             "machine (--batch-size x --seq-len tokens)")
+        sp.add_argument("--seq-len", type=int, default=128, help="tokens per example for the budget")
+        sp.add_argument("--batch-size", type=int, default=1, help="examples per batch for --latency-budget-ms")
 
     def recover_args(sp, what):
         sp.add_argument("--recover", default=None, metavar="LEVEL",
@@ -421,7 +475,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "(batch 1 and 32, 64 tokens) for the model card")
     sp.add_argument("--json", action="store_true")
     recover_args(sp, "(folded into the exported weights and stored in the mask file; default none)")
+    budget_args(sp)
     sp.set_defaults(fn=cmd_export)
+
+    sp = sub.add_parser("budget", help="FFN/head sparsities meeting a FLOPs or measured latency budget")
+    model_args(sp)
+    attr_args(sp)
+    sp.add_argument("--units", default="both", choices=["ffn", "both"], help="ffn: prune FFN neurons only")
+    sp.add_argument("--allocation", default="global", choices=["global", "per-layer"])
+    budget_args(sp)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(fn=cmd_budget)
     return p
 
 
