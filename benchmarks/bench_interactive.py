@@ -74,6 +74,32 @@ def _metric(page, label) -> str:
         '[data-testid="stMetricValue"]').inner_text()
 
 
+SHOTS: Path | None = None
+
+
+def _shot(page, name: str) -> None:
+    if SHOTS is not None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        (SHOTS / f"{name}.txt").write_text(page.inner_text("body"))
+
+
+def _until(page, cond, what: str, limit: float) -> float:
+    """Poll `cond()` every 0.25 s; returns the seconds it took. Every 60 s and on giving up, a screenshot and the
+    page text go to SHOTS (so a stuck walk shows where)."""
+    t0 = time.time()
+    n = 0
+    while not cond():
+        time.sleep(0.25)
+        if time.time() - t0 > 60 * (n + 1):
+            n += 1
+            _shot(page, f"wait-{what}-{n}")
+        if time.time() - t0 > limit:
+            _shot(page, f"stuck-{what}")
+            raise TimeoutError(f"{what}: not done after {limit:.0f} s")
+    return time.time() - t0
+
+
 def _seconds(text: str) -> float | None:
     m = re.search(r"([\d.]+) (s|min)\b", text)
     if not m:
@@ -87,8 +113,12 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--shared", type=int, default=5)
     ap.add_argument("--skip-concurrent", action="store_true")
+    ap.add_argument("--shots", default=str(ROOT / "benchmarks" / "out" / "interactive_shots"),
+                    help="screenshots of each stage (and of any wait over a minute)")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "out" / "bench_interactive.json"))
     args = ap.parse_args()
+    global SHOTS
+    SHOTS = Path(args.shots)
 
     from playwright.sync_api import sync_playwright
 
@@ -133,6 +163,7 @@ def main() -> int:
             page.get_by_text("Tasks and dense metrics").wait_for(timeout=600_000)
             _idle(page)
             walk["model"] = time.time() - t
+            _shot(page, "model")
             _goto(page, "Attribution")
             page.get_by_role("button", name="Run attribution").wait_for(timeout=600_000)
             _idle(page)
@@ -143,13 +174,17 @@ def main() -> int:
             _idle(page)
             walk["attribution_submit"] = time.time() - t
             panel_estimate = None
-            while not page.get_by_text("sst2 · integrated gradients").count():
+
+            def scores_shown() -> bool:
+                nonlocal panel_estimate
                 side = page.locator('[data-testid="stSidebar"]').inner_text()
                 m = re.search(r"ig scores · sst2[^\n]*\n(\d+)% · [^\n]*~([\d.]+ (?:s|min)) left", side)
                 if m and panel_estimate is None and int(m.group(1)) >= 25:
                     panel_estimate = (time.time(), _seconds(m.group(2)))
-                time.sleep(0.25)
-                assert time.time() - t < 1800, "attribution did not finish"
+                return page.get_by_text("sst2 · integrated gradients").count() > 0
+
+            _until(page, scores_shown, "attribution", 1800)
+            _shot(page, "attribution-done")
             attribution_s = time.time() - t
             errors = []
             if pre_estimate:
@@ -166,17 +201,15 @@ def main() -> int:
                 timeout=600_000)
             _idle(page)
             walk["heatmaps"] = time.time() - t
+            _shot(page, "heatmaps")
             t = time.time()
             _goto(page, "Prune")
-            while _points(page) == 0:
-                time.sleep(0.1)
-                assert time.time() - t < 1800
+            _until(page, lambda: _points(page) > 0, "first-point", 1800)
             out["first_curve_point_s"] = time.time() - t
-            page.get_by_text("jobs done").first.wait_for(timeout=60_000) if _curves_pending(page) else None
-            while _curves_pending(page):
-                time.sleep(0.25)
-                assert time.time() - t < 3600
+            _shot(page, "prune-first-point")
+            _until(page, lambda: not _curves_pending(page), "default-curves", 3600)
             out["default_curves_s"] = time.time() - t
+            _shot(page, "prune-curves-done")
             _idle(page)
             before = _metric(page, "(pruned)")
             t = time.time()
@@ -193,6 +226,7 @@ def main() -> int:
             page.get_by_text("and reloaded it").wait_for(timeout=600_000)
             _idle(page)
             walk["export"] = time.time() - t
+            _shot(page, "export")
             runs = page.evaluate("() => window.__runs")
             out.update(walk=walk, page_runs=runs, ui_longest_rerun_s=max(runs), walk_blocking_s=sum(runs))
 
@@ -210,8 +244,7 @@ def main() -> int:
                 q.locator('[data-testid="stRadio"]', has_text="Allocation").get_by_text("per-layer").click()
             for q in shared:
                 q.wait_for_timeout(1000)
-                while _curves_pending(q) or _points(q) == 0:
-                    time.sleep(0.25)
+                _until(q, lambda: not _curves_pending(q) and _points(q) > 0, "shared-curve", 1800)
             counts = {k: v - base.get(k, 0) for k, v in observer._starts.items() if v - base.get(k, 0) > 0}
             out["shared_job_count"] = max(counts.values()) if counts else 0
             out["shared_jobs_run"] = len(counts)

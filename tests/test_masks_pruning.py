@@ -8,7 +8,7 @@ from tiny import FAMILIES, tiny_multitask
 from tp_core.attribution import AttributionConfig, UnitScores, attribute
 from tp_core.data import load_split
 from tp_core.errors import TPError
-from tp_core.evaluation import evaluate_masked, predict_logits
+from tp_core.evaluation import evaluate_masked, masked_logits, predict_logits, removed_share
 from tp_core.masks import PruneConfig, UnitMasks, build_masks, load_mask_file, overlap, save_mask_file
 from tp_core.pruning import count_params, kept_params, param_breakdown, prune_physically
 
@@ -50,6 +50,22 @@ def test_masked_logits_equal_physically_pruned_and_params_are_exact(family, kind
         assert sum(p.numel() for p in small.encoder.parameters()) + sum(
             p.numel() for p in small.heads.parameters()) == kept_params(model, masks, "sst2")
         assert small.unit_shape().ffn == tuple(int(m.sum()) for m in masks.ffn)
+
+
+def test_masked_logits_slices_when_it_pays_and_matches_the_gates_either_way():
+    """masked_logits (what every curve point runs) slices a copy at >= 20% removed compute: same logits as the
+    gates, the shared model untouched; below the threshold it gates (also the same)."""
+    model = tiny_multitask("bert")
+    data = load_split("sst2", "validation", limit=24)
+    dense = predict_logits(model, "sst2", data)
+    scores = attribute(model, "sst2", AttributionConfig(method="random"))
+    for cfg in (PruneConfig(0.1), PruneConfig(0.6), PruneConfig(0.9, 0.5, "per-layer")):
+        masks = build_masks(scores, cfg, model.unit_shape())
+        assert (removed_share(masks) >= 0.2) == (cfg.ffn_sparsity >= 0.6)
+        np.testing.assert_allclose(masked_logits(model, "sst2", data, masks),
+                                   predict_logits(model, "sst2", data, masks.gates()), atol=1e-5)
+    assert model.unit_shape().ffn == tiny_multitask("bert").unit_shape().ffn  # never sliced in place
+    np.testing.assert_array_equal(predict_logits(model, "sst2", data), dense)
 
 
 def test_masked_call_never_leaks_into_dense_calls():

@@ -18,7 +18,7 @@ from typing import Callable
 from .attribution import DATA_FREE, AttributionConfig, UnitScores, attribute
 from .data import TaskData, load_split
 from .errors import TPError
-from .evaluation import SweepRecord, compute_metric, metric_interval, predict_logits, predictions
+from .evaluation import SweepRecord, compute_metric, masked_logits, metric_interval, predictions
 from .jobs import Job, content_key
 from .masks import PruneConfig, build_masks
 from .paths import atomic_write_text, cache_dir, enforce_cache_cap, touch
@@ -186,15 +186,9 @@ def _point_cache(ref: ModelRef, head: str, scores_id: str, pcfg: PruneConfig | N
 
 def _evaluate(progress: Progress, model, head: str, data: TaskData, masks, label: str,
               recovery=None) -> tuple[float, float, float]:
-    gates = masks.gates(model.device, recovery=recovery) if masks is not None else None
     progress(0.0, f"{label}: evaluating {len(data)} examples")
-    was = model.training
-    model.eval()
-    try:
-        logits = predict_logits(model, head, data, gates, batch_size=32,
-                                progress=lambda f, m: progress(0.9 * f, f"{label}: {m}"))
-    finally:
-        model.train(was)
+    report = lambda f, m: progress(0.9 * f, f"{label}: {m}")  # noqa: E731
+    logits = masked_logits(model, head, data, masks, recovery, batch_size=32, progress=report)
     preds = predictions(logits, data.spec.problem)
     metric = compute_metric(data.spec.metric, preds, data.labels)
     progress(0.9, f"{label}: bootstrap interval")
