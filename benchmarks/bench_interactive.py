@@ -197,8 +197,7 @@ def main() -> int:
                        estimate_error_max=max(errors) if errors else None)
             _goto(page, "Heatmaps")
             t = time.time()
-            page.get_by_text("Neuron inspector").or_(page.get_by_text("No `ig` scores yet")).first.wait_for(
-                timeout=600_000)
+            page.get_by_text(re.compile("Neuron inspector|scores yet for")).first.wait_for(timeout=600_000)
             _idle(page)
             walk["heatmaps"] = time.time() - t
             _shot(page, "heatmaps")

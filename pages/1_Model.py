@@ -13,7 +13,7 @@ from tp_core.errors import TPError
 from tp_core.limits import limits
 from tp_core.model import MANIFEST
 from tp_core.pruning import param_breakdown
-from tp_core.work import build_demo_job, dense_report_job
+from tp_core.work import PRIORITY, build_demo_job, point_job
 
 C.page("Model", caption="Choose the multi-task model to prune: the built-in demo, a local folder or a hub id.")
 ss = st.session_state
@@ -115,15 +115,20 @@ if model is not None:
                                  "bigger is more precise but slower.")
         bundle = [t for t in tasks if not t.startswith(C.UPLOAD_PREFIX)]
         with C.friendly("evaluating the dense model"):
-            key = C.submit(dense_report_job(C.ref(model), tuple(bundle), int(ss["eval_limit"])), priority=75)
-            rows = C.job_result(key)
-            if rows is None:
-                C.show_progress([key], "Evaluating the dense model on every task (a background job)")
-            else:
-                for r in rows:
-                    info = model.task_info(C.head_for(r["task"]))
-                    r["labels"] = ", ".join(info.label_names)
-                st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+            # one dense point job per task (the very job the Prune page asks for): the current task first, the
+            # others at a low priority that yields to anything a user is waiting for; rows appear as they land
+            keys, rows = [], []
+            for t in bundle:
+                n = C.eval_size(t)
+                job = point_job(model, C.ref(model), C.head_for(t), None, None, C.data_ref(t), n, task_label=t)
+                keys.append(C.submit(job, PRIORITY["user"] if t == ss["task"] else PRIORITY["background"]))
+                r = C.job_result(keys[-1])
+                info = model.task_info(C.head_for(t))
+                rows.append({"task": t, "metric": r.record.metric_name if r else info.metric, "dense value": round(r.record.metric, 4) if r else None,
+                             "95% interval": f"{r.low:.3f} to {r.high:.3f}" if r else "computing...",
+                             "validation examples": r.n if r else n, "labels": ", ".join(info.label_names)})
+            C.show_progress_compact(keys, "Dense metrics")
+            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
         build_info = Path(str(model.source) if model.source not in ("demo", "demo-quick")
                           else demo_path(model.source == "demo-quick")) / "demo_build.json"
         if build_info.is_file():

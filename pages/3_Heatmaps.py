@@ -42,19 +42,28 @@ with c3:
                              "neurons in their original order (compare positions across tasks).")
 
 scores = {t: C.known_scores(model, t, cfg) for t in tasks}
-need = [t for t in dict.fromkeys([ta, tb]) if scores[t] is None]
-if need:
-    keys = {t: C.scores_job(model, t, cfg).key for t in need}
-    running = [k for k in keys.values() if C.job_info(k) is not None]
+
+
+def missing_scores(t: str) -> None:
+    """In a task's column: say that its scores are missing, offer to compute them, show the job while it runs."""
+    key = C.scores_job(model, t, cfg).key
+    running = C.job_info(key) is not None
     if not running:
-        st.warning(f"No `{cfg.method}` scores yet for {', '.join(need)} with the current settings.")
-    if st.button(f"Compute scores for {', '.join(need)}", type="primary", disabled=bool(running),
+        st.warning(f"No `{cfg.method}` scores yet for {t} with the current settings.")
+    if st.button(f"Compute scores for {t}", type="primary", disabled=running, key=f"hm_compute_{t}",
                  help="Runs attribution with the Attribution page's settings as a background job (cached "
                       "afterwards); the heatmaps appear when it lands."):
-        for t in need:
-            C.submit(C.scores_job(model, t, cfg), priority=60, retry=True)
-        running = list(keys.values())
-    C.show_progress(running)
+        C.submit(C.scores_job(model, t, cfg), priority=60, retry=True)
+        running = True
+    if running:
+        C.show_progress([key])
+
+
+if all(scores[t] is None for t in (ta, tb)):  # nothing to draw yet
+    cols = st.columns(2) if ta != tb else [st.container()]
+    for col, t in zip(cols, dict.fromkeys([ta, tb])):
+        with col:
+            missing_scores(t)
     st.stop()
 
 
@@ -144,11 +153,14 @@ with C.friendly("drawing the heatmaps"):
     cols = st.columns(2)
     for col, t in zip(cols, [ta, tb]):
         with col:
+            if scores[t] is None:
+                missing_scores(t)
+                continue
             head_chart(t)
             ffn_chart(t)
     st.subheader("Share of kept units per layer at the current sparsity")
     rows = []
-    for t in dict.fromkeys([ta, tb]):
+    for t in [t for t in dict.fromkeys([ta, tb]) if scores[t] is not None]:
         masks[t] = build_masks(scores[t], pcfg if scores[t].heads is not None or pcfg.head_sparsity == 0
                                else PruneConfig(pcfg.ffn_sparsity, 0.0, pcfg.allocation), shape)
         share = kept_share_per_layer(masks[t])

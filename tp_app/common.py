@@ -558,8 +558,8 @@ def sidebar_status() -> None:
 
 
 KIND_LABELS = {"point": "curve points", "scores": "attribution runs", "ablation": "ablations", "export": "exports",
-               "top_activating": "example searches", "search": "searches", "dense_report": "dense evaluations",
-               "build_demo": "demo builds"}
+               "top_activating": "example searches", "search": "searches",
+               "build_demo": "demo builds", "vocab": "vocabulary counts"}
 
 
 def jobs_panel() -> None:

@@ -50,7 +50,7 @@ class JobCancelled(TPError):
 class Job:
     """What to compute: `tp_core.work.<fn>(progress, *args)`, under the content key `key`."""
 
-    kind: str  # scores | point | dense | ablation | top_activating | export | build_demo | dense_report
+    kind: str  # scores | point | dense | ablation | top_activating | export | build_demo
     fn: str  # name of a function in tp_core.work
     args: tuple
     key: str

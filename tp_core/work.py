@@ -345,16 +345,6 @@ def build_demo(progress: Progress, quick: bool) -> str:
     return str(build(quick=quick, progress=progress))
 
 
-def dense_report(progress: Progress, ref: ModelRef, tasks: tuple, limit: int) -> list[dict]:
-    rows = []
-    for i, t in enumerate(tasks):
-        r = point(lambda f, m: progress((i + f) / len(tasks), f"{t}: {m}"), ref, t, None, None,
-                  DataRef(t, "validation", limit))
-        rows.append({"task": t, "metric": r.record.metric_name, "dense value": round(r.record.metric, 4),
-                     "95% interval": f"{r.low:.3f} to {r.high:.3f}", "validation examples": r.n})
-    return rows
-
-
 def probe(progress: Progress, seconds: float, fail: str = "", steps: int = 20) -> float:
     """A diagnostic job: waits `seconds` in `steps` steps, reporting progress (so it can be cancelled), then
     returns `seconds`, or fails with the message `fail`. Checks an engine end to end without a model."""
@@ -487,14 +477,6 @@ def build_demo_job(quick: bool) -> Job:
                f"build the {'quick ' if quick else ''}demo model", units=1.0, rate_key=f"build_demo:{quick}")
 
 
-def dense_report_job(ref: ModelRef, tasks: tuple, limit: int) -> Job:
-    return Job("dense_report", "dense_report", (ref, tuple(tasks), limit),
-               content_key("dense_report", ref, tuple(tasks), limit), f"dense metrics · {len(tasks)} tasks",
-               units=float(limit * len(tasks)), rate_key="point")
-
-
-
-
 # The app's (and the warm start's) attribution defaults: 2 Gauss-Legendre IG steps. benchmarks/bench_ig_fidelity.py
 # (docs/RESULTS.md, "IG fidelity"): every cell of kept-vs-dense at 50/70/90% FFN sparsity on sst2 and ag_news lies
 # within the 50-step reference's interval, FFN-score Spearman 1.0000, about 12x cheaper than 20 steps.
@@ -503,7 +485,7 @@ APP_ATTRIBUTION = AttributionConfig(steps=2, riemann="gausslegendre")
 
 # ----- the progressive curve plan (shared by the Prune page and the warm start) -------------------------------------
 PRIORITY = {"slider": 100, "dense": 100, "search": 95, "inspect": 80, "user": 70, "scores": 60, "coarse": 50,
-            "fine": 20, "warm": -1000}
+            "fine": 20, "background": 10, "warm": -1000}
 COARSE_GRID: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
 
 
