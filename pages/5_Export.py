@@ -1,6 +1,7 @@
-"""Export page: write the pruned model for the current settings, verify it by reloading, download it."""
-import io
-import zipfile
+"""Export page: write the pruned model for the current settings in the chosen formats (TaskPrune folder, ONNX,
+ONNX int8, plain Hugging Face folder), optionally with the task's vocabulary only; check and measure every format;
+download one zip. The work is one background job (tp_core.work.export_formats); the tables come from
+tp_core.export_formats.summary_tables."""
 from pathlib import Path
 
 import pandas as pd
@@ -8,44 +9,112 @@ import streamlit as st
 
 from tp_app import common as C
 from tp_core.errors import TPError
-from tp_core.export import folder_bytes, safe_export_dir
+from tp_core.export import safe_export_dir
+from tp_core.export_formats import FORMAT_HELP, FORMAT_LABELS, FORMATS, planned_counts, summary_tables
 from tp_core.masks import PruneConfig
-from tp_core.work import export_job
+from tp_core.work import export_formats_job, vocab_estimate_job
 
-C.page("Export", caption="Write a genuinely smaller model for the task, check it by reloading it, and download it.")
+C.page("Export", caption="Write a genuinely smaller model for the task in the formats you deploy, check each one "
+                         "against the pruned model, measure it, and download it.")
 ss = st.session_state
 model, task = C.require_model_and_task()
 head = C.head_for(task)
 pcfg = PruneConfig(ss["ffn_sparsity"], ss["head_sparsity"], ss["allocation"])
 cfg = C.scores_for_units(C.attribution_config(), pcfg.head_sparsity)
 root = C.exports_root()
+for k, v in (("export_formats", ["taskprune"]), ("export_vocab", "full"), ("export_min_count", 1),
+             ("export_latency", False)):
+    ss.setdefault(k, v)
 
+recovery = ss.get("recover_level") if ss.get("recover_on") else None  # the Prune page's "+ recovery" choice
 st.markdown(f"Task `{task}` · method `{cfg.method}` · FFN sparsity **{pcfg.ffn_sparsity:.0%}** · head sparsity "
-            f"**{pcfg.head_sparsity:.0%}** · {pcfg.allocation} allocation (set them on the Prune page).")
+            f"**{pcfg.head_sparsity:.0%}** · {pcfg.allocation} allocation"
+            + (f" · recovery `{recovery}`" if recovery else "") + " (set them on the Prune page).")
 default_name = f"{head}-{cfg.method}-ffn{round(pcfg.ffn_sparsity * 100)}-heads{round(pcfg.head_sparsity * 100)}"
 if ss.get("_export_default") != default_name:  # follow the settings until the user types a name
     ss["_export_default"] = default_name
     ss["export_name"] = default_name
-name = st.text_input("Export name", key="export_name",
-                     help=f"Folder name under the exports directory {root}. Letters, digits, '.', '_' and '-' only.")
-overwrite = st.checkbox("Replace an existing export with this name", key="export_overwrite",
-                        help="Without this, an existing folder is never touched.")
+
+left, right = st.columns(2)
+with left:
+    name = st.text_input("Export name", key="export_name",
+                         help=f"Folder name under the exports directory {root}. Letters, digits, '.', '_' and '-' "
+                              "only.")
+    formats = C.persisted(st.multiselect, "Formats", "export_formats", options=list(FORMATS),
+                          format_func=lambda f: FORMAT_LABELS[f],
+                          help="\n".join(f"- **{FORMAT_LABELS[f]}**: {FORMAT_HELP[f]}" for f in FORMATS))
+    overwrite = st.checkbox("Replace an existing export with this name", key="export_overwrite",
+                            help="Without this, an existing folder is never touched.")
+with right:
+    vocab = C.persisted(st.radio, "Vocabulary", "export_vocab", options=["full", "task"], horizontal=True,
+                        format_func=lambda v: {"full": "full (all tokens)", "task": "task (the task's tokens only)"}[v],
+                        help="task: keep only the tokens seen in the task's train texts (and every special token "
+                             "and single character), rewriting the embedding matrix and the tokenizer. Text made "
+                             "of kept tokens gets exactly the same logits; other words split into kept pieces.")
+    min_count = C.persisted(st.number_input, "Minimum count of a kept token", "export_min_count", min_value=1,
+                            max_value=10_000, step=1, disabled=vocab != "task",
+                            help="With the task vocabulary: keep tokens seen at least this many times.")
+    latency = C.persisted(st.checkbox, "Measure latency (dense torch vs each format; adds about a minute)",
+                          "export_latency",
+                          help="Batch 1 and 32 of 64-token inputs, on the server that runs the jobs. Other work on "
+                               "that machine slows torch more than onnxruntime, so busy-server ratios overstate.")
 st.caption(f"Exports directory: `{root}`")
 
+# what the export will hold, before running it (counted, not built; needs the scores the export needs anyway)
+known = C.known_scores(model, task, cfg)
+if known is None:
+    C.submit(C.scores_job(model, task, cfg), priority=60)
+vocab_est = None
+if vocab == "task":
+    vjob = vocab_estimate_job(C.ref(model), head, int(min_count))
+    C.submit(vjob, priority=75)
+    info = C.job_info(vjob.key)
+    if info is not None and info.state == "done":
+        vocab_est = info.result
+    else:
+        C.show_progress([vjob.key])
+if known is not None:
+    counts = planned_counts(model, head, known, pcfg, vocab_est["embedding_params_saved"] if vocab_est else 0)
+    line = (f"At these settings the export keeps **{counts['kept']:,}** of {counts['dense']:,} parameters "
+            f"({counts['kept'] / counts['dense']:.1%}, word embeddings included: the Prune page's count)")
+    if vocab_est:
+        line += (f"; with the task vocabulary ({vocab_est['kept_tokens']:,} of {vocab_est['original_tokens']:,} "
+                 f"tokens, {vocab_est['embedding_params_saved']:,} fewer embedding parameters) **"
+                 f"{counts['kept_task_vocab']:,}** ({counts['kept_task_vocab'] / counts['dense']:.1%})")
+    st.markdown(line + ".")
+    if "hf" in formats and not counts["hf"]["uniform"]:
+        pruned = counts["kept_task_vocab"] if vocab_est else counts["kept"]
+        st.caption(f"Hugging Face folder: transformers' config holds one FFN width and one head count for all "
+                   f"layers, so this plan is padded with zero units (outputs unchanged) to FFN width "
+                   f"{counts['hf']['ffn_width']} and the original head count: **+{counts['hf']['padding_params']:,} "
+                   f"parameters** in hf/ ({counts['hf']['padding_params'] / pruned:.1%} of the pruned model). "
+                   "Per-layer allocation with head sparsity 0 needs no padding.")
+elif vocab_est:
+    st.markdown(f"Task vocabulary: {vocab_est['kept_tokens']:,} of {vocab_est['original_tokens']:,} tokens "
+                f"({vocab_est['embedding_params_saved']:,} fewer embedding parameters).")
+
 if st.button("Export and verify", type="primary",
-             help="Prune physically (slice the weights), write the folder atomically, reload it and re-evaluate - "
+             help="Prune physically (slice the weights; with the task vocabulary, the embeddings and tokenizer too), "
+                  "write every chosen format atomically, check each against the pruned model and measure its metric - "
                   "as a background job."):
     with C.friendly("exporting"):
         out = safe_export_dir(root, name.strip())
         if out.exists() and not overwrite:
             raise TPError(f"{out} already exists; choose another name or tick 'Replace an existing export'.")
+        if not formats:
+            raise TPError("Choose at least one format.")
         sjob = C.scores_job(model, task, cfg)
-        known = C.known_scores(model, task, cfg)
-        job = export_job(C.ref(model), head, known if known is not None else sjob, pcfg, str(out), C.data_ref(task),
-                         overwrite, f"TaskPrune Studio web app; CLI equivalent: python -m tp_core export --model "
-                                    f"{ss['model_spec']} --task {head} --method {cfg.method} --ffn-sparsity "
-                                    f"{pcfg.ffn_sparsity} --head-sparsity {pcfg.head_sparsity} --out {out}",
-                         C.eval_size(task))
+        command = (f"TaskPrune Studio web app; CLI equivalent: python -m tp_core export --model {ss['model_spec']} "
+                   f"--task {head} --method {cfg.method} --ffn-sparsity {pcfg.ffn_sparsity} --head-sparsity "
+                   f"{pcfg.head_sparsity} --allocation {pcfg.allocation} --format {','.join(formats)} --vocab {vocab}"
+                   + (f" --vocab-min-count {int(min_count)}" if vocab == "task" else "")
+                   + (" --latency" if latency else "") + (f" --recover {recovery}" if recovery else "")
+                   + f" --out {out}")
+        from tp_core.export_formats import related_tasks
+
+        job = export_formats_job(C.ref(model), head, known if known is not None else sjob, pcfg, str(out),
+                                 C.data_ref(task), formats, vocab, int(min_count), bool(latency), overwrite, command,
+                                 C.eval_size(task), len(related_tasks(head)) if vocab == "task" else 0, recovery)
         ss["_export_job"] = C.submit(job, priority=70, retry=True)
 
 pending = ss.get("_export_job")
@@ -63,41 +132,60 @@ if pending:
         C.show_progress([pending], "Exporting (you can leave this page; the result stays here when it lands)")
 
 last = ss.get("last_export")
-if last:
-    st.success(f"Exported to `{last['path']}` and reloaded it: {last['metric_name']} {last['reloaded_metric']:.4f} "
-               f"on {last['n']} validation examples.")
-    src = Path(str(model.source))
-    if model.source in ("demo", "demo-quick"):
-        from tp_core.demo import demo_path
+if last and "formats" in last:
+    tables = summary_tables(last)
+    m = tables["metric"]
+    done = ", ".join(FORMAT_LABELS[f["format"]] for f in last["formats"])
+    if last.get("reloaded_metric") is not None:
+        st.success(f"Exported to `{last['out_dir']}` ({done}) and reloaded it: {m['name']} "
+                   f"{last['reloaded_metric']:.4f} on {m['examples']} validation examples.")
+    else:
+        st.success(f"Exported to `{last['out_dir']}` ({done}); every format checked against the pruned model.")
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Parameters", f"{last['params_pruned']['total']:,}",
+              delta=f"{tables['params_ratio'] - 1:+.1%} vs dense", delta_color="inverse",
+              help=f"Encoder (word embeddings included{', task vocabulary' if last['vocab'] else ''}) + this task's "
+                   f"head; dense {last['params_dense']['total']:,}.")
+    smallest = min(last["formats"], key=lambda f: f["bytes_on_disk"])
+    c2.metric("Smallest on disk", f"{smallest['bytes_on_disk'] / 1e6:.1f} MB",
+              delta=f"{smallest['bytes_on_disk'] / last['bytes_dense'] - 1:+.1%} vs dense float32",
+              delta_color="inverse", help=f"{FORMAT_LABELS[smallest['format']]}; dense float32 "
+                                          f"{last['bytes_dense'] / 1e6:.1f} MB.")
+    if m["pruned"] is not None and m["dense"] is not None:
+        c3.metric(f"{m['name']} (pruned)", f"{m['pruned']:.4f}", delta=f"{m['pruned'] - m['dense']:+.4f} vs dense",
+                  help=f"Dense {m['dense']:.4f}, on the same {m['examples']} validation examples; 95% bootstrap "
+                       "intervals in the formats table.")
 
-        src = demo_path(model.source == "demo-quick")
-    before_bytes = folder_bytes(src) if src.is_dir() else None
-    df = pd.DataFrame([
-        {"": "parameters", "before": f"{last['params_before']:,}", "after": f"{last['params_after']:,}",
-         "change": f"{last['params_after'] / last['params_before'] - 1:+.1%}"},
-        {"": "size on disk", "before": "n/a" if before_bytes is None else f"{before_bytes / 1e6:.1f} MB (all heads)",
-         "after": f"{last['bytes_on_disk'] / 1e6:.1f} MB",
-         "change": "" if before_bytes is None else f"{last['bytes_on_disk'] / before_bytes - 1:+.1%}"},
-        {"": last["metric_name"], "before": f"{last['metric_dense']:.4f}", "after": f"{last['metric_pruned']:.4f}",
-         "change": f"{last['metric_pruned'] - last['metric_dense']:+.4f}"},
-        {"": f"{last['metric_name']} after reloading", "before": "", "after": f"{last['reloaded_metric']:.4f}",
-         "change": "matches" if abs(last["reloaded_metric"] - last["metric_pruned"]) < 1e-6 else "differs"},
-    ])
-    st.table(df.set_index(""))
-    path = Path(last["path"])
-    if path.is_dir():
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            for f in sorted(path.rglob("*")):
-                if f.is_file():
-                    zf.write(f, arcname=f"{path.name}/{f.relative_to(path)}")
-        c1, c2 = st.columns(2)
-        c1.download_button("Download the model (zip)", buf.getvalue(), file_name=f"{path.name}.zip",
-                           mime="application/zip", help="The export folder: weights, config, tokenizer, model card.")
-        mask = Path(last["mask_file"])
-        if mask.is_file():
-            c2.download_button("Download the task mask file", mask.read_bytes(), file_name=mask.name,
-                               mime="application/json",
-                               help="A compact mask of the kept units that applies to the unchanged base model.")
+    st.subheader("Parameters by part")
+    st.table(pd.DataFrame(tables["params"]).set_index("part"))
+    if last["vocab"]:
+        st.caption("Embeddings counted with the task vocabulary (the pruned embedding matrix).")
+    st.subheader("Formats: size, metric, check")
+    st.table(pd.DataFrame(tables["formats"]).set_index("model"))
+    st.caption(f"{m['name']} on {m['examples']} validation examples with its 95% bootstrap interval; the last column "
+               "is the largest logit difference from the masked (unsliced) model on validation texts made of kept "
+               "tokens (int8 differs by design).")
+    pad = tables["hf_padding"]
+    if pad is not None:
+        st.info("Hugging Face folder: " + "; ".join(pad["notes"]) + ".", icon=":material/info:")
+    if tables["latency"]:
+        st.subheader("Latency before and after")
+        st.table(pd.DataFrame(tables["latency"]).set_index("runner"))
+        st.caption(tables["latency_note"])
+    if tables["vocab"]:
+        st.subheader("Vocabulary")
+        st.table(pd.DataFrame(tables["vocab"]).set_index(""))
+        if tables["offdomain"]:
+            st.markdown("Off-domain: the other tasks of the same kind, read with this task's vocabulary")
+            st.table(pd.DataFrame(tables["offdomain"]).set_index("task"))
+    zip_path = Path(last["zip"])
+    if zip_path.is_file():
+        with open(zip_path, "rb") as fh:
+            st.download_button(f"Download everything (zip, {zip_path.stat().st_size / 1e6:.1f} MB)", fh,
+                               file_name=zip_path.name, mime="application/zip", type="primary",
+                               help="The export folder: every format, the model card, the report and the task mask "
+                                    "file (a compact mask of the kept units for the unchanged base model).")
+    card = Path(last["out_dir"]) / "README.md"
+    if card.is_file():
         with st.expander("Model card (README.md of the export)"):
-            st.markdown((path / "README.md").read_text())
+            st.markdown(card.read_text())

@@ -168,10 +168,15 @@ def test_export_page_exports_and_reloads(env):
     settle(at)
     _no_exception(at)
     last = at.session_state["last_export"]
-    assert Path(last["path"]) == env / "exports" / "sst2-test" and Path(last["path"]).is_dir()
-    assert last["params_after"] < last["params_before"] and last["reloaded_params"] == last["params_after"]
+    assert Path(last["out_dir"]) == env / "exports" / "sst2-test" and Path(last["out_dir"]).is_dir()
+    after = last["params_pruned"]["total"]
+    assert after < last["params_dense"]["total"] and last["reloaded_params"] == after
     assert abs(last["reloaded_metric"] - last["metric_pruned"]) < 1e-6
-    assert [d.label for d in at.download_button] == ["Download the model (zip)", "Download the task mask file"]
+    assert [d.label.split(" (")[0] for d in at.download_button] == ["Download everything"]
+    import zipfile
+
+    names = zipfile.ZipFile(last["zip"]).namelist()  # the TaskPrune folder and the mask file beside it
+    assert "sst2-test/taskprune.json" in names and "sst2-test.mask.json" in names
     assert not (env / "escape").exists()
 
 

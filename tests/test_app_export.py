@@ -1,0 +1,61 @@
+"""The Export page (issue 13) on the quick demo: ONNX + Hugging Face formats with the task vocabulary, run as a
+background job; when it lands the page shows parameters by part, one row per format, the vocabulary figures, the
+hf/ padding, and one zip of everything."""
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from test_app import env, quick_demo  # noqa: F401  (the same fixtures: quick demo model, app settings)
+from ui_support import app_test, settle
+
+pytestmark = pytest.mark.ui
+
+
+def _text(at) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [e.value for e in at.error] + \
+        [i.value for i in at.info] + [s.value for s in at.success]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_export_page_onnx_and_hf_with_task_vocabulary(env):
+    at = app_test("pages/5_Export.py")
+    at.session_state["attr_method"] = "magnitude"  # data-free scores: the test is about the export
+    at.session_state["ffn_sparsity"] = 0.5
+    at.session_state["head_sparsity"] = 0.25  # a non-uniform plan: hf/ is padded, and the page says what it costs
+    at.session_state["eval_limit"] = 40
+    at.session_state["export_formats"] = ["onnx", "hf"]
+    at.session_state["export_vocab"] = "task"
+    at.session_state["export_min_count"] = 2
+    settle(at)  # the task-vocabulary count is a small job of its own
+    assert not at.exception, [e.value for e in at.exception]
+    before = _text(at)
+    assert "with the task vocabulary" in before and "fewer embedding parameters" in before, before
+    assert "padded with zero units" in before and "parameters** in hf/" in before, before
+    at.text_input(key="export_name").set_value("sst2-onnx-hf").run()
+    [b for b in at.button if b.label == "Export and verify"][0].click().run()
+    assert at.get("progress") or at.session_state["last_export"], "the page shows the job's progress"
+    settle(at)
+    assert not at.exception, [e.value for e in at.exception]
+    last = at.session_state["last_export"]
+    out = env / "exports" / "sst2-onnx-hf"
+    assert Path(last["out_dir"]) == out and [f["format"] for f in last["formats"]] == ["onnx", "hf"]
+    assert (out / "onnx" / "model.onnx").is_file() and (out / "hf" / "config.json").is_file()
+    assert last["params_pruned"]["embeddings"] < last["params_dense"]["embeddings"] / 2  # task vocabulary
+    assert last["formats"][0]["check_max_abs_diff"] < 1e-4 and last["formats"][1]["check_max_abs_diff"] < 1e-4
+    tables = [t.value for t in at.table]
+    parts, formats = tables[0], tables[1]
+    assert list(parts.index)[0].startswith("embeddings") and list(parts.index)[-1] == "total"
+    assert parts.loc["total", "pruned"] == f"{last['params_pruned']['total']:,}"
+    assert list(formats.index) == ["dense (torch, float32)", "ONNX (fp32)", "Hugging Face folder"]
+    assert "padding" in formats.loc["Hugging Face folder", "parameters"]
+    assert any("tokens kept" in list(t.index) for t in tables)  # the vocabulary figures
+    assert any("task / full vocabulary" in t.columns for t in tables)  # off-domain (mr, cr, ...)
+    text = _text(at)
+    assert "Hugging Face folder: transformers' config has one FFN width" in text
+    assert "# Task-pruned model: sst2" in text  # the model card
+    downloads = [d for d in at.download_button]
+    assert len(downloads) == 1 and downloads[0].label.startswith("Download everything (zip")
+    names = zipfile.ZipFile(last["zip"]).namelist()
+    assert {"sst2-onnx-hf/onnx/model.onnx", "sst2-onnx-hf/onnx/tokenizer.json", "sst2-onnx-hf/hf/config.json",
+            "sst2-onnx-hf/README.md", "sst2-onnx-hf/mask.json"} <= set(names)
