@@ -89,7 +89,8 @@ with controls:
         st.metric(f"{point.record.metric_name} (pruned)", f"{point.record.metric:.4f}",
                   delta=f"{d['delta']:+.4f} vs dense",
                   help=f"On {point.n} validation examples; 95% bootstrap interval {point.low:.4f} to {point.high:.4f}.")
-        st.caption(f"95% interval {point.low:.3f} to {point.high:.3f} on {point.n} examples"
+        st.caption(f"At FFN {ffn:.0%} · heads {heads:.0%}: 95% interval {point.low:.3f} to {point.high:.3f} on "
+                   f"{point.n} examples"
                    + (" (refining on all examples...)" if si < len(stages) - 1 else ""))
         if recover_on:
             rpoint = results.get((recovered_method(method, recover_level), round(ffn, 4)))
