@@ -259,7 +259,11 @@ class Engine:
 
         # the scheduler hands a worker only as many tasks as it has threads, so a job submitted later with a
         # higher priority (a slider point) starts next, not after tasks already sent ahead (default 1.1)
-        dask.config.set({"distributed.scheduler.worker-saturation": 1.0})
+        # Dask's statistical profiler samples every worker thread's stack every 10 ms in the worker's event loop;
+        # with torch's deep stacks it took 70% of a core and starved the compute threads (py-spy: a 500-example
+        # point took 25 s instead of 7 s). Off, also for the embedded cluster's worker processes.
+        dask.config.set({"distributed.scheduler.worker-saturation": 1.0,
+                         "distributed.worker.profile.enabled": False})
         address = address if address is not None else (os.environ.get(ENV_SCHEDULER) or None)
         self.cluster = None
         if address:
