@@ -118,6 +118,16 @@ def _seconds(text: str) -> float | None:
     return float(m.group(1)) * (60 if m.group(2) == "min" else 1)
 
 
+KEYS = ["ui_longest_rerun_s", "first_curve_point_s", "default_curves_s", "walk_blocking_s",
+        "concurrent8_new_point_p95_s", "shared_job_count", "estimate_error_max"]
+
+
+def _write(out: dict, path: str) -> None:
+    """The measurements so far (written after each part, so an interrupted run keeps what it measured)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(out, indent=2))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="demo")
@@ -239,6 +249,7 @@ def main() -> int:
             _shot(page, "export")
             runs = page.evaluate("() => window.__runs")
             out.update(walk=walk, page_runs=runs, ui_longest_rerun_s=max(runs), walk_blocking_s=sum(runs))
+            _write(out, args.json)
 
             # five sessions open the same, not yet computed curve at once
             base = dict(observer._starts)
@@ -246,18 +257,25 @@ def main() -> int:
             for _ in range(args.shared):
                 c = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
                 shared.append(c)
-            for q in shared:
-                q.goto(f"{url}/Prune", timeout=600_000)
-                q.get_by_text("Kept parameters", exact=True).wait_for(timeout=600_000)
+            for q in shared:  # each on a smaller evaluation set (100 examples), whose curves nobody computed yet
+                q.goto(f"{url}/Model", timeout=600_000)
+                q.get_by_text("Tasks and dense metrics").wait_for(timeout=600_000)
                 _idle(q)
-            for q in shared:  # all switch to per-layer allocation (curves not computed yet) within a few seconds
-                q.locator('[data-testid="stRadio"]', has_text="Allocation").get_by_text("per-layer").click()
+                box = q.locator('[data-testid="stNumberInput"]', has_text="Validation examples").first.locator("input")
+                box.fill("100")
+                box.press("Enter")
+                _idle(q)
+            for q in shared:  # then all open Prune within a few seconds
+                _goto(q, "Prune")
             for q in shared:
+                q.wait_for_url("**/Prune", timeout=60_000)
                 q.wait_for_timeout(1000)
                 _until(q, lambda: not _curves_pending(q) and _points(q) > 0, "shared-curve", 1800)
+            _shot(shared[0], "shared-done")
             counts = {k: v - base.get(k, 0) for k, v in observer._starts.items() if v - base.get(k, 0) > 0}
             out["shared_job_count"] = max(counts.values()) if counts else 0
             out["shared_jobs_run"] = len(counts)
+            _write(out, args.json)
             for q in shared:
                 q.context.close()
 
@@ -303,17 +321,19 @@ def main() -> int:
         stop_process(proc, 30)
         log.close()
     out["load_after"] = os.getloadavg()[0]
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=2))
-    keys = ["ui_longest_rerun_s", "first_curve_point_s", "default_curves_s", "walk_blocking_s",
-            "concurrent8_new_point_p95_s", "shared_job_count", "estimate_error_max"]
+    _write(out, args.json)
     results = ROOT / "docs" / "results.json"
     doc = json.loads(results.read_text()) if results.is_file() else {}
-    doc.update({k: out.get(k) for k in keys})
-    doc.setdefault("meta", {})["interactive"] = {k: out[k] for k in ("model", "machine", "date", "load_before",
-                                                                      "load_after", "command")}
+    doc.update({k: out.get(k) for k in KEYS})
+    doc.setdefault("meta", {})["interactive"] = {k: out.get(k) for k in ("model", "machine", "date", "load_before",
+                                                                          "load_after", "command")}
+    doc["meta"]["interactive"]["details"] = {k: out.get(k) for k in ("walk", "page_runs", "attribution_s",
+                                                                      "attribution_pre_estimate_s",
+                                                                      "attribution_panel_estimate",
+                                                                      "shared_jobs_run", "concurrent8_new_point_s",
+                                                                      "concurrent8_new_point_median_s")}
     results.write_text(json.dumps(doc, indent=2))
-    for k in keys:
+    for k in KEYS:
         print(f"{k:32s} {out.get(k)}")
     print("walk:", {k: round(v, 2) for k, v in out.get("walk", {}).items()})
     return 0

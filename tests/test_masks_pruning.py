@@ -53,15 +53,15 @@ def test_masked_logits_equal_physically_pruned_and_params_are_exact(family, kind
 
 
 def test_masked_logits_slices_when_it_pays_and_matches_the_gates_either_way():
-    """masked_logits (what every curve point runs) slices a copy at >= 20% removed compute: same logits as the
+    """masked_logits (what every curve point runs) slices a copy at >= 5% removed compute: same logits as the
     gates, the shared model untouched; below the threshold it gates (also the same)."""
     model = tiny_multitask("bert")
     data = load_split("sst2", "validation", limit=24)
     dense = predict_logits(model, "sst2", data)
     scores = attribute(model, "sst2", AttributionConfig(method="random"))
-    for cfg in (PruneConfig(0.1), PruneConfig(0.6), PruneConfig(0.9, 0.5, "per-layer")):
+    for cfg in (PruneConfig(0.05), PruneConfig(0.1), PruneConfig(0.6), PruneConfig(0.9, 0.5, "per-layer")):
         masks = build_masks(scores, cfg, model.unit_shape())
-        assert (removed_share(masks) >= 0.2) == (cfg.ffn_sparsity >= 0.6)
+        assert (removed_share(masks) >= 0.05) == (cfg.ffn_sparsity >= 0.1)
         np.testing.assert_allclose(masked_logits(model, "sst2", data, masks),
                                    predict_logits(model, "sst2", data, masks.gates()), atol=1e-5)
     assert model.unit_shape().ffn == tiny_multitask("bert").unit_shape().ffn  # never sliced in place

@@ -10,6 +10,7 @@ import contextlib
 import os
 import re
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -87,6 +88,7 @@ def page(title: str, icon: str = "✂️", caption: str | None = None) -> None:
     st.html(f"<style>{(ASSETS / 'style.css').read_text()}</style>")
     st.logo(str(ASSETS / "logo.svg"), icon_image=str(ASSETS / "icon.svg"), size="large")
     init_state()
+    st.session_state["_page_run_at"] = time.time()
     st.title(title)
     if st.session_state.get("_flash"):
         st.success(st.session_state.pop("_flash"))
@@ -353,6 +355,17 @@ def submit(job, priority: int = 0, retry: bool = False) -> str:
     return key
 
 
+# While jobs land one after another, the page is redrawn at most this often (a full rerun redraws every chart, in
+# the app server and in each browser: on 2 cores, one rerun per landed point took CPU from the workers).
+RERUN_GAP_S = 2.5
+
+
+def page_due(final: bool = False) -> bool:
+    """Whether a progress fragment may redraw the whole page now: at the last landing at once, otherwise when
+    the page was last drawn at least RERUN_GAP_S ago."""
+    return final or time.time() - st.session_state.get("_page_run_at", 0.0) >= RERUN_GAP_S
+
+
 def _refresh_stale_panel(state: dict) -> None:
     """Called by the page's progress fragments: on their first own rerun, redraw the whole page once if a job
     was submitted after the sidebar's jobs panel was drawn (so the panel starts following it)."""
@@ -505,7 +518,7 @@ def show_progress_compact(keys: list[str], what: str) -> None:
             msg = f"{what}: {done}/{len(keys)} jobs done" + (f" · now: {running[0].label} ({job_line(running[0])})"
                                                              if running else " · waiting for a worker")
             st.progress(done / max(1, len(keys)), text=msg)
-        if active and done != st.session_state.get(f"_compact_{what}"):
+        if active and done != st.session_state.get(f"_compact_{what}") and page_due(done == len(keys)):
             st.session_state[f"_compact_{what}"] = done
             st.rerun(scope="app")
 
@@ -612,9 +625,10 @@ def jobs_panel() -> None:
             st.caption("No jobs yet. Heavy work (attribution, curves, exports) runs here without blocking the page.")
         seen = set(i.key for i in running)
         prev = st.session_state.get("_active_jobs", set())
-        st.session_state["_active_jobs"] = seen
-        if prev - seen:  # something of this session ended: redraw the page with its result
+        if prev - seen and page_due(not seen):  # something of this session ended: redraw the page with its result
+            st.session_state["_active_jobs"] = seen
             st.rerun(scope="app")
+        st.session_state["_active_jobs"] = seen | (prev - seen)  # an ending not drawn yet stays due
 
     st.session_state["_active_jobs"] = {i.key for i in eng.jobs(owner=sid, active_only=True)}
     st.session_state["_panel_polling"] = active
