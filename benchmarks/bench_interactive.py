@@ -47,7 +47,8 @@ new MutationObserver(() => {
   const busy = !!document.querySelector('[data-testid=stStatusWidget]');
   const now = performance.now();
   if (busy && window.__runStart === null) window.__runStart = now;
-  if (!busy && window.__runStart !== null) { window.__runs.push((now - window.__runStart) / 1000); window.__runStart = null; }
+  if (!busy && window.__runStart !== null) {
+    window.__runs.push([(now - window.__runStart) / 1000, location.pathname]); window.__runStart = null; }
 }).observe(document, {subtree: true, childList: true});
 """
 
@@ -134,6 +135,7 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--shared", type=int, default=5)
     ap.add_argument("--skip-concurrent", action="store_true")
+    ap.add_argument("--skip-shared", action="store_true")
     ap.add_argument("--shots", default=str(ROOT / "benchmarks" / "out" / "interactive_shots"),
                     help="screenshots of each stage (and of any wait over a minute)")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "out" / "bench_interactive.json"))
@@ -164,6 +166,10 @@ def main() -> int:
     try:
         for _ in range(600):
             if healthy(url):
+                break
+            time.sleep(0.5)
+        for _ in range(600):  # ready: the app process has its imports and the model loaded (tp_app/launch.py)
+            if re.search(r"model preloaded|preload skipped", (home / "serve.log").read_text()):
                 break
             time.sleep(0.5)
         address = re.search(r"(tcp://[\d.]+:\d+)", (home / "serve.log").read_text()).group(1)
@@ -248,11 +254,14 @@ def main() -> int:
             walk["export"] = time.time() - t
             _shot(page, "export")
             runs = page.evaluate("() => window.__runs")
-            out.update(walk=walk, page_runs=runs, ui_longest_rerun_s=max(runs), walk_blocking_s=sum(runs))
+            out.update(walk=walk, page_runs=runs, ui_longest_rerun_s=max(r[0] for r in runs),
+                       walk_blocking_s=sum(r[0] for r in runs))
             _write(out, args.json)
 
             # five sessions open the same, not yet computed curve at once
             base = dict(observer._starts)
+            if args.skip_shared:
+                args.shared = 0
             shared = []
             for _ in range(args.shared):
                 c = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
@@ -271,10 +280,11 @@ def main() -> int:
                 q.wait_for_url("**/Prune", timeout=60_000)
                 q.wait_for_timeout(1000)
                 _until(q, lambda: not _curves_pending(q) and _points(q) > 0, "shared-curve", 1800)
-            _shot(shared[0], "shared-done")
-            counts = {k: v - base.get(k, 0) for k, v in observer._starts.items() if v - base.get(k, 0) > 0}
-            out["shared_job_count"] = max(counts.values()) if counts else 0
-            out["shared_jobs_run"] = len(counts)
+            if shared:
+                _shot(shared[0], "shared-done")
+                counts = {k: v - base.get(k, 0) for k, v in observer._starts.items() if v - base.get(k, 0) > 0}
+                out["shared_job_count"] = max(counts.values()) if counts else 0
+                out["shared_jobs_run"] = len(counts)
             _write(out, args.json)
             for q in shared:
                 q.context.close()
@@ -324,7 +334,7 @@ def main() -> int:
     _write(out, args.json)
     results = ROOT / "docs" / "results.json"
     doc = json.loads(results.read_text()) if results.is_file() else {}
-    doc.update({k: out.get(k) for k in KEYS})
+    doc.update({k: out[k] for k in KEYS if out.get(k) is not None})  # a part skipped keeps its last measurement
     doc.setdefault("meta", {})["interactive"] = {k: out.get(k) for k in ("model", "machine", "date", "load_before",
                                                                           "load_after", "command")}
     doc["meta"]["interactive"]["details"] = {k: out.get(k) for k in ("walk", "page_runs", "attribution_s",

@@ -73,7 +73,7 @@ def serve(port: int = 8501, warm: bool = True, spec: str = "demo") -> int:
         except TPError as exc:
             print(f"warm start skipped: {exc}", flush=True)
     env = dict(os.environ, TP_SCHEDULER=engine.address)
-    cmd = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "app.py"), "--server.headless", "true",
+    cmd = [sys.executable, "-m", "tp_app.launch", "run", str(REPO_ROOT / "app.py"), "--server.headless", "true",
            "--server.port", str(port), "--browser.gatherUsageStats", "false"]
     print(f"Starting TaskPrune Studio on http://localhost:{port}", flush=True)
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env)

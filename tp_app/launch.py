@@ -1,0 +1,32 @@
+"""`python -m tp_app.launch run app.py ...` = `streamlit run`, with the app's heavy imports (torch, transformers,
+the pages' helpers) and the default model loaded in a background thread of the server process as it starts, so the
+first visitor's first page does not wait for them (measured: the first page run took 10.9 s cold). Prints
+"TaskPrune Studio: model preloaded" when done. `tp_core serve` (`make run`) starts the app this way."""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+
+def _preload() -> None:
+    t0 = time.time()
+    try:
+        from tp_app import common
+
+        common._load_model_cached(common.default_model_spec(), False)
+        print(f"TaskPrune Studio: model preloaded in {time.time() - t0:.1f} s", flush=True)
+    except Exception as exc:  # noqa: BLE001 - the page loads it (and reports a problem) as before
+        print(f"TaskPrune Studio: preload skipped ({type(exc).__name__}: {exc})", flush=True)
+
+
+def main() -> None:
+    threading.Thread(target=_preload, name="tp-preload", daemon=True).start()
+    from streamlit.web import cli
+
+    sys.argv[0] = "streamlit"
+    cli.main()
+
+
+if __name__ == "__main__":
+    main()
