@@ -62,6 +62,21 @@ def _idle(page, timeout=600_000):
     page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=timeout)
 
 
+def _settle(page, seconds: float = 15) -> None:
+    """Like _idle, but gives up quietly: a page whose progress fragments rerun every second under load may show
+    the running indicator almost all the time."""
+    try:
+        _idle(page, timeout=int(seconds * 1000))
+    except Exception:  # noqa: BLE001 - playwright's TimeoutError
+        pass
+
+
+def _sidebar_has(page, text: str, timeout: float = 300) -> None:
+    page.wait_for_function("(t) => { const s = document.querySelector('[data-testid=stSidebar]');"
+                           " return s && s.innerText.replace(/\\s+/g, ' ').includes(t); }", arg=text,
+                           timeout=timeout * 1000)
+
+
 def _points(page) -> int:
     """Markers drawn in the Prune page's metric-vs-size chart (not in any other chart)."""
     return page.evaluate("() => [...document.querySelectorAll('[data-testid=stPlotlyChart]')]"
@@ -269,11 +284,12 @@ def main() -> int:
             for q in shared:  # each on a smaller evaluation set (100 examples), whose curves nobody computed yet
                 q.goto(f"{url}/Model", timeout=600_000)
                 q.get_by_text("Tasks and dense metrics").wait_for(timeout=600_000)
-                _idle(q)
+                _settle(q)
                 box = q.locator('[data-testid="stNumberInput"]', has_text="Validation examples").first.locator("input")
                 box.fill("100")
                 box.press("Enter")
-                _idle(q)
+                q.wait_for_timeout(1500)
+                _settle(q)
             for q in shared:  # then all open Prune within a few seconds
                 _goto(q, "Prune")
             for q in shared:
@@ -298,10 +314,11 @@ def main() -> int:
                     q = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
                     q.goto(f"{url}/Model", timeout=600_000)
                     q.get_by_text("Tasks and dense metrics").wait_for(timeout=600_000)
-                    _idle(q)
+                    _settle(q)
                     q.locator('[data-testid="stSelectbox"]', has_text="Current task").first.click()
                     q.get_by_role("option", name=tasks[i % len(tasks)], exact=True).click()
-                    _idle(q)
+                    _sidebar_has(q, f"Task: {tasks[i % len(tasks)]}")
+                    _settle(q, 5)
                     _goto(q, "Prune")
                     sessions.append(q)
                 for q in sessions:
