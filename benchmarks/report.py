@@ -202,6 +202,39 @@ def _ig_fidelity_glance(f: dict) -> str:
             f"`{f['meta']['settings']['reference']['riemann']}`; seeds checked {rec['seeds_checked']})")
 
 
+BROWSER_GOALS = {"ui_longest_rerun_s": ("longest single page run during the default walk", "< 2 s", lambda v: v < 2),
+                 "first_curve_point_s": ("opening Prune (scores cached, curves cold) until the first point", "<= 5 s",
+                                         lambda v: v <= 5),
+                 "default_curves_s": ("until every default curve is complete at its final resolution", "<= 60 s",
+                                      lambda v: v <= 60),
+                 "walk_blocking_s": ("sum of page runs over the default walk", "<= 30 s", lambda v: v <= 30),
+                 "concurrent8_new_point_p95_s": ("8 sessions moving sliders at once: p95 until the new metric shows",
+                                                 "<= 10 s", lambda v: v <= 10),
+                 "shared_job_count": ("5 sessions asking for the same curve: computations per job", "1",
+                                      lambda v: v == 1),
+                 "estimate_error_max": ("largest relative error of a shown time estimate", "<= 0.3",
+                                        lambda v: v <= 0.3)}
+
+
+def _browser_section(res: dict) -> list[str]:
+    """Section 5b: the app driven by real Chromium against `tp_core serve` (benchmarks/bench_interactive.py)."""
+    meta = res.get("meta", {}).get("interactive")
+    if not meta:
+        return []
+    rows = []
+    for k, (what, goal, ok) in BROWSER_GOALS.items():
+        v = res.get(k)
+        rows.append([f"`{k}`", what, "not measured" if v is None else fmt(v, 2), goal,
+                     "" if v is None else ("met" if ok(v) else "**not met**")])
+    return ["## 5b. The app in a real browser (job engine)", "",
+            f"benchmarks/bench_interactive.py: Debian Chromium against `python -m tp_core serve` (its Dask cluster, "
+            f"one worker process with 2 threads x 1 torch thread), model {meta.get('model')}, cold score and curve "
+            f"caches; the browser runs on the same 2 cores as the server. Run {meta.get('date')}, load average "
+            f"{fmt(meta.get('load_before'), 1)} before and {fmt(meta.get('load_after'), 1)} after "
+            f"(`{meta.get('command')}`).", "",
+            _table(["key", "what", "value", "goal", ""], rows), ""]
+
+
 def _ig_fidelity_section(f: dict) -> list[str]:
     """Section 7: IG fidelity against step count and quadrature (benchmarks/bench_ig_fidelity.py)."""
     m, st = f["meta"], f["meta"]["settings"]
@@ -449,6 +482,7 @@ def write(res: dict, out: Path) -> None:
         L += ["## 5. Interactive latency", "", f"Source: {it['source']}.", "",
               _table(["what", "seconds"], [["cached slider move", fmt(it["slider_cached_s"], 4)],
                                            ["new sparsity point", fmt(it["slider_new_point_s"], 3)]]), "", stamp, ""]
+    L += _browser_section(res)
     tp = res.get("textpruner")
     if tp:
         L += ["## 6. Against TextPruner", "", "TextPruner's `prune()` fails on transformers 5 (it calls the removed "

@@ -145,6 +145,12 @@ def main(argv=None) -> int:
         res.update({k: v for k, v in old.items() if k == "export_bench" or k.startswith(("export_params_ratio",
                     "export_keep", "onnx_speedup_vs_torch_dense", "onnx_int8_", "vocab_kept_tokens",
                     "vocab_offdomain_keep"))})
+        # and the real-browser keys of bench_interactive.py (issue 11), with their run's metadata
+        from bench_interactive import KEYS as INTERACTIVE_KEYS
+
+        res.update({k: old[k] for k in INTERACTIVE_KEYS if k in old})
+        if "interactive" in old.get("meta", {}):
+            res["meta"]["interactive"] = old["meta"]["interactive"]
     except (OSError, ValueError):
         pass
     b = Bench(s, None)

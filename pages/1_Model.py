@@ -115,20 +115,29 @@ if model is not None:
                                  "bigger is more precise but slower.")
         bundle = [t for t in tasks if not t.startswith(C.UPLOAD_PREFIX)]
         with C.friendly("evaluating the dense model"):
-            # one dense point job per task (the very job the Prune page asks for): the current task first, the
-            # others at a low priority that yields to anything a user is waiting for; rows appear as they land
+            # one dense point job per task (the very job the Prune page asks for): the current task's at once; the
+            # other tasks' only when asked (or when another session already asked), since a running job cannot be
+            # preempted and a queue of them would hold the worker threads a user's next slider point needs
             keys, rows = [], []
             for t in bundle:
                 n = C.eval_size(t)
                 job = point_job(model, C.ref(model), C.head_for(t), None, None, C.data_ref(t), n, task_label=t)
-                keys.append(C.submit(job, PRIORITY["user"] if t == ss["task"] else PRIORITY["background"]))
-                r = C.job_result(keys[-1])
+                if t == ss["task"] or ss.get("dense_all") or C.job_info(job.key) is not None:
+                    keys.append(C.submit(job, PRIORITY["user"] if t == ss["task"] else PRIORITY["background"]))
+                r = C.job_result(job.key) if keys and keys[-1] == job.key else None
                 info = model.task_info(C.head_for(t))
-                rows.append({"task": t, "metric": r.record.metric_name if r else info.metric, "dense value": round(r.record.metric, 4) if r else None,
-                             "95% interval": f"{r.low:.3f} to {r.high:.3f}" if r else "computing...",
+                rows.append({"task": t, "metric": r.record.metric_name if r else info.metric,
+                             "dense value": round(r.record.metric, 4) if r else None,
+                             "95% interval": f"{r.low:.3f} to {r.high:.3f}" if r else
+                             ("computing..." if keys and keys[-1] == job.key else "not evaluated yet"),
                              "validation examples": r.n if r else n, "labels": ", ".join(info.label_names)})
             C.show_progress_compact(keys, "Dense metrics")
             st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+            if len(keys) < len(bundle) and st.button(
+                    f"Evaluate the other {len(bundle) - len(keys)} tasks too", icon=":material/table:",
+                    help="Dense metrics of every task as background jobs (they yield to anything you wait for)."):
+                ss["dense_all"] = True
+                st.rerun()
         build_info = Path(str(model.source) if model.source not in ("demo", "demo-quick")
                           else demo_path(model.source == "demo-quick")) / "demo_build.json"
         if build_info.is_file():

@@ -38,6 +38,11 @@ def test_home_page(env):
 def test_model_page_shows_architecture_and_dense_metrics(env):
     at = settle(app_test("pages/1_Model.py"))
     _no_exception(at)
+    others = [b for b in at.button if b.label.startswith("Evaluate the other")]
+    assert others, "the other tasks are evaluated on request only"
+    others[0].click()
+    settle(at)
+    _no_exception(at)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Layers"] == "6" and metrics["Heads per layer"] == "12" and metrics["FFN neurons per layer"] == "1536"
     dense = at.dataframe[-1].value

@@ -189,3 +189,4 @@ def test_a_failed_or_cancelled_job_is_not_rerun_by_a_repeated_request_only_by_re
     while engine.computations(key) < 2 and time.time() - t0 < 10:
         time.sleep(0.05)
     assert engine.computations(key) == 2
+
