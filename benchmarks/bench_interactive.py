@@ -316,6 +316,7 @@ def main() -> int:
                     q.get_by_text("Tasks and dense metrics").wait_for(timeout=600_000)
                     _settle(q)
                     q.locator('[data-testid="stSelectbox"]', has_text="Current task").first.click()
+                    q.keyboard.type(tasks[i % len(tasks)])  # filter the (virtualised) list, then pick the match
                     q.get_by_role("option", name=tasks[i % len(tasks)], exact=True).click()
                     _sidebar_has(q, f"Task: {tasks[i % len(tasks)]}")
                     _settle(q, 5)

@@ -232,7 +232,13 @@ def _browser_section(res: dict) -> list[str]:
             f"caches; the browser runs on the same 2 cores as the server. Run {meta.get('date')}, load average "
             f"{fmt(meta.get('load_before'), 1)} before and {fmt(meta.get('load_after'), 1)} after "
             f"(`{meta.get('command')}`).", "",
-            _table(["key", "what", "value", "goal", ""], rows), ""]
+            _table(["key", "what", "value", "goal", ""], rows), ""] + [
+        f"- `shared_job_count` from an earlier full run ({v['date']}, load {fmt(v['load_before'], 1)}): {v['command']}; "
+        f"{v['shared_jobs_run']} jobs ran, each once." for v in [meta.get("shared_job_count_run")] if v] + [
+        f"- `{k}` not measured: {why}." for k, why in (meta.get("not_measured") or {}).items()] + [
+        "- The estimate error is the jobs panel's remaining-time estimate at a quarter of the attribution against the "
+        "real remaining time; on cold caches the Attribution page shows no estimate before the first run (this "
+        "machine's throughput is not measured yet), so there was no pre-run estimate to check.", ""]
 
 
 def _ig_fidelity_section(f: dict) -> list[str]:
