@@ -26,3 +26,26 @@ def _close_job_engine():
     from tp_core.jobs import shutdown_engine
 
     shutdown_engine()
+
+
+@pytest.fixture(scope="module")
+def engine():
+    """An in-process job engine (one worker thread) for a test module."""
+    from tp_core.jobs import Engine
+
+    eng = Engine(address="", processes=False, n_workers=1, threads_per_worker=1)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def tiny(request):
+    """A tiny random BERT multi-task model registered with the engine under a name of this test module."""
+    from tiny import tiny_multitask
+    from tp_core.work import register_model
+
+    name = f"tiny-{request.module.__name__}"
+    model = tiny_multitask("bert")
+    ref = register_model(name, model)
+    model.source = name
+    return model, ref

@@ -5,29 +5,12 @@ import time
 import numpy as np
 import pytest
 
-from tiny import tiny_multitask
 from tp_core.attribution import AttributionConfig, attribute
 from tp_core.data import load_split
 from tp_core.evaluation import evaluate, metric_interval
-from tp_core.jobs import Engine, JobFailed, Throughput, content_key
+from tp_core.jobs import JobFailed, Throughput, content_key
 from tp_core.masks import PruneConfig, build_masks
-from tp_core.work import (DataRef, PointResult, curve_plan, plan_results, point_job, probe_job, register_model,
-                          scores_job)
-
-
-@pytest.fixture(scope="module")
-def engine():
-    eng = Engine(address="", processes=False, n_workers=1, threads_per_worker=1)
-    yield eng
-    eng.close()
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    model = tiny_multitask("bert")
-    ref = register_model("tiny-jobs-bert", model)
-    model.source = "tiny-jobs-bert"
-    return model, ref
+from tp_core.work import DataRef, PointResult, curve_plan, plan_results, point_job, probe_job, scores_job
 
 
 def _wait_state(engine, key, states, timeout=60):

@@ -5,31 +5,14 @@ import json
 
 import pytest
 
-from tiny import tiny_multitask
 from tp_core.attribution import AttributionConfig, attribute
 from tp_core.data import load_split
 from tp_core.errors import TPError
 from tp_core.evaluation import evaluate_masked
-from tp_core.jobs import Engine
 from tp_core.masks import PruneConfig, build_masks
 from tp_core.recovery import RecoveryConfig, recover
 from tp_core.work import (DataRef, PointResult, calibration_ref, curve_plan, export, export_job, point, point_job,
-                          recovered_method, register_model, scores_job)
-
-
-@pytest.fixture(scope="module")
-def engine():
-    eng = Engine(address="", processes=False, n_workers=1, threads_per_worker=1)
-    yield eng
-    eng.close()
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    model = tiny_multitask("bert")
-    ref = register_model("tiny-recovery-bert", model)
-    model.source = "tiny-recovery-bert"
-    return model, ref
+                          recovered_method, scores_job)
 
 
 def test_recovered_point_is_another_job_and_equals_the_direct_computation(engine, tiny):

@@ -172,7 +172,6 @@ def cmd_info(args):
 
 def cmd_evaluate(args):
     from .evaluation import SweepRecord, evaluate
-    from .masks import load_mask_file
     from .pruning import count_params, kept_params
 
     model = _model(args)
