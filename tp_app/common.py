@@ -423,6 +423,8 @@ def scores_job(model, task: str, cfg: AttributionConfig):
 
 _DISK_SCORES: dict = {}
 _DISK_LOCK = threading.Lock()
+_SCORE_PATHS: dict = {}  # scores job key -> its disk cache path (py-spy: the Heatmaps page spent 96% of a rerun
+#                           re-reading the 9 tasks' train splits to find out that their scores were not on disk)
 
 
 def known_scores(model, task: str, cfg: AttributionConfig) -> UnitScores | None:
@@ -437,7 +439,11 @@ def known_scores(model, task: str, cfg: AttributionConfig) -> UnitScores | None:
         if job.key in _DISK_SCORES:
             return _DISK_SCORES[job.key]
     try:
-        path = cached_scores_path(model, head_for(task), cfg, scoring_ref(task, cfg))
+        path = _SCORE_PATHS.get(job.key)
+        if path is None:  # computing the path reads the task's scoring split: once per job key, not every rerun
+            path = cached_scores_path(model, head_for(task), cfg, scoring_ref(task, cfg))
+            with _DISK_LOCK:
+                _SCORE_PATHS[job.key] = path
         if not path.is_file():
             return None
         scores = UnitScores.load(path).check_shape(model.unit_shape())
