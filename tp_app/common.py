@@ -423,7 +423,7 @@ def scores_job(model, task: str, cfg: AttributionConfig):
 
 _DISK_SCORES: dict = {}
 _DISK_LOCK = threading.Lock()
-_SCORE_PATHS: dict = {}  # scores job key -> its disk cache path (py-spy: the Heatmaps page spent 96% of a rerun
+_SCORE_PATHS: dict = {}  # scores job key -> its disk cache file name (py-spy: the Heatmaps page spent 96% of a rerun
 #                           re-reading the 9 tasks' train splits to find out that their scores were not on disk)
 
 
@@ -439,11 +439,14 @@ def known_scores(model, task: str, cfg: AttributionConfig) -> UnitScores | None:
         if job.key in _DISK_SCORES:
             return _DISK_SCORES[job.key]
     try:
-        path = _SCORE_PATHS.get(job.key)
-        if path is None:  # computing the path reads the task's scoring split: once per job key, not every rerun
-            path = cached_scores_path(model, head_for(task), cfg, scoring_ref(task, cfg))
+        from tp_core.paths import cache_dir
+
+        name = _SCORE_PATHS.get(job.key)
+        if name is None:  # computing the name reads the task's scoring split: once per job key, not every rerun
+            name = cached_scores_path(model, head_for(task), cfg, scoring_ref(task, cfg)).name
             with _DISK_LOCK:
-                _SCORE_PATHS[job.key] = path
+                _SCORE_PATHS[job.key] = name
+        path = cache_dir("scores") / name  # the folder of the TP_HOME in force now
         if not path.is_file():
             return None
         scores = UnitScores.load(path).check_shape(model.unit_shape())
