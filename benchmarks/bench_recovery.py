@@ -33,7 +33,6 @@ import os
 import platform
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -61,39 +60,9 @@ B_RESAMPLES = 1000
 def textpruner_scores(model, task: str, data: TaskData, max_length: int) -> UnitScores:
     """TextPruner's first-order Taylor importance of every FFN neuron and head (its `get_importance_score`), on
     `data` with gold labels: what bench_textpruner.py measures, for any scoring sample."""
-    import tempfile
+    from bench_textpruner import taylor_scores
 
-    import torch
-
-    from bench_textpruner import _Wrapped, ensure_textpruner
-
-    textpruner = ensure_textpruner()
-    from textpruner import GeneralConfig, TransformerPruner
-
-    batches = []
-    for idx, batch in model.batches(data.texts, data.pairs, 16, max_length):
-        batch = dict(batch)
-        batch["labels"] = torch.tensor([int(data.labels[i]) for i in idx])
-        batches.append(batch)
-    flags = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(True)
-    model.eval()
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.perf_counter()
-            pruner = TransformerPruner(_Wrapped(model, task), general_config=GeneralConfig(use_device="cpu",
-                                                                                           output_dir=tmp))
-            head_imp, ffn_imp = pruner.get_importance_score(batches)
-            seconds = time.perf_counter() - t0
-    finally:
-        model.zero_grad(set_to_none=True)
-        for p, f in zip(model.parameters(), flags):
-            p.requires_grad_(f)
-    return UnitScores(model=model.source, task=task, method="textpruner",
-                      settings={"samples": len(data), "criterion": "first-order Taylor (TextPruner "
-                                f"{textpruner.__version__})"},
-                      ffn=[r.detach().double().numpy() for r in ffn_imp],
-                      heads=[r.detach().double().numpy() for r in head_imp], n_examples=len(data), seconds=seconds)
+    return taylor_scores(model, task, data, max_length, "textpruner", "first-order Taylor")
 
 
 # ----- statistics ---------------------------------------------------------------------------------------------------

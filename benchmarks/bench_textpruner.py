@@ -53,14 +53,14 @@ class _Wrapped(nn.Module):
         return F.cross_entropy(logits, labels)
 
 
-def textpruner_scores(b: Bench, task: str, n: int) -> UnitScores:
+def taylor_scores(model, task: str, data, max_length: int, method: str, criterion: str) -> UnitScores:
+    """TextPruner's first-order Taylor importance of every FFN neuron and head (`get_importance_score`) on `data`
+    with gold labels; `method` / `criterion` name the result (bench_recovery.py uses this too)."""
     textpruner = ensure_textpruner()
     from textpruner import GeneralConfig, TransformerPruner
 
-    model = b.model
-    data = b.scoring_data(task, n)  # the same examples ig scores with
     batches = []
-    for idx, batch in model.batches(data.texts, data.pairs, 16, b.s.max_length):
+    for idx, batch in model.batches(data.texts, data.pairs, 16, max_length):
         batch = dict(batch)
         batch["labels"] = torch.tensor([int(data.labels[i]) for i in idx])
         batches.append(batch)
@@ -77,11 +77,15 @@ def textpruner_scores(b: Bench, task: str, n: int) -> UnitScores:
         model.zero_grad(set_to_none=True)
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)
-    return UnitScores(model=model.source, task=task, method="textpruner_taylor",
-                      settings={"samples": n, "criterion": "first-order Taylor |w x dL/dw| (TextPruner "
-                                f"{textpruner.__version__})"},
+    return UnitScores(model=model.source, task=task, method=method,
+                      settings={"samples": len(data), "criterion": f"{criterion} (TextPruner {textpruner.__version__})"},
                       ffn=[r.detach().double().numpy() for r in ffn_imp],
                       heads=[r.detach().double().numpy() for r in head_imp], n_examples=len(data), seconds=seconds)
+
+
+def textpruner_scores(b: Bench, task: str, n: int) -> UnitScores:
+    data = b.scoring_data(task, n)  # the same examples ig scores with
+    return taylor_scores(b.model, task, data, b.s.max_length, "textpruner_taylor", "first-order Taylor |w x dL/dw|")
 
 
 def _keeps(b: Bench, task: str, sc: UnitScores, d: float, sparsities=(0.5, 0.7)) -> dict:
