@@ -11,7 +11,7 @@ What is measured, per task: the dense model and, for every criterion (ig, grad_x
 TextPruner's first-order Taylor criterion "textpruner"), every scoring seed, every point (FFN 50/70/80/90%, FFN 70% +
 heads 50%) and every recovery level (none, bias, scale, lstsq), the predictions on the validation split (seeded subset
 when larger than --cap) and on a *selection* set: --select-n train examples outside every scoring and calibration
-sample. Scoring examples (--samples) and recovery calibration texts (--recover-samples) are seeded samples of the
+sample and outside the demo model's own training sample (demo_build.json). Scoring examples (--samples) and recovery calibration texts (--recover-samples) are seeded samples of the
 train split, one draw per seed. Then, for the two criteria best on the selection set, iterative pruning
 (--n-iters steps, re-scoring on the pruned and recovered model) with the best recovery level.
 
@@ -54,6 +54,8 @@ ALL_METHODS = ("ig", "grad_x_act", "activation", "magnitude", "random", "textpru
 OURS = ("ig", "grad_x_act", "activation", "magnitude", "random")  # "our best pipeline" picks among these
 LEVELS = ("none", "bias", "scale", "lstsq")
 B_RESAMPLES = 1000
+RESULT_KEYS = ("quality_validation_examples_min", "recovery_gain_80_90", "keep_90ffn", "best_vs_textpruner_win_rate",
+               "keep_70ffn_50heads", "recovery_seconds")  # the issue's keys, merged at the top of results.json
 
 
 # ----- TextPruner's criterion ---------------------------------------------------------------------------------------
@@ -116,11 +118,29 @@ def paired_test(stats: TaskStats, a: list[np.ndarray], b: list[np.ndarray]) -> d
 
 
 # ----- the run ------------------------------------------------------------------------------------------------------
-def _holdout(task: str, n: int, samples: int, recover_samples: int, seeds: list[int]) -> TaskData:
-    """`n` train examples in no scoring sample and no calibration sample of any seed (the selection set)."""
+def trained_on(model_name: str, task: str) -> TaskData | None:
+    """The train examples a demo model was trained on (its demo_build.json: a seeded sample of each train split),
+    None for other models (whose training data this benchmark cannot know)."""
+    if model_name not in ("demo", "demo-quick"):
+        return None
+    from tp_core.demo import demo_path
+
+    try:
+        cfg = json.loads((demo_path(model_name == "demo-quick") / "demo_build.json").read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        return None
+    cap = cfg.get("per_task_caps", {}).get(task, cfg["max_per_task"])
+    return load_split(get_task(task), "train", limit=cap, seed=cfg["seed"]) if cap else None
+
+
+def _holdout(task: str, n: int, samples: int, recover_samples: int, seeds: list[int],
+             model_name: str | None = None) -> TaskData:
+    """`n` train examples in no scoring sample and no calibration sample of any seed, nor in the demo model's own
+    training sample (the selection set: held out from everything the model or the pipeline saw)."""
     spec = get_task(task)
     train = load_split(spec, "train")
-    used: set = set()
+    seen = trained_on(model_name, task) if model_name else None
+    used: set = set(seen.rows) if seen is not None else set()
     for s in seeds:
         used |= set(train.sample(samples, s).rows)
         used |= set(calibration_data(task, recover_samples, s).rows)
@@ -182,7 +202,7 @@ def run_task(r: Run, task: str, log) -> dict:
     shape = model.unit_shape()
     seeds = [int(s) for s in a.seeds.split(",")]
     val = load_split(task, "validation", limit=a.cap, seed=0)
-    sel = _holdout(task, a.select_n, a.samples, a.recover_samples, seeds) if a.select == "holdout" else None
+    sel = _holdout(task, a.select_n, a.samples, a.recover_samples, seeds, a.model) if a.select == "holdout" else None
     info = {"n_validation": len(val), "validation_split_size": len(load_split(task, "validation")),
             "n_selection": len(sel) if sel is not None else 0, "metric": val.spec.metric}
     r.store((task, "dense"), "val", 0, r.predict(task, val))
@@ -501,7 +521,7 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=64, help="scoring examples per seed")
     ap.add_argument("--steps", type=int, default=2, help="IG steps (the app's default: 2 Gauss-Legendre)")
     ap.add_argument("--riemann", default="gausslegendre")
-    ap.add_argument("--recover-samples", type=int, default=256)
+    ap.add_argument("--recover-samples", type=int, default=RecoveryConfig.samples)
     ap.add_argument("--ridge", type=float, default=RecoveryConfig.ridge)
     ap.add_argument("--damping", type=float, default=RecoveryConfig.damping)
     ap.add_argument("--n-iters", type=int, default=4, help="iterative pruning steps for the best two (1: off)")
@@ -545,7 +565,8 @@ def main(argv=None) -> int:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"model": args.model, "settings": vars(args), "torch_threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "platform": platform.platform(), "loadavg_start": list(os.getloadavg()),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "command": "benchmarks/bench_recovery.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     for task in tasks:
         seeds = [int(s) for s in args.seeds.split(",")]
         val = load_split(task, "validation", limit=args.cap, seed=0)
@@ -553,7 +574,7 @@ def main(argv=None) -> int:
         r.labels[task] = {"val": np.asarray(val.labels)}
         if args.select == "holdout":
             r.labels[task]["sel"] = np.asarray(_holdout(task, args.select_n, args.samples, args.recover_samples,
-                                                        seeds).labels)
+                                                        seeds, args.model).labels)
         infos[task] = run_task(r, task, log)
         log(f"{task}: done ({infos[task]})")
         res = analyse(r, list(infos), infos)
@@ -567,9 +588,7 @@ def main(argv=None) -> int:
                                                              for s, p in d[w].items()})
     res["meta"]["loadavg_end"] = list(os.getloadavg())
     out_path.write_text(json.dumps(res, indent=1))
-    summary = {k: res[k] for k in ("quality_validation_examples_min", "recovery_gain_80_90", "keep_90ffn",
-                                   "best_vs_textpruner_win_rate", "keep_70ffn_50heads", "recovery_seconds")
-               if k in res}
+    summary = {k: res[k] for k in RESULT_KEYS if k in res}
     for k, v in summary.items():
         if isinstance(v, dict):
             short = {kk: vv for kk, vv in v.items() if kk != "cells"}
@@ -581,7 +600,9 @@ def main(argv=None) -> int:
         doc = json.loads(path.read_text()) if path.is_file() else {}
         doc.update(summary)
         doc["recovery_benchmark"] = res
-        path.write_text(json.dumps(doc, indent=1))
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # atomic: results.json is never left half-written
+        tmp.write_text(json.dumps(doc, indent=1))
+        os.replace(tmp, path)
         print(f"merged into {path}")
     print(f"wrote {out_path} ({res['seconds']:.0f}s)")
     return 0

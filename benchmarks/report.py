@@ -241,6 +241,129 @@ def _browser_section(res: dict) -> list[str]:
         "machine's throughput is not measured yet), so there was no pre-run estimate to check.", ""]
 
 
+def _ci_text(ci) -> str:
+    return "" if not ci else f" [{fmt(ci[0], 3)}, {fmt(ci[1], 3)}]"
+
+
+def _export_section(e: dict) -> list[str]:
+    """Section 8: the shipped model (benchmarks/bench_export.py, issue 13): size, formats, speed, vocabulary."""
+    ch, rec = e["chosen"], e.get("recovery") or {}
+    goal = lambda k: e.get("goals", {}).get(k, {})  # noqa: E731
+    met = lambda k: {True: "met", False: "**not met**", None: "not judged (contended)"}.get(goal(k).get("met"), "")  # noqa: E731
+    sp, sp8 = e["onnx_speedup_vs_torch_dense"], e["onnx_int8_speedup_vs_torch_dense"]
+    spi, sp8i = e["onnx_speedup_vs_torch_dense_interval"], e["onnx_int8_speedup_vs_torch_dense_interval"]
+    rows = [["`export_params_ratio`", "kept / dense parameters of the smallest export keeping >= 97% of dense",
+             fmt(e["export_params_ratio"], 3), "<= 0.35", met("export_params_ratio")],
+            ["`export_keep`", "its metric kept vs dense (TaskPrune folder)",
+             fmt(e["export_keep"], 4) + _ci_text(e["export_keep_interval"]), ">= 0.97",
+             met("export_keep") or ("met" if e["export_keep"] >= 0.97 else "**not met**")],
+            ["`onnx_speedup_vs_torch_dense` batch 1", "pruned ONNX fp32 vs dense torch, 64 tokens",
+             fmt(sp["batch_1"], 2) + _ci_text(spi["batch_1"]), ">= 4", met("onnx_speedup_vs_torch_dense_b1")],
+            ["`onnx_speedup_vs_torch_dense` batch 32", "", fmt(sp["batch_32"], 2) + _ci_text(spi["batch_32"]), "", ""],
+            ["`onnx_int8_speedup_vs_torch_dense` batch 1", "pruned ONNX int8 vs dense torch",
+             fmt(sp8["batch_1"], 2) + _ci_text(sp8i["batch_1"]), ">= 6", met("onnx_int8_speedup_vs_torch_dense_b1")],
+            ["`onnx_int8_speedup_vs_torch_dense` batch 32", "", fmt(sp8["batch_32"], 2) + _ci_text(sp8i["batch_32"]),
+             "", ""],
+            ["`onnx_int8_keep`", "int8 metric vs dense", fmt(e["onnx_int8_keep"], 4) + _ci_text(
+                e["onnx_int8_keep_interval"]), ">= 0.97", met("onnx_int8_keep")],
+            ["`vocab_kept_tokens`", f"of {e.get('vocab_original_tokens')} WordPiece tokens (sst2 train)",
+             e["vocab_kept_tokens"], "report", ""]]
+    off = [[t, fmt(x["vs_full_vocab"], 4) + _ci_text(x["interval"]), fmt(x["vs_dense"], 4), fmt_pct(x["unk_share"]),
+            x["n"]] for t, x in e["vocab_offdomain_keep"].items()]
+    grid = [[fmt_pct(r["ffn_sparsity"]), fmt_pct(r["head_sparsity"]), fmt(r["params_ratio"], 3),
+             fmt(r.get("keep_selection"), 4), fmt(r["keep"], 4)] for r in e["grid"]]
+    by = e["bytes"]
+    return ["## 8. The shipped model: export formats, size and speed", "",
+            f"benchmarks/bench_export.py, run {e['date']} ({e['seconds'] / 60:.1f} min): model {e['model']}, task "
+            f"{e['task']}, {e['method']} scores (the app's settings: {e['samples']} examples, {e['steps']} steps "
+            f"{e.get('riemann', '')}), {e['allocation']} allocation, recovery {rec.get('level', 'none')} on "
+            f"{rec.get('samples', 0)} unlabeled train texts, sst2 train vocabulary; metrics on {e['eval_examples']} "
+            f"validation examples, intervals are 95% paired bootstraps over examples. Chosen plan: FFN "
+            f"{fmt_pct(ch['ffn_sparsity'])} + heads {fmt_pct(ch['head_sparsity'])}, the smallest grid point keeping "
+            f">= {fmt_pct(ch['keep_target'])} on the selection set ({e.get('selection_note', '')}). "
+            "Speed: median of the timed runs, torch and onnxruntime on "
+            f"{e['threads']} threads, side by side in one run; {e['timing_note']}.", "",
+            _table(["key", "what", "value [95% interval]", "goal", ""], rows), "",
+            f"Size on disk: dense fp32 {by.get('dense_fp32', 0) / 1e6:.1f} MB; " + ", ".join(
+                f"{k} {v / 1e6:.1f} MB" for k, v in by.items() if k != "dense_fp32" and v) + ".", "",
+            "Off-domain cost of the sst2 vocabulary (the same pruned model with its full vocabulary as reference):", "",
+            _table(["task", "keep vs full vocabulary [95%]", "keep vs dense", "[UNK] share", "n"], off), "",
+            "The grid the plan was chosen from (vocabulary pruned, recovery on, masked evaluation; keep on the "
+            "selection set, and on the reported examples beside it):", "",
+            _table(["FFN", "heads", "params ratio", "keep (selection)", "keep (reported)"], grid), ""]
+
+
+RECOVERY_GOALS = {"quality_validation_examples_min": (">= 800 or the whole split", None),
+                  "recovery_gain_80_90": (">= +8 points", lambda v: v >= 8),
+                  "recovery_seconds": ("< 60 s", lambda v: v < 60)}
+
+
+def _recovery_section(res: dict) -> list[str]:
+    """Section 9: training-free recovery, iterative pruning and our best pipeline against TextPruner
+    (benchmarks/bench_recovery.py --merge, issue 12)."""
+    rb = res["recovery_benchmark"]
+    meta = rb.get("meta", {})
+    ok = lambda v: "" if v is None else ("met" if v else "**not met**")  # noqa: E731
+    rows = []
+    q = rb.get("quality_validation_examples_min")
+    whole = rb.get("quality_validation_whole_split", {})
+    rows.append(["`quality_validation_examples_min`", q, "", ">= 800 or the whole split",
+                 ok(q is not None and (q >= 800 or all(whole.values())))])
+    g = rb.get("recovery_gain_80_90")
+    if g:
+        rows.append(["`recovery_gain_80_90`", fmt(g["value"], 2), _ci_text(g["ci95"]), ">= +8 points",
+                     ok(g["value"] >= 8)])
+    for name, goal in (("keep_90ffn", 0.97), ("keep_70ffn_50heads", 0.95)):
+        for t, v in (rb.get(name) or {}).items():
+            p = v["pipeline"]
+            rows.append([f"`{name}` {t}", fmt(v["value"], 4),
+                         _ci_text(v["ci95"]) + f" ({p['method']}, {p['level']}, {p['n_iters']} step(s))",
+                         f">= {goal}" if t in ("sst2", "ag_news") else "report",
+                         ok(v["value"] >= goal) if t in ("sst2", "ag_news") else ""])
+    w = rb.get("best_vs_textpruner_win_rate")
+    if w:
+        rows.append(["`best_vs_textpruner_win_rate`", fmt(w["value"], 3),
+                     f"{w['wins']} wins, {w['losses']} losses, {w['ties']} ties",
+                     ">= 0.8, no significant loss", ok(w["value"] >= 0.8 and w["losses"] == 0)])
+    rs = rb.get("recovery_seconds")
+    if rs:
+        rows.append(["`recovery_seconds`", fmt(rs["value"], 1),
+                     f"{rs['level']}: fit {fmt(rs['fit_mean'], 1)} s + teacher pass {fmt(rs['teacher_pass_mean'], 1)} s "
+                     f"({rs['samples']} texts)", "< 60 s", ok(rs["value"] < 60)])
+    L = ["## 9. Training-free recovery and our best pipeline", "",
+         f"benchmarks/bench_recovery.py, run {meta.get('started', '?')} ({rb.get('seconds', 0) / 3600:.1f} h, load "
+         f"average {fmt((meta.get('loadavg_start') or [None])[0], 1)} at the start; "
+         f"`{meta.get('command', '')}`). \"Our best pipeline\" in a cell is the criterion x recovery level "
+         f"(x iterative) with the best metric on a selection set of train examples outside every scoring and "
+         f"calibration sample (selection: {rb.get('selection')}), never chosen on validation. Metrics are means over "
+         "the scoring seeds; intervals are 95% percentile bootstraps over validation examples, paired across cells "
+         "of a task; a win or loss needs the paired interval of the difference to exclude zero.", "",
+         _table(["key", "value", "95% interval / detail", "goal", ""], rows), ""]
+    cells = rb.get("cells", [])
+    for t in sorted({c["task"] for c in cells}):
+        pts = sorted({(c["ffn_sparsity"], c["head_sparsity"]) for c in cells if c["task"] == t})
+        lines = sorted({(c["method"], c["level"], c["n_iters"]) for c in cells if c["task"] == t})
+        by = {(c["method"], c["level"], c["n_iters"], c["ffn_sparsity"], c["head_sparsity"]): c
+              for c in cells if c["task"] == t}
+        d = rb.get("dense", {}).get(t, {})
+        L += [f"### {t}: kept vs dense [95% interval] (dense {fmt(d.get('metric'), 4)} on {d.get('n')} examples)", "",
+              _table(["criterion", "recovery", "steps"] + [f"FFN {fmt_pct(f)}" + (f" + heads {fmt_pct(h)}" if h else "")
+                                                           for f, h in pts],
+                     [[m, lv, n] + [(fmt(by[(m, lv, n, f, h)]["kept_vs_dense"], 3) +
+                                     _ci_text(by[(m, lv, n, f, h)]["kept_ci95"])) if (m, lv, n, f, h) in by else ""
+                                    for f, h in pts] for m, lv, n in lines]), ""]
+    if w:
+        L += ["Against TextPruner's criterion (no recovery; and with its own best recovery level), per cell:", "",
+              _table(["task", "FFN", "ours", "difference [95%]", "verdict", "vs TextPruner + its best recovery"],
+                     [[c["task"], fmt_pct(c["ffn_sparsity"]),
+                       f"{c['ours']['method']} + {c['ours']['level']} ({c['ours']['n_iters']})",
+                       fmt(c["vs_textpruner"].get("diff"), 4) + _ci_text(c["vs_textpruner"].get("ci95")),
+                       c["vs_textpruner"]["verdict"],
+                       f"{c['vs_textpruner_with_its_best_recovery']['level']}: "
+                       f"{c['vs_textpruner_with_its_best_recovery']['verdict']}"] for c in w["cells"]]), ""]
+    return L
+
+
 def _ig_fidelity_section(f: dict) -> list[str]:
     """Section 7: IG fidelity against step count and quadrature (benchmarks/bench_ig_fidelity.py)."""
     m, st = f["meta"], f["meta"]["settings"]
@@ -505,4 +628,8 @@ def write(res: dict, out: Path) -> None:
                       for r in tp["gap_study"]]), "", stamp, ""]
     if res.get("ig_fidelity"):
         L += _ig_fidelity_section(res["ig_fidelity"])
+    if res.get("export_bench"):
+        L += _export_section(res["export_bench"])
+    if res.get("recovery_benchmark"):
+        L += _recovery_section(res)
     (out / "RESULTS.md").write_text("\n".join(L) + "\n")

@@ -147,8 +147,11 @@ def main(argv=None) -> int:
                     "vocab_offdomain_keep"))})
         # and the real-browser keys of bench_interactive.py (issue 11), with their run's metadata
         from bench_interactive import KEYS as INTERACTIVE_KEYS
+        from bench_recovery import RESULT_KEYS as RECOVERY_KEYS
 
         res.update({k: old[k] for k in INTERACTIVE_KEYS if k in old})
+        # and the recovery benchmark's keys and tables (bench_recovery.py --merge, issue 12)
+        res.update({k: old[k] for k in ("recovery_benchmark", *RECOVERY_KEYS) if k in old})
         if "interactive" in old.get("meta", {}):
             res["meta"]["interactive"] = old["meta"]["interactive"]
     except (OSError, ValueError):

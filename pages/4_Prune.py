@@ -167,10 +167,12 @@ with controls:
                              key="target_pct", help="Find the smallest model (fewest kept parameters) whose metric "
                                                     "is at least this share of the dense metric, for the current method.")
     sj = search_job(mref, head, sjobs[method], known[method], C.data_ref(task), target / 100.0,
-                    tuple(C.curve_grid()), heads, alloc, n_full)
+                    tuple(C.curve_grid()), heads, alloc, n_full, recovery=recover_level if recover_on else None)
     if st.button("Find smallest model", help="Searches the curve, refines between grid points with real "
-                                             "evaluations, then moves the FFN slider there (runs as a job)."):
-        ss["_search"] = {"key": C.submit(sj, 95, retry=True), "target": target}
+                                             "evaluations, then moves the FFN slider there (runs as a job). With "
+                                             "'+ recovery' on, every point it evaluates is recovered."):
+        ss["_search"] = {"key": C.submit(sj, 95, retry=True), "target": target,
+                         "recovery": recover_level if recover_on else None}
     pending = ss.get("_search")
     info = C.job_info(pending["key"]) if pending else None
     if pending and (info is None or info.state == "cancelled"):
@@ -186,7 +188,8 @@ with controls:
                        f"sparsity {heads:.0%}.")
         else:
             C.set_value("ffn_sparsity", round(best.ffn_sparsity, 4))
-            C.flash(f"Smallest model keeping {pending['target']:.1f}% of dense: FFN sparsity "
+            with_rec = f" with {pending['recovery']} recovery" if pending.get("recovery") else ""
+            C.flash(f"Smallest model keeping {pending['target']:.1f}% of dense{with_rec}: FFN sparsity "
                     f"{best.ffn_sparsity:.1%}, {100 * best.kept_params / best.total_params:.1f}% of the "
                     f"parameters, {best.metric_name} {best.metric:.4f}.")
             st.rerun()

@@ -389,3 +389,31 @@ def test_latency_rows_before_and_after(tmp_path):
                                                    "pruned ONNX int8"]
     assert t["latency"][0]["batch 1: speed-up"] == "1.0x" and t["latency"][2]["batch 4: speed-up"].endswith("x")
     assert "load average" in t["latency_note"]
+    # the cores other processes kept busy while timing (the load average counts the timing's own threads too)
+    others = lat["other_cpu_cores"]
+    assert others is None or others >= 0.0
+
+
+def test_other_cpu_cores_counts_other_processes_not_this_one():
+    import time
+
+    from tp_core.export_formats import _cpu_marks, other_cpu_cores
+
+    start = _cpu_marks()
+    if start is None:
+        pytest.skip("no /proc/stat here")
+    t = time.perf_counter()
+    while time.perf_counter() - t < 0.3:  # busy in this process: subtracted from the machine's busy time
+        pass
+    end = _cpu_marks()
+    own = end[2] - start[2]
+    assert own > 0.1
+    assert other_cpu_cores(start, end) * (end[0] - start[0]) <= (end[1] - start[1]) - own + 0.05
+    child = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<1.0: pass"])
+    start = _cpu_marks()
+    _, _, usage = os.wait4(child.pid, 0)
+    end = _cpu_marks()
+    child_cpu = usage.ru_utime + usage.ru_stime
+    # another process's CPU time is counted (whatever else runs on the machine meanwhile)
+    assert other_cpu_cores(start, end) * (end[0] - start[0]) >= 0.8 * child_cpu - 0.05
+    assert other_cpu_cores(None, start) is None

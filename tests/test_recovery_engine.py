@@ -12,7 +12,7 @@ from tp_core.evaluation import evaluate_masked
 from tp_core.masks import PruneConfig, build_masks
 from tp_core.recovery import RecoveryConfig, recover
 from tp_core.work import (DataRef, PointResult, calibration_ref, curve_plan, export, export_job, point, point_job,
-                          recovered_method, scores_job)
+                          recovered_method, scores_job, search_job)
 
 
 def test_recovered_point_is_another_job_and_equals_the_direct_computation(engine, tiny):
@@ -101,3 +101,25 @@ def test_export_job_folds_the_recovery(tiny, tmp_path):
     masks, rec, _ = load_plan(out["mask_file"], model)
     assert rec is not None and rec.level == "lstsq"
     assert load_export(out["path"]).pruning["recovery"]["level"] == "lstsq"
+
+
+def test_smallest_model_search_with_recovery(engine, tiny):
+    """"Smallest model keeping X%" with recovery on: its own job, every point recovered (calibrated like the curves'
+    recovered points), and the chosen point's metric is the recovered model's."""
+    model, ref = tiny
+    cfg = AttributionConfig(method="magnitude")
+    sjob = scores_job(model, ref, "sst2", cfg, None)
+    data = DataRef("sst2", "validation", 32)
+    rcfg = RecoveryConfig(level="lstsq", samples=16)
+    grid = (0.2, 0.5, 0.8)
+    plain = search_job(ref, "sst2", sjob, None, data, 0.5, grid, 0.0, "global", 32)
+    rjob = search_job(ref, "sst2", sjob, None, data, 0.5, grid, 0.0, "global", 32, recovery=rcfg)
+    assert plain.key != rjob.key and search_job(ref, "sst2", sjob, None, data, 0.5, grid, 0.0, "global", 32,
+                                                recovery="none").key == plain.key
+    best = engine.wait(engine.submit(rjob, owner="t"), 180)
+    assert best is not None and best.method == "magnitude+lstsq"
+    masks = build_masks(attribute(model, "sst2", cfg), PruneConfig(best.ffn_sparsity, 0.0, "global"),
+                        model.unit_shape())
+    rec = recover(model, "sst2", masks, load_split("sst2", "train", limit=16, seed=0), rcfg)
+    direct = evaluate_masked(model, "sst2", load_split("sst2", "validation", limit=32), masks, recovery=rec)
+    assert best.metric == pytest.approx(direct.metric)

@@ -395,8 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     def recover_args(sp, what):
         sp.add_argument("--recover", default=None, metavar="LEVEL",
                         help="training-free recovery after pruning: none, bias, scale or lstsq " + what)
-        sp.add_argument("--recover-samples", type=int, default=256, metavar="N",
-                        help="unlabeled calibration texts for --recover, a seeded sample of the task's train split")
+        sp.add_argument("--recover-samples", type=int, default=None, metavar="N",
+                        help="unlabeled calibration texts for --recover, a seeded sample of the task's train split "
+                             "(default 1024)")
 
     sp = sub.add_parser("serve", help="start the job engine (a Dask cluster), the warm start and the web app")
     sp.add_argument("--port", type=int, default=8501)

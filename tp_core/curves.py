@@ -134,17 +134,32 @@ def evaluate_dense(model: MultiTaskModel, task: str, data: TaskData) -> SweepRec
 
 
 def evaluate_point(model: MultiTaskModel, task: str, scores: UnitScores, cfg: PruneConfig,
-                   data: TaskData) -> SweepRecord:
-    """Masked evaluation at one point (memoised). The model itself is never changed; safe across threads."""
+                   data: TaskData, recovery=None, calib: TaskData | None = None) -> SweepRecord:
+    """Masked evaluation at one point (memoised). The model itself is never changed; safe across threads.
+    With `recovery` (a `recovery.RecoveryConfig` or level name, not "none"), the point's recovery is fitted on the
+    task's calibration texts (`calib`, default `recovery.calibration_data`) first and applied."""
     cfg.validate()
+    rcfg = None
+    if recovery is not None:
+        from .recovery import as_config
+
+        rcfg = as_config(recovery)
+        rcfg = None if rcfg.level == "none" else rcfg
     key = _point_key(model, task, scores_key(scores), cfg, data_key(data))
+    if rcfg is not None:
+        key = (*key, repr(rcfg), None if calib is None else data_key(calib))
     hit = _POINTS.get(key)
     if hit is not None:
         return hit
     masks = build_masks(scores, cfg, model.unit_shape())
-    res = evaluate_masked(model, task, data, masks)
-    rec = SweepRecord(scores.method, float(cfg.ffn_sparsity), float(cfg.head_sparsity),
-                      kept_params(model, masks, task), count_params(model, task), res.metric_name, float(res.metric))
+    fitted = None
+    if rcfg is not None:
+        from .recovery import recover
+
+        fitted = recover(model, task, masks, calib, rcfg)
+    res = evaluate_masked(model, task, data, masks, recovery=fitted)
+    rec = SweepRecord(scores.method if rcfg is None else f"{scores.method}+{rcfg.level}", float(cfg.ffn_sparsity),
+                      float(cfg.head_sparsity), kept_params(model, masks, task), count_params(model, task), res.metric_name, float(res.metric))
     _POINTS.put(key, rec)
     return rec
 
@@ -227,26 +242,37 @@ def smallest_within(records: Sequence[SweepRecord], dense_metric: float, fractio
 
 def find_smallest(model: MultiTaskModel, task: str, scores: UnitScores, data: TaskData, fraction: float,
                   grid: Sequence[float] = DEFAULT_GRID, head_sparsity: float = 0.0, allocation: str = "global",
-                  refine_steps: int = 3, progress: Progress | None = None) -> SweepRecord | None:
+                  refine_steps: int = 3, progress: Progress | None = None, recovery=None,
+                  calib: TaskData | None = None) -> SweepRecord | None:
     """Smallest model keeping `fraction` of the dense metric: the best grid point, then `refine_steps` bisection
-    steps towards the next (failing) grid point, each a real masked evaluation. None if no point qualifies."""
+    steps towards the next (failing) grid point, each a real masked evaluation. None if no point qualifies.
+    With `recovery` (a level or RecoveryConfig), every point is evaluated with its recovery fitted on `calib`."""
     if not 0 < fraction <= 1.5:
         raise TPError(f"The target fraction of the dense metric must be in (0, 1.5], got {fraction}.")
     progress = progress or (lambda f, m: None)
-    curve = curve_from_scores(model, task, scores, data, grid, head_sparsity, allocation,
-                              progress=lambda f, m: progress(0.7 * f, m))
-    dense = curve.dense.metric
-    best = smallest_within(curve.records, dense, fraction)
+    if recovery is None:
+        curve = curve_from_scores(model, task, scores, data, grid, head_sparsity, allocation,
+                                  progress=lambda f, m: progress(0.7 * f, m))
+        dense, records = curve.dense.metric, curve.records
+    else:
+        dense, records = evaluate_dense(model, task, data).metric, []
+        grid = sorted({float(g) for g in grid})
+        for i, g in enumerate(grid):
+            records.append(evaluate_point(model, task, scores, PruneConfig(g, head_sparsity, allocation), data,
+                                          recovery, calib))
+            progress(0.7 * (i + 1) / len(grid), f"FFN sparsity {g:.0%} with recovery ({i + 1}/{len(grid)})")
+    best = smallest_within(records, dense, fraction)
     if best is None:
         return None
-    higher = [r.ffn_sparsity for r in curve.records if r.ffn_sparsity > best.ffn_sparsity]
+    higher = [r.ffn_sparsity for r in records if r.ffn_sparsity > best.ffn_sparsity]
     if higher:
         lo, hi = best.ffn_sparsity, min(higher)
         for i in range(refine_steps):
             mid = round((lo + hi) / 2, 2)  # whole percent: what the app's slider can show
             if mid in (lo, hi):
                 break
-            rec = evaluate_point(model, task, scores, PruneConfig(mid, head_sparsity, allocation), data)
+            rec = evaluate_point(model, task, scores, PruneConfig(mid, head_sparsity, allocation), data, recovery,
+                                 calib)
             progress(0.7 + 0.3 * (i + 1) / refine_steps, f"refining at FFN sparsity {mid:.1%}")
             if keeps(rec, dense, fraction):
                 lo = mid

@@ -419,14 +419,37 @@ def onnx_runner(session, feed: dict) -> Callable[[], Any]:
     return lambda: session.run(["logits"], feed)
 
 
+def _cpu_marks() -> tuple[float, float, float] | None:
+    """(wall s, busy CPU seconds of the whole machine, CPU seconds of this process) from /proc/stat; None where
+    there is no /proc (not Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            vals = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    busy = (sum(vals) - vals[3] - vals[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+    t = os.times()
+    return time.perf_counter(), busy, t.user + t.system
+
+
+def other_cpu_cores(start, end) -> float | None:
+    """Average number of cores other processes kept busy between two `_cpu_marks()` (the load average cannot
+    tell: it counts this process's own busy threads too)."""
+    if start is None or end is None or end[0] <= start[0]:
+        return None
+    return max(0.0, ((end[1] - start[1]) - (end[2] - start[2])) / (end[0] - start[0]))
+
+
 def latency_table(dense, task: str, onnx_files: dict[str, Path] | None = None, pruned=None,
                   batch_sizes: Sequence[int] = (1, 32), seq_len: int = 64, repeats: int = 20,
                   threads: int | None = None) -> dict:
     """{runner: {batch: latency dict}} for the dense torch model, the pruned torch model and each ONNX file, on the
-    same input shape; torch and onnxruntime use the same number of threads. Load average is recorded beside it."""
+    same input shape; torch and onnxruntime use the same number of threads. Load average and the cores other
+    processes kept busy meanwhile (`other_cpu_cores`, None where unknown) are recorded beside it."""
     threads = threads or torch.get_num_threads()
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
+    mark = _cpu_marks()
     try:
         out: dict[str, Any] = {"threads": threads, "seq_len": seq_len, "load_avg_before": os.getloadavg()[0]}
         names = ["input_ids", "attention_mask", "token_type_ids"]
@@ -445,6 +468,7 @@ def latency_table(dense, task: str, onnx_files: dict[str, Path] | None = None, p
                 feed = latency_inputs(vocab, b, seq_len, names)
                 out[label][str(b)] = measure_latency(onnx_runner(sess, feed), repeats)
         out["load_avg_after"] = os.getloadavg()[0]
+        out["other_cpu_cores"] = other_cpu_cores(mark, _cpu_marks())
         return out
     finally:
         torch.set_num_threads(old)

@@ -23,6 +23,7 @@ from .jobs import Job, content_key
 from .masks import PruneConfig, build_masks
 from .paths import atomic_write_text, cache_dir, enforce_cache_cap, touch
 from .pruning import count_params, kept_params
+from .recovery import DEFAULT_SAMPLES as RECOVERY_SAMPLES  # unlabeled calibration texts per task (seeded)
 from .recovery import RecoveryConfig, as_config, calibration_data, recover
 
 Progress = Callable[[float, str], None]
@@ -137,9 +138,6 @@ class PointResult:
 
 
 # ----- training-free recovery of a point (tp_core/recovery.py) ----------------------------------------------------
-RECOVERY_SAMPLES = 256  # unlabeled calibration examples per task (seeded): "a few hundred"
-
-
 def recovery_config(recovery: "str | RecoveryConfig | None") -> RecoveryConfig | None:
     """A validated RecoveryConfig (the app's default sample count), or None for no recovery / level "none"."""
     if recovery is None:
@@ -240,12 +238,14 @@ def point(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores 
 
 
 def search(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores, data, fraction: float,
-           grid: tuple, head_sparsity: float, allocation: str):
-    """The smallest model keeping `fraction` of the dense metric (curves.find_smallest; None if none does)."""
+           grid: tuple, head_sparsity: float, allocation: str, recovery: RecoveryConfig | None = None):
+    """The smallest model keeping `fraction` of the dense metric (curves.find_smallest; None if none does), each
+    point with `recovery` fitted when given."""
     from .curves import find_smallest
 
+    calib = None if recovery is None else get_data(calibration_ref(data, recovery))  # as the curves' points
     return find_smallest(get_model(ref), head, unit_scores, get_data(data), fraction, grid, head_sparsity,
-                         allocation, progress=progress)
+                         allocation, progress=progress, recovery=recovery, calib=calib)
 
 
 def ablation(progress: Progress, ref: ModelRef, head: str, data, unit) -> dict:
@@ -407,12 +407,16 @@ def point_job(model, ref: ModelRef, head: str, scores: Job | None, pcfg: PruneCo
 
 
 def search_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, data, fraction: float,
-               grid: tuple, head_sparsity: float, allocation: str, n: int) -> Job:
+               grid: tuple, head_sparsity: float, allocation: str, n: int,
+               recovery: "str | RecoveryConfig | None" = None) -> Job:
+    """"Smallest model keeping X%": with `recovery` (a level, not "none") every evaluated point is recovered."""
+    rcfg = recovery_config(recovery)
     key = content_key("search", ref, head, scores.key, data_identity(data), round(fraction, 6), tuple(grid),
-                      round(head_sparsity, 6), allocation)
+                      round(head_sparsity, 6), allocation, *(() if rcfg is None else (rcfg,)))
     return Job("search", "search", (ref, head, known if known is not None else scores, data, fraction, tuple(grid),
-                                    head_sparsity, allocation), key,
-               f"smallest model keeping {fraction:.1%} · {head}", units=float(n * (len(grid) + 3)), rate_key="point")
+                                    head_sparsity, allocation, rcfg), key,
+               f"smallest model keeping {fraction:.1%}" + ("" if rcfg is None else f" + {rcfg.level}") + f" · {head}",
+               units=float(n * (len(grid) + 3)), rate_key="point")
 
 
 def ablation_job(ref: ModelRef, head: str, data, unit, n: int) -> Job:
