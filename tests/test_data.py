@@ -45,6 +45,13 @@ def test_data_dir_env_and_missing(monkeypatch, tmp_path):
     monkeypatch.setenv("TP_DATA_DIR", str(tmp_path))
     assert [t.name for t in list_tasks()] == ["mini"]
     assert load_split("mini").labels == [1, 0]
+    # splits are kept in memory by file identity: an edited file is read afresh, an unchanged one is not re-parsed
+    again = load_split("mini")
+    assert again is load_split("mini")
+    (task / "validation.jsonl").write_text('{"text": "x", "label": 1}\n{"text": "y", "label": 0}\n'
+                                           '{"text": "z", "label": 1}\n')
+    edited = load_split("mini")
+    assert edited.texts == ["x", "y", "z"] and edited.labels == [1, 0, 1]
 
 
 def test_user_csv_with_column_mapping_and_label_names(tmp_path):
