@@ -34,7 +34,7 @@ with controls:
                             format_func=lambda m: C.METHOD_LABELS[m],
                             help="Baseline methods drawn as extra lines (same settings, same evaluation data).")
     recover_on = C.persisted(st.toggle, "+ recovery", "recover_on",
-                             help="Training-free recovery after pruning (no gradient step): fitted on a few hundred "
+                             help="Training-free recovery after pruning (no gradient step): fitted on about a thousand "
                                   "unlabeled examples of the task with the dense model as teacher. Adds dashed "
                                   "'<method> + recovery' curves beside the plain ones.")
     recover_level = C.persisted(st.radio, "Recovery level", "recover_level",
