@@ -511,8 +511,22 @@ def get_engine() -> Engine:
             # `__main__` with the page script, which a spawned worker process would re-run. `tp_core serve`
             # (`make run`) starts a cluster with worker processes and points the app at it instead.
             _ENGINE = Engine(processes=os.environ.get("TP_JOBS_PROCESSES", "0") == "1")
-            atexit.register(shutdown_engine)
+            _at_exit(shutdown_engine)
         return _ENGINE
+
+
+def _at_exit(fn) -> None:
+    """Run `fn` as the interpreter exits, before concurrent.futures stops its executors: Dask calls a future's done
+    callbacks through one, so closing the client later (plain `atexit`) logged "cannot schedule new futures after
+    shutdown" tracebacks for every job still running when a server stopped. `threading._register_atexit` (CPython
+    3.9+) runs its callbacks newest first, before that executor shutdown; plain atexit where it is missing."""
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is None:
+            raise RuntimeError("no threading._register_atexit")
+        register(fn)
+    except RuntimeError:  # missing, or the interpreter is already shutting down
+        atexit.register(fn)
 
 
 def set_engine(engine: Engine | None) -> None:
