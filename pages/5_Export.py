@@ -108,7 +108,7 @@ if st.button("Export and verify", type="primary",
                    f"--task {head} --method {cfg.method} --ffn-sparsity {pcfg.ffn_sparsity} --head-sparsity "
                    f"{pcfg.head_sparsity} --allocation {pcfg.allocation} --format {','.join(formats)} --vocab {vocab}"
                    + (f" --vocab-min-count {int(min_count)}" if vocab == "task" else "")
-                   + (" --latency" if latency else "") + (f" --recover {recovery}" if recovery else "")
+                   + (" --latency" if latency else "") + f" --recover {recovery or 'none'}"
                    + f" --out {out}")
         from tp_core.export_formats import related_tasks
 

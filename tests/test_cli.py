@@ -58,14 +58,21 @@ def test_evaluate_attribute_sweep_export_contracts(tiny_folder, tmp_path):
     assert out.returncode == 0, out.stderr
     rows = json.loads(sweep_file.read_text())
     assert all(set(r) == RECORD_KEYS for r in rows)
-    assert rows[0]["method"] == "dense" and len(rows) == 1 + 2 * 4
+    # recovery (lstsq, the benchmark's best level) is on by default: a "+lstsq" twin beside each pruned point
+    assert rows[0]["method"] == "dense" and len(rows) == 1 + 2 * 4 + 2 * 3
+    assert {r["method"] for r in rows} == {"dense", "ig", "random", "ig+lstsq", "random+lstsq"}
     assert any(r["kept_params"] < r["total_params"] for r in rows)
+    out = run("sweep", "--model", str(tiny_folder), "--task", "sst2", "--methods", "random", "--ffn-sparsity", "0.5",
+              "--limit", "20", "--recover", "none", "--json", str(sweep_file), "--quiet", env_home=home)
+    assert out.returncode == 0, out.stderr
+    assert [r["method"] for r in json.loads(sweep_file.read_text())] == ["dense", "random"]
 
     exp = tmp_path / "exp"
     out = run("export", "--model", str(tiny_folder), "--task", "sst2", "--method", "magnitude", "--ffn-sparsity",
               "0.5", "--head-sparsity", "0.25", "--limit", "20", "--out", str(exp), "--quiet", env_home=home)
     assert out.returncode == 0, out.stderr
     assert (exp / "README.md").is_file() and (tmp_path / "exp.mask.json").is_file()
+    assert json.loads((tmp_path / "exp.mask.json").read_text())["recovery"]["level"] == "lstsq"  # the default
     out = run("info", "--model", str(exp), "--json", env_home=home)
     info = json.loads(out.stdout)
     assert info["pruned"] and sum(info["ffn_per_layer"]) == 72

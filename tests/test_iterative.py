@@ -91,7 +91,7 @@ def test_cli_sweep_n_iters(tmp_path, model, capsys):
     common = ["--model", str(folder), "--task", "sst2", "--limit", "16", "--quiet"]
     out = tmp_path / "s.json"
     assert main(["sweep", *common, "--methods", "magnitude", "--ffn-sparsity", "0,0.6", "--n-iters", "3",
-                 "--json", str(out)]) == 0
+                 "--recover", "none", "--json", str(out)]) == 0  # (recovery's twins: tests/test_cli.py)
     rows = json.loads(out.read_text())
     assert [r["method"] for r in rows] == ["dense", "magnitude/iter3", "magnitude/iter3"]
     assert np.isclose(rows[-1]["ffn_sparsity"], 0.6)
