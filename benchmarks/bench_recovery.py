@@ -536,7 +536,17 @@ def main(argv=None) -> int:
                     help="also write the issue's keys into this results.json (top level) and the tables under "
                          "'recovery_benchmark'")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--merge-from", default=None, metavar="RUN_JSON",
+                    help="merge an earlier run's output (e.g. one stopped after its first task: the file is written "
+                         "after each task) into --merge's results.json, and stop")
     args = ap.parse_args(argv)
+    if args.merge_from:
+        if not args.merge:
+            ap.error("--merge-from needs --merge RESULTS_JSON")
+        res = json.loads(Path(args.merge_from).read_text())
+        res.setdefault("meta", {})["merged_from"] = args.merge_from
+        merge(res, Path(args.merge))
+        return 0
     for m in args.methods.split(","):
         if m and m not in ALL_METHODS:
             ap.error(f"unknown method {m!r}")
@@ -596,16 +606,21 @@ def main(argv=None) -> int:
         else:
             print(f"{k}: {v}")
     if args.merge:
-        path = Path(args.merge)
-        doc = json.loads(path.read_text()) if path.is_file() else {}
-        doc.update(summary)
-        doc["recovery_benchmark"] = res
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # atomic: results.json is never left half-written
-        tmp.write_text(json.dumps(doc, indent=1))
-        os.replace(tmp, path)
-        print(f"merged into {path}")
+        merge(res, Path(args.merge))
     print(f"wrote {out_path} ({res['seconds']:.0f}s)")
     return 0
+
+
+def merge(res: dict, path: Path) -> None:
+    """The issue's keys at the top of results.json and the whole run under `recovery_benchmark`, written
+    atomically (results.json is never left half-written)."""
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    doc.update({k: res[k] for k in RESULT_KEYS if k in res})
+    doc["recovery_benchmark"] = res
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, path)
+    print(f"merged into {path}")
 
 
 if __name__ == "__main__":

@@ -249,7 +249,7 @@ def _export_section(e: dict) -> list[str]:
     """Section 8: the shipped model (benchmarks/bench_export.py, issue 13): size, formats, speed, vocabulary."""
     ch, rec = e["chosen"], e.get("recovery") or {}
     goal = lambda k: e.get("goals", {}).get(k, {})  # noqa: E731
-    met = lambda k: {True: "met", False: "**not met**", None: "not judged (contended)"}.get(goal(k).get("met"), "")  # noqa: E731
+    met = lambda k: "" if k not in e.get("goals", {}) else {True: "met", False: "**not met**", None: "not judged (contended)"}.get(goal(k).get("met"), "")  # noqa: E731,E501
     sp, sp8 = e["onnx_speedup_vs_torch_dense"], e["onnx_int8_speedup_vs_torch_dense"]
     spi, sp8i = e["onnx_speedup_vs_torch_dense_interval"], e["onnx_int8_speedup_vs_torch_dense_interval"]
     rows = [["`export_params_ratio`", "kept / dense parameters of the smallest export keeping >= 97% of dense",
@@ -284,6 +284,8 @@ def _export_section(e: dict) -> list[str]:
             "Speed: median of the timed runs, torch and onnxruntime on "
             f"{e['threads']} threads, side by side in one run; {e['timing_note']}.", "",
             _table(["key", "what", "value [95% interval]", "goal", ""], rows), "",
+            "The parameter ratio is that of the chosen plan; it answers the goal only where that plan's keep "
+            "(reported examples) holds too.", "",
             f"Size on disk: dense fp32 {by.get('dense_fp32', 0) / 1e6:.1f} MB; " + ", ".join(
                 f"{k} {v / 1e6:.1f} MB" for k, v in by.items() if k != "dense_fp32" and v) + ".", "",
             "Off-domain cost of the sst2 vocabulary (the same pruned model with its full vocabulary as reference):", "",
@@ -335,10 +337,17 @@ def _recovery_section(res: dict) -> list[str]:
          f"average {fmt((meta.get('loadavg_start') or [None])[0], 1)} at the start; "
          f"`{meta.get('command', '')}`). \"Our best pipeline\" in a cell is the criterion x recovery level "
          f"(x iterative) with the best metric on a selection set of train examples outside every scoring and "
-         f"calibration sample (selection: {rb.get('selection')}), never chosen on validation. Metrics are means over "
+         f"calibration sample and the demo's training sample (selection: {rb.get('selection')}), never chosen on "
+         "validation. Metrics are means over "
          "the scoring seeds; intervals are 95% percentile bootstraps over validation examples, paired across cells "
          "of a task; a win or loss needs the paired interval of the difference to exclude zero.", "",
          _table(["key", "value", "95% interval / detail", "goal", ""], rows), ""]
+    asked = [t for t in str((meta.get("settings") or {}).get("tasks", "")).split(",") if t]
+    done = list(rb.get("tasks", {}))
+    if asked and done != asked:
+        L += [f"**Partial run:** stopped after {', '.join(done)} of the {', '.join(asked)} it was started for "
+              f"(merged from the output it writes after each task); every key above covers only "
+              f"{', '.join(done)}.", ""]
     cells = rb.get("cells", [])
     for t in sorted({c["task"] for c in cells}):
         pts = sorted({(c["ffn_sparsity"], c["head_sparsity"]) for c in cells if c["task"] == t})
