@@ -353,14 +353,19 @@ def main() -> int:
     results = ROOT / "docs" / "results.json"
     doc = json.loads(results.read_text()) if results.is_file() else {}
     doc.update({k: out[k] for k in KEYS if out.get(k) is not None})  # a part skipped keeps its last measurement
+    old = doc.get("meta", {}).get("interactive", {})
     doc.setdefault("meta", {})["interactive"] = {k: out.get(k) for k in ("model", "machine", "date", "load_before",
                                                                           "load_after", "command")}
+    if out.get("shared_job_count") is None and old.get("shared_job_count_run"):  # ... and says which run that was
+        doc["meta"]["interactive"]["shared_job_count_run"] = old["shared_job_count_run"]
     doc["meta"]["interactive"]["details"] = {k: out.get(k) for k in ("walk", "page_runs", "attribution_s",
                                                                       "attribution_pre_estimate_s",
                                                                       "attribution_panel_estimate",
                                                                       "shared_jobs_run", "concurrent8_new_point_s",
                                                                       "concurrent8_new_point_median_s")}
-    results.write_text(json.dumps(doc, indent=2))
+    tmp = results.with_name(f".{results.name}.{os.getpid()}.tmp")  # atomic: never a half-written results.json
+    tmp.write_text(json.dumps(doc, indent=2))
+    os.replace(tmp, results)
     for k in KEYS:
         print(f"{k:32s} {out.get(k)}")
     print("walk:", {k: round(v, 2) for k, v in out.get("walk", {}).items()})
