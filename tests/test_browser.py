@@ -5,29 +5,20 @@ exported folder reloads). With TP_SCREENSHOTS_DIR set it also visits every page 
 (that is how docs/screenshots/ is made).
 """
 import os
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from ui_support import APP_ENV, ensure_quick_demo, streamlit_server
+from ui_support import ARGS, CHROMIUM, browser_app_env, streamlit_server  # noqa: F401 (ARGS, CHROMIUM: re-exported)
 
 pytestmark = pytest.mark.ui
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed (make test installs it)")
-    pytest.importorskip("playwright")
-    ensure_quick_demo()
     exports = tmp_path_factory.mktemp("exports")
-    env = {**os.environ, **APP_ENV, "TP_EXPORTS_DIR": str(exports), "TP_APP_ATTR_SAMPLES": "16",
-           "TP_APP_ATTR_STEPS": "4", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env = browser_app_env(exports)
     with streamlit_server(env, exports.parent / "streamlit.log") as (url, _):
         yield url, exports
 

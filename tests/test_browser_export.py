@@ -8,23 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from test_browser import ARGS, CHROMIUM, _wait_idle
-from ui_support import APP_ENV, app_tracebacks, ensure_quick_demo, streamlit_server
+from test_browser import _wait_idle
+from ui_support import ARGS, CHROMIUM, app_tracebacks, browser_app_env, streamlit_server
 
 pytestmark = pytest.mark.ui
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed (make test installs it)")
-    pytest.importorskip("playwright")
-    ensure_quick_demo()
     tmp = tmp_path_factory.mktemp("export-browser")
-    env = {**os.environ, **APP_ENV, "TP_EXPORTS_DIR": str(tmp / "exports"), "TP_APP_ATTR_SAMPLES": "16",
-           "TP_APP_ATTR_STEPS": "4", "TP_APP_EVAL_LIMIT": "40", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1"}
-    env.pop("TP_SCHEDULER", None)
+    env = browser_app_env(tmp / "exports", TP_APP_EVAL_LIMIT="40")
     with streamlit_server(env, tmp / "streamlit.log") as (url, _):
         yield url, tmp
     assert not app_tracebacks((tmp / "streamlit.log").read_text())

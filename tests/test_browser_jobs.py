@@ -12,22 +12,17 @@ from pathlib import Path
 import pytest
 
 from test_browser import ARGS, CHROMIUM, _goto, _wait_idle
-from ui_support import APP_ENV, APP_ROOT, app_tracebacks, ensure_quick_demo, free_port, healthy, stop_process
+from ui_support import APP_ROOT, app_tracebacks, browser_app_env, ensure_quick_demo, free_port, healthy, stop_process
 
 pytestmark = pytest.mark.ui
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed (make test installs it)")
-    pytest.importorskip("playwright")
-    demo = ensure_quick_demo()
     tmp = tmp_path_factory.mktemp("served")
+    env = browser_app_env(tmp / "exports")
+    demo = ensure_quick_demo()  # built by browser_app_env; this returns its folder
     port = free_port()
-    env = {**os.environ, **APP_ENV, "TP_EXPORTS_DIR": str(tmp / "exports"), "TP_APP_ATTR_SAMPLES": "16",
-           "TP_APP_ATTR_STEPS": "4", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    env.pop("TP_SCHEDULER", None)
     log = open(tmp / "serve.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "tp_core", "serve", "--port", str(port), "--model", "demo-quick",
                              "--no-warm"], cwd=APP_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -1,6 +1,7 @@
 """Shared set-up for the app tests: the quick demo model (built once under TP_HOME) and app settings."""
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,6 +16,29 @@ APP_ENV = {
     "TP_APP_EVAL_LIMIT": "200",
     "TP_APP_GRID": "0,0.3,0.6,0.9",
 }
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+
+
+def browser_app_env(exports: Path, **extra: str) -> dict:
+    """For a real-browser test module: skip without Debian Chromium or playwright, build the quick demo, and return
+    the environment of an app server on it (small attribution settings, offline, the embedded job engine)."""
+    import os
+
+    import pytest
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed (make test installs it)")
+    pytest.importorskip("playwright")
+    ensure_quick_demo()
+    env = {**os.environ, **APP_ENV, "TP_EXPORTS_DIR": str(exports), "TP_APP_ATTR_SAMPLES": "16",
+           "TP_APP_ATTR_STEPS": "4", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           **extra}
+    env.pop("TP_SCHEDULER", None)
+    return env
 
 
 def ensure_quick_demo() -> Path:
