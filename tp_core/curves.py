@@ -139,12 +139,9 @@ def evaluate_point(model: MultiTaskModel, task: str, scores: UnitScores, cfg: Pr
     With `recovery` (a `recovery.RecoveryConfig` or level name, not "none"), the point's recovery is fitted on the
     task's calibration texts (`calib`, default `recovery.calibration_data`) first and applied."""
     cfg.validate()
-    rcfg = None
-    if recovery is not None:
-        from .recovery import as_config
+    from .recovery import active_config
 
-        rcfg = as_config(recovery)
-        rcfg = None if rcfg.level == "none" else rcfg
+    rcfg = active_config(recovery)
     key = _point_key(model, task, scores_key(scores), cfg, data_key(data))
     if rcfg is not None:
         key = (*key, repr(rcfg), None if calib is None else data_key(calib))

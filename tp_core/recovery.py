@@ -42,8 +42,8 @@ LEVELS = ("none", "bias", "scale", "lstsq")
 # Unlabeled calibration texts per task. 1,024 rather than "a few hundred": on the full demo, sst2 (all 872 validation
 # examples), ig masks (32 examples, 12 steps) at 90% FFN + 50% heads, lstsq kept 0.947 of dense with 256 texts and
 # 0.983 with 1,024 (fit 4 s vs 10 s, 2 threads); at 85% + 50%, 0.981 vs 0.987; 2,048 added nothing at 90-95% FFN.
-# One seed, no interval (a one-off script, 2026-11-30); `benchmarks/bench_recovery.py --recover-samples N` measures it
-# with intervals.
+# One seed, no interval (`benchmarks/calibration_size.py`, 2026-11-30); `bench_recovery.py --recover-samples N`
+# measures it with intervals.
 DEFAULT_SAMPLES = 1024
 Progress = Callable[[float, str], None]
 
@@ -84,6 +84,14 @@ def as_config(level: "str | RecoveryConfig | None", samples: int | None = None) 
 
         cfg = replace(cfg, samples=samples)
     return cfg.validate()
+
+
+def active_config(level: "str | RecoveryConfig | None") -> "RecoveryConfig | None":
+    """A validated RecoveryConfig for `level` (a name or a config), or None for no recovery (None or "none")."""
+    if level is None:
+        return None
+    cfg = as_config(level)
+    return None if cfg.level == "none" else cfg
 
 
 @dataclass

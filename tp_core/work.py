@@ -23,8 +23,7 @@ from .jobs import Job, content_key
 from .masks import PruneConfig, build_masks
 from .paths import atomic_write_text, cache_dir, enforce_cache_cap, touch
 from .pruning import count_params, kept_params
-from .recovery import DEFAULT_SAMPLES as RECOVERY_SAMPLES  # unlabeled calibration texts per task (seeded)
-from .recovery import RecoveryConfig, as_config, calibration_data, recover
+from .recovery import RecoveryConfig, active_config, calibration_data, recover
 
 Progress = Callable[[float, str], None]
 
@@ -138,12 +137,7 @@ class PointResult:
 
 
 # ----- training-free recovery of a point (tp_core/recovery.py) ----------------------------------------------------
-def recovery_config(recovery: "str | RecoveryConfig | None") -> RecoveryConfig | None:
-    """A validated RecoveryConfig (the app's default sample count), or None for no recovery / level "none"."""
-    if recovery is None:
-        return None
-    cfg = as_config(recovery, None if isinstance(recovery, RecoveryConfig) else RECOVERY_SAMPLES)
-    return None if cfg.level == "none" else cfg
+recovery_config = active_config  # a validated RecoveryConfig, or None for no recovery / level "none"
 
 
 def calibration_ref(data, rcfg: RecoveryConfig, scoring_data=None):
