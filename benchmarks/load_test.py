@@ -248,8 +248,10 @@ def main(argv=None) -> int:
         settings["TP_APP_EVAL_LIMIT"] = str(args.eval_limit)
     if args.grid:
         settings["TP_APP_GRID"] = args.grid
+    from tp_core.serve import APP_GRID
+
     grid = [float(x) for x in settings.get("TP_APP_GRID", os.environ.get(
-        "TP_APP_GRID", "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")).split(",")]
+        "TP_APP_GRID", ",".join(map(str, APP_GRID)))).split(",")]
 
     sys.path.insert(0, str(ROOT))
     from tp_core.data import list_tasks

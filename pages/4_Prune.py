@@ -158,8 +158,9 @@ with chart:
                       legend=dict(orientation="h", y=1.08))
     st.plotly_chart(fig, width="stretch", key="curve_chart")
     st.caption(f"Each point is a real masked evaluation with a 95% bootstrap band. Open markers: first pass on a "
-               f"seeded subset of {n_small} validation examples; filled: all {n_full}. Head sparsity {heads:.0%}, "
-               f"{alloc} allocation.")
+               f"seeded subset of {n_small} validation examples; filled: all {n_full}, at FFN sparsity "
+               f"{', '.join(f'{g:.0%}' for g in C.curve_grid() if g > 0)} (any other: move the slider). Head "
+               f"sparsity {heads:.0%}, {alloc} allocation.")
 
 with controls:
     st.divider()

@@ -147,6 +147,15 @@ def test_heatmaps_page_inspector_and_overlap(env):
         others[0].click()
         settle(at)
         _no_exception(at)
+    # the untouched default unit waits for a click (its two jobs would take the workers from other pages)
+    inspect = [b for b in at.button if b.label.startswith("Inspect ")]
+    assert inspect and inspect[0].label == "Inspect FFN neuron 0 of layer 0"
+    assert "Top-activating" not in _text(at)
+    inspect[0].click()
+    settle(at)
+    _no_exception(at)
+    assert "Top-activating" in _text(at) and not [b for b in at.button if b.label.startswith("Inspect ")]
+    # a unit the user picked runs at once
     at.number_input(key="w_insp_layer").set_value(2).run()
     at.number_input(key="w_insp_index").set_value(7)
     settle(at)

@@ -173,3 +173,28 @@ def test_a_failed_or_cancelled_job_is_not_rerun_by_a_repeated_request_only_by_re
         time.sleep(0.05)
     assert engine.computations(key) == 2
 
+
+
+def test_embedded_worker_processes_run_below_the_app(monkeypatch):
+    """The embedded cluster's worker processes lower their CPU priority (nice 10) at their first job, so page runs
+    and the browser get the cores first; the app's own process is untouched."""
+    import os
+
+    from tp_core.jobs import WORKER_NICE, Engine
+
+    monkeypatch.delenv("TP_WORKER_NICE", raising=False)
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    eng = Engine(processes=True, n_workers=1, threads_per_worker=1)
+    try:
+        key = eng.submit(probe_job(0.1, tag="nice"), owner="t", priority=1)
+        for _ in range(600):
+            if eng.status(key).state == "done":
+                break
+            time.sleep(0.1)
+        assert eng.status(key).state == "done"
+        nice = eng.client.run(lambda: [os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir("/proc/self/task")])
+        for values in nice.values():
+            assert min(values) >= WORKER_NICE
+    finally:
+        eng.close()
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before

@@ -18,11 +18,11 @@ from typing import Callable
 import streamlit as st
 
 from tp_core.attribution import AttributionConfig, UnitScores, cached_scores_path
-from tp_core.curves import DEFAULT_GRID
 from tp_core.data import TaskData, list_tasks, load_split
 from tp_core.errors import TPError
 from tp_core.limits import limits
 from tp_core.paths import REPO_ROOT
+from tp_core.serve import DEFAULT_BASELINES, default_grid
 
 # One colour per method, used by every chart.
 METHOD_COLORS = {
@@ -69,8 +69,7 @@ def eval_limit_default() -> int:
 
 
 def curve_grid() -> tuple[float, ...]:
-    env = os.environ.get("TP_APP_GRID")
-    return tuple(float(x) for x in env.split(",")) if env else DEFAULT_GRID
+    return default_grid()
 
 
 def exports_root() -> Path:
@@ -123,7 +122,7 @@ DEFAULTS = {
     "ffn_sparsity": 0.5,
     "head_sparsity": 0.0,
     "allocation": "global",
-    "baselines": ["grad_x_act", "random"],
+    "baselines": list(DEFAULT_BASELINES),
     "recover_on": False,  # Prune page: "+ recovery" curves (tp_core/recovery.py)
     "recover_level": "lstsq",
     "eval_limit": None,
@@ -358,6 +357,10 @@ def submit(job, priority: int = 0, retry: bool = False) -> str:
 # While jobs land one after another, the page is redrawn at most this often (a full rerun redraws every chart, in
 # the app server and in each browser: on 2 cores, one rerun per landed point took CPU from the workers).
 RERUN_GAP_S = 2.5
+# How often a progress fragment (jobs panel, page progress) polls while jobs run. Each poll redraws its bars in every
+# open browser; at 1 s, a Chromium on the same 2 cores as the workers spent 0.3 of a core on it, and the default
+# curves took 121 s instead of 91 s (the workers lost more than that share: preempted sgemm). 2 s: still live.
+POLL_S = 2.0
 
 
 def page_due(final: bool = False) -> bool:
@@ -532,7 +535,7 @@ def show_progress_compact(keys: list[str], what: str) -> None:
             st.rerun(scope="app")
 
     st.session_state[f"_compact_{what}"] = done0
-    st.fragment(body, run_every=1.0 if active else None)()
+    st.fragment(body, run_every=POLL_S if active else None)()
 
 
 def show_progress(keys: list[str], title: str | None = None) -> None:
@@ -562,7 +565,7 @@ def show_progress(keys: list[str], title: str | None = None) -> None:
         if active and not any(i is not None and i.state in ACTIVE for i in now):
             st.rerun(scope="app")
 
-    st.fragment(body, run_every=1.0 if active else None)()
+    st.fragment(body, run_every=POLL_S if active else None)()
 
 
 # ----- sidebar -------------------------------------------------------------------------------------------------
@@ -643,4 +646,4 @@ def jobs_panel() -> None:
     st.session_state["_panel_polling"] = active
     st.session_state.pop("_panel_stale", None)
     st.divider()
-    st.fragment(body, run_every=1.0 if active else None)()
+    st.fragment(body, run_every=POLL_S if active else None)()

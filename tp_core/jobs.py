@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from .errors import TPError
@@ -153,7 +154,29 @@ def _prepare_worker() -> None:
                 per = 1
             threads = max(1, (os.cpu_count() or 1) // per)
         torch.set_num_threads(threads)
+        _lower_priority(os.environ.get(ENV_WORKER_NICE, ""))
         _worker_ready = True
+
+
+ENV_WORKER_NICE = "TP_WORKER_NICE"
+WORKER_NICE = 10  # the embedded cluster's worker processes: below the app server and the browser
+
+
+def _lower_priority(nice: str) -> None:
+    """Raise this worker process's nice value to `nice` (every thread of it: on Linux, nice is per thread, and
+    threads started later inherit it). Set by the engine for its embedded worker processes only, so that page runs
+    and the browser get the cores first when they compete with background jobs (py-spy: a Heatmaps page run spent
+    most of its time waiting for the CPU while the inspector's jobs ran); when the app is idle, jobs get all of it."""
+    try:
+        target = int(nice)
+    except ValueError:
+        return
+    tasks = Path("/proc/self/task")
+    for tid in ([int(t) for t in os.listdir(tasks)] if tasks.is_dir() else [0]):
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, max(target, os.getpriority(os.PRIO_PROCESS, tid)))
+        except (OSError, AttributeError):
+            pass
 
 
 def run_job(key: str, fn_name: str, args: tuple, units: float, rate_key: str) -> Any:
@@ -262,8 +285,13 @@ class Engine:
         # Dask's statistical profiler samples every worker thread's stack every 10 ms in the worker's event loop;
         # with torch's deep stacks it took 70% of a core and starved the compute threads (py-spy: a 500-example
         # point took 25 s instead of 7 s). Off, also for the embedded cluster's worker processes.
+        # The workers' event loops also sample memory (every 100 ms), the system (500 ms, psutil) and send
+        # heartbeats: py-spy showed a quarter of a core there while two points computed. Memory and system are
+        # sampled less often here (memory limits still act within a second).
         dask.config.set({"distributed.scheduler.worker-saturation": 1.0,
-                         "distributed.worker.profile.enabled": False})
+                         "distributed.worker.profile.enabled": False,
+                         "distributed.worker.memory.monitor-interval": "1s",
+                         "distributed.admin.system-monitor.interval": "2s"})
         address = address if address is not None else (os.environ.get(ENV_SCHEDULER) or None)
         self.cluster = None
         if address:
@@ -275,8 +303,10 @@ class Engine:
             self.address = address
         else:
             w, t = default_workers()
+            extra = {"env": {ENV_WORKER_NICE: os.environ.get(ENV_WORKER_NICE, str(WORKER_NICE))}} if processes else {}
             self.cluster = LocalCluster(n_workers=n_workers or w, threads_per_worker=threads_per_worker or t,
-                                        processes=processes, dashboard_address=None, silence_logs=logging.CRITICAL)
+                                        processes=processes, dashboard_address=None, silence_logs=logging.CRITICAL,
+                                        **extra)
             self.client = Client(self.cluster, set_as_default=False)
             self.address = self.cluster.scheduler_address
         self.embedded = self.cluster is not None
