@@ -536,6 +536,8 @@ def main(argv=None) -> int:
                     help="also write the issue's keys into this results.json (top level) and the tables under "
                          "'recovery_benchmark'")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--resume", default=None, metavar="RUN_JSON",
+                    help="take the tasks a stopped run (same settings) finished from its .json/.npz; run the rest")
     ap.add_argument("--merge-from", default=None, metavar="RUN_JSON",
                     help="merge an earlier run's output (e.g. one stopped after its first task: the file is written "
                          "after each task) into --merge's results.json, and stop")
@@ -577,6 +579,9 @@ def main(argv=None) -> int:
             "cpu_count": os.cpu_count(), "platform": platform.platform(), "loadavg_start": list(os.getloadavg()),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "command": "benchmarks/bench_recovery.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    done = resume(r, Path(args.resume), args) if args.resume else {}
+    if args.resume:
+        meta["resumed_from"] = getattr(args, "resumed_from", None)
     for task in tasks:
         seeds = [int(s) for s in args.seeds.split(",")]
         val = load_split(task, "validation", limit=args.cap, seed=0)
@@ -585,8 +590,8 @@ def main(argv=None) -> int:
         if args.select == "holdout":
             r.labels[task]["sel"] = np.asarray(_holdout(task, args.select_n, args.samples, args.recover_samples,
                                                         seeds, args.model).labels)
-        infos[task] = run_task(r, task, log)
-        log(f"{task}: done ({infos[task]})")
+        infos[task] = done[task] if task in done else run_task(r, task, log)
+        log(f"{task}: {'taken from ' + args.resume if task in done else 'done'} ({infos[task]})")
         res = analyse(r, list(infos), infos)
         res.update(meta=meta, tasks=infos, seconds=round(time.time() - t_start, 1), times=r.times,
                    eval_seconds_per_example=round(r.eval_s / max(r.eval_n, 1), 6),
@@ -609,6 +614,35 @@ def main(argv=None) -> int:
         merge(res, Path(args.merge))
     print(f"wrote {out_path} ({res['seconds']:.0f}s)")
     return 0
+
+
+RESUME_SETTINGS = ("model", "methods", "levels", "seeds", "ffn", "combined", "cap", "select", "select_n", "samples",
+                   "steps", "riemann", "recover_samples", "ridge", "damping", "n_iters", "iterative_methods",
+                   "max_length")
+
+
+def resume(r: Run, path: Path, args) -> dict:
+    """Load the finished tasks of an earlier run (its .json for their infos and times, its .npz for every
+    prediction) into `r`, so a stopped run goes on where it stopped. Its settings must equal this run's."""
+    prev = json.loads(path.read_text())
+    old = prev["meta"]["settings"]
+    diff = [k for k in RESUME_SETTINGS if str(old.get(k)) != str(getattr(args, k))]
+    if diff:
+        raise SystemExit(f"--resume: {path} was run with other settings ({', '.join(diff)})")
+    with np.load(path.with_suffix(".npz")) as z:
+        for k in z.files:
+            *kp, which, s = k.split("|")
+            key = tuple(kp) if len(kp) == 2 else (kp[0], kp[1], float(kp[2]), float(kp[3]), kp[4], int(kp[5]))
+            r.store(key, which, int(s), z[k])
+    for name, part in prev.get("times", {}).items():
+        if isinstance(part, dict):
+            for lv, xs in part.items():
+                r.times[name].setdefault(lv, []).extend(xs)
+        else:
+            r.times[name].extend(part)
+    args.resumed_from = {"tasks": list(prev["tasks"]), "started": prev["meta"].get("started"),
+                         "command": prev["meta"].get("command")}
+    return dict(prev["tasks"])
 
 
 def merge(res: dict, path: Path) -> None:

@@ -344,6 +344,21 @@ def _recovery_section(res: dict) -> list[str]:
          _table(["key", "value", "95% interval / detail", "goal", ""], rows), ""]
     asked = [t for t in str((meta.get("settings") or {}).get("tasks", "")).split(",") if t]
     done = list(rb.get("tasks", {}))
+    rs_from = meta.get("resumed_from")
+    if rs_from:
+        L += [f"Resumed run: {', '.join(rs_from['tasks'])} came from an earlier run with the same settings (started "
+              f"{rs_from['started']}, `{rs_from['command']}`), the other tasks from this one (`--resume`).", ""]
+    load = max((meta.get("loadavg_start") or [0])[0], (meta.get("loadavg_end") or [0])[0])
+    if rs and load > 1.5:
+        L += [f"`recovery_seconds` is wall-clock at the machine's load (load average "
+              f"{fmt(meta['loadavg_start'][0], 1)} at the start, {fmt((meta.get('loadavg_end') or [0])[0], 1)} at "
+              "the end: the run shared the two cores with other work), so it overstates the fit's cost on a quiet "
+              "machine.", ""]
+    if g and g.get("cells"):
+        L += ["Recovery gain per cell (best criterion, points of kept-vs-dense, with minus without recovery):", "",
+              _table(["task", "FFN", "criterion", "gain [95%]"],
+                     [[c["task"], fmt_pct(c["ffn_sparsity"]), f"{c['method']} + {c['level']}",
+                       fmt(c["gain_points"], 2) + _ci_text(c["ci95"])] for c in g["cells"]]), ""]
     if asked and done != asked:
         L += [f"**Partial run:** stopped after {', '.join(done)} of the {', '.join(asked)} it was started for "
               f"(merged from the output it writes after each task); every key above covers only "
