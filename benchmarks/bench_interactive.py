@@ -53,6 +53,9 @@ new MutationObserver(() => {
 """
 
 
+SHARED_EXAMPLES = 150
+
+
 def _goto(page, name):
     page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=name, exact=True).first.click()
 
@@ -281,12 +284,14 @@ def main() -> int:
             for _ in range(args.shared):
                 c = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
                 shared.append(c)
-            for q in shared:  # each on a smaller evaluation set (100 examples), whose curves nobody computed yet
+            # each on an evaluation set whose curves nobody computed yet: 150 examples (the walk's coarse pass
+            # computed the 100-example points, so 100 found everything cached and ran nothing)
+            for q in shared:
                 q.goto(f"{url}/Model", timeout=600_000)
                 q.get_by_text("Tasks and dense metrics").wait_for(timeout=600_000)
                 _settle(q)
                 box = q.locator('[data-testid="stNumberInput"]', has_text="Validation examples").first.locator("input")
-                box.fill("100")
+                box.fill(str(SHARED_EXAMPLES))
                 box.press("Enter")
                 q.wait_for_timeout(1500)
                 _settle(q)
@@ -299,7 +304,8 @@ def main() -> int:
             if shared:
                 _shot(shared[0], "shared-done")
                 counts = {k: v - base.get(k, 0) for k, v in observer._starts.items() if v - base.get(k, 0) > 0}
-                out["shared_job_count"] = max(counts.values()) if counts else 0
+                # no job started: the curve was cached after all, and nothing was measured (not "0 computations")
+                out["shared_job_count"] = max(counts.values()) if counts else None
                 out["shared_jobs_run"] = len(counts)
             _write(out, args.json)
             for q in shared:
@@ -356,13 +362,16 @@ def main() -> int:
     old = doc.get("meta", {}).get("interactive", {})
     doc.setdefault("meta", {})["interactive"] = {k: out.get(k) for k in ("model", "machine", "date", "load_before",
                                                                           "load_after", "command")}
-    if out.get("shared_job_count") is None and old.get("shared_job_count_run"):  # ... and says which run that was
-        doc["meta"]["interactive"]["shared_job_count_run"] = old["shared_job_count_run"]
-    doc["meta"]["interactive"]["details"] = {k: out.get(k) for k in ("walk", "page_runs", "attribution_s",
-                                                                      "attribution_pre_estimate_s",
-                                                                      "attribution_panel_estimate",
-                                                                      "shared_jobs_run", "concurrent8_new_point_s",
-                                                                      "concurrent8_new_point_median_s")}
+    for part, key in (("shared_job_count", "shared_job_count_run"), ("concurrent8_new_point_p95_s", "concurrent8_run")):
+        if out.get(part) is None and old.get(key):  # ... and says which run that was
+            doc["meta"]["interactive"][key] = old[key]
+        elif out.get(part) is not None:
+            doc["meta"]["interactive"][key] = {k: out.get(k) for k in ("date", "command", "load_before")}
+    old_details = old.get("details") or {}
+    doc["meta"]["interactive"]["details"] = {
+        k: out[k] if out.get(k) is not None else old_details.get(k)
+        for k in ("walk", "page_runs", "attribution_s", "attribution_pre_estimate_s", "attribution_panel_estimate",
+                  "shared_jobs_run", "concurrent8_new_point_s", "concurrent8_new_point_median_s")}
     tmp = results.with_name(f".{results.name}.{os.getpid()}.tmp")  # atomic: never a half-written results.json
     tmp.write_text(json.dumps(doc, indent=2))
     os.replace(tmp, results)

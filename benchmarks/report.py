@@ -232,13 +232,32 @@ def _browser_section(res: dict) -> list[str]:
             f"caches; the browser runs on the same 2 cores as the server. Run {meta.get('date')}, load average "
             f"{fmt(meta.get('load_before'), 1)} before and {fmt(meta.get('load_after'), 1)} after "
             f"(`{meta.get('command')}`).", "",
-            _table(["key", "what", "value", "goal", ""], rows), ""] + [
-        f"- `shared_job_count` from an earlier full run ({v['date']}, load {fmt(v['load_before'], 1)}): {v['command']}; "
-        f"{v['shared_jobs_run']} jobs ran, each once." for v in [meta.get("shared_job_count_run")] if v] + [
+            _table(["key", "what", "value", "goal", ""], rows), ""] + _browser_notes(meta) + [
         f"- `{k}` not measured: {why}." for k, why in (meta.get("not_measured") or {}).items()] + [
         "- The estimate error is the jobs panel's remaining-time estimate at a quarter of the attribution against the "
         "real remaining time; on cold caches the Attribution page shows no estimate before the first run (this "
         "machine's throughput is not measured yet), so there was no pre-run estimate to check.", ""]
+
+
+def _browser_notes(meta: dict) -> list[str]:
+    """Which run each part of section 5b comes from (a part skipped by a later run keeps its last measurement)."""
+    notes = []
+    d = meta.get("details") or {}
+    for key, run in (("shared_job_count", "shared_job_count_run"), ("concurrent8_new_point_p95_s", "concurrent8_run")):
+        v = meta.get(run)
+        if not v:
+            continue
+        where = "this run" if v.get("date") == meta.get("date") else \
+            f"the run of {v['date']} (load {fmt(v.get('load_before'), 1)} before; `{v['command']}`)"
+        extra = ""
+        if key == "shared_job_count" and (v.get("shared_jobs_run") or d.get("shared_jobs_run")):
+            extra = f"; {v.get('shared_jobs_run') or d.get('shared_jobs_run')} jobs ran, each once"
+        if key == "concurrent8_new_point_p95_s" and d.get("concurrent8_new_point_median_s"):
+            extra = (f"; median {fmt(d['concurrent8_new_point_median_s'], 1)} s over "
+                     f"{len(d.get('concurrent8_new_point_s') or [])} slider presses, with the 8 Chromium pages on "
+                     "the same 2 cores as the server")
+        notes.append(f"- `{key}` from {where}{extra}.")
+    return notes
 
 
 def _ci_text(ci) -> str:
