@@ -175,26 +175,39 @@ def test_a_failed_or_cancelled_job_is_not_rerun_by_a_repeated_request_only_by_re
 
 
 
-def test_embedded_worker_processes_run_below_the_app(monkeypatch):
+def test_embedded_worker_processes_run_below_the_app():
     """The embedded cluster's worker processes lower their CPU priority (nice 10) at their first job, so page runs
-    and the browser get the cores first; the app's own process is untouched."""
+    and the browser get the cores first; the engine's own process is untouched. Run in a fresh interpreter: a
+    spawned worker re-runs the parent's __main__, which AppTest replaces with a page script in this process."""
+    import json
     import os
+    import subprocess
+    import sys
 
-    from tp_core.jobs import WORKER_NICE, Engine
+    from tp_core.jobs import WORKER_NICE
 
-    monkeypatch.delenv("TP_WORKER_NICE", raising=False)
-    before = os.getpriority(os.PRIO_PROCESS, 0)
-    eng = Engine(processes=True, n_workers=1, threads_per_worker=1)
-    try:
-        key = eng.submit(probe_job(0.1, tag="nice"), owner="t", priority=1)
-        for _ in range(600):
-            if eng.status(key).state == "done":
-                break
-            time.sleep(0.1)
-        assert eng.status(key).state == "done"
-        nice = eng.client.run(lambda: [os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir("/proc/self/task")])
-        for values in nice.values():
-            assert min(values) >= WORKER_NICE
-    finally:
-        eng.close()
-    assert os.getpriority(os.PRIO_PROCESS, 0) == before
+    code = """
+import json, os, sys, time
+from tp_core.jobs import Engine
+from tp_core.work import probe_job
+eng = Engine(processes=True, n_workers=1, threads_per_worker=1)
+try:
+    key = eng.submit(probe_job(0.1, tag="nice"), owner="t", priority=1)
+    for _ in range(600):
+        if eng.status(key).state == "done":
+            break
+        time.sleep(0.1)
+    nice = eng.client.run(lambda: [os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir("/proc/self/task")])
+    print(json.dumps({"state": eng.status(key).state, "workers": list(nice.values()),
+                      "self": os.getpriority(os.PRIO_PROCESS, 0)}))
+finally:
+    eng.close()
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("TP_WORKER_NICE", "TP_SCHEDULER")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["state"] == "done"
+    assert res["workers"] and all(min(v) >= WORKER_NICE for v in res["workers"])
+    assert res["self"] == os.getpriority(os.PRIO_PROCESS, 0)
