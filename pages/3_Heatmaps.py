@@ -235,15 +235,15 @@ with C.friendly("inspecting the unit"):
     data = C.validation_data(insp_task, limit=n_insp)
     head = C.head_for(insp_task)
     dref = C.data_ref(insp_task, n_insp)
-    abl_job = ablation_job(C.ref(model), head, dref, unit, len(data))
-    top_job_ = top_job(C.ref(model), head, dref, unit, len(data))
+    abl_spec = ablation_job(C.ref(model), head, dref, unit, len(data))
+    top_spec = top_job(C.ref(model), head, dref, unit, len(data))
     # Two jobs (an ablation and a pass for the top examples): run for a unit the user chose - a heatmap click, a
     # changed input, the button - not for the untouched default unit on every visit (they took the workers from
     # the Prune page's curves when the user moved on).
     picked = (kind, int(layer), int(index), insp_task)
     ss.setdefault("insp_first", picked)
     asked = (picked != ss["insp_first"] or ss.get("insp_asked") == picked
-             or C.job_info(abl_job.key) is not None)
+             or C.job_info(abl_spec.key) is not None)
     if not asked:
         with b:
             if st.button(f"Inspect {unit.label()}", icon=":material/search:",
@@ -252,8 +252,8 @@ with C.friendly("inspecting the unit"):
                 ss["insp_asked"] = picked
                 st.rerun()
         st.stop()
-    abl_key = C.submit(abl_job, priority=80)
-    top_key = C.submit(top_job_, priority=80)
+    abl_key = C.submit(abl_spec, priority=80)
+    top_key = C.submit(top_spec, priority=80)
     with b:
         abl = C.job_result(abl_key)
         st.markdown(f"Removing this unit alone on `{insp_task}` ({len(data)} validation examples)")

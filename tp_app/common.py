@@ -22,7 +22,8 @@ from tp_core.data import TaskData, list_tasks, load_split
 from tp_core.errors import TPError
 from tp_core.limits import limits
 from tp_core.paths import REPO_ROOT
-from tp_core.serve import DEFAULT_BASELINES, default_grid
+from tp_core.serve import COARSE_EXAMPLES as _COARSE
+from tp_core.serve import DEFAULT_BASELINES, DEFAULT_EVAL_LIMIT, DEFAULT_TASKS, default_grid
 
 # One colour per method, used by every chart.
 METHOD_COLORS = {
@@ -64,12 +65,11 @@ def limits_rows() -> list[dict]:
     return [{"limit": what, "value": value, "environment variable": env} for what, value, env in limits().describe()]
 
 
+curve_grid = default_grid  # the warm start's grid (tp_core/serve.py), so its jobs are the pages' jobs
+
+
 def eval_limit_default() -> int:
-    return int(os.environ.get("TP_APP_EVAL_LIMIT", "500"))
-
-
-def curve_grid() -> tuple[float, ...]:
-    return default_grid()
+    return int(os.environ.get("TP_APP_EVAL_LIMIT", DEFAULT_EVAL_LIMIT))
 
 
 def exports_root() -> Path:
@@ -225,9 +225,6 @@ def bundle_tasks() -> dict:
 
 
 UPLOAD_PREFIX = "upload:"
-DEFAULT_TASKS = ("sst2", "ag_news")
-
-
 def model_tasks(model) -> list[str]:
     """Tasks the app can run on `model`: bundle tasks it has a head for (a one-task model: bundle tasks with as many
     labels), plus uploaded data."""
@@ -496,7 +493,7 @@ def job_line(info) -> str:
 
 
 def coarse_examples() -> int:
-    return int(os.environ.get("TP_APP_COARSE_EXAMPLES", "100"))
+    return int(os.environ.get("TP_APP_COARSE_EXAMPLES", _COARSE))
 
 
 COARSE_EXAMPLES = coarse_examples()

@@ -36,7 +36,7 @@ from .data import TaskData, load_split
 from .errors import TPError
 from .gates import GateState, gated
 from .limits import limits
-from .model import MultiTaskModel
+from .model import MultiTaskModel, with_token_progress
 from .paths import atomic_write_text, cache_dir, enforce_cache_cap, touch
 
 METHODS = ("ig", "grad_x_act", "activation", "magnitude", "random")
@@ -436,12 +436,8 @@ def _data_scores(model, task, cfg, data, want_ffn, want_heads, progress):
     is_reg = model.task_info(task).num_labels == 1
     try:
         batches = list(model.batches(data.texts, data.pairs, cfg.batch_size, cfg.max_length))
-        # progress in padded tokens, not examples: batches come shortest first, so an example count ran ahead of
-        # the time spent and the remaining-time estimate fell short (by 41% at a quarter of a run, measured)
-        total = sum(int(b["input_ids"].numel()) for _, b in batches) or 1
-        done = done_tok = 0
         t0 = time.time()
-        for idx, batch in batches:
+        for idx, batch, done, fraction in with_token_progress(batches):
             if is_reg:
                 y = torch.zeros(len(idx), dtype=torch.long, device=model.device)
             elif cfg.labels == "gold":
@@ -455,11 +451,8 @@ def _data_scores(model, task, cfg, data, want_ffn, want_heads, progress):
                     sums_f[i] = sums_f[i] + f[i].double().cpu()
                 if h[i] is not None:
                     sums_h[i] = sums_h[i] + h[i].double().cpu()
-            done += len(idx)
-            done_tok += int(batch["input_ids"].numel())
             el = time.time() - t0
-            progress(done_tok / total, f"{cfg.method}: {done}/{len(data)} examples, "
-                                       f"~{el / done_tok * (total - done_tok):.0f}s left")
+            progress(fraction, f"{cfg.method}: {done}/{len(data)} examples, ~{el / fraction * (1 - fraction):.0f}s left")
     finally:
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)

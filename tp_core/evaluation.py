@@ -10,7 +10,7 @@ import torch
 
 from .data import TaskData
 from .gates import GateState, gated
-from .model import MultiTaskModel
+from .model import MultiTaskModel, with_token_progress
 
 Progress = Callable[[float, str], None]
 
@@ -82,18 +82,14 @@ def predict_logits(
     """Logits for every example (in data order), under optional unit gates (masks); `progress(fraction, msg)` is
     called after each batch."""
     out: list[np.ndarray | None] = [None] * len(data)
-    done = done_tok = 0
     batches = list(model.batches(data.texts, data.pairs, batch_size, max_length))
-    total = sum(int(b["input_ids"].numel()) for _, b in batches) or 1  # progress in tokens: batches grow longer
     with gated(gates or GateState()):
-        for idx, batch in batches:
+        for idx, batch, done, fraction in with_token_progress(batches):
             logits = model(**batch, task=task).float().cpu().numpy()
             for row, i in enumerate(idx):
                 out[i] = logits[row]
-            done += len(idx)
-            done_tok += int(batch["input_ids"].numel())
             if progress is not None:
-                progress(done_tok / total, f"{done}/{len(data)} examples")
+                progress(fraction, f"{done}/{len(data)} examples")
     return np.stack(out) if out else np.zeros((0, model.task_info(task).num_labels))
 
 
