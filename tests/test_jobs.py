@@ -63,6 +63,28 @@ def test_higher_priority_jumps_the_queue(engine):
     assert sum(started[k] < started[high] for k in low) <= 1, started
 
 
+def test_an_urgent_job_preempts_a_running_curve_point_which_resumes_later(engine):
+    point = engine.submit(probe_job(3.0, tag="preemptible", preemptible=True), owner="a", priority=20)
+    _wait_state(engine, point, ("running",))
+    time.sleep(0.3)
+    t0 = time.time()
+    urgent = engine.submit(probe_job(0.3, tag="urgent"), owner="b", priority=99)
+    assert engine.wait(urgent, 30) == 0.3
+    assert time.time() - t0 < 2.0  # it did not wait for the 3 s job on the only worker thread
+    assert engine.status(point).state in ("queued", "running")  # back in the queue, not failed
+    assert engine.wait(point, 60) == 3.0  # it ran again and finished
+    assert engine.restarts(point) == 1 and engine.computations(point) == 1
+
+
+def test_an_urgent_job_waits_for_a_job_that_is_not_preemptible(engine):
+    scores = engine.submit(probe_job(1.5, tag="not-preemptible"), priority=20)
+    _wait_state(engine, scores, ("running",))
+    urgent = engine.submit(probe_job(0.1, tag="urgent-2"), priority=99)
+    engine.wait(urgent, 30)
+    assert engine.status(urgent).started >= engine.status(scores).finished - 0.2
+    assert engine.restarts(scores) == 0
+
+
 def test_cancel_stops_a_running_job_and_frees_the_worker(engine):
     key = engine.submit(probe_job(20.0, tag="long"), owner="a")
     _wait_state(engine, key, ("running",))

@@ -12,6 +12,10 @@ job on a Dask `distributed` cluster, so the app's pages never block on it and id
 * Priorities are Dask's: a higher number runs first among waiting jobs. The app gives a slider point 100, coarse
   curve points 50, fine points 20-30 and warm-up work -100, so one user's next point never waits behind another
   user's whole curve (curves are many small point jobs, not one long job).
+* Preemption: a job at priority >= URGENT (90: slider and dense points) that finds every thread busy makes running
+  `preemptible` jobs of lower priority (curve points) give way at their next progress report (a batch); they go back
+  in the queue and start again (their work so far is lost, at most one point's; a point about to end is left alone).
+  Without it a slider point waited for the 500-example curve points already running on both threads.
 * Progress and start/finish events travel as Dask structured events (`Worker.log_event`, topic `tp-job`), so the
   client sees them as they happen, also for jobs another client submitted to a shared cluster.
 
@@ -37,6 +41,9 @@ from .errors import TPError
 TOPIC = "tp-job"
 ENV_SCHEDULER = "TP_SCHEDULER"
 ACTIVE = ("queued", "running")
+URGENT = 90  # a job at this priority or above makes running preemptible jobs below it give way
+PREEMPT_MIN_LEFT_S = 1.0  # ... unless they are about to end anyway
+ATTEMPT_SEP = "~"  # the Dask key of a preempted job's later attempt: "<content key>~<attempt>"
 
 
 class JobFailed(TPError):
@@ -45,6 +52,11 @@ class JobFailed(TPError):
 
 class JobCancelled(TPError):
     """Raised inside a worker function when its job was cancelled (at its next progress report)."""
+
+
+class JobPreempted(Exception):
+    """Raised inside a worker function when an urgent job needs its thread (at its next progress report); the
+    engine puts the job back in the queue. Not a TPError: it is never shown as a failure."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,8 @@ class Job:
     label: str  # what the jobs panel shows
     units: float = 1.0  # work units, for the time estimate before the job has reported any progress
     rate_key: str = ""  # which throughput (seconds per unit) the estimate uses
+    preemptible: bool = False  # may give way to an urgent job at a progress report and run again later (a job
+    # that other jobs take as an argument must not: its dependents' futures would fail with it)
 
 
 def content_key(kind: str, *parts: Any) -> str:
@@ -83,8 +97,13 @@ class JobInfo:
     withdrawn: set = field(default_factory=set)  # owners who cancelled their interest
     estimate_s: float | None = None  # before it starts: from this machine's measured throughput
     first_report: tuple[float, float] | None = None  # (time, fraction) of the first progress report
+    reports: list = field(default_factory=list)  # recent (time, fraction) progress reports, for the pace
     result: Any = None
     future: Any = None
+    job: Job | None = None
+    owner: str = ""  # who submitted it first (the owner its dependencies are submitted for again)
+    attempt: int = 0  # how often it was put back in the queue for an urgent job (preempted)
+    preempting: bool = False  # asked to give way, not yet back in the queue
 
     @property
     def elapsed(self) -> float:
@@ -99,8 +118,9 @@ class JobInfo:
             return 0.0
         if self.state == "running" and self.started is not None:
             now = time.time()
-            if self.first_report is not None and self.progress > self.first_report[1] + 1e-9:
-                t0, f0 = self.first_report
+            base = self._pace_base(now)
+            if base is not None and self.progress > base[1] + 1e-9:
+                t0, f0 = base
                 pace = (now - t0) / (self.progress - f0)
                 return max(0.0, pace * (1.0 - self.progress))
             if self.progress > 0:
@@ -110,14 +130,30 @@ class JobInfo:
             return None
         return self.estimate_s
 
+    def _pace_base(self, now: float) -> tuple[float, float] | None:
+        """The report the pace is measured from: the oldest of the last PACE_WINDOW_S seconds (but never the first
+        report's batch), so that the pace follows the job's speed now (after a job it shared the worker with has
+        ended), not its average since the start."""
+        if not self.reports:
+            return self.first_report
+        recent = [r for r in self.reports if now - r[0] <= PACE_WINDOW_S]
+        if len(recent) >= 2 and recent[-1][1] > recent[0][1] + 1e-9:
+            return recent[0]
+        return self.reports[max(0, len(self.reports) - 2)] if len(self.reports) >= 2 else self.first_report
+
     def public(self) -> dict:
         return {"key": self.key, "kind": self.kind, "label": self.label, "state": self.state,
                 "progress": self.progress, "message": self.message, "elapsed": self.elapsed,
                 "remaining": self.remaining, "error": self.error, "priority": self.priority}
 
 
+PACE_WINDOW_S = 8.0  # the remaining-time estimate uses the job's pace over this many recent seconds
+
+
 # ----- worker side -----------------------------------------------------------------------------------------------
 _CANCELLED: set[str] = set()
+_PREEMPT: set[str] = set()
+_RUNNING: set[str] = set()
 _WORKER_INIT = threading.Lock()
 _worker_ready = False
 
@@ -125,6 +161,14 @@ _worker_ready = False
 def _cancel_on_worker(key: str) -> bool:
     _CANCELLED.add(key)
     return True
+
+
+def _preempt_on_worker(key: str) -> bool:
+    """Ask the running job `key` (if it runs here) to give way at its next progress report."""
+    if key in _RUNNING:
+        _PREEMPT.add(key)
+        return True
+    return False
 
 
 def _log(msg: dict) -> None:
@@ -179,31 +223,39 @@ def _lower_priority(nice: str) -> None:
             pass
 
 
-def run_job(key: str, fn_name: str, args: tuple, units: float, rate_key: str) -> Any:
+def run_job(key: str, fn_name: str, args: tuple, units: float, rate_key: str, attempt: int = 0) -> Any:
     """The Dask task: runs `tp_core.work.<fn_name>(progress, *args)` (or `module:function`) and reports start,
-    progress and the end. The work module is imported by name: the engine sits below every pipeline stage."""
+    progress and the end. The work module is imported by name: the engine sits below every pipeline stage.
+    `attempt` counts how often the job was preempted before (its events carry it)."""
     import importlib
 
     module, _, name = fn_name.rpartition(":")
     fn = getattr(importlib.import_module(module or "tp_core.work"), name)
     _prepare_worker()
     t0 = time.time()
-    _log({"key": key, "event": "start", "t": t0})
+    _RUNNING.add(key)
+    _log({"key": key, "event": "start", "t": t0, "attempt": attempt})
     last = [0.0]
 
     def progress(fraction: float, message: str = "") -> None:
         if key in _CANCELLED:
             raise JobCancelled("Cancelled.")
+        if key in _PREEMPT:
+            raise JobPreempted(key)
         now = time.time()
         if now - last[0] >= 0.25 or fraction >= 1.0:
             last[0] = now
             _log({"key": key, "event": "progress", "fraction": float(min(max(fraction, 0.0), 1.0)),
-                  "message": str(message)[:200], "t": now})
+                  "message": str(message)[:200], "t": now, "attempt": attempt})
 
     try:
         out = fn(progress, *args)
     except JobCancelled:
         _log({"key": key, "event": "cancelled", "t": time.time()})
+        raise
+    except JobPreempted:
+        _log({"key": key, "event": "preempted", "t": time.time(), "attempt": attempt,
+              "seconds": time.time() - t0})
         raise
     except TPError as exc:
         _log({"key": key, "event": "error", "error": str(exc)[:500], "t": time.time()})
@@ -214,6 +266,8 @@ def run_job(key: str, fn_name: str, args: tuple, units: float, rate_key: str) ->
         raise JobFailed(f"The job failed: {msg}") from None
     finally:
         _CANCELLED.discard(key)
+        _PREEMPT.discard(key)
+        _RUNNING.discard(key)
     seconds = time.time() - t0
     _log({"key": key, "event": "done", "t": time.time(), "seconds": seconds, "units": float(units),
           "rate_key": rate_key})
@@ -314,6 +368,8 @@ class Engine:
         self._lock = threading.RLock()
         self._keep = keep
         self._starts: dict[str, int] = {}
+        self._restarts: dict[str, int] = {}  # attempts after a preemption, per job
+        self._nthreads = (0, 0.0)  # (threads of the cluster, when counted)
         self.throughput = Throughput()
         self.client.subscribe_topic(TOPIC, self._on_event)
 
@@ -324,12 +380,14 @@ class Engine:
         kind = msg.get("event")
         with self._lock:
             if kind == "start":
-                self._starts[key] = self._starts.get(key, 0) + 1
+                # a preempted job's later attempts are the same computation resumed, not a second one
+                counter = self._starts if not msg.get("attempt") else self._restarts
+                counter[key] = counter.get(key, 0) + 1
             if kind == "done":
                 self.throughput.record(msg.get("rate_key", ""), msg.get("units", 0.0), msg.get("seconds", 0.0))
             info = self._jobs.get(key)
-            if info is None:
-                return
+            if info is None or msg.get("attempt", info.attempt) != info.attempt:
+                return  # unknown here, or a late report of an attempt that gave way
             if kind == "start" and info.state == "queued":
                 info.state, info.started, info.message = "running", msg.get("t", time.time()), "started"
             elif kind == "progress" and info.state in ACTIVE:
@@ -337,19 +395,26 @@ class Engine:
                     info.state, info.started = "running", msg.get("t", time.time())
                 info.progress = max(info.progress, msg.get("fraction", 0.0))
                 info.message = msg.get("message", "")
+                report = (msg.get("t", time.time()), info.progress)
                 if info.first_report is None:
-                    info.first_report = (msg.get("t", time.time()), info.progress)
+                    info.first_report = report
+                else:
+                    info.reports.append(report)
+                    del info.reports[:-200]
             elif kind == "error" and info.state in ACTIVE:
                 info.error = msg.get("error")
 
     def _on_done(self, future) -> None:
-        key = future.key
+        key = str(future.key).split(ATTEMPT_SEP)[0]
         with self._lock:
             info = self._jobs.get(key)
-        if info is None:
-            return
+        if info is None or (info.future is not None and info.future.key != future.key):
+            return  # forgotten, or the callback of an attempt that was replaced
         try:
             status = future.status
+            if status == "error" and isinstance(future.exception(), JobPreempted):
+                self._requeue(info)
+                return
             if status == "finished":
                 result = future.result()
                 with self._lock:
@@ -382,6 +447,67 @@ class Engine:
         for info in old[: len(self._jobs) - self._keep]:
             self._jobs.pop(info.key, None)
 
+    # -- preemption: a slider point does not wait for the curve points already running
+    def _threads(self) -> int:
+        now = time.time()
+        if self._nthreads[1] < now - 30:
+            try:
+                workers = self.client.scheduler_info().get("workers", {}).values()
+                self._nthreads = (max(1, sum(w.get("nthreads", 0) for w in workers)), now)
+            except Exception:
+                self._nthreads = (max(1, self._nthreads[0]), now)
+        return self._nthreads[0]
+
+    def _make_room(self) -> None:
+        """When urgent jobs (priority >= URGENT) that can start wait for a thread, ask as many running preemptible,
+        less urgent jobs to give way (lowest priority first; not one that is about to end): they stop at their next
+        progress report (a batch) and go back in the queue (`_requeue`); Dask then starts the urgent ones. Only this
+        engine's own jobs are considered."""
+        threads = self._threads()
+        with self._lock:
+            jobs = list(self._jobs.values())
+            done = {i.key for i in jobs if i.state == "done"}
+            waiting = [i for i in jobs if i.state == "queued" and i.priority >= URGENT and i.job is not None and
+                       all(a.key in done for a in i.job.args if isinstance(a, Job))]
+            running = [i for i in jobs if i.state == "running"]
+            if not waiting:
+                return
+            need = len(waiting) - max(0, threads - len(running))
+            victims = sorted((i for i in running if i.job is not None and i.job.preemptible and not i.preempting
+                              and i.priority < min(w.priority for w in waiting)
+                              and (i.remaining is None or i.remaining > PREEMPT_MIN_LEFT_S)),
+                             key=lambda i: (i.priority, -(i.started or 0)))[:max(0, need)]
+            for v in victims:
+                v.preempting, v.message = True, "giving way to an urgent job"
+        for v in victims:
+            try:
+                self.client.run(_preempt_on_worker, v.key)
+            except Exception:
+                with self._lock:
+                    v.preempting = False
+
+    def _requeue(self, info: JobInfo) -> None:
+        """Put a preempted job back in the queue (a new attempt under the same content key and priority)."""
+        with self._lock:
+            if info.state not in ACTIVE or info.job is None:
+                return
+            info.attempt += 1
+            info.state, info.started, info.progress, info.preempting = "queued", None, 0.0, False
+            info.first_report, info.reports = None, []
+            info.message = "paused for an urgent job; waiting for a worker"
+            fut = self._launch(info)
+        fut.add_done_callback(self._on_done)
+
+    def _launch(self, info: JobInfo):
+        """Submit `info.job` to Dask (its Job arguments resolved to results or futures); call with the lock held."""
+        job = info.job
+        args = tuple(self._dependency(a, info.owner, info.priority) if isinstance(a, Job) else a for a in job.args)
+        dkey = job.key if info.attempt == 0 else f"{job.key}{ATTEMPT_SEP}{info.attempt}"
+        fut = self.client.submit(run_job, job.key, job.fn, args, job.units, job.rate_key, info.attempt, key=dkey,
+                                 priority=info.priority, pure=False)
+        info.future = fut
+        return fut
+
     # -- the API
     def submit(self, job: Job, owner: str = "", priority: int = 0, retry: bool = False) -> str:
         """Submit `job` (and the jobs among its arguments) unless the same key is already running or done;
@@ -395,14 +521,13 @@ class Engine:
                     if retry or info.state in ACTIVE + ("done",) and owner not in info.withdrawn:
                         info.withdrawn.discard(owner)
                 return job.key
-            args = tuple(self._dependency(a, owner, priority) if isinstance(a, Job) else a for a in job.args)
             info = JobInfo(job.key, job.kind, job.label, priority=priority, owners={owner} if owner else set(),
-                           estimate_s=self.throughput.estimate(job.rate_key, job.units))
+                           estimate_s=self.throughput.estimate(job.rate_key, job.units), job=job, owner=owner)
             self._jobs[job.key] = info
-            fut = self.client.submit(run_job, job.key, job.fn, args, job.units, job.rate_key, key=job.key,
-                                     priority=priority, pure=False)
-            info.future = fut
+            fut = self._launch(info)
         fut.add_done_callback(self._on_done)
+        if priority >= URGENT:
+            self._make_room()
         return job.key
 
     def _dependency(self, job: Job, owner: str, priority: int):
@@ -501,9 +626,15 @@ class Engine:
                                                  (i.priority == me.priority and i.submitted < me.submitted))))
 
     def computations(self, key: str | None = None) -> int:
-        """How many times jobs (or one job) actually started on a worker, as seen by this client."""
+        """How many times jobs (or one job) actually started on a worker, as seen by this client (a preempted job
+        that resumed counts once; `restarts` counts its later attempts)."""
         with self._lock:
             return self._starts.get(key, 0) if key else sum(self._starts.values())
+
+    def restarts(self, key: str | None = None) -> int:
+        """How many times jobs (or one job) started again after giving way to an urgent job."""
+        with self._lock:
+            return self._restarts.get(key, 0) if key else sum(self._restarts.values())
 
     def forget(self, key: str) -> None:
         """Drop a finished job's record (its result is then recomputed or read from the disk cache)."""

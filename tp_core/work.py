@@ -352,9 +352,9 @@ def probe(progress: Progress, seconds: float, fail: str = "", steps: int = 20) -
     return seconds
 
 
-def probe_job(seconds: float, fail: str = "", tag: str = "") -> Job:
+def probe_job(seconds: float, fail: str = "", tag: str = "", preemptible: bool = False) -> Job:
     return Job("probe", "probe", (float(seconds), fail), content_key("probe", seconds, fail, tag),
-               f"probe {tag or seconds}", units=float(seconds), rate_key="probe")
+               f"probe {tag or seconds}", units=float(seconds), rate_key="probe", preemptible=preemptible)
 
 
 # ----- job builders (client side) ---------------------------------------------------------------------------------
@@ -397,7 +397,7 @@ def point_job(model, ref: ModelRef, head: str, scores: Job | None, pcfg: PruneCo
     args = (ref, head, arg, pcfg, data) + (() if rcfg is None else (rcfg, calib))
     units = float(n) + (3.0 * rcfg.samples if rcfg is not None else 0.0)  # recovery: ~3 passes over its texts
     return Job("point", "point", args, key, f"point · {task_label or head} · {what} · {n} ex.", units=units,
-               rate_key="point")
+               rate_key="point", preemptible=True)
 
 
 def search_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, data, fraction: float,
