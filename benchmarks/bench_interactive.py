@@ -331,6 +331,7 @@ def main() -> int:
                 for q in sessions:
                     _slider_shows(q, 50, 1800)
                 latencies = []
+                restarts0 = observer.restarts()
                 for step in range(3):
                     starts = []
                     for q in sessions:  # everyone presses at (nearly) the same time
@@ -349,6 +350,7 @@ def main() -> int:
                 out["concurrent8_new_point_s"] = latencies
                 out["concurrent8_new_point_p95_s"] = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
                 out["concurrent8_new_point_median_s"] = statistics.median(latencies)
+                out["concurrent8_preempted_restarts"] = observer.restarts() - restarts0  # points that gave way
             browser.close()
         observer.close()
     finally:
@@ -371,7 +373,8 @@ def main() -> int:
     doc["meta"]["interactive"]["details"] = {
         k: out[k] if out.get(k) is not None else old_details.get(k)
         for k in ("walk", "page_runs", "attribution_s", "attribution_pre_estimate_s", "attribution_panel_estimate",
-                  "shared_jobs_run", "concurrent8_new_point_s", "concurrent8_new_point_median_s")}
+                  "shared_jobs_run", "concurrent8_new_point_s", "concurrent8_new_point_median_s",
+                  "concurrent8_preempted_restarts")}
     tmp = results.with_name(f".{results.name}.{os.getpid()}.tmp")  # atomic: never a half-written results.json
     tmp.write_text(json.dumps(doc, indent=2))
     os.replace(tmp, results)

@@ -76,6 +76,25 @@ def test_an_urgent_job_preempts_a_running_curve_point_which_resumes_later(engine
     assert engine.restarts(point) == 1 and engine.computations(point) == 1
 
 
+def test_preemption_never_talks_to_the_scheduler_with_the_engine_lock_held(engine, monkeypatch):
+    # _make_room waits on the scheduler; the client's event loop may be waiting for the lock (a progress event):
+    # with the lock held that was a deadlock (an app server hung when a slider point's scores were still to come)
+    from tp_core.jobs import Job, content_key
+
+    calls = []
+    real = engine._make_room
+
+    def checked():
+        calls.append(engine._lock._is_owned())
+        real()
+
+    monkeypatch.setattr(engine, "_make_room", checked)
+    dep = probe_job(0.2, tag="dependency")
+    job = Job("probe", "probe", (dep, ""), content_key("probe", "needs", dep.key), "probe with a dependency")
+    assert engine.wait(engine.submit(job, priority=99), 30) == 0.2
+    assert calls == [False]  # once, for the job the caller submitted, not from inside its dependency's submit
+
+
 def test_an_urgent_job_waits_for_a_job_that_is_not_preemptible(engine):
     scores = engine.submit(probe_job(1.5, tag="not-preemptible"), priority=20)
     _wait_state(engine, scores, ("running",))
@@ -121,6 +140,21 @@ def test_remaining_time_comes_from_the_jobs_own_pace(engine):
     remaining, true_left = info.remaining, 2.0 * (1 - info.progress)
     engine.wait(key, 30)
     assert remaining is not None and abs(remaining - true_left) <= 0.5 * true_left + 0.2, (remaining, true_left)
+
+
+def test_remaining_time_follows_the_recent_pace_not_a_slow_start():
+    from tp_core.jobs import PACE_WINDOW_S, JobInfo
+
+    now = time.time()
+    info = JobInfo("k", "scores", "a job", state="running", started=now - 30)
+    # 0-20%: 2 s per percent while another job shared the worker; since then 1 s per percent
+    info.first_report = (now - 30, 0.05)
+    info.reports = [(now - 30 + 2 * i, 0.05 + 0.01 * i) for i in range(1, 11)]
+    t = now - 10
+    info.reports += [(t + i, 0.15 + 0.01 * i) for i in range(1, 11)]
+    info.progress = info.reports[-1][1]
+    assert now - info.reports[-1][0] < PACE_WINDOW_S
+    assert info.remaining == pytest.approx(100 * (1 - info.progress), rel=0.15)  # 1 s per percent, not ~1.5
 
 
 def test_throughput_estimates_persist(tmp_path, monkeypatch):

@@ -509,7 +509,7 @@ class Engine:
         return fut
 
     # -- the API
-    def submit(self, job: Job, owner: str = "", priority: int = 0, retry: bool = False) -> str:
+    def submit(self, job: Job, owner: str = "", priority: int = 0, retry: bool = False, _room: bool = True) -> str:
         """Submit `job` (and the jobs among its arguments) unless the same key is already running or done;
         returns its key at once. A failed or cancelled job is run again only with `retry` (a user's explicit
         request): pages that re-ask on every rerun must not loop on a failure or undo a cancel."""
@@ -526,13 +526,13 @@ class Engine:
             self._jobs[job.key] = info
             fut = self._launch(info)
         fut.add_done_callback(self._on_done)
-        if priority >= URGENT:
-            self._make_room()
+        if priority >= URGENT and _room:  # never with the lock held (a dependency's submit): _make_room talks to
+            self._make_room()  # the scheduler synchronously, and the event loop may be waiting for the lock
         return job.key
 
     def _dependency(self, job: Job, owner: str, priority: int):
         """A job used as an argument: its result if known, else its future (a Dask dependency)."""
-        key = self.submit(job, owner, priority, retry=True)
+        key = self.submit(job, owner, priority, retry=True, _room=False)
         info = self._jobs[key]
         if info.state == "done":
             return info.result
