@@ -314,6 +314,29 @@ def _export_section(e: dict) -> list[str]:
             _table(["FFN", "heads", "params ratio", "keep (selection)", "keep (reported)"], grid), ""]
 
 
+def _export_levers_section(x: dict) -> list[str]:
+    """Section 8, continued: which lever lifts the keep of the exports at a third of the parameters
+    (benchmarks/export_levers.py)."""
+    rows = []
+    for name, s in x["summary"].items():
+        cells = [name]
+        for half in ("selection", "reported"):
+            v = s[half]
+            diff = "" if name == x["baseline"] else f"{100 * v['diff']:+.2f} [{100 * v['interval'][0]:+.2f}, " \
+                                                     f"{100 * v['interval'][1]:+.2f}]"
+            cells += [fmt(v["mean_keep"], 4), diff]
+        rows.append(cells)
+    plans = ", ".join(f"{fmt_pct(f)} + {fmt_pct(h)}" for f, h in x["plans"])
+    n = x["examples"]
+    return ["### What lifts the keep at a third of the parameters", "",
+            f"{x['command']}, run {x['date']} ({x['seconds'] / 60:.1f} min), {x['task']}: the mean keep over the "
+            f"plans FFN + heads {plans} (0.29-0.34 of the parameters with the task vocabulary), on the selection "
+            f"half ({n['selection']} examples) and the reported half ({n['reported']}) of bench_export.py; the "
+            "difference to the default in points, with a 95% bootstrap interval over examples. A lever counts only "
+            "where the interval on the reported half excludes zero.", "",
+            _table(["variant", "keep (selection)", "vs default", "keep (reported)", "vs default"], rows), ""]
+
+
 RECOVERY_GOALS = {"quality_validation_examples_min": (">= 800 or the whole split", None),
                   "recovery_gain_80_90": (">= +8 points", lambda v: v >= 8),
                   "recovery_seconds": ("< 60 s", lambda v: v < 60)}
@@ -474,7 +497,6 @@ def _ig_fidelity_section(f: dict) -> list[str]:
                          + ("" if pt["passes"] else " **below**") for pt in r["points"]]
                       for r in sorted(extra, key=lambda r: (r["task"], r["seed"], not r["reference"], r["steps"]))]),
               "", stamp, ""]
-    rec = f.get("recommended_default")
     L += ["### Recommended default", "",
           "Rule: the cheapest setting (fewest steps; ties: higher Spearman with the reference) whose interval of the "
           "kept-vs-dense difference to the reference contains zero or lies above it in every measured cell (task x "
@@ -673,6 +695,8 @@ def write(res: dict, out: Path) -> None:
         L += _ig_fidelity_section(res["ig_fidelity"])
     if res.get("export_bench"):
         L += _export_section(res["export_bench"])
+    if res.get("export_levers"):
+        L += _export_levers_section(res["export_levers"])
     if res.get("recovery_benchmark"):
         L += _recovery_section(res)
     (out / "RESULTS.md").write_text("\n".join(L) + "\n")
