@@ -114,7 +114,7 @@ with controls:
 
 keys = [p.job.key for p in plan]
 with chart:
-    C.show_progress_compact(keys, "Curves")
+    C.show_progress_compact(keys, "Curves", urgent=[j.key for j in slider_jobs[:1]])
     fig = go.Figure()
     lines = [(m, m) for m in methods] + ([(m, recovered_method(m, recover_level)) for m in methods]
                                          if recover_on else [])
