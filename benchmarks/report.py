@@ -243,7 +243,8 @@ def _browser_notes(meta: dict) -> list[str]:
     """Which run each part of section 5b comes from (a part skipped by a later run keeps its last measurement)."""
     notes = []
     d = meta.get("details") or {}
-    for key, run in (("shared_job_count", "shared_job_count_run"), ("concurrent8_new_point_p95_s", "concurrent8_run")):
+    for key, run in (("ui_longest_rerun_s", "walk_run"), ("shared_job_count", "shared_job_count_run"),
+                     ("concurrent8_new_point_p95_s", "concurrent8_run")):
         v = meta.get(run)
         if not v:
             continue
@@ -256,7 +257,13 @@ def _browser_notes(meta: dict) -> list[str]:
             extra = (f"; median {fmt(d['concurrent8_new_point_median_s'], 1)} s over "
                      f"{len(d.get('concurrent8_new_point_s') or [])} slider presses, with the 8 Chromium pages on "
                      "the same 2 cores as the server")
-        notes.append(f"- `{key}` from {where}{extra}.")
+            if d.get("concurrent8_preempted_restarts") is not None:
+                extra += f"; {d['concurrent8_preempted_restarts']} running curve points gave way to slider points"
+        if v.get("browser_nice"):
+            extra += (f"; Chromium at nice {v['browser_nice']} (the browsers stand in for the users' own machines: "
+                      "they take the CPU the server and its workers leave)")
+        label = "the walk's keys" if key == "ui_longest_rerun_s" else f"`{key}`"
+        notes.append(f"- {label} from {where}{extra}.")
     return notes
 
 

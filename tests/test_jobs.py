@@ -155,6 +155,10 @@ def test_remaining_time_follows_the_recent_pace_not_a_slow_start():
     info.progress = info.reports[-1][1]
     assert now - info.reports[-1][0] < PACE_WINDOW_S
     assert info.remaining == pytest.approx(100 * (1 - info.progress), rel=0.15)  # 1 s per percent, not ~1.5
+    # two reports only (a job of few batches): the pace between them, not the average since the start
+    few = JobInfo("k2", "scores", "a short job", state="running", started=now - 20)
+    few.first_report, few.reports, few.progress = (now - 10, 0.2), [(now - 5, 0.45)], 0.45
+    assert few.remaining == pytest.approx(0.55 * 20 - 5, rel=0.05)  # 20 s per unit, 5 s since the last report
 
 
 def test_throughput_estimates_persist(tmp_path, monkeypatch):

@@ -112,17 +112,18 @@ class JobInfo:
 
     @property
     def remaining(self) -> float | None:
-        """Seconds left: from the job's own pace once it has reported progress past its first batch, else the
-        machine's measured throughput; None when nothing is known."""
+        """Seconds left: from the job's own recent pace once it has reported progress past its first batch, counting
+        down between reports; else the machine's measured throughput; None when nothing is known."""
         if self.state not in ACTIVE:
             return 0.0
         if self.state == "running" and self.started is not None:
             now = time.time()
             base = self._pace_base(now)
-            if base is not None and self.progress > base[1] + 1e-9:
-                t0, f0 = base
-                pace = (now - t0) / (self.progress - f0)
-                return max(0.0, pace * (1.0 - self.progress))
+            last = self.reports[-1] if self.reports else None
+            if base is not None and last is not None and last[1] > base[1] + 1e-9:
+                # seconds per unit of progress between two reports; then counting down since the latest one
+                pace = (last[0] - base[0]) / (last[1] - base[1])
+                return max(0.0, pace * (1.0 - last[1]) - (now - last[0]))
             if self.progress > 0:
                 return max(0.0, (now - self.started) * (1.0 - self.progress) / self.progress)
             if self.estimate_s is not None:
@@ -131,15 +132,15 @@ class JobInfo:
         return self.estimate_s
 
     def _pace_base(self, now: float) -> tuple[float, float] | None:
-        """The report the pace is measured from: the oldest of the last PACE_WINDOW_S seconds (but never the first
-        report's batch), so that the pace follows the job's speed now (after a job it shared the worker with has
-        ended), not its average since the start."""
-        if not self.reports:
+        """The report the pace is measured from: the oldest report of the last PACE_WINDOW_S seconds before the
+        latest one (at least the one before it; never the start, whose first batch carries the warm-up), so that
+        the pace follows the job's speed now (after a job it shared the worker with has ended), not its average
+        since the start. None before the second report."""
+        pts = ([self.first_report] if self.first_report is not None else []) + list(self.reports)
+        if len(pts) < 2:
             return self.first_report
-        recent = [r for r in self.reports if now - r[0] <= PACE_WINDOW_S]
-        if len(recent) >= 2 and recent[-1][1] > recent[0][1] + 1e-9:
-            return recent[0]
-        return self.reports[max(0, len(self.reports) - 2)] if len(self.reports) >= 2 else self.first_report
+        older = [r for r in pts[:-1] if now - r[0] <= PACE_WINDOW_S]
+        return older[0] if older else pts[-2]
 
     def public(self) -> dict:
         return {"key": self.key, "kind": self.kind, "label": self.label, "state": self.state,
