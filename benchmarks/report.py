@@ -264,6 +264,15 @@ def _browser_notes(meta: dict) -> list[str]:
                       "they take the CPU the server and its workers leave)")
         label = "the walk's keys" if key == "ui_longest_rerun_s" else f"`{key}`"
         notes.append(f"- {label} from {where}{extra}.")
+    hist = meta.get("history") or []
+    if hist:
+        keys = ["ui_longest_rerun_s", "first_curve_point_s", "default_curves_s", "walk_blocking_s",
+                "estimate_error_max", "concurrent8_new_point_p95_s"]
+        notes += ["", "Earlier runs of the same benchmark (same code base, earlier commits of the session; the spread "
+                      "is run-to-run variation on 2 shared cores):", "",
+                  _table(["run"] + [f"`{k}`" for k in keys] + ["note"],
+                         [[h["date"]] + [fmt(h.get(k), 2) if h.get(k) is not None else "-" for k in keys]
+                          + [h.get("note", "")] for h in hist]), ""]
     return notes
 
 
