@@ -60,6 +60,7 @@ def main(argv=None) -> int:
     from tp_core.export_formats import params_by_part
     from tp_core.masks import PruneConfig, build_masks
     from tp_core.model import load_model
+    from tp_core.paths import atomic_write_text
     from tp_core.pruning import kept_params
     from tp_core.recovery import as_config, recover
     from tp_core.vocab import prune_vocab, task_vocab
@@ -132,9 +133,7 @@ def main(argv=None) -> int:
     except (OSError, ValueError):
         res = {}
     res["export_levers"] = out
-    tmp = res_path.with_name(f".{res_path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(res, indent=2))
-    os.replace(tmp, res_path)
+    atomic_write_text(res_path, json.dumps(res, indent=2))
     for name, s in summary.items():
         print(f"{name:45s} " + "  ".join(f"{h}: {v['mean_keep']:.4f} ({v['diff']:+.4f} [{v['interval'][0]:+.4f}, "
                                          f"{v['interval'][1]:+.4f}])" for h, v in s.items()))

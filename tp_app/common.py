@@ -521,12 +521,12 @@ def show_progress_compact(keys: list[str], what: str, urgent: list[str] = ()) ->
         infos = [job_info(k) for k in keys]
         return infos, sum(1 for i in infos if i is not None and i.state not in ACTIVE)
 
-    def pending(keys_):
-        return [k for k in keys_ if (job_info(k) is None or job_info(k).state in ACTIVE)]
+    def landed(infos) -> set[str]:
+        return {k for k, i in zip(keys, infos) if i is not None and i.state not in ACTIVE}
 
     infos, done0 = counts()
     active = done0 < len(keys)
-    waiting_urgent = pending(urgent)
+    waiting_urgent = set(urgent) - landed(infos)
     state: dict = {}
 
     def body():
@@ -537,7 +537,7 @@ def show_progress_compact(keys: list[str], what: str, urgent: list[str] = ()) ->
             msg = f"{what}: {done}/{len(keys)} jobs done" + (f" · now: {running[0].label} ({job_line(running[0])})"
                                                              if running else " · waiting for a worker")
             st.progress(done / max(1, len(keys)), text=msg)
-        landed_urgent = waiting_urgent and len(pending(waiting_urgent)) < len(waiting_urgent)
+        landed_urgent = bool(waiting_urgent & landed(now))
         if active and done != st.session_state.get(f"_compact_{what}") and (
                 landed_urgent or page_due(done == len(keys))):
             st.session_state[f"_compact_{what}"] = done
