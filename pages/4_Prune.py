@@ -180,19 +180,29 @@ with controls:
         ss.pop("_search", None)
     elif pending and info.state == "error":
         ss.pop("_search", None)
-        st.error(f"The search failed: {info.error}")
+        ss["_search_found"] = {"where": (task, method, round(ffn, 4), heads, alloc), "kind": "error",
+                               "message": f"The search failed: {info.error}"}
     elif pending and info.state == "done":
         ss.pop("_search", None)
         best = info.result
+        # the answer stays on screen as long as the page shows the setting it was found for (a one-off message
+        # would vanish at the next rerun, which the landing of the slider's own point triggers a moment later)
         if best is None:
-            st.warning(f"No evaluated setting keeps {pending['target']:.1f}% of the dense metric at head "
-                       f"sparsity {heads:.0%}.")
+            ss["_search_found"] = {"where": (task, method, round(ffn, 4), heads, alloc), "kind": "warning",
+                                   "message": f"No evaluated setting keeps {pending['target']:.1f}% of the dense "
+                                              f"metric at head sparsity {heads:.0%}."}
         else:
-            C.set_value("ffn_sparsity", round(best.ffn_sparsity, 4))
+            found_ffn = round(best.ffn_sparsity, 4)
+            C.set_value("ffn_sparsity", found_ffn)
             with_rec = f" with {pending['recovery']} recovery" if pending.get("recovery") else ""
-            C.flash(f"Smallest model keeping {pending['target']:.1f}% of dense{with_rec}: FFN sparsity "
-                    f"{best.ffn_sparsity:.1%}, {100 * best.kept_params / best.total_params:.1f}% of the "
-                    f"parameters, {best.metric_name} {best.metric:.4f}.")
+            ss["_search_found"] = {"where": (task, method, found_ffn, heads, alloc), "kind": "success",
+                                   "message": f"Smallest model keeping {pending['target']:.1f}% of dense{with_rec}: "
+                                              f"FFN sparsity {found_ffn:.1%}, "
+                                              f"{100 * best.kept_params / best.total_params:.1f}% of the "
+                                              f"parameters, {best.metric_name} {best.metric:.4f}."}
             st.rerun()
     elif pending:
         C.show_progress([pending["key"]])
+    found = ss.get("_search_found")
+    if found and found["where"] == (task, method, round(ffn, 4), heads, alloc):
+        {"success": st.success, "warning": st.warning, "error": st.error}[found["kind"]](found["message"])

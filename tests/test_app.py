@@ -129,7 +129,15 @@ def test_prune_page_slider_changes_metric_and_smallest_model_helper(env):
     [b for b in at.button if b.label == "Find smallest model"][0].click().run()
     settle(at)
     _no_exception(at)
-    assert any("Smallest model keeping" in s.value for s in at.success) or at.warning
+    found = [s.value for s in at.success if "Smallest model keeping" in s.value]
+    assert found or at.warning
+    if found:  # the answer stays on screen while the page shows the setting it found, through later reruns
+        assert f"FFN sparsity {at.slider(key='w_ffn_sparsity').value:.1%}" in found[0]
+        at.run()
+        assert any("Smallest model keeping" in s.value for s in at.success)
+        at.slider(key="w_ffn_sparsity").set_value(0.0)
+        settle(at)
+        assert not any("Smallest model keeping" in s.value for s in at.success)
 
 
 def test_heatmaps_page_inspector_and_overlap(env):
