@@ -109,18 +109,26 @@ def stop_process(proc, timeout: float = 20) -> None:
 def settle(at, timeout: float = 300, rounds: int = 6):
     """Run the page, wait until the job engine has nothing left to do, run again - until a run submits nothing
     new (AppTest does not run the pages' self-refreshing fragments, so this stands in for them)."""
-    from tp_core.jobs import get_engine
+    from tp_core.jobs import ACTIVE, get_engine
 
-    at.run()
     eng = get_engine()
+
+    def ended() -> set:
+        return {(i.key, i.state) for i in eng.jobs() if i.state not in ACTIVE}
+
+    before = ended()
+    at.run()
     t0 = time.time()
     for _ in range(rounds):
-        if not eng.jobs(active_only=True):
+        # done only when nothing runs and nothing ended while the page ran (a job that lands during a run is
+        # drawn by the next one: returning then was a race that left a finished search undrawn)
+        if not eng.jobs(active_only=True) and ended() == before:
             return at
         while eng.jobs(active_only=True):
             if time.time() - t0 > timeout:
                 raise TimeoutError(f"jobs still running: {[i.label for i in eng.jobs(active_only=True)][:5]}")
             time.sleep(0.1)
+        before = ended()
         at.run()
     return at
 
