@@ -161,6 +161,20 @@ def test_remaining_time_follows_the_recent_pace_not_a_slow_start():
     assert few.remaining == pytest.approx(0.55 * 20 - 5, rel=0.05)  # 20 s per unit, 5 s since the last report
 
 
+def test_remaining_time_leaves_out_the_first_batchs_warm_up():
+    from tp_core.jobs import JobInfo
+
+    now = time.time()
+    # "starting" at 0%, the first quarter took 5 s (warm-up: first forward and backward passes), the second 1 s
+    info = JobInfo("k", "scores", "a job", state="running", started=now - 6)
+    info.first_report, info.reports, info.progress = (now - 6, 0.0), [(now - 1, 0.25), (now, 0.5)], 0.5
+    assert info.remaining == pytest.approx(2.0, abs=0.05)  # 4 s per unit, not 12 (the pace since the start)
+    # one batch only: nothing better than since the start
+    one = JobInfo("k1", "scores", "a job", state="running", started=now - 5)
+    one.first_report, one.reports, one.progress = (now - 5, 0.0), [(now, 0.25)], 0.25
+    assert one.remaining == pytest.approx(15.0, abs=0.05)
+
+
 def test_throughput_estimates_persist(tmp_path, monkeypatch):
     monkeypatch.setenv("TP_HOME", str(tmp_path))
     t = Throughput()

@@ -557,11 +557,16 @@ def show_progress(keys: list[str], title: str | None = None) -> None:
 
     infos = [job_info(k) for k in keys]
     active = any(i is not None and i.state in ACTIVE for i in infos)
+    # a job about to end is polled every URGENT_POLL_S, so its result appears when it lands, not up to a poll
+    # later (a fragment's interval is fixed when the page draws it: the page is redrawn once to switch)
+    fast = active and _ending_soon(infos)
     state: dict = {}
 
     def body():
         _refresh_stale_panel(state)
         now = [job_info(k) for k in keys]
+        if active and not fast and _ending_soon(now):
+            st.rerun(scope="app")
         if title:
             st.markdown(title)
         for info in now:
@@ -574,7 +579,16 @@ def show_progress(keys: list[str], title: str | None = None) -> None:
         if active and not any(i is not None and i.state in ACTIVE for i in now):
             st.rerun(scope="app")
 
-    st.fragment(body, run_every=POLL_S if active else None)()
+    st.fragment(body, run_every=(URGENT_POLL_S if fast else POLL_S) if active else None)()
+
+
+def _ending_soon(infos) -> bool:
+    """Whether a running job is estimated to end within the next regular poll."""
+    for i in infos:
+        left = i.remaining if i is not None and i.state == "running" else None
+        if left is not None and left < POLL_S:
+            return True
+    return False
 
 
 # ----- sidebar -------------------------------------------------------------------------------------------------

@@ -139,6 +139,9 @@ class JobInfo:
         pts = ([self.first_report] if self.first_report is not None else []) + list(self.reports)
         if len(pts) < 2:
             return self.first_report
+        batches = [r for r in pts if r[1] > 0]  # the start (fraction 0) would carry the first batch's warm-up
+        if len(batches) >= 2:
+            pts = batches
         older = [r for r in pts[:-1] if now - r[0] <= PACE_WINDOW_S]
         return older[0] if older else pts[-2]
 
@@ -319,10 +322,15 @@ class Throughput:
 
 
 # ----- client side -----------------------------------------------------------------------------------------------
-def default_workers() -> tuple[int, int]:
-    """(worker processes, threads per worker) for the embedded cluster: threads = cores, torch threads = 1 each."""
+def default_workers(processes: bool = False) -> tuple[int, int]:
+    """(workers, threads per worker) for the embedded cluster: workers x threads = cores, torch threads = 1 each.
+    With worker processes, one per core with one thread: two threads of one process share its GIL, and a job's
+    Python work (batching, hooks, torch's per-op dispatch of small batches) held the other back - with 8 sessions'
+    short points queued, both threads of one process were busy 94% of the time on 0.83 of a core, the other 1.2
+    cores going to the browsers on the same machine. In-process workers (the tests, `streamlit run` without
+    TP_SCHEDULER) share the app's GIL anyway: one worker with a thread per core."""
     cores = os.cpu_count() or 1
-    workers = int(os.environ.get("TP_WORKERS", "1"))
+    workers = int(os.environ.get("TP_WORKERS", "0") or 0) or (cores if processes else 1)
     threads = int(os.environ.get("TP_WORKER_THREADS", "0") or 0) or max(1, cores // max(1, workers))
     return max(1, workers), threads
 
@@ -357,7 +365,7 @@ class Engine:
                               f"{type(exc).__name__}: {str(exc)[:200]}") from None
             self.address = address
         else:
-            w, t = default_workers()
+            w, t = default_workers(processes)
             extra = {"env": {ENV_WORKER_NICE: os.environ.get(ENV_WORKER_NICE, str(WORKER_NICE))}} if processes else {}
             self.cluster = LocalCluster(n_workers=n_workers or w, threads_per_worker=threads_per_worker or t,
                                         processes=processes, dashboard_address=None, silence_logs=logging.CRITICAL,
