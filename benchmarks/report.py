@@ -228,7 +228,8 @@ def _browser_section(res: dict) -> list[str]:
                      "" if v is None else ("met" if ok(v) else "**not met**")])
     return ["## 5b. The app in a real browser (job engine)", "",
             f"benchmarks/bench_interactive.py: Debian Chromium against `python -m tp_core serve` (its Dask cluster, "
-            f"one worker process with 2 threads x 1 torch thread), model {meta.get('model')}, cold score and curve "
+            f"{meta.get('engine') or 'one worker process with 2 threads x 1 torch thread'}), model "
+            f"{meta.get('model')}, cold score and curve "
             f"caches; the browser runs on the same 2 cores as the server. Run {meta.get('date')}, load average "
             f"{fmt(meta.get('load_before'), 1)} before and {fmt(meta.get('load_after'), 1)} after "
             f"(`{meta.get('command')}`).", "",
@@ -259,9 +260,18 @@ def _browser_notes(meta: dict) -> list[str]:
                      "the same 2 cores as the server")
             if d.get("concurrent8_preempted_restarts") is not None:
                 extra += f"; {d['concurrent8_preempted_restarts']} running curve points gave way to slider points"
-        if v.get("browser_nice"):
-            extra += (f"; Chromium at nice {v['browser_nice']} (the browsers stand in for the users' own machines: "
-                      "they take the CPU the server and its workers leave)")
+        if v.get("browser_nice") and v.get("browser_renice"):
+            extra += (f"; Chromium held at nice {v['browser_nice']} (every thread of it, re-applied every 0.5 s: "
+                      "the browsers stand in for the users' own machines and take the CPU the server and its "
+                      "workers leave)")
+        elif v.get("browser_nice"):
+            extra += (f"; Chromium started at nice {v['browser_nice']} by a wrapper, which did not hold: Chromium "
+                      "set its renderers back to nice 0 (its GPU process to -8), so the browsers competed with the "
+                      "job workers at nice 10")
+        cores = d.get("concurrent8_cpu_cores") if key == "concurrent8_new_point_p95_s" else None
+        if cores:
+            extra += ("; CPU while the points were due, in cores: "
+                      + ", ".join(f"{role} {fmt(c, 2)}" for role, c in cores.items()))
         label = "the walk's keys" if key == "ui_longest_rerun_s" else f"`{key}`"
         notes.append(f"- {label} from {where}{extra}.")
     hist = meta.get("history") or []
