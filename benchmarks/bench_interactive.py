@@ -497,7 +497,7 @@ def main() -> int:
         prev = {k: prev_doc.get(k) for k in hist_keys}
         prev["concurrent8_new_point_median_s"] = (old.get("details") or {}).get("concurrent8_new_point_median_s")
         history.append({"date": old["date"], **prev, "note": old.get("note", "")})
-    doc["meta"]["interactive"]["history"] = history
+    doc["meta"]["interactive"]["history"] = sorted(history, key=lambda h: h.get("date") or "")
     if args.note:
         doc["meta"]["interactive"]["note"] = args.note
     old_details = old.get("details") or {}
