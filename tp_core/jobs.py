@@ -322,15 +322,14 @@ class Throughput:
 
 
 # ----- client side -----------------------------------------------------------------------------------------------
-def default_workers(processes: bool = False) -> tuple[int, int]:
-    """(workers, threads per worker) for the embedded cluster: workers x threads = cores, torch threads = 1 each.
-    With worker processes, one per core with one thread: two threads of one process share its GIL, and a job's
-    Python work (batching, hooks, torch's per-op dispatch of small batches) held the other back - with 8 sessions'
-    short points queued, both threads of one process were busy 94% of the time on 0.83 of a core, the other 1.2
-    cores going to the browsers on the same machine. In-process workers (the tests, `streamlit run` without
-    TP_SCHEDULER) share the app's GIL anyway: one worker with a thread per core."""
+def default_workers() -> tuple[int, int]:
+    """(workers, threads per worker) for the embedded cluster: one worker, a thread per core, 1 torch thread each.
+    Measured against one worker process per core (benchmarks/bench_worker_layout.py, sst2's default curves on
+    cold caches, no browser): 2 processes x 1 thread took 133 s, 1 process x 2 threads 85 s, although two threads
+    of one process share its GIL (with 8 sessions' short points queued, both threads were busy 94% of the time
+    on 0.83 of a core). `TP_WORKERS` / `TP_WORKER_THREADS` change it."""
     cores = os.cpu_count() or 1
-    workers = int(os.environ.get("TP_WORKERS", "0") or 0) or (cores if processes else 1)
+    workers = int(os.environ.get("TP_WORKERS", "0") or 0) or 1
     threads = int(os.environ.get("TP_WORKER_THREADS", "0") or 0) or max(1, cores // max(1, workers))
     return max(1, workers), threads
 
@@ -365,7 +364,7 @@ class Engine:
                               f"{type(exc).__name__}: {str(exc)[:200]}") from None
             self.address = address
         else:
-            w, t = default_workers(processes)
+            w, t = default_workers()
             extra = {"env": {ENV_WORKER_NICE: os.environ.get(ENV_WORKER_NICE, str(WORKER_NICE))}} if processes else {}
             self.cluster = LocalCluster(n_workers=n_workers or w, threads_per_worker=threads_per_worker or t,
                                         processes=processes, dashboard_address=None, silence_logs=logging.CRITICAL,
