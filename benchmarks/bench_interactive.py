@@ -163,24 +163,34 @@ def _write(out: dict, path: str) -> None:
     Path(path).write_text(json.dumps(out, indent=2))
 
 
+def _processes():
+    """(/proc entry, command line) of every process on this machine that is still there when read."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                yield proc, (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+
+
 def _cpu_by_role() -> dict:
     """CPU seconds used so far by each role on this machine: the browsers (Chromium), the app server (Streamlit),
     the job workers, everything else; from /proc (utime + stime of every process, all its threads)."""
     tick = os.sysconf("SC_CLK_TCK")
     out: dict = {"browsers": 0.0, "app server": 0.0, "job workers": 0.0, "other": 0.0}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    for proc, cmd in _processes():
         try:
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        used = (int(fields[11]) + int(fields[12])) / tick
-        role = ("browsers" if "chrom" in cmd.split(" ")[0] else "app server" if "tp_app.launch" in cmd else
+        role = ("browsers" if _is_chromium(cmd) else "app server" if "tp_app.launch" in cmd else
                 "job workers" if "spawn_main" in cmd or "distributed.cli" in cmd else "other")
-        out[role] += used
+        out[role] += (int(fields[11]) + int(fields[12])) / tick
     return out
+
+
+def _is_chromium(cmd: str) -> bool:
+    return "chrom" in cmd.split(" ")[0]
 
 
 class _BrowserRenicer:
@@ -199,10 +209,10 @@ class _BrowserRenicer:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
-            for proc in Path("/proc").iterdir():
+            for proc, cmd in _processes():
+                if not _is_chromium(cmd):
+                    continue
                 try:
-                    if not proc.name.isdigit() or not (proc / "comm").read_text().startswith("chrom"):
-                        continue
                     for task in (proc / "task").iterdir():
                         tid = int(task.name)
                         if os.getpriority(os.PRIO_PROCESS, tid) != self.nice:
@@ -490,8 +500,7 @@ def main() -> int:
             doc["meta"]["interactive"][key] = {k: out.get(k) for k in ("date", "command", "load_before",
                                                                        "browser_nice", "browser_renice", "engine")}
     # the run this one replaces as the headline joins the table of earlier runs (the report draws it)
-    hist_keys = ("ui_longest_rerun_s", "first_curve_point_s", "default_curves_s", "walk_blocking_s",
-                 "estimate_error_max", "concurrent8_new_point_p95_s")
+    hist_keys = [k for k in KEYS if k != "shared_job_count"]  # the walk's and the 8 sessions' figures
     history = list(old.get("history") or [])
     if old.get("date") and not any(h.get("date") == old["date"] for h in history):
         prev = {k: prev_doc.get(k) for k in hist_keys}
@@ -506,9 +515,9 @@ def main() -> int:
         for k in ("walk", "page_runs", "attribution_s", "attribution_pre_estimate_s", "attribution_panel_estimate",
                   "shared_jobs_run", "concurrent8_new_point_s", "concurrent8_new_point_median_s",
                   "concurrent8_preempted_restarts", "concurrent8_cpu_cores")}
-    tmp = results.with_name(f".{results.name}.{os.getpid()}.tmp")  # atomic: never a half-written results.json
-    tmp.write_text(json.dumps(doc, indent=2))
-    os.replace(tmp, results)
+    from tp_core.paths import atomic_write_text
+
+    atomic_write_text(results, json.dumps(doc, indent=2))  # never a half-written results.json
     for k in KEYS:
         print(f"{k:32s} {out.get(k)}")
     print("walk:", {k: round(v, 2) for k, v in out.get("walk", {}).items()})

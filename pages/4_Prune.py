@@ -176,11 +176,12 @@ with controls:
                          "recovery": recover_level if recover_on else None}
     pending = ss.get("_search")
     info = C.job_info(pending["key"]) if pending else None
+    here = (task, method, round(ffn, 4), heads, alloc)  # the setting an answer of the search belongs to
     if pending and (info is None or info.state == "cancelled"):
         ss.pop("_search", None)
     elif pending and info.state == "error":
         ss.pop("_search", None)
-        ss["_search_found"] = {"where": (task, method, round(ffn, 4), heads, alloc), "kind": "error",
+        ss["_search_found"] = {"where": here, "kind": "error",
                                "message": f"The search failed: {info.error}"}
     elif pending and info.state == "done":
         ss.pop("_search", None)
@@ -188,7 +189,7 @@ with controls:
         # the answer stays on screen as long as the page shows the setting it was found for (a one-off message
         # would vanish at the next rerun, which the landing of the slider's own point triggers a moment later)
         if best is None:
-            ss["_search_found"] = {"where": (task, method, round(ffn, 4), heads, alloc), "kind": "warning",
+            ss["_search_found"] = {"where": here, "kind": "warning",
                                    "message": f"No evaluated setting keeps {pending['target']:.1f}% of the dense "
                                               f"metric at head sparsity {heads:.0%}."}
         else:
@@ -204,5 +205,5 @@ with controls:
     elif pending:
         C.show_progress([pending["key"]])
     found = ss.get("_search_found")
-    if found and found["where"] == (task, method, round(ffn, 4), heads, alloc):
+    if found and found["where"] == here:
         {"success": st.success, "warning": st.warning, "error": st.error}[found["kind"]](found["message"])

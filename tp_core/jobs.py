@@ -329,9 +329,9 @@ def default_workers() -> tuple[int, int]:
     of one process share its GIL (with 8 sessions' short points queued, both threads were busy 94% of the time
     on 0.83 of a core). `TP_WORKERS` / `TP_WORKER_THREADS` change it."""
     cores = os.cpu_count() or 1
-    workers = int(os.environ.get("TP_WORKERS", "0") or 0) or 1
-    threads = int(os.environ.get("TP_WORKER_THREADS", "0") or 0) or max(1, cores // max(1, workers))
-    return max(1, workers), threads
+    workers = max(1, int(os.environ.get("TP_WORKERS") or 1))
+    threads = int(os.environ.get("TP_WORKER_THREADS") or 0) or max(1, cores // workers)
+    return workers, threads
 
 
 class Engine:
