@@ -307,7 +307,7 @@ def analyse(r: Run, tasks: list[str], infos: dict) -> dict:
         return stats[t].point(val_preds(key)) / dense[t], b
 
     cells = []
-    for key in sorted(k for k in r.preds if len(k) == 6):
+    for key in sorted(k for k in r.preds if len(k) == 6 and k[0] in stats):  # resumed tasks join when reached
         t = key[0]
         pt, kb = keep(t, key)
         mb = stats[t].boot(val_preds(key))

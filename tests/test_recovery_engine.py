@@ -123,3 +123,41 @@ def test_smallest_model_search_with_recovery(engine, tiny):
     rec = recover(model, "sst2", masks, load_split("sst2", "train", limit=16, seed=0), rcfg)
     direct = evaluate_masked(model, "sst2", load_split("sst2", "validation", limit=32), masks, recovery=rec)
     assert best.metric == pytest.approx(direct.metric)
+
+
+def test_a_larger_pass_evaluates_only_the_examples_a_smaller_pass_did_not(tiny, monkeypatch):
+    """The curves' second pass (500 examples whose seeded draw starts with the coarse pass's 100) reuses the
+    coarse pass's per-example predictions: only the new examples go through the model, and the metric is that of
+    evaluating all of them at once."""
+    import tp_core.work as work
+    from tp_core.paths import tp_home
+
+    model, ref = tiny
+    sc = attribute(model, "sst2", AttributionConfig(method="magnitude"))
+    pcfg = PruneConfig(0.55, 0.25)
+    seen = []
+    real = work.masked_logits
+    monkeypatch.setattr(work, "masked_logits", lambda m, h, d, *a, **k: seen.append(len(d)) or real(m, h, d, *a, **k))
+    noop = lambda f, m: None  # noqa: E731
+    small, big = DataRef("sst2", "validation", 16), DataRef("sst2", "validation", 40)
+    for scores, cfg in ((sc, pcfg), (None, None)):  # a pruned point and the dense one
+        seen.clear()
+        point(noop, ref, "sst2", scores, cfg, small)
+        res = point(noop, ref, "sst2", scores, cfg, big)
+        assert seen == [16, 24]
+        masks = None if cfg is None else build_masks(sc, cfg, model.unit_shape())
+        direct = evaluate_masked(model, "sst2", load_split("sst2", "validation", limit=40), masks)
+        assert res.record.metric == pytest.approx(direct.metric) and res.n == 40
+    # a recovered point: the recovery is fitted only when some example needs the model; its summary is kept
+    rcfg, calib = RecoveryConfig("bias", 16), DataRef("sst2", "train", 16, 0)
+    seen.clear()
+    point(noop, ref, "sst2", sc, pcfg, small, rcfg, calib)
+    first = point(noop, ref, "sst2", sc, pcfg, big, rcfg, calib)
+    assert seen == [16, 24] and first.recovery["level"] == "bias"
+    for f in (tp_home() / "points").iterdir():
+        f.unlink()  # the finished points are gone, the per-example predictions are not
+    fits = []
+    monkeypatch.setattr(work, "recover", lambda *a, **k: fits.append(1))
+    again = point(noop, ref, "sst2", sc, pcfg, big, rcfg, calib)
+    assert seen == [16, 24] and not fits
+    assert again.record.metric == first.record.metric and again.recovery == first.recovery

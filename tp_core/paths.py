@@ -115,7 +115,7 @@ def clean_interrupted(folder: str | Path) -> list[str]:
 
 
 # ----- size cap on the caches ----------------------------------------------------------------------------------------
-CACHE_DIRS = ("scores", "curves")
+CACHE_DIRS = ("scores", "curves", "points", "preds")
 
 
 _CLEANED: set[Path] = set()

@@ -15,6 +15,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+
 from .attribution import DATA_FREE, AttributionConfig, UnitScores, attribute
 from .data import TaskData, load_split
 from .errors import TPError
@@ -167,21 +169,82 @@ def scores(progress: Progress, ref: ModelRef, head: str, cfg: AttributionConfig,
     return attribute(model, head, cfg, data=get_data(data), progress=progress)
 
 
-def _point_cache(ref: ModelRef, head: str, scores_id: str, pcfg: PruneConfig | None, data,
-                 rcfg: RecoveryConfig | None = None, calib=None) -> object:
-    parts = [ref.fingerprint, head, scores_id, repr(pcfg), data_identity(data)]
+def _setting_parts(ref: ModelRef, head: str, scores_id: str, pcfg: PruneConfig | None,
+                   rcfg: RecoveryConfig | None = None, calib=None) -> list:
+    parts = [ref.fingerprint, head, scores_id, repr(pcfg)]
     if rcfg is not None:  # recovered points are other points (plain ones keep their old cache keys)
         parts += [repr(rcfg), data_identity(calib)]
+    return parts
+
+
+def _point_cache(ref: ModelRef, head: str, scores_id: str, pcfg: PruneConfig | None, data,
+                 rcfg: RecoveryConfig | None = None, calib=None) -> object:
+    parts = _setting_parts(ref, head, scores_id, pcfg, rcfg, calib)
+    parts.insert(4, data_identity(data))
     h = hashlib.sha256(json.dumps(parts).encode())
     return cache_dir("points") / f"{h.hexdigest()[:24]}.json"
 
 
+def example_keys(data: TaskData) -> list[str]:
+    """A content key per example (its text and pair): the same example has the same key in every subset."""
+    pairs = data.pairs if data.pairs is not None else [None] * len(data)
+    return [hashlib.sha1(json.dumps([t, p]).encode()).hexdigest()[:20] for t, p in zip(data.texts, pairs)]
+
+
+RECOVERY_KEY = "_recovery"  # a PredictionStore entry that is not an example: the setting's Recovery.summary()
+
+
+class PredictionStore:
+    """Per-example predictions of one setting (model, head, scores, prune config, recovery), whatever data they
+    were evaluated on. The progressive curves evaluate a point on a seeded subset of 100 examples first and then on
+    500 whose seeded draw starts with the same 100 (`random.sample` draws in order), so the second pass evaluates
+    only the 400 new examples. One file per setting in the cache (LRU-capped with the others); writes are atomic,
+    and two jobs writing at once can only lose entries, never corrupt them. A reused prediction came from another
+    batch composition: its logits may differ from a fresh run's by float rounding (~1e-6)."""
+
+    def __init__(self, parts: list):
+        self.path = cache_dir("preds") / f"{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]}.json"
+
+    def load(self) -> dict:
+        try:
+            doc = json.loads(self.path.read_text())
+            touch(self.path)
+            return doc if isinstance(doc, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def add(self, preds: dict) -> None:
+        if not preds:
+            return
+        merged = self.load()
+        merged.update(preds)
+        atomic_write_text(self.path, json.dumps(merged))
+        enforce_cache_cap(keep=self.path)
+
+
 def _evaluate(progress: Progress, model, head: str, data: TaskData, masks, label: str,
-              recovery=None) -> tuple[float, float, float]:
-    progress(0.0, f"{label}: evaluating {len(data)} examples")
-    report = lambda f, m: progress(0.9 * f, f"{label}: {m}")  # noqa: E731
-    logits = masked_logits(model, head, data, masks, recovery, batch_size=32, progress=report)
-    preds = predictions(logits, data.spec.problem)
+              recovery: "Callable[[], object] | None" = None,
+              store: PredictionStore | None = None) -> tuple[float, float, float]:
+    """Metric and bootstrap interval of one setting on `data`; examples the setting's `store` already holds are
+    not evaluated again. `recovery` is called (to fit it) only when some example needs the model."""
+    keys = example_keys(data)
+    known = store.load() if store is not None else {}
+    todo = [i for i, k in enumerate(keys) if k not in known]
+    if recovery is not None and RECOVERY_KEY not in known:
+        todo = list(range(len(keys)))  # predictions without the recovery's summary: not from a finished point
+    reused = len(keys) - len(todo)
+    progress(0.0, f"{label}: evaluating {len(todo)} examples" + (f" ({reused} reused)" if reused else ""))
+    if todo:
+        fitted = recovery() if recovery is not None else None
+        report = lambda f, m: progress(0.9 * f, f"{label}: {m}")  # noqa: E731
+        part = data if not reused else data.subset(todo)
+        logits = masked_logits(model, head, part, masks, fitted, batch_size=32, progress=report)
+        new = predictions(logits, data.spec.problem).tolist()
+        fresh = {keys[i]: v for i, v in zip(todo, new)}
+        known.update(fresh)
+        if store is not None:
+            store.add(fresh)
+    preds = np.asarray([known[k] for k in keys])
     metric = compute_metric(data.spec.metric, preds, data.labels)
     progress(0.9, f"{label}: bootstrap interval")
     lo, hi = metric_interval(data.spec.metric, preds, data.labels)
@@ -209,23 +272,33 @@ def point(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores 
         except (OSError, ValueError, KeyError, TypeError):
             path.unlink(missing_ok=True)
     total = count_params(model, head)
+    store = PredictionStore(_setting_parts(ref, head, sid, pcfg, rcfg, calib))
+    fitted = None
     if pcfg is None:
-        metric, lo, hi = _evaluate(progress, model, head, data, None, "dense")
+        metric, lo, hi = _evaluate(progress, model, head, data, None, "dense", store=store)
         rec = SweepRecord("dense", 0.0, 0.0, total, total, data.spec.metric, metric)
     else:
         pcfg.validate()
         masks = build_masks(unit_scores, pcfg, model.unit_shape())
-        label, fitted, prog = f"{unit_scores.method} at FFN {pcfg.ffn_sparsity:.0%}", None, progress
+        label, fit, prog = f"{unit_scores.method} at FFN {pcfg.ffn_sparsity:.0%}", None, progress
         if rcfg is not None:
-            progress(0.0, f"{label}: recovery ({rcfg.level})")
-            fitted = recover(model, head, masks, _calibration(calib, data, rcfg), rcfg,
-                             progress=lambda f, m: progress(0.5 * f, f"{label}: {m}"))
+            def fit():
+                nonlocal fitted
+                progress(0.0, f"{label}: recovery ({rcfg.level})")
+                fitted = recover(model, head, masks, _calibration(calib, data, rcfg), rcfg,
+                                 progress=lambda f, m: progress(0.5 * f, f"{label}: {m}"))
+                store.add({RECOVERY_KEY: fitted.summary()})
+                return fitted
+
             label, prog = f"{label} + {rcfg.level}", (lambda f, m: progress(0.5 + 0.5 * f, m))
-        metric, lo, hi = _evaluate(prog, model, head, data, masks, label, recovery=fitted)
+        metric, lo, hi = _evaluate(prog, model, head, data, masks, label, recovery=fit, store=store)
         method = unit_scores.method + (f"+{rcfg.level}" if rcfg is not None else "")
         rec = SweepRecord(method, float(pcfg.ffn_sparsity), float(pcfg.head_sparsity),
                           kept_params(model, masks, head), total, data.spec.metric, metric)
-    out = PointResult(rec, lo, hi, len(data), fitted.summary() if rcfg is not None else None)
+    summary = None
+    if rcfg is not None:  # every example reused: the summary of the fit that predicted them
+        summary = fitted.summary() if fitted is not None else store.load().get(RECOVERY_KEY)
+    out = PointResult(rec, lo, hi, len(data), summary)
     atomic_write_text(path, json.dumps(out.to_dict()))
     enforce_cache_cap(keep=path)
     return out
