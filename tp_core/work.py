@@ -197,8 +197,9 @@ RECOVERY_KEY = "_recovery"  # a PredictionStore entry that is not an example: th
 class PredictionStore:
     """Per-example predictions of one setting (model, head, scores, prune config, recovery), whatever data they
     were evaluated on. The progressive curves evaluate a point on a seeded subset of 100 examples first and then on
-    500 whose seeded draw starts with the same 100 (`random.sample` draws in order), so the second pass evaluates
-    only the 400 new examples. One file per setting in the cache (LRU-capped with the others); writes are atomic,
+    500 whose seeded draw usually starts with the same 100 (`random.sample` draws in order; its algorithm depends on
+    the sizes, so for some split sizes, e.g. mr's 2,133, the draws differ), so the second pass evaluates only the
+    new examples. Examples are matched by content, so a draw that is not nested is only evaluated in full. One file per setting in the cache (LRU-capped with the others); writes are atomic,
     and two jobs writing at once can only lose entries, never corrupt them. A reused prediction came from another
     batch composition: its logits may differ from a fresh run's by float rounding (~1e-6)."""
 
