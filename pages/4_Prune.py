@@ -42,7 +42,8 @@ with controls:
                                 disabled=not recover_on,
                                 help="bias: fold the removed units' mean output into the bias (nearly free). "
                                      "scale: one scale per kept unit, layer by layer. lstsq: ridge least-squares "
-                                     "re-fit of the kept output columns, layer by layer (strongest).")
+                                     "re-fit of the kept output columns, layer by layer, then of the task "
+                                     "head's first projection (strongest).")
 
 method = ss["attr_method"]
 methods = [method] + list(baselines)

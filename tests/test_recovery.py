@@ -45,14 +45,15 @@ def _masks(model, ffn=0.6, heads=0.5, method="magnitude"):
 
 
 @pytest.mark.parametrize("level", SOLVED)
-def test_nothing_removed_is_the_identity(level, calib, val):
+def test_nothing_removed_is_the_identity(level, val):
     model = shared("bert")
+    calib = load_split("sst2", "train", limit=96, seed=3)  # enough texts for the head re-fit (2 x 33 unknowns)
     dense = predict_logits(model, "sst2", val)
     masks = UnitMasks.dense(model.unit_shape())
     assert recover(model, "sst2", masks, calib, level).corrections == []  # nothing to fit by default
     rec = recover(model, "sst2", masks, calib, RecoveryConfig(level=level, fit_all=True))  # fit every projection
-    if level != "bias":
-        assert len(rec.corrections) == 2 * model.num_layers
+    if level != "bias":  # every projection, and for lstsq the task head's first projection too
+        assert len(rec.corrections) == 2 * model.num_layers + (level == "lstsq")
     for c in rec.corrections:
         if c.scale is not None:
             np.testing.assert_allclose(c.scale, 1.0, atol=1e-4)
@@ -131,6 +132,8 @@ def _systems(model, masks, rec, calib):
     with torch.no_grad(), gated(masks.gates(recovery=rec)):
         student = collect(None)
     for c in rec.corrections:
+        if c.kind == "head":
+            continue  # the task head's re-fit: _head_system
         l, p = c.layer, model.layer_parts(c.layer)
         if c.kind == "heads":
             d = p.head_dim
@@ -148,12 +151,37 @@ def _systems(model, masks, rec, calib):
     return got
 
 
-def test_lstsq_solution_matches_torch_linalg_lstsq(calib):
+def _head_system(model, masks, rec, calib):
+    """The head re-fit's system: the pooled sequence of the pruned + recovered model (without the head's own
+    correction) against the head projection's output on the dense model's pooled sequence."""
+    from tp_core.gates import GateState, gated
+
+    proj = model.head_projection("sst2")
+    got = []
+    handle = proj.register_forward_hook(lambda m, a, o: got.append((a[0].detach(), o.detach())))
+    layers_only = Recovery(rec.level, rec.task, rec.config, [c for c in rec.corrections if c.kind != "head"])
+    try:
+        with torch.no_grad():
+            for state in (GateState(), masks.gates(recovery=layers_only)):
+                with gated(state):
+                    for _, batch in model.batches(calib.texts, calib.pairs, 32, 128):
+                        model(**batch, task="sst2")
+    finally:
+        handle.remove()
+    half = len(got) // 2
+    B = torch.cat([o for _, o in got[:half]]).double()
+    x = torch.cat([a for a, _ in got[half:]]).double()
+    return x, B, proj.weight.detach().double(), proj.bias.detach().double(), proj.in_features, 1
+
+
+def test_lstsq_solution_matches_torch_linalg_lstsq():
     model = shared("bert")
+    calib = load_split("sst2", "train", limit=96, seed=3)  # enough texts for the head re-fit (2 x 33 unknowns)
     masks = _masks(model, 0.6, 0.5)
     rec = recover(model, "sst2", masks, calib, RecoveryConfig(level="lstsq", ridge=1e-2))
-    assert len(rec.corrections) == 2 * model.num_layers
+    assert len(rec.corrections) == 2 * model.num_layers + 1 and rec.corrections[-1].kind == "head"
     systems = _systems(model, masks, rec, calib)
+    systems[("head", -1)] = _head_system(model, masks, rec, calib)
     for c in rec.corrections:
         x, B, Wk, b, _, _ = systems[(c.kind, c.layer)]
         A1 = torch.cat([x, torch.ones(len(x), 1, dtype=torch.float64)], 1)
@@ -167,6 +195,8 @@ def test_lstsq_solution_matches_torch_linalg_lstsq(calib):
                           (b + torch.as_tensor(c.bias, dtype=torch.float64)).view(1, -1)], 0)
         np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-3, atol=2e-4)
         assert c.info["err_after"] < c.info["err_before"]
+    few = recover(model, "sst2", masks, load_split("sst2", "train", limit=24, seed=3), "lstsq")
+    assert [c.kind for c in few.corrections if c.kind == "head"] == []  # 24 texts: underdetermined, not fitted
 
 
 def test_scale_solution_matches_torch_linalg_lstsq_on_the_per_unit_system(calib):

@@ -31,6 +31,8 @@ class GateState:
     # Additive corrections of the projection's *output* (training-free recovery, see recovery.py), per layer:
     ffn_out: dict[int, "OutputCorrection"] = field(default_factory=dict)
     heads_out: dict[int, "OutputCorrection"] = field(default_factory=dict)
+    # ... and of a task head's first projection (recovery's head re-fit), by head name
+    head_out: dict[str, "OutputCorrection"] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,15 @@ def _out_hook(layer: int, kind: str):
     return hook
 
 
+def _task_head_hook(name: str):
+    def hook(module, args, output):
+        st = _STATE.get()
+        corr = None if st is None else st.head_out.get(name)
+        return None if corr is None else output + corr(args[0])
+
+    return hook
+
+
 def install_gates(model) -> None:
     """(Re-)register the gate hooks on a `MultiTaskModel`: exactly one pre-hook (gates) and one forward hook
     (output corrections) per gated Linear, also after slicing."""
@@ -136,3 +147,9 @@ def install_gates(model) -> None:
             out = _out_hook(layer, kind)
             out._taskprune_gate = True
             linear.register_forward_hook(out)
+    for name in getattr(model, "tasks", {}):
+        proj = model.head_projection(name) if hasattr(model, "head_projection") else None
+        if proj is not None:
+            hook = _task_head_hook(name)
+            hook._taskprune_gate = True
+            proj.register_forward_hook(hook)

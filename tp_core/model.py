@@ -149,6 +149,14 @@ class MultiTaskModel(nn.Module):
             return only.name
         raise TPError(f"The model has no head for task {task!r}; its tasks are: {', '.join(self.tasks)}.")
 
+    def head_projection(self, task: str) -> "nn.Linear | None":
+        """The first Linear of `task`'s head, fed the pooled sequence (ClassificationHead.dense): what recovery's
+        head re-fit corrects. None for heads without one (a Hugging Face classifier's own head)."""
+        if self.kind != "multitask":
+            return None
+        head = self.heads[self.resolve_task(task)]
+        return head.dense if isinstance(head, ClassificationHead) else None
+
     def task_info(self, task: str) -> TaskHeadInfo:
         return self.tasks[self.resolve_task(task)]
 
