@@ -2,13 +2,14 @@
 
 bench_export.py's plans at a third of the parameters keep about 0.96-0.98 of dense on the reported half of the
 validation split, at the edge of the 0.97 goal. This measures, in one run on the full demo, the candidate levers at
-the plans of that size: the recovery ridge (`RecoveryConfig.ridge`), more scoring examples (ig with 256 instead of
-the app's 64), grad_x_act scores, and the vocabulary's `min_count` (fewer tokens: room for a lighter encoder plan),
-and the cost of the task vocabulary itself (the same plans with the full vocabulary).
+the plans of that size: the recovery ridge (`RecoveryConfig.ridge`), the head re-fit (`RecoveryConfig.head`), more
+scoring examples (ig with 256 instead of the app's 64), grad_x_act scores, and the vocabulary's `min_count` (fewer
+tokens: room for a lighter encoder plan), and the cost of the task vocabulary itself (the same plans with the full
+vocabulary).
 
 For each variant: the keep (vs the dense model with the full vocabulary) of every plan on the selection half and on
 the reported half (the same seeded halves as bench_export.py), and the mean over the plans of the paired difference
-to the default (ig, ridge 0.01, min_count 1) on each half, with a 95% bootstrap interval over examples
+to the default (ig, ridge 0.01, head re-fit, min_count 1) on each half, with a 95% bootstrap interval over examples
 (`scipy.stats.bootstrap`). A lever counts only where the interval on the reported half excludes zero.
 
     nice .venv/bin/python benchmarks/export_levers.py        # ~10 min on 2 cores; into docs/results.json
@@ -30,16 +31,16 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 PLANS = ((0.7, 0.7), (0.8, 0.5), (0.8, 0.7), (0.85, 0.5), (0.85, 0.7), (0.9, 0.25), (0.9, 0.5))
-# name -> (attribution overrides, ridge, vocabulary min_count or None for the full vocabulary)
+# name -> (attribution overrides, recovery overrides, vocabulary min_count or None for the full vocabulary)
 VARIANTS = {
-    "default (ig, ridge 0.01, task vocabulary)": ({}, 0.01, 1),
-    "full vocabulary": ({}, 0.01, None),
-    "ridge 0.001": ({}, 0.001, 1),
-    "ridge 0.1": ({}, 0.1, 1),
-    "ridge 0.3": ({}, 0.3, 1),
-    "ig on 256 examples": ({"samples": 256}, 0.01, 1),
-    "grad_x_act on 256 examples": ({"method": "grad_x_act", "samples": 256}, 0.01, 1),
-    "vocabulary min_count 2": ({}, 0.01, 2),
+    "default (ig, ridge 0.01, head re-fit, task vocabulary)": ({}, {}, 1),
+    "no head re-fit": ({}, {"head": False}, 1),
+    "full vocabulary": ({}, {}, None),
+    "ridge 0.001": ({}, {"ridge": 0.001}, 1),
+    "ridge 0.1": ({}, {"ridge": 0.1}, 1),
+    "ig on 256 examples": ({"samples": 256}, {}, 1),
+    "grad_x_act on 256 examples": ({"method": "grad_x_act", "samples": 256}, {}, 1),
+    "vocabulary min_count 2": ({}, {}, 2),
 }
 
 
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
     vocab_models, scores_by, rec_cache = {}, {}, {}
     correct: dict[str, np.ndarray] = {}  # variant -> (plans, examples) bool
     rows = []
-    for name, (over, ridge, min_count) in VARIANTS.items():
+    for name, (over, rover, min_count) in VARIANTS.items():
         acfg = replace(APP_ATTRIBUTION, **over)
         if acfg not in scores_by:
             scores_by[acfg] = attribute(model, task, acfg)
@@ -94,10 +95,10 @@ def main(argv=None) -> int:
                 prune_vocab(vm, plan)
                 vocab_models[min_count] = (vm, (plan.original_size - plan.size) * dim, plan.size)
         vm, saved, tokens = vocab_models[min_count]
-        rcfg = replace(as_config("lstsq"), ridge=ridge)
+        rcfg = replace(as_config("lstsq"), **rover)
         per = []
         for f, h in PLANS:
-            key = (acfg, ridge, f, h)
+            key = (acfg, rcfg, f, h)
             if key not in rec_cache:
                 masks = build_masks(scores_by[acfg], PruneConfig(f, h), model.unit_shape())
                 rec_cache[key] = (masks, recover(model, task, masks, None, rcfg))
