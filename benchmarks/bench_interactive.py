@@ -428,10 +428,18 @@ def main() -> int:
                     q.goto(f"{url}/Model", timeout=600_000)
                     q.get_by_text("Tasks and dense metrics").wait_for(timeout=600_000)
                     _settle(q)
-                    q.locator('[data-testid="stSelectbox"]', has_text="Current task").first.click(timeout=300_000)
-                    q.keyboard.type(tasks[i % len(tasks)])  # filter the (virtualised) list, then pick the match
-                    q.get_by_role("option", name=tasks[i % len(tasks)], exact=True).click()
-                    _sidebar_has(q, f"Task: {tasks[i % len(tasks)]}")
+                    for attempt in range(3):  # a pick made while the page was starved can be lost: pick again
+                        q.locator('[data-testid="stSelectbox"]', has_text="Current task").first.click(timeout=300_000)
+                        q.keyboard.type(tasks[i % len(tasks)])  # filter the (virtualised) list, then pick the match
+                        q.get_by_role("option", name=tasks[i % len(tasks)], exact=True).click()
+                        try:
+                            _sidebar_has(q, f"Task: {tasks[i % len(tasks)]}", timeout=300 if attempt < 2 else 600)
+                            break
+                        except Exception:  # noqa: BLE001 - playwright's TimeoutError
+                            print(f"session {i}: task pick not shown after attempt {attempt + 1}", flush=True)
+                            if attempt == 2:
+                                raise
+                            q.keyboard.press("Escape")
                     _settle(q, 5)
                     _goto(q, "Prune")
                     sessions.append(q)
@@ -517,7 +525,7 @@ def main() -> int:
                   "concurrent8_preempted_restarts", "concurrent8_cpu_cores")}
     from tp_core.paths import atomic_write_text
 
-    atomic_write_text(results, json.dumps(doc, indent=2))  # never a half-written results.json
+    atomic_write_text(results, json.dumps(doc, indent=1))  # never a half-written results.json
     for k in KEYS:
         print(f"{k:32s} {out.get(k)}")
     print("walk:", {k: round(v, 2) for k, v in out.get("walk", {}).items()})

@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     except (OSError, ValueError):
         res = {}
     res["export_levers"] = out
-    atomic_write_text(res_path, json.dumps(res, indent=2))
+    atomic_write_text(res_path, json.dumps(res, indent=1))
     for name, s in summary.items():
         print(f"{name:45s} " + "  ".join(f"{h}: {v['mean_keep']:.4f} ({v['diff']:+.4f} [{v['interval'][0]:+.4f}, "
                                          f"{v['interval'][1]:+.4f}])" for h, v in s.items()))
