@@ -59,6 +59,20 @@ def keep_interval(pred, ref, labels, metric: str, n: int = 2000, seed: int = 0) 
     """95% paired bootstrap interval (percentile) of metric(pred) / metric(ref), resampling examples."""
     import numpy as np
 
+    lo, hi = np.nanpercentile(_keep_ratios(pred, ref, labels, metric, n, seed), [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def keep_se(pred, ref, labels, metric: str, n: int = 1000, seed: int = 0) -> float:
+    """Bootstrap standard error of metric(pred) / metric(ref) (paired, resampling examples)."""
+    import numpy as np
+
+    return float(np.nanstd(_keep_ratios(pred, ref, labels, metric, n, seed)))
+
+
+def _keep_ratios(pred, ref, labels, metric: str, n: int, seed: int):
+    import numpy as np
+
     from tp_core.evaluation import compute_metric
 
     pred, ref, labels = np.asarray(pred), np.asarray(ref), np.asarray(labels)
@@ -70,8 +84,7 @@ def keep_interval(pred, ref, labels, metric: str, n: int = 2000, seed: int = 0) 
     else:
         ratios = np.array([compute_metric(metric, pred[i], labels[i]) / compute_metric(metric, ref[i], labels[i])
                            for i in idx[:min(n, 1000)]])
-    lo, hi = np.nanpercentile(ratios, [2.5, 97.5])
-    return [float(lo), float(hi)]
+    return ratios
 
 
 def speedup_interval(dense_ms, pruned_ms, n: int = 2000, seed: int = 0) -> list[float]:
@@ -119,6 +132,10 @@ def main(argv=None) -> int:
     ap.add_argument("--head-grid", default="0,0.25,0.5,0.7")
     ap.add_argument("--allocation", default="global")
     ap.add_argument("--keep", type=float, default=0.97)
+    ap.add_argument("--margin-se", type=float, default=1.0,
+                    help="a plan qualifies when its selection-set keep minus this many bootstrap standard errors "
+                         "reaches --keep (0: the bare estimate, which picks the plan that got lucky on the "
+                         "selection set)")
     ap.add_argument("--select", default="half", choices=["half", "holdout", "validation"],
                     help="where the plan is chosen: half: a seeded half of the validation split, every figure on the "
                          "other half; holdout: train examples outside every scoring and calibration sample and the "
@@ -144,7 +161,7 @@ def main(argv=None) -> int:
 
     from tp_core.attribution import AttributionConfig, attribute
     from tp_core.data import load_split
-    from tp_core.evaluation import compute_metric, evaluate, evaluate_masked, predict_logits, predictions
+    from tp_core.evaluation import compute_metric, evaluate, evaluate_masked, masked_logits, predict_logits, predictions
     from tp_core.export_formats import export_formats, latency_table, onnx_logits, ort_session, params_by_part
     from tp_core.masks import PruneConfig, build_masks
     from tp_core.model import load_model
@@ -202,6 +219,8 @@ def main(argv=None) -> int:
     dense_params = params_by_part(model, task)["total"]
 
     grid = []
+    sel_labels = list(sel.labels)
+    dense_sel_pred = predictions(predict_logits(model, task, sel), sel.spec.problem)
     ffn = [float(x) for x in args.ffn_grid.split(",")]
     heads = [float(x) for x in args.head_grid.split(",")]
     for f in ffn:
@@ -210,18 +229,19 @@ def main(argv=None) -> int:
             masks = build_masks(scores, cfg, model.unit_shape())
             rec = recover(model, task, masks, None, rcfg) if rcfg.level != "none" else None
             res = evaluate_masked(vocab_model, task, val, masks, recovery=rec)
-            res_sel = res if sel is val else evaluate_masked(vocab_model, task, sel, masks, recovery=rec)
+            sel_pred = predictions(masked_logits(vocab_model, task, sel, masks, rec), sel.spec.problem)
             params = kept_params(model, masks, task) - saved
             row = {"ffn_sparsity": f, "head_sparsity": h, "params": params, "params_ratio": params / dense_params,
                    "metric": res.metric, "keep": res.metric / dense.metric,
-                   "keep_selection": res_sel.metric / dense_sel.metric}
+                   "keep_selection": compute_metric(sel.spec.metric, sel_pred, sel_labels) / dense_sel.metric,
+                   "keep_selection_se": keep_se(sel_pred, dense_sel_pred, sel_labels, sel.spec.metric)}
             grid.append(row)
             log(f"grid ffn {f:.2f} heads {h:.2f}: params {params / dense_params:.3f}, keep {row['keep']:.4f} "
-                f"(selection set {row['keep_selection']:.4f})")
-    ok = [r for r in grid if r["keep_selection"] >= args.keep]
+                f"(selection set {row['keep_selection']:.4f} ± {row['keep_selection_se']:.4f})")
+    ok = [r for r in grid if r["keep_selection"] - args.margin_se * r["keep_selection_se"] >= args.keep]
     chosen = min(ok, key=lambda r: r["params"]) if ok else max(grid, key=lambda r: r["keep_selection"])
     log(f"chosen: ffn {chosen['ffn_sparsity']} heads {chosen['head_sparsity']} "
-        f"({'keeps' if ok else 'NO grid point keeps'} >= {args.keep:.0%})")
+        f"({'keeps' if ok else 'NO grid point keeps'} >= {args.keep:.0%} with a margin of {args.margin_se} SE)")
 
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
         cfg = PruneConfig(chosen["ffn_sparsity"], chosen["head_sparsity"], args.allocation)
@@ -287,7 +307,7 @@ def main(argv=None) -> int:
         "allocation": args.allocation, "eval_examples": len(val), "threads": args.threads,
         "metric_name": dense.metric_name, "metric_dense": dense.metric,
         "chosen": {"ffn_sparsity": chosen["ffn_sparsity"], "head_sparsity": chosen["head_sparsity"],
-                   "found_keep_target": bool(ok), "keep_target": args.keep},
+                   "found_keep_target": bool(ok), "keep_target": args.keep, "margin_se": args.margin_se},
         "export_params_ratio": rep.params_pruned["total"] / rep.params_dense["total"],
         "export_keep": rep.metric_pruned / rep.metric_dense,
         "export_keep_interval": keep_interval(preds["pruned"], preds["dense"], labels, metric),

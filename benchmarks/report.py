@@ -316,7 +316,8 @@ def _export_section(e: dict) -> list[str]:
     off = [[t, fmt(x["vs_full_vocab"], 4) + _ci_text(x["interval"]), fmt(x["vs_dense"], 4), fmt_pct(x["unk_share"]),
             x["n"]] for t, x in e["vocab_offdomain_keep"].items()]
     grid = [[fmt_pct(r["ffn_sparsity"]), fmt_pct(r["head_sparsity"]), fmt(r["params_ratio"], 3),
-             fmt(r.get("keep_selection"), 4), fmt(r["keep"], 4)] for r in e["grid"]]
+             fmt(r.get("keep_selection"), 4) + (f" ± {fmt(r['keep_selection_se'], 4)}" if "keep_selection_se" in r
+                                                else ""), fmt(r["keep"], 4)] for r in e["grid"]]
     by = e["bytes"]
     return ["## 8. The shipped model: export formats, size and speed", "",
             f"benchmarks/bench_export.py, run {e['date']} ({e['seconds'] / 60:.1f} min): model {e['model']}, task "
@@ -325,7 +326,9 @@ def _export_section(e: dict) -> list[str]:
             f"{rec.get('samples', 0)} unlabeled train texts, sst2 train vocabulary; metrics on {e['eval_examples']} "
             f"validation examples, intervals are 95% paired bootstraps over examples. Chosen plan: FFN "
             f"{fmt_pct(ch['ffn_sparsity'])} + heads {fmt_pct(ch['head_sparsity'])}, the smallest grid point keeping "
-            f">= {fmt_pct(ch['keep_target'])} on the selection set ({e.get('selection_note', '')}). "
+            f">= {fmt_pct(ch['keep_target'])} on the selection set"
+            + (f" by a margin of {fmt(ch['margin_se'], 1)} bootstrap standard error(s)" if ch.get("margin_se") else "")
+            + f" ({e.get('selection_note', '')}). "
             "Speed: median of the timed runs, torch and onnxruntime on "
             f"{e['threads']} threads, side by side in one run; {e['timing_note']}.", "",
             _table(["key", "what", "value [95% interval]", "goal", ""], rows), "",
@@ -422,6 +425,13 @@ def _recovery_section(res: dict) -> list[str]:
               f"{fmt(meta['loadavg_start'][0], 1)} at the start, {fmt((meta.get('loadavg_end') or [0])[0], 1)} at "
               "the end: the run shared the two cores with other work), so it overstates the fit's cost on a quiet "
               "machine.", ""]
+    small = {t: i.get("n_selection") for t, i in (rb.get("tasks") or {}).items()
+             if isinstance(i, dict) and i.get("n_selection") is not None and i["n_selection"] < 100}
+    if small:
+        L += ["**Small selection sets:** " + ", ".join(f"{t} {n} example(s)" for t, n in small.items()) +
+              " (the demo model was trained on nearly all of that train split, so few train examples lie outside "
+              "its training, scoring and calibration samples): \"our best pipeline\" there is picked on almost "
+              "nothing.", ""]
     if g and g.get("cells"):
         L += ["Recovery gain per cell (best criterion, points of kept-vs-dense, with minus without recovery):", "",
               _table(["task", "FFN", "criterion", "gain [95%]"],
