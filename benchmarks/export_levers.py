@@ -49,7 +49,18 @@ def main(argv=None) -> int:
     ap.add_argument("--task", default="sst2")
     ap.add_argument("--select-seed", type=int, default=7)
     ap.add_argument("--results", default=str(ROOT / "docs" / "results.json"))
+    ap.add_argument("--variants", default=None,
+                    help="comma-separated indices into VARIANTS to run (0, the default, always runs); default: all")
     args = ap.parse_args(argv)
+    names = list(VARIANTS)
+    if args.variants:
+        try:
+            picked = sorted({0, *(int(x) for x in args.variants.split(",") if x.strip())})
+            variants = {names[i]: VARIANTS[names[i]] for i in picked}
+        except (ValueError, IndexError):
+            ap.error(f"--variants takes indices 0-{len(names) - 1}, got {args.variants!r}")
+    else:
+        variants = dict(VARIANTS)
 
     import numpy as np
     import torch
@@ -82,7 +93,7 @@ def main(argv=None) -> int:
     vocab_models, scores_by, rec_cache = {}, {}, {}
     correct: dict[str, np.ndarray] = {}  # variant -> (plans, examples) bool
     rows = []
-    for name, (over, rover, min_count) in VARIANTS.items():
+    for name, (over, rover, min_count) in variants.items():
         acfg = replace(APP_ATTRIBUTION, **over)
         if acfg not in scores_by:
             scores_by[acfg] = attribute(model, task, acfg)
@@ -111,9 +122,9 @@ def main(argv=None) -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
         correct[name] = np.stack(per)
-    base_name = next(iter(VARIANTS))
+    base_name = next(iter(variants))
     summary = {}
-    for name in VARIANTS:
+    for name in variants:
         s = {}
         for half, ix in halves.items():
             diff = (correct[name][:, ix].mean(0) - correct[base_name][:, ix].mean(0)) / dense_ok[ix].mean()
@@ -133,7 +144,10 @@ def main(argv=None) -> int:
         res = json.loads(res_path.read_text())
     except (OSError, ValueError):
         res = {}
-    res["export_levers"] = out
+    # a subset run keeps the full run's table: it goes under its own key (the report draws every one)
+    key = "export_levers" if not args.variants else "export_levers_" + "_".join(str(names.index(n)) for n in variants)
+    out["command"] = "benchmarks/export_levers.py" + (f" --variants {args.variants}" if args.variants else "")
+    res[key] = out
     atomic_write_text(res_path, json.dumps(res, indent=1))
     for name, s in summary.items():
         print(f"{name:45s} " + "  ".join(f"{h}: {v['mean_keep']:.4f} ({v['diff']:+.4f} [{v['interval'][0]:+.4f}, "

@@ -357,7 +357,10 @@ def _export_levers_section(x: dict) -> list[str]:
         rows.append(cells)
     plans = ", ".join(f"{fmt_pct(f)} + {fmt_pct(h)}" for f, h in x["plans"])
     n = x["examples"]
-    return ["### What lifts the keep at a third of the parameters", "",
+    title = "### What lifts the keep at a third of the parameters"
+    if "--variants" in x["command"]:  # a later run of a few levers against the default of its day
+        title += ": " + ", ".join(n for n in x["summary"] if n != x["baseline"])
+    return [title, "",
             f"{x['command']}, run {x['date']} ({x['seconds'] / 60:.1f} min), {x['task']}: the mean keep over the "
             f"plans FFN + heads {plans} (0.29-0.34 of the parameters with the task vocabulary), on the selection "
             f"half ({n['selection']} examples) and the reported half ({n['reported']}) of bench_export.py; the "
@@ -380,8 +383,12 @@ def _recovery_section(res: dict) -> list[str]:
     rows = []
     q = rb.get("quality_validation_examples_min")
     whole = rb.get("quality_validation_whole_split", {})
-    rows.append(["`quality_validation_examples_min`", q, "", ">= 800 or the whole split",
-                 ok(q is not None and (q >= 800 or all(whole.values())))])
+    ns = {t: i.get("n_validation") for t, i in (rb.get("tasks") or {}).items() if isinstance(i, dict)}
+    # per task: at least 800 examples, or its whole validation split (trec's has 499)
+    each = all((ns.get(t) or 0) >= 800 or whole.get(t) for t in ns) if ns else q is not None and q >= 800
+    rows.append(["`quality_validation_examples_min`", q, ", ".join(f"{t} {n}" + (" (whole split)" if whole.get(t)
+                                                                               else "") for t, n in ns.items()),
+                 ">= 800 or the whole split", ok(q is not None and each)])
     g = rb.get("recovery_gain_80_90")
     if g:
         rows.append(["`recovery_gain_80_90`", fmt(g["value"], 2), _ci_text(g["ci95"]), ">= +8 points",
@@ -731,8 +738,8 @@ def write(res: dict, out: Path) -> None:
         L += _ig_fidelity_section(res["ig_fidelity"])
     if res.get("export_bench"):
         L += _export_section(res["export_bench"])
-    if res.get("export_levers"):
-        L += _export_levers_section(res["export_levers"])
+    for key in sorted(k for k in res if k.startswith("export_levers")):  # the full run, then subset runs
+        L += _export_levers_section(res[key])
     if res.get("recovery_benchmark"):
         L += _recovery_section(res)
     (out / "RESULTS.md").write_text("\n".join(L) + "\n")
