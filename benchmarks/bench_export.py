@@ -203,14 +203,13 @@ def main(argv=None) -> int:
         from bench_recovery import _holdout
 
         sel = _holdout(task, args.select_n, acfg.samples, rcfg.samples, [acfg.seed], model_name)
-        dense_sel = evaluate(model, task, sel)
         log(f"selection set: {len(sel)} {task} train examples outside the scoring and calibration samples and "
             "the demo's training sample")
     elif half is not None:
-        sel, dense_sel = half, evaluate(model, task, half)
+        sel = half
         log(f"selection set: {len(sel)} of the {n_validation} validation examples; figures on the other {len(val)}")
     else:
-        sel, dense_sel = val, dense
+        sel = val
     train = load_split(task, "train")
     plan = task_vocab(model.tokenizer, train.texts, train.pairs)
     vocab_model = copy.deepcopy(model)
@@ -221,6 +220,7 @@ def main(argv=None) -> int:
     grid = []
     sel_labels = list(sel.labels)
     dense_sel_pred = predictions(predict_logits(model, task, sel), sel.spec.problem)
+    dense_sel_metric = compute_metric(sel.spec.metric, dense_sel_pred, sel_labels)
     ffn = [float(x) for x in args.ffn_grid.split(",")]
     heads = [float(x) for x in args.head_grid.split(",")]
     for f in ffn:
@@ -228,12 +228,13 @@ def main(argv=None) -> int:
             cfg = PruneConfig(f, h, args.allocation)
             masks = build_masks(scores, cfg, model.unit_shape())
             rec = recover(model, task, masks, None, rcfg) if rcfg.level != "none" else None
-            res = evaluate_masked(vocab_model, task, val, masks, recovery=rec)
             sel_pred = predictions(masked_logits(vocab_model, task, sel, masks, rec), sel.spec.problem)
+            sel_metric = compute_metric(sel.spec.metric, sel_pred, sel_labels)
+            metric = sel_metric if sel is val else evaluate_masked(vocab_model, task, val, masks, recovery=rec).metric
             params = kept_params(model, masks, task) - saved
             row = {"ffn_sparsity": f, "head_sparsity": h, "params": params, "params_ratio": params / dense_params,
-                   "metric": res.metric, "keep": res.metric / dense.metric,
-                   "keep_selection": compute_metric(sel.spec.metric, sel_pred, sel_labels) / dense_sel.metric,
+                   "metric": metric, "keep": metric / dense.metric,
+                   "keep_selection": sel_metric / dense_sel_metric,
                    "keep_selection_se": keep_se(sel_pred, dense_sel_pred, sel_labels, sel.spec.metric)}
             grid.append(row)
             log(f"grid ffn {f:.2f} heads {h:.2f}: params {params / dense_params:.3f}, keep {row['keep']:.4f} "

@@ -130,7 +130,8 @@ def _task_head_hook(name: str):
 
 def install_gates(model) -> None:
     """(Re-)register the gate hooks on a `MultiTaskModel`: exactly one pre-hook (gates) and one forward hook
-    (output corrections) per gated Linear, also after slicing."""
+    (output corrections) per gated Linear, and one forward hook (head re-fit) per task head's first projection,
+    also after slicing."""
     for module in model.modules():
         for key, hook in list(module._forward_pre_hooks.items()):
             if getattr(hook, "_taskprune_gate", False):
@@ -147,8 +148,8 @@ def install_gates(model) -> None:
             out = _out_hook(layer, kind)
             out._taskprune_gate = True
             linear.register_forward_hook(out)
-    for name in getattr(model, "tasks", {}):
-        proj = model.head_projection(name) if hasattr(model, "head_projection") else None
+    for name in model.tasks:
+        proj = model.head_projection(name)
         if proj is not None:
             hook = _task_head_hook(name)
             hook._taskprune_gate = True

@@ -174,14 +174,14 @@ class Recovery:
                     out = OutputCorrection(index, weight, bias)
                 built.append((c.kind, c.layer, gate, out))
             self._cache[key] = built
-        for kind, layer, gate, out in self._cache[key]:
+        for kind, where, gate, out in self._cache[key]:  # where: the layer, or the head's name
             if kind == "head":
-                state.head_out[layer] = out  # `layer` holds the head's name
+                state.head_out[where] = out
                 continue
             if gate is not None:
-                (state.ffn if kind == "ffn" else state.heads)[layer] = gate
+                (state.ffn if kind == "ffn" else state.heads)[where] = gate
             if out is not None:
-                (state.ffn_out if kind == "ffn" else state.heads_out)[layer] = out
+                (state.ffn_out if kind == "ffn" else state.heads_out)[where] = out
         return state
 
     def gate_state(self, masks, device: torch.device | str = "cpu") -> GateState:

@@ -169,18 +169,14 @@ def scores(progress: Progress, ref: ModelRef, head: str, cfg: AttributionConfig,
     return attribute(model, head, cfg, data=get_data(data), progress=progress)
 
 
-def _setting_parts(ref: ModelRef, head: str, scores_id: str, pcfg: PruneConfig | None,
-                   rcfg: RecoveryConfig | None = None, calib=None) -> list:
-    parts = [ref.fingerprint, head, scores_id, repr(pcfg)]
-    if rcfg is not None:  # recovered points are other points (plain ones keep their old cache keys)
-        parts += [repr(rcfg), data_identity(calib)]
-    return parts
+def _recovery_parts(rcfg: RecoveryConfig | None, calib) -> list:
+    """Cache-key parts of a recovery: none for plain points (they keep their old cache keys)."""
+    return [] if rcfg is None else [repr(rcfg), data_identity(calib)]
 
 
 def _point_cache(ref: ModelRef, head: str, scores_id: str, pcfg: PruneConfig | None, data,
                  rcfg: RecoveryConfig | None = None, calib=None) -> object:
-    parts = _setting_parts(ref, head, scores_id, pcfg, rcfg, calib)
-    parts.insert(4, data_identity(data))
+    parts = [ref.fingerprint, head, scores_id, repr(pcfg), data_identity(data), *_recovery_parts(rcfg, calib)]
     h = hashlib.sha256(json.dumps(parts).encode())
     return cache_dir("points") / f"{h.hexdigest()[:24]}.json"
 
@@ -199,9 +195,10 @@ class PredictionStore:
     were evaluated on. The progressive curves evaluate a point on a seeded subset of 100 examples first and then on
     500 whose seeded draw usually starts with the same 100 (`random.sample` draws in order; its algorithm depends on
     the sizes, so for some split sizes, e.g. mr's 2,133, the draws differ), so the second pass evaluates only the
-    new examples. Examples are matched by content, so a draw that is not nested is only evaluated in full. One file per setting in the cache (LRU-capped with the others); writes are atomic,
-    and two jobs writing at once can only lose entries, never corrupt them. A reused prediction came from another
-    batch composition: its logits may differ from a fresh run's by float rounding (~1e-6)."""
+    new examples. Examples are matched by content, so a draw that is not nested is only evaluated in full. One file
+    per setting in the cache (the caller enforces the cache cap); writes are atomic, and two jobs writing at once can
+    only lose entries, never corrupt them. A reused prediction came from another batch composition: its logits may
+    differ from a fresh run's by float rounding (~1e-6)."""
 
     def __init__(self, parts: list):
         self.path = cache_dir("preds") / f"{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]}.json"
@@ -217,26 +214,29 @@ class PredictionStore:
     def add(self, preds: dict) -> None:
         if not preds:
             return
-        merged = self.load()
+        merged = self.load()  # read again: another job may have added entries meanwhile
         merged.update(preds)
         atomic_write_text(self.path, json.dumps(merged))
-        enforce_cache_cap(keep=self.path)
 
 
 def _evaluate(progress: Progress, model, head: str, data: TaskData, masks, label: str,
               recovery: "Callable[[], object] | None" = None,
-              store: PredictionStore | None = None) -> tuple[float, float, float]:
-    """Metric and bootstrap interval of one setting on `data`; examples the setting's `store` already holds are
-    not evaluated again. `recovery` is called (to fit it) only when some example needs the model."""
+              store: PredictionStore | None = None) -> tuple[float, float, float, dict | None]:
+    """Metric, bootstrap interval and the summary of the recovery the predictions came from (None without one)
+    of a setting on `data`; examples the setting's `store` already holds are not evaluated again. `recovery` is
+    called (to fit it) only when some example needs the model."""
     keys = example_keys(data)
     known = store.load() if store is not None else {}
+    summary = known.get(RECOVERY_KEY) if recovery is not None else None
     todo = [i for i, k in enumerate(keys) if k not in known]
-    if recovery is not None and RECOVERY_KEY not in known:
+    if recovery is not None and summary is None:
         todo = list(range(len(keys)))  # predictions without the recovery's summary: not from a finished point
     reused = len(keys) - len(todo)
     progress(0.0, f"{label}: evaluating {len(todo)} examples" + (f" ({reused} reused)" if reused else ""))
     if todo:
         fitted = recovery() if recovery is not None else None
+        if fitted is not None:
+            summary = fitted.summary()
         report = lambda f, m: progress(0.9 * f, f"{label}: {m}")  # noqa: E731
         part = data if not reused else data.subset(todo)
         logits = masked_logits(model, head, part, masks, fitted, batch_size=32, progress=report)
@@ -244,12 +244,12 @@ def _evaluate(progress: Progress, model, head: str, data: TaskData, masks, label
         fresh = {keys[i]: v for i, v in zip(todo, new)}
         known.update(fresh)
         if store is not None:
-            store.add(fresh)
+            store.add(fresh if summary is None else {**fresh, RECOVERY_KEY: summary})
     preds = np.asarray([known[k] for k in keys])
     metric = compute_metric(data.spec.metric, preds, data.labels)
     progress(0.9, f"{label}: bootstrap interval")
     lo, hi = metric_interval(data.spec.metric, preds, data.labels)
-    return float(metric), lo, hi
+    return float(metric), lo, hi, summary
 
 
 def point(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores | None, pcfg: PruneConfig | None,
@@ -273,35 +273,31 @@ def point(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores 
         except (OSError, ValueError, KeyError, TypeError):
             path.unlink(missing_ok=True)
     total = count_params(model, head)
-    store = PredictionStore(_setting_parts(ref, head, sid, pcfg, rcfg, calib))
-    fitted = None
+    store = PredictionStore([ref.fingerprint, head, sid, repr(pcfg), *_recovery_parts(rcfg, calib)])
     if pcfg is None:
-        metric, lo, hi = _evaluate(progress, model, head, data, None, "dense", store=store)
+        metric, lo, hi, summary = _evaluate(progress, model, head, data, None, "dense", store=store)
         rec = SweepRecord("dense", 0.0, 0.0, total, total, data.spec.metric, metric)
     else:
         pcfg.validate()
         masks = build_masks(unit_scores, pcfg, model.unit_shape())
-        label, fit, prog = f"{unit_scores.method} at FFN {pcfg.ffn_sparsity:.0%}", None, progress
-        if rcfg is not None:
-            def fit():
-                nonlocal fitted
-                progress(0.0, f"{label}: recovery ({rcfg.level})")
-                fitted = recover(model, head, masks, _calibration(calib, data, rcfg), rcfg,
-                                 progress=lambda f, m: progress(0.5 * f, f"{label}: {m}"))
-                store.add({RECOVERY_KEY: fitted.summary()})
-                return fitted
+        base = f"{unit_scores.method} at FFN {pcfg.ffn_sparsity:.0%}"
 
-            label, prog = f"{label} + {rcfg.level}", (lambda f, m: progress(0.5 + 0.5 * f, m))
-        metric, lo, hi = _evaluate(prog, model, head, data, masks, label, recovery=fit, store=store)
+        def fit():  # the recovery, fitted only when some example needs the model (_evaluate)
+            progress(0.0, f"{base}: recovery ({rcfg.level})")
+            return recover(model, head, masks, _calibration(calib, data, rcfg), rcfg,
+                           progress=lambda f, m: progress(0.5 * f, f"{base}: {m}"))
+
+        if rcfg is None:
+            metric, lo, hi, summary = _evaluate(progress, model, head, data, masks, base, store=store)
+        else:
+            metric, lo, hi, summary = _evaluate(lambda f, m: progress(0.5 + 0.5 * f, m), model, head, data, masks,
+                                                f"{base} + {rcfg.level}", recovery=fit, store=store)
         method = unit_scores.method + (f"+{rcfg.level}" if rcfg is not None else "")
         rec = SweepRecord(method, float(pcfg.ffn_sparsity), float(pcfg.head_sparsity),
                           kept_params(model, masks, head), total, data.spec.metric, metric)
-    summary = None
-    if rcfg is not None:  # every example reused: the summary of the fit that predicted them
-        summary = fitted.summary() if fitted is not None else store.load().get(RECOVERY_KEY)
     out = PointResult(rec, lo, hi, len(data), summary)
     atomic_write_text(path, json.dumps(out.to_dict()))
-    enforce_cache_cap(keep=path)
+    enforce_cache_cap(keep=path)  # after both writes (the prediction store's file is the newest entry after it)
     return out
 
 
