@@ -428,12 +428,13 @@ def main() -> int:
                     q.goto(f"{url}/Model", timeout=600_000)
                     q.get_by_text("Tasks and dense metrics").wait_for(timeout=600_000)
                     _settle(q)
+                    task = tasks[i % len(tasks)]
                     for attempt in range(3):  # a pick made while the page was starved can be lost: pick again
                         q.locator('[data-testid="stSelectbox"]', has_text="Current task").first.click(timeout=300_000)
-                        q.keyboard.type(tasks[i % len(tasks)])  # filter the (virtualised) list, then pick the match
-                        q.get_by_role("option", name=tasks[i % len(tasks)], exact=True).click()
+                        q.keyboard.type(task)  # filter the (virtualised) list, then pick the match
+                        q.get_by_role("option", name=task, exact=True).click()
                         try:
-                            _sidebar_has(q, f"Task: {tasks[i % len(tasks)]}", timeout=300 if attempt < 2 else 600)
+                            _sidebar_has(q, f"Task: {task}", timeout=300 if attempt < 2 else 600)
                             break
                         except Exception:  # noqa: BLE001 - playwright's TimeoutError
                             print(f"session {i}: task pick not shown after attempt {attempt + 1}", flush=True)
