@@ -63,11 +63,11 @@ class RecoveryConfig:
     scale_bounds: tuple[float, float] = (0.0, 10.0)  # a scale outside this range triggers more damping / fallback
     fit_all: bool = False  # also fit projections below the first removed unit (where pruned == dense)
     # lstsq: also re-fit the task head's first projection on the pooled sequence (_fit_head). Full demo, ig masks
-    # (the app's settings), 1,024 texts, one seed, no interval (benchmarks/head_refit_check.py, 2026-11-30): sst2 (872 examples) kept
-    # vs dense +0.53/+0.14/+0.80/+0.53 points at FFN + heads 85+70/80+50/90+50/70+70%; ag_news (1,000) -0.11/-0.23/
-    # +0.11/0.00. benchmarks/export_levers.py --variants 1 (sst2, 7 plans at 0.29-0.34 of the parameters, task
-    # vocabulary): +0.50 [-0.82, +1.86] points on the selection half, +0.60 [-0.60, +1.75] on the reported half -
-    # the same direction everywhere, not significant; kept on (one more small solve per recovery).
+    # (the app's settings), 1,024 texts, one seed, no interval (benchmarks/head_refit_check.py, 2026-11-30): sst2
+    # (872 examples) kept vs dense +0.53/+0.14/+0.80/+0.53 points at FFN + heads 85+70/80+50/90+50/70+70%; ag_news
+    # (1,000) -0.11/-0.23/+0.11/0.00. benchmarks/export_levers.py --variants 1 (sst2, 7 plans at 0.29-0.34 of the
+    # parameters, task vocabulary): +0.50 [-0.82, +1.86] points on the selection half, +0.60 [-0.60, +1.75] on the
+    # reported half - the same direction everywhere, not significant; kept on (one more small solve per recovery).
     head: bool = True
     batch_size: int = 32
     max_length: int = 128
