@@ -183,7 +183,8 @@ class Run:
 
     def rcfg(self, level, seed) -> RecoveryConfig:
         return RecoveryConfig(level=level, samples=self.a.recover_samples, seed=seed, ridge=self.a.ridge,
-                              damping=self.a.damping, max_length=self.a.max_length)
+                              damping=self.a.damping, max_length=self.a.max_length,
+                              head=self.a.head_refit == "on")
 
     def store(self, key, which, seed_index, pred):
         self.preds.setdefault(key, {"val": {}, "sel": {}})[which][seed_index] = pred
@@ -524,6 +525,8 @@ def main(argv=None) -> int:
     ap.add_argument("--recover-samples", type=int, default=RecoveryConfig.samples)
     ap.add_argument("--ridge", type=float, default=RecoveryConfig.ridge)
     ap.add_argument("--damping", type=float, default=RecoveryConfig.damping)
+    ap.add_argument("--head-refit", default="on", choices=["on", "off"],
+                    help="lstsq also re-fits the task head's first projection (the product's default: on)")
     ap.add_argument("--n-iters", type=int, default=4, help="iterative pruning steps for the best two (1: off)")
     ap.add_argument("--iterative-methods", default="auto", help="auto (best two on the selection set), none, or "
                                                                 "a comma-separated list")
@@ -618,7 +621,9 @@ def main(argv=None) -> int:
 
 RESUME_SETTINGS = ("model", "methods", "levels", "seeds", "ffn", "combined", "cap", "select", "select_n", "samples",
                    "steps", "riemann", "recover_samples", "ridge", "damping", "n_iters", "iterative_methods",
-                   "max_length")
+                   "max_length", "head_refit")
+# a setting added after some runs were made: what those runs did
+RESUME_DEFAULTS = {"head_refit": "off"}  # runs before the head re-fit (08be436) had none
 
 
 def resume(r: Run, path: Path, args) -> dict:
@@ -626,7 +631,7 @@ def resume(r: Run, path: Path, args) -> dict:
     prediction) into `r`, so a stopped run goes on where it stopped. Its settings must equal this run's."""
     prev = json.loads(path.read_text())
     old = prev["meta"]["settings"]
-    diff = [k for k in RESUME_SETTINGS if str(old.get(k)) != str(getattr(args, k))]
+    diff = [k for k in RESUME_SETTINGS if str(old.get(k, RESUME_DEFAULTS.get(k))) != str(getattr(args, k))]
     if diff:
         raise SystemExit(f"--resume: {path} was run with other settings ({', '.join(diff)})")
     with np.load(path.with_suffix(".npz")) as z:

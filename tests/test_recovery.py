@@ -244,6 +244,13 @@ def test_export_with_recovery_matches_masked_and_recovered_logits(family, level,
     np.testing.assert_allclose(predict_logits(small, "sst2", val), masked, atol=1e-4)
     assert small.pruning["recovery"]["level"] == level
     np.testing.assert_array_equal(predict_logits(model, "sst2", val, masks.gates()), plain)  # weights untouched
+    # the evaluation's throw-away copy shares what slicing and recovery never write, and still leaves the model be
+    light = prune_physically(model, masks, "sst2", recovery=rec, share_unchanged=True)
+    np.testing.assert_allclose(predict_logits(light, "sst2", val), masked, atol=1e-4)
+    emb = model.base.embeddings.word_embeddings.weight
+    assert light.base.embeddings.word_embeddings.weight is emb and light.tokenizer is model.tokenizer
+    assert all(a is not b for a, b in zip(light.heads["sst2"].parameters(), model.heads["sst2"].parameters()))
+    np.testing.assert_array_equal(predict_logits(model, "sst2", val, masks.gates()), plain)
 
 
 def test_mask_file_carries_the_recovery(tmp_path, calib, val):

@@ -146,7 +146,7 @@ def masked_logits(model: MultiTaskModel, task: str, data: TaskData, masks, recov
         if masks is None:  # dense
             return predict_logits(model, task, data, None, batch_size, max_length, progress)
         if removed_share(masks) >= SLICE_MIN_REMOVED:
-            small = prune_physically(model, masks, task, recovery=recovery)
+            small = prune_physically(model, masks, task, recovery=recovery, share_unchanged=True)
             small.eval()
             return predict_logits(small, task, data, None, batch_size, max_length, progress)
         return predict_logits(model, task, data, masks.gates(model.device, recovery=recovery), batch_size,
