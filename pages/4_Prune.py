@@ -56,11 +56,13 @@ n_full = C.eval_size(task)
 n_small = min(C.COARSE_EXAMPLES, n_full)
 stages = [(C.data_ref(task, n_small), n_small)] + ([(C.data_ref(task), n_full)] if n_full > n_small else [])
 known = {m: C.known_scores(model, task, replace(cfg, method=m)) for m in methods}
+n_first = min(C.SLIDER_FIRST_EXAMPLES, n_small)
+first = (C.data_ref(task, n_first), n_first) if 0 < n_first < n_small else None
 
 # every job this view needs, most urgent first (the engine runs higher priorities first; identical jobs are shared)
 plan, sjobs, slider_jobs = curve_plan(model, mref, head, cfg, methods, heads, alloc, stages, C.curve_grid(),
                                       known=known, slider=ffn, scoring_data=C.scoring_ref(task, cfg), task_label=task,
-                                      recovery=recover_level if recover_on else None)
+                                      recovery=recover_level if recover_on else None, slider_first=first)
 for p in plan:
     C.submit(p.job, p.priority)
 results, failed = plan_results(C.engine(), plan)
@@ -82,7 +84,12 @@ with controls:
         st.rerun()
     if slider is not None and dense is not None:
         si, point = slider
-        d = record_dict(point.record, dense[1].record.metric)
+        # the dense model on the same examples as the shown point when it has landed (the first, quick estimate
+        # against the dense metric on another subset would mix the two subsets' difference into the delta)
+        same = [C.job_info(p.job.key) for p in plan if p.method is None]
+        dense_here = next((i.result for i in same if i is not None and i.state == "done" and i.result is not None
+                           and i.result.n == point.n), dense[1])
+        d = record_dict(point.record, dense_here.record.metric)
         st.metric("Kept parameters", f"{d['kept_pct']:.1f} %",
                   help=f"{point.record.kept_params:,} of {point.record.total_params:,} (encoder + this task's head), "
                        "exactly what the exported model will have. Word embeddings included, with the full "
@@ -92,21 +99,26 @@ with controls:
                   help=f"On {point.n} validation examples; 95% bootstrap interval {point.low:.4f} to {point.high:.4f}.")
         st.caption(f"At FFN {ffn:.0%} · heads {heads:.0%}: 95% interval {point.low:.3f} to {point.high:.3f} on "
                    f"{point.n} examples"
-                   + (" (refining on all examples...)" if si < len(stages) - 1 else ""))
+                   + (" (refining on all examples...)" if si < len(slider_jobs) - 1 else ""))
         if recover_on:
             rpoint = results.get((recovered_method(method, recover_level), round(ffn, 4)))
             if rpoint is None:
                 st.caption(f"{point.record.metric_name} + recovery ({recover_level}): computing...")
             else:
                 rp = rpoint[1]
+                plain = [C.job_info(j.key) for j in slider_jobs]  # the plain point on the same examples
+                plain = next((i.result for i in plain if i is not None and i.state == "done"
+                              and i.result is not None and i.result.n == rp.n), None)
                 st.metric(f"{rp.record.metric_name} (pruned + {recover_level})", f"{rp.record.metric:.4f}",
-                          delta=f"{rp.record.metric - point.record.metric:+.4f} vs plain masks",
+                          delta=None if plain is None else f"{rp.record.metric - plain.record.metric:+.4f} vs plain "
+                                                           "masks",
                           help=f"The same masks with the {recover_level} recovery (fitted in "
                                f"{(rp.recovery or {}).get('seconds', 0):.1f}s on "
                                f"{(rp.recovery or {}).get('samples', 0)} unlabeled examples), on {rp.n} validation "
                                f"examples; 95% bootstrap interval {rp.low:.4f} to {rp.high:.4f}.")
-        st.metric(f"{dense[1].record.metric_name} (dense)", f"{dense[1].record.metric:.4f}",
-                  help=f"The unpruned model on the same {dense[1].n} examples.")
+        st.metric(f"{dense_here.record.metric_name} (dense)", f"{dense_here.record.metric:.4f}",
+                  help=f"The unpruned model on {dense_here.n} examples"
+                       + (" (the same as the pruned point's)." if dense_here.n == point.n else "."))
         ss["last_point"] = {"task": task, "method": method, "n": point.n, **d}
     else:
         waiting = [C.job_info(p.job.key) for p in plan if p.stage == -1 and p.method == method]

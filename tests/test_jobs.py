@@ -223,6 +223,36 @@ def test_curve_plan_orders_the_slider_point_first_and_fills_in(engine, tiny):
     assert results[("grad_x_act", 0.5)][0] == 1  # the full pass replaced the coarse one
 
 
+def test_the_slider_first_shows_a_quick_pass_then_the_larger_ones(engine, tiny):
+    model, ref = tiny
+    cfg = AttributionConfig(method="grad_x_act", samples=8)
+    stages = [(DataRef("sst2", "validation", 14), 14), (DataRef("sst2", "validation", 30), 30)]  # not in other tests
+    quick = (DataRef("sst2", "validation", 6), 6)
+    plan, _, slider = curve_plan(model, ref, "sst2", cfg, ["grad_x_act"], 0.0, "global", stages, (0.0, 0.5),
+                                 slider=0.42, slider_first=quick)
+    assert len(slider) == 3 and slider[0].units == 6
+    prio = {p.job.key: p.priority for p in plan}
+    assert prio[slider[0].key] == max(p.priority for p in plan if p.method is not None)  # before anything pruned
+    dense6 = [p for p in plan if p.method is None and p.job.units == 6]  # the dense model on the same 6 examples
+    assert len(dense6) == 1 and dense6[0].priority > prio[slider[0].key]
+    engine.submit(dense6[0].job, owner="plan", priority=dense6[0].priority)
+    engine.submit(slider[0], owner="plan", priority=prio[slider[0].key])
+    engine.wait(slider[0].key, 120)
+    engine.wait(dense6[0].job.key, 120)
+    results, _ = plan_results(engine, plan)
+    assert results[("grad_x_act", 0.42)][1].n == 6 and results[(None, 0.0)][1].n == 6
+    for p in plan:
+        engine.submit(p.job, owner="plan", priority=p.priority)
+    for p in plan:
+        engine.wait(p.job.key, 120)
+    results, _ = plan_results(engine, plan)
+    assert results[("grad_x_act", 0.42)][1].n == 30 and results[(None, 0.0)][1].n == 30  # the larger passes win
+    # no quick pass where it would not be smaller than the first stage
+    _, _, slider = curve_plan(model, ref, "sst2", cfg, ["grad_x_act"], 0.0, "global", stages, (0.0, 0.5),
+                              slider=0.42, slider_first=(DataRef("sst2", "validation", 14), 14))
+    assert len(slider) == 2
+
+
 def test_metric_interval_covers_the_metric_and_narrows_with_more_examples():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 2000)

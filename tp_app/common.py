@@ -23,6 +23,7 @@ from tp_core.errors import TPError
 from tp_core.limits import limits
 from tp_core.paths import REPO_ROOT
 from tp_core.serve import COARSE_EXAMPLES as _COARSE
+from tp_core.serve import SLIDER_FIRST_EXAMPLES as _SLIDER_FIRST
 from tp_core.serve import DEFAULT_BASELINES, DEFAULT_EVAL_LIMIT, DEFAULT_TASKS, default_grid
 
 # One colour per method, used by every chart.
@@ -500,6 +501,8 @@ def coarse_examples() -> int:
 
 
 COARSE_EXAMPLES = coarse_examples()
+# the slider's quick first pass (0: none; the slider's point then starts on the coarse subset)
+SLIDER_FIRST_EXAMPLES = int(os.environ.get("TP_APP_SLIDER_FIRST_EXAMPLES", _SLIDER_FIRST))
 
 
 def rgba(hex_color: str, alpha: float) -> str:

@@ -573,12 +573,16 @@ def curve_plan(model, ref: ModelRef, head: str, cfg: AttributionConfig, methods:
                allocation: str, stages: list[tuple[object, int]], grid, known: dict | None = None,
                slider: float | None = None, scoring_data=None, task_label: str | None = None,
                offset: int = 0, recovery: "str | RecoveryConfig | None" = None,
+               slider_first: tuple[object, int] | None = None,
                ) -> tuple[list[Planned], dict[str, Job], list[Job]]:
     """Every job a progressive metric-vs-size view needs, most urgent first: the dense reference and the slider's
     own point (coarse subset, then all examples), every method on a coarse grid on the subset, then the full grid on
     all examples. `stages` = [(data, n)] from the small subset to all examples. Returns (plan, scores jobs by
-    method, slider jobs by stage). With `recovery` (a level, not "none"), every pruned point also gets a recovered
-    twin (`recovered_twins`), line "<method>+<level>"."""
+    method, slider jobs from the quickest pass to the last). With `recovery` (a level, not "none"), every pruned
+    point also gets a recovered twin (`recovered_twins`), line "<method>+<level>".
+    `slider_first` = (data, n), a subset smaller than the first stage's: the slider's point is first evaluated on
+    it, above everything else, so a moved slider shows a first estimate (with its wider interval) at once even
+    when many sessions move theirs together; its recovered twin, if any, starts at the first stage."""
     from dataclasses import replace
 
     known = known or {}
@@ -614,6 +618,12 @@ def curve_plan(model, ref: ModelRef, head: str, cfg: AttributionConfig, methods:
     rcfg = recovery_config(recovery)
     if rcfg is not None:
         plan += recovered_twins(model, plan, sjobs, slider_jobs, rcfg, known, scoring_data, task_label)
+    if slider_first is not None and slider is not None and methods and slider_first[1] < stages[0][1]:
+        quick = pj(methods[0], slider, *slider_first)
+        # the dense model on the same examples (once per task), so the first estimate is compared like with like
+        plan.append(Planned(PRIORITY["dense"] + 1 + offset, None, 0.0, 0, pj(None, 0.0, *slider_first)))
+        plan.append(Planned(PRIORITY["slider"] + offset, methods[0], slider, 0, quick))
+        slider_jobs.insert(0, quick)
     return plan, sjobs, slider_jobs
 
 
@@ -646,7 +656,8 @@ def recovered_twins(model, plan: list[Planned], sjobs: dict, slider_jobs: list, 
 
 
 def plan_results(engine, plan: list[Planned]) -> tuple[dict, list[str]]:
-    """{(method, sparsity): (stage, PointResult)} with the best pass landed so far, and the failures' messages."""
+    """{(method, sparsity): (stage, PointResult)} with the best pass landed so far (the later stage; within a stage,
+    the one on more examples), and the failures' messages."""
     results, failed = {}, []
     for p in plan:
         if p.stage < 0:
@@ -658,6 +669,7 @@ def plan_results(engine, plan: list[Planned]) -> tuple[dict, list[str]]:
             failed.append(info.error or "failed")
         elif info.state == "done" and info.result is not None:
             key = (p.method, round(p.sparsity, 4))
-            if key not in results or p.stage >= results[key][0]:
+            old = results.get(key)
+            if old is None or (p.stage, info.result.n) >= (old[0], old[1].n):
                 results[key] = (p.stage, info.result)
     return results, failed
