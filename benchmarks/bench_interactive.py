@@ -15,7 +15,9 @@ Measures (all from the browser, plus the scheduler's own event log for the job c
 * shared_job_count     5 sessions open the same not-yet-computed curve at once: the most computations any of its jobs
                         ran (from the scheduler's `tp-job` start events)
 * concurrent8_new_point_p95_s  8 sessions on different tasks each move the FFN slider to new points at the same time:
-                        95th percentile of key press -> the new metric shown
+                        95th percentile of key press -> the new metric shown (the slider's first estimate, on one
+                        batch of 32 examples); beside it `concurrent8_coarse_point_p95_s`, press -> the same point on
+                        the 100-example subset (measured before anyone presses again)
 Writes benchmarks/out/bench_interactive.json and the headline keys into docs/results.json.
 """
 from __future__ import annotations
@@ -54,6 +56,8 @@ new MutationObserver(() => {
 
 
 SHARED_EXAMPLES = 150
+COARSE_N = 100  # tp_core.serve.COARSE_EXAMPLES: the slider's second pass, after its one-batch first estimate
+DEFAULT_EVAL_LIMIT = 500  # tp_core.serve.DEFAULT_EVAL_LIMIT: the app's validation subset per task
 
 
 def _goto(page, name):
@@ -94,16 +98,24 @@ def _slider_shows(page, ffn_pct: int, timeout: float) -> None:
 
 SHOWS_JS = ("(t) => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
             ".some(e => e.textContent.includes(t))")
+# the number of examples the slider's caption "At FFN n% ... on N examples" names now (None: no such caption)
+CAPTION_N_JS = ("(t) => { for (const e of document.querySelectorAll('[data-testid=stCaptionContainer]')) {"
+                " const m = (e.textContent || '').match(/ on (\\d+) examples/);"
+                " if (e.textContent.includes(t) && m) return +m[1]; } return null; }")
 # In each of the 8 sessions: the page's own clock at the key press and when each "At FFN n%" caption first appears,
 # so a latency does not include the benchmark's polling of 8 busy pages one after another (under load one round of
 # polls took seconds).
 POINT_WATCH = """
 window.__tpShown = {}; window.__tpPress = null;
 document.addEventListener('keydown', (e) => { if (e.key === 'ArrowRight') window.__tpPress = Date.now(); }, true);
+window.__tpShownN = {};
 const tpLook = () => {
   for (const el of document.querySelectorAll('[data-testid=stCaptionContainer]')) {
-    const m = (el.textContent || '').match(/At FFN \\d+%/);
+    const t = el.textContent || '';
+    const m = t.match(/At FFN \\d+%/);
     if (m && !(m[0] in window.__tpShown)) window.__tpShown[m[0]] = Date.now();
+    const n = t.match(/(At FFN \\d+%).* on (\\d+) examples/);  // each pass's first appearance, by its size
+    if (n && !((n[1] + '|' + n[2]) in window.__tpShownN)) window.__tpShownN[n[1] + '|' + n[2]] = Date.now();
   }
 };
 document.addEventListener('DOMContentLoaded', () =>
@@ -430,6 +442,11 @@ def main() -> int:
                     _settle(q)
                     task = tasks[i % len(tasks)]
                     for attempt in range(3):  # a pick made while the page was starved can be lost: pick again
+                        try:  # already the session's task (the default one): nothing to pick
+                            _sidebar_has(q, f"Task: {task}", timeout=5)
+                            break
+                        except Exception:  # noqa: BLE001 - playwright's TimeoutError
+                            pass
                         q.locator('[data-testid="stSelectbox"]', has_text="Current task").first.click(timeout=300_000)
                         q.keyboard.type(task)  # filter the (virtualised) list, then pick the match
                         q.get_by_role("option", name=task, exact=True).click()
@@ -438,15 +455,30 @@ def main() -> int:
                             break
                         except Exception:  # noqa: BLE001 - playwright's TimeoutError
                             print(f"session {i}: task pick not shown after attempt {attempt + 1}", flush=True)
+                            _shot(q, f"task-pick-s{i}-attempt{attempt + 1}")
                             if attempt == 2:
                                 raise
                             q.keyboard.press("Escape")
+                    # every session evaluates on the app's default number of examples: a run of 23:06 found three
+                    # of its sessions on 20 (the box's minimum) after the task pick, so the box is set and checked
+                    box = q.locator('[data-testid="stNumberInput"]', has_text="Validation examples").first.locator(
+                        "input")
+                    if box.input_value() != str(DEFAULT_EVAL_LIMIT):
+                        box.fill(str(DEFAULT_EVAL_LIMIT))
+                        box.press("Enter")
+                        q.wait_for_timeout(1500)
                     _settle(q, 5)
+                    assert box.input_value() == str(DEFAULT_EVAL_LIMIT), f"session {i}: {box.input_value()} examples"
                     _goto(q, "Prune")
                     sessions.append(q)
+                examples = []
                 for q in sessions:
                     _slider_shows(q, 50, 1800)
-                latencies, presses = [], []
+                    examples.append(q.evaluate(CAPTION_N_JS, "At FFN 50%"))
+                out["concurrent8_examples"] = dict(zip([tasks[i % len(tasks)] for i in range(len(sessions))],
+                                                       examples))  # what each session's points are evaluated on
+                print(f"sessions' validation examples: {out['concurrent8_examples']}", flush=True)
+                latencies, presses, coarse, coarse_missing = [], [], [], []
                 # from here on the browsers stand in for the users' own machines: they get the CPU the server and
                 # its workers leave (while the sessions were set up, they had their normal priority: at nice 19
                 # from the start, a starved page had not drawn its task choice after 5 minutes)
@@ -475,10 +507,40 @@ def main() -> int:
                                 del pending[i]
                         time.sleep(0.25)
                         assert time.time() - starts[0][1] < 1800, "slider points did not land"
+                    # then the same points on the coarse subset (the first estimate is on one batch): each
+                    # session's press -> its caption on >= COARSE examples, before anyone presses again
+                    label = f"At FFN {51 + step}%"
+                    pending = dict(enumerate(starts))
+                    while pending:
+                        for i, (q, t0) in list(pending.items()):
+                            shown = q.evaluate("([t, c]) => { const s = window.__tpShownN || {}; const ts = "
+                                               "Object.keys(s).filter(k => k.startsWith(t + '|') && "
+                                               "+k.split('|')[1] >= c).map(k => s[k]); "
+                                               "return [ts.length ? Math.min(...ts) : null, window.__tpPress]; }",
+                                               [label, COARSE_N])
+                            now = q.evaluate(CAPTION_N_JS, label)  # the DOM itself when the record is missing
+                            if shown[0] is not None:
+                                coarse.append((shown[0] - shown[1]) / 1000.0 if shown[1] else time.time() - t0)
+                                del pending[i]
+                            elif now is not None and now >= COARSE_N:
+                                coarse.append(time.time() - t0)
+                                del pending[i]
+                            elif time.time() - t0 > 300:  # never stall the run: say which page and what it shows
+                                _shot(q, f"coarse-timeout-s{i}-step{step}")
+                                print(f"session {i}: no {COARSE_N}-example value for {label} after 300 s "
+                                      f"(caption on {now} examples)", flush=True)
+                                coarse_missing.append((i, step, now))
+                                del pending[i]
+                        time.sleep(0.25)
                 latencies.sort()
                 out["concurrent8_new_point_s"] = latencies
                 out["concurrent8_new_point_p95_s"] = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
                 out["concurrent8_new_point_median_s"] = statistics.median(latencies)
+                coarse.sort()  # the value on the coarse subset (100 examples), after the quick first estimate
+                out["concurrent8_coarse_point_s"] = coarse
+                out["concurrent8_coarse_point_p95_s"] = (coarse[min(len(coarse) - 1, int(0.95 * len(coarse)))]
+                                                         if coarse and not coarse_missing else None)
+                out["concurrent8_coarse_point_missing"] = coarse_missing
                 out["concurrent8_preempted_restarts"] = observer.restarts() - restarts0  # points that gave way
                 cpu1, wall = _cpu_by_role(), time.time() - t_phase  # who had the two cores while points were due
                 out["concurrent8_cpu_cores"] = {k: round((cpu1[k] - cpu0.get(k, 0.0)) / wall, 2) for k in cpu1}
@@ -523,6 +585,8 @@ def main() -> int:
         k: out[k] if out.get(k) is not None else old_details.get(k)
         for k in ("walk", "page_runs", "attribution_s", "attribution_pre_estimate_s", "attribution_panel_estimate",
                   "shared_jobs_run", "concurrent8_new_point_s", "concurrent8_new_point_median_s",
+                  "concurrent8_coarse_point_s", "concurrent8_coarse_point_p95_s", "concurrent8_coarse_point_missing",
+                  "concurrent8_examples",
                   "concurrent8_preempted_restarts", "concurrent8_cpu_cores")}
     from tp_core.paths import atomic_write_text
 

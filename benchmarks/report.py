@@ -1,6 +1,7 @@
 """Render docs/RESULTS.md and the PNG plots from a results dict (every number comes from results.json)."""
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from common import BASELINES, METHODS, fmt, fmt_pct
@@ -258,6 +259,10 @@ def _browser_notes(meta: dict) -> list[str]:
             extra = (f"; median {fmt(d['concurrent8_new_point_median_s'], 1)} s over "
                      f"{len(d.get('concurrent8_new_point_s') or [])} slider presses, with the 8 Chromium pages on "
                      "the same 2 cores as the server")
+            if d.get("concurrent8_coarse_point_p95_s") is not None:
+                extra += (f"; the first estimate is on one batch of 32 examples, and the same point on the "
+                          f"100-example subset showed at p95 {fmt(d['concurrent8_coarse_point_p95_s'], 1)} s (median "
+                          f"{fmt(statistics.median(d['concurrent8_coarse_point_s']), 1)} s) after the press")
             if d.get("concurrent8_preempted_restarts") is not None:
                 extra += f"; {d['concurrent8_preempted_restarts']} running curve points gave way to slider points"
         if v.get("browser_nice") and v.get("browser_renice"):
