@@ -273,6 +273,8 @@ def _browser_notes(meta: dict) -> list[str]:
             extra += (f"; Chromium started at nice {v['browser_nice']} by a wrapper, which did not hold: Chromium "
                       "set its renderers back to nice 0 (its GPU process to -8), so the browsers competed with the "
                       "job workers at nice 10")
+        if v.get("caveat"):
+            extra += f"; **caveat**: {v['caveat']}"
         cores = d.get("concurrent8_cpu_cores") if key == "concurrent8_new_point_p95_s" else None
         if cores:
             extra += ("; CPU while the points were due, in cores: "
