@@ -67,6 +67,17 @@ for p in plan:
     C.submit(p.job, p.priority)
 results, failed = plan_results(C.engine(), plan)
 dense = results.get((None, 0.0))
+
+
+def on_examples(jobs, n: int):
+    """The result of the first of `jobs` that is done and was evaluated on `n` examples (None if none)."""
+    for job in jobs:
+        info = C.job_info(job.key)
+        if info is not None and info.state == "done" and info.result is not None and info.result.n == n:
+            return info.result
+    return None
+
+
 slider = None
 for si, job in enumerate(slider_jobs):
     info = C.job_info(job.key)
@@ -86,9 +97,7 @@ with controls:
         si, point = slider
         # the dense model on the same examples as the shown point when it has landed (the first, quick estimate
         # against the dense metric on another subset would mix the two subsets' difference into the delta)
-        same = [C.job_info(p.job.key) for p in plan if p.method is None]
-        dense_here = next((i.result for i in same if i is not None and i.state == "done" and i.result is not None
-                           and i.result.n == point.n), dense[1])
+        dense_here = on_examples([p.job for p in plan if p.method is None], point.n) or dense[1]
         d = record_dict(point.record, dense_here.record.metric)
         st.metric("Kept parameters", f"{d['kept_pct']:.1f} %",
                   help=f"{point.record.kept_params:,} of {point.record.total_params:,} (encoder + this task's head), "
@@ -106,9 +115,7 @@ with controls:
                 st.caption(f"{point.record.metric_name} + recovery ({recover_level}): computing...")
             else:
                 rp = rpoint[1]
-                plain = [C.job_info(j.key) for j in slider_jobs]  # the plain point on the same examples
-                plain = next((i.result for i in plain if i is not None and i.state == "done"
-                              and i.result is not None and i.result.n == rp.n), None)
+                plain = on_examples(slider_jobs, rp.n)  # the plain point on the same examples
                 st.metric(f"{rp.record.metric_name} (pruned + {recover_level})", f"{rp.record.metric:.4f}",
                           delta=None if plain is None else f"{rp.record.metric - plain.record.metric:+.4f} vs plain "
                                                            "masks",

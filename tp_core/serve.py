@@ -28,8 +28,8 @@ DEFAULT_TASKS = ("sst2", "ag_news")
 DEFAULT_EVAL_LIMIT = 500
 COARSE_EXAMPLES = 100
 # a moved slider's first estimate: one batch of examples, ahead of every other job (work.curve_plan's
-# `slider_first`), then the coarse subset and all examples. With 8 sessions moving sliders at once on the 2-core
-# machine, the 100-example first pass alone put the last session's first number 12-16 s after its key press.
+# `slider_first`), then the coarse subset and all examples, so that with many sessions moving sliders at once
+# each one gets a first number before any 100-example pass runs.
 SLIDER_FIRST_EXAMPLES = 32
 
 
