@@ -135,3 +135,30 @@ def test_overlap_matrix_and_heatmap_matrices():
     assert ffn_matrix(s, "index")[1][0].tolist() == [0, 1, 2]
     assert head_matrix(s).shape == (1, 2)
     assert kept_share_per_layer(a) == {"ffn": [0.5], "heads": [0.5]}
+
+
+def test_evaluation_batches_end_where_padding_would_pass_its_share():
+    from tp_core.model import MIN_SPLIT_ROWS, _split_batches
+
+    lengths = [10] * 8 + [30] * 8 + [31] * 3
+    order = list(range(len(lengths)))
+    assert _split_batches(lengths, order, 32, None) == [order]  # no bound: one batch padded to 31
+    cut = _split_batches(lengths, order, 32, 0.15)
+    assert cut == [order[:8], order[8:]]  # the 30s would pad the 10s' batch to 2/3 padding
+    assert _split_batches(lengths, order, 4, 0.15) == [order[i:i + 4] for i in range(0, 19, 4)]  # size still caps
+    short = [5] * (MIN_SPLIT_ROWS - 1) + [50]
+    assert _split_batches(short, list(range(len(short))), 32, 0.15) == [list(range(len(short)))]  # too few to cut
+    for batch in cut:
+        width = max(lengths[i] for i in batch)
+        assert 1 - sum(lengths[i] for i in batch) / (len(batch) * width) <= 0.15
+
+
+def test_predictions_do_not_depend_on_how_the_examples_are_batched(model, data):
+    from tp_core.evaluation import predict_logits
+
+    mixed = load_split("ag_news", "validation", limit=20)  # lengths spread out
+    for d, task in ((data, "sst2"), (mixed, "ag_news")):
+        split = predict_logits(model, task, d, batch_size=32)  # padding-bounded batches
+        whole = [predict_logits(model, task, d.subset([i]), batch_size=1)[0] for i in range(len(d))]
+        np.testing.assert_allclose(split, np.stack(whole), atol=1e-5)
+        assert len(list(model.batches(d.texts, d.pairs, 32, 128, max_padding=0.15))) >= 1

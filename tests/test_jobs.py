@@ -76,6 +76,32 @@ def test_an_urgent_job_preempts_a_running_curve_point_which_resumes_later(engine
     assert engine.restarts(point) == 1 and engine.computations(point) == 1
 
 
+def test_the_most_urgent_waiting_job_preempts_a_running_job_just_below_it(engine):
+    # a slider's first estimate (100) must not wait for another session's 100-example pass (99) only because
+    # another 99 job waits too
+    point = engine.submit(probe_job(3.0, tag="pass-99", preemptible=True), owner="a", priority=99)
+    _wait_state(engine, point, ("running",))
+    time.sleep(0.3)
+    also = engine.submit(probe_job(0.2, tag="waiting-99"), owner="b", priority=99)
+    t0 = time.time()
+    quick = engine.submit(probe_job(0.3, tag="quick-100"), owner="c", priority=100)
+    assert engine.wait(quick, 30) == 0.3
+    assert time.time() - t0 < 2.0
+    assert engine.wait(point, 60) == 3.0 and engine.restarts(point) == 1
+    assert engine.wait(also, 30) == 0.2
+
+
+def test_a_job_slowed_down_after_its_last_report_is_not_taken_as_about_to_end():
+    from tp_core.jobs import JobInfo
+
+    now = time.time()
+    info = JobInfo("k", "point", "p", state="running", started=now - 4.0, progress=0.25)
+    info.first_report, info.reports = (now - 3.9, 0.0), [(now - 3.0, 0.1), (now - 2.5, 0.25)]
+    # the pace of the last two reports (0.5 s per 0.15) counts down to 0 - but 3/4 of the job is still to run
+    assert info.remaining < 1.0
+    assert info.left_for_preemption() == pytest.approx(12.0, abs=0.1)
+
+
 def test_preemption_never_talks_to_the_scheduler_with_the_engine_lock_held(engine, monkeypatch):
     # _make_room waits on the scheduler; the client's event loop may be waiting for the lock (a progress event):
     # with the lock held that was a deadlock (an app server hung when a slider point's scores were still to come)
@@ -203,6 +229,32 @@ def test_scores_and_points_through_the_engine_equal_direct_calls(engine, tiny):
     masked = evaluate(model, "sst2", val, build_masks(direct, pcfg, model.unit_shape()).gates(model.device))
     assert res.record.metric == pytest.approx(masked.metric)
     assert res.low <= res.record.metric <= res.high
+
+
+def test_a_point_stopped_mid_way_resumes_from_its_finished_batches(tiny):
+    from tp_core import work
+
+    model, ref = tiny
+    scores = attribute(model, "sst2", AttributionConfig(method="magnitude"))
+    pcfg, data = PruneConfig(0.5), DataRef("sst2", "validation", 70)  # 3 batches of at most 32
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_a_batch(fraction, message):
+        if 0 < fraction < 0.9:  # the first progress report after a batch (like a preemption's)
+            raise Stop
+
+    with pytest.raises(Stop):
+        work.point(stop_after_a_batch, ref, "sst2", scores, pcfg, data)
+    messages = []
+    res = work.point(lambda f, m: messages.append(m), ref, "sst2", scores, pcfg, data)
+    first = next(m for m in messages if "evaluating" in m)
+    n_left = int(first.split("evaluating ")[1].split(" ")[0])
+    assert 0 < n_left < 70 and f"({70 - n_left} reused)" in first, first
+    direct = evaluate(model, "sst2", load_split("sst2", "validation", limit=70),
+                      build_masks(scores, pcfg, model.unit_shape()).gates(model.device))
+    assert res.n == 70 and res.record.metric == pytest.approx(direct.metric)
 
 
 def test_curve_plan_orders_the_slider_point_first_and_fills_in(engine, tiny):

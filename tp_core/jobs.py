@@ -131,6 +131,17 @@ class JobInfo:
             return None
         return self.estimate_s
 
+    def left_for_preemption(self) -> float | None:
+        """Seconds left as the preemption rule sees them: the larger of `remaining` and the average pace since
+        the start. `remaining` counts down from the last report, so a job slowed down by a busy machine reads
+        "about to end" while most of it is still to run (an 8-session run kept a 100-example point with 6 s left
+        in place of the urgent ones)."""
+        left = self.remaining
+        if self.state == "running" and self.started is not None and self.progress > 0:
+            avg = (time.time() - self.started) * (1.0 - self.progress) / self.progress
+            left = avg if left is None else max(left, avg)
+        return left
+
     def _pace_base(self, now: float) -> tuple[float, float] | None:
         """The report the pace is measured from: the oldest report of the last PACE_WINDOW_S seconds before the
         latest one (at least the one before it; never the start, whose first batch carries the warm-up), so that
@@ -467,10 +478,11 @@ class Engine:
         return self._nthreads[0]
 
     def _make_room(self) -> None:
-        """When urgent jobs (priority >= URGENT) that can start wait for a thread, ask as many running preemptible,
-        less urgent jobs to give way (lowest priority first; not one that is about to end): they stop at their next
-        progress report (a batch) and go back in the queue (`_requeue`); Dask then starts the urgent ones. Only this
-        engine's own jobs are considered."""
+        """When urgent jobs (priority >= URGENT) that can start wait for a thread, ask as many running preemptible
+        jobs to give way, each less urgent than the waiting job it makes room for (the most urgent waiting jobs
+        first, the least urgent running ones give way first; not one that is about to end): they stop at their
+        next progress report (a batch) and go back in the queue (`_requeue`); Dask then starts the urgent ones.
+        Only this engine's own jobs are considered."""
         threads = self._threads()
         with self._lock:
             jobs = list(self._jobs.values())
@@ -481,10 +493,16 @@ class Engine:
             if not waiting:
                 return
             need = len(waiting) - max(0, threads - len(running))
-            victims = sorted((i for i in running if i.job is not None and i.job.preemptible and not i.preempting
-                              and i.priority < min(w.priority for w in waiting)
-                              and (i.remaining is None or i.remaining > PREEMPT_MIN_LEFT_S)),
-                             key=lambda i: (i.priority, -(i.started or 0)))[:max(0, need)]
+            candidates = sorted((i for i in running if i.job is not None and i.job.preemptible and not i.preempting
+                                 and ((left := i.left_for_preemption()) is None or left > PREEMPT_MIN_LEFT_S)),
+                                key=lambda i: (i.priority, -(i.started or 0)))
+            # each of the `need` most urgent waiting jobs takes the least urgent candidate below it (the least
+            # urgent waiting job's priority alone would keep a 100-example pass running in place of a quick one)
+            victims = []
+            for w in sorted(waiting, key=lambda w: -w.priority)[:max(0, need)]:
+                pick = next((c for c in candidates if c.priority < w.priority and c not in victims), None)
+                if pick is not None:
+                    victims.append(pick)
             for v in victims:
                 v.preempting, v.message = True, "giving way to an urgent job"
         for v in victims:

@@ -194,8 +194,12 @@ class MultiTaskModel(nn.Module):
         batch_size: int = 64,
         max_length: int = 128,
         sort: bool = True,
+        max_padding: float | None = None,
     ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
-        """Tokenise and yield (example indices, padded batch). Sorting by length removes most padding."""
+        """Tokenise and yield (example indices, padded batch). Sorting by length removes most padding. With
+        `max_padding` (and `sort`), a batch also ends early, once it has MIN_SPLIT_ROWS rows, where the next
+        example would make padding more than that share of its tokens (a 32-example pass is otherwise one batch
+        padded to its longest text)."""
         enc = self.tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=True,
                              max_length=max_length, padding=False)
         ids = enc["input_ids"]
@@ -203,8 +207,8 @@ class MultiTaskModel(nn.Module):
         pad = self.tokenizer.pad_token_id or 0
         has_tt = "token_type_ids" in enc
         dev = self.device
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        for idx in _split_batches([len(ids[i]) for i in order], order, batch_size,
+                                  max_padding if sort else None):
             width = max(len(ids[i]) for i in idx)
             input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
             mask = torch.zeros((len(idx), width), dtype=torch.long)
@@ -528,6 +532,28 @@ def _load_hf_classifier(name: str, trust_remote_code: bool, local: bool) -> Mult
     info = TaskHeadInfo(name=task, label_names=labels, problem=problem,
                         metric="pearson" if problem == "regression" else "accuracy")
     return MultiTaskModel(model, tok, {task: info}, kind="hf_classifier", source=name, base_model=name)
+
+
+MIN_SPLIT_ROWS = 8  # a batch cut for padding keeps at least this many rows (smaller ones cost more per row)
+
+
+def _split_batches(lengths: list[int], order: list[int], batch_size: int, max_padding: float | None) -> list[list[int]]:
+    """`order` cut into batches of at most `batch_size`; with `max_padding`, `lengths` (of `order`'s examples, in
+    ascending order) also cut a batch of at least MIN_SPLIT_ROWS rows before an example that would pad it beyond
+    that share of its tokens."""
+    out, cur, real = [], [], 0
+    for pos, i in enumerate(order):
+        n = lengths[pos]
+        if cur and (len(cur) >= batch_size or (
+                max_padding is not None and len(cur) >= MIN_SPLIT_ROWS
+                and 1.0 - (real + n) / ((len(cur) + 1) * n) > max_padding)):
+            out.append(cur)
+            cur, real = [], 0
+        cur.append(i)
+        real += n
+    if cur:
+        out.append(cur)
+    return out
 
 
 def with_token_progress(batches: list) -> Iterator[tuple[list[int], dict, int, float]]:

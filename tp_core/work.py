@@ -197,8 +197,9 @@ class PredictionStore:
     the sizes, so for some split sizes, e.g. mr's 2,133, the draws differ), so the second pass evaluates only the
     new examples. Examples are matched by content, so a draw that is not nested is only evaluated in full. One file
     per setting in the cache (the caller enforces the cache cap); writes are atomic, and two jobs writing at once can
-    only lose entries, never corrupt them. A reused prediction came from another batch composition: its logits may
-    differ from a fresh run's by float rounding (~1e-6)."""
+    only lose entries, never corrupt them. A job stopped mid-way (preempted by an urgent one, cancelled) keeps the
+    predictions of its finished batches here, so its next attempt evaluates only the rest. A reused prediction
+    came from another batch composition: its logits may differ from a fresh run's by float rounding (~1e-6)."""
 
     def __init__(self, parts: list):
         self.path = cache_dir("preds") / f"{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]}.json"
@@ -239,7 +240,18 @@ def _evaluate(progress: Progress, model, head: str, data: TaskData, masks, label
             summary = fitted.summary()
         report = lambda f, m: progress(0.9 * f, f"{label}: {m}")  # noqa: E731
         part = data if not reused else data.subset(todo)
-        logits = masked_logits(model, head, part, masks, fitted, batch_size=32, progress=report)
+        done: dict = {}  # what the finished batches predicted, kept if the job is stopped (preempted, cancelled)
+
+        def keep(idx, logits):
+            for i, v in zip(idx, predictions(logits, data.spec.problem).tolist()):
+                done[keys[todo[i]]] = v
+
+        try:
+            logits = masked_logits(model, head, part, masks, fitted, batch_size=32, progress=report, on_batch=keep)
+        except BaseException:
+            if store is not None and done:  # a preempted point resumes from here instead of from scratch
+                store.add(done if summary is None else {**done, RECOVERY_KEY: summary})
+            raise
         new = predictions(logits, data.spec.problem).tolist()
         fresh = {keys[i]: v for i, v in zip(todo, new)}
         known.update(fresh)
