@@ -251,6 +251,9 @@ def main() -> int:
                     help="nice value of every Chromium thread while the 8 sessions press their sliders: the "
                          "browsers stand in for the users' own machines, so they take only the CPU the server and "
                          "its workers leave (0: leave Chromium's own priorities, which compete with the workers)")
+    ap.add_argument("--scores-from", default="",
+                    help="a TP_HOME whose attribution scores cache is copied in first (experiments on the 8-session "
+                         "part only: its setup then skips computing every task's scores; the walk needs cold caches)")
     ap.add_argument("--note", default="", help="a line on what this run is (kept with it in the history table)")
     ap.add_argument("--shots", default=str(ROOT / "benchmarks" / "out" / "interactive_shots"),
                     help="screenshots of each stage (and of any wait over a minute)")
@@ -269,6 +272,9 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="tp-bench-"))
     (home / "models").mkdir()
     os.symlink(src, home / "models" / src.name)  # the built model; every cache starts cold
+    if args.scores_from:
+        assert args.skip_walk, "--scores-from: the walk is measured on cold caches"
+        shutil.copytree(Path(args.scores_from).expanduser() / "scores", home / "scores")
     port = free_port()
     env = {**os.environ, "TP_HOME": str(home), "TP_APP_MODEL": args.model, "TP_EXPORTS_DIR": str(home / "exports")}
     env.pop("TP_SCHEDULER", None)
