@@ -85,3 +85,47 @@ def test_user_jsonl_pairs_and_bad_inputs(tmp_path):
 def _touch(p):
     p.write_text("x")
     return p
+
+
+def test_splits_are_read_one_at_a_time_in_a_process(monkeypatch):
+    # datasets' thread_map (tqdm.contrib.concurrent.ensure_lock) deletes tqdm's class lock when it leaves: two
+    # load_dataset calls at once in a worker's two threads failed a job with "type object 'tqdm' has no attribute
+    # '_lock'". load_split reads one split at a time.
+    import threading
+    import time
+
+    import datasets
+
+    from tp_core import data as D
+
+    real, active, peak = datasets.load_dataset, [0], [0]
+    guard = threading.Lock()
+
+    def watched(*args, **kwargs):
+        with guard:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with guard:
+                active[0] -= 1
+
+    monkeypatch.setattr(datasets, "load_dataset", watched)
+    monkeypatch.setattr(D, "_SPLITS", type(D._SPLITS)())  # nothing already read
+    errors = []
+
+    def read(task, split):
+        try:
+            assert len(load_split(task, split)) > 0
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read, args=a) for a in
+               (("sst2", "train"), ("sst2", "validation"), ("ag_news", "validation"), ("mr", "validation"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and peak[0] == 1

@@ -203,7 +203,8 @@ def load_split(task: str | TaskSpec, split: str = "validation", limit: int | Non
 
         datasets.disable_progress_bars()
         try:
-            ds = datasets.load_dataset("json", data_files=str(path), split="train")
+            with _LOAD_LOCK:
+                ds = datasets.load_dataset("json", data_files=str(path), split="train")
         except Exception as exc:  # datasets raises many types for unreadable files
             raise TPError(f"Cannot read {path}: {exc}") from None
         pair_col = "text_pair" if "text_pair" in ds.column_names else None
@@ -221,6 +222,10 @@ def load_split(task: str | TaskSpec, split: str = "validation", limit: int | Non
 _SPLITS: "OrderedDict[tuple, TaskData]" = OrderedDict()
 _SPLITS_LOCK = threading.Lock()
 _SPLITS_MAX = 24
+# one `datasets.load_dataset` at a time per process: two at once in a worker's two threads raced in tqdm (the class
+# drops its shared lock when its last bar closes, even a disabled one) and failed an attribution job with "type
+# object 'tqdm' has no attribute '_lock'" (a walk of bench_interactive, the Model page's dense job beside it)
+_LOAD_LOCK = threading.Lock()
 
 
 def load_file(
@@ -455,7 +460,8 @@ def load_hub(
     import datasets
 
     try:
-        ds = datasets.load_dataset(name, config, split=split)
+        with _LOAD_LOCK:
+            ds = datasets.load_dataset(name, config, split=split)
     except Exception as exc:
         raise TPError(f"Cannot load hub dataset {name!r} ({split}): {str(exc).splitlines()[0][:300]}") from None
     feature = ds.features.get(label_col)
