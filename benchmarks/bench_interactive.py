@@ -307,6 +307,8 @@ def main() -> int:
             msg = event[1]
             if msg.get("event") != "progress":
                 timeline.append((msg.get("t"), msg.get("key"), msg.get("event")))
+            elif msg.get("key", "").startswith("scores-"):  # the attribution's own pace, for the estimate check
+                timeline.append((msg.get("t"), msg.get("key"), f"progress {msg.get('fraction', 0):.3f}"))
             _orig(event)
 
         from tp_core.jobs import TOPIC
@@ -348,7 +350,7 @@ def main() -> int:
                     side = page.locator('[data-testid="stSidebar"]').inner_text()
                     m = re.search(r"ig scores · sst2[^\n]*\n(\d+)% · [^\n]*~([\d.]+ (?:s|min)) left", side)
                     if m and panel_estimate is None and int(m.group(1)) >= 25:
-                        panel_estimate = (time.time(), _seconds(m.group(2)))
+                        panel_estimate = (time.time(), _seconds(m.group(2)), int(m.group(1)))
                     return page.get_by_text("sst2 · integrated gradients").count() > 0
 
                 _until(page, scores_shown, "attribution", 1800)
@@ -360,6 +362,11 @@ def main() -> int:
                 if panel_estimate:
                     real_left = time.time() - panel_estimate[0]
                     errors.append(abs(panel_estimate[1] - real_left) / max(real_left, 1e-9))
+                # what ran beside the attribution job (a shared worker changes its pace): for the estimate check
+                out["attribution_events"] = [e for e in timeline if (e[0] or 0) >= t - 30]
+                out["attribution_t0"] = t
+                if panel_estimate:  # when the panel was read (s after the click) and at which progress
+                    out["attribution_panel_read"] = (round(panel_estimate[0] - t, 2), panel_estimate[2])
                 out.update(attribution_s=attribution_s, attribution_pre_estimate_s=pre_estimate,
                            attribution_panel_estimate=panel_estimate and panel_estimate[1],
                            estimate_error_max=max(errors) if errors else None)

@@ -260,7 +260,7 @@ def _browser_notes(meta: dict) -> list[str]:
                      f"{len(d.get('concurrent8_new_point_s') or [])} slider presses, with the 8 Chromium pages on "
                      "the same 2 cores as the server")
             if d.get("concurrent8_coarse_point_p95_s") is not None:
-                extra += (f"; the first estimate is on one batch of 32 examples, and the same point on the "
+                extra += (f"; the first estimate is on 32 examples, and the same point on the "
                           f"100-example subset showed at p95 {fmt(d['concurrent8_coarse_point_p95_s'], 1)} s (median "
                           f"{fmt(statistics.median(d['concurrent8_coarse_point_s']), 1)} s) after the press")
             if d.get("concurrent8_preempted_restarts") is not None:
