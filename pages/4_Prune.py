@@ -8,6 +8,7 @@ from tp_app import common as C
 from tp_core.attribution import METHODS
 from tp_core.curves import record_dict
 from tp_core.evaluation import majority_baseline
+from tp_core.jobs import ACTIVE
 from tp_core.masks import ALLOCATIONS
 from tp_core.recovery import LEVELS as RECOVERY_LEVELS
 from tp_core.work import curve_plan, plan_results, recovered_method, search_job
@@ -149,7 +150,7 @@ def readout():
 
 
 first_info = C.job_info(slider_jobs[0].key) if slider_jobs else None
-first_pending = first_info is not None and first_info.state in ("queued", "running")
+first_pending = first_info is not None and first_info.state in ACTIVE
 with controls:
     st.fragment(readout, run_every=C.URGENT_POLL_S if first_pending else None)()
 

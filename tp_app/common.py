@@ -359,8 +359,8 @@ RERUN_GAP_S = 2.5
 # open browser; at 1 s, a Chromium on the same 2 cores as the workers spent 0.3 of a core on it, and the default
 # curves took 121 s instead of 91 s (the workers lost more than that share: preempted sgemm). 2 s: still live.
 POLL_S = 2.0
-# ... and while the slider's own point is pending: a user who moved the slider waits for exactly that point, and the
-# poll is cheap (job states only); the page is redrawn the moment it lands, not up to POLL_S + RERUN_GAP_S later.
+# ... and while a result the user waits for is pending (the Prune page's slider readout, a job about to end): the
+# poll is cheap (job states only), and the result is drawn when it lands, not up to POLL_S + RERUN_GAP_S later.
 URGENT_POLL_S = 0.5
 
 
@@ -510,26 +510,19 @@ def rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({int(h[0:2], 16)},{int(h[2:4], 16)},{int(h[4:6], 16)},{alpha})"
 
 
-def show_progress_compact(keys: list[str], what: str, urgent: list[str] = ()) -> None:
+def show_progress_compact(keys: list[str], what: str) -> None:
     """One progress bar for many jobs (jobs done / all, and what runs now), updated in place; the page reruns
-    whenever one of them lands (at most every RERUN_GAP_S), so results are drawn as they come. While one of the
-    `urgent` jobs (the slider's own point) is pending, it polls every URGENT_POLL_S and redraws the page the
-    moment that job lands."""
+    whenever one of them lands (at most every RERUN_GAP_S), so results are drawn as they come."""
     from tp_core.jobs import ACTIVE
 
     keys = list(dict.fromkeys(keys))
-    urgent = [k for k in urgent if k in keys]
 
     def counts():
         infos = [job_info(k) for k in keys]
         return infos, sum(1 for i in infos if i is not None and i.state not in ACTIVE)
 
-    def landed(infos) -> set[str]:
-        return {k for k, i in zip(keys, infos) if i is not None and i.state not in ACTIVE}
-
-    infos, done0 = counts()
+    _, done0 = counts()
     active = done0 < len(keys)
-    waiting_urgent = set(urgent) - landed(infos)
     state: dict = {}
 
     def body():
@@ -540,14 +533,12 @@ def show_progress_compact(keys: list[str], what: str, urgent: list[str] = ()) ->
             msg = f"{what}: {done}/{len(keys)} jobs done" + (f" · now: {running[0].label} ({job_line(running[0])})"
                                                              if running else " · waiting for a worker")
             st.progress(done / max(1, len(keys)), text=msg)
-        landed_urgent = bool(waiting_urgent & landed(now))
-        if active and done != st.session_state.get(f"_compact_{what}") and (
-                landed_urgent or page_due(done == len(keys))):
+        if active and done != st.session_state.get(f"_compact_{what}") and page_due(done == len(keys)):
             st.session_state[f"_compact_{what}"] = done
             st.rerun(scope="app")
 
     st.session_state[f"_compact_{what}"] = done0
-    st.fragment(body, run_every=(URGENT_POLL_S if waiting_urgent else POLL_S) if active else None)()
+    st.fragment(body, run_every=POLL_S if active else None)()
 
 
 def show_progress(keys: list[str], title: str | None = None) -> None:

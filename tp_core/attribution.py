@@ -36,18 +36,12 @@ from .data import TaskData, load_split
 from .errors import TPError
 from .gates import GateState, gated
 from .limits import limits
-from .model import MultiTaskModel, with_token_progress
+from .model import MAX_PADDING, MultiTaskModel, with_token_progress
 from .paths import atomic_write_text, cache_dir, enforce_cache_cap, touch
 
 METHODS = ("ig", "grad_x_act", "activation", "magnitude", "random")
 DATA_FREE = ("magnitude", "random")
 Progress = Callable[[float, str], None]
-
-
-# Attribution batches also end where padding would pass this share of their tokens (`MultiTaskModel.batches`): the
-# app's 64 sst2 scoring examples were 4 batches of 16 with 1,280 padded tokens for 808 real ones, the last batch
-# 60% of them (and no progress report while it ran); cut, 7 batches and 982 tokens.
-ATTR_MAX_PADDING = 0.15
 
 
 @dataclass(frozen=True)
@@ -442,7 +436,7 @@ def _data_scores(model, task, cfg, data, want_ffn, want_heads, progress):
     is_reg = model.task_info(task).num_labels == 1
     try:
         batches = list(model.batches(data.texts, data.pairs, cfg.batch_size, cfg.max_length,
-                                     max_padding=ATTR_MAX_PADDING))
+                                     max_padding=MAX_PADDING))
         t0 = time.time()
         for idx, batch, done, fraction in with_token_progress(batches):
             if is_reg:

@@ -10,7 +10,7 @@ import torch
 
 from .data import TaskData
 from .gates import GateState, gated
-from .model import MultiTaskModel, with_token_progress
+from .model import MAX_PADDING, MultiTaskModel, with_token_progress
 
 Progress = Callable[[float, str], None]
 
@@ -69,13 +69,6 @@ def compute_metric(name: str, preds: np.ndarray, labels: Sequence) -> float:
     raise ValueError(f"unknown metric {name!r}")
 
 
-# Evaluation batches end early where padding would pass this share of their tokens: a slider's first estimate
-# (32 examples, one batch of 32) was padded to its longest text, 33-46% padding on mrpc / sst2. Measured on the
-# demo at FFN 50%, 1 torch thread: 32 examples 0.58 -> 0.41 s (sst2), 0.70 -> 0.62 (mrpc), 0.62 -> 0.45
-# (ag_news); 100 and 500 examples (already sorted batches of 32) within noise.
-EVAL_MAX_PADDING = 0.15
-
-
 @torch.no_grad()
 def predict_logits(
     model: MultiTaskModel,
@@ -91,7 +84,7 @@ def predict_logits(
     called after each batch, after `on_batch(example indices, their logits)` (so a job stopped at a progress
     report keeps what it computed)."""
     out: list[np.ndarray | None] = [None] * len(data)
-    batches = list(model.batches(data.texts, data.pairs, batch_size, max_length, max_padding=EVAL_MAX_PADDING))
+    batches = list(model.batches(data.texts, data.pairs, batch_size, max_length, max_padding=MAX_PADDING))
     with gated(gates or GateState()):
         for idx, batch, done, fraction in with_token_progress(batches):
             logits = model(**batch, task=task).float().cpu().numpy()

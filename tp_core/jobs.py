@@ -125,7 +125,7 @@ class JobInfo:
                 pace = (last[0] - base[0]) / (last[1] - base[1])
                 return max(0.0, pace * (1.0 - last[1]) - (now - last[0]))
             if self.progress > 0:
-                return max(0.0, (now - self.started) * (1.0 - self.progress) / self.progress)
+                return self._left_at_average_pace(now)
             if self.estimate_s is not None:
                 return max(0.0, self.estimate_s - (now - self.started))
             return None
@@ -138,9 +138,13 @@ class JobInfo:
         in place of the urgent ones)."""
         left = self.remaining
         if self.state == "running" and self.started is not None and self.progress > 0:
-            avg = (time.time() - self.started) * (1.0 - self.progress) / self.progress
+            avg = self._left_at_average_pace(time.time())
             left = avg if left is None else max(left, avg)
         return left
+
+    def _left_at_average_pace(self, now: float) -> float:
+        """Seconds left at the job's average pace since it started (running, progress > 0)."""
+        return max(0.0, (now - self.started) * (1.0 - self.progress) / self.progress)
 
     def _pace_base(self, now: float) -> tuple[float, float] | None:
         """The report the pace is measured from: the oldest report of the last PACE_WINDOW_S seconds before the

@@ -240,20 +240,19 @@ def _evaluate(progress: Progress, model, head: str, data: TaskData, masks, label
             summary = fitted.summary()
         report = lambda f, m: progress(0.9 * f, f"{label}: {m}")  # noqa: E731
         part = data if not reused else data.subset(todo)
-        done: dict = {}  # what the finished batches predicted, kept if the job is stopped (preempted, cancelled)
+        done: dict = {}  # what the finished batches predicted (all of them at the end; kept if the job stops)
 
         def keep(idx, logits):
             for i, v in zip(idx, predictions(logits, data.spec.problem).tolist()):
                 done[keys[todo[i]]] = v
 
         try:
-            logits = masked_logits(model, head, part, masks, fitted, batch_size=32, progress=report, on_batch=keep)
+            masked_logits(model, head, part, masks, fitted, batch_size=32, progress=report, on_batch=keep)
         except BaseException:
             if store is not None and done:  # a preempted point resumes from here instead of from scratch
                 store.add(done if summary is None else {**done, RECOVERY_KEY: summary})
             raise
-        new = predictions(logits, data.spec.problem).tolist()
-        fresh = {keys[i]: v for i, v in zip(todo, new)}
+        fresh = done  # every batch's predictions
         known.update(fresh)
         if store is not None:
             store.add(fresh if summary is None else {**fresh, RECOVERY_KEY: summary})
