@@ -367,3 +367,76 @@ finally:
     assert res["state"] == "done"
     assert res["workers"] and all(min(v) >= WORKER_NICE for v in res["workers"])
     assert res["self"] == os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def test_remaining_time_speeds_up_when_the_jobs_sharing_the_worker_drain():
+    from tp_core.jobs import JobInfo
+
+    now = time.time()
+    # 1 s per 10% while a second job shared the worker (2 cores), its thread on the CPU 1 s in 2.1 (it waited
+    # for a core: 2 jobs and 2.2 threads' worth of other work on 2 cores); alone: 1.6 wall s per CPU s
+    info = JobInfo("k", "scores", "a job", state="running", started=now - 5, cores=2)
+    info.first_report = (now - 4, 0.1, 0.0)
+    info.reports = [(now - 4 + i, 0.1 + 0.1 * i, i / 2.1) for i in range(1, 5)]
+    info.progress = 0.5
+    plain = 5.0 - 0.0  # 50% left at 1 s per 10%, the last report just now
+    assert info.remaining == pytest.approx(plain, abs=0.05)  # nobody known to share: the pace as measured
+    info.sharing, info.alone_at = 2, now + 2.0
+    # 2 s as now (20% of the work), then 30% at 2.1 / 1.6 times the pace
+    assert info.remaining == pytest.approx(2.0 + 3.0 * 1.6 / 2.1, abs=0.05)
+    info.alone_at = now + 10  # the other job outlasts this one: no change
+    assert info.remaining == pytest.approx(plain, abs=0.05)
+    info.alone_at = None  # the other job's end is unknown: no change
+    assert info.remaining == pytest.approx(plain, abs=0.05)
+    # 2 jobs on a worker that has the cores for both (1 wall second per CPU second): nothing to gain
+    info.alone_at = now
+    info.reports = [(t, f, t - (now - 4)) for t, f, _ in info.reports]
+    assert info.remaining == pytest.approx(plain, abs=0.05)
+    # 2 jobs with 1.2 wall s per CPU s: alone, 1 (never less)
+    info.reports = [(t, f, (t - (now - 4)) / 1.2) for t, f, _ in info.reports]
+    assert info.remaining == pytest.approx(5.0 / 1.2, abs=0.05)  # the other job has ended (alone_at: now)
+    # a thread that waits (sleeps, runs a subprocess): no forecast from its CPU time
+    info.reports = [(t, f, 0.01 * i) for i, (t, f, _) in enumerate(info.reports, 1)]
+    assert info.remaining == pytest.approx(plain, abs=0.05)
+    # reports without CPU time (an older worker): the pace as measured
+    info.reports = [(t, f) for t, f, _ in info.reports]
+    assert info.remaining == pytest.approx(plain, abs=0.05)
+
+
+def test_the_engine_knows_which_jobs_share_a_worker_and_when_they_end(engine):
+    a = engine.submit(probe_job(1.5, tag="share-a"), owner="a")
+    b = engine.submit(probe_job(0.6, tag="share-b"), owner="b")
+    ia = _wait_state(engine, a, ("running",))
+    t0 = time.time()
+    while time.time() - t0 < 5 and not ia.reports:
+        time.sleep(0.02)
+    # one worker thread here: a runs alone while b waits, and b (queued, no estimate yet) is not counted as ending
+    assert ia.worker and ia.sharing == 1
+    assert len(ia.reports[-1]) == 3 and ia.reports[-1][2] is not None  # each report carries the thread's CPU time
+    engine.wait(a, 30)
+    engine.wait(b, 30)
+
+
+def test_outlook_counts_running_jobs_per_worker_and_queued_ones():
+    from tp_core.jobs import Engine, JobInfo
+
+    now = time.time()
+    eng = Engine.__new__(Engine)
+    mk = lambda k, **kw: JobInfo(k, "point", k, **kw)  # noqa: E731
+    a = mk("a", state="running", started=now - 4, worker="w1")
+    a.first_report, a.reports, a.progress = (now - 4, 0.1), [(now - 2, 0.3), (now, 0.5)], 0.5  # 5 s left
+    b = mk("b", state="running", started=now - 1, worker="w1", estimate_s=3.0)  # no report yet: 2 s left
+    c = mk("c", state="running", started=now - 1, worker="w2", estimate_s=1.0)
+    eng._jobs = {i.key: i for i in (a, b, c)}
+    eng._outlook()
+    assert (a.sharing, b.sharing, c.sharing) == (2, 2, 1)
+    assert a.alone_at == pytest.approx(now + 2.0, abs=0.1)  # b's 2 s
+    assert b.alone_at == pytest.approx(now + 5.0, abs=0.1)  # a's 5 s
+    assert c.alone_at == pytest.approx(now, abs=0.1)
+    q = mk("q", state="queued", estimate_s=4.0)
+    eng._jobs["q"] = q
+    eng._outlook()
+    assert a.alone_at == pytest.approx(now + 6.0, abs=0.1)  # q takes b's thread at +2 and runs 4 s
+    q.estimate_s = None
+    eng._outlook()
+    assert a.alone_at is None  # a waiting job of unknown length: no forecast
