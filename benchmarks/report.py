@@ -297,6 +297,17 @@ def _ci_text(ci) -> str:
     return "" if not ci else f" [{fmt(ci[0], 3)}, {fmt(ci[1], 3)}]"
 
 
+def _int8_plan_text(p: dict | None, margin) -> str:
+    if not p:
+        return ""
+    tried = "; ".join(f"FFN {fmt_pct(t['ffn_sparsity'])} + heads {fmt_pct(t['head_sparsity'])}: "
+                      f"{fmt(t['keep_selection'], 4)} ± {fmt(t['keep_selection_se'], 4)}" for t in p.get("trials", []))
+    plan = f"FFN {fmt_pct(p['ffn_sparsity'])} + heads {fmt_pct(p['head_sparsity'])}"
+    return (f"The int8 file's plan: {plan} ({'the same' if p.get('same_as_fp32') else 'its own'}; "
+            f"{p['note']}; int8 keep on the selection set of each plan tried: {tried or 'none tried'}); the int8 "
+            f"rows below are that file's. ")
+
+
 def _export_section(e: dict) -> list[str]:
     """Section 8: the shipped model (benchmarks/bench_export.py, issue 13): size, formats, speed, vocabulary."""
     ch, rec = e["chosen"], e.get("recovery") or {}
@@ -335,12 +346,13 @@ def _export_section(e: dict) -> list[str]:
             f"{fmt_pct(ch['ffn_sparsity'])} + heads {fmt_pct(ch['head_sparsity'])}, the smallest grid point keeping "
             f">= {fmt_pct(ch['keep_target'])} on the selection set"
             + (f" by a margin of {fmt(ch['margin_se'], 1)} bootstrap standard error(s)" if ch.get("margin_se") else "")
-            + f" ({e.get('selection_note', '')}). "
-            "Speed: median of the timed runs, torch and onnxruntime on "
-            f"{e['threads']} threads, side by side in one run; {e['timing_note']}.", "",
+            + f" ({e.get('selection_note', '')}). " + _int8_plan_text(e.get("int8_plan"), e.get("margin_se", 1))
+            + "Speed: median of the timed runs, torch and onnxruntime on "
+            f"{e['threads']} threads, side by side in one run" + (f", on {e['machine']}" if e.get("machine") else "")
+            + f"; {e['timing_note']}.", "",
             _table(["key", "what", "value [95% interval]", "goal", ""], rows), "",
             "The parameter ratio is that of the chosen plan; it answers the goal only where that plan's keep "
-            "(reported examples) holds too.", "",
+            "(reported examples) holds too." + (f" **Caveat**: {e['caveat']}." if e.get("caveat") else ""), "",
             f"Size on disk: dense fp32 {by.get('dense_fp32', 0) / 1e6:.1f} MB; " + ", ".join(
                 f"{k} {v / 1e6:.1f} MB" for k, v in by.items() if k != "dense_fp32" and v) + ".", "",
             "Off-domain cost of the sst2 vocabulary (the same pruned model with its full vocabulary as reference):", "",
