@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import sys
@@ -56,19 +57,6 @@ GOALS = {"export_params_ratio": ("<=", 0.35), "export_keep": (">=", 0.97), "onnx
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def _cpu_model() -> str:
-    """The CPU this ran on (speed-ups differ between machines)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    import platform
-
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
 def keep_interval(pred, ref, labels, metric: str, n: int = 2000, seed: int = 0) -> list[float]:
@@ -195,6 +183,9 @@ def main(argv=None) -> int:
         args.reps = min(args.reps, 5)
         args.samples, args.steps = args.samples or 8, args.steps or 2
     rcfg = as_config(args.recover, args.recover_samples)
+    from common import machine
+
+    mach = machine()
     t0 = time.time()
     model = load_model(model_name, device="cpu")
     task = args.task
@@ -260,10 +251,14 @@ def main(argv=None) -> int:
     log(f"chosen: ffn {chosen['ffn_sparsity']} heads {chosen['head_sparsity']} "
         f"({'keeps' if ok else 'NO grid point keeps'} >= {args.keep:.0%} with a margin of {args.margin_se} SE)")
 
-    def plan_of(row):
-        cfg = PruneConfig(row["ffn_sparsity"], row["head_sparsity"], args.allocation)
+    @functools.cache  # the fp32 plan is the first int8 trial: its recovery is solved once
+    def plan(ffn_sparsity, head_sparsity):
+        cfg = PruneConfig(ffn_sparsity, head_sparsity, args.allocation)
         plan_masks = build_masks(scores, cfg, model.unit_shape())
         return cfg, plan_masks, (recover(model, task, plan_masks, None, rcfg) if rcfg.level != "none" else None)
+
+    def plan_of(row):
+        return plan(row["ffn_sparsity"], row["head_sparsity"])
 
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
         # int8 is its own format with its own rounding loss: its plan is chosen the same way, on the selection set,
@@ -366,7 +361,7 @@ def main(argv=None) -> int:
                       "same_as_fp32": rep8 is rep, "trials": int8_trials,
                       "note": "the smallest plan (among those the fp32 rule accepts) whose int8 file keeps the "
                               "target with the margin on the selection set, tried in order of size"},
-        "machine": _cpu_model(),
+        "machine": f"{mach['cpu']}, {mach['cores']} cores",  # speed-ups differ between machines
         "export_params_ratio": rep.params_pruned["total"] / rep.params_dense["total"],
         "export_keep": rep.metric_pruned / rep.metric_dense,
         "export_keep_interval": keep_interval(preds["pruned"], preds["dense"], labels, metric),

@@ -297,7 +297,7 @@ def _ci_text(ci) -> str:
     return "" if not ci else f" [{fmt(ci[0], 3)}, {fmt(ci[1], 3)}]"
 
 
-def _int8_plan_text(p: dict | None, margin) -> str:
+def _int8_plan_text(p: dict | None) -> str:
     if not p:
         return ""
     tried = "; ".join(f"FFN {fmt_pct(t['ffn_sparsity'])} + heads {fmt_pct(t['head_sparsity'])}: "
@@ -346,7 +346,7 @@ def _export_section(e: dict) -> list[str]:
             f"{fmt_pct(ch['ffn_sparsity'])} + heads {fmt_pct(ch['head_sparsity'])}, the smallest grid point keeping "
             f">= {fmt_pct(ch['keep_target'])} on the selection set"
             + (f" by a margin of {fmt(ch['margin_se'], 1)} bootstrap standard error(s)" if ch.get("margin_se") else "")
-            + f" ({e.get('selection_note', '')}). " + _int8_plan_text(e.get("int8_plan"), e.get("margin_se", 1))
+            + f" ({e.get('selection_note', '')}). " + _int8_plan_text(e.get("int8_plan"))
             + "Speed: median of the timed runs, torch and onnxruntime on "
             f"{e['threads']} threads, side by side in one run" + (f", on {e['machine']}" if e.get("machine") else "")
             + f"; {e['timing_note']}.", "",

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import heapq
 import json
 import logging
 import os
@@ -148,10 +149,10 @@ class JobInfo:
         attribution of the default walk ran 1.47x faster once the Model page's dense
         job beside it ended; its panel, estimating from the shared pace, said 15 s where 10.2 s were left."""
         shared = pace * work
-        if self.sharing <= 1 or self.alone_at is None or len(base) < 3 or len(last) < 3 \
-                or base[2] is None or last[2] is None or last[2] <= base[2]:
+        cpu0, cpu1 = (r[2] if len(r) > 2 else None for r in (base, last))  # older reports carry no CPU time
+        if self.sharing <= 1 or self.alone_at is None or cpu0 is None or cpu1 is None or cpu1 <= cpu0:
             return shared
-        ratio = (last[0] - base[0]) / (last[2] - base[2])  # wall seconds per CPU second, shared
+        ratio = (last[0] - base[0]) / (cpu1 - cpu0)  # wall seconds per CPU second, shared
         if ratio > 10:  # its thread does not do the work (it sleeps or waits for a subprocess)
             return shared
         # processor sharing: n runnable threads on C cores run at n / C wall seconds per CPU second each; the
@@ -481,14 +482,14 @@ class Engine:
             if not others or any(e is None for e in ends):
                 info.alone_at = None if others else now
                 continue
-            ends = sorted(now + e for e in ends)
+            if any(q.estimate_s is None for q in queued):
+                info.alone_at = None
+                continue
+            ends = [now + e for e in ends]
+            heapq.heapify(ends)
             for q in queued:  # a waiting job takes the first place to free up
-                if q.estimate_s is None:
-                    ends = None
-                    break
-                ends[0] += q.estimate_s
-                ends.sort()
-            info.alone_at = None if ends is None else ends[-1]
+                heapq.heapreplace(ends, ends[0] + q.estimate_s)
+            info.alone_at = max(ends)
 
     def _on_done(self, future) -> None:
         key = str(future.key).split(ATTEMPT_SEP)[0]
