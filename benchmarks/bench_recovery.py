@@ -348,10 +348,12 @@ def analyse(r: Run, tasks: list[str], infos: dict) -> dict:
             gains.append(100 * g_pt)
             boots.append(100 * g_b)
             rows.append({"task": t, "ffn_sparsity": f, "method": k[1], "level": k[4], "n_iters": k[5],
-                         "gain_points": round(100 * g_pt, 3), "ci95": ci(100 * g_b)})
+                         "gain_points": round(100 * g_pt, 3), "ci95": ci(100 * g_b),
+                         "headroom_points": round(100 * (1 - keep(t, plain)[0]), 3)})
     if gains:
         out["recovery_gain_80_90"] = {"value": round(float(np.mean(gains)), 3), "ci95": ci(np.mean(boots, 0)),
-                                      "unit": "points of kept-vs-dense", "goal": 8.0, "cells": rows}
+                                      "unit": "points of kept-vs-dense", "goal": 8.0, "cells": rows,
+                                      "ceiling": gain_ceiling(rows)}
     # keep_90ffn and keep_70ffn_50heads per task: our best pipeline (chosen on selection)
     for name, (f, h) in (("keep_90ffn", (0.9, 0.0)), ("keep_70ffn_50heads", (0.7, 0.5))):
         if (f, h) not in pts:
@@ -410,7 +412,72 @@ def analyse(r: Run, tasks: list[str], infos: dict) -> dict:
                     "task and calibration set, shared by every fit); wall-clock on this machine at its load"}
     out["dense"] = {t: {"metric": round(dense[t], 6), "ci95": ci(dense_boot[t]), "n": infos[t]["n_validation"]}
                     for t in tasks}
+    out.update(breadth(r, tasks, stats, keep, val_preds))
     out["cells"] = cells
+    return out
+
+
+def gain_ceiling(rows: list[dict]) -> float:
+    """The most recovery could add in the cells of recovery_gain_80_90 if it brought every pruned model back to
+    the dense metric: the mean of 100 x (1 - kept-vs-dense without recovery), in points."""
+    return round(float(np.mean([c["headroom_points"] for c in rows])), 3)
+
+
+def _summary(diffs: list[float], boots: list[np.ndarray], tests: list[dict]) -> dict:
+    """Mean over cells (points of kept-vs-dense) with its stratified interval, and the per-cell verdicts."""
+    v = [t["verdict"] for t in tests]
+    return {"mean_points": round(float(np.mean(diffs)), 3), "ci95": ci(np.mean(boots, 0)), "cells": len(diffs),
+            "wins": v.count("win"), "losses": v.count("loss"), "ties": v.count("tie")}
+
+
+def breadth(r: Run, tasks, stats, keep, val_preds) -> dict:
+    """What each recovery level adds to each criterion, how ig compares with every other criterion at each level,
+    and what iterative pruning adds, over every task x point cell of the run. Differences are in points of
+    kept-vs-dense (paired bootstrap, tasks resampled independently); a cell's verdict is the paired test of the
+    metric."""
+    keys = [k for k in r.preds if len(k) == 6 and k[0] in stats]
+    methods = sorted({k[1] for k in keys})
+    levels = [lv for lv in LEVELS if any(k[4] == lv for k in keys)]
+    cells = sorted({(k[0], k[2], k[3]) for k in keys})
+
+    def compare(a_key, b_key):
+        t = a_key[0]
+        (ka, ba), (kb, bb) = keep(t, a_key), keep(t, b_key)
+        return 100 * (ka - kb), 100 * (ba - bb), paired_test(stats[t], val_preds(a_key), val_preds(b_key))
+
+    def over(pairs):
+        got = [compare(a, b) for a, b in pairs if a in r.preds and b in r.preds]
+        return _summary([g[0] for g in got], [g[1] for g in got], [g[2] for g in got]) if got else None
+
+    out: dict = {}
+    effects = []
+    for m in methods:
+        for lv in levels:
+            if lv == "none":
+                continue
+            s = over([((t, m, f, h, lv, 1), (t, m, f, h, "none", 1)) for t, f, h in cells])
+            if s:
+                effects.append({"method": m, "level": lv, **s})
+    if effects:
+        out["recovery_level_effects"] = effects
+    if "ig" in methods and len(methods) > 1:
+        vs = []
+        for lv in levels:
+            for m in methods:
+                if m == "ig":
+                    continue
+                s = over([((t, "ig", f, h, lv, 1), (t, m, f, h, lv, 1)) for t, f, h in cells])
+                if s:
+                    vs.append({"level": lv, "other": m, **s})
+        out["ig_vs_criteria"] = vs
+    iters = sorted({(k[1], k[4], k[5]) for k in keys if k[5] > 1})
+    effects = []
+    for m, lv, n in iters:
+        s = over([((t, m, f, h, lv, n), (t, m, f, h, lv, 1)) for t, f, h in cells])
+        if s:
+            effects.append({"method": m, "level": lv, "n_iters": n, **s})
+    if effects:
+        out["iterative_effects"] = effects
     return out
 
 
@@ -544,13 +611,16 @@ def main(argv=None) -> int:
     ap.add_argument("--merge-from", default=None, metavar="RUN_JSON",
                     help="merge an earlier run's output (e.g. one stopped after its first task: the file is written "
                          "after each task) into --merge's results.json, and stop")
+    ap.add_argument("--merge-as", default="recovery_benchmark", metavar="KEY",
+                    help="the results.json key the run goes under; any other than recovery_benchmark (e.g. "
+                         "recovery_breadth) leaves the issue's headline keys as they are")
     args = ap.parse_args(argv)
     if args.merge_from:
         if not args.merge:
             ap.error("--merge-from needs --merge RESULTS_JSON")
         res = json.loads(Path(args.merge_from).read_text())
         res.setdefault("meta", {})["merged_from"] = args.merge_from
-        merge(res, Path(args.merge))
+        merge(res, Path(args.merge), args.merge_as)
         return 0
     for m in args.methods.split(","):
         if m and m not in ALL_METHODS:
@@ -614,7 +684,7 @@ def main(argv=None) -> int:
         else:
             print(f"{k}: {v}")
     if args.merge:
-        merge(res, Path(args.merge))
+        merge(res, Path(args.merge), args.merge_as)
     print(f"wrote {out_path} ({res['seconds']:.0f}s)")
     return 0
 
@@ -650,12 +720,14 @@ def resume(r: Run, path: Path, args) -> dict:
     return dict(prev["tasks"])
 
 
-def merge(res: dict, path: Path) -> None:
+def merge(res: dict, path: Path, key: str = "recovery_benchmark") -> None:
     """The issue's keys at the top of results.json and the whole run under `recovery_benchmark`, written
-    atomically (results.json is never left half-written)."""
+    atomically (results.json is never left half-written). Under another `key` (--merge-as: a run on some tasks
+    only, e.g. every criterion x level on two tasks) the run is stored there and the issue's keys are left alone."""
     doc = json.loads(path.read_text()) if path.is_file() else {}
-    doc.update({k: res[k] for k in RESULT_KEYS if k in res})
-    doc["recovery_benchmark"] = res
+    if key == "recovery_benchmark":
+        doc.update({k: res[k] for k in RESULT_KEYS if k in res})
+    doc[key] = res
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(doc, indent=1))
     os.replace(tmp, path)
