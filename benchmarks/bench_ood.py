@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench_recovery import ALL_METHODS, LEVELS, OURS, Run, TaskStats, _holdout, ci, paired_test  # noqa: E402
+from bench_recovery import (ALL_METHODS, OURS, Run, TaskStats, _holdout, check_choices, ci, merge,  # noqa: E402
+                            paired_test)
 from tp_core import load_model  # noqa: E402
 from tp_core.data import get_task, load_split  # noqa: E402
 from tp_core.masks import PruneConfig, build_masks  # noqa: E402
@@ -139,12 +140,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(HERE / "out" / "bench_ood.json"))
     ap.add_argument("--merge", default=None, metavar="RESULTS_JSON", help="store the run under ood_benchmark there")
     args = ap.parse_args(argv)
-    for m in args.methods.split(","):
-        if m and m not in ALL_METHODS:
-            ap.error(f"unknown method {m!r}")
-    for lv in args.levels.split(","):
-        if lv and lv not in LEVELS:
-            ap.error(f"unknown level {lv!r}")
+    check_choices(ap, args)
     t0 = time.time()
 
     def log(msg):
@@ -159,12 +155,7 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))
     if args.merge:
-        path = Path(args.merge)
-        doc = json.loads(path.read_text()) if path.is_file() else {}
-        doc["ood_benchmark"] = res
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(doc, indent=1))
-        os.replace(tmp, path)
+        merge(res, Path(args.merge), "ood_benchmark")  # atomic; leaves every other key as it is
     for c in res["comparisons"]:
         print(json.dumps(c))
     print(f"wrote {out} ({res['meta']['seconds']:.0f}s)")

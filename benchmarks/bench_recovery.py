@@ -622,12 +622,7 @@ def main(argv=None) -> int:
         res.setdefault("meta", {})["merged_from"] = args.merge_from
         merge(res, Path(args.merge), args.merge_as)
         return 0
-    for m in args.methods.split(","):
-        if m and m not in ALL_METHODS:
-            ap.error(f"unknown method {m!r}")
-    for lv in args.levels.split(","):
-        if lv and lv not in LEVELS:
-            ap.error(f"unknown level {lv!r}")
+    check_choices(ap, args)
 
     import torch
 
@@ -687,6 +682,16 @@ def main(argv=None) -> int:
         merge(res, Path(args.merge), args.merge_as)
     print(f"wrote {out_path} ({res['seconds']:.0f}s)")
     return 0
+
+
+def check_choices(ap: argparse.ArgumentParser, args) -> None:
+    """--methods and --levels name known criteria and recovery levels (else argparse's one-line error, exit 2)."""
+    for m in args.methods.split(","):
+        if m and m not in ALL_METHODS:
+            ap.error(f"unknown method {m!r}")
+    for lv in args.levels.split(","):
+        if lv and lv not in LEVELS:
+            ap.error(f"unknown level {lv!r}")
 
 
 RESUME_SETTINGS = ("model", "methods", "levels", "seeds", "ffn", "combined", "cap", "select", "select_n", "samples",
