@@ -212,15 +212,26 @@ class _BrowserRenicer:
     job worker (nice 10) got 0.19 of a core. Re-applied every half second; on Linux nice is per thread.
     With the kernel's autogroup scheduling on (/proc/sys/kernel/sched_autogroup_enabled = 1), CPU is shared first
     between autogroups (one per session: Chromium, launched by Playwright with its own session, sits in another one
-    than the server and its workers), and a thread's nice counts only inside its group: so the group's own nice
-    (/proc/<pid>/autogroup) is set too. Without it, on a machine with autogroup on (2026-12-01), the 8 pages at
-    thread nice 19 took 1.06 cores and the workers (nice 10) 0.56."""
+    than the server and its workers), and a thread's nice counts only inside its group: on such a machine
+    (2026-12-01) the 8 pages at thread nice 19 took 1.06 cores and the workers (nice 10) 0.56. So autogroup
+    scheduling is turned off while the renicer holds (restored by stop()) where this process may write the switch;
+    setting the browser groups' own nice to 19 instead starved the pages (0.31 cores for 8 of them, presses spread
+    over 13 s, p95 20 s). Where the switch cannot be written, stop() says autogroup stayed on."""
+
+    SWITCH = Path("/proc/sys/kernel/sched_autogroup_enabled")
 
     def __init__(self, nice: int, every: float = 0.5):
         import threading
 
         self.nice, self.every, self.changed = int(nice), every, 0
-        self.groups: set[str] = set()
+        self.autogroup_was = self.autogroup_during = None
+        try:
+            self.autogroup_was = self.autogroup_during = int(self.SWITCH.read_text())
+            if self.autogroup_was:
+                self.SWITCH.write_text("0")
+                self.autogroup_during = 0
+        except (OSError, ValueError):
+            pass
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -230,7 +241,6 @@ class _BrowserRenicer:
             for proc, cmd in _processes():
                 if not _is_chromium(cmd):
                     continue
-                self._group(proc)
                 try:
                     for task in (proc / "task").iterdir():
                         tid = int(task.name)
@@ -240,20 +250,16 @@ class _BrowserRenicer:
                 except (OSError, ValueError):
                     continue  # gone meanwhile, or not ours
 
-    def _group(self, proc: Path) -> None:
-        """The process's autogroup at self.nice (no-op where the kernel has none or it is already there)."""
-        try:
-            name, _, value = (proc / "autogroup").read_text().split()  # "/autogroup-74 nice 0"
-            if int(value) != self.nice:
-                (proc / "autogroup").write_text(str(self.nice))
-            self.groups.add(name)
-        except (OSError, ValueError):
-            pass
-
     def stop(self) -> dict:
         self._stop.set()
         self._thread.join(5)
-        return {"nice": self.nice, "threads_reniced": self.changed, "autogroups_reniced": len(self.groups)}
+        if self.autogroup_was and not self.autogroup_during:
+            try:
+                self.SWITCH.write_text(str(self.autogroup_was))
+            except OSError:
+                pass
+        return {"nice": self.nice, "threads_reniced": self.changed,
+                "autogroup": {"before": self.autogroup_was, "during": self.autogroup_during}}
 
 
 def main() -> int:
@@ -303,6 +309,7 @@ def main() -> int:
                  "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_before": os.getloadavg()[0],
                  "command": "benchmarks/bench_interactive.py " + " ".join(sys.argv[1:]),
                  "browser_nice": args.browser_nice}
+    renicer = None  # holds the browsers' priority during the 8-session phase
     try:
         for _ in range(600):
             if healthy(url):
@@ -334,7 +341,6 @@ def main() -> int:
         with sync_playwright() as p:
             chromium = shutil.which("chromium") or "/usr/bin/chromium"
             browser = p.chromium.launch(executable_path=chromium, args=ARGS)
-            renicer = None
             if not args.skip_walk:
                 ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
                 ctx.add_init_script(RUN_WATCH)
@@ -582,6 +588,8 @@ def main() -> int:
                 out["browser_renice"] = {**renicer.stop(), "when": "the 8-session slider presses"}
         observer.close()
     finally:
+        if renicer is not None:  # a run that failed mid-phase still gives autogroup scheduling back
+            renicer.stop()
         stop_process(proc, 30)
         log.close()
     out["load_after"] = os.getloadavg()[0]
