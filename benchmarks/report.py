@@ -549,9 +549,12 @@ def _breadth_section(rb: dict) -> list[str]:
     tasks = list(rb.get("tasks", {}))
     cells = [c for c in rb.get("cells", []) if c["n_iters"] == 1]
     pts = sorted({(c["ffn_sparsity"], c["head_sparsity"]) for c in cells})
+    rs = meta.get("resumed_from") or {}
+    how = (f"computed by `{rs.get('command')}` (started {rs.get('started')}; tasks {', '.join(rs.get('tasks', []))}), "
+           f"analysed by `{meta.get('command', '')}`" if rs else
+           f"run {meta.get('started', '?')} ({rb.get('seconds', 0) / 3600:.1f} h; `{meta.get('command', '')}`")
     L = ["## 9b. Every criterion x every recovery level", "",
-         f"benchmarks/bench_recovery.py, run {meta.get('started', '?')} ({rb.get('seconds', 0) / 3600:.1f} h; "
-         f"`{meta.get('command', '')}`): tasks {', '.join(tasks)} (whole validation splits), scoring seeds "
+         f"benchmarks/bench_recovery.py, {how}: tasks {', '.join(tasks)} (whole validation splits), scoring seeds "
          f"{st.get('seeds')}, {st.get('samples')} scoring examples per seed, {st.get('recover_samples')} calibration "
          "texts. The same statistics as section 9: a difference is in points of kept-vs-dense, its interval a paired "
          "bootstrap over validation examples (tasks resampled independently); a cell (task x point) counts as a "
@@ -596,8 +599,9 @@ def _breadth_section(rb: dict) -> list[str]:
             ahead = [x["other"] for x in row if x["ci95"][0] > 0]
             level_with = [x["other"] for x in row if x["ci95"][0] <= 0 <= x["ci95"][1]]
             behind = [x["other"] for x in row if x["ci95"][1] < 0]
-            verdicts.append(f"with `{lv}`: ig ahead of {', '.join(ahead) or 'none'}; level with "
-                            f"{', '.join(level_with) or 'none'}; behind {', '.join(behind) or 'none'}")
+            parts = [f"{what} {', '.join(ms)}" for what, ms in (("ahead of", ahead), ("level with", level_with),
+                                                                 ("behind", behind)) if ms]
+            verdicts.append(f"with `{lv}`: ig " + ", ".join(parts))
         L += ["Where ig earns its cost (the mean difference's interval excluding zero): " + "; ".join(verdicts) + ".",
               ""]
     it = rb.get("iterative_effects") or []
