@@ -191,6 +191,19 @@ def _glance(res: dict) -> list[str]:
         out.append("TextPruner: " + tp["verdict"])
     if res.get("ig_fidelity"):
         out.append(_ig_fidelity_glance(res["ig_fidelity"]))
+    rb = res.get("recovery_breadth") or {}
+    if rb.get("recovery_level_effects"):
+        levels = [lv for lv in ("none", "bias", "scale", "lstsq") if any(x["level"] == lv
+                                                                          for x in rb.get("ig_vs_criteria", []))]
+        out.append(f"recovery levels ({', '.join(rb.get('tasks', {}))}; section 9b): "
+                   + _level_verdict(rb["recovery_level_effects"])
+                   + "".join(f"; {v}" for v in _ig_verdicts(rb.get("ig_vs_criteria", []), levels)
+                             if v.startswith(("with `none`", "with `lstsq`"))))
+    o = res.get("ood_benchmark")
+    if o:
+        out.append(f"unseen domain with intervals (section 9c): ig {_ood_counts(o, 'ig_vs_best_other')} cells "
+                   f"against the best other criterion; our best pipeline {_ood_counts(o, 'best_pipeline_vs_best_baseline')}"
+                   " against the best baseline without recovery")
     return out
 
 
@@ -541,6 +554,35 @@ def _wlt(x: dict) -> str:
     return f"{x['wins']} / {x['losses']} / {x['ties']}"
 
 
+def _level_verdict(eff: list[dict]) -> str:
+    """Which recovery level adds the most, averaged over the criteria (recovery_level_effects)."""
+    by_level: dict = {}
+    for e in eff:
+        by_level.setdefault(e["level"], []).append(e["mean_points"])
+    best = max(by_level, key=lambda lv: sum(by_level[lv]) / len(by_level[lv]))
+    return (f"averaged over the criteria, `{best}` adds the most ("
+            + ", ".join(f"{lv} {sum(v) / len(v):+.2f}" for lv, v in by_level.items()) + " points)")
+
+
+def _ig_verdicts(vs: list[dict], levels: list[str]) -> list[str]:
+    """Per recovery level: the criteria ig is ahead of, level with and behind (ig_vs_criteria's mean intervals)."""
+    out = []
+    for lv in levels:
+        row = [x for x in vs if x["level"] == lv]
+        groups = (("ahead of", [x["other"] for x in row if x["ci95"][0] > 0]),
+                  ("level with", [x["other"] for x in row if x["ci95"][0] <= 0 <= x["ci95"][1]]),
+                  ("behind", [x["other"] for x in row if x["ci95"][1] < 0]))
+        parts = [f"{what} {', '.join(ms)}" for what, ms in groups if ms]
+        if parts:
+            out.append(f"with `{lv}`: ig " + ", ".join(parts))
+    return out
+
+
+def _ood_counts(o: dict, kind: str) -> str:
+    v = [c["verdict"] for c in o["comparisons"] if c["kind"] == kind]
+    return f"wins {v.count('win')}, loses {v.count('loss')} and ties {v.count('tie')} of {len(v)}"
+
+
 def _breadth_section(rb: dict) -> list[str]:
     """Section 9b: every criterion x every recovery level (x iterative for the best two) on a few tasks
     (benchmarks/bench_recovery.py --merge-as recovery_breadth)."""
@@ -575,17 +617,12 @@ def _breadth_section(rb: dict) -> list[str]:
                  [[m, lv] + [fmt(mean.get((m, lv, f, h)), 3) for f, h in pts] for m in methods for lv in levels]), ""]
     eff = rb.get("recovery_level_effects") or []
     if eff:
-        by_level = {}
-        for e in eff:
-            by_level.setdefault(e["level"], []).append(e["mean_points"])
-        best = max(by_level, key=lambda lv: sum(by_level[lv]) / len(by_level[lv]))
         L += ["What each recovery level adds to each criterion (mean over task x point cells, points of "
               "kept-vs-dense, with minus without; wins / losses / ties over cells):", "",
               _table(["criterion", "level", "gain [95%]", "wins / losses / ties"],
                      [[e["method"], e["level"], fmt(e["mean_points"], 2) + _ci_text(e["ci95"]), _wlt(e)]
                       for e in eff]), "",
-              f"Verdict: averaged over the criteria, `{best}` adds the most "
-              + "(" + ", ".join(f"{lv} {sum(v) / len(v):+.2f}" for lv, v in by_level.items()) + " points).", ""]
+              f"Verdict: {_level_verdict(eff)}.", ""]
     vs = rb.get("ig_vs_criteria") or []
     if vs:
         L += ["ig against every other criterion at the same recovery level (ig minus the other; mean over cells; "
@@ -593,17 +630,8 @@ def _breadth_section(rb: dict) -> list[str]:
               _table(["recovery", "other criterion", "ig minus other [95%]", "wins / losses / ties"],
                      [[x["level"], x["other"], fmt(x["mean_points"], 2) + _ci_text(x["ci95"]), _wlt(x)]
                       for x in vs]), ""]
-        verdicts = []
-        for lv in levels:
-            row = [x for x in vs if x["level"] == lv]
-            ahead = [x["other"] for x in row if x["ci95"][0] > 0]
-            level_with = [x["other"] for x in row if x["ci95"][0] <= 0 <= x["ci95"][1]]
-            behind = [x["other"] for x in row if x["ci95"][1] < 0]
-            parts = [f"{what} {', '.join(ms)}" for what, ms in (("ahead of", ahead), ("level with", level_with),
-                                                                 ("behind", behind)) if ms]
-            verdicts.append(f"with `{lv}`: ig " + ", ".join(parts))
-        L += ["Where ig earns its cost (the mean difference's interval excluding zero): " + "; ".join(verdicts) + ".",
-              ""]
+        L += ["Where ig earns its cost (the mean difference's interval excluding zero): "
+              + "; ".join(_ig_verdicts(vs, levels)) + ".", ""]
     it = rb.get("iterative_effects") or []
     if it:
         L += ["Iterative pruning (re-scoring the surviving units on the pruned and recovered model at each step) "
@@ -643,21 +671,19 @@ def _ood_section(o: dict) -> list[str]:
              fmt(c["diff_keep_points"], 2) + _ci_text(c["ci95_keep_points"]), c["verdict"]]
             for c in comp if c["kind"] == "ig_vs_best_other"]
     if rows:
-        v = [c["verdict"] for c in comp if c["kind"] == "ig_vs_best_other"]
         L += ["ig against the best other criterion at the same recovery level (points of kept-vs-dense):", "",
               _table(["domain", "FFN", "recovery", "best other", "ig minus other [95%]", "verdict"], rows), "",
-              f"Verdict: ig wins {v.count('win')}, loses {v.count('loss')} and ties {v.count('tie')} of {len(v)} "
-              "domain x sparsity x level cells against the best other criterion.", ""]
+              f"Verdict: ig {_ood_counts(o, 'ig_vs_best_other')} domain x sparsity x level cells against the best "
+              "other criterion.", ""]
     rows = [[c["domain"], fmt_pct(c["ffn_sparsity"]), f"{c['ours']['method']} + {c['ours']['level']}",
              fmt(c["kept_ours"], 3), c["other"], fmt(c["kept_other"], 3),
              fmt(c["diff_keep_points"], 2) + _ci_text(c["ci95_keep_points"]), c["verdict"]]
             for c in comp if c["kind"] == "best_pipeline_vs_best_baseline"]
     if rows:
-        v = [r[-1] for r in rows]
         L += ["Our best pipeline (with recovery when chosen) against the best baseline without recovery:", "",
               _table(["domain", "FFN", "ours", "kept", "best baseline", "kept", "difference [95%]", "verdict"], rows),
-              "", f"Verdict: our best pipeline wins {v.count('win')}, loses {v.count('loss')} and ties "
-              f"{v.count('tie')} of {len(v)} domain x sparsity cells out of domain.", ""]
+              "", f"Verdict: our best pipeline {_ood_counts(o, 'best_pipeline_vs_best_baseline')} domain x sparsity "
+              "cells out of domain.", ""]
     return L
 
 
