@@ -586,6 +586,7 @@ def main() -> int:
             browser.close()
             if renicer is not None:
                 out["browser_renice"] = {**renicer.stop(), "when": "the 8-session slider presses"}
+                renicer = None
         observer.close()
     finally:
         if renicer is not None:  # a run that failed mid-phase still gives autogroup scheduling back

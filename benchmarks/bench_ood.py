@@ -51,7 +51,7 @@ def run(args, log) -> dict:
     sel = _holdout(src, args.select_n, args.samples, args.recover_samples, seeds, args.model)
     sets = {**domains, "_selection": sel}
     preds: dict = {}  # (set, method, f, level) -> [per seed]
-    dense = {name: r.predict(src, data) for name, data in sets.items()}
+    dense = {name: r.predict(src, data) for name, data in domains.items()}  # the selection set needs none
     shape = model.unit_shape()
     for seed in seeds:
         sdata = load_split(src, get_task(src).scoring_split, limit=args.samples, seed=seed)

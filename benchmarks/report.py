@@ -604,14 +604,11 @@ def _breadth_section(rb: dict) -> list[str]:
          "fewer tasks than section 9 and does not feed the issue's headline keys.", ""]
     methods = sorted({c["method"] for c in cells})
     levels = [lv for lv in ("none", "bias", "scale", "lstsq") if any(c["level"] == lv for c in cells)]
-    mean = {}
-    for m in methods:
-        for lv in levels:
-            for f, h in pts:
-                v = [c["kept_vs_dense"] for c in cells if (c["method"], c["level"], c["ffn_sparsity"],
-                                                            c["head_sparsity"]) == (m, lv, f, h)]
-                if v:
-                    mean[(m, lv, f, h)] = sum(v) / len(v)
+    groups: dict = {}
+    for c in cells:
+        groups.setdefault((c["method"], c["level"], c["ffn_sparsity"], c["head_sparsity"]), []).append(
+            c["kept_vs_dense"])
+    mean = {k: sum(v) / len(v) for k, v in groups.items()}
     L += [f"Mean kept-vs-dense over {', '.join(tasks)}:", "",
           _table(["criterion", "recovery"] + [_point_name(f, h) for f, h in pts],
                  [[m, lv] + [fmt(mean.get((m, lv, f, h)), 3) for f, h in pts] for m in methods for lv in levels]), ""]

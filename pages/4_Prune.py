@@ -41,8 +41,8 @@ with controls:
     recover_level = C.persisted(st.radio, "Recovery level", "recover_level",
                                 options=[x for x in RECOVERY_LEVELS if x != "none"], horizontal=True,
                                 disabled=not recover_on,
-                                help="bias: fold the removed units' mean output into the bias (nearly free, but on the demo "
-                                     "it lowered the metric for every criterion: docs/RESULTS.md, section 9b). "
+                                help="bias: fold the removed units' mean output into the bias (nearly free, but on the "
+                                     "demo it lowered the metric for every criterion: docs/RESULTS.md, section 9b). "
                                      "scale: one scale per kept unit, layer by layer. lstsq: ridge least-squares "
                                      "re-fit of the kept output columns, layer by layer, then of the task "
                                      "head's first projection (strongest).")
