@@ -41,17 +41,23 @@ sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from ui_support import wait_idle  # noqa: E402 (tests/ on the path first)
+
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
+# every script run (page or fragment) as [seconds, page]: from the app root's script-run state (Streamlit's status
+# widget shows only runs that last over 500 ms, and then only from that moment on)
 RUN_WATCH = """
 window.__runs = []; window.__runStart = null;
 new MutationObserver(() => {
-  const busy = !!document.querySelector('[data-testid=stStatusWidget]');
+  const app = document.querySelector('[data-testid=stApp]');
+  const state = app && app.getAttribute('data-test-script-state');
+  const busy = state === 'running' || state === 'rerunRequested';
   const now = performance.now();
   if (busy && window.__runStart === null) window.__runStart = now;
   if (!busy && window.__runStart !== null) {
     window.__runs.push([(now - window.__runStart) / 1000, location.pathname]); window.__runStart = null; }
-}).observe(document, {subtree: true, childList: true});
+}).observe(document, {subtree: true, childList: true, attributes: true, attributeFilter: ['data-test-script-state']});
 """
 
 
@@ -65,8 +71,7 @@ def _goto(page, name):
 
 
 def _idle(page, timeout=600_000):
-    page.wait_for_timeout(400)
-    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=timeout)
+    wait_idle(page, timeout)
 
 
 def _settle(page, seconds: float = 15) -> None:
@@ -262,6 +267,14 @@ class _BrowserRenicer:
                 "autogroup": {"before": self.autogroup_was, "during": self.autogroup_during}}
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (the 8-session figure differs between machines of the same core count)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="demo")
@@ -305,7 +318,7 @@ def main() -> int:
     proc = subprocess.Popen([sys.executable, "-m", "tp_core", "serve", "--port", str(port), "--model", args.model,
                              "--no-warm"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    out: dict = {"model": args.model, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+    out: dict = {"model": args.model, "machine": f"{_cpu_model()}, {os.cpu_count()} cores",
                  "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_before": os.getloadavg()[0],
                  "command": "benchmarks/bench_interactive.py " + " ".join(sys.argv[1:]),
                  "browser_nice": args.browser_nice}

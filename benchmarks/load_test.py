@@ -46,11 +46,12 @@ TIMEOUT_MS = int(os.environ.get("LOAD_TEST_TIMEOUT_MS", "600000"))
 DONE_JS = """(want) => {
   const side = document.querySelector('[data-testid=stSidebar]');
   if (!side || !side.innerText.replace(/\\s+/g, ' ').includes(want)) return false;
-  if (document.querySelector('[data-testid=stStatusWidget]')) return false;
+  const app = document.querySelector('[data-testid=stApp]');  // a script run in progress (tests/ui_support.py)
+  if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
   if (document.querySelector('[data-testid=stElementContainer][data-stale=true]')) return false;
   return !!document.querySelector('[data-testid=stMetric]');
 }"""
-IDLE_JS = """() => !document.querySelector('[data-testid=stStatusWidget]')
+IDLE_JS = """() => !!document.querySelector('[data-testid=stApp][data-test-script-state=notRunning]')
   && !document.querySelector('[data-testid=stElementContainer][data-stale=true]')"""
 
 

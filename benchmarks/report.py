@@ -244,7 +244,8 @@ def _browser_section(res: dict) -> list[str]:
             f"benchmarks/bench_interactive.py: Debian Chromium against `python -m tp_core serve` (its Dask cluster, "
             f"{meta.get('engine') or 'one worker process with 2 threads x 1 torch thread'}), model "
             f"{meta.get('model')}, cold score and curve "
-            f"caches; the browser runs on the same 2 cores as the server. Run {meta.get('date')}, load average "
+            f"caches; the browser runs on the same cores as the server"
+            + (f" ({meta['machine']})" if meta.get("machine") else "") + f". Run {meta.get('date')}, load average "
             f"{fmt(meta.get('load_before'), 1)} before and {fmt(meta.get('load_after'), 1)} after "
             f"(`{meta.get('command')}`).", "",
             _table(["key", "what", "value", "goal", ""], rows), ""] + _browser_notes(meta) + [

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ui_support import ARGS, CHROMIUM, browser_app_env, streamlit_server  # noqa: F401 (ARGS, CHROMIUM: re-exported)
+from ui_support import ARGS, CHROMIUM, browser_app_env, streamlit_server, wait_idle  # noqa: F401 (ARGS, CHROMIUM: re-exported)
 
 pytestmark = pytest.mark.ui
 
@@ -33,9 +33,8 @@ def _shot(page, name):
 
 
 def _wait_idle(page, timeout=240_000):
-    """Wait until the script run finished (no 'Running...' status widget)."""
-    page.wait_for_timeout(500)
-    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=timeout)
+    """Wait until the script run finished (ui_support.wait_idle: the app's script-run state)."""
+    wait_idle(page, timeout, settle_ms=500)
 
 
 def _goto(page, name):

@@ -21,6 +21,16 @@ APP_ENV = {
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
+# Whether a script run (of the page or of a fragment) is in progress: the app root's script-run state. Streamlit's
+# "Running..." status widget is no signal: in the Streamlit installed here (1.67) it appears only once a run has
+# lasted 500 ms, so shorter runs never show it and a wait for its absence can return in the middle of a run.
+IDLE_SELECTOR = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+
+
+def wait_idle(page, timeout: float = 240_000, settle_ms: int = 400) -> None:
+    """Wait until no script run is in progress (after `settle_ms`, so a run a click just asked for has begun)."""
+    page.wait_for_timeout(settle_ms)
+    page.wait_for_selector(IDLE_SELECTOR, state="attached", timeout=timeout)
 
 
 def browser_app_env(exports: Path, **extra: str) -> dict:
