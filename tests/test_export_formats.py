@@ -97,6 +97,47 @@ print(json.dumps({"logits": out.tolist(), "single": single.tolist(), "banned": b
     assert int8.metric is not None and int8.bytes_on_disk < onnx.bytes_on_disk
 
 
+def test_onnx_attention_is_one_fused_node_per_layer_with_its_own_head_count(tmp_path):
+    """Each layer's attention is one onnxruntime MultiHeadAttention node carrying that layer's pruned head count
+    (here 4, 1, 1); the plain-operator graph gives the same logits, and exporting leaves the torch model as it was."""
+    import onnx
+    import onnxruntime as ort
+
+    from tp_core.export_formats import export_onnx
+
+    model = tiny_multitask("bert")
+    heads = [np.array([0.9, 0.8, 0.7, 0.6]), np.array([0.95, 0.5, 0.05, 0.04]), np.array([0.85, 0.03, 0.02, 0.01])]
+    scores = UnitScores(model.source, "sst2", "random", {}, random_scores(model).ffn, heads)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TP_HOME", str(tmp_path / "home"))
+        export_formats(model, "sst2", scores, PruneConfig(0.5, 0.5), tmp_path / "out", "taskprune,onnx,onnx-int8",
+                       offdomain=[])
+    out = tmp_path / "out"
+    small = load_model(out / "taskprune", device="cpu")
+    assert small.unit_shape().heads == (4, 1, 1)
+    graph = onnx.load(str(out / "onnx" / "model.onnx")).graph
+    assert [next(a.i for a in n.attribute if a.name == "num_heads") for n in graph.node
+            if n.op_type == "MultiHeadAttention"] == [4, 1, 1]
+    meta = json.loads((out / "onnx" / "taskprune_onnx.json").read_text())
+    assert meta["attention"].startswith("onnxruntime") and "model.int8.onnx" in meta["sessions"]
+    enc = small.tokenizer(["a film", "a much longer sentence about a film that pads the first one"], padding=True,
+                          return_tensors="pt")
+    with torch.no_grad():
+        before = small(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"], task="sst2").numpy()
+    plain = export_onnx(small, "sst2", tmp_path / "plain", fused_attention=False)
+    with torch.no_grad():
+        after = small(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"], task="sst2").numpy()
+    np.testing.assert_array_equal(before, after)
+    assert not any(n.domain == "com.microsoft" for n in onnx.load(str(plain)).graph.node)
+    feed = {k: v.numpy() for k, v in enc.items()}
+    logits = {}
+    for name, path in (("fused", out / "onnx" / "model.onnx"), ("plain", plain)):
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        logits[name] = sess.run(["logits"], {i.name: feed[i.name] for i in sess.get_inputs()})[0]
+    np.testing.assert_allclose(logits["fused"], logits["plain"], atol=1e-5)
+    np.testing.assert_allclose(logits["fused"], before, atol=1e-4)
+
+
 def test_hf_folder_loads_with_plain_transformers_and_matches(bert_export):
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 

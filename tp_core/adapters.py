@@ -46,6 +46,9 @@ class FamilyAdapter:
     # Resume a block's forward from inside it (the IG fast path skips recomputing what it has cached):
     ffn_tail: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # (block, FFN activation, FFN input)
     attn_tail: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # (block, head context, block input)
+    # ONNX export may write each self-attention as one onnxruntime MultiHeadAttention node: the attention module's
+    # forward(hidden_states, attention_mask, ...) -> (output, weights) with `parts.query/key/value` projections
+    onnx_fused_attention: bool = False
 
 
 def _bert_parts(layer: nn.Module) -> LayerParts:
@@ -121,6 +124,7 @@ _BERT = FamilyAdapter(
     head_attrs=("num_attention_heads",),
     ffn_tail=_bert_ffn_tail,
     attn_tail=_bert_attn_tail,
+    onnx_fused_attention=True,
 )
 
 ADAPTERS: dict[str, FamilyAdapter] = {
