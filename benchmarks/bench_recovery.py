@@ -50,6 +50,7 @@ from tp_core.data import TaskData, get_task, load_split  # noqa: E402
 from tp_core.evaluation import compute_metric, masked_logits, predict_logits, predictions  # noqa: E402
 from tp_core.masks import PruneConfig, build_masks  # noqa: E402
 from tp_core.recovery import RecoveryConfig, calibration_data, recover  # noqa: E402
+from common import machine  # noqa: E402
 
 ALL_METHODS = ("ig", "grad_x_act", "activation", "magnitude", "random", "textpruner")
 OURS = ("ig", "grad_x_act", "activation", "magnitude", "random")  # "our best pipeline" picks among these
@@ -639,7 +640,8 @@ def main(argv=None) -> int:
     out_path = HERE / "out" / f"bench_recovery{('-' + args.tag) if args.tag else ''}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"model": args.model, "settings": vars(args), "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(), "platform": platform.platform(), "loadavg_start": list(os.getloadavg()),
+            "cpu_count": os.cpu_count(), "cpu": machine()["cpu"], "platform": platform.platform(),
+            "loadavg_start": list(os.getloadavg()),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "command": "benchmarks/bench_recovery.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     done = resume(r, Path(args.resume), args) if args.resume else {}

@@ -640,6 +640,42 @@ def _breadth_section(rb: dict) -> list[str]:
     return L + _kept_tables(rb, "####")
 
 
+def _cap_section(head: dict, cap: dict) -> list[str]:
+    """Section 9d: a rerun of the headline benchmark at the issue's cap of 2,000 validation examples
+    (bench_recovery.py --cap 2000 --merge-as recovery_cap2000), cell by cell beside the headline's verdicts, and the
+    win rate the headline would have with the rerun's cells in place of its own for those tasks."""
+    meta = cap.get("meta", {})
+    tasks = list(cap.get("tasks", {}))
+    new = {(c["task"], c["ffn_sparsity"]): c for c in (cap.get("best_vs_textpruner_win_rate") or {}).get("cells", [])}
+    old = {(c["task"], c["ffn_sparsity"]): c for c in (head.get("best_vs_textpruner_win_rate") or {}).get("cells", [])}
+
+    def cell(c):
+        if c is None:
+            return "-"
+        v = c["vs_textpruner"]
+        return (f"{c['ours']['method']} + {c['ours']['level']}: {100 * v['diff']:+.1f} [{100 * v['ci95'][0]:+.1f}, "
+                f"{100 * v['ci95'][1]:+.1f}] {v['verdict']}")
+
+    rows = [[t, fmt_pct(f), head.get("tasks", {}).get(t, {}).get("n_validation", "-"), cell(old.get((t, f))),
+             cap["tasks"][t]["n_validation"], cell(new.get((t, f)))] for (t, f) in sorted(new)]
+    merged = {**old, **new}
+    verdicts = [c["vs_textpruner"]["verdict"] for c in merged.values()]
+    wins, losses = verdicts.count("win"), verdicts.count("loss")
+    n_val = {t: i["n_validation"] for t, i in cap.get("tasks", {}).items()}
+    return ["## 9d. The issue's cap of 2,000 validation examples", "",
+            f"benchmarks/bench_recovery.py with the headline's settings but `--cap 2000` (the headline run capped at "
+            f"1,000), run {meta.get('started', '?')} on {meta.get('cpu', 'this session’s machine')} "
+            f"(`{meta.get('command', '')}`), tasks {', '.join(f'{t} ({n_val[t]} examples)' for t in tasks)}"
+            + (" - stopped there (the session's time), so the headline keys above stay those of the 1,000 cap run"
+               if meta.get("partial") else "") + ". Our best pipeline against TextPruner's criterion, points of "
+            "kept-vs-dense with the paired 95% interval:", "",
+            _table(["task", "FFN", "examples (headline)", "headline", "examples (rerun)", "rerun"], rows), "",
+            f"With these cells in place of the headline's for {', '.join(tasks)}, `best_vs_textpruner_win_rate` "
+            f"would be {wins}/{len(merged)} = {wins / max(len(merged), 1):.3f} ({losses} significant loss"
+            f"{'es' if losses != 1 else ''}; the headline's: "
+            f"{fmt((head.get('best_vs_textpruner_win_rate') or {}).get('value'), 3)}).", ""]
+
+
 def _ood_section(o: dict) -> list[str]:
     """Section 9c: the unseen-domain table with intervals (benchmarks/bench_ood.py --merge)."""
     meta, st = o.get("meta", {}), o.get("meta", {}).get("settings", {})
@@ -958,4 +994,6 @@ def write(res: dict, out: Path) -> None:
         L += _breadth_section(res["recovery_breadth"])
     if res.get("ood_benchmark"):
         L += _ood_section(res["ood_benchmark"])
+    if res.get("recovery_cap2000") and res.get("recovery_benchmark"):
+        L += _cap_section(res["recovery_benchmark"], res["recovery_cap2000"])
     (out / "RESULTS.md").write_text("\n".join(L) + "\n")
