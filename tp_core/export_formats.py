@@ -149,8 +149,10 @@ class _OrtMultiHeadAttention(torch.autograd.Function):
             return n
 
         # inputs: query, key, value, bias (of q/k/v: folded into the projections), key_padding_mask, attention_bias
-        return g.op("com.microsoft::MultiHeadAttention", q, k, v, absent(), absent(), bias, num_heads_i=num_heads,
-                    scale_f=scale)
+        out = g.op("com.microsoft::MultiHeadAttention", q, k, v, absent(), absent(), bias, num_heads_i=num_heads,
+                   scale_f=scale)
+        out.setType(v.type())  # [batch, seq, heads x head_dim], like the value projection (typed for the exporter)
+        return out
 
 
 class _FusedAttention:
@@ -162,9 +164,17 @@ class _FusedAttention:
         self.small, self.saved, self.impl = small, [], None
 
     def __enter__(self) -> bool:
-        small = self.small
-        if not small.adapter.onnx_fused_attention:
+        if not self.small.adapter.onnx_fused_attention:
             return False
+        try:
+            self._patch()
+        except Exception:
+            self.__exit__()  # a half-patched model is never left behind
+            raise
+        return True
+
+    def _patch(self) -> None:
+        small = self.small
         self.impl = small.encoder.config._attn_implementation
         small.encoder.set_attn_implementation("eager")  # the mask as an additive float tensor, made once
         for i in range(small.num_layers):
@@ -182,7 +192,6 @@ class _FusedAttention:
 
             self.saved.append((parts.attention, parts.attention.__dict__.get("forward")))
             parts.attention.forward = forward
-        return True
 
     def __exit__(self, *exc) -> None:
         for module, own in self.saved:
@@ -192,6 +201,7 @@ class _FusedAttention:
                 module.forward = own
         if self.impl is not None:
             self.small.encoder.set_attn_implementation(self.impl)
+        self.saved, self.impl = [], None
 
 
 def export_onnx(small, task: str, folder: Path, fused_attention: bool = True) -> Path:
@@ -217,21 +227,24 @@ def export_onnx(small, task: str, folder: Path, fused_attention: bool = True) ->
                               dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": {0: "batch"}},
                               opset_version=ONNX_OPSET, do_constant_folding=True, custom_opsets=custom)
 
-    attention = "plain ONNX operators"
+    attention, why_plain = "plain ONNX operators", None
     if fused_attention:
         try:
             with _FusedAttention(small) as fused:
                 if fused:
                     run({"com.microsoft": 1})
                     attention = "onnxruntime MultiHeadAttention (com.microsoft)"
-        except Exception:  # noqa: BLE001 - any tracing/export failure: the plain graph below still serves
-            attention = "plain ONNX operators"
+                else:
+                    why_plain = f"no fused attention for the {small.adapter.family} family"
+        except Exception as e:  # noqa: BLE001 - any tracing/export failure: the plain graph below still serves
+            why_plain = f"fused attention export failed: {type(e).__name__}: {str(e)[:200]}"
     if attention == "plain ONNX operators":
         run({})
     (folder / "tokenizer.json").write_text(standalone_tokenizer_json(small), encoding="utf-8")
     info = small.task_info(task)
     meta = {"task": task, "labels": list(info.label_names), "problem": info.problem, "inputs": names,
-            "output": "logits", "max_length": max_input_length(small), "opset": ONNX_OPSET, "attention": attention}
+            "output": "logits", "max_length": max_input_length(small), "opset": ONNX_OPSET, "attention": attention,
+            **({"attention_note": why_plain} if why_plain else {})}
     (folder / "taskprune_onnx.json").write_text(json.dumps(meta, indent=1))
     return path
 
