@@ -138,6 +138,21 @@ def test_onnx_attention_is_one_fused_node_per_layer_with_its_own_head_count(tmp_
     np.testing.assert_allclose(logits["fused"], before, atol=1e-4)
 
 
+def test_model_card_onnx_snippet_runs_for_both_files(bert_export):
+    """The card's copy-paste ONNX Runtime code runs as printed (fp32), and with the int8 file it names, which it
+    opens with the export's session settings."""
+    _, _, _, out = bert_export
+    card = (out / "README.md").read_text()
+    code = card.split("ONNX Runtime (no torch, no transformers):", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'model_file = "model.onnx"  # or "model.int8.onnx"' in code
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for variant in (code, code.replace('model_file = "model.onnx"', 'model_file = "model.int8.onnx"')):
+        res = subprocess.run([sys.executable, "-c", variant], capture_output=True, text=True, cwd=out, env=env,
+                             timeout=120)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip().startswith("[") and ("positive" in res.stdout or "negative" in res.stdout)
+
+
 def test_hf_folder_loads_with_plain_transformers_and_matches(bert_export):
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 

@@ -973,14 +973,17 @@ def _ci(ci):
     return "" if not ci else f" (95% CI {ci[0]:.4f}–{ci[1]:.4f})"
 
 
-def onnx_snippet(folder: str = "onnx", model_file: str = "model.onnx") -> str:
+def onnx_snippet(folder: str = "onnx", model_file: str = "model.onnx", other: str | None = None) -> str:
+    """Copy-paste ONNX Runtime code for the card; `other`: a second file of the export the user may pick instead."""
+    pick = f'  # or "{other}"' if other else ""
     return f'''import json, numpy as np, onnxruntime as ort
 from tokenizers import Tokenizer
 
 tok = Tokenizer.from_file("{folder}/tokenizer.json")          # truncation and padding are preset
 meta = json.load(open("{folder}/taskprune_onnx.json"))
-sess = ort.InferenceSession("{folder}/{model_file}", providers=["CPUExecutionProvider"],
-                            **meta.get("sessions", {{}}).get("{model_file}", {{}}))  # e.g. optimizers to skip
+model_file = "{model_file}"{pick}
+sess = ort.InferenceSession(f"{folder}/{{model_file}}", providers=["CPUExecutionProvider"],
+                            **meta.get("sessions", {{}}).get(model_file, {{}}))  # the export's session settings
 encs = tok.encode_batch(["a gripping, beautifully made film", "dull and far too long"])
 feed = {{"input_ids": np.array([e.ids for e in encs], dtype=np.int64),
         "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64),
@@ -1088,7 +1091,9 @@ def model_card(report: ExportReport, small) -> str:
                 + "\")\n```"] if r.format("taskprune") else []
     if r.format("onnx") or r.format("onnx-int8"):
         f = "model.onnx" if r.format("onnx") else "model.int8.onnx"
-        snippets.append("ONNX Runtime (no torch, no transformers):\n\n```python\n" + onnx_snippet("onnx", f) + "\n```")
+        other = "model.int8.onnx" if r.format("onnx") and r.format("onnx-int8") else None
+        snippets.append("ONNX Runtime (no torch, no transformers):\n\n```python\n" + onnx_snippet("onnx", f, other)
+                        + "\n```")
     if r.format("hf"):
         snippets.append("Hugging Face transformers:\n\n```python\n" + hf_snippet(small.kind == "hf_classifier") + "\n```")
     kept_ffn = [int(len(x)) for x in small.pruning.get("ffn_keep", [])]
