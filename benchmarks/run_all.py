@@ -151,7 +151,7 @@ def main(argv=None) -> int:
 
         res.update({k: old[k] for k in INTERACTIVE_KEYS if k in old})
         # and the recovery benchmark's keys and tables (bench_recovery.py --merge, issue 12)
-        res.update({k: old[k] for k in ("recovery_benchmark", "recovery_breadth", "ood_benchmark", "recovery_cap2000",
+        res.update({k: old[k] for k in ("recovery_benchmark", "recovery_breadth", "ood_benchmark", "recovery_cap1000",
                                          *RECOVERY_KEYS)
                     if k in old})
         if "interactive" in old.get("meta", {}):
