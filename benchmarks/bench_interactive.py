@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -41,6 +40,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from common import machine  # noqa: E402 (benchmarks/ on the path: this script's folder)
 from ui_support import wait_idle  # noqa: E402 (tests/ on the path first)
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -267,14 +267,6 @@ class _BrowserRenicer:
                 "autogroup": {"before": self.autogroup_was, "during": self.autogroup_during}}
 
 
-def _cpu_model() -> str:
-    """The CPU's model name (the 8-session figure differs between machines of the same core count)."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="demo")
@@ -318,7 +310,7 @@ def main() -> int:
     proc = subprocess.Popen([sys.executable, "-m", "tp_core", "serve", "--port", str(port), "--model", args.model,
                              "--no-warm"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    out: dict = {"model": args.model, "machine": f"{_cpu_model()}, {os.cpu_count()} cores",
+    out: dict = {"model": args.model, "machine": f"{machine()['cpu']}, {os.cpu_count()} cores",
                  "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_before": os.getloadavg()[0],
                  "command": "benchmarks/bench_interactive.py " + " ".join(sys.argv[1:]),
                  "browser_nice": args.browser_nice}

@@ -43,16 +43,16 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--disable-sync", "--no-first-run"]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 TIMEOUT_MS = int(os.environ.get("LOAD_TEST_TIMEOUT_MS", "600000"))
+# no script run in progress (the app root's script-run state, as tests/ui_support.py) and no stale element
+_IDLE = ("!!document.querySelector('[data-testid=stApp][data-test-script-state=notRunning]')"
+         " && !document.querySelector('[data-testid=stElementContainer][data-stale=true]')")
 DONE_JS = """(want) => {
   const side = document.querySelector('[data-testid=stSidebar]');
   if (!side || !side.innerText.replace(/\\s+/g, ' ').includes(want)) return false;
-  const app = document.querySelector('[data-testid=stApp]');  // a script run in progress (tests/ui_support.py)
-  if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
-  if (document.querySelector('[data-testid=stElementContainer][data-stale=true]')) return false;
+  if (!(IDLE)) return false;
   return !!document.querySelector('[data-testid=stMetric]');
-}"""
-IDLE_JS = """() => !!document.querySelector('[data-testid=stApp][data-test-script-state=notRunning]')
-  && !document.querySelector('[data-testid=stElementContainer][data-stale=true]')"""
+}""".replace("IDLE", _IDLE)
+IDLE_JS = "() => " + _IDLE
 
 
 def _free_port() -> int:

@@ -196,8 +196,8 @@ def _glance(res: dict) -> list[str]:
     if w and g:
         out.append(f"our best pipeline against TextPruner's criterion (section 9, {', '.join(hb.get('tasks', {}))}): "
                    f"{w['wins']} wins, {w['losses']} losses, {w['ties']} ties at 70-90% FFN; recovery adds "
-                   f"{fmt(g['value'], 2)} points at 80-90% (goal +8, out of reach: mean headroom "
-                   f"{fmt(statistics.mean(x for x in _headroom(hb) if x is not None), 2)})")
+                   f"{fmt(g['value'], 2)} points at 80-90% (goal +8"
+                   + (f", out of reach: mean headroom {fmt(_ceiling(hb), 2)})" if _ceiling(hb) is not None else ")"))
     rb = res.get("recovery_breadth") or {}
     if rb.get("recovery_level_effects"):
         levels = [lv for lv in ("none", "bias", "scale", "lstsq") if any(x["level"] == lv
@@ -490,8 +490,8 @@ def _recovery_section(res: dict) -> list[str]:
                      [[c["task"], fmt_pct(c["ffn_sparsity"]), f"{c['method']} + {c['level']}",
                        fmt(c["gain_points"], 2) + _ci_text(c["ci95"]), fmt(h, 2)]
                       for c, h in zip(g["cells"], room)]), ""]
-        if room and None not in room:
-            ceiling = sum(room) / len(room)
+        ceiling = _ceiling(rb)
+        if ceiling is not None:
             per_task: dict = {}
             for c, h in zip(g["cells"], room):
                 per_task.setdefault(c["task"], []).append(h)
@@ -520,6 +520,12 @@ def _recovery_section(res: dict) -> list[str]:
                        f"{c['vs_textpruner_with_its_best_recovery']['level']}: "
                        f"{c['vs_textpruner_with_its_best_recovery']['verdict']}"] for c in w["cells"]]), ""]
     return L
+
+
+def _ceiling(rb: dict) -> float | None:
+    """The most recovery_gain_80_90 could be: the mean headroom of its cells (None when a cell's is unknown)."""
+    room = _headroom(rb)
+    return sum(room) / len(room) if room and None not in room else None
 
 
 def _headroom(rb: dict) -> list:

@@ -126,6 +126,9 @@ def standalone_tokenizer_json(model, max_length: int | None = None) -> str:
     return tok.to_str(pretty=True)
 
 
+FUSED_ATTENTION = "onnxruntime MultiHeadAttention (com.microsoft)"  # taskprune_onnx.json "attention" of a fused graph
+
+
 class _OrtMultiHeadAttention(torch.autograd.Function):
     """Self-attention from projected q, k, v [batch, seq, heads x head_dim] and an additive mask [batch, 1, seq, seq]:
     in the ONNX graph one onnxruntime `MultiHeadAttention` node (com.microsoft domain, in every onnxruntime build),
@@ -227,19 +230,19 @@ def export_onnx(small, task: str, folder: Path, fused_attention: bool = True) ->
                               dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": {0: "batch"}},
                               opset_version=ONNX_OPSET, do_constant_folding=True, custom_opsets=custom)
 
-    attention, why_plain = "plain ONNX operators", None
+    fused, why_plain = False, None
     if fused_attention:
         try:
             with _FusedAttention(small) as fused:
                 if fused:
                     run({"com.microsoft": 1})
-                    attention = "onnxruntime MultiHeadAttention (com.microsoft)"
                 else:
                     why_plain = f"no fused attention for the {small.adapter.family} family"
         except Exception as e:  # noqa: BLE001 - any tracing/export failure: the plain graph below still serves
-            why_plain = f"fused attention export failed: {type(e).__name__}: {str(e)[:200]}"
-    if attention == "plain ONNX operators":
+            fused, why_plain = False, f"fused attention export failed: {type(e).__name__}: {str(e)[:200]}"
+    if not fused:
         run({})
+    attention = FUSED_ATTENTION if fused else "plain ONNX operators"
     (folder / "tokenizer.json").write_text(standalone_tokenizer_json(small), encoding="utf-8")
     info = small.task_info(task)
     meta = {"task": task, "labels": list(info.label_names), "problem": info.problem, "inputs": names,
@@ -865,6 +868,7 @@ def export_formats(
                 progress(0.66, "quantizing to int8")
                 quantize_int8(fp32, onnx_dir / "model.int8.onnx")
                 onnx_files["onnx-int8"] = onnx_dir / "model.int8.onnx"
+            fused = json.loads((onnx_dir / "taskprune_onnx.json").read_text()).get("attention") == FUSED_ATTENTION
             for label, path in onnx_files.items():
                 progress(0.7, f"evaluating {label} with onnxruntime")
                 sess = ort_session(path)
@@ -874,8 +878,7 @@ def export_formats(
                         sess, tok_json, eval_data.texts, eval_data.pairs), eval_data.labels)
                 diff = check_diff(onnx_logits(sess, tok_json, check.texts, check.pairs)) if len(check) else None
                 notes = ["runs with onnxruntime + tokenizers + numpy (no torch)"]
-                attention = json.loads((onnx_dir / "taskprune_onnx.json").read_text()).get("attention", "")
-                if attention.startswith("onnxruntime"):
+                if fused:
                     notes.append("each layer's attention is one onnxruntime MultiHeadAttention node (com.microsoft "
                                  "domain): fewer operators, faster at small batches; other ONNX runtimes need "
                                  "export_onnx(..., fused_attention=False)")
