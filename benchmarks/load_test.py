@@ -25,26 +25,24 @@ import asyncio
 import json
 import os
 import platform
-import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+from ui_support import ARGS, CHROMIUM, IDLE_SELECTOR, free_port, healthy, stop_process  # noqa: E402 (tests/ on the path first)
+
 OUT = ROOT / "benchmarks" / "out" / "load_test.json"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 TIMEOUT_MS = int(os.environ.get("LOAD_TEST_TIMEOUT_MS", "600000"))
 # no script run in progress (the app root's script-run state, as tests/ui_support.py) and no stale element
-_IDLE = ("!!document.querySelector('[data-testid=stApp][data-test-script-state=notRunning]')"
+_IDLE = (f"!!document.querySelector('{IDLE_SELECTOR}')"
          " && !document.querySelector('[data-testid=stElementContainer][data-stale=true]')")
 DONE_JS = """(want) => {
   const side = document.querySelector('[data-testid=stSidebar]');
@@ -55,21 +53,8 @@ DONE_JS = """(want) => {
 IDLE_JS = "() => " + _IDLE
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return urllib.request.urlopen(url + "/_stcore/health", timeout=5).status == 200
-    except OSError:
-        return False
-
-
 def start_server(env_extra: dict) -> tuple[str, subprocess.Popen, Path]:
-    port = _free_port()
+    port = free_port()
     log = ROOT / "benchmarks" / "out" / "load_test_streamlit.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
@@ -78,7 +63,7 @@ def start_server(env_extra: dict) -> tuple[str, subprocess.Popen, Path]:
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):
-        if _healthy(url):
+        if healthy(url):
             return url, proc, log
         if proc.poll() is not None:
             break
@@ -261,7 +246,7 @@ def main(argv=None) -> int:
     proc = log = None
     if args.url:
         url = args.url.rstrip("/")
-        if not _healthy(url):
+        if not healthy(url):
             raise SystemExit(f"no healthy streamlit server at {url}")
     else:
         if settings["TP_APP_MODEL"] in ("demo", "demo-quick"):
@@ -284,14 +269,10 @@ def main(argv=None) -> int:
         alone = asyncio.run(run_phase(url, tasks, 1, points, grid, "alone"))
         many = asyncio.run(run_phase(url, tasks, args.sessions, points, grid, "concurrent"))
         load_after = os.getloadavg()
-        healthy = _healthy(url)
+        server_ok = healthy(url)
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc, 10)
     s_alone, s_many = summarise(alone), summarise(many)
     print_table("alone", alone, s_alone)
     print_table("concurrent", many, s_many)
@@ -303,14 +284,14 @@ def main(argv=None) -> int:
         crashed = "Traceback" in log.read_text(errors="replace")
         if crashed:
             print(f"the server log has a traceback: {log}")
-    print(f"server healthy afterwards: {healthy}")
+    print(f"server healthy afterwards: {server_ok}")
     result = {
         "meta": {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                  "command": " ".join([Path(sys.executable).name, *sys.argv]),
                  "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}",
                  "url": url, "started_server": proc is not None, "settings": settings, "grid": grid,
                  "tasks": tasks, "sessions": args.sessions, "load_average_before": load_before,
-                 "load_average_after": load_after, "server_healthy_after": healthy,
+                 "load_average_after": load_after, "server_healthy_after": server_ok,
                  "server_log_traceback": crashed},
         "summary": {"alone": s_alone, "concurrent": s_many},
         "warmup": warm, "alone": alone, "concurrent": many,
@@ -318,7 +299,7 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")
-    return 1 if errors or crashed or not healthy else 0
+    return 1 if errors or crashed or not server_ok else 0
 
 
 if __name__ == "__main__":

@@ -440,3 +440,27 @@ def test_outlook_counts_running_jobs_per_worker_and_queued_ones():
     q.estimate_s = None
     eng._outlook()
     assert a.alone_at is None  # a waiting job of unknown length: no forecast
+
+
+def test_a_finished_job_no_longer_counts_as_sharing_its_worker():
+    import threading
+
+    from tp_core.jobs import Engine, JobInfo
+
+    class Done:  # a finished future, as the engine's done-callback sees it
+        key, status = "b", "finished"
+
+        def result(self):
+            return "ok"
+
+    now = time.time()
+    eng = Engine.__new__(Engine)
+    eng._lock, eng._keep = threading.RLock(), 100
+    a = JobInfo("a", "point", "a", state="running", started=now - 1, worker="w1", estimate_s=3.0)
+    b = JobInfo("b", "point", "b", state="running", started=now - 1, worker="w1", estimate_s=2.0)
+    eng._jobs = {"a": a, "b": b}
+    eng._outlook()
+    assert a.sharing == 2
+    eng._on_done(Done())
+    assert b.state == "done" and b.result == "ok"
+    assert a.sharing == 1 and a.alone_at == pytest.approx(time.time(), abs=0.5)  # alone from now on

@@ -526,6 +526,7 @@ class Engine:
             info.finished = time.time()
             info.future = None  # release it: the result lives in the registry now
             self._trim()
+            self._outlook()  # the jobs that shared its worker now share it with one fewer
 
     def _trim(self) -> None:
         if len(self._jobs) <= self._keep:
