@@ -610,13 +610,23 @@ def main(argv=None) -> int:
     ap.add_argument("--merge-as", default="recovery_benchmark", metavar="KEY",
                     help="the results.json key the run goes under; any other than recovery_benchmark (e.g. "
                          "recovery_breadth) leaves the issue's headline keys as they are")
+    ap.add_argument("--merge-fields", default=None, metavar="A,B",
+                    help="merge only these fields of the run (meta always), e.g. recovery_seconds,times,seconds for "
+                         "a timing re-run whose small-cap quality figures should not be stored")
     args = ap.parse_args(argv)
+    if args.merge_fields:
+        if args.merge_as == "recovery_benchmark":
+            ap.error("--merge-fields needs --merge-as KEY (other than recovery_benchmark)")
+        fields = {"meta", *args.merge_fields.split(",")}
+        args.keep_fields = lambda run: {k: v for k, v in run.items() if k in fields}
+    else:
+        args.keep_fields = lambda run: run
     if args.merge_from:
         if not args.merge:
             ap.error("--merge-from needs --merge RESULTS_JSON")
         res = json.loads(Path(args.merge_from).read_text())
         res.setdefault("meta", {})["merged_from"] = args.merge_from
-        merge(res, Path(args.merge), args.merge_as)
+        merge(args.keep_fields(res), Path(args.merge), args.merge_as)
         return 0
     check_choices(ap, args)
 
@@ -676,7 +686,7 @@ def main(argv=None) -> int:
         else:
             print(f"{k}: {v}")
     if args.merge:
-        merge(res, Path(args.merge), args.merge_as)
+        merge(args.keep_fields(res), Path(args.merge), args.merge_as)
     print(f"wrote {out_path} ({res['seconds']:.0f}s)")
     return 0
 
