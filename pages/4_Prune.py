@@ -11,18 +11,20 @@ from tp_core.evaluation import majority_baseline
 from tp_core.jobs import ACTIVE
 from tp_core.masks import ALLOCATIONS
 from tp_core.recovery import LEVELS as RECOVERY_LEVELS
-from tp_core.work import curve_plan, plan_results, recovered_method, search_job
+from tp_core.work import budget_job, curve_plan, plan_results, recovered_method, search_job
 
 C.page("Prune", caption="Remove the least important units for the task and watch the metric against model size.")
 ss = st.session_state
 model, task = C.require_model_and_task()
+FFN_MAX, FFN_STEP, HEAD_MAX, HEAD_STEP = 0.95, 0.01, 0.9, 0.1  # the sliders' range (a budget's plan lies on it)
+HEAD_GRID = tuple(round(HEAD_STEP * i, 6) for i in range(round(HEAD_MAX / HEAD_STEP) + 1))
 
 controls, chart = st.columns([1, 3])
 with controls:
     st.markdown(f"**Task:** `{task}` · **method:** `{ss['attr_method']}`")
-    ffn = C.persisted(st.slider, "FFN sparsity", "ffn_sparsity", min_value=0.0, max_value=0.95, step=0.01,
+    ffn = C.persisted(st.slider, "FFN sparsity", "ffn_sparsity", min_value=0.0, max_value=FFN_MAX, step=FFN_STEP,
                       help="Fraction of FFN neurons removed (the lowest-scoring ones for this task).")
-    heads = C.persisted(st.slider, "Head sparsity", "head_sparsity", min_value=0.0, max_value=0.9, step=0.1,
+    heads = C.persisted(st.slider, "Head sparsity", "head_sparsity", min_value=0.0, max_value=HEAD_MAX, step=HEAD_STEP,
                         help="Fraction of attention heads removed. Curves are drawn over FFN sparsity at this "
                              "head sparsity.")
     alloc = C.persisted(st.radio, "Allocation", "allocation", options=list(ALLOCATIONS), horizontal=True,
@@ -250,3 +252,71 @@ with controls:
     found = ss.get("_search_found")
     if found and found["where"] == here:
         {"success": st.success, "warning": st.warning, "error": st.error}[found["kind"]](found["message"])
+
+
+def budget_helper():
+    """"Meet a budget": the FFN/head split within a FLOPs budget, or a latency budget measured on this machine,
+    keeping the most score mass (tp_core/budget.py, as a job); the sliders move there."""
+    kind = st.radio("Budget", ["flops", "latency"], horizontal=True, key="budget_kind",
+                    format_func={"flops": "FLOPs", "latency": "Latency (this machine)"}.get)
+    if kind == "flops":
+        value = st.number_input("FLOPs (% of dense)", min_value=1.0, max_value=100.0, value=50.0, step=5.0,
+                                key="budget_flops_pct") / 100.0
+        batch = 1
+    else:
+        value = st.number_input("Milliseconds per batch", min_value=0.1, max_value=60_000.0, value=5.0, step=0.5,
+                                key="budget_ms", help="Timed on this machine with the physically pruned model "
+                                                      "(median of 10 forward passes); other work running here "
+                                                      "at the same time slows it.")
+        batch = st.number_input("Batch size", min_value=1, max_value=256, value=1, step=1, key="budget_batch")
+    seq_len = st.number_input("Tokens per example", min_value=8, max_value=512, value=128, step=8, key="budget_seq",
+                              help="Attention costs grow with the square of the length: the best split depends on it.")
+    bcfg = cfg if cfg.units == "both" else replace(cfg, units="both")  # a budget weighs heads against neurons
+    if st.button("Find the split", help=f"For each head sparsity on the slider, the most FFN neurons the budget "
+                                        f"allows; each of these splits is evaluated on {n_small} validation examples "
+                                        "(the chart's first pass; recovered first when '+ recovery' is on) and the "
+                                        "best one wins. Then both sliders move there (runs as a job)."):
+        job = budget_job(mref, head, C.scores_job(model, task, bcfg), C.known_scores(model, task, bcfg), kind,
+                         float(value), int(seq_len), int(batch), alloc, head_grid=HEAD_GRID, ffn_step=FFN_STEP,
+                         ffn_max=FFN_MAX, data=stages[0][0], n=n_small,
+                         recovery=recover_level if recover_on else None)
+        ss["_budget"] = {"key": C.submit(job, 95, retry=True), "kind": kind, "value": float(value)}
+    pending = ss.get("_budget")
+    info = C.job_info(pending["key"]) if pending else None
+    here = (task, method, round(ffn, 4), heads, alloc)
+    if pending and (info is None or info.state == "cancelled"):
+        ss.pop("_budget", None)
+    elif pending and info.state == "error":
+        ss.pop("_budget", None)
+        ss["_budget_found"] = {"where": here, "kind": "error", "message": f"No split found: {info.error}"}
+    elif pending and info.state == "done":
+        ss.pop("_budget", None)
+        plan = info.result
+        C.set_value("ffn_sparsity", plan.ffn_sparsity)
+        C.set_value("head_sparsity", plan.head_sparsity)
+        lat = plan.latency
+        asked = (f"{pending['value']:.0%} of the dense FLOPs" if pending["kind"] == "flops" else
+                 f"{pending['value']:g} ms per batch of {lat['batch_size']} x {lat['seq_len']} tokens")
+        measured = (f"; measured {lat['measured_ms']:.1f} ms (dense {lat['dense_ms']:.1f} ms, timed beside the "
+                    "app's other jobs)" if lat else "")
+        sel = plan.selection
+        how = (f"the best {sel['metric_name']} ({max(r['metric'] for r in sel['candidates']):.4f}) on {sel['n']} "
+               f"validation examples among {plan.candidates} splits"
+               + (f", each with {sel['recovery']} recovery" if sel.get("recovery") else "")
+               if sel.get("by") == "metric" else f"the most score mass among {plan.candidates} splits")
+        ss["_budget_found"] = {
+            "where": (task, method, round(plan.ffn_sparsity, 4), plan.head_sparsity, alloc), "kind": "success",
+            "message": f"Within {asked}: FFN sparsity {plan.ffn_sparsity:.0%}, head sparsity "
+                       f"{plan.head_sparsity:.0%} ({plan.allocation}), {plan.flops_fraction:.1%} of the dense FLOPs at "
+                       f"{plan.seq_len} tokens{measured}; chosen for {how}. The sliders are there now."}
+        st.rerun()
+    elif pending:
+        C.show_progress([pending["key"]])
+    found = ss.get("_budget_found")
+    if found and found["where"] == here:
+        {"success": st.success, "error": st.error}[found["kind"]](found["message"])
+
+
+with controls:
+    with st.expander("Meet a budget", expanded=bool(ss.get("_budget") or ss.get("_budget_found"))):
+        budget_helper()

@@ -143,6 +143,51 @@ def test_prune_page_slider_changes_metric_and_smallest_model_helper(env):
         assert not any("Smallest model keeping" in s.value for s in at.success)
 
 
+def test_prune_page_budget_helper_moves_both_sliders_within_the_budget(env):
+    from tp_core.budget import flops_fraction
+    from tp_core.jobs import Job, get_engine
+    from tp_core.masks import PruneConfig, build_masks
+    from tp_core.model import load_model
+
+    at = app_test("pages/4_Prune.py")
+    at.session_state["attr_method"] = "grad_x_act"
+    settle(at)
+    _no_exception(at)
+    at.number_input(key="budget_flops_pct").set_value(40.0)
+    at.number_input(key="budget_seq").set_value(64)
+    [b for b in at.button if b.label == "Find the split"][0].click().run()
+    settle(at)
+    _no_exception(at)
+    found = [s.value for s in at.success if s.value.startswith("Within 40% of the dense FLOPs")]
+    assert found, ([e.value for e in at.error], [s.value for s in at.success])
+    ffn, heads = at.slider(key="w_ffn_sparsity").value, at.slider(key="w_head_sparsity").value
+    assert f"FFN sparsity {ffn:.0%}, head sparsity {heads:.0%}" in found[0]
+    assert "chosen for the best accuracy" in found[0] and "validation examples among" in found[0]
+    assert heads in [round(0.1 * i, 1) for i in range(10)] and 0 < ffn <= 0.95
+    # the sliders' setting really is within the budget: count its FLOPs from the masks the page evaluates
+    eng = get_engine()
+    done = [i for i in eng.jobs() if i.kind == "budget" and i.state == "done"]
+    assert done and (done[-1].result.ffn_sparsity, done[-1].result.head_sparsity) == (ffn, heads)
+    sel = done[-1].result.selection  # each split on the head slider's steps was evaluated; the best one is shown
+    assert sel["by"] == "metric" and len(sel["candidates"]) == done[-1].result.candidates
+    assert max(r["metric"] for r in sel["candidates"]) == next(
+        r["metric"] for r in sel["candidates"] if (r["ffn_sparsity"], r["head_sparsity"]) == (ffn, heads))
+    scores = done[-1].job.args[2]
+    scores = eng.result(scores.key) if isinstance(scores, Job) else scores
+    model = load_model("demo-quick")
+    masks = build_masks(scores, PruneConfig(ffn, heads, "global"), model.unit_shape())
+    assert flops_fraction(model, masks, 64) == pytest.approx(done[-1].result.flops_fraction)
+    assert done[-1].result.flops_fraction <= 0.40 + 1e-9
+    # a latency budget nothing can meet: one friendly message, no traceback, sliders untouched
+    at.radio(key="budget_kind").set_value("latency").run()
+    at.number_input(key="budget_ms").set_value(0.1).run()
+    [b for b in at.button if b.label == "Find the split"][0].click().run()
+    settle(at)
+    _no_exception(at)
+    assert any(e.value.startswith("No split found:") for e in at.error), [e.value for e in at.error]
+    assert at.slider(key="w_ffn_sparsity").value == ffn
+
+
 def test_heatmaps_page_inspector_and_overlap(env):
     at = app_test("pages/3_Heatmaps.py")
     at.session_state["attr_method"] = "grad_x_act"

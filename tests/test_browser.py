@@ -145,6 +145,20 @@ def test_browser_walkthrough(server):
                 _wait_idle(page)
             _shot(page, "4_prune")
 
+            # "Meet a budget": a FLOPs budget moves both sliders to the planned split and says so
+            page.get_by_text("Meet a budget", exact=True).click()
+            flops = page.get_by_label("FLOPs (% of dense)")
+            flops.fill("40")
+            flops.press("Enter")
+            _wait_idle(page)
+            page.get_by_role("button", name="Find the split").click()
+            page.get_by_text("Within 40% of the dense FLOPs").wait_for(timeout=240_000)
+            _wait_idle(page)
+            said = page.get_by_text("Within 40% of the dense FLOPs").inner_text()
+            shown = [t.inner_text() for t in page.locator('[data-testid="stSliderThumbValue"]').all()[:2]]
+            assert f"FFN sparsity {float(shown[0]):.0%}, head sparsity {float(shown[1]):.0%}" in said, (said, shown)
+            _shot(page, "4_prune_budget")
+
             _goto(page, "Export")
             page.get_by_role("button", name="Export and verify").click()
             page.get_by_text("and reloaded it").wait_for(timeout=240_000)

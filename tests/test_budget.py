@@ -36,35 +36,94 @@ def test_encoder_flops_counts_kept_heads_and_neurons(model):
     assert dense - B.encoder_flops(model, masks, T) == pytest.approx(10 * 4 * T * H + 8 * T * H * d + 4 * T * T * d)
 
 
+def _kept(sc, m, objective):
+    """Score mass kept by masks `m`: raw (one sum over both kinds) or share (the mean of each kind's kept share)."""
+    f = sum(s[k].sum() for s, k in zip(sc.ffn, m.ffn)), sum(s.sum() for s in sc.ffn)
+    h = sum(s[k].sum() for s, k in zip(sc.heads, m.heads)), sum(s.sum() for s in sc.heads)
+    return (f[0] + h[0]) / (f[1] + h[1]) if objective == "raw" else (f[0] / f[1] + h[0] / h[1]) / 2
+
+
+@pytest.mark.parametrize("objective", ["raw", "share"])
 @pytest.mark.parametrize("budget", [0.3, 0.5, 0.8])
-def test_flops_plan_meets_the_budget_and_keeps_the_most_score_mass(model, budget):
+def test_flops_plan_meets_the_budget_and_keeps_the_most_score_mass(model, budget, objective):
     sc = _scores(model)
-    plan = B.plan_flops(model, sc, budget, seq_len=32)
+    plan = B.plan_flops(model, sc, budget, seq_len=32, objective=objective)
+    assert plan.objective == objective and plan.selection == {"by": "score mass"}
     assert plan.flops_fraction <= budget + 1e-9 and plan.flops_fraction > budget - 0.1
     masks = build_masks(sc, plan.prune_config(), model.unit_shape())
     assert B.flops_fraction(model, masks, 32) == pytest.approx(plan.flops_fraction)
-    # no other split meeting the budget keeps more (raw) score mass: check a grid of head sparsities
+    assert _kept(sc, masks, objective) == pytest.approx(plan.score_kept, abs=1e-6)
+    # no other split meeting the budget keeps more score mass: check a grid of head sparsities
     shape = model.unit_shape()
-    total = sum(s.sum() for s in sc.ffn) + sum(s.sum() for s in sc.heads)
     for hs in np.linspace(0, 0.75, 4):
         for fs in np.linspace(0, 0.95, 40):
             m = build_masks(sc, B.PruneConfig(fs, hs), shape)
             if B.flops_fraction(model, m, 32) <= budget:
-                kept = sum(s[k].sum() for s, k in zip(sc.ffn + sc.heads, m.ffn + m.heads)) / total
-                assert kept <= plan.score_kept + 1e-6
+                assert _kept(sc, m, objective) <= plan.score_kept + 1e-6
                 break
 
 
 def test_split_follows_where_the_score_mass_is(model):
     # tiny model at 32 tokens: heads are 2/3 of the FLOPs, so 0.75 x dense is reachable by either kind alone
-    cheap_heads = B.plan_flops(model, _scores(model, head_scale=1e-6), 0.75, seq_len=32)
-    costly_heads = B.plan_flops(model, _scores(model, head_scale=1e6), 0.75, seq_len=32)
+    cheap_heads = B.plan_flops(model, _scores(model, head_scale=1e-6), 0.75, seq_len=32, objective="raw")
+    costly_heads = B.plan_flops(model, _scores(model, head_scale=1e6), 0.75, seq_len=32, objective="raw")
     assert cheap_heads.ffn_sparsity == 0.0 and cheap_heads.head_sparsity >= 0.375
     assert costly_heads.head_sparsity == 0.0 and costly_heads.ffn_sparsity > 0.5
     ffn_only = B.plan_flops(model, _scores(model), 0.8, seq_len=32, prune_heads=False)
     assert ffn_only.head_sparsity == 0.0 and ffn_only.flops_fraction <= 0.8
     assert B.plan_flops(model, _scores(model, method="magnitude"), 0.5).objective == "share"
+    assert B.plan_flops(model, _scores(model, method="ig"), 0.5).objective == "share"  # the default for every method
     assert B.plan_flops(model, _scores(model), 1.0).ffn_sparsity == 0.0
+
+
+@pytest.mark.parametrize("budget", [0.4, 0.6, 0.85])
+def test_flops_plan_on_the_app_sliders_grid(model, budget):
+    """The Prune page's sliders: heads in steps of 0.1 up to 0.9, FFN in steps of 0.01 up to 0.95. The plan lies on
+    that grid, still meets the budget, and no grid point meeting it keeps more score mass."""
+    sc, shape = _scores(model), model.unit_shape()
+    grid = [round(0.1 * i, 1) for i in range(10)]
+    plan = B.plan_flops(model, sc, budget, seq_len=32, head_grid=grid, ffn_step=0.01, ffn_max=0.95)
+    assert plan.head_sparsity in grid and plan.ffn_sparsity <= 0.95
+    assert abs(plan.ffn_sparsity * 100 - round(plan.ffn_sparsity * 100)) < 1e-6
+    assert plan.flops_fraction <= budget + 1e-9
+    for hs in grid:
+        for fs in np.round(np.arange(0, 0.951, 0.01), 2):
+            m = build_masks(sc, B.PruneConfig(float(fs), hs), shape)
+            if B.flops_fraction(model, m, 32) <= budget:
+                assert _kept(sc, m, "share") <= plan.score_kept + 1e-6
+                break
+    # a budget only reachable beyond the FFN slider's end, with heads kept: no plan
+    with pytest.raises(TPError, match="No FFN/head split"):
+        B.plan_flops(model, sc, 0.4, seq_len=32, prune_heads=False, ffn_step=0.01, ffn_max=0.3)
+
+
+def test_metric_chooser_picks_the_best_measured_split(model, monkeypatch):
+    """--choose metric / the app: every candidate is evaluated and the best metric wins, whatever its score mass."""
+    import tp_core.evaluation as E
+    from tp_core.data import load_split
+
+    data = load_split("sst2", "validation", limit=20)
+    seen = []
+
+    class Res:
+        def __init__(self, metric):
+            self.metric = metric
+
+    def fake_eval(m, task, d, masks, recovery=None, **kw):  # the metric peaks at 30% heads removed
+        hs = 1 - sum(int(x.sum()) for x in masks.heads) / sum(x.size for x in masks.heads)
+        seen.append(round(hs, 2))
+        return Res(1.0 - abs(hs - 0.3))
+
+    monkeypatch.setattr(E, "evaluate_masked", fake_eval)
+    sc = _scores(model)
+    grid = (0.0, 0.25, 0.5, 0.75)  # the tiny model has 4 heads per layer
+    plan = B.plan_flops(model, sc, 0.6, seq_len=32, head_grid=grid, choose=B.metric_chooser(model, "sst2", data))
+    sel = plan.selection
+    assert sel["by"] == "metric" and sel["n"] == 20 and len(sel["candidates"]) == plan.candidates == len(seen)
+    best = max(sel["candidates"], key=lambda r: r["metric"])
+    assert (plan.ffn_sparsity, plan.head_sparsity) == (best["ffn_sparsity"], best["head_sparsity"]) == \
+        (plan.ffn_sparsity, 0.25)
+    assert plan.flops_fraction <= 0.6 + 1e-9
 
 
 def test_bad_budgets_are_refused(model):
@@ -103,6 +162,12 @@ def test_cli_budget(tmp_path, model, capsys):
     assert main(["budget", *common, "--flops-budget", "0.5", "--seq-len", "32", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert plan["flops_fraction"] <= 0.5 and plan["seq_len"] == 32
+    sel = plan["selection"]  # --choose metric (the default): every split on the head grid, evaluated
+    assert sel["by"] == "metric" and sel["n"] == 500 and len(sel["candidates"]) == plan["candidates"] <= 10
+    best = max(sel["candidates"], key=lambda r: r["metric"])
+    assert (plan["ffn_sparsity"], plan["head_sparsity"]) == (best["ffn_sparsity"], best["head_sparsity"])
+    assert main(["budget", *common, "--flops-budget", "0.5", "--seq-len", "32", "--choose", "mass"]) == 0
+    assert "score mass" in capsys.readouterr().out
     for bad, needle in ((["--flops-budget", "1.5"], "fraction"), ([], "Give a budget"),
                         (["--flops-budget", "0.5", "--latency-budget-ms", "3"], "one budget")):
         assert main(["budget", *common, *bad]) == 2

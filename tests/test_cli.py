@@ -117,3 +117,30 @@ def test_missing_data_folder_is_clear_in_a_real_process(tmp_path):
     env = dict(os.environ, TP_DATA_DIR=str(tmp_path / "nowhere"))
     out = subprocess.run([sys.executable, "-m", "tp_core", "tasks"], capture_output=True, text=True, cwd=ROOT, env=env)
     assert out.returncode == 2 and "TP_DATA_DIR" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["budget", "--flops-budget", "-1"], "(0, 1]"),
+        (["budget", "--latency-budget-ms", "0"], "positive number of milliseconds"),
+        (["budget", "--latency-budget-ms", "5", "--batch-size", "0"], "batch size must be positive"),
+        (["budget", "--flops-budget", "0.5", "--seq-len", "0"], "sequence length must be positive"),
+        (["budget", "--flops-budget", "0.5", "--latency-budget-ms", "5"], "not both"),
+        (["export", "--flops-budget", "1.5", "--out", "OUT"], "(0, 1]"),
+        (["budget", "--flops-budget", "0.5", "--select-n", "0"], "--select-n must be at least 1"),
+    ],
+)
+def test_a_bad_budget_fails_before_any_attribution(args, needle, tiny_folder, tmp_path, capsys, monkeypatch):
+    """Attribution can take minutes on a real model: a budget that cannot be planned says so first."""
+    import tp_core.attribution
+    from tp_core.cli import main
+
+    def no_attribution(*a, **k):
+        raise AssertionError("attribution ran before the budget was checked")
+
+    monkeypatch.setattr(tp_core.attribution, "attribute", no_attribution)
+    args = [str(tmp_path / "o") if a == "OUT" else a for a in args]
+    code = main([args[0], "--model", str(tiny_folder), "--task", "sst2", *args[1:], "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err

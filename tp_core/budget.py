@@ -1,18 +1,20 @@
 """Budget targets: instead of sparsities, a FLOPs budget (a fraction of the dense model's FLOPs) or a measured
 latency budget (milliseconds per batch on this machine, for a sequence length and batch size); the planner finds the
-FFN / head sparsity split that meets it and keeps the most score mass.
+FFN / head sparsity split that meets it and keeps the most metric (measured) or score mass.
 
 FLOPs are the encoder's matrix multiplications per example of `seq_len` tokens (multiply-add = 2 FLOPs): per layer
 Q, K, V and output projections (8·T·H·d per kept head), attention scores and weighted values (4·T²·d per kept head)
 and the FFN (4·T·H per kept neuron); embeddings, LayerNorms, softmax and the task head are left out (small). With
 uniform layer sizes the FLOPs depend only on how many heads and neurons are kept, so for every number of kept heads
-the planner keeps as many FFN neurons as the budget allows, builds the masks (the usual allocation) and scores the
-candidate by the score mass it removes; the candidate removing the least wins.
+the planner keeps as many FFN neurons as the budget allows and builds the masks (the usual allocation).
 
-Score mass: for gradient attributions (ig, grad_x_act) FFN and head scores are both estimates of the effect on the
-same target, so their raw sums are compared ("raw"); for other criteria (activation, magnitude, random) the two kinds
-are not on one scale and each kind counts as its share of that kind's total ("share"). This is a first-order proxy,
-not a measured metric: check the chosen split with `evaluate` (or the Prune page).
+Choosing among those candidates:
+- by measured metric (`metric_chooser`, what the app, `budget` and `export` do by default): each candidate's masks
+  are evaluated on a seeded validation sample (with the recovery, when one is asked for) and the best wins;
+- by score mass (no data needed): each kind counts as its share of that kind's total score ("share"). The raw sum of
+  FFN and head scores ("raw", the default for ig and grad_x_act until 2026-12-06) is not comparable across the two
+  kinds: on the demo model at 40% of the FLOPs it removed 90% of the heads in every task and kept the least metric
+  of all candidates. benchmarks/bench_budget.py measures the three rules (docs/RESULTS.md, section 10).
 
 A latency budget is met by measurement, not by a model of the hardware: latency is timed for the dense model and for
 two planned models (the physically pruned model, `prune_physically`, median of `repeats` forward passes), a line
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -32,7 +34,6 @@ from .errors import TPError
 from .masks import PruneConfig, UnitMasks, build_masks
 
 Progress = Callable[[float, str], None]
-RAW_METHODS = ("ig", "grad_x_act")
 
 
 def encoder_flops(model, masks: UnitMasks | None = None, seq_len: int = 128) -> float:
@@ -68,6 +69,7 @@ class BudgetPlan:
     seq_len: int
     candidates: int
     latency: dict = field(default_factory=dict)  # latency budgets: target, measured, fit, tries
+    selection: dict = field(default_factory=dict)  # how the split was chosen among the candidates (see `choose`)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,18 +78,50 @@ class BudgetPlan:
         return PruneConfig(self.ffn_sparsity, self.head_sparsity, self.allocation)
 
 
+@dataclass
+class Candidate:
+    """One split meeting the budget: for a number of heads kept, as many FFN neurons as the budget allows."""
+
+    config: PruneConfig
+    masks: UnitMasks
+    score_kept: float
+    flops_fraction: float
+
+
+# choose(candidates) -> (index of the chosen one, what to record about the choice)
+Chooser = Callable[[list[Candidate]], tuple[int, dict]]
+
+
 def _mass(scores: list[np.ndarray] | None) -> list[np.ndarray] | None:
     return None if scores is None else [np.abs(np.nan_to_num(np.asarray(s, dtype=np.float64))) for s in scores]
 
 
-def plan_flops(model, scores: UnitScores, budget: float, seq_len: int = 128, allocation: str = "global",
-               prune_heads: bool = True, objective: str = "auto") -> BudgetPlan:
-    """The FFN/head split with at most `budget` x dense FLOPs (0 < budget <= 1) keeping the most score mass.
-    `prune_heads=False` (or scores without head scores) prunes FFN neurons only."""
-    if not (0.0 < budget <= 1.0) or budget != budget:
-        raise TPError(f"A FLOPs budget is a fraction of the dense model's FLOPs in (0, 1], got {budget}.")
+def check_budget(flops: float | None = None, latency_ms: float | None = None, seq_len: int = 128,
+                 batch_size: int = 1) -> None:
+    """The checks a budget's numbers pass before any work (attribution can take minutes): TPError when not."""
+    if flops is not None and latency_ms is not None:
+        raise TPError("Give one budget: a FLOPs budget or a latency budget, not both.")
+    if flops is not None and (not (0.0 < flops <= 1.0) or flops != flops):
+        raise TPError(f"A FLOPs budget is a fraction of the dense model's FLOPs in (0, 1], got {flops}.")
+    if latency_ms is not None and not latency_ms > 0:
+        raise TPError(f"A latency budget must be a positive number of milliseconds, got {latency_ms}.")
     if seq_len < 1:
         raise TPError(f"The sequence length must be positive, got {seq_len}.")
+    if batch_size < 1:
+        raise TPError(f"The batch size must be positive, got {batch_size}.")
+
+
+def plan_flops(model, scores: UnitScores, budget: float, seq_len: int = 128, allocation: str = "global",
+               prune_heads: bool = True, objective: str = "auto",
+               head_grid: Sequence[float] | None = None, ffn_step: float | None = None,
+               ffn_max: float = 0.999999, choose: Chooser | None = None) -> BudgetPlan:
+    """The FFN/head split with at most `budget` x dense FLOPs (0 < budget <= 1) keeping the most score mass.
+    `prune_heads=False` (or scores without head scores) prunes FFN neurons only. `head_grid`: only these head
+    sparsities are candidates (the app's head slider moves in steps of 0.1), instead of every number of heads;
+    `ffn_step`: the FFN sparsity is a multiple of it (the smallest that fits the budget); `ffn_max`:
+    no candidate prunes more FFN neurons than that (the app's FFN slider ends at 0.95). `choose`: picks among the
+    candidates (one per number of heads kept) instead of the score mass, e.g. `metric_chooser` (measured metric)."""
+    check_budget(flops=budget, seq_len=seq_len)
     if scores.ffn is None:
         raise TPError("Budget targets need FFN-neuron scores (attribute with units ffn or both).")
     shape = model.unit_shape()
@@ -95,7 +129,7 @@ def plan_flops(model, scores: UnitScores, budget: float, seq_len: int = 128, all
         raise TPError("Budget targets need a model with the same number of heads and FFN neurons in every layer "
                       "(not an already pruned one).")
     if objective == "auto":
-        objective = "raw" if scores.method in RAW_METHODS else "share"
+        objective = "share"  # "raw" picked the worst split of all in benchmarks/bench_budget.py (module docstring)
     if objective not in ("raw", "share"):
         raise TPError(f"objective must be auto, raw or share, got {objective!r}.")
     L = len(shape.ffn)
@@ -112,25 +146,34 @@ def plan_flops(model, scores: UnitScores, budget: float, seq_len: int = 128, all
     fm, hm = _mass(scores.ffn), _mass(scores.heads if prune_heads else None)
     tot_f = sum(float(s.sum()) for s in fm) or 1.0
     tot_h = (sum(float(s.sum()) for s in hm) or 1.0) if hm is not None else 1.0
-    head_counts = range(n_heads, L - 1, -1) if hm is not None else [n_heads]
-    best = None
-    n_cand = 0
-    for k_h in head_counts:
+    if hm is None:
+        head_options = [(n_heads, 0.0)]
+    elif head_grid is not None:  # (heads kept, head sparsity) of each allowed sparsity, as the allocation rounds it
+        head_options = [(int(sum(m.sum() for m in build_masks(scores, PruneConfig(0.0, h, allocation), shape).heads)),
+                         float(h)) for h in sorted(set(head_grid)) if 0.0 <= h < 1.0]
+    else:
+        head_options = [(k_h, 1.0 - k_h / n_heads) for k_h in range(n_heads, L - 1, -1)]
+    cands: list[Candidate] = []
+    for k_h, hs in head_options:
         k_f = int(np.floor((budget * dense - k_h * per_head) / per_ffn + 1e-9))
         if k_f < L:
             continue  # each layer keeps one neuron: fewer heads leave more room for neurons
         k_f = min(k_f, n_ffn)
-        hs = 1.0 - k_h / n_heads
         fs = 1.0 - k_f / n_ffn
-        for _ in range(4):  # allocation rounds the drop counts: step down until the masks fit the budget
+        if ffn_step:  # from the step below: the allocation rounds drop counts, so it may already fit
+            fs = round(float(np.floor(fs / ffn_step + 1e-9) * ffn_step), 6)
+        for _ in range(6):  # allocation rounds the drop counts: step down until the masks fit the budget
+            if fs > ffn_max + 1e-9:
+                break
             cfg = PruneConfig(min(max(fs, 0.0), 0.999999), min(max(hs, 0.0), 0.999999), allocation)
             masks = build_masks(scores, cfg, shape)
             if encoder_flops(model, masks, seq_len) <= budget * dense * (1 + 1e-9):
                 break
-            fs += L / n_ffn
+            fs = round(fs + (ffn_step or L / n_ffn), 9)
         else:
             continue
-        n_cand += 1
+        if fs > ffn_max + 1e-9:
+            continue
         kept_f = sum(float(s[m].sum()) for s, m in zip(fm, masks.ffn))
         kept_h = sum(float(s[m].sum()) for s, m in zip(hm, masks.heads)) if hm is not None else tot_h
         if objective == "raw":
@@ -138,14 +181,45 @@ def plan_flops(model, scores: UnitScores, budget: float, seq_len: int = 128, all
             kept = 1.0 - removed / (tot_f + (tot_h if hm is not None else 0.0))
         else:
             kept = (kept_f / tot_f + (kept_h / tot_h if hm is not None else 1.0)) / (2 if hm is not None else 1)
-        if best is None or kept > best[0] + 1e-12:
-            best = (kept, cfg, masks)
-    if best is None:
+        cands.append(Candidate(cfg, masks, kept, flops_fraction(model, masks, seq_len)))
+    if not cands:
         raise TPError(f"No FFN/head split meets a FLOPs budget of {budget:.1%}.")
-    kept, cfg, masks = best
-    return BudgetPlan(round(cfg.ffn_sparsity, 6), round(cfg.head_sparsity, 6), allocation,
-                      round(flops_fraction(model, masks, seq_len), 6), budget, round(kept, 6), objective, seq_len,
-                      n_cand)
+    if choose is None:
+        masses = [c.score_kept for c in cands]
+        i, selection = masses.index(max(masses)), {"by": "score mass"}
+    else:
+        i, selection = choose(cands)
+    c = cands[i]
+    return BudgetPlan(round(c.config.ffn_sparsity, 6), round(c.config.head_sparsity, 6), allocation,
+                      round(c.flops_fraction, 6), budget, round(c.score_kept, 6), objective, seq_len, len(cands),
+                      selection=selection)
+
+
+def metric_chooser(model, task: str, data, recovery=None, calib=None, progress: Progress | None = None) -> Chooser:
+    """Choose the candidate with the best measured metric on `data` (ties: the first, i.e. the fewest heads
+    removed); with `recovery` (a level or RecoveryConfig) each candidate is recovered first, fitted on `calib`."""
+    from .evaluation import evaluate_masked
+    from .recovery import active_config, recover
+
+    rcfg = active_config(recovery)
+    progress = progress or (lambda f, m: None)
+
+    def choose(cands: list[Candidate]) -> tuple[int, dict]:
+        rows = []
+        for i, c in enumerate(cands):
+            what = f"split {i + 1}/{len(cands)} (FFN {c.config.ffn_sparsity:.0%}, heads {c.config.head_sparsity:.0%})"
+            progress(i / len(cands), f"evaluating {what}")
+            fit = None if rcfg is None else recover(model, task, c.masks, calib, rcfg)
+            metric = evaluate_masked(model, task, data, c.masks, recovery=fit).metric
+            rows.append({"ffn_sparsity": round(c.config.ffn_sparsity, 6),
+                         "head_sparsity": round(c.config.head_sparsity, 6), "score_kept": round(c.score_kept, 6),
+                         "metric": round(float(metric), 6)})
+        progress(1.0, "chosen")
+        metrics = [r["metric"] for r in rows]
+        return metrics.index(max(metrics)), {"by": "metric", "n": len(data), "metric_name": data.spec.metric,
+                                             "recovery": None if rcfg is None else rcfg.level, "candidates": rows}
+
+    return choose
 
 
 def measure_latency(model, masks: UnitMasks | None, task: str, seq_len: int, batch_size: int, repeats: int = 10,
@@ -172,22 +246,26 @@ def measure_latency(model, masks: UnitMasks | None, task: str, seq_len: int, bat
 
 def plan_latency(model, scores: UnitScores, task: str, target_ms: float, seq_len: int = 128, batch_size: int = 1,
                  allocation: str = "global", prune_heads: bool = True, repeats: int = 10, max_tries: int = 4,
-                 progress: Progress | None = None) -> BudgetPlan:
+                 progress: Progress | None = None, head_grid: Sequence[float] | None = None,
+                 ffn_step: float | None = None, ffn_max: float = 0.999999,
+                 choose: Chooser | None = None) -> BudgetPlan:
     """The split meeting a measured latency budget (`target_ms` per batch of `batch_size` x `seq_len` tokens on
     this machine) with the most score mass; see the module docstring. Raises TPError when even the smallest plan
     measured is slower than the target."""
     progress = progress or (lambda f, m: None)
-    if not target_ms > 0:
-        raise TPError(f"A latency budget must be a positive number of milliseconds, got {target_ms}.")
-    if batch_size < 1:
-        raise TPError(f"The batch size must be positive, got {batch_size}.")
+    check_budget(latency_ms=target_ms, seq_len=seq_len, batch_size=batch_size)
+
+    def flops_plan(fraction: float, chooser: Chooser | None = None) -> BudgetPlan:
+        return plan_flops(model, scores, fraction, seq_len, allocation, prune_heads, head_grid=head_grid,
+                          ffn_step=ffn_step, ffn_max=ffn_max, choose=chooser)
+
     progress(0.0, "timing the dense model")
     dense_ms = measure_latency(model, None, task, seq_len, batch_size, repeats)
     shape = model.unit_shape()
     points = [(1.0, dense_ms)]
     for i, frac in enumerate((0.5, 0.2)):
         progress(0.1 + 0.2 * i, f"timing a model at {frac:.0%} of the FLOPs")
-        p = plan_flops(model, scores, frac, seq_len, allocation, prune_heads)
+        p = flops_plan(frac)
         points.append((p.flops_fraction, measure_latency(model, build_masks(scores, p.prune_config(), shape), task,
                                                          seq_len, batch_size, repeats)))
     x, y = np.array([p[0] for p in points]), np.array([p[1] for p in points])
@@ -196,7 +274,7 @@ def plan_latency(model, scores: UnitScores, task: str, target_ms: float, seq_len
             "fit_ms": [round(float(a), 3), round(float(b), 3)], "points": [[round(float(u), 4), round(float(v), 3)]
                                                                            for u, v in points]}
     if target_ms >= dense_ms:
-        plan = plan_flops(model, scores, 1.0, seq_len, allocation, prune_heads)
+        plan = flops_plan(1.0, choose)
         plan.latency = {**info, "measured_ms": round(dense_ms, 3), "tries": 0, "met": True}
         return plan
     budget = float(np.clip((target_ms - a) / b if b > 0 else 0.0, 0.02, 1.0))
@@ -204,7 +282,7 @@ def plan_latency(model, scores: UnitScores, task: str, target_ms: float, seq_len
     for t in range(max_tries):
         progress(0.5 + 0.5 * t / max_tries, f"planning {budget:.1%} of the FLOPs and timing it")
         try:
-            plan = plan_flops(model, scores, budget, seq_len, allocation, prune_heads)
+            plan = flops_plan(budget, choose)
         except TPError:
             break
         ms = measure_latency(model, build_masks(scores, plan.prune_config(), shape), task, seq_len, batch_size,

@@ -267,9 +267,10 @@ def cmd_sweep(args):
     ffn = _floats(args.ffn_sparsity, "--ffn-sparsity")
     heads = _floats(args.head_sparsity, "--head-sparsity")
     data = _eval_data(args, args.task, model)
+    acfg, rcfg = _attr_cfg(args, methods[0]), _recovery_cfg(args)  # bad settings fail before the progress bar
     with progress_bar(f"sweep on {args.task}", not args.quiet) as cb:
-        records = sweep(model, args.task, methods, ffn, heads, args.allocation, _attr_cfg(args, methods[0]), data, cb,
-                        recovery=_recovery_cfg(args), n_iters=args.n_iters)
+        records = sweep(model, args.task, methods, ffn, heads, args.allocation, acfg, data, cb, recovery=rcfg,
+                        n_iters=args.n_iters)
     rows = [r.to_dict() for r in records]
     if args.json:
         from .paths import atomic_write_text
@@ -282,20 +283,49 @@ def cmd_sweep(args):
               f"{r.metric:9.4f} {r.metric / dense if dense else float('nan'):8.1%}")
 
 
-def _budget_plan(args, model, scores, progress=None):
-    """The BudgetPlan of --flops-budget / --latency-budget-ms (None when neither was given)."""
-    from .budget import plan_flops, plan_latency
+def _check_budget_args(args) -> None:
+    """--flops-budget / --latency-budget-ms and their shape fail before any work (attribution can take minutes)."""
+    from .budget import check_budget
 
     flops, latency = getattr(args, "flops_budget", None), getattr(args, "latency_budget_ms", None)
     if flops is None and latency is None:
-        return None
+        return
     if flops is not None and latency is not None:
         raise TPError("Give one budget: --flops-budget or --latency-budget-ms, not both.")
+    check_budget(flops, latency, args.seq_len, getattr(args, "batch_size", 1))
+    if args.choose == "metric" and args.select_n < 1:
+        raise TPError(f"--select-n must be at least 1, got {args.select_n}.")
+
+
+# --choose metric: the head sparsities tried (one candidate each, with as many FFN neurons as the budget allows)
+BUDGET_HEAD_GRID = tuple(round(0.1 * i, 1) for i in range(10))
+
+
+def _budget_plan(args, model, scores, progress=None, recovery=None):
+    """The BudgetPlan of --flops-budget / --latency-budget-ms (None when neither was given): with --choose metric
+    the candidate with the best metric on --select-n seeded validation examples (each recovered first with
+    `recovery`), with --choose mass the one with the most score mass."""
+    from .budget import metric_chooser, plan_flops, plan_latency
+
+    _check_budget_args(args)
+    flops, latency = getattr(args, "flops_budget", None), getattr(args, "latency_budget_ms", None)
+    if flops is None and latency is None:
+        return None
     heads = getattr(args, "units", "both") != "ffn"
+    grid: dict = {}
+    if args.choose == "metric":
+        from .data import load_split
+
+        user = _user_data(args, model, args.task)
+        data = user.sample(args.select_n) if user is not None else load_split(args.task, "validation",
+                                                                              limit=args.select_n)
+        calib = None if recovery is None or user is None else user.sample(recovery.samples, recovery.seed)
+        grid = dict(head_grid=BUDGET_HEAD_GRID, choose=metric_chooser(model, args.task, data, recovery, calib,
+                                                                      progress if flops is not None else None))
     if flops is not None:
-        return plan_flops(model, scores, flops, args.seq_len, args.allocation, prune_heads=heads)
+        return plan_flops(model, scores, flops, args.seq_len, args.allocation, prune_heads=heads, **grid)
     return plan_latency(model, scores, args.task, latency, args.seq_len, args.batch_size, args.allocation,
-                        prune_heads=heads, progress=progress)
+                        prune_heads=heads, progress=progress, **grid)
 
 
 def cmd_budget(args):
@@ -304,10 +334,12 @@ def cmd_budget(args):
     model = _model(args)
     if args.flops_budget is None and args.latency_budget_ms is None:
         raise TPError("Give a budget: --flops-budget F (fraction of the dense FLOPs) or --latency-budget-ms MS.")
+    _check_budget_args(args)
     acfg = _attr_cfg(args)
     with progress_bar(f"{acfg.method} on {args.task}", not args.quiet) as cb:
         scores = attribute(model, args.task, acfg, progress=cb)
-    with progress_bar("planning", not args.quiet and args.latency_budget_ms is not None) as cb:
+    with progress_bar("planning", not args.quiet and (args.latency_budget_ms is not None or
+                                                      args.choose == "metric")) as cb:
         plan = _budget_plan(args, model, scores, cb)
     if args.json:
         print(json.dumps(plan.to_dict()))
@@ -315,8 +347,18 @@ def cmd_budget(args):
     lat = (f"; measured {plan.latency['measured_ms']:.1f} ms (dense {plan.latency['dense_ms']:.1f} ms) at batch "
            f"{args.batch_size} x {args.seq_len} tokens" if plan.latency else "")
     print(f"FFN sparsity {plan.ffn_sparsity:.4f}, head sparsity {plan.head_sparsity:.4f} ({plan.allocation}): "
-          f"{plan.flops_fraction:.1%} of the dense FLOPs at {plan.seq_len} tokens, {plan.score_kept:.1%} of the "
-          f"{acfg.method} score mass kept ({plan.objective}){lat}")
+          f"{plan.flops_fraction:.1%} of the dense FLOPs at {plan.seq_len} tokens{lat}; chosen for "
+          + _budget_choice(plan, acfg.method))
+
+
+def _budget_choice(plan, method: str) -> str:
+    """How a BudgetPlan was chosen, in words."""
+    sel = plan.selection
+    if sel.get("by") == "metric":
+        best = max(r["metric"] for r in sel["candidates"])
+        return (f"the best {sel['metric_name']} ({best:.4f}) on {sel['n']} validation examples among "
+                f"{plan.candidates} splits" + (f", each with {sel['recovery']} recovery" if sel.get("recovery") else ""))
+    return f"the most {method} score mass ({plan.score_kept:.1%}, {plan.objective}) among {plan.candidates} splits"
 
 
 def cmd_export(args):
@@ -333,16 +375,20 @@ def cmd_export(args):
     model = _model(args)
     cfg = PruneConfig(args.ffn_sparsity, args.head_sparsity, args.allocation).validate()
     rcfg = _recovery_cfg(args)
+    _check_budget_args(args)
     acfg = _attr_cfg(args)
     with progress_bar(f"{acfg.method} on {args.task}", not args.quiet) as cb:
         scores = attribute(model, args.task, acfg, progress=cb)
-    plan = _budget_plan(args, model, scores)
+    with progress_bar("budget", not args.quiet and (args.flops_budget is not None or
+                                                    args.latency_budget_ms is not None)) as cb:
+        plan = _budget_plan(args, model, scores, cb, rcfg if rcfg is not None and rcfg.level != "none" else None)
     if plan is not None:  # a budget chooses the sparsities (tp_core/budget.py)
         cfg = plan.prune_config()
         args.ffn_sparsity, args.head_sparsity = cfg.ffn_sparsity, cfg.head_sparsity
         if not args.quiet:
             print(f"budget: FFN sparsity {cfg.ffn_sparsity:.4f}, head sparsity {cfg.head_sparsity:.4f} "
-                  f"({plan.flops_fraction:.1%} of the dense FLOPs)", file=sys.stderr)
+                  f"({plan.flops_fraction:.1%} of the dense FLOPs), chosen for {_budget_choice(plan, acfg.method)}",
+                  file=sys.stderr)
     if formats != ["taskprune"] or args.vocab != "full" or args.latency:  # tp_core/export_formats.py
         from .export_formats import run_export_command
 
@@ -390,12 +436,18 @@ def build_parser() -> argparse.ArgumentParser:
     def budget_args(sp):
         sp.add_argument("--flops-budget", type=float, default=None, metavar="F",
                         help="choose the FFN/head sparsities: at most F x the dense model's FLOPs (0 < F <= 1), "
-                             "keeping the most score mass")
+                             "see --choose")
         sp.add_argument("--latency-budget-ms", type=float, default=None, metavar="MS",
                         help="choose the FFN/head sparsities: at most MS milliseconds per batch, measured on this "
                              "machine (--batch-size x --seq-len tokens)")
         sp.add_argument("--seq-len", type=int, default=128, help="tokens per example for the budget")
         sp.add_argument("--batch-size", type=int, default=1, help="examples per batch for --latency-budget-ms")
+        sp.add_argument("--choose", default="metric", choices=["metric", "mass"],
+                        help="among the splits meeting the budget (one per head sparsity 0, 0.1, ..., 0.9), the one "
+                             "with the best metric on --select-n validation examples (with --recover when given; "
+                             "default), or the one with the most score mass (every head count, no evaluation)")
+        sp.add_argument("--select-n", type=int, default=500, metavar="N",
+                        help="seeded validation examples (or --data examples) for --choose metric")
 
     def recover_args(sp, what, default=None):
         sp.add_argument("--recover", default=default, metavar="LEVEL",

@@ -323,6 +323,30 @@ def search(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores
                          allocation, progress=progress, recovery=recovery, calib=calib)
 
 
+def budget(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores, kind: str, value: float,
+           seq_len: int, batch_size: int, allocation: str, head_grid: tuple | None = None,
+           ffn_step: float | None = None, ffn_max: float = 0.999999, data=None,
+           recovery: RecoveryConfig | None = None):
+    """The FFN/head split meeting a FLOPs budget (`kind` "flops", `value` a fraction of dense) or a latency budget
+    measured on this worker (`kind` "latency", `value` ms per batch of `batch_size` x `seq_len` tokens), on the
+    given slider grid (tp_core/budget.py): the candidate with the best metric on `data` (recovered first with
+    `recovery`), or with the most score mass when `data` is None."""
+    from .budget import metric_chooser, plan_flops, plan_latency
+
+    model = get_model(ref)
+    choose = None
+    if data is not None:
+        calib = None if recovery is None else get_data(calibration_ref(data, recovery))  # as the curves' points
+        data = get_data(data)
+        choose = metric_chooser(model, head, data, recovery, calib,
+                                progress=lambda f, m: progress(0.1 + 0.85 * f, m) if kind == "flops" else None)
+    grid = dict(head_grid=head_grid, ffn_step=ffn_step, ffn_max=ffn_max, choose=choose)
+    if kind == "flops":
+        progress(0.05, f"planning {value:.0%} of the dense FLOPs")
+        return plan_flops(model, unit_scores, value, seq_len, allocation, **grid)
+    return plan_latency(model, unit_scores, head, value, seq_len, batch_size, allocation, progress=progress, **grid)
+
+
 def ablation(progress: Progress, ref: ModelRef, head: str, data, unit) -> dict:
     from .inspector import unit_ablation
 
@@ -492,6 +516,30 @@ def search_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, 
                                     head_sparsity, allocation, rcfg), key,
                f"smallest model keeping {fraction:.1%}" + ("" if rcfg is None else f" + {rcfg.level}") + f" · {head}",
                units=float(n * (len(grid) + 3)), rate_key="point")
+
+
+def budget_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, kind: str, value: float,
+               seq_len: int, batch_size: int, allocation: str, head_grid: tuple | None = None,
+               ffn_step: float | None = None, ffn_max: float = 0.999999, data=None, n: int = 0,
+               recovery: "str | RecoveryConfig | None" = None) -> Job:
+    """A budget target as a job (`budget` above): each candidate split is evaluated on `data` (`n` examples;
+    None: chosen by score mass). Its budget numbers are checked here, before it is queued."""
+    from .budget import check_budget
+
+    if kind not in ("flops", "latency"):
+        raise TPError(f"A budget is 'flops' or 'latency', got {kind!r}.")
+    check_budget(value if kind == "flops" else None, value if kind == "latency" else None, seq_len, batch_size)
+    grid = tuple(head_grid) if head_grid is not None else None
+    rcfg = recovery_config(recovery) if data is not None else None
+    key = content_key("budget", ref, head, scores.key, kind, round(float(value), 6), int(seq_len), int(batch_size),
+                      allocation, grid, ffn_step, ffn_max, data_identity(data), *(() if rcfg is None else (rcfg,)))
+    what = f"{value:.0%} of the FLOPs" if kind == "flops" else f"{value:g} ms at {batch_size} x {seq_len} tokens"
+    tries = 1 if kind == "flops" else 4
+    units = 1.0 + tries * len(grid or range(10)) * (n + (3.0 * rcfg.samples if rcfg else 0.0))
+    return Job("budget", "budget", (ref, head, known if known is not None else scores, kind, float(value),
+                                    int(seq_len), int(batch_size), allocation, grid, ffn_step, ffn_max, data, rcfg),
+               key, f"budget {what}" + ("" if rcfg is None else f" + {rcfg.level}") + f" · {head}", units=units,
+               rate_key="point")
 
 
 def ablation_job(ref: ModelRef, head: str, data, unit, n: int) -> Job:
