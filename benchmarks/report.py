@@ -206,6 +206,9 @@ def _glance(res: dict) -> list[str]:
                    + _level_verdict(rb["recovery_level_effects"])
                    + "".join(f"; {v}" for v in _ig_verdicts(rb.get("ig_vs_criteria", []), levels)
                              if v.startswith(("with `none`", "with `lstsq`"))))
+    bb = res.get("budget_benchmark")
+    if bb:
+        out.append(f"budget targets (section 10): {_budget_verdict(bb['summary'])}")
     o = res.get("ood_benchmark")
     if o:
         out.append(f"unseen domain with intervals (section 9c): ig {_ood_counts(o, 'ig_vs_best_other')} cells "
@@ -1042,4 +1045,59 @@ def write(res: dict, out: Path) -> None:
         L += _ood_section(res["ood_benchmark"])
     if res.get("recovery_cap1000") and res.get("recovery_benchmark"):
         L += _cap_section(res["recovery_benchmark"], res["recovery_cap1000"])
+    if res.get("budget_benchmark"):
+        L += _budget_section(res["budget_benchmark"])
     (out / "RESULTS.md").write_text("\n".join(L) + "\n")
+
+
+BUDGET_RULES = {"raw": "raw score mass (old default)", "share": "score mass, per-kind shares",
+                "measured": "measured metric (cross-fitted)", "ffn_only": "FFN only (no head removed)",
+                "oracle": "oracle (in-sample best)"}
+
+
+def _budget_verdict(s: dict) -> str:
+    m, r = s["measured-share"], s["measured-raw"]
+    return (f"the measured choice against score-mass shares: {m['mean_points']:+.2f} points of kept-vs-dense on "
+            f"average ({m['wins']} wins, {m['losses']} losses, {m['ties']} ties of {m['cells']} cells); against the "
+            f"old raw score mass: {r['mean_points']:+.2f} ({r['wins']} wins, {r['losses']} losses, {r['ties']} ties)")
+
+
+def _budget_section(b: dict) -> list[str]:
+    """Section 10: which rule picks the FFN/head split within a FLOPs budget (benchmarks/bench_budget.py)."""
+    meta, s = b["meta"], b["summary"]
+    st = meta["settings"]
+    cells = [c for t in b["tasks"].values() for c in t["cells"]]
+    rows = [[c["task"], fmt_pct(c["budget"], 0)]
+            + [fmt(c["keep"][r]) if c["keep"][r] is not None else "-" for r in ("raw", "share", "measured",
+                                                                                 "ffn_only", "oracle")]
+            + [f"{c['diff'][k]['points']:+.2f} [{c['diff'][k]['ci95'][0]:+.2f}, {c['diff'][k]['ci95'][1]:+.2f}] "
+               f"{c['diff'][k]['verdict']}" for k in ("measured-share", "measured-raw")] for c in cells]
+    heads = {}
+    for c in cells:
+        for p in c["picks"]:
+            for r in ("raw", "share"):
+                heads.setdefault(r, []).append(p[r][1])
+    L = ["## 10. Budget targets: choosing the FFN/head split", "",
+         f"benchmarks/bench_budget.py, run {meta['started']} ({b['seconds'] / 60:.0f} min, {meta['machine']['cpu']}; "
+         f"`{meta['command']}`). For each task, FLOPs budget (at {st['seq_len']} tokens) and scoring seed "
+         f"({len(st['seeds'])} seeds of the app's ig settings), the planner's candidates are the splits on the Prune "
+         "page's slider steps: head sparsity 0, 0.1, ..., 0.9, each with the fewest FFN neurons removed (steps of "
+         "0.01) that fit the budget. Every candidate is evaluated on the whole validation split (capped at "
+         f"{st['cap']:,}); kept-vs-dense is averaged over the seeds. The measured rule is cross-fitted: the split "
+         "chosen on one seeded half of the validation examples is reported on the other half, and the halves are "
+         "put together, so no example both chooses and reports. The oracle is the best candidate in-sample (an "
+         "upper bound, not a rule). Differences are paired 95% bootstrap intervals over the examples, in points of "
+         "kept-vs-dense.", "",
+         _table(["task", "FLOPs", "raw mass", "share mass", "measured", "FFN only", "oracle",
+                 "measured - share", "measured - raw"], rows), "",
+         f"Mean kept-vs-dense over the {s['mean_keep_cells']} cells where every rule has a split (FFN only cannot "
+         "reach a budget below what the FFN slider's 95% gives: '-' above): "
+         + ", ".join(f"{BUDGET_RULES[r]} {fmt(v)}" for r, v in s["mean_keep"].items()) + ".", "",
+         f"Verdict: {_budget_verdict(s)}. Share score mass against raw: {s['share-raw']['mean_points']:+.2f} points "
+         f"({s['share-raw']['wins']} wins, {s['share-raw']['losses']} losses, {s['share-raw']['ties']} ties). The raw "
+         f"rule removed {fmt_pct(statistics.mean(heads['raw']), 0)} of the heads on average, the share rule "
+         f"{fmt_pct(statistics.mean(heads['share']), 0)}.", "",
+         "What the product does with it: the Prune page's 'Meet a budget' and the CLI's `budget` / `export "
+         "--flops-budget` choose by measured metric (on the chart's first-pass subset in the app, on 500 seeded "
+         "validation examples in the CLI; `--choose mass` for the share rule without evaluation).", ""]
+    return L

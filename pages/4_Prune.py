@@ -219,44 +219,28 @@ with controls:
                                              "'+ recovery' on, every point it evaluates is recovered."):
         ss["_search"] = {"key": C.submit(sj, 95, retry=True), "target": target,
                          "recovery": recover_level if recover_on else None}
-    pending = ss.get("_search")
-    info = C.job_info(pending["key"]) if pending else None
-    here = (task, method, round(ffn, 4), heads, alloc)  # the setting an answer of the search belongs to
-    if pending and (info is None or info.state == "cancelled"):
-        ss.pop("_search", None)
-    elif pending and info.state == "error":
-        ss.pop("_search", None)
-        ss["_search_found"] = {"where": here, "kind": "error",
-                               "message": f"The search failed: {info.error}"}
-    elif pending and info.state == "done":
-        ss.pop("_search", None)
-        best = info.result
-        # the answer stays on screen as long as the page shows the setting it was found for (a one-off message
-        # would vanish at the next rerun, which the landing of the slider's own point triggers a moment later)
+    here = (task, method, round(ffn, 4), heads, alloc)  # the setting an answer belongs to
+
+    def search_answer(pending: dict, best) -> dict:
         if best is None:
-            ss["_search_found"] = {"where": here, "kind": "warning",
-                                   "message": f"No evaluated setting keeps {pending['target']:.1f}% of the dense "
-                                              f"metric at head sparsity {heads:.0%}."}
-        else:
-            found_ffn = round(best.ffn_sparsity, 4)
-            C.set_value("ffn_sparsity", found_ffn)
-            with_rec = f" with {pending['recovery']} recovery" if pending.get("recovery") else ""
-            ss["_search_found"] = {"where": (task, method, found_ffn, heads, alloc), "kind": "success",
-                                   "message": f"Smallest model keeping {pending['target']:.1f}% of dense{with_rec}: "
-                                              f"FFN sparsity {found_ffn:.1%}, "
-                                              f"{100 * best.kept_params / best.total_params:.1f}% of the "
-                                              f"parameters, {best.metric_name} {best.metric:.4f}."}
-            st.rerun()
-    elif pending:
-        C.show_progress([pending["key"]])
-    found = ss.get("_search_found")
-    if found and found["where"] == here:
-        {"success": st.success, "warning": st.warning, "error": st.error}[found["kind"]](found["message"])
+            return {"where": here, "kind": "warning", "message": f"No evaluated setting keeps "
+                                                                f"{pending['target']:.1f}% of the dense metric at "
+                                                                f"head sparsity {heads:.0%}."}
+        found_ffn = round(best.ffn_sparsity, 4)
+        C.set_value("ffn_sparsity", found_ffn)
+        with_rec = f" with {pending['recovery']} recovery" if pending.get("recovery") else ""
+        return {"where": (task, method, found_ffn, heads, alloc), "kind": "success",
+                "message": f"Smallest model keeping {pending['target']:.1f}% of dense{with_rec}: FFN sparsity "
+                           f"{found_ffn:.1%}, {100 * best.kept_params / best.total_params:.1f}% of the parameters, "
+                           f"{best.metric_name} {best.metric:.4f}."}
+
+    C.job_answer("_search", here, search_answer, "The search failed")
 
 
 def budget_helper():
     """"Meet a budget": the FFN/head split within a FLOPs budget, or a latency budget measured on this machine,
-    keeping the most score mass (tp_core/budget.py, as a job); the sliders move there."""
+    with the best measured metric among the splits on the sliders' steps (tp_core/budget.py, as a job); the
+    sliders move there."""
     kind = st.radio("Budget", ["flops", "latency"], horizontal=True, key="budget_kind",
                     format_func={"flops": "FLOPs", "latency": "Latency (this machine)"}.get)
     if kind == "flops":
@@ -281,17 +265,9 @@ def budget_helper():
                          ffn_max=FFN_MAX, data=stages[0][0], n=n_small,
                          recovery=recover_level if recover_on else None)
         ss["_budget"] = {"key": C.submit(job, 95, retry=True), "kind": kind, "value": float(value)}
-    pending = ss.get("_budget")
-    info = C.job_info(pending["key"]) if pending else None
     here = (task, method, round(ffn, 4), heads, alloc)
-    if pending and (info is None or info.state == "cancelled"):
-        ss.pop("_budget", None)
-    elif pending and info.state == "error":
-        ss.pop("_budget", None)
-        ss["_budget_found"] = {"where": here, "kind": "error", "message": f"No split found: {info.error}"}
-    elif pending and info.state == "done":
-        ss.pop("_budget", None)
-        plan = info.result
+
+    def budget_answer(pending: dict, plan) -> dict:
         C.set_value("ffn_sparsity", plan.ffn_sparsity)
         C.set_value("head_sparsity", plan.head_sparsity)
         lat = plan.latency
@@ -304,17 +280,12 @@ def budget_helper():
                f"validation examples among {plan.candidates} splits"
                + (f", each with {sel['recovery']} recovery" if sel.get("recovery") else "")
                if sel.get("by") == "metric" else f"the most score mass among {plan.candidates} splits")
-        ss["_budget_found"] = {
-            "where": (task, method, round(plan.ffn_sparsity, 4), plan.head_sparsity, alloc), "kind": "success",
-            "message": f"Within {asked}: FFN sparsity {plan.ffn_sparsity:.0%}, head sparsity "
-                       f"{plan.head_sparsity:.0%} ({plan.allocation}), {plan.flops_fraction:.1%} of the dense FLOPs at "
-                       f"{plan.seq_len} tokens{measured}; chosen for {how}. The sliders are there now."}
-        st.rerun()
-    elif pending:
-        C.show_progress([pending["key"]])
-    found = ss.get("_budget_found")
-    if found and found["where"] == here:
-        {"success": st.success, "error": st.error}[found["kind"]](found["message"])
+        return {"where": (task, method, round(plan.ffn_sparsity, 4), plan.head_sparsity, alloc), "kind": "success",
+                "message": f"Within {asked}: FFN sparsity {plan.ffn_sparsity:.0%}, head sparsity "
+                           f"{plan.head_sparsity:.0%} ({plan.allocation}), {plan.flops_fraction:.1%} of the dense "
+                           f"FLOPs at {plan.seq_len} tokens{measured}; chosen for {how}. The sliders are there now."}
+
+    C.job_answer("_budget", here, budget_answer, "No split found")
 
 
 with controls:

@@ -541,6 +541,30 @@ def show_progress_compact(keys: list[str], what: str) -> None:
     st.fragment(body, run_every=POLL_S if active else None)()
 
 
+def job_answer(slot: str, here: tuple, answer: Callable[[dict, object], dict], failed: str) -> None:
+    """A one-off job a button started (`st.session_state[slot]` = {"key": ..., what the answer needs}): its
+    progress while it runs; when it ends, its answer (`answer(pending, result)` -> {"where", "kind", "message"},
+    kind success / warning / error), kept on screen as long as the page shows the setting it belongs to (`here`):
+    a one-off message would vanish at the next rerun, which a landing point triggers a moment later."""
+    ss = st.session_state
+    pending = ss.get(slot)
+    info = job_info(pending["key"]) if pending else None
+    if pending and (info is None or info.state == "cancelled"):
+        ss.pop(slot, None)
+    elif pending and info.state == "error":
+        ss.pop(slot, None)
+        ss[f"{slot}_found"] = {"where": here, "kind": "error", "message": f"{failed}: {info.error}"}
+    elif pending and info.state == "done":
+        ss.pop(slot, None)
+        ss[f"{slot}_found"] = answer(pending, info.result)
+        st.rerun()
+    elif pending:
+        show_progress([pending["key"]])
+    found = ss.get(f"{slot}_found")
+    if found and found["where"] == here:
+        {"success": st.success, "warning": st.warning, "error": st.error}[found["kind"]](found["message"])
+
+
 def show_progress(keys: list[str], title: str | None = None) -> None:
     """Progress of the page's jobs, updated in place while they run; the page reruns when one of them ends
     (so results appear as they land) and failures are shown with the job's message."""
