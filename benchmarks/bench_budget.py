@@ -19,6 +19,7 @@ interval over the validation examples (scipy.stats.bootstrap), and count as a wi
 
     .venv/bin/python benchmarks/bench_budget.py                      # demo model, 5 tasks, 3 budgets, 3 seeds
     .venv/bin/python benchmarks/bench_budget.py --merge docs/results.json
+    .venv/bin/python benchmarks/bench_budget.py --merge-from benchmarks/out/bench_budget.json --merge docs/results.json
 """
 from __future__ import annotations
 
@@ -184,7 +185,14 @@ def main(argv=None) -> int:
     ap.add_argument("--cap", type=int, default=2000, help="validation examples per task (seeded subset if larger)")
     ap.add_argument("--max-length", type=int, default=128, help="tokenizer truncation for evaluation")
     ap.add_argument("--merge", default=None, metavar="RESULTS_JSON")
+    ap.add_argument("--merge-from", default=None, metavar="RUN_JSON",
+                    help="merge a finished run's output (benchmarks/out/bench_budget.json) into --merge, and stop")
     args = ap.parse_args(argv)
+    if args.merge_from:
+        if not args.merge:
+            ap.error("--merge-from needs --merge RESULTS_JSON")
+        merge(json.loads(Path(args.merge_from).read_text()), Path(args.merge))
+        return 0
     args.budgets = [float(x) for x in args.budgets.split(",") if x]
     args.seeds = [int(x) for x in args.seeds.split(",") if x]
     t0 = time.time()

@@ -1094,10 +1094,17 @@ def _budget_section(b: dict) -> list[str]:
          "reach a budget below what the FFN slider's 95% gives: '-' above): "
          + ", ".join(f"{BUDGET_RULES[r]} {fmt(v)}" for r, v in s["mean_keep"].items()) + ".", "",
          f"Verdict: {_budget_verdict(s)}. Share score mass against raw: {s['share-raw']['mean_points']:+.2f} points "
-         f"({s['share-raw']['wins']} wins, {s['share-raw']['losses']} losses, {s['share-raw']['ties']} ties). The raw "
+         f"({s['share-raw']['wins']} wins, {s['share-raw']['losses']} losses, {s['share-raw']['ties']} ties). Measured "
+         f"against FFN only (the FFN slider alone; {s['measured-ffn_only']['cells']} cells where it reaches the "
+         f"budget): {s['measured-ffn_only']['mean_points']:+.2f} points ({s['measured-ffn_only']['wins']} wins, "
+         f"{s['measured-ffn_only']['losses']} losses, {s['measured-ffn_only']['ties']} ties). The raw "
          f"rule removed {fmt_pct(statistics.mean(heads['raw']), 0)} of the heads on average, the share rule "
          f"{fmt_pct(statistics.mean(heads['share']), 0)}.", "",
          "What the product does with it: the Prune page's 'Meet a budget' and the CLI's `budget` / `export "
-         "--flops-budget` choose by measured metric (on the chart's first-pass subset in the app, on 500 seeded "
-         "validation examples in the CLI; `--choose mass` for the share rule without evaluation).", ""]
+         "--flops-budget` choose by measured metric (on the chart's validation examples in the app, 500 by default; on 500 seeded "
+         "validation examples in the CLI; `--choose mass` for the share rule without evaluation). The measured "
+         "rule's edge over share score mass is small (a few tenths of a point on average, significant in a fifth of "
+         "the cells) and it costs one evaluation per candidate; the share rule is the one to use without data. The "
+         "measured rule here chose on half of each split (250 to 1,000 examples); the app chooses on its chart's "
+         "examples and shows them, which makes its number there slightly optimistic.", ""]
     return L

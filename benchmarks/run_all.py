@@ -60,6 +60,25 @@ def top_level(res: dict) -> dict:
     }
 
 
+# what this script computes itself: its sections and the headline keys top_level() derives from them
+OWN_SECTIONS = ("quality", "textpruner", "speed")
+
+
+def carried(path: Path, sections: list[str]) -> dict:
+    """What results.json holds from the other benchmarks (bench_ig_fidelity, bench_export, bench_interactive,
+    bench_recovery, bench_budget, ...) and from the sections this run skips: kept as it is, with its metadata."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    own = {*OWN_SECTIONS, *top_level({}), "meta"}
+    out = {k: v for k, v in old.items() if k not in own}
+    out.update({k: old[k] for k in OWN_SECTIONS if k not in sections and k in old})
+    if "interactive" in old.get("meta", {}):
+        out["meta_interactive"] = old["meta"]["interactive"]
+    return out
+
+
 def git_state() -> dict:
     """Commit of the checkout and whether tp_core / benchmarks had uncommitted changes when the run started."""
     import subprocess
@@ -136,28 +155,10 @@ def main(argv=None) -> int:
         cmd += f" (benchmarks/run_all.py {' '.join(sys.argv[1:])})"
     res = {"meta": {"command": cmd, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
                     "git": git_state(), "settings": settings_dict(s), "section_seconds": {}}}
-    try:  # the IG fidelity section comes from its own benchmark (bench_ig_fidelity.py): keep it across runs
-        res["ig_fidelity"] = json.loads((out_dir / "results.json").read_text())["ig_fidelity"]
-    except (OSError, ValueError, KeyError):
-        pass
-    try:  # so do the export keys of bench_export.py (issue 13: sizes, keeps, ONNX speed-ups, vocabulary)
-        old = json.loads((out_dir / "results.json").read_text())
-        res.update({k: v for k, v in old.items() if k == "export_bench" or k.startswith(("export_params_ratio",
-                    "export_keep", "onnx_speedup_vs_torch_dense", "onnx_int8_", "vocab_kept_tokens",
-                    "vocab_offdomain_keep"))})
-        # and the real-browser keys of bench_interactive.py (issue 11), with their run's metadata
-        from bench_interactive import KEYS as INTERACTIVE_KEYS
-        from bench_recovery import RESULT_KEYS as RECOVERY_KEYS
-
-        res.update({k: old[k] for k in INTERACTIVE_KEYS if k in old})
-        # and the recovery benchmark's keys and tables (bench_recovery.py --merge, issue 12)
-        res.update({k: old[k] for k in ("recovery_benchmark", "recovery_breadth", "ood_benchmark", "recovery_cap1000",
-                                         *RECOVERY_KEYS)
-                    if k in old})
-        if "interactive" in old.get("meta", {}):
-            res["meta"]["interactive"] = old["meta"]["interactive"]
-    except (OSError, ValueError):
-        pass
+    keep = carried(out_dir / "results.json", sections)
+    if "meta_interactive" in keep:  # bench_interactive.py's run metadata
+        res["meta"]["interactive"] = keep.pop("meta_interactive")
+    res.update(keep)
     b = Bench(s, None)
     b.model = load_or_build_model(s, b.log)
     b.log(f"model {s.model} loaded; tasks {list(b.model.tasks)}")
@@ -206,7 +207,7 @@ def rerun_speed(s, out_dir: Path, args) -> int:
                                   "loadavg_start": load_start, "loadavg_end": list(os.getloadavg())}
     res.update(top_level(res))
     res = _jsonable(res)
-    (out_dir / "results.json").write_text(json.dumps(res, indent=1))
+    _write_json(out_dir / "results.json", res)
     report.write(res, out_dir)
     b.log(f"speed re-measured into {out_dir / 'results.json'}")
     return 0
@@ -220,9 +221,16 @@ def save(res: dict, out_dir: Path, t_start: float, partial: bool) -> dict:
     res["meta"]["partial"] = partial
     res["meta"]["machine"]["loadavg_end"] = list(os.getloadavg())
     res = _jsonable({**top_level(res), **res})
-    (out_dir / "results.json").write_text(json.dumps(res, indent=1))
+    _write_json(out_dir / "results.json", res)
     report.write(res, out_dir)
     return res
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    """Atomically: a run stopped mid-write never leaves a half-written results.json."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

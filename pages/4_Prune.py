@@ -257,12 +257,13 @@ def budget_helper():
                               help="Attention costs grow with the square of the length: the best split depends on it.")
     bcfg = cfg if cfg.units == "both" else replace(cfg, units="both")  # a budget weighs heads against neurons
     if st.button("Find the split", help=f"For each head sparsity on the slider, the most FFN neurons the budget "
-                                        f"allows; each of these splits is evaluated on {n_small} validation examples "
-                                        "(the chart's first pass; recovered first when '+ recovery' is on) and the "
-                                        "best one wins. Then both sliders move there (runs as a job)."):
+                                        f"allows; each of these splits is evaluated on the chart's {n_full} "
+                                        "validation examples (recovered first when '+ recovery' is on) and the best "
+                                        "one wins, so the chart's metric there is a little optimistic (chosen on "
+                                        "the same examples). Then both sliders move there (runs as a job)."):
         job = budget_job(mref, head, C.scores_job(model, task, bcfg), C.known_scores(model, task, bcfg), kind,
                          float(value), int(seq_len), int(batch), alloc, head_grid=HEAD_GRID, ffn_step=FFN_STEP,
-                         ffn_max=FFN_MAX, data=stages[0][0], n=n_small,
+                         ffn_max=FFN_MAX, data=stages[-1][0], n=n_full,
                          recovery=recover_level if recover_on else None)
         ss["_budget"] = {"key": C.submit(job, 95, retry=True), "kind": kind, "value": float(value)}
     here = (task, method, round(ffn, 4), heads, alloc)

@@ -176,7 +176,7 @@ def test_prune_page_budget_helper_moves_both_sliders_within_the_budget(env):
     scores = eng.result(scores.key) if isinstance(scores, Job) else scores
     model = load_model("demo-quick")
     masks = build_masks(scores, PruneConfig(ffn, heads, "global"), model.unit_shape())
-    assert flops_fraction(model, masks, 64) == pytest.approx(done[-1].result.flops_fraction)
+    assert flops_fraction(model, masks, 64) == pytest.approx(done[-1].result.flops_fraction, abs=1e-5)
     assert done[-1].result.flops_fraction <= 0.40 + 1e-9
     # a latency budget nothing can meet: one friendly message, no traceback, sliders untouched
     at.radio(key="budget_kind").set_value("latency").run()
