@@ -447,7 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "with the best metric on --select-n validation examples (with --recover when given; "
                              "default), or the one with the most score mass (every head count, no evaluation)")
         sp.add_argument("--select-n", type=int, default=500, metavar="N",
-                        help="seeded validation examples (or --data examples) for --choose metric")
+                        help="seeded validation examples (or --data examples) for --choose metric; export's "
+                             "before/after metric is measured on a seeded sample of the same split, so after a "
+                             "choice on overlapping examples it is slightly optimistic")
 
     def recover_args(sp, what, default=None):
         sp.add_argument("--recover", default=default, metavar="LEVEL",
