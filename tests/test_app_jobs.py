@@ -116,9 +116,14 @@ def test_a_failing_job_shows_its_message_on_the_page_and_in_the_panel(env, quick
     at.text_input(key="model_typed").set_value(str(folder)).run()
     [b for b in at.button if b.label == "Load"][0].click().run()
     assert at.session_state["model_spec"] == str(folder)
-    shutil.rmtree(folder)  # the model disappears before the worker loads it
+    # the model disappears before the worker loads it, at once (a worker that started loading during a plain
+    # rmtree saw a half-deleted folder: "has no encoder.safetensors" instead of "does not exist")
+    folder.rename(env / "gone")
+    shutil.rmtree(env / "gone")
     at.switch_page("pages/2_Attribution.py").run()
-    at.session_state["attr_samples"] = 8
+    # settings no other test or app default uses: a copy of the quick demo has its fingerprint, so scores another
+    # run left in TP_HOME with the same settings would be found there and no worker would need the model
+    at.slider(key="w_attr_samples").set_value(28).run()
     [b for b in at.button if b.label == "Run attribution"][0].click()
     settle(at)
     errors = [e.value for e in at.error]
