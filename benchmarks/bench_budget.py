@@ -40,13 +40,12 @@ sys.path.insert(0, str(HERE))
 
 from tp_core import load_model  # noqa: E402
 from tp_core.attribution import attribute  # noqa: E402
-from tp_core.budget import plan_flops  # noqa: E402
+from tp_core.budget import HEAD_GRID, plan_flops  # noqa: E402
 from tp_core.data import load_split  # noqa: E402
 from tp_core.evaluation import masked_logits, predictions  # noqa: E402
 from tp_core.work import APP_ATTRIBUTION  # noqa: E402
-from common import machine  # noqa: E402
+from common import machine, merge_results  # noqa: E402
 
-HEAD_GRID = tuple(round(0.1 * i, 1) for i in range(10))  # the Prune page's head slider
 RULES = ("raw", "share", "measured", "ffn_only", "oracle")
 COMPARE = (("measured", "share"), ("measured", "raw"), ("share", "raw"), ("measured", "ffn_only"))
 B_RESAMPLES = 2000
@@ -165,16 +164,6 @@ def summarise(tasks: dict) -> dict:
     return out
 
 
-def merge(res: dict, path: Path) -> None:
-    """Under `budget_benchmark` in results.json, written atomically."""
-    doc = json.loads(path.read_text()) if path.is_file() else {}
-    doc["budget_benchmark"] = res
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
-    print(f"merged into {path}")
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="demo")
@@ -191,7 +180,7 @@ def main(argv=None) -> int:
     if args.merge_from:
         if not args.merge:
             ap.error("--merge-from needs --merge RESULTS_JSON")
-        merge(json.loads(Path(args.merge_from).read_text()), Path(args.merge))
+        merge_results(Path(args.merge), {"budget_benchmark": json.loads(Path(args.merge_from).read_text())})
         return 0
     args.budgets = [float(x) for x in args.budgets.split(",") if x]
     args.seeds = [int(x) for x in args.seeds.split(",") if x]
@@ -217,7 +206,7 @@ def main(argv=None) -> int:
     out_path.write_text(json.dumps(res, indent=1))
     print(json.dumps(res["summary"], indent=1))
     if args.merge:
-        merge(res, Path(args.merge))
+        merge_results(Path(args.merge), {"budget_benchmark": res})
     print(f"wrote {out_path} ({res['seconds']:.0f}s)")
     return 0
 

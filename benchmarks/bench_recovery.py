@@ -50,7 +50,7 @@ from tp_core.data import TaskData, get_task, load_split  # noqa: E402
 from tp_core.evaluation import compute_metric, masked_logits, predict_logits, predictions  # noqa: E402
 from tp_core.masks import PruneConfig, build_masks  # noqa: E402
 from tp_core.recovery import RecoveryConfig, calibration_data, recover  # noqa: E402
-from common import machine  # noqa: E402
+from common import machine, merge_results  # noqa: E402
 
 ALL_METHODS = ("ig", "grad_x_act", "activation", "magnitude", "random", "textpruner")
 OURS = ("ig", "grad_x_act", "activation", "magnitude", "random")  # "our best pipeline" picks among these
@@ -614,19 +614,15 @@ def main(argv=None) -> int:
                     help="merge only these fields of the run (meta always), e.g. recovery_seconds,times,seconds for "
                          "a timing re-run whose small-cap quality figures should not be stored")
     args = ap.parse_args(argv)
-    if args.merge_fields:
-        if args.merge_as == "recovery_benchmark":
-            ap.error("--merge-fields needs --merge-as KEY (other than recovery_benchmark)")
-        fields = {"meta", *args.merge_fields.split(",")}
-        args.keep_fields = lambda run: {k: v for k, v in run.items() if k in fields}
-    else:
-        args.keep_fields = lambda run: run
+    if args.merge_fields and args.merge_as == "recovery_benchmark":
+        ap.error("--merge-fields needs --merge-as KEY (other than recovery_benchmark)")
+    fields = args.merge_fields.split(",") if args.merge_fields else None
     if args.merge_from:
         if not args.merge:
             ap.error("--merge-from needs --merge RESULTS_JSON")
         res = json.loads(Path(args.merge_from).read_text())
         res.setdefault("meta", {})["merged_from"] = args.merge_from
-        merge(args.keep_fields(res), Path(args.merge), args.merge_as)
+        merge(res, Path(args.merge), args.merge_as, fields)
         return 0
     check_choices(ap, args)
 
@@ -686,7 +682,7 @@ def main(argv=None) -> int:
         else:
             print(f"{k}: {v}")
     if args.merge:
-        merge(args.keep_fields(res), Path(args.merge), args.merge_as)
+        merge(res, Path(args.merge), args.merge_as, fields)
     print(f"wrote {out_path} ({res['seconds']:.0f}s)")
     return 0
 
@@ -732,18 +728,15 @@ def resume(r: Run, path: Path, args) -> dict:
     return dict(prev["tasks"])
 
 
-def merge(res: dict, path: Path, key: str = "recovery_benchmark") -> None:
+def merge(res: dict, path: Path, key: str = "recovery_benchmark", fields: list[str] | None = None) -> None:
     """The issue's keys at the top of results.json and the whole run under `recovery_benchmark`, written
     atomically (results.json is never left half-written). Under another `key` (--merge-as: a run on some tasks
-    only, e.g. every criterion x level on two tasks) the run is stored there and the issue's keys are left alone."""
-    doc = json.loads(path.read_text()) if path.is_file() else {}
-    if key == "recovery_benchmark":
-        doc.update({k: res[k] for k in RESULT_KEYS if k in res})
-    doc[key] = res
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
-    print(f"merged into {path}")
+    only, e.g. every criterion x level on two tasks) the run is stored there and the issue's keys are left alone;
+    `fields` (--merge-fields): only those fields of the run, and its meta."""
+    if fields:
+        res = {k: v for k, v in res.items() if k in {"meta", *fields}}
+    top = {k: res[k] for k in RESULT_KEYS if k in res} if key == "recovery_benchmark" else {}
+    merge_results(path, {**top, key: res})
 
 
 if __name__ == "__main__":

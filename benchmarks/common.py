@@ -75,6 +75,19 @@ class Settings:
                         export_points=((0.5, 0.5),), throughput_reps=1, latency_reps=3, interactive_n=100)
 
 
+def merge_results(path: Path, updates: dict) -> None:
+    """Put `updates` into a results.json (created if missing), written atomically: a run stopped mid-write never
+    leaves a half-written file."""
+    import json
+
+    from tp_core.paths import atomic_write_text
+
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    doc.update(updates)
+    atomic_write_text(path, json.dumps(doc, indent=1))
+    print(f"merged into {path}")
+
+
 def machine() -> dict:
     import torch
 

@@ -552,12 +552,15 @@ def _most_gain(rb: dict) -> dict | None:
     by: dict = {}
     for c in cells:
         by.setdefault((c["task"], c["ffn_sparsity"]), {}).setdefault(c["method"], {})[c["level"]] = c["kept_vs_dense"]
-    gains = [max(100 * (max(v for lv, v in lvs.items() if lv != "none") - lvs["none"])
-                 for lvs in ms.values() if "none" in lvs and len(lvs) > 1) for ms in by.values()
-             if any("none" in lvs and len(lvs) > 1 for lvs in ms.values())]
+    gains = []
+    for methods in by.values():
+        per = [100 * (max(v for lv, v in lvs.items() if lv != "none") - lvs["none"])
+               for lvs in methods.values() if "none" in lvs and len(lvs) > 1]
+        if per:
+            gains.append(max(per))
     if not gains:
         return None
-    return {"value": sum(gains) / len(gains), "methods": sorted({m for c in cells for m in [c["method"]]})}
+    return {"value": sum(gains) / len(gains), "methods": sorted({c["method"] for c in cells})}
 
 
 def _headroom(rb: dict) -> list:

@@ -228,9 +228,9 @@ def save(res: dict, out_dir: Path, t_start: float, partial: bool) -> dict:
 
 def _write_json(path: Path, doc: dict) -> None:
     """Atomically: a run stopped mid-write never leaves a half-written results.json."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
+    from tp_core.paths import atomic_write_text
+
+    atomic_write_text(path, json.dumps(doc, indent=1))
 
 
 if __name__ == "__main__":

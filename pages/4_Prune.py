@@ -6,6 +6,7 @@ import streamlit as st
 
 from tp_app import common as C
 from tp_core.attribution import METHODS
+from tp_core.budget import HEAD_GRID
 from tp_core.curves import record_dict
 from tp_core.evaluation import majority_baseline
 from tp_core.jobs import ACTIVE
@@ -16,8 +17,8 @@ from tp_core.work import budget_job, curve_plan, plan_results, recovered_method,
 C.page("Prune", caption="Remove the least important units for the task and watch the metric against model size.")
 ss = st.session_state
 model, task = C.require_model_and_task()
-FFN_MAX, FFN_STEP, HEAD_MAX, HEAD_STEP = 0.95, 0.01, 0.9, 0.1  # the sliders' range (a budget's plan lies on it)
-HEAD_GRID = tuple(round(HEAD_STEP * i, 6) for i in range(round(HEAD_MAX / HEAD_STEP) + 1))
+FFN_MAX, FFN_STEP = 0.95, 0.01  # the sliders' range and steps (a budget's plan lies on them)
+HEAD_MAX, HEAD_STEP = HEAD_GRID[-1], HEAD_GRID[1]
 
 controls, chart = st.columns([1, 3])
 with controls:
@@ -207,6 +208,7 @@ with chart:
                f"{', '.join(f'{g:.0%}' for g in C.curve_grid() if g > 0)} (any other: move the slider). Head "
                f"sparsity {heads:.0%}, {alloc} allocation.")
 
+here = (task, method, round(ffn, 4), heads, alloc)  # the setting an answer of the search or budget belongs to
 with controls:
     st.divider()
     target = st.number_input("Keep at least (% of dense)", min_value=50.0, max_value=100.0, value=98.0, step=0.5,
@@ -219,7 +221,6 @@ with controls:
                                              "'+ recovery' on, every point it evaluates is recovered."):
         ss["_search"] = {"key": C.submit(sj, 95, retry=True), "target": target,
                          "recovery": recover_level if recover_on else None}
-    here = (task, method, round(ffn, 4), heads, alloc)  # the setting an answer belongs to
 
     def search_answer(pending: dict, best) -> dict:
         if best is None:
@@ -266,7 +267,6 @@ def budget_helper():
                          ffn_max=FFN_MAX, data=stages[-1][0], n=n_full,
                          recovery=recover_level if recover_on else None)
         ss["_budget"] = {"key": C.submit(job, 95, retry=True), "kind": kind, "value": float(value)}
-    here = (task, method, round(ffn, 4), heads, alloc)
 
     def budget_answer(pending: dict, plan) -> dict:
         C.set_value("ffn_sparsity", plan.ffn_sparsity)
@@ -276,15 +276,10 @@ def budget_helper():
                  f"{pending['value']:g} ms per batch of {lat['batch_size']} x {lat['seq_len']} tokens")
         measured = (f"; measured {lat['measured_ms']:.1f} ms (dense {lat['dense_ms']:.1f} ms, timed beside the "
                     "app's other jobs)" if lat else "")
-        sel = plan.selection
-        how = (f"the best {sel['metric_name']} ({max(r['metric'] for r in sel['candidates']):.4f}) on {sel['n']} "
-               f"validation examples among {plan.candidates} splits"
-               + (f", each with {sel['recovery']} recovery" if sel.get("recovery") else "")
-               if sel.get("by") == "metric" else f"the most score mass among {plan.candidates} splits")
         return {"where": (task, method, round(plan.ffn_sparsity, 4), plan.head_sparsity, alloc), "kind": "success",
                 "message": f"Within {asked}: FFN sparsity {plan.ffn_sparsity:.0%}, head sparsity "
                            f"{plan.head_sparsity:.0%} ({plan.allocation}), {plan.flops_fraction:.1%} of the dense "
-                           f"FLOPs at {plan.seq_len} tokens{measured}; chosen for {how}. The sliders are there now."}
+                           f"FLOPs at {plan.seq_len} tokens{measured}; chosen for {plan.choice(method)}. The sliders are there now."}
 
     C.job_answer("_budget", here, budget_answer, "No split found")
 

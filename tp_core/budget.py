@@ -35,6 +35,9 @@ from .errors import TPError
 from .masks import PruneConfig, UnitMasks, build_masks
 
 Progress = Callable[[float, str], None]
+# the head sparsities a measured choice tries by default (one candidate each): the Prune page's head slider
+HEAD_GRID = tuple(round(0.1 * i, 1) for i in range(10))
+LATENCY_TRIES = 4  # plan_latency: plans timed at most, each scaled down from the last one's measurement
 
 
 def encoder_flops(model, masks: UnitMasks | None = None, seq_len: int = 128) -> float:
@@ -77,6 +80,16 @@ class BudgetPlan:
 
     def prune_config(self) -> PruneConfig:
         return PruneConfig(self.ffn_sparsity, self.head_sparsity, self.allocation)
+
+    def choice(self, method: str) -> str:
+        """How the split was chosen among the candidates, in words (`method`: the scores' criterion)."""
+        sel = self.selection
+        if sel.get("by") == "metric":
+            best = max(r["metric"] for r in sel["candidates"])
+            return (f"the best {sel['metric_name']} ({best:.4f}) on {sel['n']} validation examples among "
+                    f"{self.candidates} splits" + (f", each with {sel['recovery']} recovery" if sel.get("recovery")
+                                                   else ""))
+        return f"the most {method} score mass ({self.score_kept:.1%}, {self.objective}) among {self.candidates} splits"
 
 
 @dataclass
@@ -247,7 +260,8 @@ def measure_latency(model, masks: UnitMasks | None, task: str, seq_len: int, bat
 
 
 def plan_latency(model, scores: UnitScores, task: str, target_ms: float, seq_len: int = 128, batch_size: int = 1,
-                 allocation: str = "global", prune_heads: bool = True, repeats: int = 10, max_tries: int = 4,
+                 allocation: str = "global", prune_heads: bool = True, repeats: int = 10,
+                 max_tries: int = LATENCY_TRIES,
                  progress: Progress | None = None, head_grid: Sequence[float] | None = None,
                  ffn_step: float | None = None, ffn_max: float = 0.999999,
                  choose: Chooser | None = None) -> BudgetPlan:

@@ -297,17 +297,13 @@ def _check_budget_args(args) -> None:
         raise TPError(f"--select-n must be at least 1, got {args.select_n}.")
 
 
-# --choose metric: the head sparsities tried (one candidate each, with as many FFN neurons as the budget allows)
-BUDGET_HEAD_GRID = tuple(round(0.1 * i, 1) for i in range(10))
-
-
 def _budget_plan(args, model, scores, progress=None, recovery=None):
     """The BudgetPlan of --flops-budget / --latency-budget-ms (None when neither was given): with --choose metric
     the candidate with the best metric on --select-n seeded validation examples (each recovered first with
-    `recovery`), with --choose mass the one with the most score mass."""
-    from .budget import metric_chooser, plan_flops, plan_latency
+    `recovery`), with --choose mass the one with the most score mass. The callers check the budget's numbers
+    first (`_check_budget_args`, before attribution)."""
+    from .budget import HEAD_GRID, metric_chooser, plan_flops, plan_latency
 
-    _check_budget_args(args)
     flops, latency = getattr(args, "flops_budget", None), getattr(args, "latency_budget_ms", None)
     if flops is None and latency is None:
         return None
@@ -320,7 +316,7 @@ def _budget_plan(args, model, scores, progress=None, recovery=None):
         data = user.sample(args.select_n) if user is not None else load_split(args.task, "validation",
                                                                               limit=args.select_n)
         calib = None if recovery is None or user is None else user.sample(recovery.samples, recovery.seed)
-        grid = dict(head_grid=BUDGET_HEAD_GRID, choose=metric_chooser(model, args.task, data, recovery, calib,
+        grid = dict(head_grid=HEAD_GRID, choose=metric_chooser(model, args.task, data, recovery, calib,
                                                                       progress if flops is not None else None))
     if flops is not None:
         return plan_flops(model, scores, flops, args.seq_len, args.allocation, prune_heads=heads, **grid)
@@ -331,10 +327,10 @@ def _budget_plan(args, model, scores, progress=None, recovery=None):
 def cmd_budget(args):
     from .attribution import attribute
 
-    model = _model(args)
     if args.flops_budget is None and args.latency_budget_ms is None:
         raise TPError("Give a budget: --flops-budget F (fraction of the dense FLOPs) or --latency-budget-ms MS.")
     _check_budget_args(args)
+    model = _model(args)
     acfg = _attr_cfg(args)
     with progress_bar(f"{acfg.method} on {args.task}", not args.quiet) as cb:
         scores = attribute(model, args.task, acfg, progress=cb)
@@ -348,17 +344,7 @@ def cmd_budget(args):
            f"{args.batch_size} x {args.seq_len} tokens" if plan.latency else "")
     print(f"FFN sparsity {plan.ffn_sparsity:.4f}, head sparsity {plan.head_sparsity:.4f} ({plan.allocation}): "
           f"{plan.flops_fraction:.1%} of the dense FLOPs at {plan.seq_len} tokens{lat}; chosen for "
-          + _budget_choice(plan, acfg.method))
-
-
-def _budget_choice(plan, method: str) -> str:
-    """How a BudgetPlan was chosen, in words."""
-    sel = plan.selection
-    if sel.get("by") == "metric":
-        best = max(r["metric"] for r in sel["candidates"])
-        return (f"the best {sel['metric_name']} ({best:.4f}) on {sel['n']} validation examples among "
-                f"{plan.candidates} splits" + (f", each with {sel['recovery']} recovery" if sel.get("recovery") else ""))
-    return f"the most {method} score mass ({plan.score_kept:.1%}, {plan.objective}) among {plan.candidates} splits"
+          + plan.choice(acfg.method))
 
 
 def cmd_export(args):
@@ -387,7 +373,7 @@ def cmd_export(args):
         args.ffn_sparsity, args.head_sparsity = cfg.ffn_sparsity, cfg.head_sparsity
         if not args.quiet:
             print(f"budget: FFN sparsity {cfg.ffn_sparsity:.4f}, head sparsity {cfg.head_sparsity:.4f} "
-                  f"({plan.flops_fraction:.1%} of the dense FLOPs), chosen for {_budget_choice(plan, acfg.method)}",
+                  f"({plan.flops_fraction:.1%} of the dense FLOPs), chosen for {plan.choice(acfg.method)}",
                   file=sys.stderr)
     if formats != ["taskprune"] or args.vocab != "full" or args.latency:  # tp_core/export_formats.py
         from .export_formats import run_export_command

@@ -338,8 +338,9 @@ def budget(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores
     if data is not None:
         calib = None if recovery is None else get_data(calibration_ref(data, recovery))  # as the curves' points
         data = get_data(data)
+        # a latency plan reports its own progress (its tries); a FLOPs plan's time goes to the evaluations
         choose = metric_chooser(model, head, data, recovery, calib,
-                                progress=lambda f, m: progress(0.1 + 0.85 * f, m) if kind == "flops" else None)
+                                progress=(lambda f, m: progress(0.1 + 0.85 * f, m)) if kind == "flops" else None)
     grid = dict(head_grid=head_grid, ffn_step=ffn_step, ffn_max=ffn_max, choose=choose)
     if kind == "flops":
         progress(0.05, f"planning {value:.0%} of the dense FLOPs")
@@ -524,7 +525,7 @@ def budget_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, 
                recovery: "str | RecoveryConfig | None" = None) -> Job:
     """A budget target as a job (`budget` above): each candidate split is evaluated on `data` (`n` examples;
     None: chosen by score mass). Its budget numbers are checked here, before it is queued."""
-    from .budget import check_budget
+    from .budget import HEAD_GRID, LATENCY_TRIES, check_budget
 
     if kind not in ("flops", "latency"):
         raise TPError(f"A budget is 'flops' or 'latency', got {kind!r}.")
@@ -534,8 +535,8 @@ def budget_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, 
     key = content_key("budget", ref, head, scores.key, kind, round(float(value), 6), int(seq_len), int(batch_size),
                       allocation, grid, ffn_step, ffn_max, data_identity(data), *(() if rcfg is None else (rcfg,)))
     what = f"{value:.0%} of the FLOPs" if kind == "flops" else f"{value:g} ms at {batch_size} x {seq_len} tokens"
-    tries = 1 if kind == "flops" else 4
-    units = 1.0 + tries * len(grid or range(10)) * (n + (3.0 * rcfg.samples if rcfg else 0.0))
+    tries = 1 if kind == "flops" else LATENCY_TRIES
+    units = 1.0 + tries * len(grid or HEAD_GRID) * (n + (3.0 * rcfg.samples if rcfg else 0.0))
     return Job("budget", "budget", (ref, head, known if known is not None else scores, kind, float(value),
                                     int(seq_len), int(batch_size), allocation, grid, ffn_step, ffn_max, data, rcfg),
                key, f"budget {what}" + ("" if rcfg is None else f" + {rcfg.level}") + f" · {head}", units=units,
