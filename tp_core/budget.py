@@ -12,10 +12,8 @@ Choosing among those candidates:
 - by measured metric (`metric_chooser`, what the app, `budget` and `export` do by default): each candidate's masks
   are evaluated on a seeded validation sample (with the recovery, when one is asked for) and the best wins;
 - by score mass (no data needed): each kind counts as its share of that kind's total score ("share"). The raw sum of
-  FFN and head scores ("raw", the default for ig and grad_x_act until 2026-12-06) is not comparable across the two
-  kinds. benchmarks/bench_budget.py (docs/RESULTS.md section 10: demo model, 5 tasks, 30/45/60% of the FLOPs, 3
-  seeds) measured the rules: raw removed 89% of the heads on average and kept 0.899 of the dense metric, share
-  0.988, the measured choice 0.990 (+0.42 points over share: 3 wins, 12 ties of 15 cells).
+  FFN and head scores ("raw") is not comparable across the two kinds: FFN and head scores live on different scales,
+  so "raw" tends to spend the budget on one kind (docs/RESULTS.md section 10 compares the rules).
 
 A latency budget is met by measurement, not by a model of the hardware: latency is timed for the dense model and for
 two planned models (the physically pruned model, `prune_physically`, median of `repeats` forward passes), a line
@@ -144,7 +142,7 @@ def plan_flops(model, scores: UnitScores, budget: float, seq_len: int = 128, all
         raise TPError("Budget targets need a model with the same number of heads and FFN neurons in every layer "
                       "(not an already pruned one).")
     if objective == "auto":
-        objective = "share"  # "raw" kept 9 points less of the metric in benchmarks/bench_budget.py (docstring)
+        objective = "share"  # "raw" is not comparable across FFN and head scores (module docstring)
     if objective not in ("raw", "share"):
         raise TPError(f"objective must be auto, raw or share, got {objective!r}.")
     L = len(shape.ffn)

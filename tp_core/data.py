@@ -168,8 +168,8 @@ def _from_dataset(ds, spec: TaskSpec, split: str, text_col: str, pair_col: str |
     for col in [text_col, label_col] + ([pair_col] if pair_col else []):
         if col not in cols:
             raise TPError(f"{where}: no column {col!r}; the file has columns {sorted(cols)}.")
-    # whole columns through Arrow: iterating `ds[col]` formats row by row (py-spy: 1.0 s for sst2's 20k train rows,
-    # 96% of a Heatmaps page run that only needed the scoring splits' cache keys; Arrow takes 3 ms)
+    # whole columns through Arrow: iterating `ds[col]` formats row by row, which dominated page runs that only
+    # needed the splits' cache keys
     table = ds.with_format("arrow")[:]
 
     def column(name):

@@ -39,11 +39,8 @@ from .errors import TPError
 from .gates import GateState, OutputCorrection, gated
 
 LEVELS = ("none", "bias", "scale", "lstsq")
-# Unlabeled calibration texts per task. 1,024 rather than "a few hundred": on the full demo, sst2 (all 872 validation
-# examples), ig masks (32 examples, 12 steps) at 90% FFN + 50% heads, lstsq kept 0.947 of dense with 256 texts and
-# 0.983 with 1,024 (fit 4 s vs 10 s, 2 threads); at 85% + 50%, 0.981 vs 0.987; 2,048 added nothing at 90-95% FFN.
-# One seed, no interval (`benchmarks/calibration_size.py`, 2026-11-30); `bench_recovery.py --recover-samples N`
-# measures it with intervals.
+# Unlabeled calibration texts per task: enough that lstsq's normal equations are well determined at high sparsity
+# (benchmarks/calibration_size.py and `bench_recovery.py --recover-samples N` measure the trade-off).
 DEFAULT_SAMPLES = 1024
 # The head re-fit solves in_features + 1 unknowns per output from one pooled vector per text: it runs only with at
 # least this many texts per unknown (MiniLM: 770 of the default 1,024), never on an underdetermined system.
@@ -62,12 +59,8 @@ class RecoveryConfig:
     damping: float = 1e-2  # scale: lambda = damping * mean diagonal of the Gram matrix, pulling toward scale 1
     scale_bounds: tuple[float, float] = (0.0, 10.0)  # a scale outside this range triggers more damping / fallback
     fit_all: bool = False  # also fit projections below the first removed unit (where pruned == dense)
-    # lstsq: also re-fit the task head's first projection on the pooled sequence (_fit_head). Full demo, ig masks
-    # (the app's settings), 1,024 texts, one seed, no interval (benchmarks/head_refit_check.py, 2026-11-30): sst2
-    # (872 examples) kept vs dense +0.53/+0.14/+0.80/+0.53 points at FFN + heads 85+70/80+50/90+50/70+70%; ag_news
-    # (1,000) -0.11/-0.23/+0.11/0.00. benchmarks/export_levers.py --variants 1 (sst2, 7 plans at 0.29-0.34 of the
-    # parameters, task vocabulary): +0.50 [-0.82, +1.86] points on the selection half, +0.60 [-0.60, +1.75] on the
-    # reported half - the same direction everywhere, not significant; kept on (one more small solve per recovery).
+    # lstsq: also re-fit the task head's first projection on the pooled sequence (_fit_head): one more small solve
+    # per recovery that corrects what the pruned encoder's pooled vector lost (benchmarks/head_refit_check.py)
     head: bool = True
     batch_size: int = 32
     max_length: int = 128
