@@ -1,4 +1,4 @@
-"""Issue 13 benchmark: how small and how fast does the exported model get, side by side in one run.
+"""Export benchmark: how small and how fast does the exported model get, side by side in one run.
 
 On the full demo (MiniLM), sst2, with ig scores (the app's default settings), training-free recovery (`--recover`,
 default lstsq on 1,024 unlabeled train texts, tp_core/recovery.py) and the sst2 train vocabulary:
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
     from tp_core.attribution import AttributionConfig, attribute
     from tp_core.data import load_split
     from tp_core.evaluation import compute_metric, evaluate, evaluate_masked, masked_logits, predict_logits, predictions
-    from tp_core.export_formats import export_formats, latency_table, onnx_logits, ort_session, params_by_part
+    from tp_core.export import export_formats, latency_table, onnx_logits, ort_session, params_by_part
     from tp_core.masks import PruneConfig, build_masks
     from tp_core.model import load_model
     from tp_core.pruning import kept_params

@@ -1,18 +1,18 @@
-"""Issue 13 follow-up: which lever lifts the keep of the small exports (<= 0.35 of the parameters) on sst2?
+"""Export levers: which lever lifts the keep of the small exports (<= 0.35 of the parameters) on sst2?
 
-bench_export.py's plans at a third of the parameters keep about 0.96-0.98 of dense on the reported half of the
-validation split, at the edge of the 0.97 goal. This measures, in one run on the full demo, the candidate levers at
-the plans of that size: the recovery ridge (`RecoveryConfig.ridge`), the head re-fit (`RecoveryConfig.head`), more
-scoring examples (ig with 256 instead of the app's 64), grad_x_act scores, and the vocabulary's `min_count` (fewer
-tokens: room for a lighter encoder plan), and the cost of the task vocabulary itself (the same plans with the full
-vocabulary).
+bench_export.py's plans at a third of the parameters keep dense's metric only at the edge of the 0.97 goal on the
+reported half of the validation split (docs/RESULTS.md). This measures, in one run on the full demo, the candidate
+levers at the plans of that size: the recovery ridge (`RecoveryConfig.ridge`), the head re-fit
+(`RecoveryConfig.head`), more scoring examples (ig with 256 instead of the app's 64), grad_x_act scores, and the
+vocabulary's `min_count` (fewer tokens: room for a lighter encoder plan), and the cost of the task vocabulary itself
+(the same plans with the full vocabulary).
 
 For each variant: the keep (vs the dense model with the full vocabulary) of every plan on the selection half and on
 the reported half (the same seeded halves as bench_export.py), and the mean over the plans of the paired difference
 to the default (ig, ridge 0.01, head re-fit, min_count 1) on each half, with a 95% bootstrap interval over examples
 (`scipy.stats.bootstrap`). A lever counts only where the interval on the reported half excludes zero.
 
-    nice .venv/bin/python benchmarks/export_levers.py        # ~10 min on 2 cores; into docs/results.json
+    nice .venv/bin/python benchmarks/export_levers.py        # into docs/results.json
 """
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     from tp_core.attribution import attribute
     from tp_core.data import load_split
     from tp_core.evaluation import predict_logits, predictions
-    from tp_core.export_formats import params_by_part
+    from tp_core.export import params_by_part
     from tp_core.masks import PruneConfig, build_masks
     from tp_core.model import load_model
     from tp_core.paths import atomic_write_text

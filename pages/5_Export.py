@@ -1,16 +1,16 @@
 """Export page: write the pruned model for the current settings in the chosen formats (TaskPrune folder, ONNX,
 ONNX int8, plain Hugging Face folder), optionally with the task's vocabulary only; check and measure every format;
 download one zip. The work is one background job (tp_core.work.export_formats); the tables come from
-tp_core.export_formats.summary_tables."""
+tp_app.export_tables.summary_tables."""
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from tp_app import common as C
+from tp_app.export_tables import FORMAT_HELP, FORMAT_LABELS, summary_tables
 from tp_core.errors import TPError
-from tp_core.export import safe_export_dir
-from tp_core.export_formats import FORMAT_HELP, FORMAT_LABELS, FORMATS, planned_counts, summary_tables
+from tp_core.export import FORMATS, planned_counts, safe_export_dir
 from tp_core.masks import PruneConfig
 from tp_core.work import export_formats_job, vocab_estimate_job
 
@@ -110,7 +110,7 @@ if st.button("Export and verify", type="primary",
                    + (f" --vocab-min-count {int(min_count)}" if vocab == "task" else "")
                    + (" --latency" if latency else "") + f" --recover {recovery or 'none'}"
                    + f" --out {out}")
-        from tp_core.export_formats import related_tasks
+        from tp_core.export import related_tasks
 
         job = export_formats_job(C.ref(model), head, known if known is not None else sjob, pcfg, str(out),
                                  C.data_ref(task), formats, vocab, int(min_count), bool(latency), overwrite, command,

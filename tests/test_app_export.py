@@ -1,4 +1,4 @@
-"""The Export page (issue 13) on the quick demo: ONNX + Hugging Face formats with the task vocabulary, run as a
+"""The Export page on the quick demo: ONNX + Hugging Face formats with the task vocabulary, run as a
 background job; when it lands the page shows parameters by part, one row per format, the vocabulary figures, the
 hf/ padding, and one zip of everything."""
 import zipfile

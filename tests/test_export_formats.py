@@ -1,4 +1,4 @@
-"""Export formats (issue 13): ONNX without torch, a plain Hugging Face folder, vocabulary pruning, model card, CLI.
+"""Export formats: ONNX without torch, a plain Hugging Face folder, vocabulary pruning, model card, CLI.
 
 Tiny random models (tests/tiny.py) with seeded random scores, so each export takes seconds; one integration test on
 the quick demo build.
@@ -18,7 +18,7 @@ from tp_core.attribution import UnitScores
 from tp_core.data import load_split
 from tp_core.errors import TPError
 from tp_core.evaluation import predict_logits
-from tp_core.export_formats import export_formats, parse_formats
+from tp_core.export import export_formats, parse_formats
 from tp_core.gates import gated
 from tp_core.masks import PruneConfig, build_masks
 from tp_core.model import load_model
@@ -103,7 +103,7 @@ def test_onnx_attention_is_one_fused_node_per_layer_with_its_own_head_count(tmp_
     import onnx
     import onnxruntime as ort
 
-    from tp_core.export_formats import export_onnx
+    from tp_core.export import export_onnx
 
     model = tiny_multitask("bert")
     heads = [np.array([0.9, 0.8, 0.7, 0.6]), np.array([0.95, 0.5, 0.05, 0.04]), np.array([0.85, 0.03, 0.02, 0.01])]
@@ -158,7 +158,8 @@ def test_hf_folder_loads_with_plain_transformers_and_matches(bert_export):
 
     model, masks, report, out = bert_export
     hf = out / "hf"
-    assert {"config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "README.md"} <= {p.name for p in hf.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "README.md"} <= \
+        {p.name for p in hf.iterdir()}
     cfg = AutoConfig.from_pretrained(hf)
     assert cfg.intermediate_size == max(int(m.sum()) for m in masks.ffn) < 48  # padded to the widest layer
     assert cfg.num_attention_heads == 4 and cfg.vocab_size == report.vocab["kept_tokens"]
@@ -226,9 +227,9 @@ def test_vocab_pruning_keeps_logits_identical_on_in_vocabulary_text(tmp_path):
     assert max(max(e) for e in enc) < plan.size
     # both tokenizer files were rewritten: the slow vocab.txt alone gives the same ids as tokenizer.json
     small.tokenizer.save_pretrained(tmp_path / "tok")
-    from tp_core.export_formats import _write_vocab_txt
+    from tp_core.export import write_vocab_txt
 
-    _write_vocab_txt(small.tokenizer, tmp_path / "tok")
+    write_vocab_txt(small.tokenizer, tmp_path / "tok")
     slow = BertTokenizer(vocab=str(tmp_path / "tok" / "vocab.txt"))
     assert len(slow) == plan.size
     assert slow(val.texts[:50])["input_ids"] == enc[:50]
@@ -274,7 +275,7 @@ def test_model_card_report_and_taskprune_folder(bert_export):
     assert doc["params_pruned"]["embeddings"] < doc["params_dense"]["embeddings"] / 2
     assert all(f["bytes_on_disk"] > 0 for f in doc["formats"]) and (out / "mask.json").is_file()
     assert set(doc["vocab"]["offdomain"]["cr"]) >= {"unk_share", "metric_full_vocab", "metric_task_vocab"}
-    from tp_core.export_formats import zip_export
+    from tp_core.export import zip_export
     from tp_core.vocab import embedding_params_saved, plan_for_task
 
     saved = embedding_params_saved(model, plan_for_task(model, "sst2", min_count=2))
@@ -295,7 +296,7 @@ def test_taskprune_only_keeps_the_folder_layout_and_failed_export_leaves_nothing
                          vocab="task", command="pytest")
     assert (tmp_path / "x" / "tp" / "taskprune.json").is_file() and (tmp_path / "x" / "tp.mask.json").is_file()
     assert load_model(tmp_path / "x" / "tp").config.vocab_size == rep.vocab["kept_tokens"]
-    import tp_core.export_formats as ef
+    import tp_core.export.formats as ef
 
     def boom(*a, **k):
         raise KeyboardInterrupt
@@ -375,7 +376,7 @@ def test_quick_demo_onnx_with_task_vocab_matches_masked_model(tmp_path):
     """The real MiniLM (quick demo build), sst2: ONNX with the sst2 vocabulary gives the masked model's logits on
     in-vocabulary validation text, and the vocabulary is a fraction of WordPiece's."""
     from tp_core.demo import build_demo
-    from tp_core.export_formats import onnx_logits, ort_session
+    from tp_core.export import onnx_logits, ort_session
 
     build_demo(quick=True)
     model = load_model("demo-quick")
@@ -410,7 +411,8 @@ def test_recovery_is_folded_into_onnx_and_named_in_the_card(tmp_path):
 def test_app_tables_and_counts_before_exporting_match_the_export(bert_export):
     """What the Export page shows: summary_tables of the report, and the counts it gives before exporting
     (planned_counts: parameters with the task vocabulary, hf/ padding) equal what the export then reports."""
-    from tp_core.export_formats import hf_padding_params, planned_counts, summary_tables
+    from tp_app.export_tables import summary_tables
+    from tp_core.export import hf_padding_params, planned_counts
     from tp_core.vocab import embedding_params_saved, plan_for_task
 
     model, masks, report, out = bert_export
@@ -433,7 +435,7 @@ def test_app_tables_and_counts_before_exporting_match_the_export(bert_export):
 
 
 def test_latency_rows_before_and_after(tmp_path):
-    from tp_core.export_formats import summary_tables
+    from tp_app.export_tables import summary_tables
 
     model = tiny_multitask("bert")
     rep = export_formats(model, "sst2", random_scores(model), PruneConfig(0.5), tmp_path / "lat", ["onnx-int8"],
@@ -453,7 +455,7 @@ def test_latency_rows_before_and_after(tmp_path):
 def test_other_cpu_cores_counts_other_processes_not_this_one():
     import time
 
-    from tp_core.export_formats import _cpu_marks, other_cpu_cores
+    from tp_core.export.latency import _cpu_marks, other_cpu_cores
 
     start = _cpu_marks()
     if start is None:

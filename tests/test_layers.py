@@ -10,30 +10,55 @@ RANK = {
     "errors": 0, "limits": 1, "paths": 2, "gates": 1, "adapters": 1, "model_checks": 2, "slicing": 2, "jobs": 3,
     "model": 4, "data": 4, "attribution": 5, "masks": 6, "recovery": 7, "pruning": 8, "iterative": 8.5,
     "evaluation": 9, "budget": 9.5,
-    "curves": 10, "inspector": 10, "export": 10, "vocab": 10, "demo": 10, "export_formats": 11,
+    "curves": 10, "inspector": 10, "vocab": 10, "demo": 10,
+    # the export package (tp_core/export/): each format or concern, then the formats export, then the package API
+    "export.onnx": 10, "export.int8": 10.1, "export.hf": 10.1, "export.latency": 10.2, "export.report": 10.2,
+    "export.card": 10.3, "export.folder": 10.4, "export.vocabulary": 10.4, "export.formats": 10.5, "export": 11,
     "work": 12, "serve": 13, "cli": 14, "__init__": 15, "__main__": 15,
 }
+FOLDER = Path(tp_core.__file__).parent
+
+
+def _name(path: Path) -> str:
+    """A module's key in RANK: "model", or "export.onnx" inside a package (the package itself: "export")."""
+    parts = list(path.relative_to(FOLDER).with_suffix("").parts)
+    if len(parts) > 1 and parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> list[Path]:
+    return sorted(FOLDER.glob("*.py")) + sorted(FOLDER.glob("*/*.py"))
 
 
 def _imports(path: Path) -> set[str]:
+    """The tp_core modules `path` imports (keys of RANK), also the imports inside functions."""
+    package = list(path.relative_to(FOLDER).parent.parts)  # [] for tp_core's own modules
     out = set()
-    for node in ast.walk(ast.parse(path.read_text())):  # also the imports inside functions
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
+
+    def add(dotted: list[str]) -> None:
+        # "export.onnx" where that is a module of the package, else the top module ("model", or "export" itself)
+        out.add(".".join(dotted[:2]) if ".".join(dotted[:2]) in RANK else dotted[0])
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level >= 1:
+            base = package[:len(package) - (node.level - 1)] if node.level > 1 else package
             if node.module:
-                out.add(node.module.split(".")[0])
+                add(base + node.module.split("."))
             else:
-                out.update(a.name for a in node.names)
+                for a in node.names:
+                    add(base + [a.name])
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tp_core."):
-            out.add(node.module.split(".")[1])
+            add(node.module.split(".")[1:])
+    out.discard(_name(path))
     return out
 
 
 def test_every_module_has_a_place_in_the_pipeline():
-    modules = {p.stem for p in Path(tp_core.__file__).parent.glob("*.py")}
+    modules = {_name(p) for p in _modules()}
     assert modules == set(RANK), (modules - set(RANK), set(RANK) - modules)
 
 
 def test_each_stage_imports_only_the_stages_below_it():
-    folder = Path(tp_core.__file__).parent
-    bad = [(p.stem, m) for p in folder.glob("*.py") for m in _imports(p) if RANK[m] >= RANK[p.stem]]
+    bad = [(_name(p), m) for p in _modules() for m in _imports(p) if RANK[m] >= RANK[_name(p)]]
     assert not bad, bad

@@ -352,7 +352,7 @@ def cmd_export(args):
     from .export import export_pruned
     from .masks import PruneConfig
 
-    from .export_formats import parse_formats
+    from .export import parse_formats
     from .vocab import check_min_count, check_vocab_mode
 
     formats = parse_formats(args.format)  # bad --format / --vocab / --vocab-min-count fail before any work
@@ -375,11 +375,8 @@ def cmd_export(args):
             print(f"budget: FFN sparsity {cfg.ffn_sparsity:.4f}, head sparsity {cfg.head_sparsity:.4f} "
                   f"({plan.flops_fraction:.1%} of the dense FLOPs), chosen for {plan.choice(acfg.method)}",
                   file=sys.stderr)
-    if formats != ["taskprune"] or args.vocab != "full" or args.latency:  # tp_core/export_formats.py
-        from .export_formats import run_export_command
-
-        return run_export_command(args, model, scores, cfg, formats, _eval_data(args, args.task, model),
-                                  progress_bar)
+    if formats != ["taskprune"] or args.vocab != "full" or args.latency:  # tp_core/export/formats.py
+        return _export_formats(args, model, scores, cfg, formats, _eval_data(args, args.task, model), rcfg)
     res = export_pruned(model, args.task, scores, cfg, Path(args.out), _eval_data(args, args.task, model),
                         overwrite=args.overwrite, recovery=rcfg if rcfg is not None and rcfg.level != "none" else None)
     if args.json:
@@ -388,6 +385,55 @@ def cmd_export(args):
         print(f"exported {res.path} ({res.params_after:,} of {res.params_before:,} parameters, "
               f"{res.bytes_on_disk / 1e6:.1f} MB); {res.metric_name} {res.metric_dense:.4f} -> {res.metric_pruned:.4f}; "
               f"mask file {res.mask_file}")
+
+
+def _vocab_texts(path: str | None) -> list[str]:
+    """The non-empty lines of --vocab-texts (within the file size limit); none without it."""
+    if not path:
+        return []
+    from .limits import limits
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > limits().max_file_mb * 1_000_000:
+            raise TPError(f"{path} is {size / 1e6:.0f} MB, above the {limits().max_file_mb} MB file limit.")
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as exc:
+        raise TPError(f"Cannot read --vocab-texts {path}: {exc.strerror or exc}.") from None
+    except UnicodeDecodeError:
+        raise TPError(f"--vocab-texts {path} is not UTF-8 text.") from None
+
+
+def _export_formats(args, model, scores, cfg, formats: list[str], eval_data, rcfg):
+    """`export --format ... --vocab ... --latency`: `export.export_formats`, then a summary (or the JSON report)."""
+    from .export import export_formats, jsonable, metric_text as fmt
+
+    extra_texts = _vocab_texts(getattr(args, "vocab_texts", None))
+    with progress_bar(f"export {','.join(formats)}", not args.quiet) as cb:
+        rep = export_formats(model, args.task, scores, cfg, Path(args.out), formats, vocab=args.vocab,
+                             min_count=args.vocab_min_count, extra_texts=extra_texts, eval_data=eval_data,
+                             offdomain=None, offdomain_limit=args.limit, latency=args.latency,
+                             overwrite=args.overwrite, progress=cb,
+                             recovery=rcfg if rcfg is not None and rcfg.level != "none" else None)
+    if args.json:
+        print(json.dumps(rep.to_dict(), default=jsonable))
+        return rep
+    d, p = rep.params_dense["total"], rep.params_pruned["total"]
+    print(f"exported {rep.out_dir} ({p:,} of {d:,} parameters, {p / d:.1%}); {rep.metric_name} "
+          f"{fmt(rep.metric_dense)} dense -> {fmt(rep.metric_pruned)} pruned")
+    for f in rep.formats:
+        diff = "" if f.check_max_abs_diff is None else f", max |logit diff| {f.check_max_abs_diff:.1e} vs masked"
+        print(f"  {f.format:10s} {f.path}  {f.params:,} params, {f.bytes_on_disk / 1e6:.1f} MB, "
+              f"{rep.metric_name} {fmt(f.metric)}{diff}")
+    if rep.vocab:
+        v = rep.vocab
+        print(f"  vocabulary {v['kept_tokens']:,} of {v['original_tokens']:,} tokens; validation [UNK] share "
+              f"{v['validation'].get('unk_share', 0):.2%}; " + "; ".join(
+                  f"{t}: {x['metric_full_vocab']:.4f} -> {x['metric_task_vocab']:.4f}"
+                  for t, x in v["offdomain"].items()))
+    print(f"  model card {Path(rep.out_dir) / 'README.md'}")
+    return rep
 
 
 def build_parser() -> argparse.ArgumentParser:

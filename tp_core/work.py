@@ -394,14 +394,14 @@ def export(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores
 def export_formats(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores, pcfg: PruneConfig,
                    out: str, data, formats: tuple, vocab: str, min_count: int, latency: bool, overwrite: bool,
                    command: str, recovery=None) -> dict:
-    """`export_formats.export_formats` for the Export page: every chosen format measured on `data` (off-domain
+    """`export.export_formats` for the Export page: every chosen format measured on `data` (off-domain
     tasks on as many examples), then the TaskPrune folder (if chosen) reloaded and re-evaluated in this worker, and
     one zip of everything. `recovery` (a level or RecoveryConfig; None or "none": without) is fitted on the task's
     train texts and folded into the weights. Returns the report as a dict plus `reloaded_metric` and `zip`."""
     from pathlib import Path
 
     from .evaluation import evaluate
-    from .export_formats import export_formats as run, zip_export
+    from .export import export_formats as run, zip_export
     from .model import load_model
 
     model = get_model(ref)
@@ -580,7 +580,7 @@ def export_formats_job(ref: ModelRef, head: str, scores: Job | UnitScores, pcfg:
     examples, `related` off-domain tasks (vocab="task") for the time estimate."""
     import time
 
-    from .export_formats import parse_formats
+    from .export import parse_formats
     from .vocab import check_min_count, check_vocab_mode
 
     formats = tuple(parse_formats(formats))

@@ -1,0 +1,299 @@
+"""Export formats beyond the TaskPrune folder: ONNX (fp32 and int8), a plain Hugging Face folder, a pruned
+vocabulary, and a model card with measured numbers.
+
+One call, `export_formats(model, task, scores, prune_cfg, out_dir, formats, ...)`, prunes the model for `task`
+(structure, then optionally vocabulary), writes every requested format, checks each against the masked torch
+model on in-vocabulary examples, measures each one's metric on `eval_data`, and writes `README.md` (a Hugging Face
+model card). Layout of `out_dir`:
+
+    README.md             model card (Hugging Face YAML metadata)
+    export_report.json    the ExportReport
+    mask.json             per-task mask for the unchanged base model (`evaluate --mask`)
+    taskprune/            TaskPrune folder (`tp_core.load_model`)            -- format "taskprune"
+    onnx/model.onnx       + onnx/tokenizer.json, onnx/taskprune_onnx.json   -- format "onnx"
+    onnx/model.int8.onnx  dynamic int8 quantization of model.onnx           -- format "onnx-int8"
+    hf/                   config.json, model.safetensors, tokenizer files   -- format "hf"
+
+With `formats == ["taskprune"]` the folder itself is the TaskPrune model (the layout of `export_pruned`) and the
+mask file sits beside it. The folder is built under a temp name and renamed into place (never half written).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import TPError
+from . import int8, onnx
+from .card import model_card
+from .folder import check_out_dir, default_command, prune_for_task, write_mask_file
+from .hf import export_hf, hf_logits, notes as hf_notes, unpruned_heads, write_vocab_txt
+from .int8 import ort_session, quantize_int8
+from .latency import latency_table
+from .onnx import export_onnx, is_fused, onnx_logits
+from .report import ExportReport, FormatReport, folder_bytes, jsonable, metric_with_interval, params_by_part
+from .vocabulary import in_vocab_indices, offdomain_rows, related_tasks, task_vocabulary
+
+FORMATS = ("taskprune", "onnx", "onnx-int8", "hf")
+Progress = Callable[[float, str], None]
+
+
+def parse_formats(value: str | Sequence[str]) -> list[str]:
+    """`"onnx,hf"` or a list -> validated, de-duplicated list in the order given."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for raw in items:
+        f = str(raw).strip().lower()
+        if not f:
+            continue
+        if f not in FORMATS:
+            raise TPError(f"Unknown export format {str(raw).strip()!r}: choose from {', '.join(FORMATS)} "
+                          "(comma-separated, e.g. --format onnx,hf).")
+        if f not in out:
+            out.append(f)
+    if not out:
+        raise TPError(f"No export format given: choose from {', '.join(FORMATS)}.")
+    return out
+
+
+@dataclass
+class _Run:
+    """One `export_formats` call's shared state: what every stage reads, and what measuring found."""
+    model: Any
+    task: str
+    eval_data: Any
+    progress: Progress
+    metric_name: str = ""
+    problem: str = ""
+    small: Any = None  # the exported model: the pruned structure (+ the task vocabulary)
+    kept: set[int] | None = None  # the token ids a task vocabulary keeps
+    vocab: Any = None  # its vocab.VocabReport
+    dense: tuple = (None, None)  # metric and interval of the dense model on eval_data
+    pruned: tuple = (None, None)  # ... of `small`
+    params: dict | None = None  # params_by_part of `small`
+    check: Any = None  # in-vocabulary check examples
+    masked_ref: np.ndarray | None = None  # the masked (unpruned) model's logits on them
+
+    def metric(self, logits) -> tuple:
+        return metric_with_interval(self.metric_name, self.problem, logits, self.eval_data.labels)
+
+    def diff(self, logits) -> float | None:
+        return None if self.masked_ref is None else float(np.abs(np.asarray(logits) - self.masked_ref).max())
+
+    def measure(self, logits_of: Callable[[Sequence[str], Sequence[str] | None], np.ndarray]) -> tuple:
+        """(metric, interval, max logit difference vs the masked model) of a format whose logits for (texts, pairs)
+        `logits_of` gives; None where there is no evaluation data or no check example."""
+        m = ci = None
+        if self.eval_data is not None:
+            m, ci = self.metric(logits_of(self.eval_data.texts, self.eval_data.pairs))
+        return m, ci, self.diff(logits_of(self.check.texts, self.check.pairs)) if len(self.check) else None
+
+
+def _measure(run: _Run, small_full, vocab: str, min_count: int, extra_texts, offdomain, offdomain_limit) -> None:
+    """The dense and the exported model's metric, and with vocab="task" the vocabulary pruning and its cost."""
+    from ..evaluation import predict_logits
+
+    model, task, eval_data, progress = run.model, run.task, run.eval_data, run.progress
+    info = model.task_info(task)
+    run.metric_name = eval_data.spec.metric if eval_data is not None else info.metric
+    run.problem = eval_data.spec.problem if eval_data is not None else info.problem
+    full_vocab_logits = None
+    if eval_data is not None:
+        progress(0.08, "evaluating the dense model")
+        run.dense = run.metric(predict_logits(model, task, eval_data))
+        progress(0.16, "evaluating the pruned model")
+        full_vocab_logits = predict_logits(small_full, task, eval_data)
+    run.small = small_full
+    if vocab == "task":
+        progress(0.2, "counting the task's tokens")
+        run.small, run.kept, run.vocab = task_vocabulary(model, small_full, task, min_count, extra_texts, eval_data,
+                                                         run.metric_name)
+        if eval_data is not None:
+            run.vocab.metric_full_vocab = run.metric(full_vocab_logits)[0]
+        others = (related_tasks(task) if eval_data is not None else []) if offdomain is None else list(offdomain)
+        run.vocab.offdomain.update(offdomain_rows(model, small_full, run.small, task, others, offdomain_limit,
+                                                  progress))
+    if eval_data is not None:
+        progress(0.42, "evaluating the exported model")
+        run.pruned = run.metric(predict_logits(run.small, task, eval_data) if run.small is not small_full
+                                else full_vocab_logits)
+        if run.vocab is not None:
+            run.vocab.metric_task_vocab = run.pruned[0]
+    run.params = params_by_part(run.small, task)
+
+
+def _check_examples(run: _Run, masks, recovery) -> None:
+    """In-vocabulary examples (of eval_data, else the validation split) and the masked model's logits on them: every
+    format is compared with those."""
+    from ..data import load_split
+    from ..evaluation import predict_logits
+
+    data = run.eval_data if run.eval_data is not None else load_split(run.task, "validation", limit=256)
+    run.check = data.subset(in_vocab_indices(run.model.tokenizer, run.kept, data.texts, data.pairs, 64))
+    if len(run.check):
+        gates = masks.gates(run.model.device, recovery=recovery)
+        run.masked_ref = predict_logits(run.model, run.task, run.check, gates)
+
+
+def _write_taskprune(run: _Run, folder: Path, path: Path) -> FormatReport:
+    from ..evaluation import predict_logits
+
+    run.progress(0.5, "writing the TaskPrune folder")
+    run.small.save(folder)  # inside the export's temp folder: no second swap needed
+    write_vocab_txt(run.small.tokenizer, folder)
+    size = folder_bytes(folder)
+    diff = run.diff(predict_logits(run.small, run.task, run.check)) if len(run.check) else None
+    return FormatReport("taskprune", str(path), size, run.params["total"], run.params, *run.pruned, diff,
+                        len(run.check), ["reload with tp_core.load_model(path)"])
+
+
+def _write_onnx(run: _Run, formats: list[str], onnx_dir: Path, path: Path) -> tuple[list[FormatReport], dict]:
+    """The "onnx" and "onnx-int8" formats in `onnx_dir` (reported under `path`), each measured with onnxruntime;
+    returns their reports and {format: file}."""
+    run.progress(0.58, "exporting ONNX")
+    fp32 = export_onnx(run.small, run.task, onnx_dir)
+    tok_json = onnx_dir / "tokenizer.json"
+    files: dict[str, Path] = {}
+    if "onnx" in formats:
+        files["onnx"] = fp32
+    if "onnx-int8" in formats:
+        run.progress(0.66, "quantizing to int8")
+        files["onnx-int8"] = quantize_int8(fp32, onnx_dir / "model.int8.onnx")
+    fused = is_fused(onnx_dir)
+    reports = []
+    for label, file in files.items():
+        run.progress(0.7, f"evaluating {label} with onnxruntime")
+        sess = ort_session(file)
+        m, ci, diff = run.measure(lambda texts, pairs: onnx_logits(sess, tok_json, texts, pairs))
+        notes = [onnx.NOTE] + ([onnx.FUSED_NOTE] if fused else []) + ([int8.NOTE] if label == "onnx-int8" else [])
+        reports.append(FormatReport(label, str(path / file.name), file.stat().st_size + tok_json.stat().st_size,
+                                    run.params["total"], run.params, m, ci, diff, len(run.check), notes))
+    if "onnx" not in formats:
+        fp32.unlink()
+    return reports, files
+
+
+def _write_hf(run: _Run, folder: Path, path: Path) -> FormatReport:
+    run.progress(0.8, "writing the Hugging Face folder")
+    info = export_hf(run.small, run.task, folder, unpruned_heads(run.model))
+    m, ci, diff = run.measure(lambda texts, pairs: hf_logits(folder, run.task, texts, pairs))
+    parts = dict(run.params, padding=info["padding_params"], total=info["params"])
+    return FormatReport("hf", str(path), folder_bytes(folder), info["params"], parts, m, ci, diff, len(run.check),
+                        hf_notes(info, run.params["total"]))
+
+
+def _write_formats(run: _Run, formats: list[str], tmp: Path, out_dir: Path, legacy: bool):
+    """Every format into the temp folder `tmp` (reported at its place under `out_dir`): (reports, ONNX files,
+    the TaskPrune folder or None)."""
+    reports, onnx_files, tp_dir = [], {}, None
+    if "taskprune" in formats:
+        tp_dir = tmp if legacy else tmp / "taskprune"
+        reports.append(_write_taskprune(run, tp_dir, out_dir if legacy else out_dir / "taskprune"))
+    if "onnx" in formats or "onnx-int8" in formats:
+        written, onnx_files = _write_onnx(run, formats, tmp / "onnx", out_dir / "onnx")
+        reports += written
+    if "hf" in formats:
+        reports.append(_write_hf(run, tmp / "hf", out_dir / "hf"))
+    return reports, onnx_files, tp_dir
+
+
+def _report(run: _Run, out_dir: Path, scores, prune_cfg, masks, vocab: str, formats: list[FormatReport],
+            latency: dict | None, mask_file: Path, command: str) -> ExportReport:
+    dense = params_by_part(run.model, run.task)
+    return ExportReport(
+        out_dir=str(out_dir), task=run.task, base_model=run.model.base_model, method=scores.method,
+        attribution=dict(scores.settings), ffn_sparsity=prune_cfg.ffn_sparsity,
+        head_sparsity=prune_cfg.head_sparsity, allocation=prune_cfg.allocation,
+        actual_ffn_sparsity=masks.ffn_sparsity(), actual_head_sparsity=masks.head_sparsity(), vocab_mode=vocab,
+        metric_name=run.metric_name, eval_examples=len(run.eval_data) if run.eval_data is not None else 0,
+        metric_dense=run.dense[0], metric_dense_interval=run.dense[1], metric_pruned=run.pruned[0],
+        metric_pruned_interval=run.pruned[1], params_dense=dense, params_pruned=run.params,
+        bytes_dense=4 * dense["total"], formats=formats, vocab=run.vocab.to_dict() if run.vocab else None,
+        latency=latency, mask_file=str(mask_file), command=command, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+
+def _write_card_and_report(tmp: Path, report: ExportReport, small, tp_dir: Path | None, legacy: bool) -> None:
+    """README.md (the model card) at the top, in hf/ and in taskprune/; export_report.json at the top."""
+    card = model_card(report, small)
+    (tmp / "README.md").write_text(card, encoding="utf-8")
+    if report.format("hf"):
+        (tmp / "hf" / "README.md").write_text(card, encoding="utf-8")
+    if tp_dir is not None and not legacy:
+        (tp_dir / "README.md").write_text(card, encoding="utf-8")
+    (tmp / "export_report.json").write_text(json.dumps(report.to_dict(), indent=1, default=jsonable))
+
+
+def export_formats(
+    model,
+    task: str,
+    scores,
+    prune_cfg,
+    out_dir: str | Path,
+    formats: str | Sequence[str] = ("taskprune",),
+    vocab: str = "full",
+    min_count: int = 1,
+    extra_texts: Sequence[str] = (),
+    eval_data=None,
+    offdomain: Sequence[str] | None = None,
+    offdomain_limit: int | None = None,
+    latency: bool = False,
+    latency_batches: Sequence[int] = (1, 32),
+    latency_repeats: int = 20,
+    overwrite: bool = False,
+    command: str | None = None,
+    progress: Progress | None = None,
+    recovery=None,
+) -> ExportReport:
+    """Prune `model` for `task` (structure from `scores` + `prune_cfg`; with vocab="task", the vocabulary too) and
+    write `formats` under `out_dir`, with the model card and a JSON report. Every metric is measured on `eval_data`
+    (skipped when None); `offdomain` tasks (default: `related_tasks(task)` when vocab="task" and `eval_data` is
+    given; at most `offdomain_limit` validation examples each) are evaluated with the
+    full and the pruned vocabulary; `latency=True` times dense torch, pruned torch and each ONNX file
+    (`latency_repeats` runs per runner and batch size).
+    `recovery` (a `recovery.Recovery` fitted for these masks, or a level / RecoveryConfig fitted here) is folded
+    into the pruned weights, as in `export_pruned`."""
+    from ..model import _swap_in
+    from ..vocab import check_min_count, check_vocab_mode
+
+    t_start = time.time()
+    formats = parse_formats(formats)
+    check_vocab_mode(vocab)
+    min_count = check_min_count(min_count)
+    prune_cfg.validate()
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out_dir, overwrite)
+    command = command or default_command()
+    run = _Run(model, task, eval_data, progress or (lambda f, m: None))
+    run.progress(0.02, "pruning the structure")
+    masks, small_full, recovery = prune_for_task(model, task, scores, prune_cfg, recovery, run.progress)
+    _measure(run, small_full, vocab, min_count, extra_texts, offdomain, offdomain_limit)
+    _check_examples(run, masks, recovery)
+    legacy = formats == ["taskprune"]
+    mask_file = out_dir.parent / f"{out_dir.name}.mask.json" if legacy else out_dir / "mask.json"
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        reports, onnx_files, tp_dir = _write_formats(run, formats, tmp, out_dir, legacy)
+        write_mask_file(mask_file if legacy else tmp / "mask.json", masks, model, task, scores, prune_cfg, recovery)
+        lat = None
+        if latency:
+            run.progress(0.9, "measuring latency")
+            lat = latency_table(model, task, onnx_files, run.small, latency_batches, repeats=latency_repeats)
+        report = _report(run, out_dir, scores, prune_cfg, masks, vocab, reports, lat, mask_file, command)
+        report.seconds = round(time.time() - t_start, 1)
+        _write_card_and_report(tmp, report, run.small, tp_dir, legacy)
+        run.progress(0.98, "moving the export into place")
+        _swap_in(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    run.progress(1.0, "done")
+    return report
