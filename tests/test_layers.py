@@ -8,7 +8,9 @@ import tp_core
 
 RANK = {
     "errors": 0, "limits": 1, "paths": 2, "gates": 1, "adapters": 1, "model_checks": 2, "slicing": 2, "jobs": 3,
-    "model": 4, "data": 4, "attribution": 5, "masks": 6, "recovery": 7, "pruning": 8, "iterative": 8.5,
+    "model": 4, "data": 4, "attribution": 5, "masks": 6,
+    # recovery: one projection's least squares and the passes over the model's blocks, then the recovery API
+    "recovery_fit": 6.5, "recovery_passes": 6.5, "recovery": 7, "pruning": 8, "iterative": 8.5,
     "evaluation": 9, "budget": 9.5,
     "curves": 10, "inspector": 10, "vocab": 10, "demo": 10,
     # the export package (tp_core/export/): each format or concern, then the formats export, then the package API

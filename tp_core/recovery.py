@@ -16,6 +16,8 @@ Three levels, for FFN neurons and attention heads alike, for masks from any crit
 (projection output + residual), minus the pruned model's own residual. Only real tokens count (no padding).
 Normal equations are accumulated and solved in float64 (per-batch products in float32). The dense model's pass
 over the calibration set is cached (one entry), so several levels or masks on the same texts share it.
+One projection's system and its solve at each level are in recovery_fit.py (which knows nothing of model layouts);
+the passes over the model's blocks (capture hooks, the cached dense teacher) are in recovery_passes.py.
 
 A `Recovery` never changes the model's weights: it becomes part of the per-thread `GateState` (non-binary gate
 values for scales, additive output corrections for biases and re-fitted columns; see gates.py), so many masks and
@@ -25,18 +27,18 @@ weights, and mask files carry it (`save_mask_file(..., recovery=)`, `load_plan`)
 from __future__ import annotations
 
 import base64
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .data import TaskData
 from .errors import TPError
 from .gates import GateState, OutputCorrection, gated
+from .recovery_fit import ProjectionFit, ridge_solve, unit_columns  # noqa: F401  (ridge_solve: public here as before)
+from .recovery_passes import Capture, Teacher, block_args, dense_teacher, run_block
 
 LEVELS = ("none", "bias", "scale", "lstsq")
 # Unlabeled calibration texts per task: enough that lstsq's normal equations are well determined at high sparsity
@@ -46,6 +48,7 @@ DEFAULT_SAMPLES = 1024
 # least this many texts per unknown (MiniLM: 770 of the default 1,024), never on an underdetermined system.
 HEAD_MIN_SAMPLES = 2
 Progress = Callable[[float, str], None]
+_teacher = dense_teacher  # the name benchmarks/bench_recovery.py imports to time the teacher pass
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,7 @@ class Recovery:
                 if c.weight is not None or c.bias is not None:
                     index = weight = bias = None
                     if c.weight is not None:
-                        cols = _columns(c.kept, c.weight.shape[1] // max(len(c.kept), 1))
+                        cols = unit_columns(c.kept, c.weight.shape[1] // max(len(c.kept), 1))
                         index = torch.as_tensor(cols, dtype=torch.long, device=device)
                         weight = torch.as_tensor(c.weight, dtype=torch.float32).to(device)
                     if c.bias is not None:
@@ -220,11 +223,6 @@ class Recovery:
             raise TPError(f"The recovery in this mask file cannot be read: {exc}") from None
 
 
-def _columns(kept, d: int) -> list[int]:
-    """Input columns of the kept units (a head = d columns, an FFN neuron = 1)."""
-    return [k * d + j for k in kept for j in range(d)]
-
-
 def recovery_from_doc(doc: dict) -> Optional[Recovery]:
     """The Recovery stored in a mask-file document, or None."""
     return Recovery.from_doc(doc["recovery"]) if doc.get("recovery") else None
@@ -253,148 +251,6 @@ def calibration_data(task: str, n: int, seed: int = 0) -> TaskData:
 
 
 # ----- fitting -----------------------------------------------------------------------------------------------------
-class _Stop(Exception):
-    """Raised by a capture hook to end a block's forward once what we need is recorded."""
-
-
-class _Capture:
-    """Temporary hooks on one block recording (this thread only) the *ungated* inputs of the projections."""
-
-    def __init__(self, parts, stop_at: Optional[str] = None):
-        self.parts, self.stop_at, self.owner = parts, stop_at, threading.get_ident()
-        self.got: dict[str, torch.Tensor] = {}
-        self.handles = []
-
-    def _hook(self, name):
-        def hook(module, args):
-            if threading.get_ident() != self.owner:
-                return None
-            self.got[name] = args[0].detach()
-            if name == self.stop_at:
-                raise _Stop
-            return None
-
-        return hook
-
-    def __enter__(self):
-        p = self.parts
-        for name, lin in (("ctx", p.attn_out), ("h", p.ffn_in), ("a", p.ffn_out)):
-            self.handles.append(lin.register_forward_pre_hook(self._hook(name), prepend=True))
-        return self
-
-    def __exit__(self, *exc):
-        for h in self.handles:
-            h.remove()
-        return exc[0] is _Stop  # swallow our own stop signal
-
-
-class _Normal:
-    """What every level needs about one projection on the calibration tokens (float64 sums of per-batch float32
-    products): the normal equations of [x_kept | 1] against the target, and the removed units' activation sums."""
-
-    def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], kept: list[int], d: int, need_ls: bool):
-        self.W = weight.detach().double()  # (out, in)
-        self.b = bias.detach().double() if bias is not None else torch.zeros(self.W.shape[0], dtype=torch.float64)
-        self.kept, self.d = list(kept), d
-        n_units = self.W.shape[1] // d
-        keep = set(self.kept)
-        self.removed = [u for u in range(n_units) if u not in keep]
-        self.kcols = torch.as_tensor(_columns(self.kept, d), dtype=torch.long)
-        self.pcols = torch.as_tensor(_columns(self.removed, d), dtype=torch.long)
-        k = len(self.kcols)
-        self.need_ls = need_ls
-        self.sum_removed = torch.zeros(len(self.pcols), dtype=torch.float64)
-        self.n = 0
-        if need_ls:
-            self.C = torch.zeros(k + 1, k + 1, dtype=torch.float64)
-            self.D = torch.zeros(k + 1, self.W.shape[0], dtype=torch.float64)
-            self.bb = 0.0
-
-    def add(self, x: torch.Tensor, target: Optional[torch.Tensor]) -> None:
-        """x: (N, in) ungated projection inputs on real tokens; target: (N, out) wanted projection outputs."""
-        x = x.detach().float().cpu()
-        self.n += x.shape[0]
-        if len(self.pcols):
-            self.sum_removed += x.index_select(1, self.pcols).double().sum(0)
-        if self.need_ls:  # products of one batch in float32, sums over batches in float64
-            a = torch.cat([x.index_select(1, self.kcols), torch.ones(x.shape[0], 1)], 1)
-            t = target.detach().float().cpu()
-            self.C += (a.T @ a).double()
-            self.D += (a.T @ t).double()
-            self.bb += float((t.double() ** 2).sum())
-
-    # relative squared error of [Wk | b] = X^T on the accumulated system: (X'CX - 2X'D + ||T||^2) / ||T||^2
-    def rel_error(self, X: torch.Tensor) -> float:
-        err = float((X * (self.C @ X)).sum() - 2 * (X * self.D).sum()) + self.bb
-        return max(err, 0.0) / self.bb if self.bb > 0 else 0.0
-
-    def x0(self) -> torch.Tensor:
-        return torch.cat([self.W.index_select(1, self.kcols).T, self.b.view(1, -1)], 0)
-
-    def solve_bias(self) -> np.ndarray:
-        mean = self.sum_removed / max(self.n, 1)
-        return (self.W.index_select(1, self.pcols) @ mean).float().numpy()
-
-    def solve_lstsq(self, ridge: float) -> tuple[np.ndarray, np.ndarray, dict]:
-        k = len(self.kcols)
-        lam = ridge * float(self.C.diagonal().mean())
-        X0 = self.x0()
-        X = ridge_solve(self.C, self.D, X0, lam)
-        info = {"lambda": lam, "err_before": self.rel_error(X0)}
-        if not torch.isfinite(X).all():
-            info.update(fallback=True, err_after=info["err_before"])
-            return np.zeros((self.W.shape[0], k), np.float32), np.zeros(self.W.shape[0], np.float32), info
-        info["err_after"] = self.rel_error(X)
-        dW = (X[:k].T - X0[:k].T).float().numpy()
-        db = (X[k] - X0[k]).float().numpy()
-        return dW, db, info
-
-    def unit_system(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gram matrix G and right side r of min_s ||sum_u s_u W_u x_u + b - T||^2 (units of d columns)."""
-        k = len(self.kcols)
-        Wk = self.W.index_select(1, self.kcols)  # (out, k)
-        M = self.C[:k, :k] * (Wk.T @ Wk)
-        r_col = (self.D[:k] * Wk.T).sum(1) - self.C[:k, k] * (Wk.T @ self.b)
-        u = k // self.d
-        G = M.view(u, self.d, u, self.d).sum((1, 3))
-        r = r_col.view(u, self.d).sum(1)
-        return G, r
-
-    def solve_scale(self, damping: float, bounds: tuple[float, float]) -> tuple[np.ndarray, dict]:
-        G, r = self.unit_system()
-        u = G.shape[0]
-        base = float(G.diagonal().mean())
-        ones = torch.ones(u, dtype=torch.float64)
-        X0 = self.x0()
-        info = {"err_before": self.rel_error(X0)}
-        for mult in (1.0, 10.0, 100.0, 1e3, 1e4):  # more damping pulls the scales toward 1
-            lam = (damping or 1e-6) * mult * base
-            s = ridge_solve(G, r.view(-1, 1), ones.view(-1, 1), lam).view(-1)
-            if torch.isfinite(s).all() and float(s.min()) >= bounds[0] and float(s.max()) <= bounds[1]:
-                Xs = X0.clone()
-                Xs[:-1] *= s.repeat_interleave(self.d).view(-1, 1)
-                info.update({"lambda": lam, "damping_mult": mult, "err_after": self.rel_error(Xs), "fallback": False,
-                             "scale_min": float(s.min()), "scale_max": float(s.max())})
-                return s.float().numpy(), info
-        info.update({"lambda": None, "err_after": info["err_before"], "fallback": True})
-        return np.ones(u, np.float32), info
-
-
-def ridge_solve(AtA: torch.Tensor, AtB: torch.Tensor, X0: torch.Tensor, lam: float) -> torch.Tensor:
-    """argmin_X ||A X - B||^2 + lam ||X - X0||^2 from the normal equations: (A'A + lam I) X = A'B + lam X0.
-    Equal to `torch.linalg.lstsq([A; sqrt(lam) I], [B; sqrt(lam) X0])`."""
-    n = AtA.shape[0]
-    lhs = AtA + lam * torch.eye(n, dtype=AtA.dtype)
-    rhs = AtB + lam * X0
-    try:
-        L, info = torch.linalg.cholesky_ex(lhs)
-        if int(info) == 0:
-            return torch.cholesky_solve(rhs, L)
-    except RuntimeError:
-        pass
-    return torch.linalg.lstsq(lhs, rhs).solution
-
-
 def _first_pruned(masks) -> int:
     """Index (2*layer for attention, 2*layer+1 for FFN) of the first projection with removed units."""
     for l in range(len(masks.ffn)):
@@ -430,88 +286,6 @@ def recover(model, task: str, masks, data: TaskData | None = None, level: "str |
     return Recovery(cfg.level, task, cfg, corrections, len(data), n_tokens, time.perf_counter() - t0)
 
 
-@dataclass
-class _Teacher:
-    """What the dense model gives on the calibration batches: per batch the block arguments after the hidden state
-    (attention mask) and the real-token mask; per layer and batch the block input (padded) and, on real tokens, what
-    the attention and FFN output projections feed their LayerNorm (projection output + residual)."""
-
-    rest: list
-    tok: list
-    inputs: list  # [layer][batch] (B, T, hidden)
-    t_attn: list  # [layer][batch] (n real tokens, hidden)
-    t_ffn: list
-    final: list = field(default_factory=list)  # [batch] the last block's output (B, T, hidden)
-
-
-_TEACHERS: dict = {}  # one cached teacher pass (model, data, lengths) -> _Teacher: levels and masks share it
-_TEACHERS_LOCK = threading.Lock()
-
-
-def _data_key(data: TaskData) -> int:
-    return hash((tuple(data.texts), tuple(data.pairs) if data.pairs is not None else None))
-
-
-def _block_args(model, task: str, data: TaskData, cfg: RecoveryConfig):
-    """Per batch: block 0's input (embeddings), the remaining block arguments and the real-token mask."""
-    layers = model.adapter.layers(model.base)
-    owner = threading.get_ident()
-    out = []
-
-    def grab(module, args, kwargs):
-        if threading.get_ident() == owner:
-            grab.got = (args, kwargs)
-            raise _Stop
-
-    for _, batch in model.batches(data.texts, data.pairs, cfg.batch_size, cfg.max_length):
-        handle = layers[0].register_forward_pre_hook(grab, with_kwargs=True)
-        try:
-            with gated(GateState()):
-                model(**batch, task=task)
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
-        args, kwargs = grab.got
-        out.append((args[0], (tuple(args[1:]), dict(kwargs)), batch["attention_mask"].bool()))
-    return out
-
-
-def _run_block(model, l: int, h: torch.Tensor, rest, state: GateState, stop_at: Optional[str] = None) -> _Capture:
-    block = model.adapter.layers(model.base)[l]
-    with _Capture(model.layer_parts(l), stop_at) as cap, gated(state):
-        out = block(h, *rest[0], **rest[1])
-        cap.out = out[0] if isinstance(out, tuple) else out
-    return cap
-
-
-def _teacher(model, task: str, data: TaskData, cfg: RecoveryConfig) -> _Teacher:
-    key = (id(model), model.fingerprint(), _data_key(data), cfg.batch_size, cfg.max_length)
-    with _TEACHERS_LOCK:
-        if key in _TEACHERS:
-            return _TEACHERS[key]
-    batches = _block_args(model, task, data, cfg)
-    L = model.num_layers
-    h = [b[0] for b in batches]
-    t = _Teacher([b[1] for b in batches], [b[2] for b in batches], [], [], [])
-    for l in range(L):
-        p = model.layer_parts(l)
-        t.inputs.append(list(h))
-        t.t_attn.append([])
-        t.t_ffn.append([])
-        for b in range(len(h)):
-            cap = _run_block(model, l, h[b], t.rest[b], GateState())
-            m = t.tok[b]
-            t.t_attn[l].append((F.linear(cap.got["ctx"], p.attn_out.weight, p.attn_out.bias) + h[b])[m])
-            t.t_ffn[l].append((F.linear(cap.got["a"], p.ffn_out.weight, p.ffn_out.bias) + cap.got["h"])[m])
-            h[b] = cap.out
-    t.final = h
-    with _TEACHERS_LOCK:
-        _TEACHERS.clear()  # keep one: it holds every layer's activations for the calibration set
-        _TEACHERS[key] = t
-    return t
-
-
 def _fit(model, task: str, masks, data: TaskData, cfg: RecoveryConfig, progress: Progress):
     device = model.device
     L = model.num_layers
@@ -520,13 +294,13 @@ def _fit(model, task: str, masks, data: TaskData, cfg: RecoveryConfig, progress:
     if start >= 2 * L or (not solve and masks.ffn_sparsity() == 0 and masks.head_sparsity() == 0):
         return [], 0  # nothing removed: nothing to correct
     if solve:
-        teacher = _teacher(model, task, data, cfg)
+        teacher = dense_teacher(model, task, data, cfg)
         rest, tok = teacher.rest, teacher.tok
         first_layer = min(start // 2, L)
         student = list(teacher.inputs[first_layer]) if first_layer < L else []
     else:  # bias compensation needs no teacher: the pruned model's own activations of the removed units
         teacher = None
-        batches = _block_args(model, task, data, cfg)
+        batches = block_args(model, task, data, cfg)
         student, rest, tok = [b[0] for b in batches], [b[1] for b in batches], [b[2] for b in batches]
         first_layer = 0
     n_tokens = int(sum(int(m.sum()) for m in tok))
@@ -546,18 +320,18 @@ def _fit(model, task: str, masks, data: TaskData, cfg: RecoveryConfig, progress:
         ctx: list[Optional[torch.Tensor]] = [None] * len(student)
         if fit_attn:
             kept = np.flatnonzero(masks.heads[l]).tolist()
-            acc = _Normal(p.attn_out.weight, p.attn_out.bias, kept, p.head_dim, need_ls=solve)
+            acc = ProjectionFit(p.attn_out.weight, p.attn_out.bias, kept, p.head_dim, need_ls=solve)
             for b in range(len(student)):
-                ctx[b] = _run_block(model, l, student[b], rest[b], state, stop_at="ctx").got["ctx"]
+                ctx[b] = run_block(model, l, student[b], rest[b], state, stop_at="ctx").got["ctx"]
                 m = tok[b]
                 acc.add(ctx[b][m], (teacher.t_attn[l][b] - student[b][m]) if solve else None)
             corrections.append(_solved(acc, "heads", l, kept, cfg, state, masks, device))
         acts: list = []
         if fit_ffn:
             kept = np.flatnonzero(masks.ffn[l]).tolist()
-            acc = _Normal(p.ffn_out.weight, p.ffn_out.bias, kept, 1, need_ls=solve)
+            acc = ProjectionFit(p.ffn_out.weight, p.ffn_out.bias, kept, 1, need_ls=solve)
         for b in range(len(student)):
-            with _Capture(p, "a") as cap, gated(state):
+            with Capture(p, "a") as cap, gated(state):
                 if ctx[b] is not None:
                     model.adapter.attn_tail(block, ctx[b], student[b])
                 else:
@@ -583,7 +357,7 @@ def _fit(model, task: str, masks, data: TaskData, cfg: RecoveryConfig, progress:
     return corrections, n_tokens
 
 
-def _fit_head(model, task: str, teacher: _Teacher, student: list, tok: list, cfg: RecoveryConfig):
+def _fit_head(model, task: str, teacher: Teacher, student: list, tok: list, cfg: RecoveryConfig):
     """Re-fit the task head's first projection (ridge least squares, as the layers' output projections) so that
     on the pooled sequence of the pruned + recovered model it gives what it gives on the dense model's: the
     layer-wise fits leave a residual error that reaches the head; this removes what of it a linear map can.
@@ -596,7 +370,7 @@ def _fit_head(model, task: str, teacher: _Teacher, student: list, tok: list, cfg
     def grab(module, args, output):
         got["x"], got["y"] = args[0].detach(), output.detach()
 
-    acc = _Normal(proj.weight, proj.bias, list(range(proj.in_features)), 1, need_ls=True)
+    acc = ProjectionFit(proj.weight, proj.bias, list(range(proj.in_features)), 1, need_ls=True)
     handle = proj.register_forward_hook(grab)
     try:
         with gated(GateState()):
@@ -614,7 +388,7 @@ def _fit_head(model, task: str, teacher: _Teacher, student: list, tok: list, cfg
     return c
 
 
-def _solved(acc: _Normal, kind: str, layer: int, kept: list[int], cfg: RecoveryConfig, state: GateState, masks,
+def _solved(acc: ProjectionFit, kind: str, layer: int, kept: list[int], cfg: RecoveryConfig, state: GateState, masks,
             device) -> Correction:
     """Solve one projection at the configured level and apply it to `state` (later projections see it)."""
     c = Correction(kind, layer, kept)
