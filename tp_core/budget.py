@@ -123,6 +123,18 @@ def check_budget(flops: float | None = None, latency_ms: float | None = None, se
         raise TPError(f"The batch size must be positive, got {batch_size}.")
 
 
+def _unit_flops(model, shape, seq_len: int) -> tuple[float, float, float]:
+    """FLOPs of the dense model, of one kept FFN neuron and of one kept head, per example of `seq_len` tokens (every
+    layer has the same sizes, as plan_flops checks: a unit of layer 0 costs what one of any layer costs)."""
+    dense = encoder_flops(model, None, seq_len)
+    per_ffn = encoder_flops(model, UnitMasks([np.ones(shape.ffn[0], bool)] + [np.zeros(f, bool) for f in shape.ffn[1:]],
+                                             [np.zeros(h, bool) for h in shape.heads]), seq_len) / shape.ffn[0]
+    per_head = encoder_flops(model, UnitMasks([np.zeros(f, bool) for f in shape.ffn],
+                                              [np.ones(shape.heads[0], bool)] +
+                                              [np.zeros(h, bool) for h in shape.heads[1:]]), seq_len) / shape.heads[0]
+    return dense, per_ffn, per_head
+
+
 def plan_flops(model, scores: UnitScores, budget: float, seq_len: int = 128, allocation: str = "global",
                prune_heads: bool = True, objective: str = "auto",
                head_grid: Sequence[float] | None = None, ffn_step: float | None = None,
@@ -147,12 +159,7 @@ def plan_flops(model, scores: UnitScores, budget: float, seq_len: int = 128, all
         raise TPError(f"objective must be auto, raw or share, got {objective!r}.")
     L = len(shape.ffn)
     n_ffn, n_heads = sum(shape.ffn), sum(shape.heads)
-    dense = encoder_flops(model, None, seq_len)
-    per_ffn = encoder_flops(model, UnitMasks([np.ones(shape.ffn[0], bool)] + [np.zeros(f, bool) for f in shape.ffn[1:]],
-                                             [np.zeros(h, bool) for h in shape.heads]), seq_len) / shape.ffn[0]
-    per_head = encoder_flops(model, UnitMasks([np.zeros(f, bool) for f in shape.ffn],
-                                              [np.ones(shape.heads[0], bool)] +
-                                              [np.zeros(h, bool) for h in shape.heads[1:]]), seq_len) / shape.heads[0]
+    dense, per_ffn, per_head = _unit_flops(model, shape, seq_len)
     if L * per_ffn + L * per_head > budget * dense:
         raise TPError(f"A FLOPs budget of {budget:.1%} is below the smallest model TaskPrune builds (one head and one "
                       f"FFN neuron per layer: {(L * per_ffn + L * per_head) / dense:.2%} of dense).")
