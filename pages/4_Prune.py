@@ -12,6 +12,7 @@ from tp_core.evaluation import majority_baseline
 from tp_core.jobs import ACTIVE
 from tp_core.masks import ALLOCATIONS
 from tp_core.recovery import LEVELS as RECOVERY_LEVELS
+from tp_core.settings import app_settings
 from tp_core.work import budget_job, curve_plan, plan_results, recovered_method, search_job
 
 C.page("Prune", caption="Remove the least important units for the task and watch the metric against model size.")
@@ -58,10 +59,11 @@ if ffn > 0 and cfg.units == "heads":
 head = C.head_for(task)
 mref = C.ref(model)
 n_full = C.eval_size(task)
-n_small = min(C.COARSE_EXAMPLES, n_full)
+settings = app_settings()
+n_small = min(settings.coarse_examples, n_full)
 stages = [(C.data_ref(task, n_small), n_small)] + ([(C.data_ref(task), n_full)] if n_full > n_small else [])
 known = {m: C.known_scores(model, task, replace(cfg, method=m)) for m in methods}
-n_first = min(C.SLIDER_FIRST_EXAMPLES, n_small)
+n_first = min(settings.slider_first_examples, n_small)
 first = (C.data_ref(task, n_first), n_first) if 0 < n_first < n_small else None
 
 # every job this view needs, most urgent first (the engine runs higher priorities first; identical jobs are shared)

@@ -7,7 +7,6 @@ process-wide caches (`st.cache_resource` and small locked dicts) plus the engine
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import threading
 import time
@@ -22,9 +21,7 @@ from tp_core.data import TaskData, list_tasks, load_split
 from tp_core.errors import TPError
 from tp_core.limits import limits
 from tp_core.paths import REPO_ROOT
-from tp_core.serve import COARSE_EXAMPLES as _COARSE
-from tp_core.serve import SLIDER_FIRST_EXAMPLES as _SLIDER_FIRST
-from tp_core.serve import DEFAULT_BASELINES, DEFAULT_EVAL_LIMIT, DEFAULT_TASKS, default_grid
+from tp_core.settings import DEFAULT_BASELINES, app_settings
 
 # One colour per method, used by every chart.
 METHOD_COLORS = {
@@ -52,7 +49,8 @@ ATTRIBUTION_HELP = (
 
 # ----- settings from the environment (tests and the benchmark pick the quick model here) ---------------------------
 def default_model_spec() -> str:
-    return os.environ.get("TP_APP_MODEL", "demo")
+    """The model a new session opens (TP_APP_MODEL)."""
+    return app_settings().model
 
 
 def upload_limits_caption() -> str:
@@ -66,15 +64,14 @@ def limits_rows() -> list[dict]:
     return [{"limit": what, "value": value, "environment variable": env} for what, value, env in limits().describe()]
 
 
-curve_grid = default_grid  # the warm start's grid (tp_core/serve.py), so its jobs are the pages' jobs
-
-
-def eval_limit_default() -> int:
-    return int(os.environ.get("TP_APP_EVAL_LIMIT", DEFAULT_EVAL_LIMIT))
+def curve_grid() -> tuple[float, ...]:
+    """The curves' full grid: the warm start's too (tp_core/serve.py), so its jobs are the pages' jobs."""
+    return app_settings().grid
 
 
 def exports_root() -> Path:
-    root = Path(os.environ.get("TP_EXPORTS_DIR") or REPO_ROOT / "exports")
+    """The folder the Export page writes into (TP_EXPORTS_DIR), created when missing."""
+    root = app_settings().exports_dir
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -137,15 +134,16 @@ def init_state() -> None:
     for k, v in DEFAULTS.items():
         if k not in ss:
             ss[k] = list(v) if isinstance(v, list) else v
+    settings = app_settings()
     if ss["model_spec"] is None:
-        ss["model_spec"] = default_model_spec()
+        ss["model_spec"] = settings.model
     if ss["eval_limit"] is None:
-        ss["eval_limit"] = eval_limit_default()
+        ss["eval_limit"] = settings.eval_limit
     if "_env_applied" not in ss:  # start-up defaults for scripted runs (browser test, screenshots, benchmark)
         ss["_env_applied"] = True
-        for key, env in (("attr_samples", "TP_APP_ATTR_SAMPLES"), ("attr_steps", "TP_APP_ATTR_STEPS")):
-            if os.environ.get(env):
-                ss[key] = int(os.environ[env])
+        for key, value in (("attr_samples", settings.attr_samples), ("attr_steps", settings.attr_steps)):
+            if value is not None:
+                ss[key] = value
 
 
 def persisted(widget: Callable, label: str, key: str, **kwargs):
@@ -249,7 +247,7 @@ def current_task(model) -> str | None:
     if not tasks:
         return None
     if st.session_state["task"] not in tasks:  # sst2 first: its curves tell the story best (docs/RESULTS.md)
-        st.session_state["task"] = next((t for t in DEFAULT_TASKS if t in tasks), tasks[0])
+        st.session_state["task"] = next((t for t in app_settings().tasks if t in tasks), tasks[0])
     return st.session_state["task"]
 
 
@@ -494,15 +492,6 @@ def job_line(info) -> str:
     if info.state == "cancelled":
         return "cancelled"
     return "failed" if info.state not in ACTIVE else info.state
-
-
-def coarse_examples() -> int:
-    return int(os.environ.get("TP_APP_COARSE_EXAMPLES", _COARSE))
-
-
-COARSE_EXAMPLES = coarse_examples()
-# the slider's quick first pass (0: none; the slider's point then starts on the coarse subset)
-SLIDER_FIRST_EXAMPLES = int(os.environ.get("TP_APP_SLIDER_FIRST_EXAMPLES", _SLIDER_FIRST))
 
 
 def rgba(hex_color: str, alpha: float) -> str:
