@@ -13,7 +13,8 @@ from tp_core.errors import TPError
 from tp_core.limits import limits
 from tp_core.model import MANIFEST
 from tp_core.pruning import param_breakdown
-from tp_core.work import PRIORITY, build_demo_job, point_job
+from tp_core.policy import PRIORITY
+from tp_core.work import build_demo_job, point_job
 
 C.page("Model", caption="Choose the multi-task model to prune: the built-in demo, a local folder or a hub id.")
 ss = st.session_state
@@ -42,7 +43,7 @@ if source == "Demo model":
         job = build_demo_job(quick)
         if st.button("Build the demo model", type="primary",
                      help="Fine-tune the demo model now (seeded, cached), as a background job."):
-            C.submit(job, priority=70, retry=True)
+            C.submit(job, PRIORITY["build"], retry=True)
         info = C.job_info(job.key)
         if info is not None and info.state == "done":
             ss["model_spec"] = spec

@@ -6,6 +6,7 @@ import streamlit as st
 from tp_app import common as C
 from tp_core.attribution import DATA_FREE, METHODS
 from tp_core.limits import limits
+from tp_core.policy import PRIORITY
 
 C.page("Attribution", caption="How much does each neuron and head matter for a task? Scores are computed once and cached.")
 ss = st.session_state
@@ -55,7 +56,7 @@ with left:
                          "leave the page; progress is in the sidebar). Cached results are reused everywhere.")
     if run:
         for t in todo:
-            C.submit(jobs[t], priority=60, retry=True)
+            C.submit(jobs[t], PRIORITY["scores"], retry=True)
 
 with right:
     pending = [jobs[t].key for t in chosen if cached[t] is None and C.job_info(jobs[t].key) is not None]

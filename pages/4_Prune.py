@@ -13,7 +13,8 @@ from tp_core.jobs import ACTIVE
 from tp_core.masks import ALLOCATIONS
 from tp_core.recovery import LEVELS as RECOVERY_LEVELS
 from tp_core.settings import app_settings
-from tp_core.work import budget_job, curve_plan, plan_results, recovered_method, search_job
+from tp_core.policy import PRIORITY, curve_plan, plan_results, recovered_method
+from tp_core.work import budget_job, search_job
 
 C.page("Prune", caption="Remove the least important units for the task and watch the metric against model size.")
 ss = st.session_state
@@ -221,7 +222,7 @@ with controls:
     if st.button("Find smallest model", help="Searches the curve, refines between grid points with real "
                                              "evaluations, then moves the FFN slider there (runs as a job). With "
                                              "'+ recovery' on, every point it evaluates is recovered."):
-        ss["_search"] = {"key": C.submit(sj, 95, retry=True), "target": target,
+        ss["_search"] = {"key": C.submit(sj, PRIORITY["search"], retry=True), "target": target,
                          "recovery": recover_level if recover_on else None}
 
     def search_answer(pending: dict, best) -> dict:
@@ -268,7 +269,7 @@ def budget_helper():
                          float(value), int(seq_len), int(batch), alloc, head_grid=HEAD_GRID, ffn_step=FFN_STEP,
                          ffn_max=FFN_MAX, data=stages[-1][0], n=n_full,
                          recovery=recover_level if recover_on else None)
-        ss["_budget"] = {"key": C.submit(job, 95, retry=True), "kind": kind, "value": float(value)}
+        ss["_budget"] = {"key": C.submit(job, PRIORITY["budget"], retry=True), "kind": kind, "value": float(value)}
 
     def budget_answer(pending: dict, plan) -> dict:
         C.set_value("ffn_sparsity", plan.ffn_sparsity)

@@ -12,6 +12,7 @@ from tp_core.errors import TPError
 from tp_core.export import safe_export_dir
 from tp_core.export_formats import FORMAT_HELP, FORMAT_LABELS, FORMATS, planned_counts, summary_tables
 from tp_core.masks import PruneConfig
+from tp_core.policy import PRIORITY
 from tp_core.work import export_formats_job, vocab_estimate_job
 
 C.page("Export", caption="Write a genuinely smaller model for the task in the formats you deploy, check each one "
@@ -63,11 +64,11 @@ st.caption(f"Exports directory: `{root}`")
 # what the export will hold, before running it (counted, not built; needs the scores the export needs anyway)
 known = C.known_scores(model, task, cfg)
 if known is None:
-    C.submit(C.scores_job(model, task, cfg), priority=60)
+    C.submit(C.scores_job(model, task, cfg), PRIORITY["scores"])
 vocab_est = None
 if vocab == "task":
     vjob = vocab_estimate_job(C.ref(model), head, int(min_count))
-    C.submit(vjob, priority=75)
+    C.submit(vjob, PRIORITY["vocab"])
     info = C.job_info(vjob.key)
     if info is not None and info.state == "done":
         vocab_est = info.result
@@ -115,7 +116,7 @@ if st.button("Export and verify", type="primary",
         job = export_formats_job(C.ref(model), head, known if known is not None else sjob, pcfg, str(out),
                                  C.data_ref(task), formats, vocab, int(min_count), bool(latency), overwrite, command,
                                  C.eval_size(task), len(related_tasks(head)) if vocab == "task" else 0, recovery)
-        ss["_export_job"] = C.submit(job, priority=70, retry=True)
+        ss["_export_job"] = C.submit(job, PRIORITY["export"], retry=True)
 
 pending = ss.get("_export_job")
 if pending:

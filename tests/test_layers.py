@@ -12,7 +12,7 @@ RANK = {
     "model": 4, "data": 4, "attribution": 5, "masks": 6, "recovery": 7, "pruning": 8, "iterative": 8.5,
     "evaluation": 9, "budget": 9.5,
     "curves": 10, "inspector": 10, "export": 10, "vocab": 10, "demo": 10, "export_formats": 11,
-    "work": 12, "serve": 13, "cli": 14, "__init__": 15, "__main__": 15,
+    "work": 12, "policy": 12.5, "serve": 13, "cli": 14, "__init__": 15, "__main__": 15,
 }
 
 

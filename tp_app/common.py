@@ -114,7 +114,7 @@ DEFAULTS = {
     "task": None,
     "attr_method": "ig",
     "attr_samples": 64,
-    "attr_steps": 2,  # tp_core.work.APP_ATTRIBUTION: the cheapest setting as faithful as 50 steps
+    "attr_steps": 2,  # tp_core.policy.APP_ATTRIBUTION: the cheapest setting as faithful as 50 steps
     "attr_labels": "gold",
     "attr_units": "both",
     "ffn_sparsity": 0.5,
@@ -177,7 +177,7 @@ def flash(message: str) -> None:
 
 def attribution_config(method: str | None = None) -> AttributionConfig:
     ss = st.session_state
-    from tp_core.work import APP_ATTRIBUTION
+    from tp_core.policy import APP_ATTRIBUTION
 
     return replace(APP_ATTRIBUTION, method=method or ss["attr_method"], samples=int(ss["attr_samples"]),
                    steps=int(ss["attr_steps"]), labels=ss["attr_labels"], units=ss["attr_units"])
@@ -339,7 +339,7 @@ def save_settings() -> None:
             _SAVED_SETTINGS.pop(next(iter(_SAVED_SETTINGS)))
 
 
-def submit(job, priority: int = 0, retry: bool = False) -> str:
+def submit(job, priority: int, retry: bool = False) -> str:
     """Submit a job for this session (shared with any session asking for the same thing); returns its key.
     `retry`: run it again if it failed or was cancelled (a button the user pressed, not a page rerun)."""
     eng = engine()

@@ -28,7 +28,8 @@ def warm_start(engine: Engine, spec: str = "demo", tasks: tuple[str, ...] | None
     """Submit the warm start at the lowest priority; returns the submitted keys (first task first)."""
     from .data import load_split
     from .model import load_model
-    from .work import APP_ATTRIBUTION, PRIORITY, DataRef, curve_plan, model_ref
+    from .policy import APP_ATTRIBUTION, PRIORITY, curve_plan
+    from .work import DataRef, model_ref
 
     model = load_model(spec)
     settings = app_settings()
