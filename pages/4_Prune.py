@@ -10,7 +10,7 @@ from tp_core.budget import HEAD_GRID
 from tp_core.curves import record_dict
 from tp_core.evaluation import majority_baseline
 from tp_core.jobs import ACTIVE
-from tp_core.masks import ALLOCATIONS
+from tp_core.masks import ALLOCATIONS, units_for
 from tp_core.recovery import LEVELS as RECOVERY_LEVELS
 from tp_core.settings import app_settings
 from tp_core.policy import PRIORITY, curve_plan, plan_results, recovered_method
@@ -54,9 +54,8 @@ with controls:
 
 method = ss["attr_method"]
 methods = [method] + list(baselines)
-cfg = C.scores_for_units(C.attribution_config(), heads)
-if ffn > 0 and cfg.units == "heads":
-    cfg = replace(cfg, units="both")
+cfg = C.attribution_config()
+cfg = replace(cfg, units=units_for(ffn, heads, cfg.units))  # scores for what the slider prunes
 head = C.head_for(task)
 mref = C.ref(model)
 n_full = C.eval_size(task)

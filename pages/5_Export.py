@@ -2,6 +2,7 @@
 ONNX int8, plain Hugging Face folder), optionally with the task's vocabulary only; check and measure every format;
 download one zip. The work is one background job (tp_core.work.export_formats); the tables come from
 tp_core.export_formats.summary_tables."""
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +12,7 @@ from tp_app import common as C
 from tp_core.errors import TPError
 from tp_core.export import safe_export_dir
 from tp_core.export_formats import FORMAT_HELP, FORMAT_LABELS, FORMATS, planned_counts, summary_tables
-from tp_core.masks import PruneConfig
+from tp_core.masks import PruneConfig, units_for
 from tp_core.policy import PRIORITY
 from tp_core.work import export_formats_job, vocab_estimate_job
 
@@ -21,7 +22,8 @@ ss = st.session_state
 model, task = C.require_model_and_task()
 head = C.head_for(task)
 pcfg = PruneConfig(ss["ffn_sparsity"], ss["head_sparsity"], ss["allocation"])
-cfg = C.scores_for_units(C.attribution_config(), pcfg.head_sparsity)
+cfg = C.attribution_config()
+cfg = replace(cfg, units=units_for(pcfg.ffn_sparsity, pcfg.head_sparsity, cfg.units))  # the Prune page's scores
 root = C.exports_root()
 for k, v in (("export_formats", ["taskprune"]), ("export_vocab", "full"), ("export_min_count", 1),
              ("export_latency", False)):

@@ -461,13 +461,6 @@ def known_scores(model, task: str, cfg: AttributionConfig) -> UnitScores | None:
     return scores
 
 
-def scores_for_units(cfg: AttributionConfig, head_sparsity: float) -> AttributionConfig:
-    """Pruning heads needs head scores: widen `units` when needed."""
-    if head_sparsity > 0 and cfg.units == "ffn":
-        return replace(cfg, units="both")
-    return cfg
-
-
 def fmt_seconds(s: float | None) -> str:
     if s is None:
         return "?"

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 from .attribution import AttributionConfig
 from .jobs import Job
-from .masks import PruneConfig
+from .masks import PruneConfig, units_for
 from .recovery import RecoveryConfig
 from .work import ModelRef, calibration_ref, point_job, recovery_config, scores_job
 
@@ -68,11 +68,10 @@ def curve_plan(model, ref: ModelRef, head: str, cfg: AttributionConfig, methods:
     when many sessions move theirs together; its recovered twin, if any, starts at the first stage."""
     known = known or {}
     sjobs = {}
+    units = units_for(slider or 0.0, head_sparsity, cfg.units)  # scores that cover the slider's point
     for m in methods:
-        mcfg = replace(cfg, method=m)
-        if head_sparsity > 0 and mcfg.units == "ffn":
-            mcfg = replace(mcfg, units="both")
-        sjobs[m] = scores_job(model, ref, head, mcfg, scoring_data, task_label=task_label)
+        sjobs[m] = scores_job(model, ref, head, replace(cfg, method=m, units=units), scoring_data,
+                              task_label=task_label)
 
     def pj(m, sparsity, data, n):
         if m is None or (sparsity == 0 and head_sparsity == 0):
