@@ -105,7 +105,8 @@ if model is not None:
     st.subheader("Tasks and dense metrics")
     tasks = C.model_tasks(model)
     if not tasks:
-        st.warning("None of this model's heads matches a task of the data bundle. Upload your own evaluation data below.")
+        st.warning("None of this model's heads matches a task of the data bundle. Upload your own evaluation data "
+                   "below.")
     else:
         C.current_task(model)  # the default task (sst2 first) before the box picks its first option
         C.persisted(st.selectbox, "Current task", "task", options=tasks,
@@ -156,7 +157,8 @@ if model is not None:
         pair_col = c2.text_input("Second text column (optional)", "", help="For pair tasks; leave empty otherwise.")
         label_col = c3.text_input("Label column", "label", help="Column holding the gold label.")
         c4, c5 = st.columns(2)
-        head = c4.selectbox("Model head to use", list(model.tasks), key="upload_head", help="Which task head classifies your data.")
+        head = c4.selectbox("Model head to use", list(model.tasks), key="upload_head",
+                            help="Which task head classifies your data.")
         metric = c5.selectbox("Metric", METRICS, help="How to score predictions on your data.")
         if st.button("Use this data", help="Check the file and add it as a task named upload:<file name>."):
             with C.friendly("reading the uploaded file"):

@@ -67,7 +67,7 @@ n_first = min(settings.slider_first_examples, n_small)
 first = (C.data_ref(task, n_first), n_first) if 0 < n_first < n_small else None
 
 # every job this view needs, most urgent first (the engine runs higher priorities first; identical jobs are shared)
-plan, sjobs, slider_jobs = curve_plan(model, mref, head, cfg, methods, heads, alloc, stages, C.curve_grid(),
+plan, sjobs, slider_jobs = curve_plan(model, mref, head, cfg, methods, heads, alloc, stages, settings.grid,
                                       known=known, slider=ffn, scoring_data=C.scoring_ref(task, cfg), task_label=task,
                                       recovery=recover_level if recover_on else None, slider_first=first)
 for p in plan:
@@ -207,7 +207,7 @@ with chart:
     st.plotly_chart(fig, width="stretch", key="curve_chart")
     st.caption(f"Each point is a real masked evaluation with a 95% bootstrap band. Open markers: first pass on a "
                f"seeded subset of {n_small} validation examples; filled: all {n_full}, at FFN sparsity "
-               f"{', '.join(f'{g:.0%}' for g in C.curve_grid() if g > 0)} (any other: move the slider). Head "
+               f"{', '.join(f'{g:.0%}' for g in settings.grid if g > 0)} (any other: move the slider). Head "
                f"sparsity {heads:.0%}, {alloc} allocation.")
 
 here = (task, method, round(ffn, 4), heads, alloc)  # the setting an answer of the search or budget belongs to
@@ -215,9 +215,10 @@ with controls:
     st.divider()
     target = st.number_input("Keep at least (% of dense)", min_value=50.0, max_value=100.0, value=98.0, step=0.5,
                              key="target_pct", help="Find the smallest model (fewest kept parameters) whose metric "
-                                                    "is at least this share of the dense metric, for the current method.")
+                                                    "is at least this share of the dense metric, for the current "
+                                                    "method.")
     sj = search_job(mref, head, sjobs[method], known[method], C.data_ref(task), target / 100.0,
-                    tuple(C.curve_grid()), heads, alloc, n_full, recovery=recover_level if recover_on else None)
+                    tuple(settings.grid), heads, alloc, n_full, recovery=recover_level if recover_on else None)
     if st.button("Find smallest model", help="Searches the curve, refines between grid points with real "
                                              "evaluations, then moves the FFN slider there (runs as a job). With "
                                              "'+ recovery' on, every point it evaluates is recovered."):
@@ -281,7 +282,8 @@ def budget_helper():
         return {"where": (task, method, round(plan.ffn_sparsity, 4), plan.head_sparsity, alloc), "kind": "success",
                 "message": f"Within {asked}: FFN sparsity {plan.ffn_sparsity:.0%}, head sparsity "
                            f"{plan.head_sparsity:.0%} ({plan.allocation}), {plan.flops_fraction:.1%} of the dense "
-                           f"FLOPs at {plan.seq_len} tokens{measured}; chosen for {plan.choice(method)}. The sliders are there now."}
+                           f"FLOPs at {plan.seq_len} tokens{measured}; chosen for {plan.choice(method)}. The sliders "
+                           "are there now."}
 
     C.job_answer("_budget", here, budget_answer, "No split found")
 

@@ -38,3 +38,27 @@ def test_each_stage_imports_only_the_stages_below_it():
     folder = Path(tp_core.__file__).parent
     bad = [(p.stem, m) for p in folder.glob("*.py") for m in _imports(p) if RANK[m] >= RANK[p.stem]]
     assert not bad, bad
+
+
+# The app's helper modules (tp_app/): each imports only the ones below it; `common` gathers them for the pages.
+# A module not listed here ranks just below `common` (a page helper that common may gather).
+APP_RANK = {"__init__": 0, "style": 1, "state": 1, "models": 1, "jobs": 2, "progress": 3, "page": 4, "common": 5,
+            "launch": 6}
+
+
+def _app_imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            out.add(node.module.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and node.module == "tp_app":
+            out.update(a.name for a in node.names)
+    return out
+
+
+def test_app_helpers_import_only_the_ones_below_them():
+    folder = Path(tp_core.__file__).parent.parent / "tp_app"
+    assert set(APP_RANK) <= {p.stem for p in folder.glob("*.py")}
+    rank = lambda m: APP_RANK.get(m, APP_RANK["common"] - 0.5)  # noqa: E731
+    bad = [(p.stem, m) for p in folder.glob("*.py") for m in _app_imports(p) if rank(m) >= rank(p.stem)]
+    assert not bad, bad
