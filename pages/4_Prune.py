@@ -111,8 +111,7 @@ with controls:
 def readout():
     """The slider's point, its interval and the dense metric on the same examples. A fragment: while the
     slider's first estimate is pending it polls on its own and draws the point the moment it lands, without
-    waiting for a whole page rerun (which redraws the chart; in an 8-session benchmark run, job landed ->
-    caption took a median 1.6 s through it, 1.0 s with the fragment)."""
+    waiting for a whole page rerun (which redraws the chart, and so draws the point later)."""
     slider = landed_slider()
     # the dense model on the same examples as the shown point when it has landed (the first, quick estimate
     # against the dense metric on another subset would mix the two subsets' difference into the delta)
