@@ -43,7 +43,7 @@ from tp_core.attribution import attribute  # noqa: E402
 from tp_core.budget import HEAD_GRID, plan_flops  # noqa: E402
 from tp_core.data import load_split  # noqa: E402
 from tp_core.evaluation import masked_logits, predictions  # noqa: E402
-from tp_core.work import APP_ATTRIBUTION  # noqa: E402
+from tp_core.policy import APP_ATTRIBUTION  # noqa: E402
 from common import machine, merge_results  # noqa: E402
 
 RULES = ("raw", "share", "measured", "ffn_only", "oracle")

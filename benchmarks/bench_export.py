@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     from tp_core.model import load_model
     from tp_core.pruning import kept_params
     from tp_core.recovery import as_config, recover
-    from tp_core.work import APP_ATTRIBUTION
+    from tp_core.policy import APP_ATTRIBUTION
     from tp_core.vocab import prune_vocab, task_vocab
 
     torch.set_num_threads(args.threads)

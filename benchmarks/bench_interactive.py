@@ -62,8 +62,8 @@ new MutationObserver(() => {
 
 
 SHARED_EXAMPLES = 150
-COARSE_N = 100  # tp_core.serve.COARSE_EXAMPLES: the slider's second pass, after its one-batch first estimate
-DEFAULT_EVAL_LIMIT = 500  # tp_core.serve.DEFAULT_EVAL_LIMIT: the app's validation subset per task
+COARSE_N = 100  # tp_core.settings.AppSettings.coarse_examples: the slider's second pass, after its first estimate
+DEFAULT_EVAL_LIMIT = 500  # tp_core.settings.AppSettings.eval_limit: the app's validation subset per task
 
 
 def _goto(page, name):

@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     from tp_core.pruning import kept_params
     from tp_core.recovery import as_config, recover
     from tp_core.vocab import prune_vocab, task_vocab
-    from tp_core.work import APP_ATTRIBUTION
+    from tp_core.policy import APP_ATTRIBUTION
 
     torch.set_num_threads(2)
     t0 = time.time()

@@ -18,7 +18,7 @@ from tp_core.masks import PruneConfig, build_masks
 from tp_core.recovery import recover, as_config, calibration_data, ridge_solve
 from tp_core.pruning import prune_physically
 from tp_core.evaluation import predict_logits, predictions
-from tp_core.work import APP_ATTRIBUTION
+from tp_core.policy import APP_ATTRIBUTION
 task = sys.argv[1] if len(sys.argv) > 1 else "sst2"
 m = load_model("demo", device="cpu"); m.eval()
 va = load_split(task,"validation", limit=1000); y=np.asarray(va.labels)

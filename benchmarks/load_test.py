@@ -234,7 +234,7 @@ def main(argv=None) -> int:
         settings["TP_APP_EVAL_LIMIT"] = str(args.eval_limit)
     if args.grid:
         settings["TP_APP_GRID"] = args.grid
-    from tp_core.serve import APP_GRID
+    from tp_core.settings import APP_GRID
 
     grid = [float(x) for x in settings.get("TP_APP_GRID", os.environ.get(
         "TP_APP_GRID", ",".join(map(str, APP_GRID)))).split(",")]

@@ -13,7 +13,8 @@ from tp_core.errors import TPError
 from tp_core.limits import limits
 from tp_core.model import MANIFEST
 from tp_core.pruning import param_breakdown
-from tp_core.work import PRIORITY, build_demo_job, point_job
+from tp_core.policy import PRIORITY
+from tp_core.work import build_demo_job, point_job
 
 C.page("Model", caption="Choose the multi-task model to prune: the built-in demo, a local folder or a hub id.")
 ss = st.session_state
@@ -42,7 +43,7 @@ if source == "Demo model":
         job = build_demo_job(quick)
         if st.button("Build the demo model", type="primary",
                      help="Fine-tune the demo model now (seeded, cached), as a background job."):
-            C.submit(job, priority=70, retry=True)
+            C.submit(job, PRIORITY["build"], retry=True)
         info = C.job_info(job.key)
         if info is not None and info.state == "done":
             ss["model_spec"] = spec
@@ -104,7 +105,8 @@ if model is not None:
     st.subheader("Tasks and dense metrics")
     tasks = C.model_tasks(model)
     if not tasks:
-        st.warning("None of this model's heads matches a task of the data bundle. Upload your own evaluation data below.")
+        st.warning("None of this model's heads matches a task of the data bundle. Upload your own evaluation data "
+                   "below.")
     else:
         C.current_task(model)  # the default task (sst2 first) before the box picks its first option
         C.persisted(st.selectbox, "Current task", "task", options=tasks,
@@ -155,7 +157,8 @@ if model is not None:
         pair_col = c2.text_input("Second text column (optional)", "", help="For pair tasks; leave empty otherwise.")
         label_col = c3.text_input("Label column", "label", help="Column holding the gold label.")
         c4, c5 = st.columns(2)
-        head = c4.selectbox("Model head to use", list(model.tasks), key="upload_head", help="Which task head classifies your data.")
+        head = c4.selectbox("Model head to use", list(model.tasks), key="upload_head",
+                            help="Which task head classifies your data.")
         metric = c5.selectbox("Metric", METRICS, help="How to score predictions on your data.")
         if st.button("Use this data", help="Check the file and add it as a task named upload:<file name>."):
             with C.friendly("reading the uploaded file"):

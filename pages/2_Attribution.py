@@ -6,8 +6,10 @@ import streamlit as st
 from tp_app import common as C
 from tp_core.attribution import DATA_FREE, METHODS
 from tp_core.limits import limits
+from tp_core.policy import PRIORITY
 
-C.page("Attribution", caption="How much does each neuron and head matter for a task? Scores are computed once and cached.")
+C.page("Attribution",
+       caption="How much does each neuron and head matter for a task? Scores are computed once and cached.")
 ss = st.session_state
 model, task = C.require_model_and_task()
 tasks = C.model_tasks(model)
@@ -23,10 +25,12 @@ with left:
                          format_func=lambda m: C.METHOD_LABELS[m], help=C.ATTRIBUTION_HELP + " Baselines: gradient x "
                          "activation (ig with one step), mean |activation|, weight magnitude (no data), random.")
     data_free = method in DATA_FREE
-    C.persisted(st.slider, "Scoring examples (N)", "attr_samples", min_value=4, max_value=min(512, limits().max_samples), step=4,
+    C.persisted(st.slider, "Scoring examples (N)", "attr_samples", min_value=4,
+                max_value=min(512, limits().max_samples), step=4,
                 disabled=data_free, help="How many training examples the scores are averaged over. Small N is the "
                                          "low-resource setting; the paper's method works with a few dozen.")
-    C.persisted(st.slider, "IG steps", "attr_steps", min_value=1, max_value=min(64, limits().max_steps), disabled=method != "ig",
+    C.persisted(st.slider, "IG steps", "attr_steps", min_value=1, max_value=min(64, limits().max_steps),
+                disabled=method != "ig",
                 help="Quadrature steps (Gauss-Legendre) of the integral from 0 to the real activation. 2 is as "
                      "faithful as 50 on our benchmark (docs/RESULTS.md, IG fidelity) and 12x cheaper.")
     C.persisted(st.radio, "Target labels", "attr_labels", options=["gold", "predicted"], horizontal=True,
@@ -55,7 +59,7 @@ with left:
                          "leave the page; progress is in the sidebar). Cached results are reused everywhere.")
     if run:
         for t in todo:
-            C.submit(jobs[t], priority=60, retry=True)
+            C.submit(jobs[t], PRIORITY["scores"], retry=True)
 
 with right:
     pending = [jobs[t].key for t in chosen if cached[t] is None and C.job_info(jobs[t].key) is not None]

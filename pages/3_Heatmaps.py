@@ -10,6 +10,7 @@ from tp_app import common as C
 from tp_core.inspector import (UnitRef, ffn_matrix, head_matrix, kept_share_per_layer, overlap_matrix, shade,
                                unit_score_table)
 from tp_core.masks import PruneConfig, build_masks
+from tp_core.policy import PRIORITY
 from tp_core.work import ablation_job, top_job
 
 C.page("Heatmaps", caption="Which layers, heads and neurons matter for which task - and what a single neuron does.")
@@ -53,7 +54,7 @@ def missing_scores(t: str) -> None:
     if st.button(f"Compute scores for {t}", type="primary", disabled=running, key=f"hm_compute_{t}",
                  help="Runs attribution with the Attribution page's settings as a background job (cached "
                       "afterwards); the heatmaps appear when it lands."):
-        C.submit(C.scores_job(model, t, cfg), priority=60, retry=True)
+        C.submit(C.scores_job(model, t, cfg), PRIORITY["scores"], retry=True)
         running = True
     if running:
         C.show_progress([key])
@@ -182,7 +183,7 @@ if missing and st.button(f"Score the other tasks too ({', '.join(missing)})",
                          help="Compute scores for every task of the model (background jobs) so the overlap covers "
                               "all of them."):
     for t in missing:
-        C.submit(C.scores_job(model, t, cfg), priority=60, retry=True)
+        C.submit(C.scores_job(model, t, cfg), PRIORITY["scores"], retry=True)
 C.show_progress([C.scores_job(model, t, cfg).key for t in missing if C.job_info(C.scores_job(model, t, cfg).key)])
 if len(scored) >= 2:
     with C.friendly("computing the overlap"):
@@ -252,8 +253,8 @@ with C.friendly("inspecting the unit"):
                 ss["insp_asked"] = picked
                 st.rerun()
         st.stop()
-    abl_key = C.submit(abl_spec, priority=80)
-    top_key = C.submit(top_spec, priority=80)
+    abl_key = C.submit(abl_spec, PRIORITY["inspect"])
+    top_key = C.submit(top_spec, PRIORITY["inspect"])
     with b:
         abl = C.job_result(abl_key)
         st.markdown(f"Removing this unit alone on `{insp_task}` ({len(data)} validation examples)")

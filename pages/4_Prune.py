@@ -10,9 +10,11 @@ from tp_core.budget import HEAD_GRID
 from tp_core.curves import record_dict
 from tp_core.evaluation import majority_baseline
 from tp_core.jobs import ACTIVE
-from tp_core.masks import ALLOCATIONS
+from tp_core.masks import ALLOCATIONS, units_for
 from tp_core.recovery import LEVELS as RECOVERY_LEVELS
-from tp_core.work import budget_job, curve_plan, plan_results, recovered_method, search_job
+from tp_core.settings import app_settings
+from tp_core.policy import PRIORITY, curve_plan, plan_results, recovered_method
+from tp_core.work import budget_job, search_job
 
 C.page("Prune", caption="Remove the least important units for the task and watch the metric against model size.")
 ss = st.session_state
@@ -52,20 +54,20 @@ with controls:
 
 method = ss["attr_method"]
 methods = [method] + list(baselines)
-cfg = C.scores_for_units(C.attribution_config(), heads)
-if ffn > 0 and cfg.units == "heads":
-    cfg = replace(cfg, units="both")
+cfg = C.attribution_config()
+cfg = replace(cfg, units=units_for(ffn, heads, cfg.units))  # scores for what the slider prunes
 head = C.head_for(task)
 mref = C.ref(model)
 n_full = C.eval_size(task)
-n_small = min(C.COARSE_EXAMPLES, n_full)
+settings = app_settings()
+n_small = min(settings.coarse_examples, n_full)
 stages = [(C.data_ref(task, n_small), n_small)] + ([(C.data_ref(task), n_full)] if n_full > n_small else [])
 known = {m: C.known_scores(model, task, replace(cfg, method=m)) for m in methods}
-n_first = min(C.SLIDER_FIRST_EXAMPLES, n_small)
+n_first = min(settings.slider_first_examples, n_small)
 first = (C.data_ref(task, n_first), n_first) if 0 < n_first < n_small else None
 
 # every job this view needs, most urgent first (the engine runs higher priorities first; identical jobs are shared)
-plan, sjobs, slider_jobs = curve_plan(model, mref, head, cfg, methods, heads, alloc, stages, C.curve_grid(),
+plan, sjobs, slider_jobs = curve_plan(model, mref, head, cfg, methods, heads, alloc, stages, settings.grid,
                                       known=known, slider=ffn, scoring_data=C.scoring_ref(task, cfg), task_label=task,
                                       recovery=recover_level if recover_on else None, slider_first=first)
 for p in plan:
@@ -109,8 +111,7 @@ with controls:
 def readout():
     """The slider's point, its interval and the dense metric on the same examples. A fragment: while the
     slider's first estimate is pending it polls on its own and draws the point the moment it lands, without
-    waiting for a whole page rerun (which redraws the chart; in an 8-session benchmark run, job landed ->
-    caption took a median 1.6 s through it, 1.0 s with the fragment)."""
+    waiting for a whole page rerun (which redraws the chart, and so draws the point later)."""
     slider = landed_slider()
     # the dense model on the same examples as the shown point when it has landed (the first, quick estimate
     # against the dense metric on another subset would mix the two subsets' difference into the delta)
@@ -205,7 +206,7 @@ with chart:
     st.plotly_chart(fig, width="stretch", key="curve_chart")
     st.caption(f"Each point is a real masked evaluation with a 95% bootstrap band. Open markers: first pass on a "
                f"seeded subset of {n_small} validation examples; filled: all {n_full}, at FFN sparsity "
-               f"{', '.join(f'{g:.0%}' for g in C.curve_grid() if g > 0)} (any other: move the slider). Head "
+               f"{', '.join(f'{g:.0%}' for g in settings.grid if g > 0)} (any other: move the slider). Head "
                f"sparsity {heads:.0%}, {alloc} allocation.")
 
 here = (task, method, round(ffn, 4), heads, alloc)  # the setting an answer of the search or budget belongs to
@@ -213,13 +214,14 @@ with controls:
     st.divider()
     target = st.number_input("Keep at least (% of dense)", min_value=50.0, max_value=100.0, value=98.0, step=0.5,
                              key="target_pct", help="Find the smallest model (fewest kept parameters) whose metric "
-                                                    "is at least this share of the dense metric, for the current method.")
+                                                    "is at least this share of the dense metric, for the current "
+                                                    "method.")
     sj = search_job(mref, head, sjobs[method], known[method], C.data_ref(task), target / 100.0,
-                    tuple(C.curve_grid()), heads, alloc, n_full, recovery=recover_level if recover_on else None)
+                    tuple(settings.grid), heads, alloc, n_full, recovery=recover_level if recover_on else None)
     if st.button("Find smallest model", help="Searches the curve, refines between grid points with real "
                                              "evaluations, then moves the FFN slider there (runs as a job). With "
                                              "'+ recovery' on, every point it evaluates is recovered."):
-        ss["_search"] = {"key": C.submit(sj, 95, retry=True), "target": target,
+        ss["_search"] = {"key": C.submit(sj, PRIORITY["search"], retry=True), "target": target,
                          "recovery": recover_level if recover_on else None}
 
     def search_answer(pending: dict, best) -> dict:
@@ -266,7 +268,7 @@ def budget_helper():
                          float(value), int(seq_len), int(batch), alloc, head_grid=HEAD_GRID, ffn_step=FFN_STEP,
                          ffn_max=FFN_MAX, data=stages[-1][0], n=n_full,
                          recovery=recover_level if recover_on else None)
-        ss["_budget"] = {"key": C.submit(job, 95, retry=True), "kind": kind, "value": float(value)}
+        ss["_budget"] = {"key": C.submit(job, PRIORITY["budget"], retry=True), "kind": kind, "value": float(value)}
 
     def budget_answer(pending: dict, plan) -> dict:
         C.set_value("ffn_sparsity", plan.ffn_sparsity)
@@ -279,7 +281,8 @@ def budget_helper():
         return {"where": (task, method, round(plan.ffn_sparsity, 4), plan.head_sparsity, alloc), "kind": "success",
                 "message": f"Within {asked}: FFN sparsity {plan.ffn_sparsity:.0%}, head sparsity "
                            f"{plan.head_sparsity:.0%} ({plan.allocation}), {plan.flops_fraction:.1%} of the dense "
-                           f"FLOPs at {plan.seq_len} tokens{measured}; chosen for {plan.choice(method)}. The sliders are there now."}
+                           f"FLOPs at {plan.seq_len} tokens{measured}; chosen for {plan.choice(method)}. The sliders "
+                           "are there now."}
 
     C.job_answer("_budget", here, budget_answer, "No split found")
 

@@ -2,6 +2,7 @@
 ONNX int8, plain Hugging Face folder), optionally with the task's vocabulary only; check and measure every format;
 download one zip. The work is one background job (tp_core.work.export_formats); the tables come from
 tp_app.export_tables.summary_tables."""
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +12,8 @@ from tp_app import common as C
 from tp_app.export_tables import FORMAT_HELP, FORMAT_LABELS, summary_tables
 from tp_core.errors import TPError
 from tp_core.export import FORMATS, planned_counts, safe_export_dir
-from tp_core.masks import PruneConfig
+from tp_core.masks import PruneConfig, units_for
+from tp_core.policy import PRIORITY
 from tp_core.work import export_formats_job, vocab_estimate_job
 
 C.page("Export", caption="Write a genuinely smaller model for the task in the formats you deploy, check each one "
@@ -20,7 +22,8 @@ ss = st.session_state
 model, task = C.require_model_and_task()
 head = C.head_for(task)
 pcfg = PruneConfig(ss["ffn_sparsity"], ss["head_sparsity"], ss["allocation"])
-cfg = C.scores_for_units(C.attribution_config(), pcfg.head_sparsity)
+cfg = C.attribution_config()
+cfg = replace(cfg, units=units_for(pcfg.ffn_sparsity, pcfg.head_sparsity, cfg.units))  # the Prune page's scores
 root = C.exports_root()
 for k, v in (("export_formats", ["taskprune"]), ("export_vocab", "full"), ("export_min_count", 1),
              ("export_latency", False)):
@@ -63,11 +66,11 @@ st.caption(f"Exports directory: `{root}`")
 # what the export will hold, before running it (counted, not built; needs the scores the export needs anyway)
 known = C.known_scores(model, task, cfg)
 if known is None:
-    C.submit(C.scores_job(model, task, cfg), priority=60)
+    C.submit(C.scores_job(model, task, cfg), PRIORITY["scores"])
 vocab_est = None
 if vocab == "task":
     vjob = vocab_estimate_job(C.ref(model), head, int(min_count))
-    C.submit(vjob, priority=75)
+    C.submit(vjob, PRIORITY["vocab"])
     info = C.job_info(vjob.key)
     if info is not None and info.state == "done":
         vocab_est = info.result
@@ -115,7 +118,7 @@ if st.button("Export and verify", type="primary",
         job = export_formats_job(C.ref(model), head, known if known is not None else sjob, pcfg, str(out),
                                  C.data_ref(task), formats, vocab, int(min_count), bool(latency), overwrite, command,
                                  C.eval_size(task), len(related_tasks(head)) if vocab == "task" else 0, recovery)
-        ss["_export_job"] = C.submit(job, priority=70, retry=True)
+        ss["_export_job"] = C.submit(job, PRIORITY["export"], retry=True)
 
 pending = ss.get("_export_job")
 if pending:

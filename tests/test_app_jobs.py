@@ -24,7 +24,8 @@ def _fresh_scores_key(samples: int, steps: int, method: str = "ig", task: str = 
 
     from tp_core.attribution import cached_scores_path
     from tp_core.model import load_model
-    from tp_core.work import APP_ATTRIBUTION, model_ref, scores_job
+    from tp_core.policy import APP_ATTRIBUTION
+    from tp_core.work import model_ref, scores_job
 
     model = load_model("demo-quick")
     cfg = replace(APP_ATTRIBUTION, method=method, samples=samples, steps=steps)  # what the app asks for

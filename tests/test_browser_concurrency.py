@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from test_browser import ARGS, CHROMIUM, _goto, _metric, _wait_idle
-from tp_core.work import APP_ATTRIBUTION
+from tp_core.policy import APP_ATTRIBUTION
 from ui_support import APP_ENV, app_tracebacks, ensure_quick_demo, healthy, streamlit_server
 
 pytestmark = pytest.mark.ui

@@ -10,7 +10,8 @@ from tp_core.data import load_split
 from tp_core.evaluation import evaluate, metric_interval
 from tp_core.jobs import JobFailed, Throughput, content_key
 from tp_core.masks import PruneConfig, build_masks
-from tp_core.work import DataRef, PointResult, curve_plan, plan_results, point_job, probe_job, scores_job
+from tp_core.policy import curve_plan, plan_results
+from tp_core.work import DataRef, PointResult, point_job, probe_job, scores_job
 
 
 def _wait_state(engine, key, states, timeout=60):

@@ -8,6 +8,7 @@ import tp_core
 
 RANK = {
     "errors": 0, "limits": 1, "paths": 2, "gates": 1, "adapters": 1, "model_checks": 2, "slicing": 2, "jobs": 3,
+    "settings": 2.5,
     "model": 4, "data": 4, "attribution": 5, "masks": 6,
     # recovery: one projection's least squares and the passes over the model's blocks, then the recovery API
     "recovery_fit": 6.5, "recovery_passes": 6.5, "recovery": 7, "pruning": 8, "iterative": 8.5,
@@ -16,7 +17,7 @@ RANK = {
     # the export package (tp_core/export/): each format or concern, then the formats export, then the package API
     "export.onnx": 10, "export.int8": 10.1, "export.hf": 10.1, "export.latency": 10.2, "export.report": 10.2,
     "export.card": 10.3, "export.folder": 10.4, "export.vocabulary": 10.4, "export.formats": 10.5, "export": 11,
-    "work": 12, "serve": 13, "cli": 14, "__init__": 15, "__main__": 15,
+    "work": 12, "policy": 12.5, "serve": 13, "cli": 14, "__init__": 15, "__main__": 15,
 }
 FOLDER = Path(tp_core.__file__).parent
 
@@ -63,4 +64,28 @@ def test_every_module_has_a_place_in_the_pipeline():
 
 def test_each_stage_imports_only_the_stages_below_it():
     bad = [(_name(p), m) for p in _modules() for m in _imports(p) if RANK[m] >= RANK[_name(p)]]
+    assert not bad, bad
+
+
+# The app's helper modules (tp_app/): each imports only the ones below it; `common` gathers them for the pages.
+# A module not listed here ranks just below `common` (a page helper that common may gather).
+APP_RANK = {"__init__": 0, "style": 1, "state": 1, "models": 1, "jobs": 2, "progress": 3, "page": 4, "common": 5,
+            "launch": 6}
+
+
+def _app_imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            out.add(node.module.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and node.module == "tp_app":
+            out.update(a.name for a in node.names)
+    return out
+
+
+def test_app_helpers_import_only_the_ones_below_them():
+    folder = Path(tp_core.__file__).parent.parent / "tp_app"
+    assert set(APP_RANK) <= {p.stem for p in folder.glob("*.py")}
+    rank = lambda m: APP_RANK.get(m, APP_RANK["common"] - 0.5)  # noqa: E731
+    bad = [(p.stem, m) for p in folder.glob("*.py") for m in _app_imports(p) if rank(m) >= rank(p.stem)]
     assert not bad, bad

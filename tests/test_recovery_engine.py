@@ -11,8 +11,9 @@ from tp_core.errors import TPError
 from tp_core.evaluation import evaluate_masked
 from tp_core.masks import PruneConfig, build_masks
 from tp_core.recovery import RecoveryConfig, recover
-from tp_core.work import (DataRef, PointResult, calibration_ref, curve_plan, export, export_job, point, point_job,
-                          recovered_method, scores_job, search_job)
+from tp_core.policy import curve_plan, recovered_method
+from tp_core.work import (DataRef, PointResult, calibration_ref, export, export_job, point, point_job, scores_job,
+                          search_job)
 
 
 def test_recovered_point_is_another_job_and_equals_the_direct_computation(engine, tiny):

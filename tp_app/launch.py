@@ -1,8 +1,8 @@
 """`python -m tp_app.launch run app.py ...` = `streamlit run`, with the app's heavy imports (torch, transformers,
 the pages' helpers) and the default model loaded in a background thread of the server process as it starts, so the
-first visitor's first page does not wait for them (measured: the first page run took 10.9 s cold); then the
-validation and scoring splits of the model's tasks are read into memory. Prints "TaskPrune Studio: model preloaded"
-and "TaskPrune Studio: task data read" when done. `tp_core serve` (`make run`) starts the app this way."""
+first visitor's first page does not wait for them; then the validation and scoring splits of the model's tasks are
+read into memory. Prints "TaskPrune Studio: model preloaded" and "TaskPrune Studio: task data read" when done.
+`tp_core serve` (`make run`) starts the app this way."""
 from __future__ import annotations
 
 import sys
@@ -13,9 +13,10 @@ import time
 def _preload() -> None:
     t0 = time.time()
     try:
-        from tp_app import common
+        from tp_app import common  # noqa: F401 - the pages' helpers and their imports
+        from tp_app import models
 
-        model = common._load_model_cached(common.default_model_spec(), False)
+        model = models._load_model_cached(models.default_model_spec(), False)
         print(f"TaskPrune Studio: model preloaded in {time.time() - t0:.1f} s", flush=True)
         _read_splits(model)
         print(f"TaskPrune Studio: task data read in {time.time() - t0:.1f} s", flush=True)
@@ -26,8 +27,8 @@ def _preload() -> None:
 
 
 def _read_splits(model) -> None:
-    """Read the validation and scoring splits of the model's bundle tasks into tp_core.data's in-process cache (the
-    first Model page run read 9 validation splits and imported `datasets`: 2.2 s of a 3.7 s run, py-spy)."""
+    """Read the validation and scoring splits of the model's bundle tasks into tp_core.data's in-process cache, so
+    the first Model page run does not read them (and import `datasets`) itself."""
     from tp_core.data import list_tasks, load_split
 
     for spec in list_tasks():
@@ -44,8 +45,7 @@ def _read_splits(model) -> None:
 def _warm_charts() -> None:
     """Build and serialise one chart of each kind the pages draw (heatmap with text and customdata, scatter with a
     filled band and dashes, scattergl, patterned bars, reference lines, a pandas groupby), so that plotly's lazily
-    imported validators are loaded before a page needs them: py-spy showed the first Heatmaps page run of a server
-    spending about 0.8 s of its CPU time there."""
+    imported validators are loaded before a page needs them, not during a server's first Heatmaps page run."""
     try:
         import numpy as np
         import pandas as pd

@@ -25,7 +25,7 @@ from .attribution import AttributionConfig, UnitScores, attribute
 from .data import TaskData
 from .errors import TPError
 from .evaluation import SweepRecord, evaluate, evaluate_masked
-from .masks import PruneConfig, build_masks
+from .masks import PruneConfig, build_masks, units_for
 from .model import MultiTaskModel
 from .paths import atomic_write_text, cache_dir, enforce_cache_cap, touch
 from .pruning import count_params, kept_params
@@ -214,9 +214,8 @@ def compute_curve(model: MultiTaskModel, task: str, method: str, attribution: At
                   progress: Progress | None = None, scoring_data: TaskData | None = None) -> Curve:
     """Attribute with `method` (disk-cached) and return its curve (disk-cached). Progress: 30% scores, 70% curve."""
     progress = progress or (lambda f, m: None)
-    cfg = replace(attribution, method=method)
-    if head_sparsity > 0 and cfg.units == "ffn":
-        cfg = replace(cfg, units="both")
+    units = units_for(max(grid, default=0.0), head_sparsity, attribution.units)  # scores for every point of the grid
+    cfg = replace(attribution, method=method, units=units)
     scores = attribute(model, task, cfg, data=scoring_data, progress=lambda f, m: progress(0.3 * f, m))
     return curve_from_scores(model, task, scores, data, grid, head_sparsity, allocation,
                              progress=lambda f, m: progress(0.3 + 0.7 * f, m))

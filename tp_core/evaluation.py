@@ -1,7 +1,6 @@
 """Stage 5 of the pipeline: evaluation (dense or masked) and sweeps over sparsities and methods."""
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
@@ -40,33 +39,31 @@ class SweepRecord:
 
 
 def compute_metric(name: str, preds: np.ndarray, labels: Sequence) -> float:
-    """accuracy / f1 (positive class 1) / matthews / pearson, as named in task.json."""
+    """The task metric named in task.json, from scikit-learn / scipy: accuracy; f1 of class 1 against the rest;
+    matthews (Matthews correlation, binary or multi-class); pearson (0 when either side is constant, where the
+    correlation is undefined, so a constant predictor scores like chance)."""
     y = np.asarray(labels)
     p = np.asarray(preds)
-    if name == "accuracy":
-        return float((p == y).mean())
-    if name == "f1":
-        tp = float(((p == 1) & (y == 1)).sum())
-        fp = float(((p == 1) & (y != 1)).sum())
-        fn = float(((p != 1) & (y == 1)).sum())
-        return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
-    if name == "matthews":
-        classes = np.unique(np.concatenate([y, p]))
-        if len(classes) <= 2:
-            pos = classes.max() if len(classes) else 1
-            tp = float(((p == pos) & (y == pos)).sum())
-            tn = float(((p != pos) & (y != pos)).sum())
-            fp = float(((p == pos) & (y != pos)).sum())
-            fn = float(((p != pos) & (y == pos)).sum())
-            den = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-            return 0.0 if den == 0 else (tp * tn - fp * fn) / den
-        raise ValueError("matthews is implemented for binary tasks")
     if name == "pearson":
+        from scipy.stats import pearsonr
+
         pf, yf = p.astype(float).ravel(), y.astype(float).ravel()
         if pf.std() == 0 or yf.std() == 0:
             return 0.0
-        return float(np.corrcoef(pf, yf)[0, 1])
-    raise ValueError(f"unknown metric {name!r}")
+        return float(pearsonr(pf, yf).statistic)
+    if name not in ("accuracy", "f1", "matthews"):
+        raise ValueError(f"unknown metric {name!r}")
+    if len(y) == 0:  # scikit-learn refuses empty input: no examples, no correct ones
+        return float("nan") if name == "accuracy" else 0.0
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    if name == "accuracy":
+        return float(accuracy_score(y, p))
+    if name == "f1":  # class 1 is the positive class, whatever other labels occur
+        return float(f1_score(y == 1, p == 1, zero_division=0.0))
+    if len(np.union1d(y, p)) < 2:  # one class only: no correlation to measure (scikit-learn's 0, without its warning)
+        return 0.0
+    return float(matthews_corrcoef(y, p))
 
 
 @torch.no_grad()

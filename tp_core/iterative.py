@@ -19,7 +19,7 @@ import numpy as np
 from .attribution import DATA_FREE, AttributionConfig, UnitScores, attribute, scoring_data
 from .data import TaskData
 from .errors import TPError
-from .masks import PruneConfig, UnitMasks, build_masks
+from .masks import PruneConfig, UnitMasks, build_masks, units_for
 from .pruning import prune_physically
 from .recovery import Recovery, as_config, calibration_data, recover
 
@@ -68,11 +68,7 @@ def iterative_masks(model, task: str, cfg: AttributionConfig, prune: PruneConfig
     rcfg = as_config(recovery) if recovery is not None else None
     if rcfg is not None and rcfg.level == "none":
         rcfg = None
-    units = "both" if prune.ffn_sparsity > 0 and prune.head_sparsity > 0 else \
-        ("heads" if prune.head_sparsity > 0 else "ffn")
-    if cfg.units not in ("both", units):
-        cfg = replace(cfg, units="both")
-    cfg = cfg.validate()
+    cfg = replace(cfg, units=units_for(prune.ffn_sparsity, prune.head_sparsity, cfg.units)).validate()
     if scorer is None and cfg.method not in DATA_FREE and data is None:
         data = scoring_data(task, cfg)
     if rcfg is not None and calib is None:

@@ -40,6 +40,16 @@ class PruneConfig:
         return self
 
 
+def units_for(ffn_sparsity: float, head_sparsity: float, units: str | None = None) -> str:
+    """The attribution `units` ("ffn", "heads" or "both") whose scores pruning at these sparsities needs (a unit kind
+    pruned above 0 needs its scores): `units` itself when it covers them, else "both", since scoring more kinds never
+    changes a mask. Without `units`: the narrowest that does ("ffn" when nothing is pruned)."""
+    need = {kind for kind, sparsity in (("ffn", ffn_sparsity), ("heads", head_sparsity)) if sparsity > 0}
+    if units is None:
+        return "both" if len(need) == 2 else (need.pop() if need else "ffn")
+    return units if need <= ({"ffn", "heads"} if units == "both" else {units}) else "both"
+
+
 @dataclass
 class UnitMasks:
     """Boolean keep-masks: `ffn[l][i]` True = neuron i of layer l stays; `heads[l][h]` likewise."""
@@ -110,7 +120,8 @@ def build_masks(scores: UnitScores, cfg: PruneConfig, shape: UnitShape) -> UnitM
     """Masks for `cfg` from `scores` (units without scores must have sparsity 0)."""
     cfg.validate()
     if cfg.ffn_sparsity > 0 and scores.ffn is None:
-        raise TPError("These scores have no FFN-neuron scores (units=heads); use FFN sparsity 0 or attribute FFN units.")
+        raise TPError("These scores have no FFN-neuron scores (units=heads); use FFN sparsity 0 or attribute FFN "
+                      "units.")
     if cfg.head_sparsity > 0 and scores.heads is None:
         raise TPError("These scores have no head scores (units=ffn); use head sparsity 0 or attribute heads.")
     for name, sc, sizes in (("FFN", scores.ffn, shape.ffn), ("head", scores.heads, shape.heads)):

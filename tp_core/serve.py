@@ -4,8 +4,9 @@ Streamlit app pointed at that cluster.
 * Without `TP_SCHEDULER`, a `LocalCluster` is started here (scheduler on 127.0.0.1, one worker process whose threads
   x torch threads = the cores). With `TP_SCHEDULER=tcp://host:8786`, that cluster is used and nothing is started.
 * The warm start submits, at the lowest priority (every user job runs first), the default task's scores (ig with the
-  app's default settings and the default baselines) and its progressive curves, then the other demo tasks', with the
-  very keys the app's pages ask for, so a newcomer finds them computed (or shares the running computation).
+  app's default settings and the default baselines, tp_core/settings.py) and its progressive curves, then the other
+  demo tasks', with the very keys the app's pages ask for, so a newcomer finds them computed (or shares the running
+  computation).
 * Streamlit runs as a child process with `TP_SCHEDULER` set; stopping `serve` (Ctrl-C) stops both.
 """
 from __future__ import annotations
@@ -19,31 +20,7 @@ import time
 from .errors import TPError
 from .jobs import Engine
 from .paths import REPO_ROOT
-
-# the Prune page's default "Compare with" (and the warm start's): the strongest baseline of our benchmark. `random`
-# is one click away; it was a default until it made the default curves take a third longer (issue 11), and the
-# chart's chance line already shows where a useless criterion lands.
-DEFAULT_BASELINES = ("grad_x_act",)
-DEFAULT_TASKS = ("sst2", "ag_news")
-DEFAULT_EVAL_LIMIT = 500
-COARSE_EXAMPLES = 100
-# a moved slider's first estimate: one batch of examples, ahead of every other job (work.curve_plan's
-# `slider_first`), then the coarse subset and all examples, so that with many sessions moving sliders at once
-# each one gets a first number before any 100-example pass runs.
-SLIDER_FIRST_EXAMPLES = 32
-
-
-# The app's curve grid (FFN sparsity; 0 = the dense point), the full-resolution pass of the Prune page and the
-# warm start: the coarse pass's grid (work.COARSE_GRID: 30/50/70/90%, so every open marker gets its filled twin)
-# plus 80 and 85%, where curves part. The CLI's 0.1 steps cost twice as much in the app (a point's cost falls with
-# its sparsity, and 10-40% sat on the dense line); the slider evaluates any other sparsity.
-APP_GRID: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7, 0.8, 0.85, 0.9)
-
-
-def default_grid() -> tuple[float, ...]:
-    """The app's grid: TP_APP_GRID (comma-separated) or APP_GRID."""
-    env = os.environ.get("TP_APP_GRID")
-    return tuple(float(x) for x in env.split(",")) if env else APP_GRID
+from .settings import app_settings
 
 
 def warm_start(engine: Engine, spec: str = "demo", tasks: tuple[str, ...] | None = None,
@@ -51,13 +28,15 @@ def warm_start(engine: Engine, spec: str = "demo", tasks: tuple[str, ...] | None
     """Submit the warm start at the lowest priority; returns the submitted keys (first task first)."""
     from .data import load_split
     from .model import load_model
-    from .work import APP_ATTRIBUTION, PRIORITY, DataRef, curve_plan, model_ref
+    from .policy import APP_ATTRIBUTION, PRIORITY, curve_plan
+    from .work import DataRef, model_ref
 
     model = load_model(spec)
-    eval_limit = eval_limit or int(os.environ.get("TP_APP_EVAL_LIMIT", DEFAULT_EVAL_LIMIT))
-    coarse = int(os.environ.get("TP_APP_COARSE_EXAMPLES", COARSE_EXAMPLES))
-    order = [t for t in (tasks or DEFAULT_TASKS) if t in model.tasks] + \
-        [t for t in model.tasks if t not in (tasks or DEFAULT_TASKS)]
+    settings = app_settings()
+    eval_limit = eval_limit or settings.eval_limit
+    coarse = settings.coarse_examples
+    first = tasks or settings.tasks
+    order = [t for t in first if t in model.tasks] + [t for t in model.tasks if t not in first]
     ref = model_ref(model)
     cfg = APP_ATTRIBUTION
     keys = []
@@ -67,8 +46,8 @@ def warm_start(engine: Engine, spec: str = "demo", tasks: tuple[str, ...] | None
         stages = [(DataRef(task, "validation", n_small), n_small)]
         if n_full > n_small:
             stages.append((DataRef(task, "validation", eval_limit), n_full))
-        plan, _, _ = curve_plan(model, ref, task, cfg, ["ig", *DEFAULT_BASELINES], 0.0, "global", stages,
-                                default_grid(), task_label=task, offset=PRIORITY["warm"] - 1000 * ti)
+        plan, _, _ = curve_plan(model, ref, task, cfg, ["ig", *settings.baselines], 0.0, "global", stages,
+                                settings.grid, task_label=task, offset=PRIORITY["warm"] - 1000 * ti)
         for p in plan:
             keys.append(engine.submit(p.job, owner=owner, priority=p.priority))
     return keys

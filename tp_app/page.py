@@ -1,0 +1,73 @@
+"""Every page's frame: page set-up (title, style, logo, the session's state), the sidebar (current settings and the
+jobs panel), friendly errors instead of tracebacks, and the installation's folders and caps the pages show."""
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from tp_core.errors import TPError
+from tp_core.limits import limits
+from tp_core.paths import REPO_ROOT
+from tp_core.settings import app_settings
+
+from .progress import jobs_panel
+from .state import init_state, remember_session, save_settings
+
+ASSETS = REPO_ROOT / "assets"
+
+
+def page(title: str, icon: str = "✂️", caption: str | None = None) -> None:
+    """Set up a page: its title, style and logo, the session's state, a pending flash message and the sidebar."""
+    st.set_page_config(page_title=f"{title} · TaskPrune Studio", page_icon=str(ASSETS / "icon.svg"), layout="wide")
+    st.html(f"<style>{(ASSETS / 'style.css').read_text()}</style>")
+    st.logo(str(ASSETS / "logo.svg"), icon_image=str(ASSETS / "icon.svg"), size="large")
+    init_state()
+    st.session_state["_page_run_at"] = time.time()
+    st.title(title)
+    if st.session_state.get("_flash"):
+        st.success(st.session_state.pop("_flash"))
+    if caption:
+        st.caption(caption)
+    sidebar_status()
+    save_settings()
+    remember_session()
+
+
+@contextlib.contextmanager
+def friendly(what: str):
+    """Show a TPError's message (or a short note for a bug) instead of a traceback."""
+    try:
+        yield
+    except TPError as exc:
+        st.error(str(exc))
+    except Exception as exc:  # a bug: still no traceback on the page
+        st.error(f"Something went wrong while {what}: {type(exc).__name__}: {str(exc)[:300]}")
+
+
+def sidebar_status() -> None:
+    """The sidebar: the session's model, task and pruning settings, then its jobs panel."""
+    ss = st.session_state
+    cur = lambda k: ss.get(f"w_{k}", ss.get(k))  # noqa: E731  (a moved widget's new value is already in w_<key>)
+    with st.sidebar:
+        st.markdown("**Current model**")
+        st.code(ss["model_spec"], language=None)
+        if cur("task"):
+            st.markdown(f"**Task:** `{cur('task')}`")
+        st.markdown(f"**Method:** `{cur('attr_method')}` · **FFN** {cur('ffn_sparsity'):.0%} · "
+                    f"**heads** {cur('head_sparsity'):.0%} · {cur('allocation')}")
+        jobs_panel()
+
+
+def limits_rows() -> list[dict]:
+    """The installation's caps as table rows (shown on the home page)."""
+    return [{"limit": what, "value": value, "environment variable": env} for what, value, env in limits().describe()]
+
+
+def exports_root() -> Path:
+    """The folder the Export page writes into (TP_EXPORTS_DIR), created when missing."""
+    root = app_settings().exports_dir
+    root.mkdir(parents=True, exist_ok=True)
+    return root
