@@ -96,7 +96,7 @@ def folder_bytes(path: Path) -> int:
 def metric_with_interval(metric: str, problem: str, logits: np.ndarray, labels: Sequence, n_boot: int = 1000,
                          seed: int = 0) -> tuple[float, tuple[float, float]]:
     """The metric and a 95% percentile-bootstrap interval over examples (seeded)."""
-    from ..evaluation import compute_metric, predictions
+    from ..evaluation import batch_metric, compute_metric, predictions
 
     preds = predictions(logits, problem)
     y = np.asarray(labels)
@@ -105,7 +105,11 @@ def metric_with_interval(metric: str, problem: str, logits: np.ndarray, labels: 
     n = len(y)
     if n < 2:
         return value, (value, value)
-    boots = [compute_metric(metric, preds[idx], y[idx]) for idx in (rng.integers(0, n, n) for _ in range(n_boot))]
+    draws = np.stack([rng.integers(0, n, n) for _ in range(n_boot)])  # same draws as one resample at a time
+    if metric in ("accuracy", "f1", "matthews"):
+        boots = batch_metric(metric, preds[draws], y[draws])
+    else:
+        boots = [compute_metric(metric, preds[idx], y[idx]) for idx in draws]
     lo, hi = np.percentile(boots, [2.5, 97.5])
     return value, (float(lo), float(hi))
 
