@@ -8,6 +8,7 @@ import tp_core
 
 RANK = {
     "errors": 0, "limits": 1, "paths": 2, "gates": 1, "adapters": 1, "model_checks": 2, "slicing": 2, "jobs": 3,
+    "llm_source": 3.5,  # causal LMs from a GGUF file, a folder or a hub id: below model, which loads through it
     "model": 4, "data": 4, "attribution": 5, "masks": 6, "recovery": 7, "pruning": 8, "iterative": 8.5,
     "evaluation": 9, "budget": 9.5,
     "curves": 10, "inspector": 10, "vocab": 10, "demo": 10,
