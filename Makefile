@@ -1,9 +1,10 @@
-# Two entry points (see README): `make run` and `make test`. Both create/refresh .venv from requirements.txt.
+# Two entry points (see README): `make run` and `make test`. Both create/refresh .venv from requirements.txt (and
+# requirements-nodeps.txt, installed without dependencies).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-nodeps.txt | cksum | cut -d' ' -f1)
 PORT ?= 8501
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
@@ -11,10 +12,11 @@ export TRANSFORMERS_OFFLINE ?= 1
 
 .PHONY: venv run test bench bench-quick chromium demo clean
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-nodeps.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 venv: $(STAMP)

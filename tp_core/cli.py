@@ -153,8 +153,12 @@ def cmd_build_demo(args):
 
 
 def cmd_info(args):
+    from .llm_source import describe_causal_lm, is_causal_lm_spec
     from .pruning import param_breakdown
 
+    if is_causal_lm_spec(args.model):  # a decoder (smollm2, a .gguf, a Llama-layout folder): its shape and cache
+        print(describe_causal_lm(args.model, as_json=args.json))
+        return
     model = _model(args)
     shape = model.unit_shape()
     info = {
