@@ -1,0 +1,162 @@
+"""Decoder LLMs (Llama layout, grouped-query attention) on a tiny random LlamaForCausalLM: units, masks = slices,
+exact parameter counts, valid shapes after slicing, save/load of a sliced model, prompts and label-word logits."""
+import numpy as np
+import pytest
+import torch
+
+from tiny import assert_ffn_ig_equals_captum, tiny_llama
+from tp_core.attribution import AttributionConfig, attribute
+from tp_core.data import load_split
+from tp_core.evaluation import predict_logits
+from tp_core.masks import PruneConfig, UnitMasks, build_masks
+from tp_core.model import load_model
+from tp_core.pruning import count_params, kept_params, prune_physically
+
+
+def _texts(n=12, seed=0):
+    return load_split("sst2", "validation", limit=n, seed=seed)
+
+
+def test_units_are_mlp_neurons_and_key_value_groups():
+    model = tiny_llama()
+    shape = model.unit_shape()
+    assert shape.ffn == (64, 64) and shape.heads == (2, 2)  # 4 query heads in 2 groups sharing 2 kv heads
+    p = model.layer_parts(0)
+    assert (p.head_dim, p.kv_width) == (16, 8)  # a group: 2 query heads of 8 in o_proj, one kv head of 8
+    assert [lin.out_features for lin in (p.query, p.key, p.value)] == [32, 16, 16]
+
+
+def test_prompts_are_scored_as_if_alone_despite_padding():
+    """Right padding under the causal mask: each prompt's label logits equal those of the prompt run alone."""
+    model = tiny_llama()
+    data = _texts(10)
+    together = predict_logits(model, "sst2", data, batch_size=10)
+    alone = np.concatenate([predict_logits(model, "sst2", data.subset([i]), batch_size=1) for i in range(len(data))])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    assert together.shape == (10, 2)
+
+
+def _masks(model, seed, ffn, heads, allocation="global"):
+    scores = attribute(model, "sst2", AttributionConfig(method="random", seed=seed), use_cache=False)
+    return build_masks(scores, PruneConfig(ffn, heads, allocation), model.unit_shape())
+
+
+@pytest.mark.parametrize("ffn, heads, allocation", [(0.5, 0.0, "global"), (0.0, 0.5, "per-layer"),
+                                                     (0.7, 0.5, "per-layer"), (0.9, 0.25, "global")])
+def test_masked_logits_equal_sliced_logits_and_params_are_exact(ffn, heads, allocation):
+    model = tiny_llama()
+    data = _texts(12)
+    masks = _masks(model, 1, ffn, heads, allocation)
+    small = prune_physically(model, masks, "sst2")
+    masked = predict_logits(model, "sst2", data, masks.gates())
+    np.testing.assert_allclose(predict_logits(small, "sst2", data), masked, atol=1e-4)
+    assert count_params(small, "sst2") == kept_params(model, masks, "sst2") < count_params(model, "sst2")
+    assert sum(p.numel() for p in small.encoder.parameters()) == kept_params(model, masks, "sst2")
+    assert small.unit_shape().ffn == tuple(int(m.sum()) for m in masks.ffn)
+    assert small.unit_shape().heads == tuple(int(m.sum()) for m in masks.heads)
+
+
+def test_gqa_shapes_stay_valid_after_slicing():
+    """Whole key/value groups go: every layer keeps n_rep query heads per kv head, the attention module's
+    attributes still describe it, and the sliced layers run (also with an uneven plan across layers)."""
+    model = tiny_llama()
+    masks = UnitMasks(ffn=[np.r_[np.ones(10), np.zeros(54)].astype(bool), np.ones(64, bool)],
+                      heads=[np.array([False, True]), np.array([True, True])])
+    small = prune_physically(model, masks, "sst2")
+    for layer, groups in enumerate((1, 2)):
+        p = small.layer_parts(layer)
+        att = p.attention
+        assert att.q_proj.out_features == groups * att.num_key_value_groups * att.head_dim == p.attn_out.in_features
+        assert att.k_proj.out_features == att.v_proj.out_features == groups * att.head_dim
+        assert att.num_key_value_groups == 2 and att.head_dim == 8
+    assert small.layer_parts(0).ffn_in.out_features == small.layer_parts(0).ffn_up.out_features == 10
+    np.testing.assert_allclose(predict_logits(small, "sst2", _texts(6)),
+                               predict_logits(model, "sst2", _texts(6), masks.gates()), atol=1e-4)
+    # the kept group is the second one: its query rows 16..31 and kv rows 8..15
+    dense = model.layer_parts(0)
+    torch.testing.assert_close(small.layer_parts(0).query.weight, dense.query.weight[16:32])
+    torch.testing.assert_close(small.layer_parts(0).key.weight, dense.key.weight[8:16])
+    torch.testing.assert_close(small.layer_parts(0).attn_out.weight, dense.attn_out.weight[:, 16:32])
+
+
+def test_sliced_model_saves_and_loads_with_its_per_layer_widths_and_prompt(tmp_path):
+    model = tiny_llama()
+    masks = _masks(model, 2, 0.6, 0.5, "per-layer")
+    small = prune_physically(model, masks, "sst2")
+    small.save(tmp_path / "small")
+    back = load_model(tmp_path / "small")
+    assert back.kind == "causal_lm" and back.unit_shape() == small.unit_shape()
+    assert back.prompts["sst2"] == small.prompts["sst2"]
+    data = _texts(8)
+    np.testing.assert_allclose(predict_logits(back, "sst2", data), predict_logits(small, "sst2", data), atol=1e-5)
+
+
+# ----- step 2: prompts, label-word logits, attribution on the decoder ---------------------------------------------
+def test_a_task_without_a_prompt_gets_the_bundles_default_prompt():
+    model = tiny_llama(prompts=False)
+    data = load_split("ag_news", "validation", limit=6)
+    logits = predict_logits(model, "ag_news", data)
+    assert logits.shape == (6, 4) and np.isfinite(logits).all()
+    prompt = model.prompts["ag_news"]
+    assert len(prompt.demos) == 4 and sorted(y for _, _, y in prompt.demos) == [0, 1, 2, 3]  # one per label
+    assert prompt.render("oil prices rise").endswith("Article: oil prices rise\nTopic:")
+    assert model.task_info("ag_news").label_names == ("World", "Sports", "Business", "Sci/Tech")
+
+
+def test_bad_prompts_are_refused_with_one_clear_message():
+    from tp_core.decoder import PromptTask, attach_prompt
+    from tp_core.errors import TPError
+
+    model = tiny_llama()
+    info = model.task_info("sst2")
+    for prompt, says in ((PromptTask("review : sentiment :", (("bad",), ("good",))), "no {text} slot"),
+                         (PromptTask("{text} {oops}", (("bad",), ("good",))), "unknown slots {oops}"),
+                         (PromptTask("{text}", (("good",), ("good",))), "start with the same token"),
+                         (PromptTask("{text}", (("bad",),)), "label words for 1 labels")):
+        with pytest.raises(TPError, match=says):
+            attach_prompt(model, info, prompt)
+    long = load_split("sst2", "validation", limit=2)
+    long.texts[0] = "good " * 400
+    with pytest.raises(TPError, match="more than the model's context of 256"):
+        predict_logits(model, "sst2", long, max_length=1000)
+
+
+@pytest.mark.parametrize("method", ["ig", "grad_x_act", "activation", "magnitude", "random"])
+def test_every_method_scores_every_decoder_unit(method):
+    model = tiny_llama()
+    s = attribute(model, "sst2", AttributionConfig(method=method, samples=6, steps=3), use_cache=False)
+    shape = model.unit_shape()
+    assert [len(x) for x in s.ffn] == list(shape.ffn) and [len(x) for x in s.heads] == list(shape.heads)
+    assert all(np.isfinite(x).all() for x in s.ffn + s.heads) and any(x.std() > 0 for x in s.ffn)
+
+
+@pytest.mark.parametrize("aggregation", ["abs_sum", "sum_abs"])
+def test_ig_fast_path_equals_captum_layer_integrated_gradients_on_the_decoder(aggregation):
+    """The fast path's tails (residual + down_proj; o_proj, residual, RMSNorm, MLP) and the final RMSNorm reproduce
+    the decoder: per layer, ig equals Captum's LayerIntegratedGradients on down_proj's input at 1e-4."""
+    cfg = AttributionConfig(method="ig", samples=8, steps=5, units="ffn", aggregation=aggregation, batch_size=3,
+                            internal_batch=8)
+    assert_ffn_ig_equals_captum(tiny_llama(), "sst2", load_split("sst2", "train", limit=8, seed=3), cfg)
+
+
+def test_head_ig_equals_captum_integrated_gradients_on_group_gates():
+    from captum.attr import IntegratedGradients
+
+    from tp_core.gates import GateState, gated
+
+    model = tiny_llama()
+    cfg = AttributionConfig(method="ig", samples=5, steps=4, units="heads", batch_size=5)
+    data = load_split("sst2", "train", limit=5, seed=1)
+    ours = attribute(model, "sst2", cfg, data=data, use_cache=False)
+    (idx, batch), = list(model.batches(data.texts, data.pairs, 5, 128, task="sst2"))
+    y = torch.tensor([data.labels[i] for i in idx])
+    for layer in range(model.num_layers):
+        def fwd(g, input_ids, attention_mask):
+            with gated(GateState(heads={layer: g.view(g.shape[0], 1, -1, 1)})):
+                return torch.softmax(model(input_ids, attention_mask, task="sst2"), -1)
+
+        h = model.layer_parts(layer).num_heads
+        attr = IntegratedGradients(fwd).attribute(torch.ones(5, h), baselines=torch.zeros(5, h), target=y,
+                                                  n_steps=cfg.steps, method=cfg.riemann,
+                                                  additional_forward_args=(batch["input_ids"], batch["attention_mask"]))
+        np.testing.assert_allclose(ours.heads[layer], attr.abs().mean(0).double().numpy(), rtol=1e-4, atol=1e-7)
