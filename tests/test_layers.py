@@ -8,7 +8,7 @@ import tp_core
 
 RANK = {
     "errors": 0, "limits": 1, "paths": 2, "gates": 1, "adapters": 1, "model_checks": 2, "slicing": 2, "jobs": 3,
-    "decoder": 3.5,
+    "decoder": 3.5, "llm_load": 3.5,
     "model": 4, "data": 4, "prompts": 4.5, "attribution": 5, "masks": 6, "recovery": 7, "pruning": 8, "iterative": 8.5,
     "evaluation": 9, "budget": 9.5,
     "curves": 10, "inspector": 10, "export": 10, "vocab": 10, "demo": 10, "export_formats": 11,

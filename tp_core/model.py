@@ -33,7 +33,7 @@ from .slicing import reshape_to_plan
 from .model_checks import (FORMAT, HF_WEIGHTS, TRUST_HINT, check_config, check_manifest, check_safetensors,
                            first_line, read_json, refused_pickle, shape_mismatch, some_names)
 from .model_checks import quiet_transformers as _quiet_transformers
-from . import decoder
+from . import decoder, llm_load
 
 MANIFEST = "taskprune.json"
 
@@ -342,7 +342,8 @@ def _is_bert(path) -> bool:
 
 
 def load_model(spec: str | Path, device: str | None = None, trust_remote_code: bool = False) -> MultiTaskModel:
-    """Load `demo`, `demo-quick`, a local folder (TaskPrune model, export, or HF classifier) or a hub id."""
+    """Load `demo`, `demo-quick`, `smollm2` (a causal LM), a .gguf file, a local folder (TaskPrune model, export,
+    HF classifier or Llama-layout causal LM) or a hub id."""
     spec = str(spec)
     trust_remote_code = bool(trust_remote_code)
     if spec in ("demo", "demo-quick"):
@@ -352,6 +353,8 @@ def load_model(spec: str | Path, device: str | None = None, trust_remote_code: b
                           f"{' --quick' if spec == 'demo-quick' else ''}` (or `make run`).")
         model = _load_folder(path, trust_remote_code)
         model.source = spec
+    elif spec in llm_load.EMBEDDED or spec.lower().endswith(".gguf"):
+        model = _load_causal_lm(spec, trust_remote_code)
     elif Path(spec).expanduser().exists():
         path = Path(spec).expanduser()
         if not path.is_dir():
@@ -374,9 +377,17 @@ def _load_folder(path: Path, trust_remote_code: bool) -> MultiTaskModel:
         raise TPError(f"Model folder {path} cannot be read (permission denied).")
     if (path / MANIFEST).is_file():
         return _load_taskprune(path, trust_remote_code)
+    if (path / "config.json").is_file() and llm_load.is_causal_folder(path):
+        return _load_causal_lm(str(path), trust_remote_code)
     if (path / "config.json").is_file():
         return _load_hf_classifier(str(path), trust_remote_code, local=True)
     raise TPError(f"{path} is not a model folder: it has neither {MANIFEST} nor config.json.")
+
+
+def _load_causal_lm(spec: str, trust_remote_code: bool) -> MultiTaskModel:
+    """`smollm2`, a .gguf file or a Llama-layout folder (llm_load.py) as a task model asked through prompts."""
+    lm, tok, folder = llm_load.load_causal_lm(spec, trust_remote_code)
+    return MultiTaskModel(lm, tok, {}, kind="causal_lm", source=spec, base_model=folder)
 
 
 def _load_taskprune(path: Path, trust_remote_code: bool = False) -> MultiTaskModel:
