@@ -255,3 +255,16 @@ def test_recovery_refits_down_proj_and_o_proj_without_bias_and_folds_into_the_sl
             assert np.abs(recovered - dense).mean() < 0.8 * plain_err
     with pytest.raises(TPError, match="have none \\(a Llama-layout decoder\\): use scale or lstsq"):
         recover(model, "sst2", masks, calib, "bias")
+
+
+def test_masked_logits_on_a_shared_slice_copy_match_the_gates_and_leave_the_model_whole():
+    from tp_core.evaluation import masked_logits
+
+    model = tiny_llama()
+    data = _texts(10)
+    dense = predict_logits(model, "sst2", data)
+    masks = _masks(model, 4, 0.6, 0.5)
+    np.testing.assert_allclose(masked_logits(model, "sst2", data, masks),
+                               predict_logits(model, "sst2", data, masks.gates()), atol=1e-5)
+    assert model.unit_shape() == tiny_llama().unit_shape()
+    np.testing.assert_array_equal(predict_logits(model, "sst2", data), dense)
