@@ -3,9 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from tiny import FAMILIES, tiny_multitask
-from tp_core.attribution import (METHODS, AttributionConfig, UnitScores, _target, attribute,
-                                 captum_reference_ffn_ig)
+from tiny import FAMILIES, assert_ffn_ig_equals_captum, tiny_multitask
+from tp_core.attribution import METHODS, AttributionConfig, UnitScores, _target, attribute
 from tp_core.data import load_split
 from tp_core.errors import TPError
 from tp_core.gates import GateState, gated
@@ -31,11 +30,7 @@ def test_ig_fast_path_equals_captum_layer_integrated_gradients(family, aggregati
     model = tiny_multitask(family)
     cfg = AttributionConfig(method="ig", samples=12, steps=7, units="ffn", aggregation=aggregation, batch_size=5,
                             internal_batch=16)  # small internal batch: exercises chunked IG steps
-    data = load_split("sst2", "train", limit=12, seed=3)
-    ours = attribute(model, "sst2", cfg, data=data, use_cache=False)
-    for layer in range(model.num_layers):
-        ref = captum_reference_ffn_ig(model, "sst2", data, layer, cfg)
-        np.testing.assert_allclose(ours.ffn[layer], ref, rtol=1e-4, atol=1e-7)
+    assert_ffn_ig_equals_captum(model, "sst2", load_split("sst2", "train", limit=12, seed=3), cfg)
 
 
 def test_head_ig_equals_captum_integrated_gradients_on_gates():

@@ -10,7 +10,8 @@ RANK = {
     "errors": 0, "limits": 1, "paths": 2, "gates": 1, "adapters": 1, "model_checks": 2, "slicing": 2, "jobs": 3,
     "settings": 2.5,
     "llm_source": 3.5,  # causal LMs from a GGUF file, a folder or a hub id: below model, which loads through it
-    "model": 4, "data": 4, "attribution": 5, "masks": 6,
+    "decoder": 3.5, "llm_load": 3.6,
+    "model": 4, "data": 4, "prompts": 4.5, "attribution": 5, "masks": 6,
     # recovery: one projection's least squares and the passes over the model's blocks, then the recovery API
     "recovery_fit": 6.5, "recovery_passes": 6.5, "recovery": 7, "pruning": 8, "iterative": 8.5,
     "evaluation": 9, "budget": 9.5,

@@ -6,5 +6,6 @@ __version__ = "0.1.0"
 
 from .errors import TPError  # noqa: E402
 from .model import MultiTaskModel, load_model  # noqa: E402
+from . import prompts as _prompts  # noqa: E402,F401  (registers the task bundle's default prompts for causal LMs)
 
 __all__ = ["TPError", "MultiTaskModel", "load_model"]

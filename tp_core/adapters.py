@@ -6,6 +6,17 @@ A unit is always "one input feature of a Linear layer":
 So one forward-pre-hook on those two Linears masks, gates or records every unit, and physical pruning slices
 `ffn_in` rows + `ffn_out` columns, and `q/k/v` rows + `attn_out` columns.
 Adding a family = one `FamilyAdapter` entry below.
+
+Decoder LLMs (Llama layout: Llama, Qwen2, Mistral, SmolLM): an MLP neuron j is input feature j of `down_proj`
+(slicing removes row j of `gate_proj` and `up_proj`, column j of `down_proj`). Under grouped-query attention a head
+unit is one *key/value group*: kv head g with the n_rep = num_attention_heads / num_key_value_heads query heads that
+share it (transformers' `repeat_kv` gives query head i the kv head i // n_rep, so a group's query heads are contiguous).
+Unit g is `o_proj` input features [g*n_rep*d, (g+1)*n_rep*d) (`head_dim` = n_rep*d, the unit's width), `q_proj` rows
+of the same range, and `k_proj`/`v_proj` rows [g*d, (g+1)*d) (`kv_dim` = d). Removing whole groups keeps every
+layer's n_rep, so the attention module needs no attribute change: its forward infers the head counts from the
+projections' shapes (`view(..., -1, head_dim)`) and only reads `num_key_value_groups` (unchanged) and `head_dim`.
+Per-layer widths are stored in the TaskPrune manifest's pruning plan (`slicing.reshape_to_plan`), as for encoders:
+a plain Llama config has one width for all layers. With num_key_value_heads == num_attention_heads a group is one head.
 """
 from __future__ import annotations
 
@@ -24,14 +35,32 @@ class LayerParts:
 
     ffn_in: nn.Linear
     ffn_out: nn.Linear
-    ffn_act: nn.Module  # module whose output is the FFN activation (Captum's layer)
+    ffn_act: nn.Module | None  # module whose output is the FFN activation (Captum's layer); None: `ffn_out`'s input
     query: nn.Linear
     key: nn.Linear
     value: nn.Linear
     attn_out: nn.Linear
     attention: nn.Module  # module holding the head-count attributes
     num_heads: int
-    head_dim: int
+    head_dim: int  # width of one head unit in `attn_out`'s input (and `query`'s output)
+    kv_dim: int = 0  # rows of one head unit in `key` / `value` (0: head_dim; a GQA group: one kv head's dim)
+    ffn_entry: nn.Module | None = None  # module whose input is `ffn_tail`'s FFN input (the residual); None: ffn_in
+    ffn_up: nn.Linear | None = None  # a 2nd input projection, sliced like `ffn_in` (Llama: up_proj; ffn_in: gate_proj)
+
+    @property
+    def ffn_inputs(self) -> tuple[nn.Linear, ...]:
+        """The projections whose output rows are FFN neurons: `ffn_in` (and `ffn_up`)."""
+        return (self.ffn_in,) if self.ffn_up is None else (self.ffn_in, self.ffn_up)
+
+    @property
+    def kv_width(self) -> int:
+        return self.kv_dim or self.head_dim
+
+    @property
+    def ffn_residual(self) -> nn.Module:
+        """The module whose first input is what `ffn_tail` takes as the FFN input (BERT: `ffn_in`, whose input is
+        also the residual; Llama: the post-attention RMSNorm, whose input is the residual stream)."""
+        return self.ffn_entry if self.ffn_entry is not None else self.ffn_in
 
 
 @dataclass(frozen=True)
@@ -49,6 +78,10 @@ class FamilyAdapter:
     # ONNX export may write each self-attention as one onnxruntime MultiHeadAttention node: the attention module's
     # forward(hidden_states, attention_mask, ...) -> (output, weights) with `parts.query/key/value` projections
     onnx_fused_attention: bool = False
+    embeddings: Callable[[nn.Module], nn.Module] = lambda base: base.embeddings  # the token embedding module(s)
+    # What the base model applies after its last block (a decoder's final RMSNorm); identity for encoders:
+    final_norm: Callable[[nn.Module, torch.Tensor], torch.Tensor] = lambda base, h: h
+    causal_lm: bool = False  # a decoder scored through its language-model head (decoder.py), not a classifier
 
 
 def _bert_parts(layer: nn.Module) -> LayerParts:
@@ -116,6 +149,43 @@ def _distil_logits(model: nn.Module, seq: torch.Tensor) -> torch.Tensor:
     return model.classifier(model.dropout(pooled))
 
 
+def _llama_parts(layer: nn.Module) -> LayerParts:
+    """Llama layout; a head unit is one key/value group (see the module docstring)."""
+    att, mlp = layer.self_attn, layer.mlp
+    d = att.head_dim  # one kv head's width; a group has num_key_value_groups query heads of that width
+    return LayerParts(mlp.gate_proj, mlp.down_proj, None, att.q_proj, att.k_proj, att.v_proj, att.o_proj, att,
+                      num_heads=att.k_proj.out_features // d, head_dim=d * att.num_key_value_groups, kv_dim=d,
+                      ffn_entry=layer.post_attention_layernorm, ffn_up=mlp.up_proj)
+
+
+def _llama_ffn_tail(layer: nn.Module, act: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """`residual + down_proj(act)`: the rest of the decoder layer once the MLP activation is known."""
+    return residual + layer.mlp.down_proj(act)
+
+
+def _llama_attn_tail(layer: nn.Module, context: torch.Tensor, block_input: torch.Tensor) -> torch.Tensor:
+    """The decoder layer after the attention context: `h = x + o_proj(ctx)`, then `h + mlp(RMSNorm(h))`."""
+    h = block_input + layer.self_attn.o_proj(context)
+    return h + layer.mlp(layer.post_attention_layernorm(h))
+
+
+def _llama_logits(model: nn.Module, seq: torch.Tensor) -> torch.Tensor:
+    raise TypeError("a causal LM has no classifier: its task logits come from decoder.label_logits")
+
+
+_LLAMA = FamilyAdapter(
+    family="llama",
+    layers=lambda base: base.layers,
+    parts=_llama_parts,
+    classifier_logits=_llama_logits,
+    head_attrs=(),  # whole kv groups go: num_key_value_groups and head_dim stay, the forward reads the rest
+    ffn_tail=_llama_ffn_tail,
+    attn_tail=_llama_attn_tail,
+    embeddings=lambda base: base.embed_tokens,
+    final_norm=lambda base, h: base.norm(h),
+    causal_lm=True,
+)
+
 _BERT = FamilyAdapter(
     family="bert",
     layers=lambda base: base.encoder.layer,
@@ -141,6 +211,10 @@ ADAPTERS: dict[str, FamilyAdapter] = {
         ffn_tail=_distil_ffn_tail,
         attn_tail=_distil_attn_tail,
     ),
+    # Qwen2 (q/k/v biases, sliding window read from the config) and Mistral share Llama's module layout and forward
+    "llama": _LLAMA,
+    "qwen2": replace(_LLAMA, family="qwen2"),
+    "mistral": replace(_LLAMA, family="mistral"),
 }
 
 

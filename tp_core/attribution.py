@@ -149,7 +149,10 @@ def _target(logits: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def _rep(x, k: int, b: int):
-    """Repeat a captured layer argument k times along the batch, if it is per-example."""
+    """Repeat a captured layer argument k times along the batch, if it is per-example (also inside a tuple, as
+    a decoder's rotary (cos, sin))."""
+    if isinstance(x, tuple):
+        return tuple(_rep(v, k, b) for v in x)
     if torch.is_tensor(x) and x.dim() > 0 and x.shape[0] == b and k > 1:
         return x.repeat(k, *([1] * (x.dim() - 1)))
     return x
@@ -184,7 +187,7 @@ class _LayerInputs:
                    for i, blk in enumerate(self.layers)]
         for i in range(n):
             p = model.layer_parts(i)
-            handles.append(p.ffn_in.register_forward_pre_hook(self._store(self.ffn_input, i)))
+            handles.append(p.ffn_residual.register_forward_pre_hook(self._store(self.ffn_input, i)))
             handles.append(p.ffn_out.register_forward_pre_hook(self._store(self.ffn_act, i)))
             handles.append(p.attn_out.register_forward_pre_hook(self._store(self.context, i)))
         try:
@@ -217,6 +220,7 @@ class _LayerInputs:
             a, kw = self.captured[j]
             out = self.layers[j](h, *[_rep(x, k, self.b) for x in a[1:]], **{n: _rep(v, k, self.b) for n, v in kw.items()})
             h = out[0] if isinstance(out, tuple) else out
+        h = self.adapter.final_norm(self.model.base, h)
         return self.model.head_logits(task, h, _rep(self.mask, k, self.b))
 
     def ffn_scaled(self, layer: int, alpha: torch.Tensor, k: int, task: str):
@@ -339,9 +343,10 @@ def magnitude_scores(model: MultiTaskModel) -> tuple[list[np.ndarray], list[np.n
     with torch.no_grad():
         for i in range(model.num_layers):
             p = model.layer_parts(i)
-            ffn.append((p.ffn_in.weight.norm(dim=1) * p.ffn_out.weight.norm(dim=0)).cpu().double().numpy())
+            w_in = torch.cat([lin.weight for lin in p.ffn_inputs], 1)  # Llama: gate_proj and up_proj rows
+            ffn.append((w_in.norm(dim=1) * p.ffn_out.weight.norm(dim=0)).cpu().double().numpy())
             d = p.head_dim
-            v = p.value.weight.view(p.num_heads, d, -1).flatten(1).norm(dim=1)
+            v = p.value.weight.view(p.num_heads, p.kv_width, -1).flatten(1).norm(dim=1)
             o = p.attn_out.weight.view(-1, p.num_heads, d).transpose(0, 1).flatten(1).norm(dim=1)
             heads.append((v * o).cpu().double().numpy())
     return ffn, heads
@@ -360,6 +365,8 @@ def cache_key(model: MultiTaskModel, task: str, cfg: AttributionConfig, data: Ta
     h = hashlib.sha256()
     h.update(model.fingerprint().encode())
     h.update(task.encode())
+    if model.kind == "causal_lm":  # a decoder's task is its prompt: template, label words, demonstrations
+        h.update(json.dumps(model.prompts[model.resolve_task(task)].to_dict(), sort_keys=True).encode())
     settings = asdict(cfg)
     if cfg.method in DATA_FREE:  # data-free methods do not depend on data settings
         settings = {"method": cfg.method, "seed": cfg.seed if cfg.method == "random" else 0, "units": cfg.units}
@@ -436,7 +443,7 @@ def _data_scores(model, task, cfg, data, want_ffn, want_heads, progress):
     is_reg = model.task_info(task).num_labels == 1
     try:
         batches = list(model.batches(data.texts, data.pairs, cfg.batch_size, cfg.max_length,
-                                     max_padding=MAX_PADDING))
+                                     max_padding=MAX_PADDING, task=task))
         t0 = time.time()
         for idx, batch, done, fraction in with_token_progress(batches):
             if is_reg:
@@ -474,11 +481,13 @@ def captum_reference_ffn_ig(model: MultiTaskModel, task: str, data: TaskData, la
     `batches` (list of (indices, batch)) lets a caller choose the batching; default: our length-sorted batches."""
     from captum.attr import LayerIntegratedGradients
 
-    act_module = model.layer_parts(layer).ffn_act
+    parts = model.layer_parts(layer)
+    act_module = parts.ffn_act if parts.ffn_act is not None else parts.ffn_out  # no module outputs Llama's act
+    on_input = parts.ffn_act is None
     holder = {}
 
-    def scale_hook(module, inp, out):
-        return out * holder["flag"].view(-1, 1, 1).to(out.dtype)
+    def scale(x):
+        return x * holder["flag"].view(-1, 1, 1).to(x.dtype)
 
     def fwd(input_ids, flag, attention_mask, token_type_ids):
         holder["flag"] = flag
@@ -487,14 +496,18 @@ def captum_reference_ffn_ig(model: MultiTaskModel, task: str, data: TaskData, la
             return torch.softmax(logits, -1)
         return logits
 
-    handle = act_module.register_forward_hook(scale_hook)  # registered before Captum's own hook
+    if on_input:  # registered before Captum's own hook
+        handle = act_module.register_forward_pre_hook(lambda module, args: (scale(args[0]), *args[1:]))
+    else:
+        handle = act_module.register_forward_hook(lambda module, inp, out: scale(out))
     was_training = model.training
     model.eval()
     try:
         lig = LayerIntegratedGradients(fwd, act_module)
         total = 0
         is_reg = model.task_info(task).num_labels == 1
-        for idx, batch in batches or model.batches(data.texts, data.pairs, cfg.batch_size, cfg.max_length):
+        for idx, batch in batches or model.batches(data.texts, data.pairs, cfg.batch_size, cfg.max_length,
+                                                   task=task):
             b = len(idx)
             y = None if is_reg else torch.tensor([int(data.labels[i]) for i in idx], device=model.device)
             attr = lig.attribute(
@@ -504,6 +517,7 @@ def captum_reference_ffn_ig(model: MultiTaskModel, task: str, data: TaskData, la
                 additional_forward_args=(batch["attention_mask"], batch.get("token_type_ids")),
                 n_steps=cfg.steps,
                 method=cfg.riemann,
+                attribute_to_layer_input=on_input,
             )
             total = total + _aggregate_tokens(attr.detach(), batch["attention_mask"], cfg.aggregation).sum(0).double()
     finally:

@@ -81,7 +81,8 @@ def predict_logits(
     called after each batch, after `on_batch(example indices, their logits)` (so a job stopped at a progress
     report keeps what it computed)."""
     out: list[np.ndarray | None] = [None] * len(data)
-    batches = list(model.batches(data.texts, data.pairs, batch_size, max_length, max_padding=MAX_PADDING))
+    batches = list(model.batches(data.texts, data.pairs, batch_size, max_length, max_padding=MAX_PADDING,
+                                 task=task))
     with gated(gates or GateState()):
         for idx, batch, done, fraction in with_token_progress(batches):
             logits = model(**batch, task=task).float().cpu().numpy()

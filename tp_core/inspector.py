@@ -104,7 +104,7 @@ def top_activating(model: MultiTaskModel, task: str, data: TaskData, unit: UnitR
 
     state = GateState(ffn_fn=ffn_fn) if unit.kind == "ffn" else GateState(heads_fn=heads_fn)
     with gated(state):
-        for idx, batch in model.batches(data.texts, data.pairs, batch_size, max_length):
+        for idx, batch in model.batches(data.texts, data.pairs, batch_size, max_length, task=task):
             holder.clear()
             model(**batch, task=task)
             acts = holder["a"].cpu().numpy()

@@ -9,6 +9,8 @@ One shared Hugging Face encoder plus one named head per task. On disk (`save` / 
     tokenizer files
 
 A plain `AutoModelForSequenceClassification` folder (or hub id) loads as a one-task model (`kind="hf_classifier"`).
+A decoder LLM (Llama layout) is `kind="causal_lm"`: no heads; each task is a prompt whose label words' next-token
+logits are the task logits (decoder.py; the bundle's default prompts come from prompts.py; `prompts` in the manifest).
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ from .paths import demo_path
 from .slicing import reshape_to_plan
 from .model_checks import (FORMAT, HF_WEIGHTS, TRUST_HINT, check_config, check_manifest, check_safetensors,
                            first_line, read_json, refused_pickle, shape_mismatch, some_names)
+from .model_checks import quiet_transformers as _quiet_transformers
+from . import decoder, llm_load
 
 MANIFEST = "taskprune.json"
 
@@ -97,6 +101,7 @@ class MultiTaskModel(nn.Module):
         source: str = "",
         pruning: dict | None = None,
         base_model: str = "",
+        prompts: dict | None = None,
     ):
         super().__init__()
         self.encoder = encoder
@@ -109,6 +114,10 @@ class MultiTaskModel(nn.Module):
         self.base_model = base_model or source
         self.adapter: FamilyAdapter = adapter_for(encoder.config.model_type)
         self._fingerprint: str | None = None
+        self.prompts: dict[str, decoder.PromptTask] = {}  # kind "causal_lm": how each task is asked (decoder.py)
+        self.label_rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for name, prompt in (prompts or {}).items():
+            decoder.attach_prompt(self, self.tasks[name], prompt)
         install_gates(self)
 
     # ----- structure -------------------------------------------------------------------------------------------
@@ -142,6 +151,8 @@ class MultiTaskModel(nn.Module):
 
     def resolve_task(self, task: str) -> str:
         """The head to use for `task`. A one-task model applies its only head to any task with as many labels."""
+        if self.kind == "causal_lm":
+            return decoder.resolve(self, task)
         if task in self.tasks:
             return task
         if len(self.tasks) == 1:
@@ -177,11 +188,15 @@ class MultiTaskModel(nn.Module):
         """Logits from the encoder's last hidden states, for the head of `task`."""
         if self.kind == "hf_classifier":
             return self.adapter.classifier_logits(self.encoder, seq)
+        if self.kind == "causal_lm":
+            return decoder.task_logits(self, task, seq, attention_mask)
         return self.heads[self.resolve_task(task)](seq, attention_mask)
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, *, task: str) -> torch.Tensor:
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None and self.config.model_type not in ("distilbert",):
+        if self.kind == "causal_lm":  # no cache: IG re-runs the blocks from captured arguments
+            kwargs["use_cache"] = False
+        elif token_type_ids is not None and self.config.model_type not in ("distilbert",):
             kwargs["token_type_ids"] = token_type_ids
         seq = self.base(**kwargs).last_hidden_state
         return self.head_logits(task, seq, attention_mask)
@@ -195,13 +210,18 @@ class MultiTaskModel(nn.Module):
         max_length: int = 128,
         sort: bool = True,
         max_padding: float | None = None,
+        task: str | None = None,
     ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
         """Tokenise and yield (example indices, padded batch). Sorting by length removes most padding. With
         `max_padding` (and `sort`), a batch also ends early, once it has MIN_SPLIT_ROWS rows, where the next
         example would make padding more than that share of its tokens (a 32-example pass is otherwise one batch
-        padded to its longest text)."""
-        enc = self.tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=True,
-                             max_length=max_length, padding=False)
+        padded to its longest text). A causal LM (kind "causal_lm") needs `task`: its texts become that task's
+        prompts (decoder.encode), right-padded."""
+        if self.kind == "causal_lm":
+            enc = decoder.encode(self, task, texts, pairs, max_length)
+        else:
+            enc = self.tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=True,
+                                 max_length=max_length, padding=False)
         ids = enc["input_ids"]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i])) if sort else list(range(len(ids)))
         pad = self.tokenizer.pad_token_id or 0
@@ -234,6 +254,7 @@ class MultiTaskModel(nn.Module):
             "base_model": self.base_model,
             "tasks": {k: asdict(v) for k, v in self.tasks.items()},
             "pruning": self.pruning,
+            **({"prompts": {k: v.to_dict() for k, v in self.prompts.items()}} if self.kind == "causal_lm" else {}),
         }
 
     def save(self, folder: str | Path, extra_files: dict[str, str] | None = None) -> Path:
@@ -321,7 +342,8 @@ def _is_bert(path) -> bool:
 
 
 def load_model(spec: str | Path, device: str | None = None, trust_remote_code: bool = False) -> MultiTaskModel:
-    """Load `demo`, `demo-quick`, a local folder (TaskPrune model, export, or HF classifier) or a hub id."""
+    """Load `demo`, `demo-quick`, `smollm2` (a causal LM), a .gguf file, a local folder (TaskPrune model, export,
+    HF classifier or Llama-layout causal LM) or a hub id."""
     spec = str(spec)
     trust_remote_code = bool(trust_remote_code)
     if spec in ("demo", "demo-quick"):
@@ -331,6 +353,8 @@ def load_model(spec: str | Path, device: str | None = None, trust_remote_code: b
                           f"{' --quick' if spec == 'demo-quick' else ''}` (or `make run`).")
         model = _load_folder(path, trust_remote_code)
         model.source = spec
+    elif spec in llm_load.EMBEDDED or spec.lower().endswith(".gguf"):
+        model = _load_causal_lm(spec, trust_remote_code)
     elif Path(spec).expanduser().exists():
         path = Path(spec).expanduser()
         if not path.is_dir():
@@ -353,19 +377,23 @@ def _load_folder(path: Path, trust_remote_code: bool) -> MultiTaskModel:
         raise TPError(f"Model folder {path} cannot be read (permission denied).")
     if (path / MANIFEST).is_file():
         return _load_taskprune(path, trust_remote_code)
+    if (path / "config.json").is_file() and llm_load.is_causal_folder(path):
+        return _load_causal_lm(str(path), trust_remote_code)
     if (path / "config.json").is_file():
         return _load_hf_classifier(str(path), trust_remote_code, local=True)
     raise TPError(f"{path} is not a model folder: it has neither {MANIFEST} nor config.json.")
 
 
+def _load_causal_lm(spec: str, trust_remote_code: bool) -> MultiTaskModel:
+    """`smollm2`, a .gguf file or a Llama-layout folder (llm_load.py) as a task model asked through prompts."""
+    lm, tok, folder = llm_load.load_causal_lm(spec, trust_remote_code)
+    return MultiTaskModel(lm, tok, {}, kind="causal_lm", source=spec, base_model=folder)
+
+
 def _load_taskprune(path: Path, trust_remote_code: bool = False) -> MultiTaskModel:
     from safetensors.torch import load_file
-    from transformers import (
-        AutoConfig,
-        AutoModel,
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-    )
+    from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification,
+                              AutoTokenizer)
 
     manifest = read_json(path / MANIFEST, "the TaskPrune manifest")
     check_manifest(manifest, path / MANIFEST)
@@ -393,6 +421,8 @@ def _load_taskprune(path: Path, trust_remote_code: bool = False) -> MultiTaskMod
         with _quiet_transformers():
             if manifest["kind"] == "hf_classifier":
                 encoder = AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
+            elif manifest["kind"] == "causal_lm":
+                encoder = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
             elif config.model_type == "bert":  # the pooler is unused by our heads; build it only if it was saved
                 encoder = AutoModel.from_config(config, add_pooling_layer=any(k.startswith("pooler.") for k in enc_shapes),
                                                 trust_remote_code=trust_remote_code)
@@ -401,8 +431,10 @@ def _load_taskprune(path: Path, trust_remote_code: bool = False) -> MultiTaskMod
         heads = nn.ModuleDict({k: ClassificationHead(_hidden(config), t.num_labels) for k, t in tasks.items()}) \
             if needs_heads else nn.ModuleDict()
         tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        prompts = {k: decoder.PromptTask.from_dict(v) for k, v in manifest.get("prompts", {}).items()}
         model = MultiTaskModel(encoder, tok, tasks, heads, kind=manifest["kind"], source=str(path),
-                               pruning=manifest.get("pruning"), base_model=str(manifest.get("base_model", "")))
+                               pruning=manifest.get("pruning"), base_model=str(manifest.get("base_model", "")),
+                               prompts=prompts)
         if manifest.get("pruning"):
             reshape_to_plan(model, manifest["pruning"]["ffn_keep"], manifest["pruning"]["heads_keep"])
     except TPError:
@@ -432,25 +464,6 @@ def _load_taskprune(path: Path, trust_remote_code: bool = False) -> MultiTaskMod
 
 def _hidden(config) -> int:
     return getattr(config, "hidden_size", None) or config.dim
-
-
-class _quiet_transformers:
-    """Silence transformers' load reports and weight-loading bars (TaskPrune shows its own progress)."""
-
-    def __enter__(self):
-        from transformers.utils import logging
-
-        self._level = logging.get_verbosity()
-        self._bars = logging.is_progress_bar_enabled()
-        logging.set_verbosity_error()
-        logging.disable_progress_bar()
-
-    def __exit__(self, *exc):
-        from transformers.utils import logging
-
-        logging.set_verbosity(self._level)
-        if self._bars:
-            logging.enable_progress_bar()
 
 
 def _load_hf_classifier(name: str, trust_remote_code: bool, local: bool) -> MultiTaskModel:

@@ -128,11 +128,14 @@ def check_manifest(manifest: dict, file: Path) -> None:
 
     if manifest.get("format") != FORMAT:
         raise bad(f"format is {manifest.get('format')!r}, expected {FORMAT!r}")
-    if manifest.get("kind") not in ("multitask", "hf_classifier"):
-        raise bad(f"kind is {manifest.get('kind')!r}, expected 'multitask' or 'hf_classifier'")
+    if manifest.get("kind") not in ("multitask", "hf_classifier", "causal_lm"):
+        raise bad(f"kind is {manifest.get('kind')!r}, expected 'multitask', 'hf_classifier' or 'causal_lm'")
     tasks = manifest.get("tasks")
-    if not isinstance(tasks, dict) or not tasks:
+    if not isinstance(tasks, dict) or (not tasks and manifest["kind"] != "causal_lm"):  # an LM prompts any task
         raise bad("it lists no tasks")
+    prompts = manifest.get("prompts", {})
+    if manifest["kind"] == "causal_lm" and not (isinstance(prompts, dict) and set(prompts) == set(tasks)):
+        raise bad("its prompts do not match its tasks")
     for name, t in tasks.items():
         if not isinstance(t, dict) or not isinstance(t.get("label_names"), list) \
                 or not all(isinstance(x, str) for x in t["label_names"]):
@@ -157,3 +160,22 @@ def refused_pickle(exc: BaseException, name: str, where: str) -> TPError:
     return TPError(f"The pickle checkpoint {name} in {where} was refused and not executed ({what}); TaskPrune loads "
                    "pickles only with weights_only=True. Convert it to safetensors (model.safetensors) from a "
                    "trusted environment and load that instead.")
+
+
+class quiet_transformers:
+    """Silence transformers' load reports and weight-loading bars (TaskPrune shows its own progress)."""
+
+    def __enter__(self):
+        from transformers.utils import logging
+
+        self._level = logging.get_verbosity()
+        self._bars = logging.is_progress_bar_enabled()
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging
+
+        logging.set_verbosity(self._level)
+        if self._bars:
+            logging.enable_progress_bar()

@@ -1,8 +1,9 @@
 """Physical pruning: slice weights (tp_core/slicing.py) so the model is genuinely smaller (like transformers' `prune_linear_layer`,
 which BERT in transformers 5.x no longer calls for us). The result computes the same logits as the masked model.
 
-FFN neuron i removed: row i of `ffn_in` (+ bias) and column i of `ffn_out`.
-Head h removed: its d rows of Q, K and V (+ biases) and its d columns of the attention output projection.
+FFN neuron i removed: row i of `ffn_in` (+ bias; and of Llama's up_proj) and column i of `ffn_out`.
+Head h removed: its d rows of Q, K and V (+ biases) and its d columns of the attention output projection (a
+grouped-query key/value group: see slicing.py).
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def prune_physically(model: MultiTaskModel, masks: UnitMasks, task: str | None =
     to code that changes it in place (vocabulary pruning, saving with a new tokenizer)."""
     memo: dict[int, object] = {}
     if share_unchanged:
-        shared = [*model.base.embeddings.parameters(), *model.base.embeddings.buffers()]
+        emb = model.adapter.embeddings(model.base)
+        shared = [*emb.parameters(), *emb.buffers()]
         if task is not None and model.kind == "multitask":
             keep = model.resolve_task(task)
             shared += [p for name, h in model.heads.items() if name != keep for p in h.parameters()]
@@ -70,11 +72,13 @@ def kept_params(model: MultiTaskModel, masks: UnitMasks, task: str | None = None
     for l in range(model.num_layers):
         p = model.layer_parts(l)
         f_removed = len(masks.ffn[l]) - int(masks.ffn[l].sum())
-        per_neuron = p.ffn_in.in_features + (1 if p.ffn_in.bias is not None else 0) + p.ffn_out.out_features
+        per_neuron = sum(lin.in_features + (1 if lin.bias is not None else 0) for lin in p.ffn_inputs)
+        per_neuron += p.ffn_out.out_features
         n -= f_removed * per_neuron
         h_removed = len(masks.heads[l]) - int(masks.heads[l].sum())
-        d = p.head_dim
-        per_head = sum(d * lin.in_features + (d if lin.bias is not None else 0) for lin in (p.query, p.key, p.value))
+        d, kv = p.head_dim, p.kv_width
+        per_head = sum(w * lin.in_features + (w if lin.bias is not None else 0)
+                       for lin, w in ((p.query, d), (p.key, kv), (p.value, kv)))
         per_head += d * p.attn_out.out_features
         n -= h_removed * per_head
     return n
@@ -86,8 +90,8 @@ def param_breakdown(model: MultiTaskModel) -> dict[str, int]:
     for l in range(model.num_layers):
         p = model.layer_parts(l)
         att += sum(x.numel() for lin in (p.query, p.key, p.value, p.attn_out) for x in lin.parameters())
-        ffn += sum(x.numel() for lin in (p.ffn_in, p.ffn_out) for x in lin.parameters())
-    emb = sum(x.numel() for x in model.base.embeddings.parameters())
+        ffn += sum(x.numel() for lin in (*p.ffn_inputs, p.ffn_out) for x in lin.parameters())
+    emb = sum(x.numel() for x in model.adapter.embeddings(model.base).parameters())
     enc = sum(x.numel() for x in model.encoder.parameters())
     heads = sum(x.numel() for x in model.heads.parameters())
     if model.kind == "hf_classifier":

@@ -393,6 +393,9 @@ def _solved(acc: ProjectionFit, kind: str, layer: int, kept: list[int], cfg: Rec
     """Solve one projection at the configured level and apply it to `state` (later projections see it)."""
     c = Correction(kind, layer, kept)
     if cfg.level == "bias":
+        if not acc.has_bias:
+            raise TPError("Recovery level 'bias' folds into the output projections' biases, and this model's have "
+                          "none (a Llama-layout decoder): use scale or lstsq.")
         c.bias = acc.solve_bias()
     elif cfg.level == "lstsq":
         c.weight, c.bias, c.info = acc.solve_lstsq(cfg.ridge)

@@ -37,6 +37,7 @@ class ProjectionFit:
 
     def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], kept: list[int], d: int, need_ls: bool):
         self.W = weight.detach().double()  # (out, in)
+        self.has_bias = bias is not None  # Llama-layout projections have none: no bias column, none fitted
         self.b = bias.detach().double() if bias is not None else torch.zeros(self.W.shape[0], dtype=torch.float64)
         self.kept, self.d = list(kept), d
         n_units = self.W.shape[1] // d
@@ -44,13 +45,13 @@ class ProjectionFit:
         self.removed = [u for u in range(n_units) if u not in keep]
         self.kcols = torch.as_tensor(unit_columns(self.kept, d), dtype=torch.long)
         self.pcols = torch.as_tensor(unit_columns(self.removed, d), dtype=torch.long)
-        k = len(self.kcols)
+        k = len(self.kcols) + self.has_bias
         self.need_ls = need_ls
         self.sum_removed = torch.zeros(len(self.pcols), dtype=torch.float64)
         self.n = 0
         if need_ls:
-            self.C = torch.zeros(k + 1, k + 1, dtype=torch.float64)
-            self.D = torch.zeros(k + 1, self.W.shape[0], dtype=torch.float64)
+            self.C = torch.zeros(k, k, dtype=torch.float64)
+            self.D = torch.zeros(k, self.W.shape[0], dtype=torch.float64)
             self.bb = 0.0
 
     def add(self, x: torch.Tensor, target: Optional[torch.Tensor]) -> None:
@@ -60,7 +61,7 @@ class ProjectionFit:
         if len(self.pcols):
             self.sum_removed += x.index_select(1, self.pcols).double().sum(0)
         if self.need_ls:  # products of one batch in float32, sums over batches in float64
-            a = torch.cat([x.index_select(1, self.kcols), torch.ones(x.shape[0], 1)], 1)
+            a = torch.cat([x.index_select(1, self.kcols)] + [torch.ones(x.shape[0], 1)] * self.has_bias, 1)
             t = target.detach().float().cpu()
             self.C += (a.T @ a).double()
             self.D += (a.T @ t).double()
@@ -73,7 +74,7 @@ class ProjectionFit:
 
     def x0(self) -> torch.Tensor:
         """The original solution ``[W[:, kept] | b]'`` (kept columns + 1, out)."""
-        return torch.cat([self.W.index_select(1, self.kcols).T, self.b.view(1, -1)], 0)
+        return torch.cat([self.W.index_select(1, self.kcols).T] + [self.b.view(1, -1)] * self.has_bias, 0)
 
     def solve_bias(self) -> np.ndarray:
         """The bias correction ``W[:, removed] @ mean(x_removed)`` (out,): what the removed units gave on average."""
@@ -91,10 +92,11 @@ class ProjectionFit:
         info = {"lambda": lam, "err_before": self.rel_error(X0)}
         if not torch.isfinite(X).all():
             info.update(fallback=True, err_after=info["err_before"])
-            return np.zeros((self.W.shape[0], k), np.float32), np.zeros(self.W.shape[0], np.float32), info
+            no_db = np.zeros(self.W.shape[0], np.float32) if self.has_bias else None
+            return np.zeros((self.W.shape[0], k), np.float32), no_db, info
         info["err_after"] = self.rel_error(X)
         dW = (X[:k].T - X0[:k].T).float().numpy()
-        db = (X[k] - X0[k]).float().numpy()
+        db = (X[k] - X0[k]).float().numpy() if self.has_bias else None
         return dW, db, info
 
     def unit_system(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,7 +104,9 @@ class ProjectionFit:
         k = len(self.kcols)
         Wk = self.W.index_select(1, self.kcols)  # (out, k)
         M = self.C[:k, :k] * (Wk.T @ Wk)
-        r_col = (self.D[:k] * Wk.T).sum(1) - self.C[:k, k] * (Wk.T @ self.b)
+        r_col = (self.D[:k] * Wk.T).sum(1)
+        if self.has_bias:
+            r_col = r_col - self.C[:k, k] * (Wk.T @ self.b)
         u = k // self.d
         G = M.view(u, self.d, u, self.d).sum((1, 3))
         r = r_col.view(u, self.d).sum(1)
@@ -123,7 +127,7 @@ class ProjectionFit:
             s = ridge_solve(G, r.view(-1, 1), ones.view(-1, 1), lam).view(-1)
             if torch.isfinite(s).all() and float(s.min()) >= bounds[0] and float(s.max()) <= bounds[1]:
                 Xs = X0.clone()
-                Xs[:-1] *= s.repeat_interleave(self.d).view(-1, 1)
+                Xs[: len(self.kcols)] *= s.repeat_interleave(self.d).view(-1, 1)
                 info.update({"lambda": lam, "damping_mult": mult, "err_after": self.rel_error(Xs), "fallback": False,
                              "scale_min": float(s.min()), "scale_max": float(s.max())})
                 return s.float().numpy(), info

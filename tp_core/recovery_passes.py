@@ -44,7 +44,7 @@ class Capture:
 
     def __enter__(self):
         p = self.parts
-        for name, lin in (("ctx", p.attn_out), ("h", p.ffn_in), ("a", p.ffn_out)):
+        for name, lin in (("ctx", p.attn_out), ("h", p.ffn_residual), ("a", p.ffn_out)):
             self.handles.append(lin.register_forward_pre_hook(self._hook(name), prepend=True))
         return self
 
@@ -88,7 +88,7 @@ def block_args(model, task: str, data: TaskData, cfg):
             grab.got = (args, kwargs)
             raise _Stop
 
-    for _, batch in model.batches(data.texts, data.pairs, cfg.batch_size, cfg.max_length):
+    for _, batch in model.batches(data.texts, data.pairs, cfg.batch_size, cfg.max_length, task=task):
         handle = layers[0].register_forward_pre_hook(grab, with_kwargs=True)
         try:
             with gated(GateState()):

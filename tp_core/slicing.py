@@ -2,8 +2,10 @@
 `encoder`, so `model.py` can give a freshly built model the shapes of a saved pruned one, and `pruning.py` can make
 a smaller copy, without importing each other).
 
-FFN neuron i removed: row i of `ffn_in` (+ bias) and column i of `ffn_out`.
-Head h removed: its d rows of Q, K and V (+ biases) and its d columns of the attention output projection.
+FFN neuron i removed: row i of `ffn_in` (+ bias; and of `ffn_up`, Llama's up_proj) and column i of `ffn_out`.
+Head h removed: its d rows of Q, K and V (+ biases) and its d columns of the attention output projection. Under
+grouped-query attention (adapters.py) a head unit is a key/value group: its `head_dim` (= n_rep * d) rows of Q and
+columns of the output projection, and its `kv_dim` (= d) rows of K and V.
 """
 from __future__ import annotations
 
@@ -43,20 +45,26 @@ def _parent_of(root: nn.Module, target: nn.Module) -> nn.Module:
     raise RuntimeError("module not found")
 
 
+def _unit_rows(keep: list[int], width: int) -> torch.Tensor:
+    """Rows [h*width, (h+1)*width) of every kept unit h, in order."""
+    return torch.tensor([h * width + j for h in keep for j in range(width)], dtype=torch.long)
+
+
 def _apply(model, ffn_keep: list[list[int]], heads_keep: list[list[int]]) -> None:
     """Slice every layer in place to the kept units (gate hooks are re-installed on the new Linears)."""
     for l in range(model.num_layers):
         p = model.layer_parts(l)
         f_idx = torch.tensor(ffn_keep[l], dtype=torch.long)
         if len(f_idx) != p.ffn_out.in_features:
-            _set_child(_parent_of(model.encoder, p.ffn_in), p.ffn_in, _slice_linear(p.ffn_in, f_idx, 0))
+            for lin in p.ffn_inputs:
+                _set_child(_parent_of(model.encoder, lin), lin, _slice_linear(lin, f_idx, 0))
             _set_child(_parent_of(model.encoder, p.ffn_out), p.ffn_out, _slice_linear(p.ffn_out, f_idx, 1))
         h_keep = heads_keep[l]
         if len(h_keep) != p.num_heads:
             d = p.head_dim
-            idx = torch.tensor([h * d + j for h in h_keep for j in range(d)], dtype=torch.long)
-            for lin in (p.query, p.key, p.value):
-                _set_child(_parent_of(model.encoder, lin), lin, _slice_linear(lin, idx, 0))
+            idx, kv_idx = _unit_rows(h_keep, d), _unit_rows(h_keep, p.kv_width)
+            for lin, rows in ((p.query, idx), (p.key, kv_idx), (p.value, kv_idx)):
+                _set_child(_parent_of(model.encoder, lin), lin, _slice_linear(lin, rows, 0))
             _set_child(_parent_of(model.encoder, p.attn_out), p.attn_out, _slice_linear(p.attn_out, idx, 1))
             for attr in model.adapter.head_attrs:
                 setattr(p.attention, attr, len(h_keep))

@@ -1,0 +1,178 @@
+"""A decoder LLM as a task model: a task is a prompt plus a verbalizer, its logits are the label words' next-token
+logits (below `model`: `MultiTaskModel` calls these for `kind="causal_lm"`; `prompts.py` builds the default prompts
+from the task bundle, `llm_load.py` loads the weights).
+
+* `PromptTask`: a template with a `{text}` slot (and `{pair}` for pair tasks), one or more label words per label and
+  k demonstrations, each rendered with the template followed by its label's first word.
+* The scoring position is the last real token of the prompt. Batches are right-padded (`MultiTaskModel.batches`), so
+  under the causal mask a real token never sees padding: every prompt is computed exactly as if it were alone, and
+  its last real token is at `attention_mask.sum(1) - 1`.
+* A label word is scored by the first token of " " + word (the answer follows the template's cue after a space);
+  a label with several words scores the logsumexp of their logits. Only the label words' rows of the output
+  embedding are used: softmax over the labels of these logits equals the label words' next-token probabilities
+  renormalised over the labels (the full-vocabulary normaliser cancels), so nothing else is needed.
+"""
+from __future__ import annotations
+
+import string
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import torch
+
+from .errors import TPError
+
+SLOTS = ("text", "pair")
+
+
+@dataclass(frozen=True)
+class PromptTask:
+    """How one classification task is asked of a causal LM."""
+
+    template: str
+    label_words: tuple[tuple[str, ...], ...]  # per label, in label order
+    demos: tuple[tuple[str, str | None, int], ...] = ()  # (text, pair, label) demonstrations, rendered in order
+    separator: str = "\n\n"  # between demonstrations and before the query
+
+    def validate(self) -> "PromptTask":
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(self.template) if f is not None]
+        except ValueError as exc:
+            raise TPError(f"The prompt template is not valid ({exc}): write {{text}} where the text goes and "
+                          "double other braces ({{ }}).") from None
+        if "text" not in fields:
+            raise TPError("The prompt template has no {text} slot: write {text} where the example's text goes.")
+        bad = sorted(set(fields) - set(SLOTS))
+        if bad:
+            raise TPError(f"The prompt template has unknown slots {', '.join('{' + b + '}' for b in bad)}: "
+                          "only {text} and {pair} are filled in.")
+        if not self.label_words or any(not ws or any(not w.strip() for w in ws) for ws in self.label_words):
+            raise TPError("Every label needs at least one non-empty label word.")
+        return self
+
+    def query(self, text: str, pair: str | None = None) -> str:
+        """The template filled with one example (no answer)."""
+        return self.template.format(text=text, pair=pair or "")
+
+    def render(self, text: str, pair: str | None = None) -> str:
+        """The full prompt: the demonstrations, each followed by its first label word, then the query."""
+        shots = [f"{self.query(t, p)} {self.label_words[y][0]}" for t, p, y in self.demos]
+        return self.separator.join(shots + [self.query(text, pair)])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "PromptTask":
+        try:
+            return PromptTask(template=str(d["template"]),
+                              label_words=tuple(tuple(str(w) for w in ws) for ws in d["label_words"]),
+                              demos=tuple((str(t), None if p is None else str(p), int(y)) for t, p, y in d["demos"]),
+                              separator=str(d.get("separator", "\n\n"))).validate()
+        except (KeyError, TypeError, ValueError):
+            raise TPError("A prompt in the model's manifest is malformed (template, label_words, demos).") from None
+
+
+def label_rows(tokenizer: Any, prompt: PromptTask) -> tuple[list[int], list[int]]:
+    """(token id, label) for every label word: the first token of " " + word. Two labels may not share a token."""
+    ids, labels, owner = [], [], {}
+    for y, words in enumerate(prompt.label_words):
+        for w in words:
+            toks = tokenizer(" " + w.strip(), add_special_tokens=False)["input_ids"]
+            if not toks:
+                raise TPError(f"The label word {w!r} gives no token.")
+            t = int(toks[0])
+            if owner.get(t, y) != y:
+                raise TPError(f"The label words {prompt.label_words[owner[t]][0]!r} and {w!r} start with the same "
+                              f"token ({tokenizer.convert_ids_to_tokens(t)!r}): choose words that differ at the "
+                              "start.")
+            owner[t] = y
+            if t not in ids:
+                ids.append(t)
+                labels.append(y)
+    return ids, labels
+
+
+def _clip(tokenizer: Any, text: str, max_tokens: int) -> str:
+    """`text` cut after its first `max_tokens` tokens (the encoder path truncates its input the same way)."""
+    if not text or not getattr(tokenizer, "is_fast", False):
+        return text
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = enc["offset_mapping"]
+    return text if len(offsets) <= max_tokens else text[: offsets[max_tokens - 1][1]]
+
+
+def encode_prompts(tokenizer: Any, prompt: PromptTask, texts: Sequence[str], pairs: Sequence[str] | None,
+                   max_length: int, context: int) -> dict:
+    """Token ids of the rendered prompts (no padding). Each example's text (and pair) is clipped to `max_length`
+    tokens, the template and demonstrations never are; a prompt longer than the model's `context` is an error."""
+    rendered = [prompt.render(_clip(tokenizer, t, max_length),
+                              None if pairs is None else _clip(tokenizer, pairs[i], max_length))
+                for i, t in enumerate(texts)]
+    enc = tokenizer(rendered, padding=False, truncation=False)
+    longest = max((len(x) for x in enc["input_ids"]), default=0)
+    if longest > context:
+        raise TPError(f"A prompt has {longest} tokens, more than the model's context of {context}: use fewer "
+                      "demonstrations or a shorter template.")
+    return enc
+
+
+def label_logits(lm: torch.nn.Module, seq: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor,
+                 labels: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """(B, num_labels) task logits from the final (normed) hidden states `seq` (B, T, H) of right-padded prompts:
+    the output embedding's `rows` (the label words' tokens) applied at each prompt's last real token, and per label
+    the logsumexp over its words (the logit itself for a one-word label)."""
+    last = attention_mask.sum(1).long() - 1
+    h = seq[torch.arange(seq.shape[0], device=seq.device), last]
+    out = lm.get_output_embeddings()
+    words = h @ out.weight.index_select(0, rows).T
+    if getattr(out, "bias", None) is not None:
+        words = words + out.bias.index_select(0, rows)
+    if len(rows) == num_labels:  # one word per label, in label order
+        return words
+    return torch.stack([words[:, labels == y].logsumexp(-1) for y in range(num_labels)], -1)
+
+
+# ----- what `MultiTaskModel` calls for kind="causal_lm" ----------------------------------------------------------
+# fn(model, task) -> (TaskHeadInfo, PromptTask) or None: where a task without a prompt gets its default one
+# (prompts.py registers the task bundle's; tp_core/__init__ imports it)
+PROVIDERS: list = []
+
+
+def attach_prompt(model, info, prompt: PromptTask) -> None:
+    """Ask `model` task `info.name` through `prompt` (replaces an earlier prompt for that task)."""
+    prompt.validate()
+    if len(prompt.label_words) != len(info.label_names):
+        raise TPError(f"The prompt for {info.name} has label words for {len(prompt.label_words)} labels, the task "
+                      f"has {len(info.label_names)}.")
+    ids, labels = label_rows(model.tokenizer, prompt)
+    model.tasks[info.name] = info
+    model.prompts[info.name] = prompt
+    model.label_rows[info.name] = (torch.tensor(ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long))
+
+
+def resolve(model, task: str) -> str:
+    """`task` once it has a prompt (the default one from PROVIDERS when it had none)."""
+    if task not in model.prompts:
+        for provide in PROVIDERS:
+            found = provide(model, task)
+            if found is not None:
+                attach_prompt(model, *found)
+                break
+    if task not in model.prompts:
+        raise TPError(f"The causal LM has no prompt for task {task!r}"
+                      f"{'; its prompted tasks are: ' + ', '.join(model.prompts) if model.prompts else ''}.")
+    return task
+
+
+def task_logits(model, task: str, seq: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    rows, labels = model.label_rows[resolve(model, task)]
+    return label_logits(model.encoder, seq, attention_mask, rows.to(seq.device), labels.to(seq.device),
+                        len(model.tasks[task].label_names))
+
+
+def encode(model, task: str | None, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int) -> dict:
+    if task is None:
+        raise TPError("A causal LM needs the task to build its prompts (batches(..., task=...)).")
+    context = int(getattr(model.config, "max_position_embeddings", 0) or 10 ** 9)
+    return encode_prompts(model.tokenizer, model.prompts[resolve(model, task)], texts, pairs, max_length, context)

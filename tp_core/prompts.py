@@ -1,0 +1,85 @@
+"""Tasks as prompts for a causal LM: the default template, label words and demonstrations of each task of the
+bundle (decoder.py renders and scores them; importing this module registers `default_prompt` as the provider that
+a causal LM asks for a task it has no prompt for yet).
+
+Defaults (not yet chosen by measurement; issue 28 asks for that on a held-out slice of train):
+* template: per known task below, else "Text: {text}\\nLabel:" ("Text: {text}\\nText 2: {pair}\\nLabel:" for pairs);
+* label words: per known task below, else the task's `label_names` ("_" read as a space);
+* demonstrations: `shots` per label (default 1), drawn seeded from the train split among texts of at most
+  DEMO_MAX_TOKENS tokens, in a seeded shuffled order. They may include examples that attribution also scores
+  (both sample the train split); validation is never used.
+"""
+from __future__ import annotations
+
+import random
+
+from .data import get_task, load_split
+from .decoder import PROVIDERS, PromptTask
+from .errors import TPError
+from .model import MultiTaskModel, TaskHeadInfo
+
+SENTIMENT = ("Review: {text}\nSentiment:", (("negative",), ("positive",)))
+YES_NO = (("no",), ("yes",))
+TEMPLATES: dict[str, tuple[str, tuple[tuple[str, ...], ...] | None]] = {
+    "sst2": SENTIMENT, "mr": SENTIMENT, "cr": SENTIMENT, "sentiment_sentences": SENTIMENT,
+    "ag_news": ("Article: {text}\nTopic:", (("world",), ("sports",), ("business",), ("technology",))),
+    "trec": ("Question: {text}\nAnswer type:", (("abbreviation",), ("entity",), ("description",), ("person",),
+                                                ("location",), ("number",))),
+    "cola": ("Sentence: {text}\nIs it grammatical?", YES_NO),
+    "boolq": ("Passage: {pair}\nQuestion: {text}?\nAnswer:", YES_NO),
+    "mrpc": ("Sentence 1: {text}\nSentence 2: {pair}\nSame meaning?", YES_NO),
+    "rte": ("Premise: {text}\nHypothesis: {pair}\nDoes the premise entail the hypothesis?", (("yes",), ("no",))),
+    "qnli": ("Question: {text}\nSentence: {pair}\nDoes the sentence answer the question?", (("yes",), ("no",))),
+    "wnli": ("Sentence 1: {text}\nSentence 2: {pair}\nDoes sentence 1 entail sentence 2?", YES_NO),
+}
+DEFAULT_SHOTS = 1  # demonstrations per label
+DEMO_MAX_TOKENS = 48  # a demonstration's text (and pair) at most this long; longer texts are never drawn
+
+
+def default_prompt(model: MultiTaskModel, task: str, shots: int = DEFAULT_SHOTS, seed: int = 0,
+                   template: str | None = None,
+                   label_words: tuple[tuple[str, ...], ...] | None = None) -> tuple[TaskHeadInfo, PromptTask]:
+    """The task info and prompt asking `task` of a causal LM (see the module docstring for the defaults)."""
+    spec = get_task(task)
+    if spec.problem != "classification":
+        raise TPError(f"{task} is a {spec.problem} task: a causal LM scores classification tasks only.")
+    known_template, known_words = TEMPLATES.get(task, (None, None))
+    generic = "Text: {text}\nText 2: {pair}\nLabel:" if spec.kind == "pair" else "Text: {text}\nLabel:"
+    words = label_words or known_words or tuple((n.replace("_", " "),) for n in spec.label_names)
+    prompt = PromptTask(template or known_template or generic, tuple(tuple(w) for w in words)).validate()
+    demos = draw_demos(model, task, shots, seed) if shots > 0 else ()
+    info = TaskHeadInfo(name=task, label_names=spec.label_names, metric=spec.metric)
+    return info, PromptTask(prompt.template, prompt.label_words, demos, prompt.separator)
+
+
+def draw_demos(model: MultiTaskModel, task: str, shots: int, seed: int) -> tuple[tuple[str, str | None, int], ...]:
+    """`shots` demonstrations per label from the train split (seeded), short texts only, in a seeded order."""
+    spec = get_task(task)
+    if not spec.trainable:
+        raise TPError(f"{task} has no train split to draw demonstrations from: use shots=0.")
+    data = load_split(spec, "train")
+    tok = model.tokenizer
+    rng = random.Random(seed)
+    order = list(range(len(data)))
+    rng.shuffle(order)
+    picked: dict[int, list[int]] = {y: [] for y in range(spec.num_labels)}
+    for i in order:
+        y = int(data.labels[i])
+        if len(picked[y]) >= shots or len(tok(data.texts[i], add_special_tokens=False)["input_ids"]) > DEMO_MAX_TOKENS:
+            continue
+        if data.pairs is not None and len(tok(data.pairs[i], add_special_tokens=False)["input_ids"]) > DEMO_MAX_TOKENS:
+            continue
+        picked[y].append(i)
+        if all(len(v) >= shots for v in picked.values()):
+            break
+    chosen = [i for v in picked.values() for i in v]
+    rng.shuffle(chosen)
+    return tuple((data.texts[i], None if data.pairs is None else data.pairs[i], int(data.labels[i])) for i in chosen)
+
+
+def _provide(model: MultiTaskModel, task: str):
+    return default_prompt(model, task)
+
+
+if _provide not in PROVIDERS:
+    PROVIDERS.append(_provide)
