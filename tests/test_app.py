@@ -130,7 +130,7 @@ def test_prune_page_slider_changes_metric_and_smallest_model_helper(env):
     settle(at)
     _no_exception(at)
     found = [s.value for s in at.success if "Smallest model keeping" in s.value]
-    from tp_core.jobs import get_engine
+    from tp_core.engine import get_engine
 
     assert found or at.warning, ([(i.label, i.state, i.error) for i in get_engine().jobs() if i.kind == "search"],
                                  [e.value for e in at.error])
@@ -145,7 +145,7 @@ def test_prune_page_slider_changes_metric_and_smallest_model_helper(env):
 
 def test_prune_page_budget_helper_moves_both_sliders_within_the_budget(env):
     from tp_core.budget import flops_fraction
-    from tp_core.jobs import Job, get_engine
+    from tp_core.engine import Job, get_engine
     from tp_core.masks import PruneConfig, build_masks
     from tp_core.model import load_model
 

@@ -45,7 +45,7 @@ def cluster(tmp_path_factory):
 
 
 def test_attribution_and_a_curve_run_on_an_existing_cluster(cluster, monkeypatch, tmp_path):
-    from tp_core.jobs import get_engine, shutdown_engine
+    from tp_core.engine import get_engine, shutdown_engine
 
     address, tmp = cluster
     apply_env(monkeypatch, tmp_path / "exports")

@@ -283,7 +283,7 @@ def validation_data(task: str, limit: int | None = None) -> TaskData:
 # ----- jobs: every heavy computation goes through tp_core's job engine ---------------------------------------------
 def engine():
     """The process's job engine (an embedded Dask cluster, or the one TP_SCHEDULER names)."""
-    from tp_core.jobs import get_engine
+    from tp_core.engine import get_engine
 
     return get_engine()
 
@@ -313,7 +313,7 @@ def session_id() -> str:
             for k, v in saved.items():
                 ss[k] = v
         else:
-            from tp_core.jobs import new_owner_id
+            from tp_core.engine import new_owner_id
 
             ss["_sid"] = new_owner_id()
     return ss["_sid"]
@@ -479,7 +479,7 @@ def fmt_seconds(s: float | None) -> str:
 
 def job_line(info) -> str:
     """One line on a job: what, state, elapsed and remaining time."""
-    from tp_core.jobs import ACTIVE
+    from tp_core.engine import ACTIVE
 
     if info.state == "queued":
         ahead = engine().queue_position(info.key)
@@ -513,7 +513,7 @@ def rgba(hex_color: str, alpha: float) -> str:
 def show_progress_compact(keys: list[str], what: str) -> None:
     """One progress bar for many jobs (jobs done / all, and what runs now), updated in place; the page reruns
     whenever one of them lands (at most every RERUN_GAP_S), so results are drawn as they come."""
-    from tp_core.jobs import ACTIVE
+    from tp_core.engine import ACTIVE
 
     keys = list(dict.fromkeys(keys))
 
@@ -571,7 +571,7 @@ def show_progress(keys: list[str], title: str | None = None) -> None:
     keys = [k for k in dict.fromkeys(keys) if k]
     if not keys:
         return
-    from tp_core.jobs import ACTIVE
+    from tp_core.engine import ACTIVE
 
     infos = [job_info(k) for k in keys]
     active = any(i is not None and i.state in ACTIVE for i in infos)
@@ -631,7 +631,7 @@ KIND_LABELS = {"point": "curve points", "scores": "attribution runs", "ablation"
 def jobs_panel() -> None:
     """The sidebar's jobs panel: this session's running and waiting jobs (progress, elapsed, remaining, cancel)
     and the last finished ones; it refreshes itself while anything runs and reruns the page when a job ends."""
-    from tp_core.jobs import ACTIVE
+    from tp_core.engine import ACTIVE
 
     try:
         eng = engine()

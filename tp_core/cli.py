@@ -224,7 +224,7 @@ def _ref(args, model):
 
 def _engine_run(job, progress):
     """Run one job through the job engine (an in-process cluster, or the one TP_SCHEDULER names) and wait."""
-    from .jobs import get_engine
+    from .engine import get_engine
 
     return get_engine().run(job, owner="cli", priority=70, progress=progress)
 

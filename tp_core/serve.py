@@ -16,8 +16,8 @@ import subprocess
 import sys
 import time
 
+from .engine import Engine
 from .errors import TPError
-from .jobs import Engine
 from .paths import REPO_ROOT
 
 # the Prune page's default "Compare with" (and the warm start's): the strongest baseline of our benchmark. `random`

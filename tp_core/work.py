@@ -1,5 +1,5 @@
 """What the job engine runs: one function per kind of heavy work, plus the builders that turn a request into a
-`jobs.Job` with a content key. Worker functions take `progress(fraction, message)` first (it raises `JobCancelled`
+`engine.Job` with a content key. Worker functions take `progress(fraction, message)` first (it raises `JobCancelled`
 when the job was cancelled) and only picklable, small arguments: a `ModelRef` (the worker loads and keeps the
 model), a `DataRef` or an uploaded `TaskData`, frozen configs, and the results of other jobs (scores).
 
@@ -21,7 +21,7 @@ from .attribution import DATA_FREE, AttributionConfig, UnitScores, attribute
 from .data import TaskData, load_split
 from .errors import TPError
 from .evaluation import SweepRecord, compute_metric, masked_logits, metric_interval, predictions
-from .jobs import Job, content_key
+from .engine import Job, content_key
 from .masks import PruneConfig, build_masks
 from .paths import atomic_write_text, cache_dir, enforce_cache_cap, touch
 from .pruning import count_params, kept_params
@@ -459,7 +459,7 @@ def probe(progress: Progress, seconds: float, fail: str = "", steps: int = 20) -
 
 
 def probe_job(seconds: float, fail: str = "", tag: str = "", preemptible: bool = False) -> Job:
-    return Job("probe", "probe", (float(seconds), fail), content_key("probe", seconds, fail, tag),
+    return Job("probe", probe, (float(seconds), fail), content_key("probe", seconds, fail, tag),
                f"probe {tag or seconds}", units=float(seconds), rate_key="probe", preemptible=preemptible)
 
 
@@ -476,7 +476,7 @@ def scores_job(model, ref: ModelRef, head: str, cfg: AttributionConfig, data, ta
         key = content_key("scores", ref, head, cfg, data_identity(data))
     steps = cfg.steps if cfg.method == "ig" else 1
     units = 0.0 if cfg.method in DATA_FREE else float(cfg.samples * steps * _layers(model))
-    return Job("scores", "scores", (ref, head, cfg, data), key,
+    return Job("scores", scores, (ref, head, cfg, data), key,
                f"{cfg.method} scores · {task_label or head} · N={cfg.samples}" + (f", {cfg.steps} steps"
                                                                                 if cfg.method == "ig" else ""),
                units=units, rate_key=f"scores:{cfg.method}")
@@ -502,7 +502,7 @@ def point_job(model, ref: ModelRef, head: str, scores: Job | None, pcfg: PruneCo
     arg = known if known is not None else scores
     args = (ref, head, arg, pcfg, data) + (() if rcfg is None else (rcfg, calib))
     units = float(n) + (3.0 * rcfg.samples if rcfg is not None else 0.0)  # recovery: ~3 passes over its texts
-    return Job("point", "point", args, key, f"point · {task_label or head} · {what} · {n} ex.", units=units,
+    return Job("point", point, args, key, f"point · {task_label or head} · {what} · {n} ex.", units=units,
                rate_key="point", preemptible=True)
 
 
@@ -513,7 +513,7 @@ def search_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, 
     rcfg = recovery_config(recovery)
     key = content_key("search", ref, head, scores.key, data_identity(data), round(fraction, 6), tuple(grid),
                       round(head_sparsity, 6), allocation, *(() if rcfg is None else (rcfg,)))
-    return Job("search", "search", (ref, head, known if known is not None else scores, data, fraction, tuple(grid),
+    return Job("search", search, (ref, head, known if known is not None else scores, data, fraction, tuple(grid),
                                     head_sparsity, allocation, rcfg), key,
                f"smallest model keeping {fraction:.1%}" + ("" if rcfg is None else f" + {rcfg.level}") + f" · {head}",
                units=float(n * (len(grid) + 3)), rate_key="point")
@@ -537,20 +537,20 @@ def budget_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, 
     what = f"{value:.0%} of the FLOPs" if kind == "flops" else f"{value:g} ms at {batch_size} x {seq_len} tokens"
     tries = 1 if kind == "flops" else LATENCY_TRIES
     units = 1.0 + tries * len(grid or HEAD_GRID) * (n + (3.0 * rcfg.samples if rcfg else 0.0))
-    return Job("budget", "budget", (ref, head, known if known is not None else scores, kind, float(value),
+    return Job("budget", budget, (ref, head, known if known is not None else scores, kind, float(value),
                                     int(seq_len), int(batch_size), allocation, grid, ffn_step, ffn_max, data, rcfg),
                key, f"budget {what}" + ("" if rcfg is None else f" + {rcfg.level}") + f" · {head}", units=units,
                rate_key="point")
 
 
 def ablation_job(ref: ModelRef, head: str, data, unit, n: int) -> Job:
-    return Job("ablation", "ablation", (ref, head, data, unit), content_key("ablation", ref, head, unit,
+    return Job("ablation", ablation, (ref, head, data, unit), content_key("ablation", ref, head, unit,
                                                                             data_identity(data)),
                f"ablate {unit.kind} {unit.layer}.{unit.index} · {head}", units=float(2 * n), rate_key="point")
 
 
 def top_job(ref: ModelRef, head: str, data, unit, n: int, k: int = 5) -> Job:
-    return Job("top_activating", "top_activating", (ref, head, data, unit, k),
+    return Job("top_activating", top_activating, (ref, head, data, unit, k),
                content_key("top", ref, head, unit, data_identity(data), k),
                f"top examples {unit.kind} {unit.layer}.{unit.index} · {head}", units=float(n), rate_key="point")
 
@@ -568,7 +568,7 @@ def export_job(ref: ModelRef, head: str, scores: Job | UnitScores, pcfg: PruneCo
         extra = (rcfg, calib if calib is not None else calibration_ref(data, rcfg))
     # an export writes a folder: each request is its own job (never shared), even with identical settings
     key = content_key("export", ref, head, pcfg, out, time.time(), *extra[:1])
-    return Job("export", "export", (ref, head, scores, pcfg, out, data, overwrite, command) + extra, key,
+    return Job("export", export, (ref, head, scores, pcfg, out, data, overwrite, command) + extra, key,
                f"export {out.rsplit('/', 1)[-1]}" + (f" + {rcfg.level}" if rcfg else ""),
                units=float(3 * n) + (3.0 * rcfg.samples if rcfg else 0.0), rate_key="point")
 
@@ -589,19 +589,19 @@ def export_formats_job(ref: ModelRef, head: str, scores: Job | UnitScores, pcfg:
     key = content_key("export_formats", ref, head, pcfg, out, formats, vocab, min_count, latency, recovery,
                       time.time())
     units = n * (3 + len(formats) + (1 + 3 * related if vocab == "task" else 0)) + (40 * n if latency else 0)
-    return Job("export", "export_formats", (ref, head, scores, pcfg, out, data, formats, vocab, min_count,
+    return Job("export", export_formats, (ref, head, scores, pcfg, out, data, formats, vocab, min_count,
                                             bool(latency), overwrite, command, recovery), key,
                f"export {out.rsplit('/', 1)[-1]} ({', '.join(formats)})", units=float(units), rate_key="point")
 
 
 def vocab_estimate_job(ref: ModelRef, head: str, min_count: int) -> Job:
-    return Job("vocab", "vocab_estimate", (ref, head, int(min_count)),
+    return Job("vocab", vocab_estimate, (ref, head, int(min_count)),
                content_key("vocab_estimate", ref, head, int(min_count)),
                f"task vocabulary · {head} · min count {min_count}", units=1.0, rate_key="vocab")
 
 
 def build_demo_job(quick: bool) -> Job:
-    return Job("build_demo", "build_demo", (quick,), content_key("build_demo", quick),
+    return Job("build_demo", build_demo, (quick,), content_key("build_demo", quick),
                f"build the {'quick ' if quick else ''}demo model", units=1.0, rate_key=f"build_demo:{quick}")
 
 
