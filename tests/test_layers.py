@@ -17,7 +17,7 @@ RANK = {
     "model": 4, "data": 4, "attribution": 5, "masks": 6, "recovery": 7, "pruning": 8, "iterative": 8.5,
     "evaluation": 9, "budget": 9.5,
     "curves": 10, "inspector": 10, "export": 10, "vocab": 10, "demo": 10, "export_formats": 11,
-    "work": 12, "serve": 13, "cli": 14, "__init__": 15, "__main__": 15,
+    "work": 12, "sweeps": 12.5, "serve": 13, "cli": 14, "__init__": 15, "__main__": 15,
 }
 ROOT = Path(tp_core.__file__).parent
 MODULE_STRING = re.compile(r"tp_core((?:\.\w+)+)(?::\w+)?")  # "tp_core.work" or "tp_core.work:point"

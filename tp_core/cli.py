@@ -259,8 +259,17 @@ def cmd_attribute(args):
                 print(f"{kind} mean score per layer: " + " ".join(f"{m:.3g}" for m in means))
 
 
+def _job_data(args, data):
+    """The evaluation data as jobs take it: the bundle split by reference (`work.DataRef`, so the CLI's points
+    share the app's cache entries for the same examples), or the --data examples themselves."""
+    from .work import DataRef
+
+    return data if getattr(args, "data", None) else DataRef(args.task, "validation", args.limit)
+
+
 def cmd_sweep(args):
-    from .evaluation import sweep
+    from .engine import get_engine
+    from .sweeps import run_sweep
 
     model = _model(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -269,8 +278,10 @@ def cmd_sweep(args):
     data = _eval_data(args, args.task, model)
     acfg, rcfg = _attr_cfg(args, methods[0]), _recovery_cfg(args)  # bad settings fail before the progress bar
     with progress_bar(f"sweep on {args.task}", not args.quiet) as cb:
-        records = sweep(model, args.task, methods, ffn, heads, args.allocation, acfg, data, cb, recovery=rcfg,
-                        n_iters=args.n_iters)
+        # every point is a job (work.point, its caches shared with the app) on the process's engine
+        records = run_sweep(get_engine(), model, _ref(args, model), args.task, methods, ffn, heads, args.allocation,
+                            acfg, _job_data(args, data), len(data), cb, recovery=rcfg, n_iters=args.n_iters,
+                            owner="cli")
     rows = [r.to_dict() for r in records]
     if args.json:
         from .paths import atomic_write_text

@@ -19,9 +19,9 @@ import numpy as np
 
 from .attribution import DATA_FREE, AttributionConfig, UnitScores, attribute
 from .data import TaskData, load_split
+from .engine import Job, content_key
 from .errors import TPError
 from .evaluation import SweepRecord, compute_metric, masked_logits, metric_interval, predictions
-from .engine import Job, content_key
 from .masks import PruneConfig, build_masks
 from .paths import atomic_write_text, cache_dir, enforce_cache_cap, touch
 from .pruning import count_params, kept_params
@@ -315,12 +315,23 @@ def point(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores 
 def search(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores, data, fraction: float,
            grid: tuple, head_sparsity: float, allocation: str, recovery: RecoveryConfig | None = None):
     """The smallest model keeping `fraction` of the dense metric (curves.find_smallest; None if none does), each
-    point with `recovery` fitted when given."""
+    point evaluated as a curve point (`point`, with its caches: the curves' points are reused and the search's
+    are reused by the curves), with `recovery` fitted when given."""
     from .curves import find_smallest
 
-    calib = None if recovery is None else get_data(calibration_ref(data, recovery))  # as the curves' points
-    return find_smallest(get_model(ref), head, unit_scores, get_data(data), fraction, grid, head_sparsity,
-                         allocation, progress=progress, recovery=recovery, calib=calib)
+    calib = None if recovery is None else calibration_ref(data, recovery)  # as the curves' points
+    done = [0.0]  # the search's progress so far: a point's own reports keep it (and still stop a cancelled job)
+
+    def report(fraction: float, message: str) -> None:
+        done[0] = fraction
+        progress(fraction, message)
+
+    def quiet(_: float, message: str) -> None:
+        progress(done[0], message)
+
+    dense = point(quiet, ref, head, None, None, data).record.metric
+    return find_smallest(lambda pcfg: point(quiet, ref, head, unit_scores, pcfg, data, recovery, calib).record,
+                         dense, fraction, grid, head_sparsity, allocation, progress=report)
 
 
 def budget(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores, kind: str, value: float,

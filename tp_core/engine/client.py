@@ -324,19 +324,33 @@ class Engine:
     def run(self, job: Job, owner: str = "", priority: int = 0, timeout: float | None = None,
             progress: Callable[[float, str], None] | None = None) -> Any:
         """Submit and wait, forwarding progress (the CLI's way of using the engine)."""
-        key = self.submit(job, owner, priority)
-        if progress is None:
-            return self.wait(key, timeout)
+        return self.run_many([job], owner, priority, timeout, progress)[0]
+
+    def run_many(self, jobs: list[Job], owner: str = "", priority: int = 0, timeout: float | None = None,
+                 progress: Callable[[float, str], None] | None = None) -> list:
+        """Submit `jobs` and wait for all of them, forwarding their mean progress and a running job's message;
+        their results, in order. Raises JobFailed (the first failure seen) or JobCancelled at once, without
+        waiting for the others."""
+        keys = [self.submit(job, owner, priority) for job in jobs]
         deadline = None if timeout is None else time.time() + timeout
         while True:
-            info = self.status(key)
-            if info.state not in ACTIVE:
-                progress(1.0, info.message)
-                return self.wait(key, 0)
-            progress(info.progress, info.message)
+            infos = [self.status(k) for k in keys]
+            ended = [i for i in infos if i.state not in ACTIVE]
+            if len(ended) == len(infos) or any(i.state in ("error", "cancelled") for i in ended):
+                if progress is not None:
+                    progress(1.0, ended[-1].message)
+                for info in ended:
+                    if info.state != "done":
+                        self.wait(info.key, 0)  # raises JobFailed / JobCancelled
+                return [self.wait(k, 0) for k in keys]
+            if progress is not None:
+                now = next((i for i in infos if i.state == "running"), None) or next(i for i in infos
+                                                                                     if i.state in ACTIVE)
+                progress(sum(1.0 if i.state == "done" else i.progress for i in infos) / len(infos), now.message)
             if deadline is not None and time.time() > deadline:
-                raise TimeoutError(f"{info.label} did not finish within {timeout} s.")
-            time.sleep(0.2)
+                raise TimeoutError(f"{next(i for i in infos if i.state in ACTIVE).label} did not finish within "
+                                   f"{timeout} s.")
+            time.sleep(0.2 if progress is not None else 0.05)
 
     def cancel(self, key: str, owner: str | None = None) -> bool:
         """Withdraw `owner`'s interest (all interest if None); the job stops once nobody wants it."""
