@@ -80,7 +80,7 @@ def test_attribution_and_a_curve_run_on_an_existing_cluster(cluster, monkeypatch
         # the work ran in the worker process, which loaded the model itself
         log = (tmp / "worker.log").read_text()
         assert "external-worker" in log or "Start worker" in log, log[-2000:]
-        loaded = eng.client.run(lambda: sorted(k[0] for k in __import__("tp_core.work").work._MODELS))
+        loaded = eng.client.run(lambda: sorted(k[0] for k in __import__("tp_core.refs").refs._MODELS))
         assert list(loaded.values()) == [["demo-quick"]]
     finally:
         shutdown_engine()

@@ -16,7 +16,7 @@ RANK = {
     "jobs": 3.4,
     "model": 4, "data": 4, "attribution": 5, "masks": 6, "recovery": 7, "pruning": 8, "iterative": 8.5,
     "evaluation": 9, "budget": 9.5,
-    "curves": 10, "inspector": 10, "export": 10, "vocab": 10, "demo": 10, "export_formats": 11,
+    "curves": 10, "inspector": 10, "export": 10, "vocab": 10, "demo": 10, "export_formats": 11, "refs": 11.5,
     "work": 12, "sweeps": 12.5, "serve": 13, "cli": 14, "__init__": 15, "__main__": 15,
 }
 ROOT = Path(tp_core.__file__).parent

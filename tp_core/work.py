@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from .attribution import DATA_FREE, AttributionConfig, UnitScores, attribute
-from .data import TaskData, load_split
+from .data import TaskData
 from .engine import Job, content_key
 from .errors import TPError
 from .evaluation import SweepRecord, compute_metric, masked_logits, metric_interval, predictions
@@ -26,93 +24,10 @@ from .masks import PruneConfig, build_masks
 from .paths import atomic_write_text, cache_dir, enforce_cache_cap, touch
 from .pruning import count_params, kept_params
 from .recovery import RecoveryConfig, active_config, calibration_data, recover
+from .refs import DataRef, ModelRef, data_identity, get_data, get_model
+from .refs import model_ref, register_model  # noqa: F401 (callers build their ModelRefs through work)
 
 Progress = Callable[[float, str], None]
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A model a worker can load by itself: `spec` as `load_model` takes it; `fingerprint` keys the caches."""
-
-    spec: str
-    trust_remote_code: bool = False
-    fingerprint: str = ""
-
-
-@dataclass(frozen=True)
-class DataRef:
-    """A bundle split a worker loads by itself (a seeded subset of `limit` examples)."""
-
-    task: str
-    split: str = "validation"
-    limit: int | None = None
-    seed: int = 0
-
-
-# ----- worker-side caches ----------------------------------------------------------------------------------------
-_MODELS: OrderedDict = OrderedDict()
-_MODELS_LOCK = threading.Lock()
-_LOCAL: dict[str, object] = {}  # models registered in-process (tests with tiny models, in-process clusters)
-
-
-def register_model(spec: str, model) -> ModelRef:
-    """Make an in-memory model available to in-process workers under `spec` (tests, notebooks)."""
-    _LOCAL[spec] = model
-    return ModelRef(spec, False, model.fingerprint())
-
-
-def model_ref(model, trust_remote_code: bool = False) -> ModelRef:
-    return ModelRef(str(model.source), bool(trust_remote_code), model.fingerprint())
-
-
-def get_model(ref: ModelRef):
-    """The worker's copy of the model (loaded once per worker process, up to 3 kept)."""
-    if ref.spec in _LOCAL:
-        return _LOCAL[ref.spec]
-    key = (ref.spec, ref.trust_remote_code)
-    with _MODELS_LOCK:
-        if key in _MODELS:
-            model = _MODELS[key]
-            if not ref.fingerprint or model.fingerprint() == ref.fingerprint:
-                _MODELS.move_to_end(key)
-                return model
-            _MODELS.pop(key)
-        from .model import load_model
-
-        model = load_model(ref.spec, trust_remote_code=ref.trust_remote_code)
-        if ref.fingerprint and model.fingerprint() != ref.fingerprint:
-            raise TPError(f"The model {ref.spec} changed on disk since the request was made; reload it.")
-        _MODELS[key] = model
-        while len(_MODELS) > 3:
-            _MODELS.popitem(last=False)
-        return model
-
-
-_DATA: OrderedDict = OrderedDict()
-_DATA_LOCK = threading.Lock()
-
-
-def get_data(ref: DataRef | TaskData | None) -> TaskData | None:
-    if ref is None or isinstance(ref, TaskData):
-        return ref
-    with _DATA_LOCK:
-        if ref in _DATA:
-            _DATA.move_to_end(ref)
-            return _DATA[ref]
-    data = load_split(ref.task, ref.split, limit=ref.limit, seed=ref.seed)
-    with _DATA_LOCK:
-        _DATA[ref] = data
-        while len(_DATA) > 64:
-            _DATA.popitem(last=False)
-    return data
-
-
-def data_identity(ref: DataRef | TaskData | None) -> str:
-    if ref is None or isinstance(ref, DataRef):
-        return repr(ref)
-    from .curves import data_key
-
-    return "upload:" + data_key(ref)
 
 
 # ----- results ---------------------------------------------------------------------------------------------------
@@ -337,22 +252,24 @@ def search(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores
 def budget(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores, kind: str, value: float,
            seq_len: int, batch_size: int, allocation: str, head_grid: tuple | None = None,
            ffn_step: float | None = None, ffn_max: float = 0.999999, data=None,
-           recovery: RecoveryConfig | None = None):
+           recovery: RecoveryConfig | None = None, prune_heads: bool = True, calib=None):
     """The FFN/head split meeting a FLOPs budget (`kind` "flops", `value` a fraction of dense) or a latency budget
     measured on this worker (`kind` "latency", `value` ms per batch of `batch_size` x `seq_len` tokens), on the
     given slider grid (tp_core/budget.py): the candidate with the best metric on `data` (recovered first with
-    `recovery`), or with the most score mass when `data` is None."""
+    `recovery`, fitted on `calib`, default `calibration_ref`), or with the most score mass when `data` is None.
+    `prune_heads` False keeps every head (FFN neurons only)."""
     from .budget import metric_chooser, plan_flops, plan_latency
 
     model = get_model(ref)
     choose = None
     if data is not None:
-        calib = None if recovery is None else get_data(calibration_ref(data, recovery))  # as the curves' points
+        if recovery is not None:  # as the curves' points
+            calib = get_data(calib if calib is not None else calibration_ref(data, recovery))
         data = get_data(data)
         # a latency plan reports its own progress (its tries); a FLOPs plan's time goes to the evaluations
         choose = metric_chooser(model, head, data, recovery, calib,
                                 progress=(lambda f, m: progress(0.1 + 0.85 * f, m)) if kind == "flops" else None)
-    grid = dict(head_grid=head_grid, ffn_step=ffn_step, ffn_max=ffn_max, choose=choose)
+    grid = dict(head_grid=head_grid, ffn_step=ffn_step, ffn_max=ffn_max, choose=choose, prune_heads=prune_heads)
     if kind == "flops":
         progress(0.05, f"planning {value:.0%} of the dense FLOPs")
         return plan_flops(model, unit_scores, value, seq_len, allocation, **grid)
@@ -533,9 +450,10 @@ def search_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, 
 def budget_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, kind: str, value: float,
                seq_len: int, batch_size: int, allocation: str, head_grid: tuple | None = None,
                ffn_step: float | None = None, ffn_max: float = 0.999999, data=None, n: int = 0,
-               recovery: "str | RecoveryConfig | None" = None) -> Job:
+               recovery: "str | RecoveryConfig | None" = None, prune_heads: bool = True, calib=None) -> Job:
     """A budget target as a job (`budget` above): each candidate split is evaluated on `data` (`n` examples;
-    None: chosen by score mass). Its budget numbers are checked here, before it is queued."""
+    None: chosen by score mass), recovered first with `recovery` fitted on `calib`. Its budget numbers are
+    checked here, before it is queued."""
     from .budget import HEAD_GRID, LATENCY_TRIES, check_budget
 
     if kind not in ("flops", "latency"):
@@ -544,12 +462,14 @@ def budget_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, 
     grid = tuple(head_grid) if head_grid is not None else None
     rcfg = recovery_config(recovery) if data is not None else None
     key = content_key("budget", ref, head, scores.key, kind, round(float(value), 6), int(seq_len), int(batch_size),
-                      allocation, grid, ffn_step, ffn_max, data_identity(data), *(() if rcfg is None else (rcfg,)))
+                      allocation, grid, ffn_step, ffn_max, data_identity(data), *(() if rcfg is None else (rcfg,)),
+                      *(() if prune_heads else ("ffn only",)), *(() if calib is None else (data_identity(calib),)))
     what = f"{value:.0%} of the FLOPs" if kind == "flops" else f"{value:g} ms at {batch_size} x {seq_len} tokens"
     tries = 1 if kind == "flops" else LATENCY_TRIES
     units = 1.0 + tries * len(grid or HEAD_GRID) * (n + (3.0 * rcfg.samples if rcfg else 0.0))
     return Job("budget", budget, (ref, head, known if known is not None else scores, kind, float(value),
-                                    int(seq_len), int(batch_size), allocation, grid, ffn_step, ffn_max, data, rcfg),
+                                    int(seq_len), int(batch_size), allocation, grid, ffn_step, ffn_max, data, rcfg,
+                                    bool(prune_heads), calib),
                key, f"budget {what}" + ("" if rcfg is None else f" + {rcfg.level}") + f" · {head}", units=units,
                rate_key="point")
 

@@ -28,6 +28,7 @@ import os
 import threading
 import time
 import uuid
+import warnings
 from typing import Any, Callable
 
 from ..errors import TPError
@@ -90,6 +91,9 @@ class Engine:
             self.address = address
         else:
             w, t = default_workers()
+            # the scheduler's HTTP endpoint tries port 8787 and takes another when it is busy (another cluster on
+            # this machine), with a warning on stderr that would break a command's clean output for nothing
+            warnings.filterwarnings("ignore", message="Port 8787 is already in use", category=UserWarning)
             extra = {"env": {ENV_WORKER_NICE: os.environ.get(ENV_WORKER_NICE, str(WORKER_NICE))}} if processes else {}
             self.cluster = LocalCluster(n_workers=n_workers or w, threads_per_worker=threads_per_worker or t,
                                         processes=processes, dashboard_address=None, silence_logs=logging.CRITICAL,
@@ -430,15 +434,17 @@ _ENGINE: Engine | None = None
 _ENGINE_LOCK = threading.Lock()
 
 
-def get_engine() -> Engine:
-    """The process's engine (created on first use: an embedded LocalCluster, or the cluster TP_SCHEDULER names)."""
+def get_engine(threads_per_worker: int | None = None) -> Engine:
+    """The process's engine (created on first use: an embedded LocalCluster, or the cluster TP_SCHEDULER names).
+    `threads_per_worker` sets the embedded cluster's worker threads when this call creates it."""
     global _ENGINE
     with _ENGINE_LOCK:
         if _ENGINE is None:
             # inside the app's own process the embedded cluster's workers are threads: Streamlit replaces
             # `__main__` with the page script, which a spawned worker process would re-run. `tp_core serve`
             # (`make run`) starts a cluster with worker processes and points the app at it instead.
-            _ENGINE = Engine(processes=os.environ.get("TP_JOBS_PROCESSES", "0") == "1")
+            _ENGINE = Engine(processes=os.environ.get("TP_JOBS_PROCESSES", "0") == "1",
+                             threads_per_worker=threads_per_worker)
             _at_exit(shutdown_engine)
         return _ENGINE
 
