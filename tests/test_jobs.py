@@ -162,6 +162,19 @@ def test_a_job_cancelled_while_queued_runs_in_full_when_retried(engine):
     assert engine.status(key).state == "done" and engine.computations(key) == 1
 
 
+def test_run_many_returns_results_in_order_and_stops_at_the_first_failure(engine):
+    seen = []
+    out = engine.run_many([probe_job(0.3, tag="many-a"), probe_job(0.1, tag="many-b")], owner="t",
+                          progress=lambda f, m: seen.append(f))
+    assert out == [0.3, 0.1] and seen[-1] == 1.0 and any(0 < f < 1 for f in seen)
+    long = probe_job(20.0, tag="many-long")
+    t0 = time.time()
+    with pytest.raises(JobFailed, match="early"):
+        engine.run_many([probe_job(0.1, fail="early", tag="many-fail"), long], owner="t")
+    assert time.time() - t0 < 10  # it did not wait for the 20 s job
+    engine.cancel(long.key)
+
+
 def test_a_failing_job_reports_its_own_message(engine):
     key = engine.submit(probe_job(0.1, fail="The data file has no label column 'label'.", tag="fail"))
     info = _wait_state(engine, key, ("error",))
