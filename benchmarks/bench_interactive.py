@@ -293,7 +293,7 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
 
     from tp_core.demo import demo_path
-    from tp_core.jobs import Engine
+    from tp_core.engine import Engine
     from ui_support import free_port, healthy, stop_process
 
     src = demo_path(args.model == "demo-quick")
@@ -340,7 +340,7 @@ def main() -> int:
                 timeline.append((msg.get("t"), msg.get("key"), f"progress {msg.get('fraction', 0):.3f}"))
             _orig(event)
 
-        from tp_core.jobs import TOPIC
+        from tp_core.engine import TOPIC
 
         observer.client.subscribe_topic(TOPIC, _record)
         with sync_playwright() as p:

@@ -18,7 +18,7 @@ def main():
     (home / "models").mkdir()
     os.symlink(src, home / "models" / src.name)
     os.environ["TP_HOME"] = str(home)
-    from tp_core.jobs import Engine
+    from tp_core.engine import Engine
     from tp_core.serve import warm_start
     eng = Engine(processes=True, n_workers=w, threads_per_worker=t)
     print(eng.workers(), flush=True)

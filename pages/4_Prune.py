@@ -9,7 +9,7 @@ from tp_core.attribution import METHODS
 from tp_core.budget import HEAD_GRID
 from tp_core.curves import record_dict
 from tp_core.evaluation import majority_baseline
-from tp_core.jobs import ACTIVE
+from tp_core.engine import ACTIVE
 from tp_core.masks import ALLOCATIONS, units_for
 from tp_core.recovery import LEVELS as RECOVERY_LEVELS
 from tp_core.settings import app_settings

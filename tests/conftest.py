@@ -23,7 +23,7 @@ def _isolated_home(tmp_path, monkeypatch, request):
 def _close_job_engine():
     """Close the process's job engine (if a test started one) before the interpreter shuts down."""
     yield
-    from tp_core.jobs import shutdown_engine
+    from tp_core.engine import shutdown_engine
 
     shutdown_engine()
 
@@ -31,7 +31,7 @@ def _close_job_engine():
 @pytest.fixture(scope="module")
 def engine():
     """An in-process job engine (one worker thread) for a test module."""
-    from tp_core.jobs import Engine
+    from tp_core.engine import Engine
 
     eng = Engine(address="", processes=False, n_workers=1, threads_per_worker=1)
     yield eng

@@ -130,7 +130,7 @@ def test_prune_page_slider_changes_metric_and_smallest_model_helper(env):
     settle(at)
     _no_exception(at)
     found = [s.value for s in at.success if "Smallest model keeping" in s.value]
-    from tp_core.jobs import get_engine
+    from tp_core.engine import get_engine
 
     assert found or at.warning, ([(i.label, i.state, i.error) for i in get_engine().jobs() if i.kind == "search"],
                                  [e.value for e in at.error])
@@ -145,7 +145,7 @@ def test_prune_page_slider_changes_metric_and_smallest_model_helper(env):
 
 def test_prune_page_budget_helper_moves_both_sliders_within_the_budget(env):
     from tp_core.budget import flops_fraction
-    from tp_core.jobs import Job, get_engine
+    from tp_core.engine import Job, get_engine
     from tp_core.masks import PruneConfig, build_masks
     from tp_core.model import load_model
 
@@ -275,14 +275,15 @@ def test_two_sessions_do_not_share_state_or_masks(env):
     assert (tb, fb, pb["task"], pb["ffn_sparsity"]) == ("ag_news", 0.9, "ag_news", 0.9)
     # each session's numbers equal a fresh single-session evaluation of its own mask (no leak from the other)
     from tp_core.attribution import AttributionConfig, attribute
-    from tp_core.curves import clear_memory_cache, evaluate_point
     from tp_core.data import load_split
-    from tp_core.masks import PruneConfig
+    from tp_core.evaluation import evaluate_masked
+    from tp_core.masks import PruneConfig, build_masks
     from tp_core.model import load_model
+    from tp_core.pruning import kept_params
 
-    clear_memory_cache()
     model = load_model("demo-quick")
     for task, ffn, point in (("sst2", 0.3, pa), ("ag_news", 0.9, pb)):
         scores = attribute(model, task, AttributionConfig(method="magnitude", samples=8, steps=4))
-        rec = evaluate_point(model, task, scores, PruneConfig(ffn), load_split(task, "validation", limit=200))
-        assert rec.metric == pytest.approx(point["metric"]) and rec.kept_params == point["kept_params"]
+        masks = build_masks(scores, PruneConfig(ffn), model.unit_shape())
+        metric = evaluate_masked(model, task, load_split(task, "validation", limit=200), masks).metric
+        assert metric == pytest.approx(point["metric"]) and kept_params(model, masks, task) == point["kept_params"]

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.ui
 
 
 def _engine():
-    from tp_core.jobs import get_engine
+    from tp_core.engine import get_engine
 
     return get_engine()
 

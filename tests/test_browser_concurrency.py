@@ -244,9 +244,10 @@ def test_five_browser_sessions_at_once_each_get_their_single_session_numbers(ser
     assert proc.poll() is None and healthy(url), "the server stopped"
 
     from tp_core.attribution import attribute
-    from tp_core.curves import evaluate_dense, evaluate_point
     from tp_core.data import load_split
-    from tp_core.masks import PruneConfig
+    from tp_core.evaluation import evaluate, evaluate_masked
+    from tp_core.masks import PruneConfig, build_masks
+    from tp_core.pruning import count_params, kept_params
     from tp_core.model import load_model
 
     model = load_model("demo-quick")
@@ -256,15 +257,16 @@ def test_five_browser_sessions_at_once_each_get_their_single_session_numbers(ser
         data = load_split(s.task, "validation", limit=EVAL_LIMIT)
         scores = attribute(model, s.task, replace(APP_ATTRIBUTION, method=s.method, samples=SAMPLES, steps=STEPS),
                            use_cache=False)  # recomputed here, alone: not read back from the server's cache
-        rec = evaluate_point(model, s.task, scores, PruneConfig(s.ffn, s.heads, s.allocation), data)
-        dense = evaluate_dense(model, s.task, data)
-        want = {"metric": f"{rec.metric:.4f}", "kept": f"{100 * rec.kept_params / rec.total_params:.1f} %",
+        masks = build_masks(scores, PruneConfig(s.ffn, s.heads, s.allocation), model.unit_shape())
+        metric, kept = evaluate_masked(model, s.task, data, masks).metric, kept_params(model, masks, s.task)
+        dense = evaluate(model, s.task, data)
+        want = {"metric": f"{metric:.4f}", "kept": f"{100 * kept / count_params(model, s.task):.1f} %",
                 "dense": f"{dense.metric:.4f}"}
         if s.task not in got["head"] or s.method not in got["head"] or any(got[k] != v for k, v in want.items()):
             problems.append((s, got, want))
     assert after == before, (before, after)
     for task, (value, n) in fresh.items():  # the shared model was not left masked
-        dense = evaluate_dense(model, task, load_split(task, "validation", limit=EVAL_LIMIT - 30))
+        dense = evaluate(model, task, load_split(task, "validation", limit=EVAL_LIMIT - 30))
         if n != EVAL_LIMIT - 30 or abs(value - round(dense.metric, 4)) > 1e-9:
             problems.append((task, value, n, dense))
     assert not problems, problems

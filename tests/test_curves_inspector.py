@@ -1,4 +1,4 @@
-"""tp_core.curves and tp_core.inspector on tiny random models (no UI)."""
+"""tp_core.curves (the smallest-model search) and tp_core.inspector on tiny random models (no UI)."""
 import numpy as np
 import pytest
 import torch
@@ -12,7 +12,7 @@ from tp_core.evaluation import SweepRecord, evaluate, evaluate_masked
 from tp_core.inspector import (UnitRef, ffn_matrix, head_matrix, kept_share_per_layer, overlap_matrix, shade,
                                single_unit_mask, top_activating, unit_ablation, unit_score_table)
 from tp_core.masks import PruneConfig, UnitMasks, build_masks
-from tp_core.pruning import kept_params
+from tp_core.pruning import count_params, kept_params
 
 
 @pytest.fixture(scope="module")
@@ -25,34 +25,15 @@ def data():
     return load_split("sst2", "validation", limit=24)
 
 
-def test_curve_points_are_real_masked_evaluations_and_cached(model, data, tmp_path):
-    curves.clear_memory_cache()
-    scores = attribute(model, "sst2", AttributionConfig(method="magnitude"))
-    grid = (0.0, 0.5, 0.8)
-    c = curves.curve_from_scores(model, "sst2", scores, data, grid)
-    assert [r.ffn_sparsity for r in c.records] == list(grid)
-    assert c.dense.metric == pytest.approx(evaluate(model, "sst2", data).metric)
-    for r in c.records:
-        masks = build_masks(scores, PruneConfig(r.ffn_sparsity), model.unit_shape())
-        assert r.metric == pytest.approx(evaluate_masked(model, "sst2", data, masks).metric)
-        assert r.kept_params == kept_params(model, masks, "sst2")
-    assert c.records[0].kept_params > c.records[1].kept_params > c.records[2].kept_params
-    path = curves.curve_path(model, "sst2", scores, 0.0, "global", sorted(grid), data)
-    assert path.is_file()
-    # a cached curve is read back from disk, and it fills the point cache
-    curves.clear_memory_cache()
-    again = curves.curve_from_scores(model, "sst2", scores, data, grid)
-    assert again.to_dict() == c.to_dict()
-    assert curves.cached_point(model, "sst2", scores, PruneConfig(0.5), data) == c.records[1]
-    assert curves.cached_point(model, "sst2", scores, PruneConfig(0.55), data) is None
+def _evaluator(model, scores, data):
+    """`find_smallest`'s evaluate: a direct masked evaluation (the search job passes `work.point`'s cached one)."""
+    def evaluate_at(cfg):
+        masks = build_masks(scores, cfg, model.unit_shape())
+        res = evaluate_masked(model, "sst2", data, masks)
+        return SweepRecord(scores.method, cfg.ffn_sparsity, cfg.head_sparsity, kept_params(model, masks, "sst2"),
+                           count_params(model, "sst2"), res.metric_name, res.metric)
 
-
-def test_compute_curve_attributes_then_sweeps(model, data):
-    c = curves.compute_curve(model, "sst2", "random", AttributionConfig(units="ffn"), data, grid=(0.0, 0.3),
-                             head_sparsity=0.25)
-    assert c.method == "random" and c.head_sparsity == 0.25
-    assert all(r.head_sparsity == 0.25 for r in c.records)
-    assert c.records[0].kept_params < c.dense.kept_params  # heads were pruned even at FFN sparsity 0
+    return evaluate_at
 
 
 def _rec(method, f, kept, metric):
@@ -68,13 +49,33 @@ def test_smallest_within_picks_fewest_params_that_keep_the_target():
 
 def test_find_smallest_refines_with_real_evaluations(model, data):
     scores = attribute(model, "sst2", AttributionConfig(method="magnitude"))
-    best = curves.find_smallest(model, "sst2", scores, data, 0.5, grid=(0.0, 0.5, 0.9), refine_steps=2)
-    dense = curves.evaluate_dense(model, "sst2", data).metric
+    dense = evaluate(model, "sst2", data).metric
+    asked = []
+    evaluate_at = _evaluator(model, scores, data)
+    best = curves.find_smallest(lambda cfg: asked.append(cfg.ffn_sparsity) or evaluate_at(cfg), dense, 0.5,
+                                grid=(0.0, 0.5, 0.9), refine_steps=2)
     assert best is not None and curves.keeps(best, dense, 0.5)
+    assert asked[:3] == [0.0, 0.5, 0.9] and best.ffn_sparsity in asked
     masks = build_masks(scores, PruneConfig(best.ffn_sparsity), model.unit_shape())
     assert best.metric == pytest.approx(evaluate_masked(model, "sst2", data, masks).metric)
     with pytest.raises(TPError):
-        curves.find_smallest(model, "sst2", scores, data, 0.0)
+        curves.find_smallest(evaluate_at, dense, 0.0)
+
+
+def test_the_smallest_model_search_evaluates_curve_points_through_their_cache(tiny):
+    from tp_core import work
+
+    model, ref = tiny
+    scores = attribute(model, "sst2", AttributionConfig(method="magnitude"))
+    data = work.DataRef("sst2", "validation", 24)
+    best = work.search(lambda f, m: None, ref, "sst2", scores, data, 0.5, (0.0, 0.5, 0.9), 0.0, "global")
+    messages = []
+    again = work.search(lambda f, m: messages.append(m), ref, "sst2", scores, data, 0.5, (0.0, 0.5, 0.9), 0.0,
+                        "global")
+    assert again == best and best is not None
+    assert messages and not any("evaluating" in m for m in messages), messages  # every point read from points/
+    point = work.point(lambda f, m: None, ref, "sst2", scores, PruneConfig(best.ffn_sparsity), data)
+    assert point.record == best  # the very record a curve shows at that sparsity
 
 
 def test_unit_score_table_ranks(model):
@@ -89,6 +90,7 @@ def test_unit_score_table_ranks(model):
 @pytest.mark.parametrize("kind", ["ffn", "head"])
 def test_top_activating_matches_the_unit_activation(model, data, kind):
     unit = UnitRef(kind, 1, 2)
+    dense = evaluate(model, "sst2", data).metric
     top = top_activating(model, "sst2", data, unit, k=3)
     assert len(top) == 3 and top[0].peak >= top[1].peak >= top[2].peak
     # recompute the best example's activations directly through a recording gate
@@ -107,7 +109,7 @@ def test_top_activating_matches_the_unit_activation(model, data, kind):
     assert len(ex.tokens) == len(ex.values) and ex.tokens[0] == "[CLS]"
     assert max(shade(ex.values)) in (0.0, 1.0)
     # the recording hook left the model dense
-    assert evaluate(model, "sst2", data).metric == pytest.approx(curves.evaluate_dense(model, "sst2", data).metric)
+    assert evaluate(model, "sst2", data).metric == pytest.approx(dense)
 
 
 def test_unit_ablation_removes_exactly_one_unit(model, data):

@@ -45,7 +45,7 @@ def cluster(tmp_path_factory):
 
 
 def test_attribution_and_a_curve_run_on_an_existing_cluster(cluster, monkeypatch, tmp_path):
-    from tp_core.jobs import get_engine, shutdown_engine
+    from tp_core.engine import get_engine, shutdown_engine
 
     address, tmp = cluster
     apply_env(monkeypatch, tmp_path / "exports")
@@ -80,7 +80,7 @@ def test_attribution_and_a_curve_run_on_an_existing_cluster(cluster, monkeypatch
         # the work ran in the worker process, which loaded the model itself
         log = (tmp / "worker.log").read_text()
         assert "external-worker" in log or "Start worker" in log, log[-2000:]
-        loaded = eng.client.run(lambda: sorted(k[0] for k in __import__("tp_core.work").work._MODELS))
+        loaded = eng.client.run(lambda: sorted(k[0] for k in __import__("tp_core.refs").refs._MODELS))
         assert list(loaded.values()) == [["demo-quick"]]
     finally:
         shutdown_engine()

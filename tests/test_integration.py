@@ -5,7 +5,7 @@ import pytest
 from tp_core.attribution import AttributionConfig, attribute
 from tp_core.data import load_split
 from tp_core.demo import build_demo
-from tp_core.evaluation import evaluate, evaluate_masked, predict_logits, sweep
+from tp_core.evaluation import evaluate, evaluate_masked, predict_logits
 from tp_core.export import export_pruned
 from tp_core.masks import PruneConfig, build_masks
 from tp_core.model import load_model
@@ -47,10 +47,13 @@ def test_ig_pipeline_on_minilm(demo, tmp_path):
     assert evaluate(reloaded, "sst2", data.sample(64)).metric == pytest.approx(res.metric_pruned)
 
 
-def test_sweep_records_on_minilm(demo):
-    data = load_split("ag_news", "validation", limit=150)
-    recs = sweep(demo, "ag_news", ["ig", "random"], [0.0, 0.7], attribution=AttributionConfig(samples=16, steps=4),
-                 data=data)
+def test_sweep_records_on_minilm(demo, engine):
+    from tp_core.sweeps import run_sweep
+    from tp_core.work import DataRef, model_ref
+
+    recs = run_sweep(engine, demo, model_ref(demo), "ag_news", ["ig", "random"], [0.0, 0.7],
+                     attribution=AttributionConfig(samples=16, steps=4), data=DataRef("ag_news", "validation", 150),
+                     n=150)
     assert [r.method for r in recs] == ["dense", "ig", "ig", "random", "random"]
     assert recs[1].metric == pytest.approx(recs[0].metric)  # 0% sparsity = dense
     assert recs[2].kept_params < recs[2].total_params

@@ -16,7 +16,6 @@ import pytest
 
 from tiny import tiny_multitask
 from tp_core.attribution import AttributionConfig, UnitScores, attribute, cached_scores_path
-from tp_core.curves import compute_curve, curve_path
 from tp_core.data import load_split
 from tp_core.evaluation import predict_logits
 from tp_core.model import load_model
@@ -96,23 +95,22 @@ def test_damaged_cache_entries_are_recomputed_not_trusted():
     assert [len(a) for a in again.ffn] == list(model.unit_shape().ffn)
 
 
-def test_damaged_or_foreign_curve_entries_are_recomputed():
-    model = tiny_multitask("bert")
-    data = load_split("sst2", "validation", limit=16)
-    cfg = AttributionConfig(method="magnitude")
-    grid = (0.0, 0.5)
-    curve = compute_curve(model, "sst2", "magnitude", cfg, data, grid=grid)
-    scores = attribute(model, "sst2", cfg)
-    path = curve_path(model, "sst2", scores, 0.0, "global", list(grid), data)
-    doc = json.loads(path.read_text())
-    for damage in (path.read_text()[:40], json.dumps({**doc, "records": doc["records"][:1]})):
-        path.write_text(damage)
-        from tp_core.curves import clear_memory_cache
+def test_damaged_or_foreign_point_entries_are_recomputed(tiny):
+    from tp_core.masks import PruneConfig
+    from tp_core.paths import cache_dir
+    from tp_core.work import point
 
-        clear_memory_cache()
-        again = compute_curve(model, "sst2", "magnitude", cfg, data, grid=grid)
-        assert [r.metric for r in again.records] == [r.metric for r in curve.records]
-        assert len(json.loads(path.read_text())["records"]) == 2
+    model, ref = tiny
+    scores = attribute(model, "sst2", AttributionConfig(method="magnitude"))
+    data = load_split("sst2", "validation", limit=16)
+    good = point(lambda f, m: None, ref, "sst2", scores, PruneConfig(0.5), data)
+    [path] = list(cache_dir("points").glob("*.json"))
+    doc = json.loads(path.read_text())
+    for damage in (path.read_text()[:40], json.dumps({**doc, "record": {"method": "magnitude"}})):
+        path.write_text(damage)
+        again = point(lambda f, m: None, ref, "sst2", scores, PruneConfig(0.5), data)
+        assert again.record == good.record
+        assert json.loads(path.read_text())["record"] == doc["record"]  # replaced by a good entry
 
 
 def test_killed_export_leaves_no_half_folder_and_the_next_export_works(tiny_folder, tmp_path):

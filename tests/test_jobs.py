@@ -1,4 +1,4 @@
-"""The job engine (tp_core.jobs on Dask distributed): submit returns at once, progress, shared computations,
+"""The job engine (tp_core.engine on Dask distributed): submit returns at once, progress, shared computations,
 priorities, cancel, failures, time estimates, the progressive curve plan - on an in-process cluster and tiny models."""
 import time
 
@@ -8,7 +8,7 @@ import pytest
 from tp_core.attribution import AttributionConfig, attribute
 from tp_core.data import load_split
 from tp_core.evaluation import evaluate, metric_interval
-from tp_core.jobs import JobFailed, Throughput, content_key
+from tp_core.engine import JobFailed, Throughput, content_key
 from tp_core.masks import PruneConfig, build_masks
 from tp_core.policy import curve_plan, plan_results
 from tp_core.work import DataRef, PointResult, point_job, probe_job, scores_job
@@ -93,7 +93,7 @@ def test_the_most_urgent_waiting_job_preempts_a_running_job_just_below_it(engine
 
 
 def test_a_job_slowed_down_after_its_last_report_is_not_taken_as_about_to_end():
-    from tp_core.jobs import JobInfo
+    from tp_core.engine import JobInfo
 
     now = time.time()
     info = JobInfo("k", "point", "p", state="running", started=now - 4.0, progress=0.25)
@@ -106,7 +106,8 @@ def test_a_job_slowed_down_after_its_last_report_is_not_taken_as_about_to_end():
 def test_preemption_never_talks_to_the_scheduler_with_the_engine_lock_held(engine, monkeypatch):
     # _make_room waits on the scheduler; the client's event loop may be waiting for the lock (a progress event):
     # with the lock held that was a deadlock (an app server hung when a slider point's scores were still to come)
-    from tp_core.jobs import Job, content_key
+    from tp_core.engine import Job, content_key
+    from tp_core.work import probe
 
     calls = []
     real = engine._make_room
@@ -117,7 +118,7 @@ def test_preemption_never_talks_to_the_scheduler_with_the_engine_lock_held(engin
 
     monkeypatch.setattr(engine, "_make_room", checked)
     dep = probe_job(0.2, tag="dependency")
-    job = Job("probe", "probe", (dep, ""), content_key("probe", "needs", dep.key), "probe with a dependency")
+    job = Job("probe", probe, (dep, ""), content_key("probe", "needs", dep.key), "probe with a dependency")
     assert engine.wait(engine.submit(job, priority=99), 30) == 0.2
     assert calls == [False]  # once, for the job the caller submitted, not from inside its dependency's submit
 
@@ -149,6 +150,32 @@ def test_cancel_by_one_owner_keeps_the_job_for_the_other(engine):
     assert engine.wait(key, 30) == 0.8
 
 
+def test_a_job_cancelled_while_queued_runs_in_full_when_retried(engine):
+    blocker = engine.submit(probe_job(1.0, tag="holds-the-only-thread"), owner="a")
+    _wait_state(engine, blocker, ("running",))
+    job = probe_job(0.4, tag="cancelled-while-queued")
+    key = engine.submit(job, owner="b")
+    assert engine.status(key).state == "queued"
+    assert engine.cancel(key, owner="b") and engine.status(key).state == "cancelled"
+    engine.wait(blocker, 30)
+    engine.submit(job, owner="b", retry=True)  # the user's "run again"
+    assert engine.wait(key, 30) == 0.4  # not cancelled at its first progress report by the old request
+    assert engine.status(key).state == "done" and engine.computations(key) == 1
+
+
+def test_run_many_returns_results_in_order_and_stops_at_the_first_failure(engine):
+    seen = []
+    out = engine.run_many([probe_job(0.3, tag="many-a"), probe_job(0.1, tag="many-b")], owner="t",
+                          progress=lambda f, m: seen.append(f))
+    assert out == [0.3, 0.1] and seen[-1] == 1.0 and any(0 < f < 1 for f in seen)
+    long = probe_job(20.0, tag="many-long")
+    t0 = time.time()
+    with pytest.raises(JobFailed, match="early"):
+        engine.run_many([probe_job(0.1, fail="early", tag="many-fail"), long], owner="t")
+    assert time.time() - t0 < 10  # it did not wait for the 20 s job
+    engine.cancel(long.key)
+
+
 def test_a_failing_job_reports_its_own_message(engine):
     key = engine.submit(probe_job(0.1, fail="The data file has no label column 'label'.", tag="fail"))
     info = _wait_state(engine, key, ("error",))
@@ -170,7 +197,7 @@ def test_remaining_time_comes_from_the_jobs_own_pace(engine):
 
 
 def test_remaining_time_follows_the_recent_pace_not_a_slow_start():
-    from tp_core.jobs import PACE_WINDOW_S, JobInfo
+    from tp_core.engine import PACE_WINDOW_S, JobInfo
 
     now = time.time()
     info = JobInfo("k", "scores", "a job", state="running", started=now - 30)
@@ -189,7 +216,7 @@ def test_remaining_time_follows_the_recent_pace_not_a_slow_start():
 
 
 def test_remaining_time_leaves_out_the_first_batchs_warm_up():
-    from tp_core.jobs import JobInfo
+    from tp_core.engine import JobInfo
 
     now = time.time()
     # "starting" at 0%, the first quarter took 5 s (warm-up: first forward and backward passes), the second 1 s
@@ -341,11 +368,11 @@ def test_embedded_worker_processes_run_below_the_app():
     import subprocess
     import sys
 
-    from tp_core.jobs import WORKER_NICE
+    from tp_core.engine import WORKER_NICE
 
     code = """
 import json, os, sys, time
-from tp_core.jobs import Engine
+from tp_core.engine import Engine
 from tp_core.work import probe_job
 eng = Engine(processes=True, n_workers=1, threads_per_worker=1)
 try:
@@ -371,7 +398,7 @@ finally:
 
 
 def test_remaining_time_speeds_up_when_the_jobs_sharing_the_worker_drain():
-    from tp_core.jobs import JobInfo
+    from tp_core.engine import JobInfo
 
     now = time.time()
     # 1 s per 10% while a second job shared the worker (2 cores), its thread on the CPU 1 s in 2.1 (it waited
@@ -419,7 +446,7 @@ def test_the_engine_knows_which_jobs_share_a_worker_and_when_they_end(engine):
 
 
 def test_outlook_counts_running_jobs_per_worker_and_queued_ones():
-    from tp_core.jobs import Engine, JobInfo
+    from tp_core.engine import Engine, JobInfo
 
     now = time.time()
     eng = Engine.__new__(Engine)
@@ -446,7 +473,7 @@ def test_outlook_counts_running_jobs_per_worker_and_queued_ones():
 def test_a_finished_job_no_longer_counts_as_sharing_its_worker():
     import threading
 
-    from tp_core.jobs import Engine, JobInfo
+    from tp_core.engine import Engine, JobInfo
 
     class Done:  # a finished future, as the engine's done-callback sees it
         key, status = "b", "finished"

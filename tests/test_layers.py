@@ -1,14 +1,19 @@
 """The pipeline's import order: each tp_core module imports only the stages below it (no import circles), as
 README's pipeline table lists them: model -> task data -> attribution scores -> masks (+ recovery) -> evaluation ->
-export, with the job engine underneath and the work/serve/CLI layers on top."""
+export, with the job engine underneath and the work/serve/CLI layers on top. Imports inside functions count, and so
+do dynamic ones: `importlib.import_module`, `__import__` and strings naming a tp_core module ("tp_core.work" or
+"tp_core.work:point", the way a module would be looked up by name)."""
 import ast
+import re
 from pathlib import Path
 
 import tp_core
 
 RANK = {
-    "errors": 0, "limits": 1, "paths": 2, "gates": 1, "adapters": 1, "model_checks": 2, "slicing": 2, "jobs": 3,
+    "errors": 0, "limits": 1, "paths": 2, "gates": 1, "adapters": 1, "model_checks": 2, "slicing": 2,
     "settings": 2.5,
+    # the job engine: the job spec, then the worker runtime and the forecast, then the Dask client
+    "engine.spec": 3, "engine.runtime": 3.1, "engine.forecast": 3.1, "engine.client": 3.2, "engine": 3.3,
     "llm_source": 3.5,  # causal LMs from a GGUF file, a folder or a hub id: below model, which loads through it
     "decoder": 3.5, "llm_load": 3.6,
     "model": 4, "data": 4, "prompts": 4.5, "attribution": 5, "masks": 6,
@@ -19,54 +24,103 @@ RANK = {
     # the export package (tp_core/export/): each format or concern, then the formats export, then the package API
     "export.onnx": 10, "export.int8": 10.1, "export.hf": 10.1, "export.latency": 10.2, "export.report": 10.2,
     "export.card": 10.3, "export.folder": 10.4, "export.vocabulary": 10.4, "export.formats": 10.5, "export": 11,
-    "work": 12, "policy": 12.5, "serve": 13, "cli": 14, "__init__": 15, "__main__": 15,
+    "refs": 11.5, "work": 12, "policy": 12.5, "sweeps": 12.5, "serve": 13, "cli": 14, "__init__": 15, "__main__": 15,
 }
-FOLDER = Path(tp_core.__file__).parent
+ROOT = Path(tp_core.__file__).parent
+MODULE_STRING = re.compile(r"tp_core((?:\.\w+)+)(?::\w+)?")  # "tp_core.work" or "tp_core.work:point"
+COMPUTED = "<computed name>"  # a dynamic import whose module name is not a literal: no layer can be checked
 
 
 def _name(path: Path) -> str:
-    """A module's key in RANK: "model", or "export.onnx" inside a package (the package itself: "export")."""
-    parts = list(path.relative_to(FOLDER).with_suffix("").parts)
+    """A module's place in RANK: "work", "engine.client", "engine" for the package's __init__."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if len(parts) > 1 and parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def _modules() -> list[Path]:
-    return sorted(FOLDER.glob("*.py")) + sorted(FOLDER.glob("*/*.py"))
+def _rank_key(dotted: str) -> str:
+    """The RANK entry of a module path below tp_core ("engine.client.Engine" -> "engine.client")."""
+    parts = dotted.split(".")
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in RANK:
+            return ".".join(parts[:n])
+    return parts[0]
 
 
-def _imports(path: Path) -> set[str]:
-    """The tp_core modules `path` imports (keys of RANK), also the imports inside functions."""
-    package = list(path.relative_to(FOLDER).parent.parts)  # [] for tp_core's own modules
+def _dynamic(node: ast.Call) -> str | None:
+    """The tp_core module a call imports by name, COMPUTED if the name is not a literal, None if it is no import."""
+    f = node.func
+    name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+    if name not in ("import_module", "__import__") or not node.args:
+        return None
+    arg = node.args[0]
+    if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
+        return COMPUTED
+    if arg.value.startswith("."):  # import_module(".work", "tp_core")
+        return arg.value.lstrip(".")
+    m = MODULE_STRING.fullmatch(arg.value)
+    return m.group(1)[1:] if m else None
+
+
+def _imports(path: Path, source: str | None = None) -> set[str]:
+    """The tp_core modules `path` imports (RANK keys), plus COMPUTED for a dynamic import of an unknown name."""
+    package = _name(path).split(".")[:-1] if path.name != "__init__.py" else _name(path).split(".")
+    if _name(path) == "__init__":
+        package = []
     out = set()
-
-    def add(dotted: list[str]) -> None:
-        # "export.onnx" where that is a module of the package, else the top module ("model", or "export" itself)
-        out.add(".".join(dotted[:2]) if ".".join(dotted[:2]) in RANK else dotted[0])
-
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(source if source is not None else path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.level >= 1:
-            base = package[:len(package) - (node.level - 1)] if node.level > 1 else package
+            base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
             if node.module:
-                add(base + node.module.split("."))
+                out.add(_rank_key(".".join([*base, node.module])))
             else:
-                for a in node.names:
-                    add(base + [a.name])
+                out.update(_rank_key(".".join([*base, a.name])) for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tp_core."):
-            add(node.module.split(".")[1:])
-    out.discard(_name(path))
+            out.add(_rank_key(node.module.split(".", 1)[1]))
+        elif isinstance(node, ast.Import):
+            out.update(_rank_key(a.name.split(".", 1)[1]) for a in node.names if a.name.startswith("tp_core."))
+        elif isinstance(node, ast.Call) and (mod := _dynamic(node)) is not None:
+            out.add(mod if mod == COMPUTED else _rank_key(mod))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            m = MODULE_STRING.fullmatch(node.value)
+            if m:
+                out.add(_rank_key(m.group(1)[1:]))
     return out
 
 
+def _modules() -> dict[str, Path]:
+    return {_name(p): p for p in ROOT.rglob("*.py") if "__pycache__" not in p.parts}
+
+
 def test_every_module_has_a_place_in_the_pipeline():
-    modules = {_name(p) for p in _modules()}
+    modules = set(_modules())
     assert modules == set(RANK), (modules - set(RANK), set(RANK) - modules)
 
 
 def test_each_stage_imports_only_the_stages_below_it():
-    bad = [(_name(p), m) for p in _modules() for m in _imports(p) if RANK[m] >= RANK[_name(p)]]
+    bad = [(name, m) for name, p in _modules().items() for m in _imports(p)
+           if m == COMPUTED or m not in RANK or RANK[m] >= RANK[name]]
     assert not bad, bad
+
+
+def test_the_check_sees_dynamic_imports_and_module_names_in_strings():
+    engine = ROOT / "engine" / "runtime.py"
+    cases = {
+        "import importlib\nfn = importlib.import_module('tp_core.work')": {"work"},
+        "from importlib import import_module\nimport_module('.curves', 'tp_core')": {"curves"},
+        "mod = __import__('tp_core.evaluation')": {"evaluation"},
+        "fn = getattr(importlib.import_module(module or 'tp_core.work'), name)": {COMPUTED, "work"},
+        "FN = 'tp_core.work:point'": {"work"},
+        "import tp_core.model": {"model"},
+        "from .spec import Job\nfrom ..errors import TPError\nfrom .. import paths": {"engine.spec", "errors",
+                                                                                        "paths"},
+        "'''Runs tp_core.work functions.'''": set(),  # prose naming a module is no import
+    }
+    for source, expected in cases.items():
+        assert _imports(engine, source) == expected, source
+    assert _imports(ROOT / "cli.py", "from .engine import get_engine\nfrom .engine.client import Engine") == {
+        "engine", "engine.client"}
 
 
 # The app's helper modules (tp_app/): each imports only the ones below it; `common` gathers them for the pages.

@@ -119,7 +119,7 @@ def stop_process(proc, timeout: float = 20) -> None:
 def settle(at, timeout: float = 300, rounds: int = 6):
     """Run the page, wait until the job engine has nothing left to do, run again - until a run submits nothing
     new (AppTest does not run the pages' self-refreshing fragments, so this stands in for them)."""
-    from tp_core.jobs import ACTIVE, get_engine
+    from tp_core.engine import ACTIVE, get_engine
 
     eng = get_engine()
 

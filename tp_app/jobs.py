@@ -16,7 +16,7 @@ from .state import session_id
 
 def engine():
     """The process's job engine (an embedded Dask cluster, or the one TP_SCHEDULER names)."""
-    from tp_core.jobs import get_engine
+    from tp_core.engine import get_engine
 
     return get_engine()
 

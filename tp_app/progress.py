@@ -9,7 +9,7 @@ from typing import Callable
 import streamlit as st
 
 from tp_core.errors import TPError
-from tp_core.jobs import ACTIVE
+from tp_core.engine import ACTIVE
 
 from .jobs import engine, job_info
 from .state import session_id

@@ -117,7 +117,7 @@ def session_id() -> str:
             for k, v in saved.items():
                 ss[k] = v
         else:
-            from tp_core.jobs import new_owner_id
+            from tp_core.engine import new_owner_id
 
             ss["_sid"] = new_owner_id()
     return ss["_sid"]

@@ -131,7 +131,8 @@ def cmd_tasks(args):
                            "metric": t.metric, "splits": list(t.splits)} for t in tasks], indent=1))
         return
     for t in tasks:
-        print(f"{t.name:22s} {t.kind:6s} {t.problem:14s} {t.metric:9s} {','.join(t.splits):28s} {'/'.join(t.label_names)[:50]}")
+        print(f"{t.name:22s} {t.kind:6s} {t.problem:14s} {t.metric:9s} {','.join(t.splits):28s} "
+              f"{'/'.join(t.label_names)[:50]}")
 
 
 def cmd_build_demo(args):
@@ -226,11 +227,26 @@ def _ref(args, model):
     return ModelRef(args.model, bool(args.trust_remote_code), model.fingerprint())
 
 
-def _engine_run(job, progress):
-    """Run one job through the job engine (an in-process cluster, or the one TP_SCHEDULER names) and wait."""
-    from .jobs import get_engine
+def _engine():
+    """The CLI's job engine: the cluster TP_SCHEDULER names, else an embedded one with a single worker thread that
+    gets all the cores' torch threads (a command's jobs run one after the other, each as fast as it can, and a
+    latency budget is timed as the process itself would run the model)."""
+    from .engine import get_engine
 
-    return get_engine().run(job, owner="cli", priority=70, progress=progress)
+    return get_engine(threads_per_worker=1)
+
+
+def _engine_run(job, progress):
+    """Run one job through the job engine and wait."""
+    return _engine().run(job, owner="cli", priority=70, progress=progress)
+
+
+def _scores(args, model, ref, acfg, progress):
+    """The scores job of `acfg` (on the task's usual scoring examples) and its result."""
+    from .work import scores_job
+
+    job = scores_job(model, ref, args.task, acfg, None)
+    return job, _engine_run(job, progress)
 
 
 def cmd_serve(args):
@@ -263,8 +279,16 @@ def cmd_attribute(args):
                 print(f"{kind} mean score per layer: " + " ".join(f"{m:.3g}" for m in means))
 
 
+def _job_data(args, data):
+    """The evaluation data as jobs take it: the bundle split by reference (`work.DataRef`, so the CLI's points
+    share the app's cache entries for the same examples), or the --data examples themselves."""
+    from .work import DataRef
+
+    return data if getattr(args, "data", None) else DataRef(args.task, "validation", args.limit)
+
+
 def cmd_sweep(args):
-    from .evaluation import sweep
+    from .sweeps import run_sweep
 
     model = _model(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -273,15 +297,18 @@ def cmd_sweep(args):
     data = _eval_data(args, args.task, model)
     acfg, rcfg = _attr_cfg(args, methods[0]), _recovery_cfg(args)  # bad settings fail before the progress bar
     with progress_bar(f"sweep on {args.task}", not args.quiet) as cb:
-        records = sweep(model, args.task, methods, ffn, heads, args.allocation, acfg, data, cb, recovery=rcfg,
-                        n_iters=args.n_iters)
+        # every point is a job (work.point, its caches shared with the app) on the process's engine
+        records = run_sweep(_engine(), model, _ref(args, model), args.task, methods, ffn, heads, args.allocation,
+                            acfg, _job_data(args, data), len(data), cb, recovery=rcfg, n_iters=args.n_iters,
+                            owner="cli")
     rows = [r.to_dict() for r in records]
     if args.json:
         from .paths import atomic_write_text
 
         atomic_write_text(Path(args.json), json.dumps(rows, indent=1))
     dense = records[0].metric
-    print(f"{'method':11s} {'ffn':>5s} {'heads':>5s} {'kept params':>12s} {records[0].metric_name:>9s} {'vs dense':>8s}")
+    print(f"{'method':11s} {'ffn':>5s} {'heads':>5s} {'kept params':>12s} {records[0].metric_name:>9s} "
+          f"{'vs dense':>8s}")
     for r in records:
         print(f"{r.method:11s} {r.ffn_sparsity:5.2f} {r.head_sparsity:5.2f} {r.kept_params / r.total_params:11.1%} "
               f"{r.metric:9.4f} {r.metric / dense if dense else float('nan'):8.1%}")
@@ -301,46 +328,44 @@ def _check_budget_args(args) -> None:
         raise TPError(f"--select-n must be at least 1, got {args.select_n}.")
 
 
-def _budget_plan(args, model, scores, progress=None, recovery=None):
-    """The BudgetPlan of --flops-budget / --latency-budget-ms (None when neither was given): with --choose metric
-    the candidate with the best metric on --select-n seeded validation examples (each recovered first with
-    `recovery`), with --choose mass the one with the most score mass. The callers check the budget's numbers
-    first (`_check_budget_args`, before attribution)."""
-    from .budget import HEAD_GRID, metric_chooser, plan_flops, plan_latency
+def _budget_plan(args, model, ref, scores, progress=None, recovery=None):
+    """The BudgetPlan of --flops-budget / --latency-budget-ms (None when neither was given), a budget job
+    (`work.budget`) on the engine: with --choose metric the candidate with the best metric on --select-n seeded
+    validation examples (each recovered first with `recovery`, fitted on the task's train texts or on --data),
+    with --choose mass the one with the most score mass. `scores` = (scores job, its result). The callers check
+    the budget's numbers first (`_check_budget_args`, before attribution)."""
+    from .budget import HEAD_GRID
+    from .work import DataRef, budget_job
 
     flops, latency = getattr(args, "flops_budget", None), getattr(args, "latency_budget_ms", None)
     if flops is None and latency is None:
         return None
-    heads = getattr(args, "units", "both") != "ffn"
-    grid: dict = {}
+    data, calib, grid = None, None, None
     if args.choose == "metric":
-        from .data import load_split
-
         user = _user_data(args, model, args.task)
-        data = user.sample(args.select_n) if user is not None else load_split(args.task, "validation",
-                                                                              limit=args.select_n)
-        calib = None if recovery is None or user is None else user.sample(recovery.samples, recovery.seed)
-        grid = dict(head_grid=HEAD_GRID, choose=metric_chooser(model, args.task, data, recovery, calib,
-                                                                      progress if flops is not None else None))
-    if flops is not None:
-        return plan_flops(model, scores, flops, args.seq_len, args.allocation, prune_heads=heads, **grid)
-    return plan_latency(model, scores, args.task, latency, args.seq_len, args.batch_size, args.allocation,
-                        prune_heads=heads, progress=progress, **grid)
+        data = user.sample(args.select_n) if user is not None else DataRef(args.task, "validation", args.select_n)
+        if recovery is not None:
+            calib = user.sample(recovery.samples, recovery.seed) if user is not None else \
+                DataRef(args.task, "train", recovery.samples, recovery.seed)
+        grid = HEAD_GRID
+    kind, value = ("flops", flops) if flops is not None else ("latency", latency)
+    job = budget_job(ref, args.task, scores[0], scores[1], kind, value, args.seq_len, getattr(args, "batch_size", 1),
+                     args.allocation, grid, data=data, n=args.select_n if data is not None else 0,
+                     recovery=recovery, prune_heads=getattr(args, "units", "both") != "ffn", calib=calib)
+    return _engine_run(job, progress)
 
 
 def cmd_budget(args):
-    from .attribution import attribute
-
     if args.flops_budget is None and args.latency_budget_ms is None:
         raise TPError("Give a budget: --flops-budget F (fraction of the dense FLOPs) or --latency-budget-ms MS.")
     _check_budget_args(args)
     model = _model(args)
-    acfg = _attr_cfg(args)
+    acfg, ref = _attr_cfg(args), _ref(args, model)
     with progress_bar(f"{acfg.method} on {args.task}", not args.quiet) as cb:
-        scores = attribute(model, args.task, acfg, progress=cb)
+        scores = _scores(args, model, ref, acfg, cb)
     with progress_bar("planning", not args.quiet and (args.latency_budget_ms is not None or
                                                       args.choose == "metric")) as cb:
-        plan = _budget_plan(args, model, scores, cb)
+        plan = _budget_plan(args, model, ref, scores, cb)
     if args.json:
         print(json.dumps(plan.to_dict()))
         return
@@ -352,7 +377,6 @@ def cmd_budget(args):
 
 
 def cmd_export(args):
-    from .attribution import attribute
     from .export import export_pruned
     from .masks import PruneConfig
 
@@ -366,12 +390,14 @@ def cmd_export(args):
     cfg = PruneConfig(args.ffn_sparsity, args.head_sparsity, args.allocation).validate()
     rcfg = _recovery_cfg(args)
     _check_budget_args(args)
-    acfg = _attr_cfg(args)
+    acfg, ref = _attr_cfg(args), _ref(args, model)
     with progress_bar(f"{acfg.method} on {args.task}", not args.quiet) as cb:
-        scores = attribute(model, args.task, acfg, progress=cb)
+        scores_run = _scores(args, model, ref, acfg, cb)
+    scores = scores_run[1]
     with progress_bar("budget", not args.quiet and (args.flops_budget is not None or
                                                     args.latency_budget_ms is not None)) as cb:
-        plan = _budget_plan(args, model, scores, cb, rcfg if rcfg is not None and rcfg.level != "none" else None)
+        plan = _budget_plan(args, model, ref, scores_run, cb,
+                            rcfg if rcfg is not None and rcfg.level != "none" else None)
     if plan is not None:  # a budget chooses the sparsities (tp_core/budget.py)
         cfg = plan.prune_config()
         args.ffn_sparsity, args.head_sparsity = cfg.ffn_sparsity, cfg.head_sparsity
@@ -387,7 +413,8 @@ def cmd_export(args):
         print(json.dumps(res.to_dict()))
     else:
         print(f"exported {res.path} ({res.params_after:,} of {res.params_before:,} parameters, "
-              f"{res.bytes_on_disk / 1e6:.1f} MB); {res.metric_name} {res.metric_dense:.4f} -> {res.metric_pruned:.4f}; "
+              f"{res.bytes_on_disk / 1e6:.1f} MB); {res.metric_name} {res.metric_dense:.4f} -> "
+              f"{res.metric_pruned:.4f}; "
               f"mask file {res.mask_file}")
 
 
@@ -441,7 +468,8 @@ def _export_formats(args, model, scores, cfg, formats: list[str], eval_data, rcf
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tp_core", description="Training-free task-specific pruning by attribution.")
+    p = argparse.ArgumentParser(prog="python -m tp_core",
+                                description="Training-free task-specific pruning by attribution.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def model_args(sp, task=True):
@@ -564,7 +592,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", default="taskprune", help="comma-separated: taskprune (default: the folder itself), "
                     "onnx, onnx-int8, hf (then OUT/onnx/, OUT/hf/, OUT/taskprune/ and OUT/README.md)")
     sp.add_argument("--vocab", default="full", help="full, or task: keep only the tokens of the task's train texts")
-    sp.add_argument("--vocab-min-count", default="1", metavar="N", help="with --vocab task: keep tokens seen >= N times")
+    sp.add_argument("--vocab-min-count", default="1", metavar="N",
+                    help="with --vocab task: keep tokens seen >= N times")
     sp.add_argument("--vocab-texts", default=None, metavar="FILE", help="with --vocab task: extra texts whose tokens "
                     "are kept too (a UTF-8 text file, one text per line)")
     sp.add_argument("--latency", action="store_true", help="time dense torch, pruned torch and each ONNX file "

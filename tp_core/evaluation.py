@@ -1,4 +1,5 @@
-"""Stage 5 of the pipeline: evaluation (dense or masked) and sweeps over sparsities and methods."""
+"""Stage 5 of the pipeline: evaluation, dense or masked (a sweep over sparsities and methods runs these as jobs:
+`tp_core/sweeps.py`)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -166,85 +167,6 @@ def evaluate_masked(model: MultiTaskModel, task: str, data: TaskData, masks, bat
     metric = data.spec.metric
     score = compute_metric(metric, predictions(logits, data.spec.problem), data.labels)
     return EvalResult(task=data.spec.name, metric_name=metric, metric=score, n_examples=len(data))
-
-
-def sweep(
-    model: MultiTaskModel,
-    task: str,
-    methods: Sequence[str],
-    ffn_sparsities: Sequence[float],
-    head_sparsities: Sequence[float] = (0.0,),
-    allocation: str = "global",
-    attribution=None,
-    data: TaskData | None = None,
-    progress: Progress | None = None,
-    recovery=None,
-    n_iters: int = 1,
-) -> list[SweepRecord]:
-    """Metric for every method x FFN sparsity x head sparsity, plus the dense model (method "dense").
-    With `recovery` (a level name or `recovery.RecoveryConfig`, not "none"), each pruned point also gets a record
-    with that recovery applied, method "<method>+<level>". With `n_iters` > 1 each pruned point is reached
-    iteratively (`iterative.iterative_masks`: re-scoring the surviving units on the pruned - and, with `recovery`,
-    recovered - model at each step), method "<method>/iter<n>" (and "<method>/iter<n>+<level>")."""
-    from dataclasses import replace
-
-    from .attribution import AttributionConfig, attribute
-    from .masks import PruneConfig, build_masks
-    from .pruning import count_params, kept_params
-
-    progress = progress or (lambda f, m: None)
-    attribution = attribution or AttributionConfig()
-    grid = [(f, h) for f in ffn_sparsities for h in head_sparsities]
-    for f, h in grid:
-        PruneConfig(f, h, allocation).validate()
-    units = "both" if any(h > 0 for _, h in grid) and any(f > 0 for f, _ in grid) else \
-        ("heads" if any(h > 0 for _, h in grid) else "ffn")
-    total = count_params(model, task)
-    dense = evaluate(model, task, data)
-    records = [SweepRecord("dense", 0.0, 0.0, total, total, dense.metric_name, dense.metric)]
-    shape = model.unit_shape()
-    n_total = len(methods) * (len(grid) + 1)
-    done = 0
-    rcfg = calib = None
-    if recovery is not None:
-        from .recovery import as_config, calibration_data, recover
-
-        rcfg = as_config(recovery)
-        if rcfg.level == "none":
-            rcfg = None
-        else:
-            calib = calibration_data(task, rcfg.samples, rcfg.seed)
-    if not isinstance(n_iters, int) or n_iters < 1:
-        from .errors import TPError
-
-        raise TPError(f"The number of pruning iterations must be a positive integer, got {n_iters!r}.")
-    for method in methods:
-        mcfg = replace(attribution, method=method, units=units)
-        scores = attribute(model, task, mcfg,
-                           progress=lambda fr, msg: progress((done + fr) / n_total, f"{method}: {msg}"))
-        done += 1
-        name = method if n_iters == 1 else f"{method}/iter{n_iters}"
-        for f, h in grid:
-            rec = None
-            if n_iters > 1 and (f > 0 or h > 0):
-                from .iterative import iterative_masks
-
-                it = iterative_masks(model, task, mcfg, PruneConfig(f, h, allocation), n_iters, recovery=rcfg,
-                                     calib=calib)
-                masks, rec = it.masks, it.recovery
-            else:
-                masks = build_masks(scores, PruneConfig(f, h, allocation), shape)
-            res = evaluate_masked(model, task, data, masks)
-            records.append(SweepRecord(name, f, h, kept_params(model, masks, task), total, res.metric_name,
-                                       res.metric))
-            if rcfg is not None and (f > 0 or h > 0):
-                rec = rec if rec is not None else recover(model, task, masks, calib, rcfg)
-                rres = evaluate_masked(model, task, data, masks, recovery=rec)
-                records.append(SweepRecord(f"{name}+{rcfg.level}", f, h, kept_params(model, masks, task), total,
-                                           rres.metric_name, rres.metric))
-            done += 1
-            progress(done / n_total, f"{method} at FFN {f:.0%} / heads {h:.0%}: {res.metric_name} {res.metric:.4f}")
-    return records
 
 
 def batch_metric(name: str, preds: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -115,14 +115,16 @@ def clean_interrupted(folder: str | Path) -> list[str]:
 
 
 # ----- size cap on the caches ----------------------------------------------------------------------------------------
-CACHE_DIRS = ("scores", "curves", "points", "preds")
+# curves/ held whole curves in an earlier version; nothing reads it now, but what is left there still counts
+# towards the cap and, never used again, goes first
+CACHE_DIRS = ("scores", "points", "preds", "curves")
 
 
 _CLEANED: set[Path] = set()
 
 
 def cache_dir(kind: str) -> Path:
-    """`TP_HOME/<kind>` (scores or curves), cleaned of leftovers of interrupted writes once per process (a killed
+    """`TP_HOME/<kind>` (scores, points or preds), cleaned of leftovers of interrupted writes once per process (a killed
     writer's leftovers are found by the next run; the app looks up cache paths on every rerun, so not each time)."""
     path = tp_home() / kind
     if path not in _CLEANED:

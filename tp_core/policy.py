@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .attribution import AttributionConfig
-from .jobs import Job
+from .engine import Job
 from .masks import PruneConfig, units_for
 from .recovery import RecoveryConfig
 from .work import ModelRef, calibration_ref, point_job, recovery_config, scores_job

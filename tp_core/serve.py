@@ -17,8 +17,8 @@ import subprocess
 import sys
 import time
 
+from .engine import Engine
 from .errors import TPError
-from .jobs import Engine
 from .paths import REPO_ROOT
 from .settings import app_settings
 

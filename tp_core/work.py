@@ -1,5 +1,5 @@
 """What the job engine runs: one function per kind of heavy work, plus the builders that turn a request into a
-`jobs.Job` with a content key. Worker functions take `progress(fraction, message)` first (it raises `JobCancelled`
+`engine.Job` with a content key. Worker functions take `progress(fraction, message)` first (it raises `JobCancelled`
 when the job was cancelled) and only picklable, small arguments: a `ModelRef` (the worker loads and keeps the
 model), a `DataRef` or an uploaded `TaskData`, frozen configs, and the results of other jobs (scores).
 
@@ -10,109 +10,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from .attribution import DATA_FREE, AttributionConfig, UnitScores, attribute
-from .data import TaskData, load_split
+from .data import TaskData
+from .engine import Job, content_key
 from .errors import TPError
 from .evaluation import SweepRecord, compute_metric, masked_logits, metric_interval, predictions
-from .jobs import Job, content_key
 from .masks import PruneConfig, build_masks
 from .paths import atomic_write_text, cache_dir, enforce_cache_cap, touch
 from .pruning import count_params, kept_params
 from .recovery import RecoveryConfig, active_config, calibration_data, recover
+from .refs import DataRef, ModelRef, data_identity, get_data, get_model
+from .refs import model_ref, register_model  # noqa: F401 (callers build their ModelRefs through work)
 
 Progress = Callable[[float, str], None]
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A model a worker can load by itself: `spec` as `load_model` takes it; `fingerprint` keys the caches."""
-
-    spec: str
-    trust_remote_code: bool = False
-    fingerprint: str = ""
-
-
-@dataclass(frozen=True)
-class DataRef:
-    """A bundle split a worker loads by itself (a seeded subset of `limit` examples)."""
-
-    task: str
-    split: str = "validation"
-    limit: int | None = None
-    seed: int = 0
-
-
-# ----- worker-side caches ----------------------------------------------------------------------------------------
-_MODELS: OrderedDict = OrderedDict()
-_MODELS_LOCK = threading.Lock()
-_LOCAL: dict[str, object] = {}  # models registered in-process (tests with tiny models, in-process clusters)
-
-
-def register_model(spec: str, model) -> ModelRef:
-    """Make an in-memory model available to in-process workers under `spec` (tests, notebooks)."""
-    _LOCAL[spec] = model
-    return ModelRef(spec, False, model.fingerprint())
-
-
-def model_ref(model, trust_remote_code: bool = False) -> ModelRef:
-    return ModelRef(str(model.source), bool(trust_remote_code), model.fingerprint())
-
-
-def get_model(ref: ModelRef):
-    """The worker's copy of the model (loaded once per worker process, up to 3 kept)."""
-    if ref.spec in _LOCAL:
-        return _LOCAL[ref.spec]
-    key = (ref.spec, ref.trust_remote_code)
-    with _MODELS_LOCK:
-        if key in _MODELS:
-            model = _MODELS[key]
-            if not ref.fingerprint or model.fingerprint() == ref.fingerprint:
-                _MODELS.move_to_end(key)
-                return model
-            _MODELS.pop(key)
-        from .model import load_model
-
-        model = load_model(ref.spec, trust_remote_code=ref.trust_remote_code)
-        if ref.fingerprint and model.fingerprint() != ref.fingerprint:
-            raise TPError(f"The model {ref.spec} changed on disk since the request was made; reload it.")
-        _MODELS[key] = model
-        while len(_MODELS) > 3:
-            _MODELS.popitem(last=False)
-        return model
-
-
-_DATA: OrderedDict = OrderedDict()
-_DATA_LOCK = threading.Lock()
-
-
-def get_data(ref: DataRef | TaskData | None) -> TaskData | None:
-    if ref is None or isinstance(ref, TaskData):
-        return ref
-    with _DATA_LOCK:
-        if ref in _DATA:
-            _DATA.move_to_end(ref)
-            return _DATA[ref]
-    data = load_split(ref.task, ref.split, limit=ref.limit, seed=ref.seed)
-    with _DATA_LOCK:
-        _DATA[ref] = data
-        while len(_DATA) > 64:
-            _DATA.popitem(last=False)
-    return data
-
-
-def data_identity(ref: DataRef | TaskData | None) -> str:
-    if ref is None or isinstance(ref, DataRef):
-        return repr(ref)
-    from .curves import data_key
-
-    return "upload:" + data_key(ref)
 
 
 # ----- results ---------------------------------------------------------------------------------------------------
@@ -315,33 +230,46 @@ def point(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores 
 def search(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores, data, fraction: float,
            grid: tuple, head_sparsity: float, allocation: str, recovery: RecoveryConfig | None = None):
     """The smallest model keeping `fraction` of the dense metric (curves.find_smallest; None if none does), each
-    point with `recovery` fitted when given."""
+    point evaluated as a curve point (`point`, with its caches: the curves' points are reused and the search's
+    are reused by the curves), with `recovery` fitted when given."""
     from .curves import find_smallest
 
-    calib = None if recovery is None else get_data(calibration_ref(data, recovery))  # as the curves' points
-    return find_smallest(get_model(ref), head, unit_scores, get_data(data), fraction, grid, head_sparsity,
-                         allocation, progress=progress, recovery=recovery, calib=calib)
+    calib = None if recovery is None else calibration_ref(data, recovery)  # as the curves' points
+    done = [0.0]  # the search's progress so far: a point's own reports keep it (and still stop a cancelled job)
+
+    def report(fraction: float, message: str) -> None:
+        done[0] = fraction
+        progress(fraction, message)
+
+    def quiet(_: float, message: str) -> None:
+        progress(done[0], message)
+
+    dense = point(quiet, ref, head, None, None, data).record.metric
+    return find_smallest(lambda pcfg: point(quiet, ref, head, unit_scores, pcfg, data, recovery, calib).record,
+                         dense, fraction, grid, head_sparsity, allocation, progress=report)
 
 
 def budget(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores, kind: str, value: float,
            seq_len: int, batch_size: int, allocation: str, head_grid: tuple | None = None,
            ffn_step: float | None = None, ffn_max: float = 0.999999, data=None,
-           recovery: RecoveryConfig | None = None):
+           recovery: RecoveryConfig | None = None, prune_heads: bool = True, calib=None):
     """The FFN/head split meeting a FLOPs budget (`kind` "flops", `value` a fraction of dense) or a latency budget
     measured on this worker (`kind` "latency", `value` ms per batch of `batch_size` x `seq_len` tokens), on the
     given slider grid (tp_core/budget.py): the candidate with the best metric on `data` (recovered first with
-    `recovery`), or with the most score mass when `data` is None."""
+    `recovery`, fitted on `calib`, default `calibration_ref`), or with the most score mass when `data` is None.
+    `prune_heads` False keeps every head (FFN neurons only)."""
     from .budget import metric_chooser, plan_flops, plan_latency
 
     model = get_model(ref)
     choose = None
     if data is not None:
-        calib = None if recovery is None else get_data(calibration_ref(data, recovery))  # as the curves' points
+        if recovery is not None:  # as the curves' points
+            calib = get_data(calib if calib is not None else calibration_ref(data, recovery))
         data = get_data(data)
         # a latency plan reports its own progress (its tries); a FLOPs plan's time goes to the evaluations
         choose = metric_chooser(model, head, data, recovery, calib,
                                 progress=(lambda f, m: progress(0.1 + 0.85 * f, m)) if kind == "flops" else None)
-    grid = dict(head_grid=head_grid, ffn_step=ffn_step, ffn_max=ffn_max, choose=choose)
+    grid = dict(head_grid=head_grid, ffn_step=ffn_step, ffn_max=ffn_max, choose=choose, prune_heads=prune_heads)
     if kind == "flops":
         progress(0.05, f"planning {value:.0%} of the dense FLOPs")
         return plan_flops(model, unit_scores, value, seq_len, allocation, **grid)
@@ -459,7 +387,7 @@ def probe(progress: Progress, seconds: float, fail: str = "", steps: int = 20) -
 
 
 def probe_job(seconds: float, fail: str = "", tag: str = "", preemptible: bool = False) -> Job:
-    return Job("probe", "probe", (float(seconds), fail), content_key("probe", seconds, fail, tag),
+    return Job("probe", probe, (float(seconds), fail), content_key("probe", seconds, fail, tag),
                f"probe {tag or seconds}", units=float(seconds), rate_key="probe", preemptible=preemptible)
 
 
@@ -476,7 +404,7 @@ def scores_job(model, ref: ModelRef, head: str, cfg: AttributionConfig, data, ta
         key = content_key("scores", ref, head, cfg, data_identity(data))
     steps = cfg.steps if cfg.method == "ig" else 1
     units = 0.0 if cfg.method in DATA_FREE else float(cfg.samples * steps * _layers(model))
-    return Job("scores", "scores", (ref, head, cfg, data), key,
+    return Job("scores", scores, (ref, head, cfg, data), key,
                f"{cfg.method} scores · {task_label or head} · N={cfg.samples}" + (f", {cfg.steps} steps"
                                                                                 if cfg.method == "ig" else ""),
                units=units, rate_key=f"scores:{cfg.method}")
@@ -502,7 +430,7 @@ def point_job(model, ref: ModelRef, head: str, scores: Job | None, pcfg: PruneCo
     arg = known if known is not None else scores
     args = (ref, head, arg, pcfg, data) + (() if rcfg is None else (rcfg, calib))
     units = float(n) + (3.0 * rcfg.samples if rcfg is not None else 0.0)  # recovery: ~3 passes over its texts
-    return Job("point", "point", args, key, f"point · {task_label or head} · {what} · {n} ex.", units=units,
+    return Job("point", point, args, key, f"point · {task_label or head} · {what} · {n} ex.", units=units,
                rate_key="point", preemptible=True)
 
 
@@ -513,7 +441,7 @@ def search_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, 
     rcfg = recovery_config(recovery)
     key = content_key("search", ref, head, scores.key, data_identity(data), round(fraction, 6), tuple(grid),
                       round(head_sparsity, 6), allocation, *(() if rcfg is None else (rcfg,)))
-    return Job("search", "search", (ref, head, known if known is not None else scores, data, fraction, tuple(grid),
+    return Job("search", search, (ref, head, known if known is not None else scores, data, fraction, tuple(grid),
                                     head_sparsity, allocation, rcfg), key,
                f"smallest model keeping {fraction:.1%}" + ("" if rcfg is None else f" + {rcfg.level}") + f" · {head}",
                units=float(n * (len(grid) + 3)), rate_key="point")
@@ -522,9 +450,10 @@ def search_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, 
 def budget_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, kind: str, value: float,
                seq_len: int, batch_size: int, allocation: str, head_grid: tuple | None = None,
                ffn_step: float | None = None, ffn_max: float = 0.999999, data=None, n: int = 0,
-               recovery: "str | RecoveryConfig | None" = None) -> Job:
+               recovery: "str | RecoveryConfig | None" = None, prune_heads: bool = True, calib=None) -> Job:
     """A budget target as a job (`budget` above): each candidate split is evaluated on `data` (`n` examples;
-    None: chosen by score mass). Its budget numbers are checked here, before it is queued."""
+    None: chosen by score mass), recovered first with `recovery` fitted on `calib`. Its budget numbers are
+    checked here, before it is queued."""
     from .budget import HEAD_GRID, LATENCY_TRIES, check_budget
 
     if kind not in ("flops", "latency"):
@@ -533,24 +462,26 @@ def budget_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, 
     grid = tuple(head_grid) if head_grid is not None else None
     rcfg = recovery_config(recovery) if data is not None else None
     key = content_key("budget", ref, head, scores.key, kind, round(float(value), 6), int(seq_len), int(batch_size),
-                      allocation, grid, ffn_step, ffn_max, data_identity(data), *(() if rcfg is None else (rcfg,)))
+                      allocation, grid, ffn_step, ffn_max, data_identity(data), *(() if rcfg is None else (rcfg,)),
+                      *(() if prune_heads else ("ffn only",)), *(() if calib is None else (data_identity(calib),)))
     what = f"{value:.0%} of the FLOPs" if kind == "flops" else f"{value:g} ms at {batch_size} x {seq_len} tokens"
     tries = 1 if kind == "flops" else LATENCY_TRIES
     units = 1.0 + tries * len(grid or HEAD_GRID) * (n + (3.0 * rcfg.samples if rcfg else 0.0))
-    return Job("budget", "budget", (ref, head, known if known is not None else scores, kind, float(value),
-                                    int(seq_len), int(batch_size), allocation, grid, ffn_step, ffn_max, data, rcfg),
+    return Job("budget", budget, (ref, head, known if known is not None else scores, kind, float(value),
+                                    int(seq_len), int(batch_size), allocation, grid, ffn_step, ffn_max, data, rcfg,
+                                    bool(prune_heads), calib),
                key, f"budget {what}" + ("" if rcfg is None else f" + {rcfg.level}") + f" · {head}", units=units,
                rate_key="point")
 
 
 def ablation_job(ref: ModelRef, head: str, data, unit, n: int) -> Job:
-    return Job("ablation", "ablation", (ref, head, data, unit), content_key("ablation", ref, head, unit,
+    return Job("ablation", ablation, (ref, head, data, unit), content_key("ablation", ref, head, unit,
                                                                             data_identity(data)),
                f"ablate {unit.kind} {unit.layer}.{unit.index} · {head}", units=float(2 * n), rate_key="point")
 
 
 def top_job(ref: ModelRef, head: str, data, unit, n: int, k: int = 5) -> Job:
-    return Job("top_activating", "top_activating", (ref, head, data, unit, k),
+    return Job("top_activating", top_activating, (ref, head, data, unit, k),
                content_key("top", ref, head, unit, data_identity(data), k),
                f"top examples {unit.kind} {unit.layer}.{unit.index} · {head}", units=float(n), rate_key="point")
 
@@ -568,7 +499,7 @@ def export_job(ref: ModelRef, head: str, scores: Job | UnitScores, pcfg: PruneCo
         extra = (rcfg, calib if calib is not None else calibration_ref(data, rcfg))
     # an export writes a folder: each request is its own job (never shared), even with identical settings
     key = content_key("export", ref, head, pcfg, out, time.time(), *extra[:1])
-    return Job("export", "export", (ref, head, scores, pcfg, out, data, overwrite, command) + extra, key,
+    return Job("export", export, (ref, head, scores, pcfg, out, data, overwrite, command) + extra, key,
                f"export {out.rsplit('/', 1)[-1]}" + (f" + {rcfg.level}" if rcfg else ""),
                units=float(3 * n) + (3.0 * rcfg.samples if rcfg else 0.0), rate_key="point")
 
@@ -589,17 +520,17 @@ def export_formats_job(ref: ModelRef, head: str, scores: Job | UnitScores, pcfg:
     key = content_key("export_formats", ref, head, pcfg, out, formats, vocab, min_count, latency, recovery,
                       time.time())
     units = n * (3 + len(formats) + (1 + 3 * related if vocab == "task" else 0)) + (40 * n if latency else 0)
-    return Job("export", "export_formats", (ref, head, scores, pcfg, out, data, formats, vocab, min_count,
+    return Job("export", export_formats, (ref, head, scores, pcfg, out, data, formats, vocab, min_count,
                                             bool(latency), overwrite, command, recovery), key,
                f"export {out.rsplit('/', 1)[-1]} ({', '.join(formats)})", units=float(units), rate_key="point")
 
 
 def vocab_estimate_job(ref: ModelRef, head: str, min_count: int) -> Job:
-    return Job("vocab", "vocab_estimate", (ref, head, int(min_count)),
+    return Job("vocab", vocab_estimate, (ref, head, int(min_count)),
                content_key("vocab_estimate", ref, head, int(min_count)),
                f"task vocabulary · {head} · min count {min_count}", units=1.0, rate_key="vocab")
 
 
 def build_demo_job(quick: bool) -> Job:
-    return Job("build_demo", "build_demo", (quick,), content_key("build_demo", quick),
+    return Job("build_demo", build_demo, (quick,), content_key("build_demo", quick),
                f"build the {'quick ' if quick else ''}demo model", units=1.0, rate_key=f"build_demo:{quick}")

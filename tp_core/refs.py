@@ -1,0 +1,96 @@
+"""What a job refers to instead of carrying it: a model (`ModelRef`) or a bundle split (`DataRef`) that a worker
+loads by itself, and the worker process's caches of them (`get_model`, `get_data`; `register_model` makes an
+in-memory model available to in-process workers). `data_identity` is the part of a job's content key that names
+its data.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from .curves import data_key
+from .data import TaskData, load_split
+from .errors import TPError
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model a worker can load by itself: `spec` as `load_model` takes it; `fingerprint` keys the caches."""
+
+    spec: str
+    trust_remote_code: bool = False
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class DataRef:
+    """A bundle split a worker loads by itself (a seeded subset of `limit` examples)."""
+
+    task: str
+    split: str = "validation"
+    limit: int | None = None
+    seed: int = 0
+
+
+_MODELS: OrderedDict = OrderedDict()
+_MODELS_LOCK = threading.Lock()
+_LOCAL: dict[str, object] = {}  # models registered in-process (tests with tiny models, in-process clusters)
+
+
+def register_model(spec: str, model) -> ModelRef:
+    """Make an in-memory model available to in-process workers under `spec` (tests, notebooks)."""
+    _LOCAL[spec] = model
+    return ModelRef(spec, False, model.fingerprint())
+
+
+def model_ref(model, trust_remote_code: bool = False) -> ModelRef:
+    return ModelRef(str(model.source), bool(trust_remote_code), model.fingerprint())
+
+
+def get_model(ref: ModelRef):
+    """The worker's copy of the model (loaded once per worker process, up to 3 kept)."""
+    if ref.spec in _LOCAL:
+        return _LOCAL[ref.spec]
+    key = (ref.spec, ref.trust_remote_code)
+    with _MODELS_LOCK:
+        if key in _MODELS:
+            model = _MODELS[key]
+            if not ref.fingerprint or model.fingerprint() == ref.fingerprint:
+                _MODELS.move_to_end(key)
+                return model
+            _MODELS.pop(key)
+        from .model import load_model
+
+        model = load_model(ref.spec, trust_remote_code=ref.trust_remote_code)
+        if ref.fingerprint and model.fingerprint() != ref.fingerprint:
+            raise TPError(f"The model {ref.spec} changed on disk since the request was made; reload it.")
+        _MODELS[key] = model
+        while len(_MODELS) > 3:
+            _MODELS.popitem(last=False)
+        return model
+
+
+_DATA: OrderedDict = OrderedDict()
+_DATA_LOCK = threading.Lock()
+
+
+def get_data(ref: DataRef | TaskData | None) -> TaskData | None:
+    if ref is None or isinstance(ref, TaskData):
+        return ref
+    with _DATA_LOCK:
+        if ref in _DATA:
+            _DATA.move_to_end(ref)
+            return _DATA[ref]
+    data = load_split(ref.task, ref.split, limit=ref.limit, seed=ref.seed)
+    with _DATA_LOCK:
+        _DATA[ref] = data
+        while len(_DATA) > 64:
+            _DATA.popitem(last=False)
+    return data
+
+
+def data_identity(ref: DataRef | TaskData | None) -> str:
+    if ref is None or isinstance(ref, DataRef):
+        return repr(ref)
+    return "upload:" + data_key(ref)
