@@ -20,6 +20,7 @@ RANK = {
     # recovery: one projection's least squares and the passes over the model's blocks, then the recovery API
     "recovery_fit": 6.5, "recovery_passes": 6.5, "recovery": 7, "pruning": 8, "iterative": 8.5,
     "evaluation": 9, "budget": 9.5,
+    "kwon": 9.7,  # Kwon et al.'s pipeline: FLOPs from budget, mask tuning from recovery
     "curves": 10, "inspector": 10, "vocab": 10, "demo": 10,
     # the export package (tp_core/export/): each format or concern, then the formats export, then the package API
     "export.onnx": 10, "export.int8": 10.1, "export.hf": 10.1, "export.latency": 10.2, "export.report": 10.2,

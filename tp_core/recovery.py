@@ -61,6 +61,8 @@ class RecoveryConfig:
     ridge: float = 1e-2  # lstsq: lambda = ridge * mean diagonal of A1'A1, pulling toward the original weights
     damping: float = 1e-2  # scale: lambda = damping * mean diagonal of the Gram matrix, pulling toward scale 1
     scale_bounds: tuple[float, float] = (0.0, 10.0)  # a scale outside this range triggers more damping / fallback
+    # scale: "ridge" (above) or "lsmr", Kwon et al.'s own solver (ProjectionFit.solve_lsmr; kwon.py)
+    scale_solver: str = "ridge"
     fit_all: bool = False  # also fit projections below the first removed unit (where pruned == dense)
     # lstsq: also re-fit the task head's first projection on the pooled sequence (_fit_head): one more small solve
     # per recovery that corrects what the pruned encoder's pooled vector lost (benchmarks/head_refit_check.py)
@@ -76,6 +78,8 @@ class RecoveryConfig:
         for name, v in (("ridge", self.ridge), ("damping", self.damping)):
             if not (v >= 0) or v != v:
                 raise TPError(f"Recovery {name} must be >= 0, got {v}.")
+        if self.scale_solver not in ("ridge", "lsmr"):
+            raise TPError(f"The scale solver must be ridge or lsmr, got {self.scale_solver!r}.")
         lo, hi = self.scale_bounds
         if not lo < hi:
             raise TPError(f"Recovery scale bounds must be (low, high) with low < high, got {self.scale_bounds}.")
@@ -399,6 +403,8 @@ def _solved(acc: ProjectionFit, kind: str, layer: int, kept: list[int], cfg: Rec
         c.bias = acc.solve_bias()
     elif cfg.level == "lstsq":
         c.weight, c.bias, c.info = acc.solve_lstsq(cfg.ridge)
+    elif cfg.scale_solver == "lsmr":
+        c.scale, c.info = acc.solve_lsmr()
     else:
         c.scale, c.info = acc.solve_scale(cfg.damping, cfg.scale_bounds)
     Recovery(cfg.level, "", cfg, [c]).apply(state, masks, device)

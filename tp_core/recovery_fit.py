@@ -134,6 +134,32 @@ class ProjectionFit:
         info.update({"lambda": None, "err_after": info["err_before"], "fallback": True})
         return np.ones(u, np.float32), info
 
+    def solve_lsmr(self) -> tuple[np.ndarray, dict]:
+        """(one scale per kept unit, info) by Kwon et al.'s solver (their utils/linalg.py `lsmr_cupy_solver`): LSMR
+        with damp = 1 on the normal equations, G d = r - G 1, s = 1 + d (absolute damping on G, not the relative
+        pull toward 1 of `solve_scale`); an LSMR stop code >= 3 or a scale outside [-10, 10] rejects the solve: plain
+        0/1 gates for this projection (info["fallback"]; their code stops tuning this and every later layer)."""
+        from scipy.sparse.linalg import lsmr
+
+        G, r = self.unit_system()
+        X0 = self.x0()
+        info = {"err_before": self.rel_error(X0), "solver": "lsmr"}
+        rhs = (r - G.sum(1)).numpy()
+        if G.shape[0] == 1:
+            delta, ok = rhs / float(G[0, 0]), True
+        else:
+            sol = lsmr(G.numpy(), rhs, damp=1.0)
+            delta, ok = sol[0], sol[1] < 3
+        s = torch.as_tensor(1.0 + delta, dtype=torch.float64)
+        if not ok or not torch.isfinite(s).all() or float(s.abs().max()) > 10:
+            info.update({"err_after": info["err_before"], "fallback": True})
+            return np.ones(G.shape[0], np.float32), info
+        Xs = X0.clone()
+        Xs[:-1] *= s.repeat_interleave(self.d).view(-1, 1)
+        info.update({"err_after": self.rel_error(Xs), "fallback": False, "scale_min": float(s.min()),
+                     "scale_max": float(s.max())})
+        return s.float().numpy(), info
+
 
 def ridge_solve(AtA: torch.Tensor, AtB: torch.Tensor, X0: torch.Tensor, lam: float) -> torch.Tensor:
     """argmin_X ||A X - B||^2 + lam ||X - X0||^2 from the normal equations: (A'A + lam I) X = A'B + lam X0.
