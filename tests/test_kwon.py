@@ -4,6 +4,7 @@ brute-force search over every mask of a model small enough to enumerate, rearran
 never raises its objective and equals their gradient-vector greedy, and mask tuning with nothing removed is the
 identity."""
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -16,9 +17,9 @@ from tp_core.data import load_split
 from tp_core.errors import TPError
 from tp_core.evaluation import predict_logits
 from tp_core.gates import GateState, gated
-from tp_core.kwon import (FisherInfo, KwonConfig, fisher_info, kwon_pipeline, pruned_loss, rearrange_mask,
-                          search_mask, tuning_config, unit_costs)
-from tp_core.masks import UnitMasks
+from tp_core.kwon import (FisherInfo, KwonConfig, fisher_info, kwon_pipeline, mask_scores, pruned_loss,
+                          rearrange_mask, search_mask, tuning_config, unit_costs)
+from tp_core.masks import UnitMasks, build_masks
 from tp_core.model import ClassificationHead, MultiTaskModel
 from tp_core.recovery import recover
 
@@ -227,5 +228,31 @@ def test_pipeline_meets_the_budget_and_times_its_stages(solver, texts):
     assert set(info["seconds"]) == {"fisher", "search", "rearrange", "tuning", "total"}
     rec.check(masks)
     assert rec.level == "scale" and rec.corrections
+    scores, cfg = mask_scores(masks, model.source, "sst2")  # export paths rebuild exactly these masks
+    rebuilt = build_masks(scores, cfg, model.unit_shape())
+    for got, want in zip(rebuilt.ffn + rebuilt.heads, masks.ffn + masks.heads):
+        np.testing.assert_array_equal(got, want)
     val = load_split("sst2", "validation", limit=8)
     assert np.isfinite(predict_logits(model, "sst2", val, masks.gates(recovery=rec))).all()
+
+
+def test_cli_budget_and_export_with_the_kwon_pipeline(tmp_path, monkeypatch, capsys):
+    from tp_core.cli import main
+    from tp_core.recovery import load_plan
+
+    monkeypatch.setenv("TP_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr("tp_core.recovery.DEFAULT_SAMPLES", 16)  # budget's Fisher and tuning texts (a fast test)
+    folder = tmp_path / "tiny"
+    model = _bert()
+    model.save(folder)
+    common = ["--model", str(folder), "--task", "sst2", "--pipeline", "kwon", "--flops-budget", "0.5", "--quiet"]
+    assert main(["budget", *common, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["flops_fraction"] <= 0.5 + 1e-9 and set(info["seconds"]) >= {"fisher", "search", "tuning"}
+    out = tmp_path / "exp"
+    assert main(["export", *common, "--recover-samples", "16", "--limit", "8", "--out", str(out)]) == 0
+    masks, rec, doc = load_plan(tmp_path / "exp.mask.json", model)
+    assert doc["method"] == "kwon" and rec.level == "scale"
+    assert encoder_flops(model, masks, 128) <= 0.5 * encoder_flops(model, None, 128) * (1 + 1e-9)
+    assert main(["budget", "--model", str(folder), "--task", "sst2", "--pipeline", "kwon", "--latency-budget-ms",
+                 "5", "--quiet"]) == 2  # the search needs a FLOPs budget

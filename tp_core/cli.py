@@ -355,11 +355,37 @@ def _budget_plan(args, model, ref, scores, progress=None, recovery=None):
     return _engine_run(job, progress)
 
 
+def _kwon_plan(args, model, report: bool = False):
+    """--pipeline kwon (tp_core/kwon.py): Kwon et al.'s Fisher search at --flops-budget, rearrangement and mask
+    tuning on --recover-samples train texts. `report`: print it (budget); else (scores, config, recovery) that
+    export turns into exactly these masks."""
+    from .kwon import KwonConfig, kwon_pipeline, mask_scores
+    from .recovery import DEFAULT_SAMPLES
+
+    if args.flops_budget is None:
+        raise TPError("--pipeline kwon needs --flops-budget F (Kwon et al. search under a FLOPs constraint).")
+    kcfg = KwonConfig(samples=getattr(args, "recover_samples", None) or DEFAULT_SAMPLES, seed=args.seed,
+                      labels=args.labels, seq_len=args.seq_len)
+    with progress_bar("Kwon et al. pipeline", not args.quiet) as cb:
+        masks, rec, info = kwon_pipeline(model, args.task, args.flops_budget, config=kcfg, progress=cb)
+    if not report:
+        return (*mask_scores(masks, model.source, args.task, info["config"]), rec)
+    if args.json:
+        print(json.dumps(info, default=float))
+        return None
+    sec = ", ".join(f"{k} {v:.1f}s" for k, v in info["seconds"].items())
+    print(f"Kwon et al.: FFN sparsity {info['ffn_sparsity']:.4f}, head sparsity {info['head_sparsity']:.4f}: "
+          f"{info['flops_fraction']:.1%} of the dense FLOPs at {args.seq_len} tokens; {sec}")
+    return None
+
+
 def cmd_budget(args):
     if args.flops_budget is None and args.latency_budget_ms is None:
         raise TPError("Give a budget: --flops-budget F (fraction of the dense FLOPs) or --latency-budget-ms MS.")
     _check_budget_args(args)
     model = _model(args)
+    if args.pipeline == "kwon":
+        return _kwon_plan(args, model, report=True)
     acfg, ref = _attr_cfg(args), _ref(args, model)
     with progress_bar(f"{acfg.method} on {args.task}", not args.quiet) as cb:
         scores = _scores(args, model, ref, acfg, cb)
@@ -390,10 +416,14 @@ def cmd_export(args):
     cfg = PruneConfig(args.ffn_sparsity, args.head_sparsity, args.allocation).validate()
     rcfg = _recovery_cfg(args)
     _check_budget_args(args)
-    acfg, ref = _attr_cfg(args), _ref(args, model)
-    with progress_bar(f"{acfg.method} on {args.task}", not args.quiet) as cb:
-        scores_run = _scores(args, model, ref, acfg, cb)
-    scores = scores_run[1]
+    if args.pipeline == "kwon":  # Kwon et al.'s masks and mask tuning instead of scores + budget plan
+        scores, cfg, rcfg = _kwon_plan(args, model)
+        ref = scores_run = args.flops_budget = args.latency_budget_ms = None
+    else:
+        acfg, ref = _attr_cfg(args), _ref(args, model)
+        with progress_bar(f"{acfg.method} on {args.task}", not args.quiet) as cb:
+            scores_run = _scores(args, model, ref, acfg, cb)
+        scores = scores_run[1]
     with progress_bar("budget", not args.quiet and (args.flops_budget is not None or
                                                     args.latency_budget_ms is not None)) as cb:
         plan = _budget_plan(args, model, ref, scores_run, cb,
@@ -505,6 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="choose the FFN/head sparsities: at most MS milliseconds per batch, measured on this "
                              "machine (--batch-size x --seq-len tokens)")
         sp.add_argument("--seq-len", type=int, default=128, help="tokens per example for the budget")
+        sp.add_argument("--pipeline", default="ours", choices=["ours", "kwon"],
+                        help="kwon: Kwon et al. 2022 instead (Fisher mask search at --flops-budget, rearrangement, "
+                             "their mask tuning on --recover-samples train texts; tp_core/kwon.py)")
         sp.add_argument("--batch-size", type=int, default=1, help="examples per batch for --latency-budget-ms")
         sp.add_argument("--choose", default="metric", choices=["metric", "mass"],
                         help="among the splits meeting the budget (one per head sparsity 0, 0.1, ..., 0.9), the one "

@@ -36,11 +36,12 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .attribution import UnitScores
 from .budget import _unit_flops, encoder_flops
 from .data import TaskData
 from .errors import TPError
 from .gates import GateState, gated
-from .masks import UnitMasks
+from .masks import PruneConfig, UnitMasks
 from .model import MAX_PADDING
 from .recovery import DEFAULT_SAMPLES, Recovery, RecoveryConfig, calibration_data, recover
 
@@ -284,6 +285,18 @@ def rearrange_mask(masks: UnitMasks, fisher: FisherInfo) -> tuple[UnitMasks, dic
                       "loss_after": sum(pruned_loss(I, m) for m, I in zip(new, blocks)),
                       "swapped": int(sum((m & ~np.asarray(o, bool)).sum() for m, o in zip(new, ms)))}
     return UnitMasks(out["ffn"], out["heads"]), info
+
+
+def mask_scores(masks: UnitMasks, model_name: str, task: str, settings: dict | None = None
+                ) -> tuple[UnitScores, PruneConfig]:
+    """(scores, config) that `masks.build_masks` turns back into exactly `masks` (global allocation): 1 for a kept
+    unit, 0 for a removed one, at the removed fraction of each kind; so an export path that builds masks from scores
+    (export.export_pruned, export_formats) exports Kwon's masks. Needs >= 1 kept unit per layer (the protected one)."""
+    if not all(m.any() for m in masks.ffn + masks.heads):
+        raise TPError("Kwon's masks leave a layer empty; search with keep_one_per_layer to export them.")
+    scores = UnitScores(model_name, task, "kwon", dict(settings or {}), [m.astype(np.float64) for m in masks.ffn],
+                        [m.astype(np.float64) for m in masks.heads])
+    return scores, PruneConfig(masks.ffn_sparsity(), masks.head_sparsity(), "global")
 
 
 # ----- 4 + 5. mask tuning and the pipeline -------------------------------------------------------------------------
