@@ -9,16 +9,26 @@ import json
 import numpy as np
 import pytest
 import torch
+from tiny import TASKS, tiny_multitask, tokenizer
 from torch import nn
 
-from tiny import TASKS, tiny_multitask, tokenizer
 from tp_core.budget import encoder_flops
 from tp_core.data import load_split
 from tp_core.errors import TPError
 from tp_core.evaluation import predict_logits
 from tp_core.gates import GateState, gated
-from tp_core.kwon import (FisherInfo, KwonConfig, fisher_info, kwon_pipeline, mask_scores, pruned_loss,
-                          rearrange_mask, search_mask, tuning_config, unit_costs)
+from tp_core.kwon import (
+    FisherInfo,
+    KwonConfig,
+    fisher_info,
+    kwon_pipeline,
+    mask_scores,
+    pruned_loss,
+    rearrange_mask,
+    search_mask,
+    tuning_config,
+    unit_costs,
+)
 from tp_core.masks import UnitMasks, build_masks
 from tp_core.model import ClassificationHead, MultiTaskModel
 from tp_core.recovery import recover

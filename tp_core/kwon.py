@@ -30,8 +30,8 @@ Steps (each maps to one file of their code):
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -66,7 +66,7 @@ class KwonConfig:
     batch_size: int = 16
     max_length: int = 128
 
-    def validate(self) -> "KwonConfig":
+    def validate(self) -> KwonConfig:
         if self.labels not in ("gold", "predicted"):
             raise TPError(f"labels must be gold or predicted, got {self.labels!r}.")
         if self.samples < 1 or self.seq_len < 1 or self.batch_size < 1:
