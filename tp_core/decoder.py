@@ -7,16 +7,19 @@ from the task bundle, `llm_load.py` loads the weights).
 * The scoring position is the last real token of the prompt. Batches are right-padded (`MultiTaskModel.batches`), so
   under the causal mask a real token never sees padding: every prompt is computed exactly as if it were alone, and
   its last real token is at `attention_mask.sum(1) - 1`.
-* A label word is scored by the first token of " " + word (the answer follows the template's cue after a space);
-  a label with several words scores the logsumexp of their logits. Only the label words' rows of the output
-  embedding are used: softmax over the labels of these logits equals the label words' next-token probabilities
-  renormalised over the labels (the full-vocabulary normaliser cancels), so nothing else is needed.
+* A label word is scored by its token: " " + word must be exactly one token (the answer follows the template's cue
+  after a space; a word of several tokens, or two labels with the same token, is refused); a label with several
+  words scores the logsumexp of their logits. Only the label words' rows of the output embedding are used: softmax
+  over the labels of these logits equals the label words' next-token probabilities renormalised over the labels
+  (the full-vocabulary normaliser cancels), so nothing else is needed.
 """
 from __future__ import annotations
 
+import json
 import string
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -34,7 +37,7 @@ class PromptTask:
     demos: tuple[tuple[str, str | None, int], ...] = ()  # (text, pair, label) demonstrations, rendered in order
     separator: str = "\n\n"  # between demonstrations and before the query
 
-    def validate(self) -> "PromptTask":
+    def validate(self) -> PromptTask:
         try:
             fields = [f for _, f, _, _ in string.Formatter().parse(self.template) if f is not None]
         except ValueError as exc:
@@ -63,7 +66,7 @@ class PromptTask:
         return asdict(self)
 
     @staticmethod
-    def from_dict(d: dict) -> "PromptTask":
+    def from_dict(d: dict) -> PromptTask:
         try:
             return PromptTask(template=str(d["template"]),
                               label_words=tuple(tuple(str(w) for w in ws) for ws in d["label_words"]),
@@ -74,18 +77,21 @@ class PromptTask:
 
 
 def label_rows(tokenizer: Any, prompt: PromptTask) -> tuple[list[int], list[int]]:
-    """(token id, label) for every label word: the first token of " " + word. Two labels may not share a token."""
+    """(token id, label) for every label word: the single token of " " + word. A word of several tokens is refused
+    (its first token alone would score another word: " sci" for " sci-fi"), and so are two labels sharing a token."""
     ids, labels, owner = [], [], {}
     for y, words in enumerate(prompt.label_words):
         for w in words:
             toks = tokenizer(" " + w.strip(), add_special_tokens=False)["input_ids"]
-            if not toks:
-                raise TPError(f"The label word {w!r} gives no token.")
+            if len(toks) != 1:
+                pieces = ", ".join(repr(x) for x in tokenizer.convert_ids_to_tokens([int(t) for t in toks]))
+                raise TPError(f"The label word {w!r} (label {y}) is {len(toks)} tokens [{pieces}], not one: choose "
+                              "a label word that is a single token after a space.")
             t = int(toks[0])
             if owner.get(t, y) != y:
-                raise TPError(f"The label words {prompt.label_words[owner[t]][0]!r} and {w!r} start with the same "
-                              f"token ({tokenizer.convert_ids_to_tokens(t)!r}): choose words that differ at the "
-                              "start.")
+                raise TPError(f"The label words {prompt.label_words[owner[t]][0]!r} (label {owner[t]}) and {w!r} "
+                              f"(label {y}) are the same token ({tokenizer.convert_ids_to_tokens(t)!r}): choose "
+                              "different words.")
             owner[t] = y
             if t not in ids:
                 ids.append(t)
@@ -176,3 +182,30 @@ def encode(model, task: str | None, texts: Sequence[str], pairs: Sequence[str] |
         raise TPError("A causal LM needs the task to build its prompts (batches(..., task=...)).")
     context = int(getattr(model.config, "max_position_embeddings", 0) or 10 ** 9)
     return encode_prompts(model.tokenizer, model.prompts[resolve(model, task)], texts, pairs, max_length, context)
+
+
+# ----- identities for caches and job keys (attribution.cache_key, work.point, refs.ModelRef) -----------------------
+def prompt_key(model, task: str) -> str:
+    """The identity of how `task` is asked of `model`: the canonical JSON of its prompt (template, label words,
+    demonstrations, separator) for a causal LM, "" for any other model (their cache keys stay as they were).
+    Every cache of results by model and task adds it, so an edited prompt never reuses another prompt's results."""
+    if getattr(model, "kind", None) != "causal_lm":
+        return ""
+    return json.dumps(model.prompts[resolve(model, task)].to_dict(), sort_keys=True)
+
+
+def prompts_key(model) -> str:
+    """The prompts a causal LM has now, {task: prompt} as canonical JSON ("" for any other model): `ModelRef`
+    carries it, so job keys differ per prompt and a worker's own copy of the model asks the same prompts."""
+    if getattr(model, "kind", None) != "causal_lm" or not model.prompts:
+        return ""
+    return json.dumps({k: v.to_dict() for k, v in sorted(model.prompts.items())}, sort_keys=True)
+
+
+def apply_prompts(model, text: str) -> None:
+    """Ask `model` the prompts of `text` (`prompts_key`'s JSON): a worker's copy of a decoder gets the prompts
+    of the model its job was made from (a task it had no prompt for gets its info from the default prompt)."""
+    for task, d in json.loads(text).items():
+        prompt = PromptTask.from_dict(d)
+        if model.prompts.get(task) != prompt:
+            attach_prompt(model, model.tasks[resolve(model, task)], prompt)
