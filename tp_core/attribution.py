@@ -25,14 +25,15 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from .data import TaskData, load_split
+from .decoder import prompt_key
 from .errors import TPError
 from .gates import GateState, gated
 from .limits import limits
@@ -61,7 +62,7 @@ class AttributionConfig:
     max_length: int = 128
     internal_batch: int = 512  # expanded rows (examples x IG steps) per forward/backward
 
-    def validate(self) -> "AttributionConfig":
+    def validate(self) -> AttributionConfig:
         if self.method not in METHODS:
             raise TPError(f"Unknown attribution method {self.method!r}; choose one of {', '.join(METHODS)}.")
         if self.labels not in ("gold", "predicted"):
@@ -111,7 +112,7 @@ class UnitScores:
         }
 
     @staticmethod
-    def from_dict(d: dict) -> "UnitScores":
+    def from_dict(d: dict) -> UnitScores:
         arr = lambda v: None if v is None else [np.asarray(x, dtype=np.float64) for x in v]  # noqa: E731
         return UnitScores(d["model"], d["task"], d["method"], d["settings"], arr(d["ffn"]), arr(d["heads"]),
                           d.get("n_examples", 0), d.get("seconds", 0.0))
@@ -119,7 +120,7 @@ class UnitScores:
     def save(self, path: str | Path) -> None:
         atomic_write_text(Path(path), json.dumps(self.to_dict()))
 
-    def check_shape(self, shape) -> "UnitScores":
+    def check_shape(self, shape) -> UnitScores:
         """Raise TPError unless the scores cover exactly the units of a model with `shape` (finite values)."""
         for kind, sizes in (("ffn", shape.ffn), ("heads", shape.heads)):
             part = getattr(self, kind)
@@ -131,10 +132,11 @@ class UnitScores:
         return self
 
     @staticmethod
-    def load(path: str | Path) -> "UnitScores":
+    def load(path: str | Path) -> UnitScores:
         try:
             return UnitScores.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError,
+                AttributeError) as exc:
             raise TPError(f"Cannot read attribution scores from {path}: {exc}") from None
 
 
@@ -218,7 +220,8 @@ class _LayerInputs:
         """Logits of the batch repeated k times, given the hidden state `h` entering block `layer`."""
         for j in range(layer, len(self.layers)):
             a, kw = self.captured[j]
-            out = self.layers[j](h, *[_rep(x, k, self.b) for x in a[1:]], **{n: _rep(v, k, self.b) for n, v in kw.items()})
+            out = self.layers[j](h, *[_rep(x, k, self.b) for x in a[1:]],
+                                 **{n: _rep(v, k, self.b) for n, v in kw.items()})
             h = out[0] if isinstance(out, tuple) else out
         h = self.adapter.final_norm(self.model.base, h)
         return self.model.head_logits(task, h, _rep(self.mask, k, self.b))
@@ -281,7 +284,8 @@ def _ig_batch(model, task, batch, y, cfg: AttributionConfig, want_ffn: bool, wan
                 g = (g.view(k, b, *g.shape[1:]) * w.view(k, *([1] * g.dim())).to(g.dtype)).sum(0)
                 grad_sum = g if grad_sum is None else grad_sum + g
             if kind == "ffn":  # attribution = (a - 0) * integral of the gradient
-                ffn_out[layer] = _aggregate_tokens(inputs.ffn_act[layer] * grad_sum, inputs.mask, cfg.aggregation).sum(0)
+                ffn_out[layer] = _aggregate_tokens(inputs.ffn_act[layer] * grad_sum, inputs.mask,
+                                                   cfg.aggregation).sum(0)
             else:  # gate baseline 0 -> 1: attribution = (1 - 0) * integral of dF/dg
                 head_out[layer] = _example_agg(grad_sum[:, 0, :, 0], cfg.aggregation).sum(0)
     return ffn_out, head_out
@@ -332,7 +336,8 @@ def _activation_batch(model, task, batch, y, cfg, want_ffn, want_heads):
         head_out[l] = ((norms * mask.unsqueeze(-1)).sum(1) / n_tok).sum(0)
         return xh
 
-    with torch.no_grad(), gated(GateState(ffn_fn=ffn_fn if want_ffn else None, heads_fn=heads_fn if want_heads else None)):
+    gates = GateState(ffn_fn=ffn_fn if want_ffn else None, heads_fn=heads_fn if want_heads else None)
+    with torch.no_grad(), gated(gates):
         model(**batch, task=task)
     return ffn_out, head_out
 
@@ -365,8 +370,7 @@ def cache_key(model: MultiTaskModel, task: str, cfg: AttributionConfig, data: Ta
     h = hashlib.sha256()
     h.update(model.fingerprint().encode())
     h.update(task.encode())
-    if model.kind == "causal_lm":  # a decoder's task is its prompt: template, label words, demonstrations
-        h.update(json.dumps(model.prompts[model.resolve_task(task)].to_dict(), sort_keys=True).encode())
+    h.update(prompt_key(model, task).encode())  # a decoder's task is its prompt ("" for encoders)
     settings = asdict(cfg)
     if cfg.method in DATA_FREE:  # data-free methods do not depend on data settings
         settings = {"method": cfg.method, "seed": cfg.seed if cfg.method == "random" else 0, "units": cfg.units}
@@ -460,7 +464,8 @@ def _data_scores(model, task, cfg, data, want_ffn, want_heads, progress):
                 if h[i] is not None:
                     sums_h[i] = sums_h[i] + h[i].double().cpu()
             el = time.time() - t0
-            progress(fraction, f"{cfg.method}: {done}/{len(data)} examples, ~{el / fraction * (1 - fraction):.0f}s left")
+            progress(fraction,
+                     f"{cfg.method}: {done}/{len(data)} examples, ~{el / fraction * (1 - fraction):.0f}s left")
     finally:
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)

@@ -73,7 +73,6 @@ def _user_data(args, model, task):
 
 def _eval_data(args, task, model=None):
     from .data import load_split
-
     from .limits import limits
 
     if getattr(args, "data", None):
@@ -143,8 +142,8 @@ def cmd_build_demo(args):
     with progress_bar("building demo model", not existed) as cb:
         path = build_demo(quick=args.quick, force=args.force, progress=cb)
     info = json.loads((path / "demo_build.json").read_text())
-    print(f"demo model {'(quick) ' if args.quick else ''}at {path} "
-          f"({'cached' if existed else 'built in %.0fs of training' % info['train_seconds']})")
+    built = "cached" if existed else f"built in {info['train_seconds']:.0f}s of training"
+    print(f"demo model {'(quick) ' if args.quick else ''}at {path} ({built})")
     report = info["dense_validation"]
     if args.json:
         print(json.dumps(report, indent=1))
@@ -221,10 +220,10 @@ def cmd_evaluate(args):
 
 def _ref(args, model):
     """The model as the job engine's workers see it (in-process workers reuse this very object)."""
-    from .work import ModelRef, register_model
+    from .work import model_ref, register_model
 
     register_model(args.model, model)
-    return ModelRef(args.model, bool(args.trust_remote_code), model.fingerprint())
+    return model_ref(model, args.trust_remote_code, args.model, tasks=[args.task])  # a decoder's prompt in its key
 
 
 def _engine():
@@ -403,10 +402,8 @@ def cmd_budget(args):
 
 
 def cmd_export(args):
-    from .export import export_pruned
+    from .export import export_pruned, parse_formats
     from .masks import PruneConfig
-
-    from .export import parse_formats
     from .vocab import check_min_count, check_vocab_mode
 
     formats = parse_formats(args.format)  # bad --format / --vocab / --vocab-min-count fail before any work
@@ -468,7 +465,8 @@ def _vocab_texts(path: str | None) -> list[str]:
 
 def _export_formats(args, model, scores, cfg, formats: list[str], eval_data, rcfg):
     """`export --format ... --vocab ... --latency`: `export.export_formats`, then a summary (or the JSON report)."""
-    from .export import export_formats, jsonable, metric_text as fmt
+    from .export import export_formats, jsonable
+    from .export import metric_text as fmt
 
     extra_texts = _vocab_texts(getattr(args, "vocab_texts", None))
     with progress_bar(f"export {','.join(formats)}", not args.quiet) as cb:

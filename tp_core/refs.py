@@ -11,16 +11,19 @@ from dataclasses import dataclass
 
 from .curves import data_key
 from .data import TaskData, load_split
+from .decoder import apply_prompts, prompts_key
 from .errors import TPError
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A model a worker can load by itself: `spec` as `load_model` takes it; `fingerprint` keys the caches."""
+    """A model a worker can load by itself: `spec` as `load_model` takes it; `fingerprint` keys the caches;
+    `prompts` (a causal LM's prompts, decoder.prompts_key) puts them in every job key and into the worker's copy."""
 
     spec: str
     trust_remote_code: bool = False
     fingerprint: str = ""
+    prompts: str = ""
 
 
 @dataclass(frozen=True)
@@ -41,15 +44,27 @@ _LOCAL: dict[str, object] = {}  # models registered in-process (tests with tiny 
 def register_model(spec: str, model) -> ModelRef:
     """Make an in-memory model available to in-process workers under `spec` (tests, notebooks)."""
     _LOCAL[spec] = model
-    return ModelRef(spec, False, model.fingerprint())
+    return ModelRef(spec, False, model.fingerprint(), prompts_key(model))
 
 
-def model_ref(model, trust_remote_code: bool = False) -> ModelRef:
-    return ModelRef(str(model.source), bool(trust_remote_code), model.fingerprint())
+def model_ref(model, trust_remote_code: bool = False, spec: str | None = None, tasks=()) -> ModelRef:
+    """The ref of `model` (as `spec`, default its source) once each of `tasks` has its prompt (a causal LM)."""
+    for task in tasks if model.kind == "causal_lm" else ():
+        model.resolve_task(task)
+    return ModelRef(spec or str(model.source), bool(trust_remote_code), model.fingerprint(), prompts_key(model))
 
 
 def get_model(ref: ModelRef):
-    """The worker's copy of the model (loaded once per worker process, up to 3 kept)."""
+    """The worker's copy of the model (loaded once per worker process, up to 3 kept), asking the ref's prompts.
+    A worker process keeps one copy per model: two jobs with different prompts for one task must not run on it at
+    once. In-process engines run the registered model object itself (its prompts are the caller's)."""
+    model = _get_model(ref)
+    if ref.prompts and ref.spec not in _LOCAL:  # a registered model is the caller's own object: left as it is
+        apply_prompts(model, ref.prompts)
+    return model
+
+
+def _get_model(ref: ModelRef):
     if ref.spec in _LOCAL:
         return _LOCAL[ref.spec]
     key = (ref.spec, ref.trust_remote_code)

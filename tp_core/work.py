@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from .attribution import DATA_FREE, AttributionConfig, UnitScores, attribute
 from .data import TaskData
+from .decoder import prompt_key
 from .engine import Job, content_key
 from .errors import TPError
 from .evaluation import SweepRecord, compute_metric, masked_logits, metric_interval, predictions
@@ -24,8 +25,15 @@ from .masks import PruneConfig, build_masks
 from .paths import atomic_write_text, cache_dir, enforce_cache_cap, touch
 from .pruning import count_params, kept_params
 from .recovery import RecoveryConfig, active_config, calibration_data, recover
-from .refs import DataRef, ModelRef, data_identity, get_data, get_model
-from .refs import model_ref, register_model  # noqa: F401 (callers build their ModelRefs through work)
+from .refs import (
+    DataRef,
+    ModelRef,
+    data_identity,
+    get_data,
+    get_model,
+    model_ref,  # noqa: F401 (callers build their ModelRefs through work)
+    register_model,  # noqa: F401
+)
 
 Progress = Callable[[float, str], None]
 
@@ -48,7 +56,7 @@ class PointResult:
         return out
 
     @staticmethod
-    def from_dict(d: dict) -> "PointResult":
+    def from_dict(d: dict) -> PointResult:
         return PointResult(SweepRecord(**d["record"]), float(d["low"]), float(d["high"]), int(d["n"]),
                            d.get("recovery"))
 
@@ -89,9 +97,16 @@ def _recovery_parts(rcfg: RecoveryConfig | None, calib) -> list:
     return [] if rcfg is None else [repr(rcfg), data_identity(calib)]
 
 
-def _point_cache(ref: ModelRef, head: str, scores_id: str, pcfg: PruneConfig | None, data,
+def _task_parts(ref: ModelRef, model, head: str) -> list:
+    """Cache-key parts naming the model and the task: a decoder's task is its prompt (decoder.prompt_key, of the
+    model that computes; none for encoders, which keep their old keys)."""
+    prompt = prompt_key(model, head)
+    return [ref.fingerprint, head] + ([prompt] if prompt else [])
+
+
+def _point_cache(task_parts: list, scores_id: str, pcfg: PruneConfig | None, data,
                  rcfg: RecoveryConfig | None = None, calib=None) -> object:
-    parts = [ref.fingerprint, head, scores_id, repr(pcfg), data_identity(data), *_recovery_parts(rcfg, calib)]
+    parts = [*task_parts, scores_id, repr(pcfg), data_identity(data), *_recovery_parts(rcfg, calib)]
     h = hashlib.sha256(json.dumps(parts).encode())
     return cache_dir("points") / f"{h.hexdigest()[:24]}.json"
 
@@ -136,7 +151,7 @@ class PredictionStore:
 
 
 def _evaluate(progress: Progress, model, head: str, data: TaskData, masks, label: str,
-              recovery: "Callable[[], object] | None" = None,
+              recovery: Callable[[], object] | None = None,
               store: PredictionStore | None = None) -> tuple[float, float, float, dict | None]:
     """Metric, bootstrap interval and the summary of the recovery the predictions came from (None without one)
     of a setting on `data`; examples the setting's `store` already holds are not evaluated again. `recovery` is
@@ -179,7 +194,7 @@ def _evaluate(progress: Progress, model, head: str, data: TaskData, masks, label
 
 
 def point(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores | None, pcfg: PruneConfig | None,
-          data, recovery: "str | RecoveryConfig | None" = None, calib=None) -> PointResult:
+          data, recovery: str | RecoveryConfig | None = None, calib=None) -> PointResult:
     """The metric at one setting (dense when `pcfg` is None) with its interval; cached on disk. With `recovery`
     (a level or RecoveryConfig, not "none"), the masks get that training-free recovery first, fitted on `calib`
     (a DataRef / TaskData; default: `calibration_ref`), and the record's method reads "<method>+<level>"."""
@@ -189,7 +204,8 @@ def point(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores 
     data = get_data(data)
     rcfg = recovery_config(recovery) if pcfg is not None else None
     sid = "dense" if pcfg is None else scores_key(unit_scores)
-    path = _point_cache(ref, head, sid, pcfg, data, rcfg, calib)
+    who = _task_parts(ref, model, head)
+    path = _point_cache(who, sid, pcfg, data, rcfg, calib)
     if path.is_file():
         try:
             out = PointResult.from_dict(json.loads(path.read_text()))
@@ -199,7 +215,7 @@ def point(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores 
         except (OSError, ValueError, KeyError, TypeError):
             path.unlink(missing_ok=True)
     total = count_params(model, head)
-    store = PredictionStore([ref.fingerprint, head, sid, repr(pcfg), *_recovery_parts(rcfg, calib)])
+    store = PredictionStore([*who, sid, repr(pcfg), *_recovery_parts(rcfg, calib)])
     if pcfg is None:
         metric, lo, hi, summary = _evaluate(progress, model, head, data, None, "dense", store=store)
         rec = SweepRecord("dense", 0.0, 0.0, total, total, data.spec.metric, metric)
@@ -291,7 +307,7 @@ def top_activating(progress: Progress, ref: ModelRef, head: str, data, unit, k: 
 
 
 def export(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores, pcfg: PruneConfig, out: str,
-           data, overwrite: bool, command: str, recovery: "str | RecoveryConfig | None" = None,
+           data, overwrite: bool, command: str, recovery: str | RecoveryConfig | None = None,
            calib=None) -> dict:
     """Export, then reload the folder in this worker and re-evaluate it (the verification). With `recovery` (a
     level or RecoveryConfig, not "none"), that recovery is fitted on `calib` (default: the task's scoring split),
@@ -329,7 +345,8 @@ def export_formats(progress: Progress, ref: ModelRef, head: str, unit_scores: Un
     from pathlib import Path
 
     from .evaluation import evaluate
-    from .export import export_formats as run, zip_export
+    from .export import export_formats as run
+    from .export import zip_export
     from .model import load_model
 
     model = get_model(ref)
@@ -412,7 +429,7 @@ def scores_job(model, ref: ModelRef, head: str, cfg: AttributionConfig, data, ta
 
 def point_job(model, ref: ModelRef, head: str, scores: Job | None, pcfg: PruneConfig | None, data, n: int,
               known: UnitScores | None = None, task_label: str | None = None,
-              recovery: "str | RecoveryConfig | None" = None, calib=None) -> Job:
+              recovery: str | RecoveryConfig | None = None, calib=None) -> Job:
     """A curve/slider point (`pcfg` None: the dense model), keyed by how its scores are made (`scores`, the
     scores job); the argument is the scores themselves when `known`, else the scores job (a Dask dependency).
     With `recovery` (not "none"; ignored for the dense point) the point is recovered first, fitted on `calib`
@@ -436,7 +453,7 @@ def point_job(model, ref: ModelRef, head: str, scores: Job | None, pcfg: PruneCo
 
 def search_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, data, fraction: float,
                grid: tuple, head_sparsity: float, allocation: str, n: int,
-               recovery: "str | RecoveryConfig | None" = None) -> Job:
+               recovery: str | RecoveryConfig | None = None) -> Job:
     """"Smallest model keeping X%": with `recovery` (a level, not "none") every evaluated point is recovered."""
     rcfg = recovery_config(recovery)
     key = content_key("search", ref, head, scores.key, data_identity(data), round(fraction, 6), tuple(grid),
@@ -450,7 +467,7 @@ def search_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, 
 def budget_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, kind: str, value: float,
                seq_len: int, batch_size: int, allocation: str, head_grid: tuple | None = None,
                ffn_step: float | None = None, ffn_max: float = 0.999999, data=None, n: int = 0,
-               recovery: "str | RecoveryConfig | None" = None, prune_heads: bool = True, calib=None) -> Job:
+               recovery: str | RecoveryConfig | None = None, prune_heads: bool = True, calib=None) -> Job:
     """A budget target as a job (`budget` above): each candidate split is evaluated on `data` (`n` examples;
     None: chosen by score mass), recovered first with `recovery` fitted on `calib`. Its budget numbers are
     checked here, before it is queued."""
@@ -487,7 +504,7 @@ def top_job(ref: ModelRef, head: str, data, unit, n: int, k: int = 5) -> Job:
 
 
 def export_job(ref: ModelRef, head: str, scores: Job | UnitScores, pcfg: PruneConfig, out: str, data,
-               overwrite: bool, command: str, n: int, recovery: "str | RecoveryConfig | None" = None,
+               overwrite: bool, command: str, n: int, recovery: str | RecoveryConfig | None = None,
                calib=None) -> Job:
     """An export job; `recovery` (a level name or RecoveryConfig; None / "none" = plain masks) is fitted in the
     worker on `calib` (default: a seeded sample of the task's scoring split) and folded into the export."""
