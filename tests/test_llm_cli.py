@@ -57,6 +57,20 @@ def test_an_edited_prompt_never_reuses_a_curve_point_of_another_prompt():
     assert second.n == first.n == 6
 
 
+def test_recoverys_dense_teacher_is_computed_again_for_another_prompt():
+    """The teacher pass (recovery's in-memory cache of the dense activations) is the prompts' pass: not reused."""
+    from tp_core.recovery import RecoveryConfig
+    from tp_core.recovery_passes import dense_teacher
+
+    data = load_split("sst2", "train", limit=4)
+    model, cfg = tiny_llama(), RecoveryConfig(samples=4)
+    first = dense_teacher(model, "sst2", data, cfg)
+    assert dense_teacher(model, "sst2", data, cfg) is first
+    attach_prompt(model, model.task_info("sst2"), OTHER)
+    second = dense_teacher(model, "sst2", data, cfg)
+    assert second is not first and second.inputs[0][0].shape != first.inputs[0][0].shape  # other prompt lengths
+
+
 def test_an_encoder_keeps_its_old_cache_keys():
     from tiny import tiny_multitask
 
