@@ -6,10 +6,13 @@ the head re-fit off to reproduce the "keep" column (`head=False` below).
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/head_refit_check.py sst2      # ~3 min; ag_news ~15 min
 """
-import os, sys, copy
+import os
+import sys
+import copy
 from dataclasses import replace
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent)); os.environ["HF_HUB_OFFLINE"]="1"
-import numpy as np, torch
+import numpy as np
+import torch
 torch.set_num_threads(1)
 from tp_core.model import load_model
 from tp_core.data import load_split

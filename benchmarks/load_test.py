@@ -28,7 +28,7 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import numpy as np
@@ -286,7 +286,7 @@ def main(argv=None) -> int:
             print(f"the server log has a traceback: {log}")
     print(f"server healthy afterwards: {server_ok}")
     result = {
-        "meta": {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "meta": {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                  "command": " ".join([Path(sys.executable).name, *sys.argv]),
                  "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}",
                  "url": url, "started_server": proc is not None, "settings": settings, "grid": grid,

@@ -5,9 +5,13 @@ validation sentences), against the dense model with the full vocabulary, on all 
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/vocab_cost.py      # ~2 min on 2 cores
 """
-import os, sys, copy, collections
+import os
+import sys
+import copy
+import collections
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent)); os.environ["HF_HUB_OFFLINE"]="1"
-import numpy as np, torch
+import numpy as np
+import torch
 torch.set_num_threads(1)
 from tp_core.model import load_model
 from tp_core.data import load_split

@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -61,7 +61,7 @@ class AttributionConfig:
     max_length: int = 128
     internal_batch: int = 512  # expanded rows (examples x IG steps) per forward/backward
 
-    def validate(self) -> "AttributionConfig":
+    def validate(self) -> AttributionConfig:
         if self.method not in METHODS:
             raise TPError(f"Unknown attribution method {self.method!r}; choose one of {', '.join(METHODS)}.")
         if self.labels not in ("gold", "predicted"):
@@ -111,7 +111,7 @@ class UnitScores:
         }
 
     @staticmethod
-    def from_dict(d: dict) -> "UnitScores":
+    def from_dict(d: dict) -> UnitScores:
         arr = lambda v: None if v is None else [np.asarray(x, dtype=np.float64) for x in v]  # noqa: E731
         return UnitScores(d["model"], d["task"], d["method"], d["settings"], arr(d["ffn"]), arr(d["heads"]),
                           d.get("n_examples", 0), d.get("seconds", 0.0))
@@ -119,7 +119,7 @@ class UnitScores:
     def save(self, path: str | Path) -> None:
         atomic_write_text(Path(path), json.dumps(self.to_dict()))
 
-    def check_shape(self, shape) -> "UnitScores":
+    def check_shape(self, shape) -> UnitScores:
         """Raise TPError unless the scores cover exactly the units of a model with `shape` (finite values)."""
         for kind, sizes in (("ffn", shape.ffn), ("heads", shape.heads)):
             part = getattr(self, kind)
@@ -131,7 +131,7 @@ class UnitScores:
         return self
 
     @staticmethod
-    def load(path: str | Path) -> "UnitScores":
+    def load(path: str | Path) -> UnitScores:
         try:
             return UnitScores.from_dict(json.loads(Path(path).read_text()))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:

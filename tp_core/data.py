@@ -16,7 +16,8 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from .errors import TPError
 from .limits import ENV, limits
@@ -69,7 +70,7 @@ class TaskData:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def subset(self, idx: Sequence[int]) -> "TaskData":
+    def subset(self, idx: Sequence[int]) -> TaskData:
         return replace(
             self,
             texts=[self.texts[i] for i in idx],
@@ -78,7 +79,7 @@ class TaskData:
             rows=[self.rows[i] for i in idx],
         )
 
-    def sample(self, n: int | None, seed: int = 0) -> "TaskData":
+    def sample(self, n: int | None, seed: int = 0) -> TaskData:
         """A seeded random subset of n examples (kept in file order); all of them when n is None or >= len."""
         if n is None or n >= len(self):
             return self
@@ -87,7 +88,7 @@ class TaskData:
         idx = sorted(random.Random(seed).sample(range(len(self)), n))
         return self.subset(idx)
 
-    def domain(self, name: str) -> "TaskData":
+    def domain(self, name: str) -> TaskData:
         """Rows of one named domain (task.json `domains`), e.g. yelp / amazon / imdb."""
         if name not in self.spec.domains:
             raise TPError(f"Task {self.spec.name!r} has no domain {name!r}; known: {sorted(self.spec.domains) or 'none'}.")
@@ -219,7 +220,7 @@ def load_split(task: str | TaskSpec, split: str = "validation", limit: int | Non
 
 # whole splits already read in this process, by file identity (path, mtime, size) and task spec: a page run, a
 # worker's next job and a benchmark's next cell do not parse the same JSONL again (an edited file is read afresh)
-_SPLITS: "OrderedDict[tuple, TaskData]" = OrderedDict()
+_SPLITS: OrderedDict[tuple, TaskData] = OrderedDict()
 _SPLITS_LOCK = threading.Lock()
 _SPLITS_MAX = 24
 # one `datasets.load_dataset` at a time per process: two at once in a worker's two threads raced in tqdm (the class

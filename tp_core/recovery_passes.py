@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +25,7 @@ class Capture:
     the attention output projection, "h" of the FFN input projection, "a" of the FFN output projection. With
     `stop_at`, the block's forward ends once that input is recorded."""
 
-    def __init__(self, parts, stop_at: Optional[str] = None):
+    def __init__(self, parts, stop_at: str | None = None):
         self.parts, self.stop_at, self.owner = parts, stop_at, threading.get_ident()
         self.got: dict[str, torch.Tensor] = {}
         self.handles = []
@@ -102,7 +101,7 @@ def block_args(model, task: str, data: TaskData, cfg):
     return out
 
 
-def run_block(model, l: int, h: torch.Tensor, rest, state: GateState, stop_at: Optional[str] = None) -> Capture:
+def run_block(model, l: int, h: torch.Tensor, rest, state: GateState, stop_at: str | None = None) -> Capture:
     """Run block `l` on `h` under the gates of `state`, recording its projections' inputs (see `Capture`); the
     block's output is `cap.out` (unset when `stop_at` ended the forward early)."""
     block = model.adapter.layers(model.base)[l]
