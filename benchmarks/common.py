@@ -71,7 +71,8 @@ class Settings:
         return Settings(mode="quick", model="demo-quick", grid_tasks=("sst2", "ag_news"), eval_cap=48, samples=8,
                         steps=4, ffn_grid=(0.5, 0.7, 0.9), head_grid=(0.5,), combined_grid=((0.5, 0.5),),
                         low_resource_tasks=("sst2",), low_resource_n=(4, 8, 16), low_resource_steps=4,
-                        unsup_tasks=("sst2", "ag_news"), ood_cap=24, tp_gap_all_variants=False, captum_samples=4, captum_steps=4,
+                        unsup_tasks=("sst2", "ag_news"), ood_cap=24, tp_gap_all_variants=False, captum_samples=4,
+                        captum_steps=4,
                         export_points=((0.5, 0.5),), throughput_reps=1, latency_reps=3, interactive_n=100)
 
 

@@ -134,7 +134,8 @@ class UnitScores:
     def load(path: str | Path) -> UnitScores:
         try:
             return UnitScores.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError,
+                AttributeError) as exc:
             raise TPError(f"Cannot read attribution scores from {path}: {exc}") from None
 
 
@@ -218,7 +219,8 @@ class _LayerInputs:
         """Logits of the batch repeated k times, given the hidden state `h` entering block `layer`."""
         for j in range(layer, len(self.layers)):
             a, kw = self.captured[j]
-            out = self.layers[j](h, *[_rep(x, k, self.b) for x in a[1:]], **{n: _rep(v, k, self.b) for n, v in kw.items()})
+            out = self.layers[j](h, *[_rep(x, k, self.b) for x in a[1:]],
+                                 **{n: _rep(v, k, self.b) for n, v in kw.items()})
             h = out[0] if isinstance(out, tuple) else out
         h = self.adapter.final_norm(self.model.base, h)
         return self.model.head_logits(task, h, _rep(self.mask, k, self.b))
@@ -281,7 +283,8 @@ def _ig_batch(model, task, batch, y, cfg: AttributionConfig, want_ffn: bool, wan
                 g = (g.view(k, b, *g.shape[1:]) * w.view(k, *([1] * g.dim())).to(g.dtype)).sum(0)
                 grad_sum = g if grad_sum is None else grad_sum + g
             if kind == "ffn":  # attribution = (a - 0) * integral of the gradient
-                ffn_out[layer] = _aggregate_tokens(inputs.ffn_act[layer] * grad_sum, inputs.mask, cfg.aggregation).sum(0)
+                ffn_out[layer] = _aggregate_tokens(inputs.ffn_act[layer] * grad_sum, inputs.mask,
+                                                   cfg.aggregation).sum(0)
             else:  # gate baseline 0 -> 1: attribution = (1 - 0) * integral of dF/dg
                 head_out[layer] = _example_agg(grad_sum[:, 0, :, 0], cfg.aggregation).sum(0)
     return ffn_out, head_out
@@ -332,7 +335,8 @@ def _activation_batch(model, task, batch, y, cfg, want_ffn, want_heads):
         head_out[l] = ((norms * mask.unsqueeze(-1)).sum(1) / n_tok).sum(0)
         return xh
 
-    with torch.no_grad(), gated(GateState(ffn_fn=ffn_fn if want_ffn else None, heads_fn=heads_fn if want_heads else None)):
+    with torch.no_grad(), gated(GateState(ffn_fn=ffn_fn if want_ffn else None,
+                                          heads_fn=heads_fn if want_heads else None)):
         model(**batch, task=task)
     return ffn_out, head_out
 
@@ -460,7 +464,8 @@ def _data_scores(model, task, cfg, data, want_ffn, want_heads, progress):
                 if h[i] is not None:
                     sums_h[i] = sums_h[i] + h[i].double().cpu()
             el = time.time() - t0
-            progress(fraction, f"{cfg.method}: {done}/{len(data)} examples, ~{el / fraction * (1 - fraction):.0f}s left")
+            progress(fraction,
+                     f"{cfg.method}: {done}/{len(data)} examples, ~{el / fraction * (1 - fraction):.0f}s left")
     finally:
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)

@@ -91,7 +91,8 @@ class TaskData:
     def domain(self, name: str) -> TaskData:
         """Rows of one named domain (task.json `domains`), e.g. yelp / amazon / imdb."""
         if name not in self.spec.domains:
-            raise TPError(f"Task {self.spec.name!r} has no domain {name!r}; known: {sorted(self.spec.domains) or 'none'}.")
+            raise TPError(f"Task {self.spec.name!r} has no domain {name!r}; "
+                          f"known: {sorted(self.spec.domains) or 'none'}.")
         lo, hi = self.spec.domains[name]
         return self.subset([i for i, r in enumerate(self.rows) if lo <= r < hi])
 
@@ -164,7 +165,8 @@ def _validate_labels(spec: TaskSpec, labels: list[Any], where: str) -> list[Any]
     return out
 
 
-def _from_dataset(ds, spec: TaskSpec, split: str, text_col: str, pair_col: str | None, label_col: str, where: str) -> TaskData:
+def _from_dataset(ds, spec: TaskSpec, split: str, text_col: str, pair_col: str | None, label_col: str,
+                  where: str) -> TaskData:
     cols = set(ds.column_names)
     for col in [text_col, label_col] + ([pair_col] if pair_col else []):
         if col not in cols:
@@ -255,7 +257,8 @@ def load_file(
         raw = path.read_bytes()
     except OSError as exc:
         raise TPError(f"Cannot read {path}: {exc.strerror or exc}.") from None
-    return load_bytes(raw, path.name, text_col, label_col, pair_col, label_names, metric, name, problem, where=str(path))
+    return load_bytes(raw, path.name, text_col, label_col, pair_col, label_names, metric, name, problem,
+                      where=str(path))
 
 
 def load_bytes(
@@ -420,7 +423,8 @@ def _text(value: Any, col: str, i: int, where: str, cap) -> str:
         raise TPError(f"{where}, row {i}: the text in column {col!r} is empty.")
     if len(text) > cap.max_text_chars:
         raise TPError(f"{where}, row {i}: the text in column {col!r} has {len(text):,} characters; the limit is "
-                      f"{cap.max_text_chars:,} (models read at most 512 tokens; raise it with {ENV['max_text_chars']}).")
+                      f"{cap.max_text_chars:,} (models read at most 512 tokens; "
+                      f"raise it with {ENV['max_text_chars']}).")
     return text
 
 
