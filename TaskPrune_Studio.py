@@ -13,7 +13,8 @@ st.markdown(
 TaskPrune Studio scores every FFN neuron and attention head of a shared multi-task encoder by how much **one task**
 relies on it (integrated gradients on the unit's activation). It then removes the least important units for that task
 and shows, live, how the task's metric changes as the model shrinks - no retraining involved.
-Finally it exports a genuinely smaller model for that task (plus a compact mask that applies to the unchanged base model).
+Finally it exports a genuinely smaller model for that task (plus a compact mask that applies to the unchanged base
+model).
 """
 )
 st.image(str(ASSETS / "method.svg"), caption="The pipeline: model → attribution → masks → curves → export.",

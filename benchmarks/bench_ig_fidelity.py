@@ -126,8 +126,10 @@ def summarize(rows: list[dict], ref_steps: int, ref_riemann: str) -> dict:
                       "worst_ci_high": min(pt["ci_high"] for r in rs for pt in r["points"]),
                       "min_diff": min(pt["diff"] for r in rs for pt in r["points"]),
                       "mean_spearman_ffn": float(np.mean([r["spearman_ffn"] for r in rs])),
-                      "mean_spearman_heads": float(np.mean(hs)) if (hs := [r["spearman_heads"] for r in rs
-                                                                           if r["spearman_heads"] is not None]) else None,
+                      "mean_spearman_heads": (float(np.mean(hs))
+                                              if (hs := [r["spearman_heads"] for r in rs
+                                                         if r["spearman_heads"] is not None])
+                                              else None),
                       "mean_seconds": float(np.mean([r["seconds"] for r in rs]))})
     table.sort(key=lambda t: (t["steps"], -t["mean_spearman_ffn"], t["mean_seconds"]))
     ok = [t for t in table if t["passes_all_cells"] and t["tasks"] == tasks_all]
@@ -283,7 +285,8 @@ class Run:
         out = {"task": task, "layer": layer, "steps": steps, "samples": n, "rows": []}
         per = {}
         for q in a.quadratures:
-            cfg = AttributionConfig(method="ig", samples=n, steps=steps, riemann=q, units="ffn", max_length=a.max_length)
+            cfg = AttributionConfig(method="ig", samples=n, steps=steps, riemann=q, units="ffn",
+                                    max_length=a.max_length)
             sdata = scoring_data(task, cfg)
             ours = attribute(self.model, task, cfg, data=sdata, use_cache=False).ffn[layer]
             ref = captum_reference_ffn_ig(self.model, task, sdata, layer, cfg)
@@ -294,7 +297,8 @@ class Run:
                                 "max_rel_diff_vs_captum": float(np.abs(ours - ref).max() / np.abs(ref).max())})
         base = per[a.quadratures[0]]
         for r in out["rows"]:
-            r["max_rel_diff_vs_" + a.quadratures[0]] = float(np.abs(per[r["riemann"]] - base).max() / np.abs(base).max())
+            r["max_rel_diff_vs_" + a.quadratures[0]] = float(np.abs(per[r["riemann"]] - base).max()
+                                                             / np.abs(base).max())
         out["weight_sums"] = {q: {s: float(sum(_alphas(q, s)[0])) for s in a.steps if s > 1 or q != "riemann_trapezoid"}
                               for q in a.quadratures}
         self.log(f"wiring check: {[(r['riemann'], r['max_rel_diff_vs_captum']) for r in out['rows']]}")

@@ -458,7 +458,7 @@ def main() -> int:
             for q in shared:
                 q.wait_for_url("**/Prune", timeout=60_000)
                 q.wait_for_timeout(1000)
-                _until(q, lambda: not _curves_pending(q) and _points(q) > 0, "shared-curve", 1800)
+                _until(q, lambda q=q: not _curves_pending(q) and _points(q) > 0, "shared-curve", 1800)
             if shared:
                 _shot(shared[0], "shared-done")
                 counts = {k: v - base.get(k, 0) for k, v in observer._starts.items() if v - base.get(k, 0) > 0}

@@ -125,7 +125,8 @@ def unsupervised(b: Bench) -> dict:
         pred = b.scores(task, "ig", labels="predicted", units="ffn")
         g, p = np.concatenate(gold.ffn), np.concatenate(pred.ffn)
         row = {"task": task, "classes": b.model.task_info(task).num_labels,
-               "max_abs_diff": float(np.max(np.abs(g - p))), "max_rel_diff": float(np.max(np.abs(g - p)) / np.max(np.abs(g))),
+               "max_abs_diff": float(np.max(np.abs(g - p))),
+               "max_rel_diff": float(np.max(np.abs(g - p)) / np.max(np.abs(g))),
                "spearman": float(spearmanr(g, p).statistic)}
         for f in (0.5, 0.7):
             mg, mp = b.masks(gold, f), b.masks(pred, f)
@@ -138,7 +139,8 @@ def unsupervised(b: Bench) -> dict:
     verdicts = []
     for r in rows:
         gap = max(r["gold_keep_50"] - r["pred_keep_50"], r["gold_keep_70"] - r["pred_keep_70"])
-        trivial = " (binary task: identical scores, trivially true)" if r["classes"] == 2 and r["max_rel_diff"] < 1e-6 else ""
+        trivial = (" (binary task: identical scores, trivially true)"
+                   if r["classes"] == 2 and r["max_rel_diff"] < 1e-6 else "")
         verdicts.append(f"{r['task']} ({r['classes']} classes): {'holds' if gap <= 0.01 else 'does not hold'} - "
                         f"predicted labels lose at most {100 * max(gap, 0):.1f} points of kept metric vs gold, "
                         f"Spearman {r['spearman']:.4f}{trivial}")

@@ -11,9 +11,10 @@ What is measured, per task: the dense model and, for every criterion (ig, grad_x
 TextPruner's first-order Taylor criterion "textpruner"), every scoring seed, every point (FFN 50/70/80/90%, FFN 70% +
 heads 50%) and every recovery level (none, bias, scale, lstsq), the predictions on the validation split (seeded subset
 when larger than --cap) and on a *selection* set: --select-n train examples outside every scoring and calibration
-sample and outside the demo model's own training sample (demo_build.json). Scoring examples (--samples) and recovery calibration texts (--recover-samples) are seeded samples of the
-train split, one draw per seed. Then, for the two criteria best on the selection set, iterative pruning
-(--n-iters steps, re-scoring on the pruned and recovered model) with the best recovery level.
+sample and outside the demo model's own training sample (demo_build.json). Scoring examples (--samples) and recovery
+calibration texts (--recover-samples) are seeded samples of the train split, one draw per seed. Then, for the two
+criteria best on the selection set, iterative pruning (--n-iters steps, re-scoring on the pruned and recovered model)
+with the best recovery level.
 
 "Our best pipeline" in a cell (task x point) is the criterion x level (x iterative) with the best mean metric on the
 selection set over the seeds, never chosen on validation (--select validation does, and says so). TextPruner's

@@ -26,7 +26,8 @@ def captum_all_layers(model, task, data, cfg, sort: bool):
     does; sort=True: the same length-sorted batches the fast path uses."""
     batches = list(model.batches(data.texts, data.pairs, cfg.batch_size, cfg.max_length, sort=sort))
     t0 = time.perf_counter()
-    scores = [captum_reference_ffn_ig(model, task, data, layer, cfg, batches=batches) for layer in range(model.num_layers)]
+    scores = [captum_reference_ffn_ig(model, task, data, layer, cfg, batches=batches)
+              for layer in range(model.num_layers)]
     return scores, time.perf_counter() - t0
 
 
@@ -84,7 +85,8 @@ def captum_compare(b: Bench) -> dict:
         "padded_tokens_sorted": _padded_tokens(model, data, cfg, sort=True),
         "spearman": float(spearmanr(a, r).statistic), "spearman_min_layer": min(per_layer),
         "max_rel_diff": float(np.max(np.abs(a - r)) / np.max(np.abs(r))),
-        "block_forwards_captum": fwd_captum, "block_forwards_ours": fwd_ours, "block_backwards_both": fwd_ours, "layers": L,
+        "block_forwards_captum": fwd_captum, "block_forwards_ours": fwd_ours, "block_backwards_both": fwd_ours,
+        "layers": L,
     }
 
 
@@ -152,7 +154,7 @@ def export_speed(b: Bench) -> dict:
         b.log("export speed: exports written and reloaded")
         thr = {k: [] for k in models}
         lat = {k: [] for k in models}
-        for k, m in models.items():  # warm-up
+        for _, m in models.items():  # warm-up
             _time(m, task, thr_ids, thr_mask, 1)
             _time(m, task, lat_ids, lat_mask, 2)
         for _ in range(s.throughput_reps):  # interleaved, so load changes hit every model alike

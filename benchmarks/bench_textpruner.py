@@ -70,7 +70,8 @@ def taylor_scores(model, task: str, data, max_length: int, method: str, criterio
     try:
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            pruner = TransformerPruner(_Wrapped(model, task), general_config=GeneralConfig(use_device="cpu", output_dir=tmp))
+            pruner = TransformerPruner(_Wrapped(model, task),
+                                       general_config=GeneralConfig(use_device="cpu", output_dir=tmp))
             head_imp, ffn_imp = pruner.get_importance_score(batches)
             seconds = time.perf_counter() - t0
     finally:
@@ -78,7 +79,8 @@ def taylor_scores(model, task: str, data, max_length: int, method: str, criterio
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)
     return UnitScores(model=model.source, task=task, method=method,
-                      settings={"samples": len(data), "criterion": f"{criterion} (TextPruner {textpruner.__version__})"},
+                      settings={"samples": len(data),
+                                "criterion": f"{criterion} (TextPruner {textpruner.__version__})"},
                       ffn=[r.detach().double().numpy() for r in ffn_imp],
                       heads=[r.detach().double().numpy() for r in head_imp], n_examples=len(data), seconds=seconds)
 
@@ -140,8 +142,9 @@ def run(b: Bench) -> dict:
         gap.append({"variant": f"TextPruner Taylor, {m} examples", "seconds": sc.seconds,
                     **_keeps(b, task, sc, d, (0.7,))})
     mean_diff = float(np.mean(diffs))
-    verdict = (f"{'ig ahead' if mean_diff > 0 else 'ig not ahead'}: best-allocation keep at 70% FFN, ig minus TextPruner "
-               f"= {100 * mean_diff:+.1f} points (mean over {len(diffs)} tasks); ig better in {wins} of {len(cells)} cells")
+    verdict = (f"{'ig ahead' if mean_diff > 0 else 'ig not ahead'}: best-allocation keep at 70% FFN, "
+               f"ig minus TextPruner = {100 * mean_diff:+.1f} points (mean over {len(diffs)} tasks); "
+               f"ig better in {wins} of {len(cells)} cells")
     return {"rows": rows, "ig_minus_textpruner_70": mean_diff, "ig_wins": wins, "cells": len(cells),
             "per_task_diff_70": dict(zip(b.s.grid_tasks, diffs)), "gap_study_task": task, "gap_study": gap,
             "verdict": verdict,

@@ -62,16 +62,17 @@ class Settings:
     interactive_n: int = 500
 
     @staticmethod
-    def full() -> "Settings":
+    def full() -> Settings:
         return Settings(mode="full", model="demo", grid_tasks=("sst2", "ag_news", "trec"),
                         eval_cap=120, samples=32, steps=12, ood_cap=150, captum_samples=64, captum_steps=12)
 
     @staticmethod
-    def quick() -> "Settings":
+    def quick() -> Settings:
         return Settings(mode="quick", model="demo-quick", grid_tasks=("sst2", "ag_news"), eval_cap=48, samples=8,
                         steps=4, ffn_grid=(0.5, 0.7, 0.9), head_grid=(0.5,), combined_grid=((0.5, 0.5),),
                         low_resource_tasks=("sst2",), low_resource_n=(4, 8, 16), low_resource_steps=4,
-                        unsup_tasks=("sst2", "ag_news"), ood_cap=24, tp_gap_all_variants=False, captum_samples=4, captum_steps=4,
+                        unsup_tasks=("sst2", "ag_news"), ood_cap=24, tp_gap_all_variants=False, captum_samples=4,
+                        captum_steps=4,
                         export_points=((0.5, 0.5),), throughput_reps=1, latency_reps=3, interactive_n=100)
 
 

@@ -85,7 +85,8 @@ def main(argv=None) -> int:
     val = load_split(task, "validation")
     y = np.asarray(val.labels)
     order = random.Random(args.select_seed).sample(range(len(val)), len(val))
-    halves = {"selection": np.array(sorted(order[: len(val) // 2])), "reported": np.array(sorted(order[len(val) // 2:]))}
+    halves = {"selection": np.array(sorted(order[: len(val) // 2])),
+              "reported": np.array(sorted(order[len(val) // 2:]))}
     dense_ok = predictions(predict_logits(model, task, val), val.spec.problem) == y
     dense_params = params_by_part(model, task)["total"]
     dim = model.encoder.get_input_embeddings().embedding_dim

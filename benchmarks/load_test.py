@@ -7,11 +7,11 @@ model's tasks; every session gets its own new points, so a "new" point is really
 
 The slider moves with arrow keys (0.01 per press), as a keyboard user would: a press that lands while a run is
 still going restarts it with the newer value, so a long move can evaluate a few in-between points too (each
-record notes its presses). A request is timed from the browser action (click or key presses) until the page shows the result: the sidebar
-echoes the new setting, the script run is over (no "Running..." widget) and no element is stale. First a warm-up
-session computes what is shared (attribution scores, curves; instant when cached), then the same script runs for 1
-session alone, then for N sessions at once. Prints median / p90 / max per request type and the number of errors
-for both, and writes everything to benchmarks/out/load_test.json (git-ignored).
+record notes its presses). A request is timed from the browser action (click or key presses) until the page shows
+the result: the sidebar echoes the new setting, the script run is over (no "Running..." widget) and no element is
+stale. First a warm-up session computes what is shared (attribution scores, curves; instant when cached), then the
+same script runs for 1 session alone, then for N sessions at once. Prints median / p90 / max per request type and the
+number of errors for both, and writes everything to benchmarks/out/load_test.json (git-ignored).
 
     .venv/bin/python benchmarks/load_test.py --quick              # quick demo model, small settings
     .venv/bin/python benchmarks/load_test.py --url http://127.0.0.1:8501 --sessions 8
@@ -28,7 +28,7 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import numpy as np
@@ -286,7 +286,7 @@ def main(argv=None) -> int:
             print(f"the server log has a traceback: {log}")
     print(f"server healthy afterwards: {server_ok}")
     result = {
-        "meta": {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "meta": {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                  "command": " ".join([Path(sys.executable).name, *sys.argv]),
                  "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}",
                  "url": url, "started_server": proc is not None, "settings": settings, "grid": grid,

@@ -19,7 +19,8 @@ def _stamp(res: dict, section: str | None = None) -> str:
 
 
 def _table(header: list[str], rows: list[list]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    out = ["| " + " | ".join(header) + " |",
+           "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
 
@@ -75,7 +76,8 @@ def _plots(res: dict, out: Path) -> list[str]:
             for task in s["low_resource_tasks"]:
                 rows = [r for r in lr["rows"] if r["task"] == task and isinstance(r["n"], int)]
                 for f, ls in (("50", "-"), ("70", "--")):
-                    ax.plot([r["n"] for r in rows], [r[f"keep_{f}"] for r in rows], ls, marker="o", label=f"{task} {f}% FFN")
+                    ax.plot([r["n"] for r in rows], [r[f"keep_{f}"] for r in rows], ls, marker="o",
+                            label=f"{task} {f}% FFN")
             ax.set_xscale("log", base=2)
             ax.set_xlabel("scoring examples N")
             ax.set_ylabel("metric kept vs dense")
@@ -92,7 +94,8 @@ def _plots(res: dict, out: Path) -> list[str]:
             fig, ax = plt.subplots(figsize=(7, 3.4))
             w = 0.8 / len(METHODS)
             for i, method in enumerate(METHODS):
-                ys = [next(r["keep_70"] for r in o["rows"] if r["domain"] == n and r["method"] == method) for n in names]
+                ys = [next(r["keep_70"] for r in o["rows"] if r["domain"] == n and r["method"] == method)
+                      for n in names]
                 ax.bar(np.arange(len(names)) + i * w, ys, w, label=method)
             ax.set_xticks(np.arange(len(names)) + 0.4 - w / 2, names, fontsize=8)
             ax.set_ylabel("accuracy kept vs dense")
@@ -148,7 +151,8 @@ def _ood_verdict(o: dict, st: dict) -> str:
     mean = o["mean_ig_minus_best_baseline_70"]
     return (f"ig is ahead of the best other method at 70% in {ahead} of {len(diffs)} domains; mean difference "
             f"`ood_ig_minus_best_baseline_70` = {100 * mean:+.1f} points, where one example is "
-            f"{100 / st['ood_cap']:.1f} points - {'ig ahead' if mean > 0 and ahead > len(diffs) / 2 else 'no clear ig advantage'} "
+            f"{100 / st['ood_cap']:.1f} points - "
+            f"{'ig ahead' if mean > 0 and ahead > len(diffs) / 2 else 'no clear ig advantage'} "
             "out of domain.")
 
 
@@ -212,7 +216,8 @@ def _glance(res: dict) -> list[str]:
     o = res.get("ood_benchmark")
     if o:
         out.append(f"unseen domain with intervals (section 9c): ig {_ood_counts(o, 'ig_vs_best_other')} cells "
-                   f"against the best other criterion; our best pipeline {_ood_counts(o, 'best_pipeline_vs_best_baseline')}"
+                   "against the best other criterion; our best pipeline "
+                   f"{_ood_counts(o, 'best_pipeline_vs_best_baseline')}"
                    " against the best baseline without recovery")
     return out
 
@@ -451,7 +456,8 @@ def _recovery_section(res: dict) -> list[str]:
     rs = rb.get("recovery_seconds")
     if rs:
         rows.append(["`recovery_seconds`", fmt(rs["value"], 1),
-                     f"{rs['level']}: fit {fmt(rs['fit_mean'], 1)} s + teacher pass {fmt(rs['teacher_pass_mean'], 1)} s "
+                     f"{rs['level']}: fit {fmt(rs['fit_mean'], 1)} s + "
+                     f"teacher pass {fmt(rs['teacher_pass_mean'], 1)} s "
                      f"({rs['samples']} texts)", "< 60 s", ok(rs["value"] < 60)])
     L = ["## 9. Training-free recovery and our best pipeline", "",
          f"benchmarks/bench_recovery.py, run {meta.get('started', '?')} ({rb.get('seconds', 0) / 3600:.1f} h, load "
@@ -512,7 +518,8 @@ def _recovery_section(res: dict) -> list[str]:
                   f"criteria lose {fmt(ceiling, 2)} points of kept-vs-dense on average over these cells, so even a "
                   f"recovery that restored the dense metric everywhere would give `recovery_gain_80_90` = "
                   f"{fmt(ceiling, 2)}. The measured {fmt(g['value'], 2)} is {fmt(100 * g['value'] / ceiling, 0)}% of "
-                  "that headroom" + (f"; {' and '.join(low)} {'loses' if len(low) == 1 else 'lose'} under 3 points on average at 80-90% FFN sparsity, "
+                  "that headroom" + (f"; {' and '.join(low)} {'loses' if len(low) == 1 else 'lose'} under 3 points "
+                                     "on average at 80-90% FFN sparsity, "
                                      "so there is little to recover there." if low else ".")
                   + (f" Even the most generous reading, the criterion recovery helps most in each cell "
                      f"({', '.join(most['methods'])}), averages {fmt(most['value'], 2)} points."
@@ -741,7 +748,8 @@ def _ood_section(o: dict) -> list[str]:
          + ". Kept-vs-dense per domain with a 95% bootstrap interval over its sentences; differences are paired "
          "tests (a win or loss only when the interval excludes zero). \"Our best pipeline\" is chosen on the "
          "in-domain selection set, never on these sentences; the \"best other\" criterion or baseline it is compared "
-         "with is the one best on the domain's own sentences, a pick that favours it. This replaces nothing above: section 2's table "
+         "with is the one best on the domain's own sentences, a pick that favours it. "
+         "This replaces nothing above: section 2's table "
          "(150 sentences per domain, no recovery) stays as it was measured.", ""]
     cells = o["cells"]
     pts = sorted({c["ffn_sparsity"] for c in cells})
@@ -781,7 +789,8 @@ def _ig_fidelity_section(f: dict) -> list[str]:
     mc = m["machine"]
     parts = m.get("parts") or [{"command": m["command"], "date": m["date"], "total_seconds": m["total_seconds"],
                                 "loadavg_start": mc["loadavg_start"], "loadavg_end": m.get("loadavg_end")}]
-    stamp = (f"_Machine: {mc['cpu']}, {mc['cores']} cores, {st.get('torch_threads', mc['torch_threads'])} torch thread(s) "
+    stamp = (f"_Machine: {mc['cpu']}, {mc['cores']} cores, "
+             f"{st.get('torch_threads', mc['torch_threads'])} torch thread(s) "
              f"per process, torch {mc['torch']}, nice {m.get('nice', 0)}; " + "; ".join(
                  f"`{p['command']}` ({p['date']}, {p['total_seconds'] / 60:.0f} min, load average "
                  f"{p['loadavg_start'][0]:.1f} at start, {(p.get('loadavg_end') or [float('nan')])[0]:.1f} at the end)"
@@ -796,13 +805,15 @@ def _ig_fidelity_section(f: dict) -> list[str]:
     ev = ", ".join(f"{t} {f['tasks'][t]['n_eval']} of {f['tasks'][t]['n_validation']} validation examples "
                    f"(dense {f['tasks'][t]['metric_name']} {f['tasks'][t]['dense']:.4f})" for t in tasks)
     L = ["## 7. IG fidelity: steps and quadrature", "",
-         f"Integrated gradients with 2-{max(st['steps'])} steps and the quadratures {', '.join(f'`{q}`' for q in st['quadratures'])} "
+         f"Integrated gradients with 2-{max(st['steps'])} steps and the quadratures "
+         f"{', '.join(f'`{q}`' for q in st['quadratures'])} "
          f"(Captum's approximation methods, passed through `AttributionConfig.riemann`), against the reference "
          f"{ref['steps']} steps `{ref['riemann']}`. The app's settings otherwise: {st['samples']} scoring examples "
          f"(seed 0), {st['labels']} labels, " + ", ".join(
              f"{t}: {'FFN neurons + heads' if units.get(t) == 'both' else units.get(t, '?') + ' units only'}"
              for t in tasks) + f"; {st['target']} target, `{st['aggregation']}`, "
-         f"max length {st['max_length']}. Pruning: FFN sparsity {', '.join(f'{int(100 * x)}%' for x in st['sparsities'])}, "
+         f"max length {st['max_length']}. Pruning: FFN sparsity "
+         f"{', '.join(f'{int(100 * x)}%' for x in st['sparsities'])}, "
          f"{st['allocation']} allocation, heads kept; evaluated on {ev}. Every quadrature evaluates the model once "
          "per step, so the step count is the cost; seconds are the wall time of one `attribute()` run "
          "(cache off) on the shared machine, so they carry its load.", "",
@@ -849,8 +860,9 @@ def _ig_fidelity_section(f: dict) -> list[str]:
     w = f.get("wiring")
     if w:
         L.append(f"- Quadrature wiring ({w['task']}, layer {w['layer']}, {w['steps']} steps, {w['samples']} examples): "
-                 "tp_core's fast path against Captum's LayerIntegratedGradients with the same method name, max relative "
-                 "difference " + ", ".join(f"`{x['riemann']}` {x['max_rel_diff_vs_captum']:.1e}" for x in w["rows"])
+                 "tp_core's fast path against Captum's LayerIntegratedGradients with the same method name, "
+                 "max relative difference "
+                 + ", ".join(f"`{x['riemann']}` {x['max_rel_diff_vs_captum']:.1e}" for x in w["rows"])
                  + "; the quadratures' scores differ from each other (" + ", ".join(
                      f"`{x['riemann']}` {x['max_rel_diff_vs_' + w['rows'][0]['riemann']]:.1e}" for x in w["rows"][1:])
                  + f" relative to `{w['rows'][0]['riemann']}`), so the setting reaches the computation.")
@@ -877,11 +889,13 @@ def write(res: dict, out: Path) -> None:
          f"Generated by `benchmarks/run_all.py` ({'quick' if st['mode'] == 'quick' else 'full'} mode) - no number here "
          "is typed by hand; all of them are in `results.json` beside this file.", "", stamp, "",
          f"Model `{st['model']}`; total wall time {m['total_seconds'] / 60:.1f} min "
-         f"(load average {m['machine']['loadavg_start'][0]:.1f} at start, {m['machine'].get('loadavg_end', [0])[0]:.1f} "
+         f"(load average {m['machine']['loadavg_start'][0]:.1f} at start, "
+         f"{m['machine'].get('loadavg_end', [0])[0]:.1f} "
          "at the end: the CPU is shared, so timings carry that noise). Section times: " +
          ", ".join(f"{k} {v / 60:.1f} min" for k, v in m["section_seconds"].items()) + ".", "",
          "Settings: grid tasks " + ", ".join(st["grid_tasks"]) + f"; each metric on a seeded subset of at most "
-         f"{st['eval_cap']} validation examples per task, inputs truncated to {st.get('max_length', 128)} tokens (the demo "
+         f"{st['eval_cap']} validation examples per task, inputs truncated to {st.get('max_length', 128)} tokens "
+         "(the demo "
          f"model's training length); data-driven scores from {st['samples']} seeded training "
          f"examples; ig with {st['steps']} Riemann steps (`riemann_middle`), probability target, `abs_sum` token "
          "aggregation, FFN neurons and heads scored; global allocation unless stated; random over seeds "
@@ -916,19 +930,24 @@ def write(res: dict, out: Path) -> None:
                 cells.append(v)
             rows.append([r["task"], r["method"]] + cells)
         L += ["## 1. Pruning quality", "", "Metric kept vs dense (pruned / dense) at the summary points; random is the "
-              "mean over seeds (± half the range) at FFN 50/70/90%, seed 0 elsewhere. Full curves: FFN sparsity 10-90% and head sparsity 25-75% below; "
-              "every grid point (also the combined FFN+head grid) is in `results.json` under `quality.grid.records`.", "",
+              "mean over seeds (± half the range) at FFN 50/70/90%, seed 0 elsewhere. "
+              "Full curves: FFN sparsity 10-90% and head sparsity 25-75% below; "
+              "every grid point (also the combined FFN+head grid) is in `results.json` "
+              "under `quality.grid.records`.", "",
               _table(hdr, rows), "", stamp, ""]
         L += [f"![FFN sparsity]({'quality_ffn.png'})", "", f"![head sparsity]({'quality_heads.png'})", ""]
         vb = q["vs_baselines"]
         L += ["## 2. The paper's claims", "", "### ig against each baseline", "",
-              f"Cells: {len(st['grid_tasks'])} tasks x {vb['ig_beats_every_baseline']['cells'] // len(st['grid_tasks'])} "
+              f"Cells: {len(st['grid_tasks'])} tasks x "
+              f"{vb['ig_beats_every_baseline']['cells'] // len(st['grid_tasks'])} "
               "grid points (FFN, heads, combined). A difference of one example is a win here; at "
               f"{st['eval_cap']} examples one example is {100 / st['eval_cap']:.1f} points of accuracy.", "",
               _table(["baseline", "ig wins", "ties", "ig losses", "verdict"],
-                     [[b, vb[b]["wins"], vb[b]["ties"], vb[b]["losses"], vb[b]["verdict"].split(":")[0]] for b in BASELINES]),
+                     [[b, vb[b]["wins"], vb[b]["ties"], vb[b]["losses"], vb[b]["verdict"].split(":")[0]]
+                      for b in BASELINES]),
               "", f"ig beats every baseline in {vb['ig_beats_every_baseline']['count']} of "
-              f"{vb['ig_beats_every_baseline']['cells']} cells (`ig_win_rate` {vb['ig_beats_every_baseline']['rate']:.3f}).",
+              f"{vb['ig_beats_every_baseline']['cells']} cells "
+              f"(`ig_win_rate` {vb['ig_beats_every_baseline']['rate']:.3f}).",
               "", stamp, ""]
         lr = q.get("low_resource")
         L += [] if not lr else ["### Low-resource: ig with few examples", "",
@@ -967,12 +986,14 @@ def write(res: dict, out: Path) -> None:
               stamp, "", "![ood](ood.png)", ""]
         sp = q["specificity"]
         L += ["### Task-specificity: masks of task A on task B (70% FFN, ig)", "",
-              _table(["A \\ B"] + sp["tasks"], [[a] + [fmt(v, 3) for v in row] for a, row in zip(sp["tasks"], sp["matrix"])]),
+              _table(["A \\ B"] + sp["tasks"],
+                     [[a] + [fmt(v, 3) for v in row] for a, row in zip(sp["tasks"], sp["matrix"])]),
               "", f"- Verdict {sp['verdict']}", "", stamp, "", "![specificity](specificity.png)", ""]
     sp = res.get("speed")
     if sp:
         c = sp["captum"]
-        L += ["## 3. Attribution speed", "", f"Wall time of one scoring run at the grid settings ({st['samples']} examples, "
+        L += ["## 3. Attribution speed", "",
+              f"Wall time of one scoring run at the grid settings ({st['samples']} examples, "
               f"{st['steps']} steps for ig, FFN neurons + heads), as recorded when the scores were computed in this "
               "run (magnitude timed here).", "",
               _table(["task", "ig s", "grad_x_act s", "activation s", "magnitude s"],
@@ -980,8 +1001,10 @@ def write(res: dict, out: Path) -> None:
                        fmt(r["magnitude"], 2)] for r in sp["attribution_speed"]["rows"]]), "", stamp, "",
               "### tp_core ig vs a per-layer Captum LayerIntegratedGradients loop", "",
               f"{c['task']}, {c['samples']} examples, {c['steps']} steps, `{c['riemann']}`, {c['target']} target, "
-              f"{c['aggregation']}, FFN neurons of all layers, batch {c['batch_size']}. The plain loop takes batches in "
-              "data order, each padded to its longest example (what `tokenizer(..., padding=True)` gives); the fast path "
+              f"{c['aggregation']}, FFN neurons of all layers, batch {c['batch_size']}. "
+              "The plain loop takes batches in "
+              "data order, each padded to its longest example (what `tokenizer(..., padding=True)` gives); "
+              "the fast path "
               "sorts examples by length.", "",
               _table(["run", "seconds", "x vs fast path"],
                      [["tp_core ig (fast path)", fmt(c["seconds_ours"], 1), "1.00"],
@@ -1000,14 +1023,16 @@ def write(res: dict, out: Path) -> None:
               f"**{c['spearman']:.5f}** (min per layer {c['spearman_min_layer']:.5f}; max relative difference "
               f"{c['max_rel_diff']:.1e}). Verdict: {'met' if c['ratio'] >= 3 and c['spearman'] >= 0.99 else 'missed'}.",
               f"Work per IG step and example: Captum runs {c['block_forwards_captum']} block forwards over the "
-              f"{c['layers']} layers' attributions, the fast path {c['block_forwards_ours']}; both back-propagate through "
+              f"{c['layers']} layers' attributions, the fast path {c['block_forwards_ours']}; "
+              "both back-propagate through "
               f"{c['block_backwards_both']} blocks.", "", speed_stamp, ""]
         e = sp["export"]
         L += ["## 4. Pruned-model speed", "",
               f"Exports of the {e['task']} head (ig scores, global allocation) written with `export_pruned` and "
               f"reloaded with `load_export`; CPU ({e['threads']} threads) throughput at batch {e['batch']} x length "
               f"{e['seq_len']} (best of {e['throughput_reps']}) and latency at batch 1 x length {e['seq_len']} "
-              f"(best of {e['latency_reps']}), models interleaved (medians in results.json); FLOPs counted by torch's FlopCounterMode.", "",
+              f"(best of {e['latency_reps']}), models interleaved (medians in results.json); "
+              "FLOPs counted by torch's FlopCounterMode.", "",
               _table(["FFN / heads", "params", "size MB", "metric", "examples/s", "latency ms", "throughput x",
                       "latency x", "FLOPs ratio", "speed-up / FLOPs ratio"],
                      [[f"{int(100 * r['ffn_sparsity'])}% / {int(100 * r['head_sparsity'])}%", f"{r['params']:,}",
@@ -1027,8 +1052,9 @@ def write(res: dict, out: Path) -> None:
               "|weight x loss gradient| per FFN neuron and head) are applied with tp_core's own masks and allocations. "
               f"Same model, task and {st['samples']} scoring examples for both; FFN sparsity, heads kept.", "",
               _table(["task", "criterion", "scoring s", "global 50%", "global 70%", "per-layer 50%", "per-layer 70%"],
-                     [[r["task"], r["criterion"], fmt(r["seconds"], 2), fmt_pct(r["global_50"]), fmt_pct(r["global_70"]),
-                       fmt_pct(r["per-layer_50"]), fmt_pct(r["per-layer_70"])] for r in tp["rows"]]), "",
+                     [[r["task"], r["criterion"], fmt(r["seconds"], 2), fmt_pct(r["global_50"]),
+                       fmt_pct(r["global_70"]), fmt_pct(r["per-layer_50"]), fmt_pct(r["per-layer_70"])]
+                      for r in tp["rows"]]), "",
               f"Verdict {tp['verdict']}.", "", stamp, "",
               f"What closes the gap ({tp['gap_study_task']}, FFN units; variants of ig against TextPruner):", "",
               _table(["variant", "scoring s", "global 70%", "per-layer 70%"],
@@ -1104,7 +1130,8 @@ def _budget_section(b: dict) -> list[str]:
          f"rule removed {fmt_pct(statistics.mean(heads['raw']), 0)} of the heads on average, the share rule "
          f"{fmt_pct(statistics.mean(heads['share']), 0)}.", "",
          "What the product does with it: the Prune page's 'Meet a budget' and the CLI's `budget` / `export "
-         "--flops-budget` choose by measured metric (on the chart's validation examples in the app, 500 by default; on 500 seeded "
+         "--flops-budget` choose by measured metric (on the chart's validation examples in the app, 500 by default; "
+         "on 500 seeded "
          "validation examples in the CLI; `--choose mass` for the share rule without evaluation). The measured "
          "rule's edge over share score mass is small (a few tenths of a point on average, significant in a fifth of "
          "the cells) and it costs one evaluation per candidate; the share rule is the one to use without data. The "

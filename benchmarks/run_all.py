@@ -45,7 +45,8 @@ def _jsonable(x):
 def top_level(res: dict) -> dict:
     """The headline numbers the issue asks for, each taken from this run's tables."""
     q, sp, tp = res.get("quality", {}), res.get("speed", {}), res.get("textpruner", {})
-    exp = next((r for r in sp.get("export", {}).get("rows", []) if r["ffn_sparsity"] == 0.5 and r["head_sparsity"] == 0.5), {})
+    exp = next((r for r in sp.get("export", {}).get("rows", [])
+                if r["ffn_sparsity"] == 0.5 and r["head_sparsity"] == 0.5), {})
     return {
         "ig_speedup_vs_captum": sp.get("captum", {}).get("ratio"),
         "ig_spearman_vs_captum": sp.get("captum", {}).get("spearman"),
@@ -85,7 +86,8 @@ def git_state() -> dict:
 
     def git(*a):
         try:
-            return subprocess.run(["git", *a], cwd=HERE.parent, capture_output=True, text=True, timeout=20).stdout.strip()
+            return subprocess.run(["git", *a], cwd=HERE.parent, capture_output=True, text=True,
+                                  timeout=20).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
 
@@ -101,7 +103,8 @@ def load_or_build_model(s: Settings, log):
     try:
         return load_model(s.model)
     except TPError:
-        log(f"{s.model} is not built yet: building it now (python -m tp_core build-demo{' --quick' if s.mode == 'quick' else ''})")
+        log(f"{s.model} is not built yet: building it now "
+            f"(python -m tp_core build-demo{' --quick' if s.mode == 'quick' else ''})")
         build_demo(quick=s.mode == "quick", progress=lambda f, m: None)
         return load_model(s.model)
 
@@ -118,7 +121,8 @@ def main(argv=None) -> int:
                     help="with --report-only: take the slider latency from a newer benchmarks/bench_interactive.py run")
     ap.add_argument("--refresh-ig-fidelity", nargs="?", const=str(HERE / "out" / "ig_fidelity.json"), default=None,
                     metavar="JSON", help="with --report-only: take the IG fidelity section (key ig_fidelity) from a "
-                                         "benchmarks/bench_ig_fidelity.py result (default benchmarks/out/ig_fidelity.json)")
+                                         "benchmarks/bench_ig_fidelity.py result "
+                                         "(default benchmarks/out/ig_fidelity.json)")
     ap.add_argument("--out", default=None, help="output folder (default docs/, or docs/quick/ with --quick)")
     args = ap.parse_args(argv)
     out_dir = Path(args.out) if args.out else (DOCS / "quick" if args.quick else DOCS)
@@ -166,7 +170,8 @@ def main(argv=None) -> int:
     res["meta"]["dense_all_tasks"] = {}
     for task in b.model.tasks:  # dense metric of every demo task on the capped validation subset
         data = b.eval_data(task)
-        res["meta"]["dense_all_tasks"][task] = {"metric_name": data.spec.metric, "metric": b.dense(task), "n": len(data)}
+        res["meta"]["dense_all_tasks"][task] = {"metric_name": data.spec.metric, "metric": b.dense(task),
+                                                "n": len(data)}
     import bench_quality
     import bench_speed
     import bench_textpruner

@@ -5,13 +5,14 @@ import time
 import numpy as np
 import pytest
 
+from tiny import grad_x_act_point
 from tp_core.attribution import AttributionConfig, attribute
 from tp_core.data import load_split
 from tp_core.evaluation import evaluate, metric_interval
 from tp_core.engine import JobFailed, Throughput, content_key
 from tp_core.masks import PruneConfig, build_masks
 from tp_core.policy import curve_plan, plan_results
-from tp_core.work import DataRef, PointResult, point_job, probe_job, scores_job
+from tp_core.work import DataRef, PointResult, probe_job
 
 
 def _wait_state(engine, key, states, timeout=60):
@@ -245,11 +246,8 @@ def test_content_keys_depend_on_what_is_computed():
 
 def test_scores_and_points_through_the_engine_equal_direct_calls(engine, tiny):
     model, ref = tiny
-    cfg = AttributionConfig(method="grad_x_act", samples=8)
-    sjob = scores_job(model, ref, "sst2", cfg, None)
     pcfg = PruneConfig(0.5, 0.25, "global")
-    data = DataRef("sst2", "validation", 40)
-    pjob = point_job(model, ref, "sst2", sjob, pcfg, data, 40)
+    cfg, _, _, pjob = grad_x_act_point(model, ref, pcfg, 40)
     res = engine.wait(engine.submit(pjob, owner="t"), 120)  # the scores job runs first, as a dependency
     assert isinstance(res, PointResult) and res.n == 40
     direct = attribute(model, "sst2", cfg)

@@ -25,7 +25,8 @@ RANK = {
     # the export package (tp_core/export/): each format or concern, then the formats export, then the package API
     "export.onnx": 10, "export.int8": 10.1, "export.hf": 10.1, "export.latency": 10.2, "export.report": 10.2,
     "export.card": 10.3, "export.folder": 10.4, "export.vocabulary": 10.4, "export.formats": 10.5, "export": 11,
-    "refs": 11.5, "work": 12, "policy": 12.5, "sweeps": 12.5, "serve": 13, "cli": 14, "__init__": 15, "__main__": 15,
+    "refs": 11.5, "work": 12, "policy": 12.5, "sweeps": 12.5, "serve": 13, "cli_parser": 13.5, "cli": 14,
+    "__init__": 15, "__main__": 15,
 }
 ROOT = Path(tp_core.__file__).parent
 MODULE_STRING = re.compile(r"tp_core((?:\.\w+)+)(?::\w+)?")  # "tp_core.work" or "tp_core.work:point"

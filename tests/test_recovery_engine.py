@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from tiny import grad_x_act_point
 from tp_core.attribution import AttributionConfig, attribute
 from tp_core.data import load_split
 from tp_core.errors import TPError
@@ -18,12 +19,9 @@ from tp_core.work import (DataRef, PointResult, calibration_ref, export, export_
 
 def test_recovered_point_is_another_job_and_equals_the_direct_computation(engine, tiny):
     model, ref = tiny
-    cfg = AttributionConfig(method="grad_x_act", samples=8)
-    sjob = scores_job(model, ref, "sst2", cfg, None)
     pcfg = PruneConfig(0.6, 0.25, "global")
-    data = DataRef("sst2", "validation", 32)
+    cfg, sjob, data, plain = grad_x_act_point(model, ref, pcfg, 32)
     rcfg = RecoveryConfig(level="lstsq", samples=24, seed=1)
-    plain = point_job(model, ref, "sst2", sjob, pcfg, data, 32)
     rjob = point_job(model, ref, "sst2", sjob, pcfg, data, 32, recovery=rcfg)
     bias = point_job(model, ref, "sst2", sjob, pcfg, data, 32, recovery=RecoveryConfig(level="bias", samples=24))
     assert len({plain.key, rjob.key, bias.key}) == 3  # the level is part of the key

@@ -167,3 +167,15 @@ def write_tiny_gguf(lm, path, arch: str = "llama", permute: bool = True) -> None
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+def grad_x_act_point(model, ref, pcfg, n: int, samples: int = 8):
+    """The jobs tests' common setup on sst2: a grad×act scores job of `samples` examples, and the point job of
+    `pcfg` (a PruneConfig) on `n` validation examples. Returns (attribution config, scores job, data ref, point)."""
+    from tp_core.attribution import AttributionConfig
+    from tp_core.work import DataRef, point_job, scores_job
+
+    cfg = AttributionConfig(method="grad_x_act", samples=samples)
+    sjob = scores_job(model, ref, "sst2", cfg, None)
+    data = DataRef("sst2", "validation", n)
+    return cfg, sjob, data, point_job(model, ref, "sst2", sjob, pcfg, data, n)

@@ -4,7 +4,7 @@ at most every RERUN_GAP_S."""
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import streamlit as st
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import replace
-from typing import Callable
+from collections.abc import Callable
 
 import streamlit as st
 

@@ -21,7 +21,7 @@ a plain Llama config has one width for all layers. With num_key_value_heads == n
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -336,8 +336,8 @@ def _activation_batch(model, task, batch, y, cfg, want_ffn, want_heads):
         head_out[l] = ((norms * mask.unsqueeze(-1)).sum(1) / n_tok).sum(0)
         return xh
 
-    gates = GateState(ffn_fn=ffn_fn if want_ffn else None, heads_fn=heads_fn if want_heads else None)
-    with torch.no_grad(), gated(gates):
+    with torch.no_grad(), gated(GateState(ffn_fn=ffn_fn if want_ffn else None,
+                                          heads_fn=heads_fn if want_heads else None)):
         model(**batch, task=task)
     return ffn_out, head_out
 

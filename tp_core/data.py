@@ -16,7 +16,8 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from .errors import TPError
 from .limits import ENV, limits
@@ -69,7 +70,7 @@ class TaskData:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def subset(self, idx: Sequence[int]) -> "TaskData":
+    def subset(self, idx: Sequence[int]) -> TaskData:
         return replace(
             self,
             texts=[self.texts[i] for i in idx],
@@ -78,7 +79,7 @@ class TaskData:
             rows=[self.rows[i] for i in idx],
         )
 
-    def sample(self, n: int | None, seed: int = 0) -> "TaskData":
+    def sample(self, n: int | None, seed: int = 0) -> TaskData:
         """A seeded random subset of n examples (kept in file order); all of them when n is None or >= len."""
         if n is None or n >= len(self):
             return self
@@ -87,10 +88,11 @@ class TaskData:
         idx = sorted(random.Random(seed).sample(range(len(self)), n))
         return self.subset(idx)
 
-    def domain(self, name: str) -> "TaskData":
+    def domain(self, name: str) -> TaskData:
         """Rows of one named domain (task.json `domains`), e.g. yelp / amazon / imdb."""
         if name not in self.spec.domains:
-            raise TPError(f"Task {self.spec.name!r} has no domain {name!r}; known: {sorted(self.spec.domains) or 'none'}.")
+            raise TPError(f"Task {self.spec.name!r} has no domain {name!r}; "
+                          f"known: {sorted(self.spec.domains) or 'none'}.")
         lo, hi = self.spec.domains[name]
         return self.subset([i for i, r in enumerate(self.rows) if lo <= r < hi])
 
@@ -163,7 +165,8 @@ def _validate_labels(spec: TaskSpec, labels: list[Any], where: str) -> list[Any]
     return out
 
 
-def _from_dataset(ds, spec: TaskSpec, split: str, text_col: str, pair_col: str | None, label_col: str, where: str) -> TaskData:
+def _from_dataset(ds, spec: TaskSpec, split: str, text_col: str, pair_col: str | None, label_col: str,
+                  where: str) -> TaskData:
     cols = set(ds.column_names)
     for col in [text_col, label_col] + ([pair_col] if pair_col else []):
         if col not in cols:
@@ -219,7 +222,7 @@ def load_split(task: str | TaskSpec, split: str = "validation", limit: int | Non
 
 # whole splits already read in this process, by file identity (path, mtime, size) and task spec: a page run, a
 # worker's next job and a benchmark's next cell do not parse the same JSONL again (an edited file is read afresh)
-_SPLITS: "OrderedDict[tuple, TaskData]" = OrderedDict()
+_SPLITS: OrderedDict[tuple, TaskData] = OrderedDict()
 _SPLITS_LOCK = threading.Lock()
 _SPLITS_MAX = 24
 # one `datasets.load_dataset` at a time per process: two at once in a worker's two threads raced in tqdm (the class
@@ -254,7 +257,8 @@ def load_file(
         raw = path.read_bytes()
     except OSError as exc:
         raise TPError(f"Cannot read {path}: {exc.strerror or exc}.") from None
-    return load_bytes(raw, path.name, text_col, label_col, pair_col, label_names, metric, name, problem, where=str(path))
+    return load_bytes(raw, path.name, text_col, label_col, pair_col, label_names, metric, name, problem,
+                      where=str(path))
 
 
 def load_bytes(
@@ -419,7 +423,8 @@ def _text(value: Any, col: str, i: int, where: str, cap) -> str:
         raise TPError(f"{where}, row {i}: the text in column {col!r} is empty.")
     if len(text) > cap.max_text_chars:
         raise TPError(f"{where}, row {i}: the text in column {col!r} has {len(text):,} characters; the limit is "
-                      f"{cap.max_text_chars:,} (models read at most 512 tokens; raise it with {ENV['max_text_chars']}).")
+                      f"{cap.max_text_chars:,} (models read at most 512 tokens; "
+                      f"raise it with {ENV['max_text_chars']}).")
     return text
 
 

@@ -11,7 +11,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -42,7 +42,7 @@ class DemoConfig:
     eval_limit: int = 2000
 
     @staticmethod
-    def for_build(quick: bool) -> "DemoConfig":
+    def for_build(quick: bool) -> DemoConfig:
         if quick:
             return DemoConfig(quick=True, tasks=("sst2", "ag_news"), max_per_task=1200, max_length=48,
                               batch_size=32, eval_limit=400)

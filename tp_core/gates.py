@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -26,13 +26,13 @@ class GateState:
 
     ffn: dict[int, torch.Tensor] = field(default_factory=dict)
     heads: dict[int, torch.Tensor] = field(default_factory=dict)
-    ffn_fn: Optional[Intervention] = None
-    heads_fn: Optional[Intervention] = None  # receives (B, T, H, d)
+    ffn_fn: Intervention | None = None
+    heads_fn: Intervention | None = None  # receives (B, T, H, d)
     # Additive corrections of the projection's *output* (training-free recovery, see recovery.py), per layer:
-    ffn_out: dict[int, "OutputCorrection"] = field(default_factory=dict)
-    heads_out: dict[int, "OutputCorrection"] = field(default_factory=dict)
+    ffn_out: dict[int, OutputCorrection] = field(default_factory=dict)
+    heads_out: dict[int, OutputCorrection] = field(default_factory=dict)
     # ... and of a task head's first projection (recovery's head re-fit), by head name
-    head_out: dict[str, "OutputCorrection"] = field(default_factory=dict)
+    head_out: dict[str, OutputCorrection] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,9 @@ class OutputCorrection:
     With `index` = the kept input features, `weight` = W'[:, kept] - W[:, kept] and `bias` = b' - b, the gated
     projection computes exactly what a projection with the re-fitted kept columns W' and bias b' would."""
 
-    index: Optional[torch.Tensor] = None  # long (k,): input features read; None = all of them
-    weight: Optional[torch.Tensor] = None  # (out, k)
-    bias: Optional[torch.Tensor] = None  # (out,)
+    index: torch.Tensor | None = None  # long (k,): input features read; None = all of them
+    weight: torch.Tensor | None = None  # (out, k)
+    bias: torch.Tensor | None = None  # (out,)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         delta = None
@@ -57,7 +57,7 @@ class OutputCorrection:
         return delta
 
 
-_STATE: contextvars.ContextVar[Optional[GateState]] = contextvars.ContextVar("taskprune_gates", default=None)
+_STATE: contextvars.ContextVar[GateState | None] = contextvars.ContextVar("taskprune_gates", default=None)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ class UnitRef:
     def label(self) -> str:
         return f"{'FFN neuron' if self.kind == 'ffn' else 'head'} {self.index} of layer {self.layer}"
 
-    def check(self, shape: UnitShape) -> "UnitRef":
+    def check(self, shape: UnitShape) -> UnitRef:
         if self.kind not in ("ffn", "head"):
             raise TPError(f"Unit kind must be 'ffn' or 'head', got {self.kind!r}.")
         if not 0 <= self.layer < shape.num_layers:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 
@@ -32,12 +32,12 @@ class IterativeResult:
     """The final masks, the recovery fitted for them (None without a level) and one entry per step."""
 
     masks: UnitMasks
-    recovery: Optional[Recovery]
+    recovery: Recovery | None
     steps: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
 
-def _mapped(small_scores: Optional[list], masks: list[np.ndarray]) -> Optional[list[np.ndarray]]:
+def _mapped(small_scores: list | None, masks: list[np.ndarray]) -> list[np.ndarray] | None:
     """Scores of the surviving units (per layer, in kept order) placed at their original indices; -inf elsewhere."""
     if small_scores is None:
         return None
@@ -82,7 +82,7 @@ def iterative_masks(model, task: str, cfg: AttributionConfig, prune: PruneConfig
 
     t0 = time.perf_counter()
     masks = UnitMasks.dense(shape)
-    rec: Optional[Recovery] = None
+    rec: Recovery | None = None
     steps = []
     for i in range(1, n_iters + 1):
         ts = time.perf_counter()

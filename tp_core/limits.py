@@ -28,7 +28,7 @@ class Limits:
     max_model_mparams: int = 1_000  # parameters of a model to load, in millions (checked from config.json first)
 
     @staticmethod
-    def from_env() -> "Limits":
+    def from_env() -> Limits:
         values = {}
         for f in fields(Limits):
             env = ENV[f.name]

@@ -11,7 +11,7 @@ import base64
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ class PruneConfig:
     head_sparsity: float = 0.0
     allocation: str = "global"
 
-    def validate(self) -> "PruneConfig":
+    def validate(self) -> PruneConfig:
         for name, v in (("FFN sparsity", self.ffn_sparsity), ("head sparsity", self.head_sparsity)):
             if not (0.0 <= v < 1.0) or v != v:
                 raise TPError(f"{name} must be in [0, 1), got {v}.")
@@ -58,7 +58,7 @@ class UnitMasks:
     heads: list[np.ndarray]
 
     @staticmethod
-    def dense(shape: UnitShape) -> "UnitMasks":
+    def dense(shape: UnitShape) -> UnitMasks:
         return UnitMasks([np.ones(f, bool) for f in shape.ffn], [np.ones(h, bool) for h in shape.heads])
 
     def kept_ffn(self) -> list[list[int]]:

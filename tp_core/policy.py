@@ -55,7 +55,7 @@ class Planned:
 def curve_plan(model, ref: ModelRef, head: str, cfg: AttributionConfig, methods: list[str], head_sparsity: float,
                allocation: str, stages: list[tuple[object, int]], grid, known: dict | None = None,
                slider: float | None = None, scoring_data=None, task_label: str | None = None,
-               offset: int = 0, recovery: "str | RecoveryConfig | None" = None,
+               offset: int = 0, recovery: str | RecoveryConfig | None = None,
                slider_first: tuple[object, int] | None = None,
                ) -> tuple[list[Planned], dict[str, Job], list[Job]]:
     """Every job a progressive metric-vs-size view needs, most urgent first: the dense reference and the slider's
@@ -107,7 +107,7 @@ def curve_plan(model, ref: ModelRef, head: str, cfg: AttributionConfig, methods:
     return plan, sjobs, slider_jobs
 
 
-def recovered_method(method: str, recovery: "str | RecoveryConfig") -> str:
+def recovered_method(method: str, recovery: str | RecoveryConfig) -> str:
     """The line name of `method`'s recovered points ("ig+lstsq")."""
     return f"{method}+{recovery if isinstance(recovery, str) else recovery.level}"
 

@@ -1,5 +1,6 @@
-"""Physical pruning: slice weights (tp_core/slicing.py) so the model is genuinely smaller (like transformers' `prune_linear_layer`,
-which BERT in transformers 5.x no longer calls for us). The result computes the same logits as the masked model.
+"""Physical pruning: slice weights (tp_core/slicing.py) so the model is genuinely smaller (like transformers'
+`prune_linear_layer`, which BERT in transformers 5.x no longer calls for us). The result computes the same logits as
+the masked model.
 
 FFN neuron i removed: row i of `ffn_in` (+ bias; and of Llama's up_proj) and column i of `ffn_out`.
 Head h removed: its d rows of Q, K and V (+ biases) and its d columns of the attention output projection (a

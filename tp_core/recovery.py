@@ -29,7 +29,7 @@ from __future__ import annotations
 import base64
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -70,7 +70,7 @@ class RecoveryConfig:
     batch_size: int = 32
     max_length: int = 128
 
-    def validate(self) -> "RecoveryConfig":
+    def validate(self) -> RecoveryConfig:
         if self.level not in LEVELS:
             raise TPError(f"Recovery level must be one of {', '.join(LEVELS)}, got {self.level!r}.")
         if not isinstance(self.samples, int) or self.samples < 1:
@@ -86,7 +86,7 @@ class RecoveryConfig:
         return self
 
 
-def as_config(level: "str | RecoveryConfig | None", samples: int | None = None) -> RecoveryConfig:
+def as_config(level: str | RecoveryConfig | None, samples: int | None = None) -> RecoveryConfig:
     """A validated RecoveryConfig from a level name (or a config), optionally with another sample count."""
     cfg = level if isinstance(level, RecoveryConfig) else RecoveryConfig(level=level or "none")
     if samples is not None:
@@ -96,7 +96,7 @@ def as_config(level: "str | RecoveryConfig | None", samples: int | None = None) 
     return cfg.validate()
 
 
-def active_config(level: "str | RecoveryConfig | None") -> "RecoveryConfig | None":
+def active_config(level: str | RecoveryConfig | None) -> RecoveryConfig | None:
     """A validated RecoveryConfig for `level` (a name or a config), or None for no recovery (None or "none")."""
     if level is None:
         return None
@@ -114,9 +114,9 @@ class Correction:
     kind: str
     layer: int
     kept: list[int]
-    scale: Optional[np.ndarray] = None  # (len(kept),)
-    weight: Optional[np.ndarray] = None  # (out, kept columns)
-    bias: Optional[np.ndarray] = None  # (out,)
+    scale: np.ndarray | None = None  # (len(kept),)
+    weight: np.ndarray | None = None  # (out, kept columns)
+    bias: np.ndarray | None = None  # (out,)
     info: dict = field(default_factory=dict)  # lambda, relative errors before/after, fallback
 
 
@@ -208,7 +208,7 @@ class Recovery:
                                  "info": c.info} for c in self.corrections]}
 
     @staticmethod
-    def from_doc(doc: dict) -> "Recovery":
+    def from_doc(doc: dict) -> Recovery:
         def dec(d):
             if d is None:
                 return None
@@ -227,7 +227,7 @@ class Recovery:
             raise TPError(f"The recovery in this mask file cannot be read: {exc}") from None
 
 
-def recovery_from_doc(doc: dict) -> Optional[Recovery]:
+def recovery_from_doc(doc: dict) -> Recovery | None:
     """The Recovery stored in a mask-file document, or None."""
     return Recovery.from_doc(doc["recovery"]) if doc.get("recovery") else None
 
@@ -266,7 +266,7 @@ def _first_pruned(masks) -> int:
 
 
 @torch.no_grad()
-def recover(model, task: str, masks, data: TaskData | None = None, level: "str | RecoveryConfig" = "lstsq",
+def recover(model, task: str, masks, data: TaskData | None = None, level: str | RecoveryConfig = "lstsq",
             progress: Progress | None = None) -> Recovery:
     """Fit the recovery of `level` for `masks` on `data` (default: `samples` texts of the task's train split).
 
@@ -321,7 +321,7 @@ def _fit(model, task: str, masks, data: TaskData, cfg: RecoveryConfig, progress:
         # The pruned model passes through each block once: up to the attention output projection (fit it), resumed
         # from the recorded head contexts up to the FFN output projection (fit it), resumed from the recorded FFN
         # activation to the block output. The gate hooks apply the masks and the corrections fitted so far.
-        ctx: list[Optional[torch.Tensor]] = [None] * len(student)
+        ctx: list[torch.Tensor | None] = [None] * len(student)
         if fit_attn:
             kept = np.flatnonzero(masks.heads[l]).tolist()
             acc = ProjectionFit(p.attn_out.weight, p.attn_out.bias, kept, p.head_dim, need_ls=solve)

@@ -17,7 +17,6 @@ any linear layer whose input units are removed can be re-fitted with it.
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import numpy as np
 import torch
@@ -35,7 +34,7 @@ class ProjectionFit:
     `weight` (out, in) and `bias` are the projection's; its input units are `d` columns wide, `kept` lists the kept
     ones. `need_ls=False` accumulates only what bias compensation needs (no target, no normal equations)."""
 
-    def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], kept: list[int], d: int, need_ls: bool):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, kept: list[int], d: int, need_ls: bool):
         self.W = weight.detach().double()  # (out, in)
         self.has_bias = bias is not None  # Llama-layout projections have none: no bias column, none fitted
         self.b = bias.detach().double() if bias is not None else torch.zeros(self.W.shape[0], dtype=torch.float64)
@@ -54,7 +53,7 @@ class ProjectionFit:
             self.D = torch.zeros(k, self.W.shape[0], dtype=torch.float64)
             self.bb = 0.0
 
-    def add(self, x: torch.Tensor, target: Optional[torch.Tensor]) -> None:
+    def add(self, x: torch.Tensor, target: torch.Tensor | None) -> None:
         """x: (N, in) ungated projection inputs on real tokens; target: (N, out) wanted projection outputs."""
         x = x.detach().float().cpu()
         self.n += x.shape[0]

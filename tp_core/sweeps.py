@@ -7,7 +7,7 @@ once, from either side, is not evaluated again. A point reached iteratively (`n_
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from .attribution import AttributionConfig
 from .engine import Engine, Job, content_key
@@ -66,7 +66,7 @@ def iterative_job(ref: ModelRef, head: str, cfg: AttributionConfig, pcfg: PruneC
 def sweep_jobs(model, ref: ModelRef, task: str, methods: Sequence[str], ffn_sparsities: Sequence[float],
                head_sparsities: Sequence[float] = (0.0,), allocation: str = "global",
                attribution: AttributionConfig | None = None, data=None, n: int = 0,
-               recovery: "str | RecoveryConfig | None" = None, n_iters: int = 1) -> list[SweepStep]:
+               recovery: str | RecoveryConfig | None = None, n_iters: int = 1) -> list[SweepStep]:
     """The jobs of a sweep, in the order of its records: the dense model, then for each method every (FFN, head)
     sparsity, each pruned point followed by its recovered twin with `recovery` (a level name or RecoveryConfig,
     not "none"; fitted on a seeded sample of the task's train split). `data` is a `work.DataRef` or a `TaskData`
@@ -101,7 +101,7 @@ def sweep_jobs(model, ref: ModelRef, task: str, methods: Sequence[str], ffn_spar
 def run_sweep(engine: Engine, model, ref: ModelRef, task: str, methods: Sequence[str],
               ffn_sparsities: Sequence[float], head_sparsities: Sequence[float] = (0.0,), allocation: str = "global",
               attribution: AttributionConfig | None = None, data=None, n: int = 0, progress: Progress | None = None,
-              recovery: "str | RecoveryConfig | None" = None, n_iters: int = 1,
+              recovery: str | RecoveryConfig | None = None, n_iters: int = 1,
               owner: str = "sweep") -> list[SweepRecord]:
     """Run a sweep's jobs (`sweep_jobs`) on `engine` and return its records: "dense" first, then each method's
     points ("<method>", "<method>+<level>" with `recovery`, "<method>/iter<n>" with `n_iters` > 1). Raises

@@ -29,7 +29,8 @@ import threading
 import time
 import uuid
 import warnings
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from ..errors import TPError
 from .forecast import JobInfo, Throughput, outlook

@@ -10,7 +10,8 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from ..paths import atomic_write_text, tp_home
 from .spec import ACTIVE, Job

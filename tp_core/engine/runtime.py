@@ -13,7 +13,8 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from ..errors import TPError
 from .spec import TOPIC, JobCancelled, JobFailed, JobPreempted

@@ -25,7 +25,8 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -170,7 +171,7 @@ def _write_onnx(run: _Run, formats: list[str], onnx_dir: Path, path: Path) -> tu
     for label, file in files.items():
         run.progress(0.7, f"evaluating {label} with onnxruntime")
         sess = ort_session(file)
-        m, ci, diff = run.measure(lambda texts, pairs: onnx_logits(sess, tok_json, texts, pairs))
+        m, ci, diff = run.measure(lambda texts, pairs, sess=sess: onnx_logits(sess, tok_json, texts, pairs))
         notes = [onnx.NOTE] + ([onnx.FUSED_NOTE] if fused else []) + ([int8.NOTE] if label == "onnx-int8" else [])
         reports.append(FormatReport(label, str(path / file.name), file.stat().st_size + tok_json.stat().st_size,
                                     run.params["total"], run.params, m, ci, diff, len(run.check), notes))

@@ -3,7 +3,7 @@ the task's validation texts and on related tasks (off-domain), and which example
 from __future__ import annotations
 
 import copy
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ..errors import TPError
 
