@@ -3,8 +3,8 @@ exact parameter counts, valid shapes after slicing, save/load of a sliced model,
 import numpy as np
 import pytest
 import torch
-from tiny import assert_ffn_ig_equals_captum, tiny_llama
 
+from tiny import assert_ffn_ig_equals_captum, tiny_llama
 from tp_core.attribution import AttributionConfig, attribute
 from tp_core.data import load_split
 from tp_core.evaluation import predict_logits
@@ -174,7 +174,6 @@ def test_a_gguf_file_loads_as_a_task_model_once_dequantized(tmp_path, monkeypatc
     """load_model on a .gguf file: llm_source converts it once (its own tests cover the conversion and bad files);
     the task model has the source's logits, and a second load and the cached folder give the same model."""
     from tiny import write_tiny_gguf
-
     from tp_core import llm_source
 
     model = tiny_llama()

@@ -25,9 +25,9 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -75,6 +75,7 @@ def _user_data(args, model, task):
 
 def _eval_data(args, task, model=None):
     from .data import load_split
+
     from .limits import limits
 
     if getattr(args, "data", None):
@@ -399,8 +400,10 @@ def cmd_budget(args):
 
 
 def cmd_export(args):
-    from .export import export_pruned, parse_formats
+    from .export import export_pruned
     from .masks import PruneConfig
+
+    from .export import parse_formats
     from .vocab import check_min_count, check_vocab_mode
 
     formats = parse_formats(args.format)  # bad --format / --vocab / --vocab-min-count fail before any work
@@ -462,8 +465,7 @@ def _vocab_texts(path: str | None) -> list[str]:
 
 def _export_formats(args, model, scores, cfg, formats: list[str], eval_data, rcfg):
     """`export --format ... --vocab ... --latency`: `export.export_formats`, then a summary (or the JSON report)."""
-    from .export import export_formats, jsonable
-    from .export import metric_text as fmt
+    from .export import export_formats, jsonable, metric_text as fmt
 
     extra_texts = _vocab_texts(getattr(args, "vocab_texts", None))
     with progress_bar(f"export {','.join(formats)}", not args.quiet) as cb:

@@ -25,15 +25,8 @@ from .masks import PruneConfig, build_masks
 from .paths import atomic_write_text, cache_dir, enforce_cache_cap, touch
 from .pruning import count_params, kept_params
 from .recovery import RecoveryConfig, active_config, calibration_data, recover
-from .refs import (
-    DataRef,
-    ModelRef,
-    data_identity,
-    get_data,
-    get_model,
-    model_ref,  # noqa: F401 (callers build their ModelRefs through work)
-    register_model,  # noqa: F401
-)
+from .refs import DataRef, ModelRef, data_identity, get_data, get_model
+from .refs import model_ref, register_model  # noqa: F401 (callers build their ModelRefs through work)
 
 Progress = Callable[[float, str], None]
 
