@@ -36,8 +36,12 @@ chromium:
 		|| { echo "error: could not install Debian chromium (TP_SKIP_BROWSER=1 skips the browser tests)"; exit 1; }; \
 	fi
 
+# pytest-xdist: TEST_WORKERS processes, each running whole test modules (--dist loadfile: a module's fixtures are set
+# up once); the app, server and browser modules overlap with the unit tests. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: venv chromium
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15 \
+		$(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 bench: venv
 	$(PY) benchmarks/run_all.py
