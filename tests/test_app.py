@@ -8,7 +8,7 @@ from ui_support import app_test, apply_env, ensure_quick_demo, settle
 pytestmark = pytest.mark.ui
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # the module's TP_HOME has it (conftest.py); a session fixture would build it anew
 def quick_demo():
     return ensure_quick_demo()
 

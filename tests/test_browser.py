@@ -12,7 +12,7 @@ import pytest
 
 from ui_support import ARGS, CHROMIUM, browser_app_env, streamlit_server, wait_idle  # noqa: F401 (ARGS, CHROMIUM: re-exported)
 
-pytestmark = pytest.mark.ui
+pytestmark = [pytest.mark.ui, pytest.mark.browser]
 
 
 @pytest.fixture(scope="module")

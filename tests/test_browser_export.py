@@ -11,7 +11,7 @@ import pytest
 from test_browser import _wait_idle
 from ui_support import ARGS, CHROMIUM, app_tracebacks, browser_app_env, streamlit_server
 
-pytestmark = pytest.mark.ui
+pytestmark = [pytest.mark.ui, pytest.mark.browser]
 
 
 @pytest.fixture(scope="module")
