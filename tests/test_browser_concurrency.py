@@ -328,7 +328,8 @@ def test_closing_a_tab_during_attribution_leaves_a_clean_cache(server):
 
             page = _open_session(browser, url)
             set_up(page)
-            assert "To compute: sst2" in page.locator('[data-testid="stCaptionContainer"]', has_text="To compute").first.inner_text()
+            caption = page.locator('[data-testid="stCaptionContainer"]', has_text="To compute").first
+            assert "To compute: sst2" in caption.inner_text()
             page.get_by_role("button", name="Run attribution").click()
             _sidebar_shows(page, "elapsed", timeout=120_000)  # the job runs: the jobs panel shows its progress
             assert not path.exists()

@@ -151,7 +151,7 @@ def test_head_ig_equals_captum_integrated_gradients_on_group_gates():
     (idx, batch), = list(model.batches(data.texts, data.pairs, 5, 128, task="sst2"))
     y = torch.tensor([data.labels[i] for i in idx])
     for layer in range(model.num_layers):
-        def fwd(g, input_ids, attention_mask):
+        def fwd(g, input_ids, attention_mask, layer=layer):
             with gated(GateState(heads={layer: g.view(g.shape[0], 1, -1, 1)})):
                 return torch.softmax(model(input_ids, attention_mask, task="sst2"), -1)
 
