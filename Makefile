@@ -29,14 +29,21 @@ run: demo
 		$(PY) -m tp_core serve --port $(PORT); \
 	fi
 
-# Debian's chromium for the real-browser test (never `playwright install`: it downloads a browser).
+# Debian's chromium for the real-browser tests (never `playwright install`: it downloads a browser). Without it those
+# tests fail, so a failed install stops here; TP_SKIP_BROWSER=1 opts out of both (the tests are then skipped).
 chromium:
-	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian chromium for the browser test"; \
+	@if [ "$${TP_SKIP_BROWSER:-}" = 1 ]; then echo "TP_SKIP_BROWSER=1: no chromium; the browser tests are skipped"; \
+	elif ! command -v chromium >/dev/null 2>&1; then echo "installing Debian chromium for the browser tests"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-		|| echo "warning: could not install chromium; the browser test will be skipped"; }
+		|| { echo "error: could not install Debian chromium (TP_SKIP_BROWSER=1 skips the browser tests)"; exit 1; }; \
+	fi
 
+# pytest-xdist: TEST_WORKERS processes, each running whole test modules (--dist loadfile: a module's fixtures are set
+# up once); the app, server and browser modules overlap with the unit tests. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: venv chromium
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15 \
+		$(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 bench: venv
 	$(PY) benchmarks/run_all.py

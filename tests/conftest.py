@@ -1,4 +1,16 @@
+"""Test set-up. Every test runs on a temporary TP_HOME, never the user's ~/.cache/taskprune:
+
+* a session home (empty) while session-scoped fixtures run;
+* a home per test module, for the module's fixtures and its integration and ui tests (they share its caches);
+* a fresh home per unit test (neither `integration` nor `ui`), as before.
+
+Homes of integration and ui tests (and of modules marked so) are seeded with the quick demo model, which is built
+once per test session (once for all pytest-xdist workers of a run: the first builds it under a file lock) and
+hard-linked into each home, so a test that replaces or removes its copy leaves the others alone.
+"""
+import fcntl
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -10,11 +22,86 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 
 import pytest  # noqa: E402
 
+DEMO_MARKERS = ("integration", "ui")  # tests that use the quick demo model
+
+
+def needs_demo(node) -> bool:
+    """Whether a test (or a module, through its pytestmark) is marked as using the quick demo."""
+    return any(node.get_closest_marker(m) for m in DEMO_MARKERS)
+
+
+def link_tree(src: Path, dst: Path) -> Path:
+    """Copy the folder `src` to `dst` as hard links (a plain copy across file systems)."""
+    def link(a, b):
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    return Path(shutil.copytree(src, dst, copy_function=link))
+
+
+def seed_home(home: Path, demo: Path | None) -> Path:
+    """Make `home` a TP_HOME with the built quick demo (when given) at its usual place, `models/demo-quick`."""
+    home.mkdir(parents=True, exist_ok=True)
+    if demo is not None:
+        target = home / "models" / demo.name
+        if not target.exists():
+            link_tree(demo, target)
+    return home
+
+
+def build_demo_once(home: Path) -> Path:
+    """The quick demo built under `home` (its TP_HOME); concurrent callers (xdist workers) wait for the first."""
+    from tp_core.demo import build_demo
+
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home.parent / f"{home.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("TP_HOME", str(home))
+            return build_demo(quick=True)
+
+
+@pytest.fixture(scope="session")
+def quick_demo_build(tmp_path_factory) -> Path:
+    """The quick demo folder, built once per test run (not per xdist worker: their base temp folders share a parent
+    that belongs to this run). Tests never use it directly: their homes get hard links to it."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    return build_demo_once(root / "demo-home")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_home(tmp_path_factory):
+    """An empty TP_HOME while session-scoped fixtures run (they are set up before any module's home)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TP_HOME", str(tmp_path_factory.mktemp("session-home")))
+        yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_home(request, tmp_path_factory):
+    """A TP_HOME of this test module (autouse, so it is in force before the module's other fixtures run). A browser
+    module checks for its browser first, so a missing one fails (or skips) before any demo build."""
+    if request.node.get_closest_marker("browser"):
+        from ui_support import require_browser
+
+        require_browser()
+    demo = request.getfixturevalue("quick_demo_build") if needs_demo(request.node) else None
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TP_HOME", str(seed_home(tmp_path_factory.mktemp("tp_home"), demo)))
+        yield
+
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path, monkeypatch, request):
-    """Unit tests get a throwaway TP_HOME so caches never leak between tests; integration tests keep the real one."""
-    if "integration" not in request.keywords and "ui" not in request.keywords:
+    """Unit tests get a throwaway TP_HOME so caches never leak between tests; integration and ui tests keep their
+    module's (seeded with the quick demo here when only the test, not its module, is marked)."""
+    if needs_demo(request.node):
+        seed_home(Path(os.environ["TP_HOME"]), request.getfixturevalue("quick_demo_build"))
+    else:
         monkeypatch.setenv("TP_HOME", str(tmp_path / "tp_home"))
     yield
 

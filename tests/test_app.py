@@ -8,7 +8,7 @@ from ui_support import app_test, apply_env, ensure_quick_demo, settle
 pytestmark = pytest.mark.ui
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # the module's TP_HOME has it (conftest.py); a session fixture would build it anew
 def quick_demo():
     return ensure_quick_demo()
 
@@ -44,7 +44,8 @@ def test_model_page_shows_architecture_and_dense_metrics(env):
     settle(at)
     _no_exception(at)
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Layers"] == "6" and metrics["Heads per layer"] == "12" and metrics["FFN neurons per layer"] == "1536"
+    assert metrics["Layers"] == "6" and metrics["Heads per layer"] == "12"
+    assert metrics["FFN neurons per layer"] == "1536"
     dense = at.dataframe[-1].value
     assert set(dense["task"]) == {"sst2", "ag_news"} and (dense["dense value"] > 0.5).all()
     assert at.selectbox(key="w_task").value in ("sst2", "ag_news")
@@ -262,9 +263,9 @@ def test_two_sessions_do_not_share_state_or_masks(env):
         at.session_state["task"] = task
         settle(at)
         sessions[name] = (at, task, ffn)
-    for name, (at, task, ffn) in sessions.items():  # interleaved: a, b both loaded, then each moves its slider
+    for at, _task, ffn in sessions.values():  # interleaved: a, b both loaded, then each moves its slider
         at.slider(key="w_ffn_sparsity").set_value(ffn).run()
-    for name, (at, task, ffn) in sessions.items():
+    for name, (at, _task, _ffn) in sessions.items():
         settle(at)  # a rerun after the other session moved must still show this session's own point
         results[name] = (at.session_state["task"], at.session_state["ffn_sparsity"], at.session_state["last_point"],
                          [e.value for e in at.exception])

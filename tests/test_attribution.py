@@ -44,7 +44,7 @@ def test_head_ig_equals_captum_integrated_gradients_on_gates():
     (idx, batch), = list(model.batches(data.texts, data.pairs, 6, 128))
     y = torch.tensor([data.labels[i] for i in idx])
     for layer in range(model.num_layers):
-        def fwd(g, input_ids, attention_mask, token_type_ids):
+        def fwd(g, input_ids, attention_mask, token_type_ids, layer=layer):
             with gated(GateState(heads={layer: g.view(g.shape[0], 1, -1, 1)})):
                 return torch.softmax(model(input_ids, attention_mask, token_type_ids, task="sst2"), -1)
 
@@ -80,7 +80,8 @@ def test_predicted_labels_change_scores_on_multiclass_but_not_binary_abs():
     for task, same in (("sst2", True), ("ag_news", False)):
         data = load_split(task, "train", limit=10, seed=0)
         gold = attribute(model, task, AttributionConfig(samples=10, steps=3, labels="gold", units="ffn"), data=data)
-        pred = attribute(model, task, AttributionConfig(samples=10, steps=3, labels="predicted", units="ffn"), data=data)
+        pcfg = AttributionConfig(samples=10, steps=3, labels="predicted", units="ffn")
+        pred = attribute(model, task, pcfg, data=data)
         assert np.allclose(np.concatenate(gold.ffn), np.concatenate(pred.ffn), rtol=1e-4) == same
 
 

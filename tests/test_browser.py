@@ -1,8 +1,8 @@
 """Real-browser test: Debian Chromium (Playwright) drives the app served by `streamlit run` on a free port.
 
-Walks Model -> Attribution (small settings) -> Heatmaps (a click on a cell opens it in the neuron inspector) -> Prune (moves the slider, the shown metric changes) -> Export (the
-exported folder reloads). With TP_SCREENSHOTS_DIR set it also visits every page and saves a screenshot of each
-(that is how docs/screenshots/ is made).
+Walks Model -> Attribution (small settings) -> Heatmaps (a click on a cell opens it in the neuron inspector) ->
+Prune (moves the slider, the shown metric changes) -> Export (the exported folder reloads). With TP_SCREENSHOTS_DIR
+set it also visits every page and saves a screenshot of each (that is how docs/screenshots/ is made).
 """
 import os
 import time
@@ -12,7 +12,7 @@ import pytest
 
 from ui_support import ARGS, CHROMIUM, browser_app_env, streamlit_server, wait_idle  # noqa: F401 (ARGS, CHROMIUM: re-exported)
 
-pytestmark = pytest.mark.ui
+pytestmark = [pytest.mark.ui, pytest.mark.browser]
 
 
 @pytest.fixture(scope="module")

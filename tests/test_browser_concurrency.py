@@ -9,8 +9,8 @@
   reuses) the same attribution cleanly, and the server goes on serving another session.
 
 The server gets its own TP_HOME (`<TP_HOME>/ui-concurrency`, the demo models linked in), so these tests can read its
-score cache without other runs writing there; a first run is cold, later runs reuse its caches. Screenshots of the
-five sessions go to TP_SCREENSHOTS_DIR when it is set. Timing is measured in benchmarks/load_test.py, not here.
+score cache without other tests writing there; it is cold (TP_HOME is the module's temporary one). Screenshots of
+the five sessions go to TP_SCREENSHOTS_DIR when it is set. Timing is measured in benchmarks/load_test.py, not here.
 """
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ import pytest
 
 from test_browser import ARGS, CHROMIUM, _goto, _metric, _wait_idle
 from tp_core.policy import APP_ATTRIBUTION
-from ui_support import APP_ENV, app_tracebacks, ensure_quick_demo, healthy, streamlit_server
+from ui_support import APP_ENV, app_tracebacks, ensure_quick_demo, healthy, require_browser, streamlit_server
 
-pytestmark = pytest.mark.ui
+pytestmark = [pytest.mark.ui, pytest.mark.browser]
 
 EVAL_LIMIT = 80
 GRID = "0,0.9"
@@ -70,9 +70,7 @@ SESSIONS = (
 
 @pytest.fixture(scope="module")
 def server():
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed (make test installs it)")
-    pytest.importorskip("playwright")
+    require_browser()
     from tp_core.paths import tp_home
 
     demo = ensure_quick_demo()
@@ -330,7 +328,8 @@ def test_closing_a_tab_during_attribution_leaves_a_clean_cache(server):
 
             page = _open_session(browser, url)
             set_up(page)
-            assert "To compute: sst2" in page.locator('[data-testid="stCaptionContainer"]', has_text="To compute").first.inner_text()
+            caption = page.locator('[data-testid="stCaptionContainer"]', has_text="To compute").first
+            assert "To compute: sst2" in caption.inner_text()
             page.get_by_role("button", name="Run attribution").click()
             _sidebar_shows(page, "elapsed", timeout=120_000)  # the job runs: the jobs panel shows its progress
             assert not path.exists()

@@ -1,7 +1,7 @@
 """Real browser (Debian Chromium) on the Export page (issue 13): a user picks ONNX and the Hugging Face folder on top
 of the TaskPrune folder and the task vocabulary (and, with TP_TEST_EXPORT_LATENCY=1, a latency measurement), exports,
-and sees the tables and one download. Always saves a screenshot of the landed page (to TP_SCREENSHOTS_DIR as export_formats.png when set; that
-is how docs/screenshots/export_formats.png is made)."""
+and sees the tables and one download. Always saves a screenshot of the landed page (to TP_SCREENSHOTS_DIR as
+export_formats.png when set; that is how docs/screenshots/export_formats.png is made)."""
 import os
 import shutil
 from pathlib import Path
@@ -11,7 +11,7 @@ import pytest
 from test_browser import _wait_idle
 from ui_support import ARGS, CHROMIUM, app_tracebacks, browser_app_env, streamlit_server
 
-pytestmark = pytest.mark.ui
+pytestmark = [pytest.mark.ui, pytest.mark.browser]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def _pick(page, text: str) -> None:
     """Add an option to the Formats multiselect (type to filter, Enter to take the first match); a click that lands
     while the page reruns can be lost, so try until the option shows as a tag."""
     box = page.locator('[data-testid="stMultiSelect"]').first
-    for attempt in range(4):
+    for _attempt in range(4):
         box.locator("input").click()
         page.keyboard.type(text)
         page.keyboard.press("Enter")
@@ -40,7 +40,7 @@ def _pick(page, text: str) -> None:
 
 def _check(page, role: str, name: str) -> None:
     """Select a radio option / tick a checkbox by its label, until it shows as checked."""
-    for attempt in range(4):
+    for _attempt in range(4):
         widget = page.get_by_role(role, name=name)
         if widget.is_checked():
             return

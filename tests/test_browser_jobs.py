@@ -14,7 +14,7 @@ import pytest
 from test_browser import ARGS, CHROMIUM, _goto, _wait_idle
 from ui_support import APP_ROOT, app_tracebacks, browser_app_env, ensure_quick_demo, free_port, healthy, stop_process
 
-pytestmark = pytest.mark.ui
+pytestmark = [pytest.mark.ui, pytest.mark.browser]
 
 
 @pytest.fixture(scope="module")

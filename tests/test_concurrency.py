@@ -36,7 +36,8 @@ def test_grad_x_act_equals_captum_layer_gradient_x_activation(family):
             return torch.softmax(model(input_ids, attention_mask, token_type_ids, task="ag_news"), -1)
 
         attrs = LayerGradientXActivation(fwd, [model.layer_parts(i).ffn_act for i in range(L)]).attribute(
-            batch["input_ids"], target=y, additional_forward_args=(batch["attention_mask"], batch.get("token_type_ids")))
+            batch["input_ids"], target=y,
+            additional_forward_args=(batch["attention_mask"], batch.get("token_type_ids")))
         for i, a in enumerate(attrs):
             total[i] = total[i] + _aggregate_tokens(a.detach(), batch["attention_mask"], "signed").sum(0).double()
     for i in range(L):

@@ -79,7 +79,8 @@ def test_the_smallest_model_search_evaluates_curve_points_through_their_cache(ti
 
 
 def test_unit_score_table_ranks(model):
-    s = UnitScores("m", "sst2", "ig", {}, [np.array([1.0, 5.0]), np.array([3.0, 2.0])], [np.array([1.0]), np.array([2.0])])
+    s = UnitScores("m", "sst2", "ig", {}, [np.array([1.0, 5.0]), np.array([3.0, 2.0])],
+                   [np.array([1.0]), np.array([2.0])])
     t = UnitScores("m", "ag_news", "ig", {}, [np.array([9.0, 0.0]), np.array([3.0, 2.0])], None)
     rows = unit_score_table({"sst2": s, "ag_news": t}, UnitRef("ffn", 0, 1))
     assert rows[0] == {"task": "sst2", "method": "ig", "score": 5.0, "rank": 1, "of": 4, "percentile": 100.0}

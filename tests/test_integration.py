@@ -1,4 +1,5 @@
-"""Integration: the real all-MiniLM-L6-v2 (quick demo build, cached under TP_HOME) on real bundle data, small settings."""
+"""Integration: the real all-MiniLM-L6-v2 (quick demo build, cached under TP_HOME) on real bundle data, small
+settings."""
 import numpy as np
 import pytest
 

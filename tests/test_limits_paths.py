@@ -149,4 +149,5 @@ def test_cache_paths_are_hashes_inside_tp_home_whatever_the_task_name():
         with pytest.raises(TPError):
             attribute(model, task, AttributionConfig(method="magnitude"))
     path = cached_scores_path(model, "sst2", AttributionConfig(method="magnitude"))
-    assert path.parent == tp_home() / "scores" and len(path.stem) == 24 and all(c in "0123456789abcdef" for c in path.stem)
+    assert path.parent == tp_home() / "scores" and len(path.stem) == 24
+    assert all(c in "0123456789abcdef" for c in path.stem)

@@ -111,11 +111,7 @@ def test_bad_prompts_are_refused_with_one_clear_message():
     info = model.task_info("sst2")
     for prompt, says in ((PromptTask("review : sentiment :", (("bad",), ("good",))), "no {text} slot"),
                          (PromptTask("{text} {oops}", (("bad",), ("good",))), "unknown slots {oops}"),
-                         (PromptTask("{text}", (("good",), ("good",))), r"'good' \(label 0\) and 'good' \(label 1\) "
-                          "are the same token"),
-                         (PromptTask("{text}", (("zzz",), ("qqq",))), "are the same token .'<unk>'."),  # both unknown
-                         (PromptTask("{text}", (("bad",), ("very good",))),
-                          r"'very good' \(label 1\) is 2 tokens \['very', 'good'\], not one"),
+                         (PromptTask("{text}", (("good",), ("good",))), "start with the same token"),
                          (PromptTask("{text}", (("bad",),)), "label words for 1 labels")):
         with pytest.raises(TPError, match=says):
             attach_prompt(model, info, prompt)
@@ -155,7 +151,7 @@ def test_head_ig_equals_captum_integrated_gradients_on_group_gates():
     (idx, batch), = list(model.batches(data.texts, data.pairs, 5, 128, task="sst2"))
     y = torch.tensor([data.labels[i] for i in idx])
     for layer in range(model.num_layers):
-        def fwd(g, input_ids, attention_mask, layer=layer):  # bound now: Captum calls it within this iteration
+        def fwd(g, input_ids, attention_mask, layer=layer):
             with gated(GateState(heads={layer: g.view(g.shape[0], 1, -1, 1)})):
                 return torch.softmax(model(input_ids, attention_mask, task="sst2"), -1)
 

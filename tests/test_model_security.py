@@ -72,7 +72,8 @@ def hostile_pickle(file: Path, sentinel: Path) -> Path:
         Plain(io.BytesIO(data)).load()
     except AttributeError:
         pass  # the tensor needs torch's storage loader; the payload, stored first, has run by then
-    assert sentinel.exists(), "the hostile pickle's payload did not run under plain pickle: the test would prove nothing"
+    assert sentinel.exists(), ("the hostile pickle's payload did not run under plain pickle: "
+                               "the test would prove nothing")
     sentinel.unlink()
     return file
 
@@ -197,7 +198,8 @@ BAD_FOLDERS = [
      r"has no heads\.safetensors, but taskprune\.json lists the tasks sst2, ag_news"),
     ("tp-heads-other-tasks", "tp", _manifest(tasks={"sst2": {"label_names": ["a", "b", "c"], "problem":
                                                              "classification", "metric": "accuracy"}}),
-     r"heads\.safetensors in .* does not match .*has shape \[2, 32\] but taskprune\.json \(tasks and labels\) implies \[3, 32\]"),
+     r"heads\.safetensors in .* does not match .*has shape \[2, 32\] "
+     r"but taskprune\.json \(tasks and labels\) implies \[3, 32\]"),
     ("tp-manifest-not-json", "tp", _write("taskprune.json", '{"format": "taskprune-model", '),
      r"taskprune\.json is not valid JSON .*: the TaskPrune manifest is corrupt"),
     ("tp-manifest-binary", "tp", lambda f: (f / "taskprune.json").write_bytes(b"\xff\xfe\x00garbage"),
@@ -254,8 +256,8 @@ def test_benign_pickle_state_dict_loads_with_same_logits(hf, originals):
     from_pickle = load_model(hf)
     from_safetensors = load_model(originals / "hf")
     data = load_split("sst2", "validation", limit=8)
-    np.testing.assert_allclose(predict_logits(from_pickle, "sst2", data), predict_logits(from_safetensors, "sst2", data),
-                               atol=1e-6)
+    np.testing.assert_allclose(predict_logits(from_pickle, "sst2", data),
+                               predict_logits(from_safetensors, "sst2", data), atol=1e-6)
 
 
 def test_safetensors_preferred_over_a_pickle_beside_it(hf, originals, tmp_path):

@@ -7,7 +7,8 @@ from torch import nn
 from tp_core.model import ClassificationHead, MultiTaskModel, TaskHeadInfo, minilm_path
 
 FAMILIES = ("bert", "roberta", "distilbert")
-TASKS = (TaskHeadInfo("sst2", ("negative", "positive")), TaskHeadInfo("ag_news", ("World", "Sports", "Business", "Sci/Tech")))
+TASKS = (TaskHeadInfo("sst2", ("negative", "positive")),
+         TaskHeadInfo("ag_news", ("World", "Sports", "Business", "Sci/Tech")))
 
 
 def assert_ffn_ig_equals_captum(model: MultiTaskModel, task: str, data, cfg) -> None:

@@ -1,6 +1,9 @@
-"""Shared set-up for the app tests: the quick demo model (built once under TP_HOME) and app settings."""
+"""Shared set-up for the app tests: the quick demo model (in the test's TP_HOME, see conftest.py), app settings, and
+whether the real-browser tests run."""
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
 import socket
 import subprocess
@@ -18,7 +21,9 @@ APP_ENV = {
 }
 
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# TP_CHROMIUM: another Chromium binary (also how to check that a missing browser fails the browser tests)
+CHROMIUM = os.environ.get("TP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+SKIP_BROWSER_ENV = "TP_SKIP_BROWSER"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
 # Whether a script run (of the page or of a fragment) is in progress: the app root's script-run state. Streamlit's
@@ -33,16 +38,35 @@ def wait_idle(page, timeout: float = 240_000, settle_ms: int = 400) -> None:
     page.wait_for_selector(IDLE_SELECTOR, state="attached", timeout=timeout)
 
 
-def browser_app_env(exports: Path, **extra: str) -> dict:
-    """For a real-browser test module: skip without Debian Chromium or playwright, build the quick demo, and return
-    the environment of an app server on it (small attribution settings, offline, the embedded job engine)."""
-    import os
+def browser_verdict(chromium: str, has_playwright: bool, skip_env: str | None) -> tuple[str, str]:
+    """Whether the real-browser tests run: ("run", ""), or ("skip" | "fail", why). A missing Chromium or playwright
+    fails them (CI must not pass without its browser tests) unless TP_SKIP_BROWSER=1 opts out: then they skip."""
+    if skip_env == "1":
+        return "skip", f"{SKIP_BROWSER_ENV}=1: real-browser tests opted out"
+    missing = [what for what, ok in ((f"Chromium ({chromium})", Path(chromium).is_file()),
+                                     ("the playwright package", has_playwright)) if not ok]
+    if missing:
+        return "fail", (f"{' and '.join(missing)} not installed: `make test` installs Debian chromium and the "
+                        f"requirements; set {SKIP_BROWSER_ENV}=1 to skip the real-browser tests instead")
+    return "run", ""
 
+
+def require_browser() -> None:
+    """Skip or fail the calling real-browser test (or its module's fixture) as browser_verdict decides."""
     import pytest
 
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed (make test installs it)")
-    pytest.importorskip("playwright")
+    verdict, why = browser_verdict(CHROMIUM, importlib.util.find_spec("playwright") is not None,
+                                   os.environ.get(SKIP_BROWSER_ENV))
+    if verdict == "skip":
+        pytest.skip(why)
+    if verdict == "fail":
+        pytest.fail(why, pytrace=False)
+
+
+def browser_app_env(exports: Path, **extra: str) -> dict:
+    """For a real-browser test module: require the browser (see require_browser), the quick demo, and return the
+    environment of an app server on it (small attribution settings, offline, the embedded job engine)."""
+    require_browser()
     ensure_quick_demo()
     env = {**os.environ, **APP_ENV, "TP_EXPORTS_DIR": str(exports), "TP_APP_ATTR_SAMPLES": "16",
            "TP_APP_ATTR_STEPS": "4", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
@@ -52,6 +76,7 @@ def browser_app_env(exports: Path, **extra: str) -> dict:
 
 
 def ensure_quick_demo() -> Path:
+    """The quick demo's folder in the current TP_HOME (conftest.py links the session's build there: no training)."""
     from tp_core.demo import build_demo
 
     return build_demo(quick=True)
