@@ -111,7 +111,11 @@ def test_bad_prompts_are_refused_with_one_clear_message():
     info = model.task_info("sst2")
     for prompt, says in ((PromptTask("review : sentiment :", (("bad",), ("good",))), "no {text} slot"),
                          (PromptTask("{text} {oops}", (("bad",), ("good",))), "unknown slots {oops}"),
-                         (PromptTask("{text}", (("good",), ("good",))), "start with the same token"),
+                         (PromptTask("{text}", (("good",), ("good",))), r"'good' \(label 0\) and 'good' \(label 1\) "
+                          "are the same token"),
+                         (PromptTask("{text}", (("zzz",), ("qqq",))), "are the same token .'<unk>'."),  # both unknown
+                         (PromptTask("{text}", (("bad",), ("very good",))),
+                          r"'very good' \(label 1\) is 2 tokens \['very', 'good'\], not one"),
                          (PromptTask("{text}", (("bad",),)), "label words for 1 labels")):
         with pytest.raises(TPError, match=says):
             attach_prompt(model, info, prompt)
