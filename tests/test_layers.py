@@ -147,3 +147,41 @@ def test_app_helpers_import_only_the_ones_below_them():
     rank = lambda m: APP_RANK.get(m, APP_RANK["common"] - 0.5)  # noqa: E731
     bad = [(p.stem, m) for p in folder.glob("*.py") for m in _app_imports(p) if rank(m) >= rank(p.stem)]
     assert not bad, bad
+
+
+# The outer layers: pages (and the app's entry script) -> tp_app -> tp_core; benchmarks -> tp_core. No layer imports one
+# above it or beside it (a page never imports another page, the library never the app or a benchmark), dynamic
+# imports included. Each layer lists the top-level names it may import from this repository.
+REPO = ROOT.parent
+OUTER = {
+    "tp_core": ({"tp_core"}, ["tp_core/**/*.py"]),
+    "tp_app": ({"tp_core", "tp_app"}, ["tp_app/*.py"]),
+    "pages": ({"tp_core", "tp_app"}, ["pages/*.py", "TaskPrune_Studio.py"]),
+    "benchmarks": ({"tp_core", "benchmarks"}, ["benchmarks/*.py"]),
+}
+OWN = {"tp_core", "tp_app", "pages", "benchmarks", "tests"} | {p.stem for p in (REPO / "benchmarks").glob("*.py")}
+
+
+def _top_imports(path: Path) -> set[str]:
+    """The repository's own top-level names a file imports: statically, inside functions, or by import_module."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.Call) and (mod := _dynamic(node)) not in (None, COMPUTED):
+            names = ["tp_core." + mod]
+        out.update(n.split(".")[0] for n in names)
+    # a benchmark's sibling helpers (common, report, bench_*) are the benchmarks layer
+    return {("benchmarks" if n in OWN - {"tp_core", "tp_app", "pages", "tests"} else n) for n in out if n in OWN}
+
+
+def test_outer_layers_import_only_the_layers_below_them():
+    bad = []
+    for allowed, patterns in OUTER.values():
+        for pattern in patterns:
+            for path in REPO.glob(pattern):
+                bad += [(str(path.relative_to(REPO)), m) for m in _top_imports(path) - allowed]
+    assert not bad, bad
