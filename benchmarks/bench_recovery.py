@@ -220,10 +220,10 @@ def run_task(r: Run, task: str, log) -> dict:
         sdata = load_split(task, get_task(task).scoring_split, limit=a.samples, seed=seed)
         calib = calibration_data(task, a.recover_samples, seed)
         if {"scale", "lstsq"} & set(levels):  # the dense teacher pass, once per calibration set (then cached)
-            from tp_core.recovery import _teacher
+            from tp_core.recovery_passes import dense_teacher
 
             t, c = time.perf_counter(), time.process_time()
-            _teacher(model, task, calib, r.rcfg("lstsq", seed))
+            dense_teacher(model, task, calib, r.rcfg("lstsq", seed))
             r.times["teacher"].append({"task": task, "seconds": round(time.perf_counter() - t, 3),
                                        "cpu_seconds": round(time.process_time() - c, 3)})
         for method in methods:
@@ -534,7 +534,7 @@ def timing_from_run(path: Path) -> dict:
 
 def estimate(args, model, log) -> int:
     """A tiny timed trial on the first task (wall and CPU seconds of each component), extrapolated to the flags."""
-    from tp_core.recovery import _teacher
+    from tp_core.recovery_passes import dense_teacher
 
     task = args.tasks.split(",")[0]
     methods = [m for m in args.methods.split(",") if m]
@@ -557,7 +557,7 @@ def estimate(args, model, log) -> int:
         timing["attribution"][m], timing["cpu"]["attribution"][m] = time.perf_counter() - t, time.process_time() - c
         log(f"trial: {m} scores {timing['attribution'][m]:.1f}s (cpu {timing['cpu']['attribution'][m]:.1f}s)")
     t, c = time.perf_counter(), time.process_time()
-    _teacher(model, task, calib, r.rcfg("lstsq", 0))
+    dense_teacher(model, task, calib, r.rcfg("lstsq", 0))
     timing["teacher"], timing["cpu"]["teacher"] = time.perf_counter() - t, time.process_time() - c
     log(f"trial: dense teacher pass {timing['teacher']:.1f}s (cpu {timing['cpu']['teacher']:.1f}s)")
     masks = build_masks(sc, PruneConfig(*pts[-1]), model.unit_shape())

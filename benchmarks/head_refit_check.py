@@ -19,7 +19,8 @@ from tp_core.model import load_model
 from tp_core.data import load_split
 from tp_core.attribution import attribute
 from tp_core.masks import PruneConfig, build_masks
-from tp_core.recovery import recover, as_config, calibration_data, ridge_solve
+from tp_core.recovery import as_config, calibration_data, recover
+from tp_core.recovery_fit import ridge_solve
 from tp_core.pruning import prune_physically
 from tp_core.evaluation import predict_logits, predictions
 from tp_core.policy import APP_ATTRIBUTION

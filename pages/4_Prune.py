@@ -217,7 +217,7 @@ with controls:
                                                     "is at least this share of the dense metric, for the current "
                                                     "method.")
     sj = search_job(mref, head, sjobs[method], known[method], C.data_ref(task), target / 100.0,
-                    tuple(settings.grid), heads, alloc, n_full, recovery=recover_level if recover_on else None)
+                    settings.grid, heads, alloc, n_full, recovery=recover_level if recover_on else None)
     if st.button("Find smallest model", help="Searches the curve, refines between grid points with real "
                                              "evaluations, then moves the FFN slider there (runs as a job). With "
                                              "'+ recovery' on, every point it evaluates is recovered."):

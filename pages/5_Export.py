@@ -11,7 +11,7 @@ import streamlit as st
 from tp_app import common as C
 from tp_app.export_tables import FORMAT_HELP, FORMAT_LABELS, summary_tables
 from tp_core.errors import TPError
-from tp_core.export import FORMATS, planned_counts, safe_export_dir
+from tp_core.export import FORMATS, planned_counts, related_tasks, safe_export_dir
 from tp_core.masks import PruneConfig, units_for
 from tp_core.policy import PRIORITY
 from tp_core.work import export_formats_job, vocab_estimate_job
@@ -113,7 +113,6 @@ if st.button("Export and verify", type="primary",
                    + (f" --vocab-min-count {int(min_count)}" if vocab == "task" else "")
                    + (" --latency" if latency else "") + f" --recover {recovery or 'none'}"
                    + f" --out {out}")
-        from tp_core.export import related_tasks
 
         job = export_formats_job(C.ref(model), head, known if known is not None else sjob, pcfg, str(out),
                                  C.data_ref(task), formats, vocab, int(min_count), bool(latency), overwrite, command,

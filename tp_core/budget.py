@@ -123,7 +123,7 @@ def check_budget(flops: float | None = None, latency_ms: float | None = None, se
         raise TPError(f"The batch size must be positive, got {batch_size}.")
 
 
-def _unit_flops(model, shape, seq_len: int) -> tuple[float, float, float]:
+def unit_flops(model, shape, seq_len: int) -> tuple[float, float, float]:
     """FLOPs of the dense model, of one kept FFN neuron and of one kept head, per example of `seq_len` tokens (every
     layer has the same sizes, as plan_flops checks: a unit of layer 0 costs what one of any layer costs)."""
     dense = encoder_flops(model, None, seq_len)
@@ -159,7 +159,7 @@ def plan_flops(model, scores: UnitScores, budget: float, seq_len: int = 128, all
         raise TPError(f"objective must be auto, raw or share, got {objective!r}.")
     L = len(shape.ffn)
     n_ffn, n_heads = sum(shape.ffn), sum(shape.heads)
-    dense, per_ffn, per_head = _unit_flops(model, shape, seq_len)
+    dense, per_ffn, per_head = unit_flops(model, shape, seq_len)
     if L * per_ffn + L * per_head > budget * dense:
         raise TPError(f"A FLOPs budget of {budget:.1%} is below the smallest model TaskPrune builds (one head and one "
                       f"FFN neuron per layer: {(L * per_ffn + L * per_head) / dense:.2%} of dense).")

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import cli_parser
-from .cli_parser import RECOVER_DEFAULT  # noqa: F401 (kept importable as cli.RECOVER_DEFAULT)
 from .errors import TPError
 
 

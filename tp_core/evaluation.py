@@ -172,8 +172,8 @@ def evaluate_masked(model: MultiTaskModel, task: str, data: TaskData, masks, bat
 def batch_metric(name: str, preds: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """The classification metric of every row of `preds`/`labels` (shape (..., n)) at once, from per-class counts.
 
-    For bootstrap resamples: scikit-learn's metrics validate their input on every call, which made a 400-resample
-    interval of f1 or matthews take over a second. The formulas are scikit-learn's (f1 of class 1 with
+    For bootstrap resamples: scikit-learn's metrics validate their input on every call, too slow for a thousand
+    resamples on every curve point. The formulas are scikit-learn's (f1 of class 1 with
     zero_division=0; matthews_corrcoef's multi-class covariance form, 0 where a side is constant) and a test holds
     them equal to it on random resamples; `compute_metric` stays the reference for a single value."""
     p, y = np.asarray(preds), np.asarray(labels)

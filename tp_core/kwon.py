@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from .attribution import UnitScores
-from .budget import _unit_flops, encoder_flops
+from .budget import unit_flops, encoder_flops
 from .data import TaskData
 from .errors import TPError
 from .gates import GateState, gated
@@ -113,7 +113,7 @@ def unit_costs(model, seq_len: int = 128) -> UnitCosts:
     shape = model.unit_shape()
     if len(set(shape.ffn)) != 1 or len(set(shape.heads)) != 1:
         raise TPError("Kwon's search needs the same number of heads and FFN neurons in every layer.")
-    dense, per_ffn, per_head = _unit_flops(model, shape, seq_len)
+    dense, per_ffn, per_head = unit_flops(model, shape, seq_len)
     return UnitCosts(dense, per_ffn, per_head, seq_len)
 
 
@@ -170,7 +170,8 @@ def fisher_info(model, task: str, data: TaskData, labels: str = "gold", batch_si
     model.eval()
     model.requires_grad_(False)  # only the gates need gradients
     try:
-        batches = list(model.batches(data.texts, data.pairs, batch_size, max_length, max_padding=MAX_PADDING))
+        batches = list(model.batches(data.texts, data.pairs, batch_size, max_length, max_padding=MAX_PADDING,
+                                     task=task))
         for k, (idx, batch) in enumerate(batches):
             y = _labels(model, task, data, idx, batch, labels)
             gf, gh = _batch_grads(model, task, batch, y)

@@ -11,20 +11,15 @@ from pathlib import Path
 
 import torch
 
-from .adapters import ADAPTERS
 from .errors import TPError
-from .llm_source import EMBEDDED, resolve_causal_lm
+from .llm_source import DECODER_TYPES as CAUSAL_FAMILIES
+from .llm_source import EMBEDDED, is_causal_lm_spec, resolve_causal_lm
 from .model_checks import check_config, check_safetensors, first_line, quiet_transformers, read_json
-
-CAUSAL_FAMILIES = tuple(sorted(k for k, a in ADAPTERS.items() if a.causal_lm))
 
 
 def is_causal_folder(path: Path) -> bool:
     """A folder whose config.json names a Llama-layout family (read as JSON only; False if it cannot be read)."""
-    try:
-        return read_json(path / "config.json", "the model config").get("model_type") in CAUSAL_FAMILIES
-    except TPError:
-        return False
+    return path.is_dir() and is_causal_lm_spec(path)
 
 
 def load_causal_folder(path: Path, trust_remote_code: bool = False):

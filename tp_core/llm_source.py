@@ -23,6 +23,7 @@ later writer discards its own copy (the first rename wins), which is also why th
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 import os
 import re
@@ -32,13 +33,14 @@ from dataclasses import asdict, dataclass, field
 from importlib import util as import_util
 from pathlib import Path
 
+from .adapters import ADAPTERS
 from .errors import TPError
 from .limits import ENV, limits
 from .model_checks import check_safetensors, check_size, custom_code, first_line, read_json
 from .paths import atomic_write_text, cache_dir, touch
 
 # Llama-layout decoders: the same blocks (RMSNorm, rotary attention with grouped key/value heads, gated SiLU MLP)
-DECODER_TYPES = ("llama", "qwen2", "mistral")
+DECODER_TYPES = tuple(sorted(name for name, a in ADAPTERS.items() if a.causal_lm))
 CACHE_KIND = "models/llm"
 MARKER = "source.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
@@ -446,7 +448,7 @@ def decoder_facts(spec: str | Path) -> DecoderFacts:
     config = read_json(folder / "config.json", "the model config")
     shapes = {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in check_safetensors(f).items()}
     tied = bool(config.get("tie_word_embeddings", False))
-    parameters = sum(_numel(s) for k, s in shapes.items() if not (tied and k == "lm_head.weight"))
+    parameters = sum(math.prod(s) for k, s in shapes.items() if not (tied and k == "lm_head.weight"))
     heads = int(config["num_attention_heads"])
     hidden = int(config["hidden_size"])
     origin = read_json(folder / MARKER, "the conversion record") if (folder / MARKER).is_file() else {}
@@ -460,11 +462,6 @@ def decoder_facts(spec: str | Path) -> DecoderFacts:
         origin=origin)
 
 
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
 
 
 def describe_causal_lm(spec: str | Path, as_json: bool = False) -> str:

@@ -1,6 +1,6 @@
 """The application's scheduling policy: which attribution settings the app and the warm start use, how urgent each
 kind of job is (`PRIORITY`), and the progressive curve plan (`curve_plan`) that orders a metric-vs-size view's jobs
-so the most useful point lands first. `jobs.Engine` runs higher priorities first; the pages, the app's helpers and
+so the most useful point lands first. `engine.Engine` runs higher priorities first; the pages, the app's helpers and
 `serve.warm_start` take every priority from `PRIORITY` by name.
 """
 from __future__ import annotations
@@ -11,7 +11,8 @@ from .attribution import AttributionConfig
 from .engine import Job
 from .masks import PruneConfig, units_for
 from .recovery import RecoveryConfig
-from .work import ModelRef, calibration_ref, point_job, recovery_config, scores_job
+from .recovery import active_config
+from .work import ModelRef, calibration_ref, point_job, scores_job
 
 # The app's (and the warm start's) attribution settings: 2 Gauss-Legendre IG steps, the cheapest setting whose
 # curves stay within the 50-step reference's intervals (benchmarks/bench_ig_fidelity.py, docs/RESULTS.md).
@@ -95,7 +96,7 @@ def curve_plan(model, ref: ModelRef, head: str, cfg: AttributionConfig, methods:
             for g in grid:
                 if g > 0 or head_sparsity > 0:
                     plan.append(Planned(PRIORITY["fine"] - mi + offset, m, g, last, pj(m, g, *stages[last])))
-    rcfg = recovery_config(recovery)
+    rcfg = active_config(recovery)
     if rcfg is not None:
         plan += recovered_twins(model, plan, sjobs, slider_jobs, rcfg, known, scoring_data, task_label)
     if slider_first is not None and slider is not None and methods and slider_first[1] < stages[0][1]:

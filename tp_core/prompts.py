@@ -2,7 +2,7 @@
 bundle (decoder.py renders and scores them; importing this module registers `default_prompt` as the provider that
 a causal LM asks for a task it has no prompt for yet).
 
-Defaults (not yet chosen by measurement; issue 28 asks for that on a held-out slice of train):
+Defaults (hand-written, not chosen by measurement):
 * template: per known task below, else "Text: {text}\\nLabel:" ("Text: {text}\\nText 2: {pair}\\nLabel:" for pairs);
 * label words: per known task below, else the task's `label_names` ("_" read as a space);
 * demonstrations: `shots` per label (default 1), drawn seeded from the train split among texts of at most

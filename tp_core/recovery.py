@@ -37,7 +37,7 @@ import torch
 from .data import TaskData
 from .errors import TPError
 from .gates import GateState, OutputCorrection, gated
-from .recovery_fit import ProjectionFit, ridge_solve, unit_columns  # noqa: F401  (ridge_solve: public here as before)
+from .recovery_fit import ProjectionFit, unit_columns
 from .recovery_passes import Capture, Teacher, block_args, dense_teacher, run_block
 
 LEVELS = ("none", "bias", "scale", "lstsq")
@@ -48,7 +48,6 @@ DEFAULT_SAMPLES = 1024
 # least this many texts per unknown (MiniLM: 770 of the default 1,024), never on an underdetermined system.
 HEAD_MIN_SAMPLES = 2
 Progress = Callable[[float, str], None]
-_teacher = dense_teacher  # the name benchmarks/bench_recovery.py imports to time the teacher pass
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .slicing import unit_rows
+
 
 def unit_columns(kept, d: int) -> list[int]:
-    """Input columns of the kept units (a head = d columns, an FFN neuron = 1)."""
-    return [k * d + j for k in kept for j in range(d)]
+    """Input columns of the kept units (a head = d columns, an FFN neuron = 1): `slicing.unit_rows` as a list."""
+    return unit_rows(list(kept), d).tolist()
 
 
 class ProjectionFit:
@@ -125,13 +127,17 @@ class ProjectionFit:
             lam = (damping or 1e-6) * mult * base
             s = ridge_solve(G, r.view(-1, 1), ones.view(-1, 1), lam).view(-1)
             if torch.isfinite(s).all() and float(s.min()) >= bounds[0] and float(s.max()) <= bounds[1]:
-                Xs = X0.clone()
-                Xs[: len(self.kcols)] *= s.repeat_interleave(self.d).view(-1, 1)
-                info.update({"lambda": lam, "damping_mult": mult, "err_after": self.rel_error(Xs), "fallback": False,
+                info.update({"lambda": lam, "damping_mult": mult, "err_after": self.scaled_error(s), "fallback": False,
                              "scale_min": float(s.min()), "scale_max": float(s.max())})
                 return s.float().numpy(), info
         info.update({"lambda": None, "err_after": info["err_before"], "fallback": True})
         return np.ones(u, np.float32), info
+
+    def scaled_error(self, s: torch.Tensor) -> float:
+        """`rel_error` of the original weights with kept unit u's columns scaled by s[u] (the bias, if any, as is)."""
+        Xs = self.x0()
+        Xs[: len(self.kcols)] *= s.repeat_interleave(self.d).view(-1, 1)
+        return self.rel_error(Xs)
 
     def solve_lsmr(self) -> tuple[np.ndarray, dict]:
         """(one scale per kept unit, info) by Kwon et al.'s solver (their utils/linalg.py `lsmr_cupy_solver`): LSMR
@@ -153,9 +159,7 @@ class ProjectionFit:
         if not ok or not torch.isfinite(s).all() or float(s.abs().max()) > 10:
             info.update({"err_after": info["err_before"], "fallback": True})
             return np.ones(G.shape[0], np.float32), info
-        Xs = X0.clone()
-        Xs[:-1] *= s.repeat_interleave(self.d).view(-1, 1)
-        info.update({"err_after": self.rel_error(Xs), "fallback": False, "scale_min": float(s.min()),
+        info.update({"err_after": self.scaled_error(s), "fallback": False, "scale_min": float(s.min()),
                      "scale_max": float(s.max())})
         return s.float().numpy(), info
 

@@ -15,7 +15,7 @@ returns a frozen `AppSettings`. Variables, all optional:
 | `TP_EXPORTS_DIR` | `exports/` in the checkout | the folder the Export page writes into |
 
 The app's attribution default itself is `policy.APP_ATTRIBUTION`. The job engine's variables (`TP_SCHEDULER`,
-`TP_WORKERS`, ...) are read by `jobs.py`, the folders' (`TP_HOME`, `TP_DATA_DIR`) by `paths.py` and the caps'
+`TP_WORKERS`, ...) are read by `engine/client.py`, the folders' (`TP_HOME`, `TP_DATA_DIR`) by `paths.py` and the caps'
 (`TP_MAX_*`) by `limits.py`, which every entry point shares, not only the app.
 """
 from __future__ import annotations

@@ -45,7 +45,7 @@ def _parent_of(root: nn.Module, target: nn.Module) -> nn.Module:
     raise RuntimeError("module not found")
 
 
-def _unit_rows(keep: list[int], width: int) -> torch.Tensor:
+def unit_rows(keep: list[int], width: int) -> torch.Tensor:
     """Rows [h*width, (h+1)*width) of every kept unit h, in order."""
     return torch.tensor([h * width + j for h in keep for j in range(width)], dtype=torch.long)
 
@@ -62,7 +62,7 @@ def _apply(model, ffn_keep: list[list[int]], heads_keep: list[list[int]]) -> Non
         h_keep = heads_keep[l]
         if len(h_keep) != p.num_heads:
             d = p.head_dim
-            idx, kv_idx = _unit_rows(h_keep, d), _unit_rows(h_keep, p.kv_width)
+            idx, kv_idx = unit_rows(h_keep, d), unit_rows(h_keep, p.kv_width)
             for lin, rows in ((p.query, idx), (p.key, kv_idx), (p.value, kv_idx)):
                 _set_child(_parent_of(model.encoder, lin), lin, _slice_linear(lin, rows, 0))
             _set_child(_parent_of(model.encoder, p.attn_out), p.attn_out, _slice_linear(p.attn_out, idx, 1))

@@ -25,7 +25,7 @@ SWEEP_PRIORITY = 70  # a user's own request: above curve points and warm-up work
 @dataclass(frozen=True)
 class SweepStep:
     """One job of a sweep and the name its record(s) carry when it differs from the job's own (a point at 0%
-    sparsity of an iterative sweep is the method's plain point, listed as "<method>/iter<n>")."""
+    sparsity is the dense point, listed as "<method>" or, in an iterative sweep, "<method>/iter<n>")."""
 
     job: Job
     method: str | None = None
@@ -90,9 +90,11 @@ def sweep_jobs(model, ref: ModelRef, task: str, methods: Sequence[str], ffn_spar
                 steps.append(SweepStep(iterative_job(ref, task, mcfg, PruneConfig(f, h, allocation), data, n,
                                                      n_iters, rcfg, calib)))
                 continue
-            name = None if n_iters == 1 else f"{method}/iter{n_iters}"
-            steps.append(SweepStep(point_job(model, ref, task, sjob, PruneConfig(f, h, allocation), data, n), name))
-            if rcfg is not None and pruned:
+            if not pruned:  # nothing removed: the dense point, listed under the method (as the app's curves do)
+                steps.append(SweepStep(steps[0].job, method if n_iters == 1 else f"{method}/iter{n_iters}"))
+                continue
+            steps.append(SweepStep(point_job(model, ref, task, sjob, PruneConfig(f, h, allocation), data, n)))
+            if rcfg is not None:
                 steps.append(SweepStep(point_job(model, ref, task, sjob, PruneConfig(f, h, allocation), data, n,
                                                  recovery=rcfg, calib=calib)))
     return steps

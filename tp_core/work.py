@@ -55,7 +55,6 @@ class PointResult:
 
 
 # ----- training-free recovery of a point (tp_core/recovery.py) ----------------------------------------------------
-recovery_config = active_config  # a validated RecoveryConfig, or None for no recovery / level "none"
 
 
 def calibration_ref(data, rcfg: RecoveryConfig, scoring_data=None):
@@ -195,7 +194,7 @@ def point(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores 
 
     model = get_model(ref)
     data = get_data(data)
-    rcfg = recovery_config(recovery) if pcfg is not None else None
+    rcfg = active_config(recovery) if pcfg is not None else None
     sid = "dense" if pcfg is None else scores_key(unit_scores)
     who = _task_parts(ref, model, head)
     path = _point_cache(who, sid, pcfg, data, rcfg, calib)
@@ -310,7 +309,7 @@ def export(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores
 
     model = get_model(ref)
     data = get_data(data)
-    rcfg, fitted = recovery_config(recovery), None
+    rcfg, fitted = active_config(recovery), None
     if rcfg is not None:
         progress(0.02, f"fitting the recovery ({rcfg.level})")
         masks = build_masks(unit_scores, pcfg, model.unit_shape())
@@ -427,7 +426,7 @@ def point_job(model, ref: ModelRef, head: str, scores: Job | None, pcfg: PruneCo
     scores job); the argument is the scores themselves when `known`, else the scores job (a Dask dependency).
     With `recovery` (not "none"; ignored for the dense point) the point is recovered first, fitted on `calib`
     (default `calibration_ref(data, ...)`); the level and the calibration data are part of the key."""
-    rcfg = recovery_config(recovery) if pcfg is not None else None
+    rcfg = active_config(recovery) if pcfg is not None else None
     extra: tuple = ()
     if rcfg is not None:
         calib = calib if calib is not None else calibration_ref(data, rcfg)
@@ -448,7 +447,7 @@ def search_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, 
                grid: tuple, head_sparsity: float, allocation: str, n: int,
                recovery: str | RecoveryConfig | None = None) -> Job:
     """"Smallest model keeping X%": with `recovery` (a level, not "none") every evaluated point is recovered."""
-    rcfg = recovery_config(recovery)
+    rcfg = active_config(recovery)
     key = content_key("search", ref, head, scores.key, data_identity(data), round(fraction, 6), tuple(grid),
                       round(head_sparsity, 6), allocation, *(() if rcfg is None else (rcfg,)))
     return Job("search", search, (ref, head, known if known is not None else scores, data, fraction, tuple(grid),
@@ -470,7 +469,7 @@ def budget_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, 
         raise TPError(f"A budget is 'flops' or 'latency', got {kind!r}.")
     check_budget(value if kind == "flops" else None, value if kind == "latency" else None, seq_len, batch_size)
     grid = tuple(head_grid) if head_grid is not None else None
-    rcfg = recovery_config(recovery) if data is not None else None
+    rcfg = active_config(recovery) if data is not None else None
     key = content_key("budget", ref, head, scores.key, kind, round(float(value), 6), int(seq_len), int(batch_size),
                       allocation, grid, ffn_step, ffn_max, data_identity(data), *(() if rcfg is None else (rcfg,)),
                       *(() if prune_heads else ("ffn only",)), *(() if calib is None else (data_identity(calib),)))
@@ -503,7 +502,7 @@ def export_job(ref: ModelRef, head: str, scores: Job | UnitScores, pcfg: PruneCo
     worker on `calib` (default: a seeded sample of the task's scoring split) and folded into the export."""
     import time
 
-    rcfg = recovery_config(recovery)
+    rcfg = active_config(recovery)
     extra: tuple = ()
     if rcfg is not None:
         extra = (rcfg, calib if calib is not None else calibration_ref(data, rcfg))

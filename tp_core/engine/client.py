@@ -55,8 +55,7 @@ def _failure(exc: BaseException, reported: str | None) -> str:
 
 def default_workers() -> tuple[int, int]:
     """(workers, threads per worker) for the embedded cluster: one worker, a thread per core, 1 torch thread each
-    (benchmarks/bench_worker_layout.py compares this with one worker process per core, which was slower although
-    two threads of one process share its GIL). `TP_WORKERS` / `TP_WORKER_THREADS` change it."""
+    (benchmarks/bench_worker_layout.py compares the layouts). `TP_WORKERS` / `TP_WORKER_THREADS` change it."""
     cores = os.cpu_count() or 1
     workers = max(1, int(os.environ.get("TP_WORKERS") or 1))
     threads = int(os.environ.get("TP_WORKER_THREADS") or 0) or max(1, cores // workers)

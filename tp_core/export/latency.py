@@ -116,5 +116,4 @@ def latency_table(dense, task: str, onnx_files: dict[str, Path] | None = None, p
 
 def _onnx_vocab_size(path: Path) -> int:
     tok_file = Path(path).parent / "tokenizer.json"
-    vocab = json.loads(tok_file.read_text(encoding="utf-8"))["model"]["vocab"]
-    return len(vocab) if isinstance(vocab, dict) else len(vocab)
+    return len(json.loads(tok_file.read_text(encoding="utf-8"))["model"]["vocab"])
