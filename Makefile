@@ -43,7 +43,7 @@ chromium:
 TEST_WORKERS ?= 2
 test: venv chromium lint
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15 \
-		$(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+		$(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 # ruff with the repository's ruff.toml; part of `make test`, so CI lints before it tests
 lint: venv

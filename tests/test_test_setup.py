@@ -63,3 +63,30 @@ def test_an_integration_test_home_is_temporary_and_has_the_quick_demo():
 
     assert Path(os.environ["TP_HOME"]) != Path.home() / ".cache" / "taskprune"
     assert (demo_path(quick=True) / MANIFEST).is_file()
+
+
+@pytest.mark.llm
+def test_an_llm_test_home_is_temporary_and_has_the_converted_smollm2_without_the_demo():
+    from tp_core.llm_source import converted_folder, embedded_gguf
+    from tp_core.paths import demo_path
+
+    home = Path(os.environ["TP_HOME"])
+    assert home != Path.home() / ".cache" / "taskprune"
+    folder = converted_folder(embedded_gguf("smollm2"))
+    assert folder is not None and folder.is_relative_to(home)
+    assert not demo_path(quick=True).exists()
+
+
+def test_modules_without_the_demo_run_first_then_browser_modules_then_the_rest(request):
+    order = [i.nodeid.split("::")[0] for i in request.session.items]
+    modules = list(dict.fromkeys(order))
+    assert len(modules) == len(set(modules)) and order == sorted(order, key=modules.index)  # modules stay whole
+    ranks = {m: next(_rank_of(i) for i in request.session.items if i.nodeid.startswith(m + "::")) for m in modules}
+    assert [ranks[m] for m in modules] == sorted(ranks[m] for m in modules)
+
+
+def _rank_of(item) -> int:
+    from conftest import _module_rank
+
+    mod = item.nodeid.split("::")[0]
+    return _module_rank([i for i in item.session.items if i.nodeid.split("::")[0] == mod])
