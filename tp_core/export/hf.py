@@ -190,7 +190,9 @@ def notes(info: dict, pruned_total: int) -> list[str]:
     pad = ("every layer already has the same FFN width and head count: no padding" if info["uniform"]
            else f"transformers' config has one FFN width ({info['ffn_width']}) and {heads} for all layers: "
                 f"zero units pad the plan (outputs unchanged), costing {info['padding_params']:,} parameters "
-                f"({info['padding_params'] / max(pruned_total, 1):.1%} of the pruned model)")
+                f"({info['padding_params'] / max(pruned_total, 1):.1%} of the pruned model; "
+                f"{'the per-layer allocation' if info.get('causal_lm') else 'per-layer allocation, head sparsity 0'}"
+                " needs none)")
     if info.get("causal_lm"):
         use = (f"AutoModelForCausalLM.from_pretrained(path) loads it; {PROMPT_FILE} holds the prompt (template, "
                "label words, demonstrations): score the label words' next-token logits at the last real token")
