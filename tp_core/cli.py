@@ -403,12 +403,13 @@ def cmd_export(args):
     from .masks import PruneConfig
 
     from .export import parse_formats
-    from .vocab import check_min_count, check_vocab_mode
+    from .vocab import check_min_count, check_vocab_applies, check_vocab_mode
 
     formats = parse_formats(args.format)  # bad --format / --vocab / --vocab-min-count fail before any work
     check_vocab_mode(args.vocab)
     check_min_count(args.vocab_min_count)
     model = _model(args)
+    check_vocab_applies(model, args.vocab)
     cfg = PruneConfig(args.ffn_sparsity, args.head_sparsity, args.allocation).validate()
     rcfg = _recovery_cfg(args)
     _check_budget_args(args)

@@ -50,6 +50,18 @@ def check_vocab_mode(mode: str) -> str:
     return mode
 
 
+def check_vocab_applies(model, mode: str) -> str:
+    """`mode` once it applies to `model`: a causal LM keeps its full vocabulary (its byte-level BPE tokenizer would
+    need its merges rewritten, and its prompt's template, demonstrations and label words use tokens beyond the
+    task's texts), so "task" is refused for one."""
+    check_vocab_mode(mode)
+    if mode == "task" and getattr(model, "kind", None) == "causal_lm":
+        raise TPError("The task vocabulary applies to encoders with a WordPiece tokenizer; a causal LM keeps its full "
+                      "vocabulary (byte-level BPE, and its prompt needs tokens beyond the task's texts): use "
+                      "--vocab full.")
+    return mode
+
+
 def _tokenizer_json(tokenizer) -> dict:
     backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
     if backend is None or not hasattr(backend, "to_str"):

@@ -3,10 +3,12 @@ card: YAML metadata + markdown) with every measured number of an `export_formats
 the card gives for each format."""
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 
 from .hf import HEAD_FILE
+from .prompt_file import PROMPT_FILE, render_prompts
 from .report import ExportReport, metric_text
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -47,7 +49,7 @@ def folder_card(model, task: str, scores, cfg, masks, metric_name: str, before: 
 
 No retraining was done: units were removed by slicing weights{recovery_note}.
 Kept FFN neurons per layer: {kept_ffn}; kept heads per layer: {kept_heads}.
-
+{(chr(10) + prompt_text(model, task) + chr(10)) if model.kind == "causal_lm" else ""}
 Reload in Python:
 
 ```python
@@ -85,6 +87,57 @@ feed = {{"input_ids": np.array([e.ids for e in encs], dtype=np.int64),
 feed = {{i.name: feed[i.name] for i in sess.get_inputs()}}
 logits = sess.run(["logits"], feed)[0]
 print([meta["labels"][i] for i in logits.argmax(-1)])'''
+
+
+def prompt_onnx_snippet(folder: str = "onnx", model_file: str = "model.onnx", other: str | None = None) -> str:
+    """Copy-paste ONNX Runtime code for a causal LM's export: `render_prompts` (stdlib only) turns texts into its
+    prompts, the graph gives the task logits."""
+    pick = f'  # or "{other}"' if other else ""
+    return f'''import json, numpy as np, onnxruntime as ort
+from tokenizers import Tokenizer
+
+
+{inspect.getsource(render_prompts).strip()}
+
+
+tok = Tokenizer.from_file("{folder}/tokenizer.json")          # right padding preset, no truncation
+prompt = json.load(open("{folder}/{PROMPT_FILE}", encoding="utf-8"))
+meta = json.load(open("{folder}/taskprune_onnx.json"))
+model_file = "{model_file}"{pick}
+sess = ort.InferenceSession(f"{folder}/{{model_file}}", providers=["CPUExecutionProvider"],
+                            **meta.get("sessions", {{}}).get(model_file, {{}}))  # the export's session settings
+texts = ["a gripping, beautifully made film", "dull and far too long"]
+encs = tok.encode_batch(render_prompts(prompt, tok, texts, max_text_tokens=prompt["max_text_tokens"]))
+feed = {{"input_ids": np.array([e.ids for e in encs], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64)}}
+logits = sess.run(["logits"], feed)[0]                        # (batch, labels): the task logits
+print([prompt["labels"][i] for i in logits.argmax(-1)])'''
+
+
+def prompt_hf_snippet(folder: str = "hf") -> str:
+    """Copy-paste transformers code for a causal LM's hf/ folder: its prompts, the label words' next-token logits at
+    the last real token, logsumexp per label."""
+    return f'''import json, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+
+{inspect.getsource(render_prompts).strip()}
+
+
+tok = AutoTokenizer.from_pretrained("{folder}")
+tok.padding_side = "right"
+lm = AutoModelForCausalLM.from_pretrained("{folder}").eval()
+prompt = json.load(open("{folder}/{PROMPT_FILE}", encoding="utf-8"))
+texts = ["a gripping, beautifully made film", "dull and far too long"]
+batch = tok(render_prompts(prompt, tok.backend_tokenizer, texts, max_text_tokens=prompt["max_text_tokens"]),
+            padding=True, return_tensors="pt")
+with torch.no_grad():
+    logits = lm(**batch).logits
+last = logits[torch.arange(len(texts)), batch["attention_mask"].sum(1) - 1]   # next token after each prompt
+words = last[:, prompt["label_token_ids"]]
+of = torch.tensor(prompt["label_of_token"])
+scores = torch.stack([words[:, of == y].logsumexp(-1) for y in range(len(prompt["labels"]))], -1)
+print([prompt["labels"][i] for i in scores.argmax(-1)])'''
 
 
 def hf_snippet(pipeline_ok: bool, folder: str = "hf") -> str:
@@ -197,20 +250,34 @@ def _latency_text(r: ExportReport) -> str:
                                + " |" for c in cols))
 
 
+def prompt_text(model, task: str) -> str:
+    """A causal LM's prompt for `task`, for a card ("" for any other model)."""
+    if model.kind != "causal_lm":
+        return ""
+    name = model.resolve_task(task)
+    prompt, labels = model.prompts[name], model.tasks[name].label_names
+    words = "; ".join(f"{y}: {', '.join(ws)}" for y, ws in zip(labels, prompt.label_words))
+    return (f"The task is asked as a prompt: template `{prompt.template!r}`, label words ({words}), "
+            f"{len(prompt.demos)} demonstrations before each query. Its logits are the label words' next-token "
+            f"logits at the prompt's last token. The full prompt is in {PROMPT_FILE} beside the ONNX and Hugging "
+            "Face files (and in taskprune.json of a TaskPrune folder).")
+
+
 def _snippets(r: ExportReport, small) -> str:
     snippets = []
     tp = r.format("taskprune")
     if tp:
         snippets.append("Reload the TaskPrune folder:\n\n```python\nimport tp_core\nmodel = tp_core.load_model(\""
                         + ("." if tp.path == r.out_dir else "taskprune") + "\")\n```")
+    causal = small.kind == "causal_lm"
     if r.format("onnx") or r.format("onnx-int8"):
         f = "model.onnx" if r.format("onnx") else "model.int8.onnx"
         other = "model.int8.onnx" if r.format("onnx") and r.format("onnx-int8") else None
-        snippets.append("ONNX Runtime (no torch, no transformers):\n\n```python\n" + onnx_snippet("onnx", f, other)
-                        + "\n```")
+        code = prompt_onnx_snippet("onnx", f, other) if causal else onnx_snippet("onnx", f, other)
+        snippets.append("ONNX Runtime (no torch, no transformers):\n\n```python\n" + code + "\n```")
     if r.format("hf"):
-        snippets.append("Hugging Face transformers:\n\n```python\n" + hf_snippet(small.kind == "hf_classifier")
-                        + "\n```")
+        code = prompt_hf_snippet() if causal else hf_snippet(small.kind == "hf_classifier")
+        snippets.append("Hugging Face transformers:\n\n```python\n" + code + "\n```")
     return "\n\n".join(snippets)
 
 
@@ -268,7 +335,7 @@ Dense as float32: {r.bytes_dense / 1e6:.1f} MB.
 
 ## Use
 
-{_snippets(r, small)}
+{prompt_text(small, r.task) + chr(10) * 2 if small.kind == "causal_lm" else ""}{_snippets(r, small)}
 
 Command that made it:
 

@@ -37,7 +37,8 @@ from .folder import check_out_dir, default_command, prune_for_task, write_mask_f
 from .hf import export_hf, hf_logits, notes as hf_notes, unpruned_heads, write_vocab_txt
 from .int8 import ort_session, quantize_int8
 from .latency import latency_table
-from .onnx import export_onnx, is_fused, onnx_logits
+from .onnx import export_onnx, graph_params, is_fused, onnx_logits
+from .prompt_file import PROMPT_FILE
 from .report import ExportReport, FormatReport, folder_bytes, jsonable, metric_with_interval, params_by_part
 from .vocabulary import in_vocab_indices, offdomain_rows, related_tasks, task_vocabulary
 
@@ -167,14 +168,19 @@ def _write_onnx(run: _Run, formats: list[str], onnx_dir: Path, path: Path) -> tu
         run.progress(0.66, "quantizing to int8")
         files["onnx-int8"] = quantize_int8(fp32, onnx_dir / "model.int8.onnx")
     fused = is_fused(onnx_dir)
+    prompt = onnx_dir / PROMPT_FILE if run.small.kind == "causal_lm" else None
+    parts = graph_params(run.small, run.task, run.params)
     reports = []
     for label, file in files.items():
         run.progress(0.7, f"evaluating {label} with onnxruntime")
         sess = ort_session(file)
-        m, ci, diff = run.measure(lambda texts, pairs, sess=sess: onnx_logits(sess, tok_json, texts, pairs))
-        notes = [onnx.NOTE] + ([onnx.FUSED_NOTE] if fused else []) + ([int8.NOTE] if label == "onnx-int8" else [])
-        reports.append(FormatReport(label, str(path / file.name), file.stat().st_size + tok_json.stat().st_size,
-                                    run.params["total"], run.params, m, ci, diff, len(run.check), notes))
+        m, ci, diff = run.measure(lambda texts, pairs, sess=sess: onnx_logits(sess, tok_json, texts, pairs,
+                                                                              prompt=prompt))
+        notes = [onnx.NOTE] + ([onnx.FUSED_NOTE] if fused else []) + ([int8.NOTE] if label == "onnx-int8" else []) \
+            + ([onnx.PROMPT_NOTE] if prompt is not None else [])
+        size = file.stat().st_size + tok_json.stat().st_size + (prompt.stat().st_size if prompt is not None else 0)
+        reports.append(FormatReport(label, str(path / file.name), size, parts["total"], parts, m, ci, diff,
+                                    len(run.check), notes))
     if "onnx" not in formats:
         fp32.unlink()
     return reports, files
@@ -260,11 +266,11 @@ def export_formats(
     `recovery` (a `recovery.Recovery` fitted for these masks, or a level / RecoveryConfig fitted here) is folded
     into the pruned weights, as in `export_pruned`."""
     from ..model import _swap_in
-    from ..vocab import check_min_count, check_vocab_mode
+    from ..vocab import check_min_count, check_vocab_applies
 
     t_start = time.time()
     formats = parse_formats(formats)
-    check_vocab_mode(vocab)
+    check_vocab_applies(model, vocab)
     min_count = check_min_count(min_count)
     prune_cfg.validate()
     out_dir = Path(out_dir)
