@@ -444,7 +444,7 @@ def _data_scores(model, task, cfg, data, want_ffn, want_heads, progress):
     statistics summed over the batches, then turned into unit scores with the weights)."""
     sums_f, sums_h, n = _batch_sums(model, task, cfg, data, want_ffn, want_heads, progress)
     if cfg.method in STRUCTURED:
-        return *unit_scores(cfg.method, model, sums_f, sums_h, n), n
+        return *unit_scores(cfg.method, model, sums_f if want_ffn else None, sums_h if want_heads else None, n), n
     ffn = [(s / n).numpy() for s in sums_f] if want_ffn else None
     heads = [(s / n).numpy() for s in sums_h] if want_heads else None
     return ffn, heads, n
@@ -458,8 +458,8 @@ def _batch_sums(model, task, cfg, data, want_ffn, want_heads, progress):
     L = model.num_layers
     fn = {"ig": _ig_batch, "grad_x_act": _gxa_batch, "activation": _activation_batch,
           **{m: _structured_batch for m in STRUCTURED}}[cfg.method]
-    sums_f = [None] * L
-    sums_h = [None] * L
+    sums_f = [0.0] * L
+    sums_h = [0.0] * L
     was_training = model.training
     model.eval()
     flags = [p.requires_grad for p in model.parameters()]
@@ -480,9 +480,9 @@ def _batch_sums(model, task, cfg, data, want_ffn, want_heads, progress):
             f, h = fn(model, task, batch, y, cfg, want_ffn, want_heads)
             for i in range(L):
                 if f[i] is not None:
-                    sums_f[i] = f[i].double().cpu() + (0.0 if sums_f[i] is None else sums_f[i])
+                    sums_f[i] = sums_f[i] + f[i].double().cpu()
                 if h[i] is not None:
-                    sums_h[i] = h[i].double().cpu() + (0.0 if sums_h[i] is None else sums_h[i])
+                    sums_h[i] = sums_h[i] + h[i].double().cpu()
             el = time.time() - t0
             progress(fraction,
                      f"{cfg.method}: {done}/{len(data)} examples, ~{el / fraction * (1 - fraction):.0f}s left")

@@ -78,16 +78,17 @@ def channel_metric(method: str, weight: torch.Tensor, sums: torch.Tensor, n_exam
     raise ValueError(method)
 
 
-def unit_scores(method: str, model, ffn_sums: list, head_sums: list, n_examples: int):
-    """(ffn, heads) per-layer score arrays from the per-layer channel sums (None where not wanted)."""
+def unit_scores(method: str, model, ffn_sums: list | None, head_sums: list | None, n_examples: int):
+    """(ffn, heads) per-layer score arrays from the per-layer channel sums over `n_examples` examples (None: those
+    units were not scored)."""
     ffn, heads = [], []
     for layer in range(model.num_layers):
         p = model.layer_parts(layer)
-        if ffn_sums[layer] is not None:
+        if ffn_sums is not None:
             ffn.append(channel_metric(method, p.ffn_out.weight, ffn_sums[layer], n_examples).numpy())
-        if head_sums[layer] is not None:
+        if head_sums is not None:
             m = channel_metric(method, p.attn_out.weight, head_sums[layer], n_examples)
-            if method == "flap":
+            if method == "flap":  # FLAP squares the attention channel metric before the per-head sum
                 m = m * m
             heads.append(m.view(p.num_heads, p.head_dim).sum(1).numpy())
-    return (ffn or None), (heads or None)
+    return (ffn if ffn_sums is not None else None), (heads if head_sums is not None else None)
