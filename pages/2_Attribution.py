@@ -6,6 +6,7 @@ import streamlit as st
 from tp_app import common as C
 from tp_core.attribution import DATA_FREE, METHODS
 from tp_core.limits import limits
+from tp_core.structured import STRUCTURED
 from tp_core.policy import PRIORITY
 
 C.page("Attribution",
@@ -23,7 +24,9 @@ with left:
                          help="Scores are per task: a neuron can matter for one task and not for another.")
     method = C.persisted(st.selectbox, "Method", "attr_method", options=list(METHODS),
                          format_func=lambda m: C.METHOD_LABELS[m], help=C.ATTRIBUTION_HELP + " Baselines: gradient x "
-                         "activation (ig with one step), mean |activation|, weight magnitude (no data), random.")
+                         "activation (ig with one step), mean |activation|, weight magnitude (no data), random, and "
+                         "the structured LLM pruning criteria Wanda-sp (|weight| x input norm) and FLAP (input "
+                         "variance x weight), from the output projections' inputs on the scoring examples.")
     data_free = method in DATA_FREE
     C.persisted(st.slider, "Scoring examples (N)", "attr_samples", min_value=4,
                 max_value=min(512, limits().max_samples), step=4,
@@ -34,8 +37,9 @@ with left:
                 help="Quadrature steps (Gauss-Legendre) of the integral from 0 to the real activation. 2 is as "
                      "faithful as 50 on our benchmark (docs/RESULTS.md, IG fidelity) and 12x cheaper.")
     C.persisted(st.radio, "Target labels", "attr_labels", options=["gold", "predicted"], horizontal=True,
-                disabled=data_free, help="gold: the true labels. predicted: the model's own predictions "
-                                         "(unsupervised - no labels needed).")
+                disabled=data_free or method in STRUCTURED,
+                help="gold: the true labels. predicted: the model's own predictions (unsupervised - no labels "
+                     "needed). Wanda-sp and FLAP use no labels.")
     C.persisted(st.radio, "Units", "attr_units", options=["both", "ffn", "heads"], horizontal=True,
                 help="FFN neurons (each coordinate of a layer's intermediate activation), attention heads, or both.")
     cfg = C.attribution_config()

@@ -108,6 +108,21 @@ def test_attribution_page_runs_and_caches(env):
     assert any("already scored" in c.value for c in at2.caption)
 
 
+def test_attribution_page_offers_the_structured_llm_criteria(env):
+    """FLAP (and Wanda-sp) are in the method picker; they use no labels, so the labels choice is off."""
+    at = app_test("pages/2_Attribution.py").run()
+    from tp_app.style import METHOD_LABELS
+
+    picker = at.selectbox(key="w_attr_method")
+    assert {METHOD_LABELS["wanda_sp"], METHOD_LABELS["flap"]} <= set(picker.options)  # the options as shown
+    picker.set_value("flap").run()
+    assert [r for r in at.radio if r.label == "Target labels"][0].disabled
+    [b for b in at.button if b.label == "Run attribution"][0].click().run()
+    settle(at)
+    _no_exception(at)
+    assert any("FLAP" in s.value for s in at.subheader), [s.value for s in at.subheader]
+
+
 def test_prune_page_slider_changes_metric_and_smallest_model_helper(env):
     at = app_test("pages/4_Prune.py")
     at.session_state["attr_method"] = "grad_x_act"

@@ -16,7 +16,7 @@ RANK = {
     "engine.spec": 3, "engine.runtime": 3.1, "engine.forecast": 3.1, "engine.client": 3.2, "engine": 3.3,
     "llm_source": 3.5,  # causal LMs from a GGUF file, a folder or a hub id: below model, which loads through it
     "decoder": 3.5, "llm_load": 3.6,
-    "model": 4, "data": 4, "prompts": 4.5, "attribution": 5, "masks": 6,
+    "model": 4, "data": 4, "prompts": 4.5, "structured": 4.8, "attribution": 5, "masks": 6,
     # recovery: one projection's least squares and the passes over the model's blocks, then the recovery API
     "recovery_fit": 6.5, "recovery_passes": 6.5, "recovery": 7, "pruning": 8, "iterative": 8.5,
     "evaluation": 9, "budget": 9.5,

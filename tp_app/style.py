@@ -9,6 +9,8 @@ METHOD_COLORS = {
     "activation": "#2ca02c",
     "magnitude": "#9467bd",
     "random": "#7f7f7f",
+    "wanda_sp": "#d62728",
+    "flap": "#8c564b",
     "dense": "#111111",
 }
 METHOD_LABELS = {
@@ -17,6 +19,8 @@ METHOD_LABELS = {
     "activation": "mean |activation|",
     "magnitude": "weight magnitude (data-free)",
     "random": "random (seeded)",
+    "wanda_sp": "Wanda-sp (|weight| x input norm)",
+    "flap": "FLAP (input fluctuation x weight)",
 }
 ATTRIBUTION_HELP = (
     "The attribution of a neuron for a task says how much the model's confidence in the right answer depends on "

@@ -9,6 +9,9 @@ Methods
 * `activation` mean |activation| over real tokens (heads: mean L2 norm of the head's output).
 * `magnitude`  weight norms, data-free: ||W_in[i]|| * ||W_out[:, i]|| per neuron, ||W_v,h|| * ||W_o,h|| per head.
 * `random`     seeded uniform scores.
+* `wanda_sp`   Wanda-sp, |W| x input norm per channel of the output projection (structured.py).
+* `flap`       FLAP's fluctuation metric: input variance x squared column norm of the output projection
+               (structured.py). Neither uses labels, targets or aggregation settings.
 
 Aggregation: token attributions are summed over real tokens (padding excluded) per example, then the absolute
 value is taken (`abs_sum`, default) - a unit that pushes the prediction either way matters - or `sum_abs`
@@ -39,8 +42,9 @@ from .gates import GateState, gated
 from .limits import limits
 from .model import MAX_PADDING, MultiTaskModel, with_token_progress
 from .paths import atomic_write_text, cache_dir, enforce_cache_cap, touch
+from .structured import STRUCTURED, stats_batch, unit_scores
 
-METHODS = ("ig", "grad_x_act", "activation", "magnitude", "random")
+METHODS = ("ig", "grad_x_act", "activation", "magnitude", "random", *STRUCTURED)
 DATA_FREE = ("magnitude", "random")
 Progress = Callable[[float, str], None]
 
@@ -436,8 +440,24 @@ def attribute(
 
 
 def _data_scores(model, task, cfg, data, want_ffn, want_heads, progress):
+    """Scores of a data method: per-batch sums over the examples, averaged (structured criteria: per-channel input
+    statistics summed over the batches, then turned into unit scores with the weights)."""
+    sums_f, sums_h, n = _batch_sums(model, task, cfg, data, want_ffn, want_heads, progress)
+    if cfg.method in STRUCTURED:
+        return *unit_scores(cfg.method, model, sums_f if want_ffn else None, sums_h if want_heads else None, n), n
+    ffn = [(s / n).numpy() for s in sums_f] if want_ffn else None
+    heads = [(s / n).numpy() for s in sums_h] if want_heads else None
+    return ffn, heads, n
+
+
+def _structured_batch(model, task, batch, y, cfg, want_ffn, want_heads):
+    return stats_batch(model, task, batch, want_ffn, want_heads)
+
+
+def _batch_sums(model, task, cfg, data, want_ffn, want_heads, progress):
     L = model.num_layers
-    fn = {"ig": _ig_batch, "grad_x_act": _gxa_batch, "activation": _activation_batch}[cfg.method]
+    fn = {"ig": _ig_batch, "grad_x_act": _gxa_batch, "activation": _activation_batch,
+          **{m: _structured_batch for m in STRUCTURED}}[cfg.method]
     sums_f = [0.0] * L
     sums_h = [0.0] * L
     was_training = model.training
@@ -450,7 +470,7 @@ def _data_scores(model, task, cfg, data, want_ffn, want_heads, progress):
                                      max_padding=MAX_PADDING, task=task))
         t0 = time.time()
         for idx, batch, done, fraction in with_token_progress(batches):
-            if is_reg:
+            if is_reg or cfg.method in STRUCTURED:  # labels unused
                 y = torch.zeros(len(idx), dtype=torch.long, device=model.device)
             elif cfg.labels == "gold":
                 y = torch.tensor([int(data.labels[i]) for i in idx], device=model.device)
@@ -470,10 +490,7 @@ def _data_scores(model, task, cfg, data, want_ffn, want_heads, progress):
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)
         model.train(was_training)
-    n = len(data)
-    ffn = [(s / n).numpy() for s in sums_f] if want_ffn else None
-    heads = [(s / n).numpy() for s in sums_h] if want_heads else None
-    return ffn, heads, n
+    return sums_f, sums_h, len(data)
 
 
 def captum_reference_ffn_ig(model: MultiTaskModel, task: str, data: TaskData, layer: int,

@@ -25,7 +25,8 @@ def _model_args(sp, task=True):
 
 def _attr_args(sp, method=True):
     if method:
-        sp.add_argument("--method", default="ig", help="ig, grad_x_act, activation, magnitude, random")
+        sp.add_argument("--method", default="ig", help="ig, grad_x_act, activation, magnitude, random, wanda_sp "
+                        "(Wanda-sp) or flap (FLAP's fluctuation metric)")
     sp.add_argument("--samples", type=int, default=64, help="examples used for scoring (low-resource: small)")
     sp.add_argument("--steps", type=int, default=20, help="IG Riemann steps")
     sp.add_argument("--labels", default="gold", choices=["gold", "predicted"], help="predicted = unsupervised")
