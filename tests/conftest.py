@@ -36,6 +36,18 @@ def needs_demo(node) -> bool:
     return any(node.get_closest_marker(m) for m in DEMO_MARKERS)
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, each worker's torch gets its share of the cores (two workers on two cores: one thread
+    each) instead of a thread per core each, which oversubscribes the cores; TP_TEST_TORCH_THREADS overrides."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+    threads = int(os.environ.get("TP_TEST_TORCH_THREADS") or 0) or (
+        max(1, (os.cpu_count() or 1) // workers) if workers else 0)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _module_rank(module_items) -> int:
     """0: needs no quick demo; 1: a real-browser module; 2: another module using the demo."""
     if not any(needs_demo(i) for i in module_items):
