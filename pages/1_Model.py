@@ -17,7 +17,8 @@ from tp_core.pruning import param_breakdown
 from tp_core.policy import PRIORITY
 from tp_core.work import build_demo_job, point_job
 
-C.page("Model", caption="Choose the multi-task model to prune: the built-in demo, a local folder or a hub id.")
+C.page("Model", caption="Choose the multi-task model to prune: the built-in demo, the embedded SmolLM2 LLM, a local "
+                        "folder or .gguf file, or a hub id.")
 ss = st.session_state
 
 LLM = "smollm2"
@@ -144,7 +145,8 @@ if model is not None:
     parts = param_breakdown(model)
     llm = model.kind == "causal_lm"
     cols = st.columns(5)
-    cols[0].metric("Family", model.config.model_type + (" (causal LM)" if llm else ""))
+    cols[0].metric("Family", model.config.model_type,
+                   help="A causal (decoder) LM: each task is asked through a prompt." if llm else None)
     cols[1].metric("Layers", model.num_layers)
     uniform = lambda xs: xs[0] if len(set(xs)) == 1 else "varies"  # noqa: E731
     if llm:
@@ -159,7 +161,7 @@ if model is not None:
     cols[4].metric("Parameters", f"{parts['total'] / 1e6:.2f} M")
     left, right = st.columns([3, 2])
     df = pd.DataFrame([{"part": k, "parameters": v, "share": v / parts["total"]}
-                       for k, v in parts.items() if k != "total"])
+                       for k, v in parts.items() if k != "total" and not (llm and k == "heads")])
     with left:
         fig = px.bar(df, x="parameters", y="part", orientation="h", text=df["share"].map(lambda s: f"{s:.1%}"),
                      title="Parameters by part")

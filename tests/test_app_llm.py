@@ -58,7 +58,7 @@ def test_model_page_shows_the_llama_and_the_default_prompt(env):
     _no_exception(at)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Key/value groups per layer"] == "2" and metrics["MLP neurons per layer"] == "64"
-    assert metrics["Layers"] == "2" and metrics["Family"] == "llama (causal LM)"
+    assert metrics["Layers"] == "2" and metrics["Family"] == "llama"
     assert at.text_area[0].value == TEMPLATE_KEY
     assert [t.value for t in at.text_input if t.label.startswith("Label words")] == ["negative", "positive"]
     dense = at.dataframe[-1].value.set_index("task")
