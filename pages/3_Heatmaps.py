@@ -236,8 +236,8 @@ with C.friendly("inspecting the unit"):
     data = C.validation_data(insp_task, limit=n_insp)
     head = C.head_for(insp_task)
     dref = C.data_ref(insp_task, n_insp)
-    abl_spec = ablation_job(C.ref(model), head, dref, unit, len(data))
-    top_spec = top_job(C.ref(model), head, dref, unit, len(data))
+    abl_spec = ablation_job(C.ref(model, insp_task), head, dref, unit, len(data))
+    top_spec = top_job(C.ref(model, insp_task), head, dref, unit, len(data))
     # Two jobs (an ablation and a pass for the top examples): run for a unit the user chose - a heatmap click, a
     # changed input, the button - not for the untouched default unit on every visit (they took the workers from
     # the Prune page's curves when the user moved on).

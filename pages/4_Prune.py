@@ -57,7 +57,7 @@ methods = [method] + list(baselines)
 cfg = C.attribution_config()
 cfg = replace(cfg, units=units_for(ffn, heads, cfg.units))  # scores for what the slider prunes
 head = C.head_for(task)
-mref = C.ref(model)
+mref = C.ref(model, task)
 n_full = C.eval_size(task)
 settings = app_settings()
 n_small = min(settings.coarse_examples, n_full)
@@ -121,9 +121,12 @@ def readout():
         si, point = slider
         d = record_dict(point.record, dense_here.record.metric)
         st.metric("Kept parameters", f"{d['kept_pct']:.1f} %",
-                  help=f"{point.record.kept_params:,} of {point.record.total_params:,} (encoder + this task's head), "
-                       "exactly what the exported model will have. Word embeddings included, with the full "
-                       "vocabulary: the Export page's task vocabulary removes more (it shows the count).")
+                  help=f"{point.record.kept_params:,} of {point.record.total_params:,} " + (
+                      "(the decoder, its tied word embeddings included), exactly what the exported model will have."
+                      if model.kind == "causal_lm" else
+                      "(encoder + this task's head), exactly what the exported model will have. Word embeddings "
+                      "included, with the full vocabulary: the Export page's task vocabulary removes more (it "
+                      "shows the count)."))
         st.metric(f"{point.record.metric_name} (pruned)", f"{point.record.metric:.4f}",
                   delta=f"{d['delta']:+.4f} vs dense",
                   help=f"On {point.n} validation examples; 95% bootstrap interval {point.low:.4f} to {point.high:.4f}.")

@@ -48,8 +48,13 @@ with left:
                           help="\n".join(f"- **{FORMAT_LABELS[f]}**: {FORMAT_HELP[f]}" for f in FORMATS))
     overwrite = st.checkbox("Replace an existing export with this name", key="export_overwrite",
                             help="Without this, an existing folder is never touched.")
+llm = model.kind == "causal_lm"
+if llm:  # the task vocabulary rewrites a WordPiece encoder's embeddings and tokenizer
+    ss["export_vocab"] = "full"
+    ss.pop("w_export_vocab", None)
 with right:
     vocab = C.persisted(st.radio, "Vocabulary", "export_vocab", options=["full", "task"], horizontal=True,
+                        disabled=llm,
                         format_func=lambda v: {"full": "full (all tokens)", "task": "task (the task's tokens only)"}[v],
                         help="task: keep only the tokens seen in the task's train texts (and every special token "
                              "and single character), rewriting the embedding matrix and the tokenizer. Text made "
@@ -61,6 +66,10 @@ with right:
                           "export_latency",
                           help="Batch 1 and 32 of 64-token inputs, on the server that runs the jobs. Other work on "
                                "that machine slows torch more than onnxruntime, so busy-server ratios overstate.")
+if llm:
+    st.caption("A causal LM: the task vocabulary is for WordPiece encoders and is not offered. Decoder export is "
+               "new: a format that cannot write this model yet ends with a message saying why (the others are "
+               "written and checked as usual).")
 st.caption(f"Exports directory: `{root}`")
 
 # what the export will hold, before running it (counted, not built; needs the scores the export needs anyway)
@@ -69,15 +78,18 @@ if known is None:
     C.submit(C.scores_job(model, task, cfg), PRIORITY["scores"])
 vocab_est = None
 if vocab == "task":
-    vjob = vocab_estimate_job(C.ref(model), head, int(min_count))
+    vjob = vocab_estimate_job(C.ref(model, task), head, int(min_count))
     C.submit(vjob, PRIORITY["vocab"])
     info = C.job_info(vjob.key)
     if info is not None and info.state == "done":
         vocab_est = info.result
     else:
         C.show_progress([vjob.key])
+counts = None
 if known is not None:
-    counts = planned_counts(model, head, known, pcfg, vocab_est["embedding_params_saved"] if vocab_est else 0)
+    with C.friendly("counting the export's parameters"):
+        counts = planned_counts(model, head, known, pcfg, vocab_est["embedding_params_saved"] if vocab_est else 0)
+if counts is not None:
     line = (f"At these settings the export keeps **{counts['kept']:,}** of {counts['dense']:,} parameters "
             f"({counts['kept'] / counts['dense']:.1%}, word embeddings included: the Prune page's count)")
     if vocab_est:
@@ -114,7 +126,7 @@ if st.button("Export and verify", type="primary",
                    + (" --latency" if latency else "") + f" --recover {recovery or 'none'}"
                    + f" --out {out}")
 
-        job = export_formats_job(C.ref(model), head, known if known is not None else sjob, pcfg, str(out),
+        job = export_formats_job(C.ref(model, task), head, known if known is not None else sjob, pcfg, str(out),
                                  C.data_ref(task), formats, vocab, int(min_count), bool(latency), overwrite, command,
                                  C.eval_size(task), len(related_tasks(head)) if vocab == "task" else 0, recovery)
         ss["_export_job"] = C.submit(job, PRIORITY["export"], retry=True)
@@ -134,60 +146,62 @@ if pending:
         C.show_progress([pending], "Exporting (you can leave this page; the result stays here when it lands)")
 
 last = ss.get("last_export")
-if last and "formats" in last:
-    tables = summary_tables(last)
-    m = tables["metric"]
-    done = ", ".join(FORMAT_LABELS[f["format"]] for f in last["formats"])
-    if last.get("reloaded_metric") is not None:
-        st.success(f"Exported to `{last['out_dir']}` ({done}) and reloaded it: {m['name']} "
-                   f"{last['reloaded_metric']:.4f} on {m['examples']} validation examples.")
-    else:
-        st.success(f"Exported to `{last['out_dir']}` ({done}); every format checked against the pruned model.")
-    c1, c2, c3 = st.columns(3)
-    c1.metric("Parameters", f"{last['params_pruned']['total']:,}",
-              delta=f"{tables['params_ratio'] - 1:+.1%} vs dense", delta_color="inverse",
-              help=f"Encoder (word embeddings included{', task vocabulary' if last['vocab'] else ''}) + this task's "
-                   f"head; dense {last['params_dense']['total']:,}.")
-    smallest = min(last["formats"], key=lambda f: f["bytes_on_disk"])
-    c2.metric("Smallest on disk", f"{smallest['bytes_on_disk'] / 1e6:.1f} MB",
-              delta=f"{smallest['bytes_on_disk'] / last['bytes_dense'] - 1:+.1%} vs dense float32",
-              delta_color="inverse", help=f"{FORMAT_LABELS[smallest['format']]}; dense float32 "
-                                          f"{last['bytes_dense'] / 1e6:.1f} MB.")
-    if m["pruned"] is not None and m["dense"] is not None:
-        c3.metric(f"{m['name']} (pruned)", f"{m['pruned']:.4f}", delta=f"{m['pruned'] - m['dense']:+.4f} vs dense",
-                  help=f"Dense {m['dense']:.4f}, on the same {m['examples']} validation examples; 95% bootstrap "
-                       "intervals in the formats table.")
+with C.friendly("showing the export"):  # a result of a newer or older export shows what it can
+    if last and "formats" in last:
+        tables = summary_tables(last)
+        m = tables["metric"]
+        done = ", ".join(FORMAT_LABELS[f["format"]] for f in last["formats"])
+        if last.get("reloaded_metric") is not None:
+            st.success(f"Exported to `{last['out_dir']}` ({done}) and reloaded it: {m['name']} "
+                       f"{last['reloaded_metric']:.4f} on {m['examples']} validation examples.")
+        else:
+            st.success(f"Exported to `{last['out_dir']}` ({done}); every format checked against the pruned model.")
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Parameters", f"{last['params_pruned']['total']:,}",
+                  delta=f"{tables['params_ratio'] - 1:+.1%} vs dense", delta_color="inverse",
+                  help=("Decoder (tied word embeddings included)" if llm else
+                        f"Encoder (word embeddings included{', task vocabulary' if last['vocab'] else ''}) + this "
+                        "task's head") + f"; dense {last['params_dense']['total']:,}.")
+        smallest = min(last["formats"], key=lambda f: f["bytes_on_disk"])
+        c2.metric("Smallest on disk", f"{smallest['bytes_on_disk'] / 1e6:.1f} MB",
+                  delta=f"{smallest['bytes_on_disk'] / last['bytes_dense'] - 1:+.1%} vs dense float32",
+                  delta_color="inverse", help=f"{FORMAT_LABELS[smallest['format']]}; dense float32 "
+                                              f"{last['bytes_dense'] / 1e6:.1f} MB.")
+        if m["pruned"] is not None and m["dense"] is not None:
+            c3.metric(f"{m['name']} (pruned)", f"{m['pruned']:.4f}", delta=f"{m['pruned'] - m['dense']:+.4f} vs dense",
+                      help=f"Dense {m['dense']:.4f}, on the same {m['examples']} validation examples; 95% bootstrap "
+                           "intervals in the formats table.")
 
-    st.subheader("Parameters by part")
-    st.table(pd.DataFrame(tables["params"]).set_index("part"))
-    if last["vocab"]:
-        st.caption("Embeddings counted with the task vocabulary (the pruned embedding matrix).")
-    st.subheader("Formats: size, metric, check")
-    st.table(pd.DataFrame(tables["formats"]).set_index("model"))
-    st.caption(f"{m['name']} on {m['examples']} validation examples with its 95% bootstrap interval; the last column "
-               "is the largest logit difference from the masked (unsliced) model on validation texts made of kept "
-               "tokens (int8 differs by design).")
-    pad = tables["hf_padding"]
-    if pad is not None:
-        st.info("Hugging Face folder: " + "; ".join(pad["notes"]) + ".", icon=":material/info:")
-    if tables["latency"]:
-        st.subheader("Latency before and after")
-        st.table(pd.DataFrame(tables["latency"]).set_index("runner"))
-        st.caption(tables["latency_note"])
-    if tables["vocab"]:
-        st.subheader("Vocabulary")
-        st.table(pd.DataFrame(tables["vocab"]).set_index(""))
-        if tables["offdomain"]:
-            st.markdown("Off-domain: the other tasks of the same kind, read with this task's vocabulary")
-            st.table(pd.DataFrame(tables["offdomain"]).set_index("task"))
-    zip_path = Path(last["zip"])
-    if zip_path.is_file():
-        with open(zip_path, "rb") as fh:
-            st.download_button(f"Download everything (zip, {zip_path.stat().st_size / 1e6:.1f} MB)", fh,
-                               file_name=zip_path.name, mime="application/zip", type="primary",
-                               help="The export folder: every format, the model card, the report and the task mask "
-                                    "file (a compact mask of the kept units for the unchanged base model).")
-    card = Path(last["out_dir"]) / "README.md"
-    if card.is_file():
-        with st.expander("Model card (README.md of the export)"):
-            st.markdown(card.read_text())
+        st.subheader("Parameters by part")
+        st.table(pd.DataFrame(tables["params"]).set_index("part"))
+        if last["vocab"]:
+            st.caption("Embeddings counted with the task vocabulary (the pruned embedding matrix).")
+        st.subheader("Formats: size, metric, check")
+        st.table(pd.DataFrame(tables["formats"]).set_index("model"))
+        st.caption(f"{m['name']} on {m['examples']} validation examples with its 95% bootstrap interval; the last "
+                   "column is the largest logit difference from the masked (unsliced) model on validation texts made "
+                   "of kept tokens (int8 differs by design).")
+        pad = tables["hf_padding"]
+        if pad is not None:
+            st.info("Hugging Face folder: " + "; ".join(pad["notes"]) + ".", icon=":material/info:")
+        if tables["latency"]:
+            st.subheader("Latency before and after")
+            st.table(pd.DataFrame(tables["latency"]).set_index("runner"))
+            st.caption(tables["latency_note"])
+        if tables["vocab"]:
+            st.subheader("Vocabulary")
+            st.table(pd.DataFrame(tables["vocab"]).set_index(""))
+            if tables["offdomain"]:
+                st.markdown("Off-domain: the other tasks of the same kind, read with this task's vocabulary")
+                st.table(pd.DataFrame(tables["offdomain"]).set_index("task"))
+        zip_path = Path(last["zip"])
+        if zip_path.is_file():
+            with open(zip_path, "rb") as fh:
+                st.download_button(f"Download everything (zip, {zip_path.stat().st_size / 1e6:.1f} MB)", fh,
+                                   file_name=zip_path.name, mime="application/zip", type="primary",
+                                   help="The export folder: every format, the model card, the report and the task mask "
+                                        "file (a compact mask of the kept units for the unchanged base model).")
+        card = Path(last["out_dir"]) / "README.md"
+        if card.is_file():
+            with st.expander("Model card (README.md of the export)"):
+                st.markdown(card.read_text())

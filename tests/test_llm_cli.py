@@ -81,7 +81,8 @@ def test_an_encoder_keeps_its_old_cache_keys():
 
 
 def test_a_worker_copy_of_a_decoder_asks_the_prompt_of_the_ref():
-    """A worker that loads the model by itself (not the caller's registered object) gets the ref's prompts."""
+    """A worker that loads the model by itself (not the caller's registered object) gets the ref's prompts,
+    through a view of its copy: the copy, which other jobs share, keeps its own."""
     from tp_core import refs
 
     model = tiny_llama()
@@ -90,7 +91,9 @@ def test_a_worker_copy_of_a_decoder_asks_the_prompt_of_the_ref():
     copy = tiny_llama()
     refs._MODELS[(ref.spec, False)] = copy  # as if this worker had loaded it
     try:
-        assert refs.get_model(ref) is copy and copy.prompts["sst2"] == OTHER
+        got = refs.get_model(ref)
+        assert got.prompts["sst2"] == OTHER and got.encoder is copy.encoder and refs.get_model(ref) is got
+        assert copy.prompts["sst2"] != OTHER
     finally:
         refs._MODELS.pop((ref.spec, False), None)
 

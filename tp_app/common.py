@@ -3,7 +3,9 @@ module of its concern:
 
 * `style`: method colours and labels, the attribution explainer, formatters;
 * `state`: the session's choices and defaults, persisted widgets, the session's id (cookie) for reloads;
-* `models`: shared loaded models and task data, the session's model and task, uploaded data;
+* `models`: shared loaded models and task data, the session's model (a causal LM: with its edited prompts) and
+  task, uploaded data, a GGUF model's one-off dequantization job;
+* `prompt_edit`: the Model page's prompt editor for a causal LM;
 * `jobs`: submitting the session's jobs, model / data references for workers, scores already computed;
 * `progress`: progress bars, a button's one-off job and its answer, the sidebar's jobs panel;
 * `page`: page set-up, the sidebar, friendly errors, the installation's folders and caps.
@@ -16,8 +18,10 @@ from __future__ import annotations
 
 from .jobs import (data_ref, engine, eval_size, job_info, job_result, known_scores, ref, scores_job, scoring_ref,
                    submit)
-from .models import (UPLOAD_PREFIX, current_task, default_model_spec, head_for, load_model, model_tasks,
-                     require_model_and_task, upload_limits_caption, validation_data)
+from .models import (UPLOAD_PREFIX, askable_tasks, bundle_tasks, current_task, default_model_spec, head_for,
+                     load_model, loading_in_background, model_tasks, needs_conversion, preparation_job,
+                     prompt_edits, require_model_and_task, session_model, upload_limits_caption, validation_data,
+                     wait_for_load)
 from .page import ASSETS, exports_root, friendly, limits_rows, page
 from .progress import URGENT_POLL_S, job_answer, job_line, show_progress, show_progress_compact
 from .state import attribution_config, flash, persisted, set_value

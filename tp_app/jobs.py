@@ -42,11 +42,12 @@ def job_result(key: str):
     return engine().result(key)
 
 
-def ref(model):
-    """What a worker needs to load the session's `model` (with custom code only when the session allowed it)."""
+def ref(model, task: str):
+    """What a worker needs to load the session's `model` (with custom code only when the session allowed it) for
+    an app task: a causal LM's ref carries that task's prompt (the session's, when edited) and no other."""
     from tp_core.work import model_ref
 
-    return model_ref(model, trusted(str(model.source)))
+    return model_ref(model, trusted(str(model.source)), tasks=[head_for(task)])
 
 
 def data_ref(task: str, limit: int | None = None, split: str = "validation", seed: int = 0):
@@ -75,7 +76,7 @@ def scores_job(model, task: str, cfg: AttributionConfig):
     """The attribution job for an app task (uploaded data: scored through the head the user picked)."""
     from tp_core.work import scores_job as build
 
-    return build(model, ref(model), head_for(task), cfg, scoring_ref(task, cfg), task_label=task)
+    return build(model, ref(model, task), head_for(task), cfg, scoring_ref(task, cfg), task_label=task)
 
 
 _DISK_SCORES: dict = {}

@@ -3,6 +3,11 @@ sessions share them), which tasks a model can run (bundle tasks, or uploaded dat
 and the capped validation subset every evaluation in the app uses."""
 from __future__ import annotations
 
+import json
+import threading
+import time
+from pathlib import Path
+
 import streamlit as st
 
 from tp_core.data import TaskData, list_tasks, load_split
@@ -20,9 +25,104 @@ def default_model_spec() -> str:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _load_model_cached(spec: str, trust_remote_code: bool = False):
+    from tp_core.llm_source import is_causal_lm_spec
     from tp_core.model import load_model
+    from tp_core.refs import ModelRef, get_model
 
+    if is_causal_lm_spec(spec):  # one copy for the pages and the in-process workers: the workers' model cache
+        return get_model(ModelRef(spec, trust_remote_code))
     return load_model(spec, trust_remote_code=trust_remote_code)
+
+
+def _gguf(spec: str) -> Path | None:
+    """The GGUF file of `spec` (`smollm2` or a .gguf path), or None for any other spec."""
+    from tp_core.llm_source import EMBEDDED, embedded_gguf
+
+    if spec in EMBEDDED:
+        return embedded_gguf(spec)
+    if spec.lower().endswith(".gguf"):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise TPError(f"GGUF file {path} does not exist.")
+        return path
+    return None
+
+
+def needs_conversion(spec: str) -> bool:
+    """Whether `spec` is a GGUF model not dequantized yet (only a job does that, never a page run)."""
+    from tp_core.llm_source import converted_folder
+
+    path = _gguf(spec.strip())
+    return path is not None and converted_folder(path) is None
+
+
+def preparation_job(spec: str):
+    """The job that gets a GGUF model (`smollm2` or a .gguf file) ready: dequantized once if it is not yet, then
+    loaded in this process. None when it is loaded already, or for any other spec."""
+    from tp_core.refs import loaded_model
+    from tp_core.work import prepare_llm_job
+
+    spec = spec.strip()
+    path = _gguf(spec)
+    if path is None or loaded_model(spec) is not None:
+        return None
+    return prepare_llm_job(spec, path.stat().st_size, needs_conversion(spec))
+
+
+_LOADING: dict[str, tuple[threading.Thread, list]] = {}  # spec -> (its loading thread, [error message])
+_LOADING_LOCK = threading.Lock()
+
+
+def loading_in_background(spec: str) -> str | None:
+    """For a causal LM the app has not loaded yet: load it in a thread of the app's process (a page run never
+    waits for its seconds of loading; the workers' process may hold its own copy already). Returns "loading"
+    while it loads, an error message if it failed, None once it is loaded (or for any other spec)."""
+    from tp_core.llm_source import is_causal_lm_spec
+    from tp_core.refs import loaded_model
+
+    if not is_causal_lm_spec(spec) or loaded_model(spec) is not None or needs_conversion(spec):
+        return None
+    with _LOADING_LOCK:
+        thread, error = _LOADING.get(spec, (None, []))
+        if thread is None or (not thread.is_alive() and not error):
+            error = []
+            thread = threading.Thread(target=_load_into, args=(spec, error), name=f"tp-load-{spec}", daemon=True)
+            _LOADING[spec] = (thread, error)
+            thread.start()
+    if error:
+        with _LOADING_LOCK:
+            _LOADING.pop(spec, None)  # the next visit tries again
+        return error[0]
+    return "loading" if thread.is_alive() else None
+
+
+def wait_for_load(spec: str) -> None:
+    """Redraw the page once the app's background load of `spec` has ended (polled, as job progress is)."""
+    ss = st.session_state
+    started = ss.setdefault(f"_load_started::{spec}", time.time())
+
+    def body():
+        if loading_in_background(spec) != "loading":
+            ss.pop(f"_load_started::{spec}", None)
+            st.rerun(scope="app")
+        st.caption(f"loading... {time.time() - started:.0f} s")
+
+    st.fragment(body, run_every=1.0)()
+
+
+def _load_into(spec: str, error: list) -> None:
+    try:
+        _load_model_cached(spec, False)
+    except Exception as exc:  # noqa: BLE001 - shown on the Model page
+        error.append(str(exc) if isinstance(exc, TPError) else f"{type(exc).__name__}: {str(exc)[:300]}")
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _prompt_view(spec: str, trust_remote_code: bool, edits: str):
+    from tp_core.decoder import PromptTask, prompt_view
+
+    prompts = {task: PromptTask.from_dict(d) for task, d in json.loads(edits).items()}
+    return prompt_view(_load_model_cached(spec, trust_remote_code), prompts)
 
 
 def trusted(spec: str) -> bool:
@@ -40,14 +140,50 @@ def load_model(spec: str, trust_remote_code: bool | None = None):
         raise TPError("Type a model folder or hub id first.")
     if trust_remote_code is None:
         trust_remote_code = trusted(spec)
+    if needs_conversion(spec):  # a page run never dequantizes: the Model page's job does
+        raise TPError(f"{spec} is not dequantized yet: the Model page prepares it as a background job.")
     return _load_model_cached(spec, bool(trust_remote_code))
 
 
+def prompt_edits(spec: str | None = None) -> dict:
+    """The session's edited prompts of the causal LM `spec` (default: the session's model): {task: prompt dict}."""
+    ss = st.session_state
+    return dict((ss.get("prompt_edits") or {}).get(spec or ss["model_spec"], {}))
+
+
+def set_prompt_edit(spec: str, task: str, prompt: dict | None) -> None:
+    """Ask `task` of `spec` through `prompt` in this session (None: the default prompt again)."""
+    ss = st.session_state
+    edits = {k: dict(v) for k, v in (ss.get("prompt_edits") or {}).items()}
+    mine = edits.setdefault(spec, {})
+    if prompt is None:
+        mine.pop(task, None)
+    else:
+        mine[task] = prompt
+    ss["prompt_edits"] = {k: v for k, v in edits.items() if v}
+
+
+def session_model(spec: str | None = None):
+    """The session's model: the shared loaded model, or for a causal LM whose prompts this session edited, a view
+    of it asking the session's prompts (decoder.prompt_view; views are shared by sessions with the same edits).
+    Raises TPError with a friendly message."""
+    spec = (spec or st.session_state["model_spec"]).strip()
+    model = load_model(spec)
+    edits = prompt_edits(spec)
+    if model.kind != "causal_lm" or not edits:
+        return model
+    return _prompt_view(spec, trusted(spec), json.dumps(edits, sort_keys=True))
+
+
 def current_model():
-    """The session's model, or None with a note telling the user where to go."""
+    """The session's model, or None with a note telling the user where to go (or that it is still loading)."""
     spec = st.session_state["model_spec"]
+    if loading_in_background(spec) == "loading":
+        st.info(f"`{spec}` is loading in the background (a few seconds); this page follows when it is ready.")
+        wait_for_load(spec)
+        return None
     try:
-        return load_model(spec)
+        return session_model()
     except TPError as exc:
         st.warning(f"No model loaded: {exc} Open the **Model** page to choose one.")
         return None
@@ -66,13 +202,16 @@ def bundle_tasks() -> dict:
 
 def model_tasks(model) -> list[str]:
     """Tasks the app can run on `model`: bundle tasks it has a head for (a one-task model: bundle tasks with as many
-    labels), plus uploaded data."""
+    labels; a causal LM: the classification tasks it can be prompted with), plus uploaded data."""
     try:
         bundle = bundle_tasks()
     except TPError:
         bundle = {}
-    out = [t for t in model.tasks if t in bundle]
-    if len(model.tasks) == 1:
+    if model.kind == "causal_lm":
+        out = [n for n, why in askable_tasks(model, bundle).items() if why is None]
+    else:
+        out = [t for t in model.tasks if t in bundle]
+    if len(model.tasks) == 1 and model.kind != "causal_lm":
         only = next(iter(model.tasks.values()))
         out += [n for n, s in bundle.items() if n not in out and s.problem == only.problem
                 and s.num_labels == only.num_labels]
@@ -80,6 +219,24 @@ def model_tasks(model) -> list[str]:
     if custom is not None:
         out.append(UPLOAD_PREFIX + custom[0].spec.name)
     return out
+
+
+def askable_tasks(model, bundle: dict | None = None) -> dict[str, str | None]:
+    """A causal LM's bundle tasks: the classification tasks with a train split (their demonstrations), the default
+    ones first, each with None when the model can be asked it (its prompt resolves), else the reason why not (e.g.
+    label words that are not single tokens of its vocabulary)."""
+    bundle = bundle_tasks() if bundle is None else bundle
+    first = [t for t in app_settings().tasks if t in bundle]
+    names = [n for n in dict.fromkeys(first + sorted(bundle))
+             if bundle[n].problem == "classification" and bundle[n].trainable]
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            model.resolve_task(name)
+            out[name] = None
+        except TPError as exc:
+            out[name] = str(exc)
+    return {n: why for n, why in out.items() if why is None} | {n: why for n, why in out.items() if why}
 
 
 def current_task(model) -> str | None:

@@ -155,7 +155,8 @@ def _ending_soon(infos) -> bool:
 
 KIND_LABELS = {"point": "curve points", "scores": "attribution runs", "ablation": "ablations", "export": "exports",
                "top_activating": "example searches", "search": "searches",
-               "build_demo": "demo builds", "vocab": "vocabulary counts"}
+               "build_demo": "demo builds", "vocab": "vocabulary counts",
+               "prepare_llm": "model conversions"}
 
 
 def jobs_panel() -> None:

@@ -32,6 +32,7 @@ DEFAULTS = {
     "recover_level": "lstsq",
     "eval_limit": None,
     "custom_data": None,  # (TaskData, head) from an uploaded file
+    "prompt_edits": None,  # {model spec: {task: prompt dict}}: a causal LM's prompts edited in this session
 }
 
 

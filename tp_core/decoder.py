@@ -15,6 +15,7 @@ from the task bundle, `llm_load.py` loads the weights).
 """
 from __future__ import annotations
 
+import copy
 import json
 import string
 from collections.abc import Sequence
@@ -194,18 +195,25 @@ def prompt_key(model, task: str) -> str:
     return json.dumps(model.prompts[resolve(model, task)].to_dict(), sort_keys=True)
 
 
-def prompts_key(model) -> str:
+def prompts_key(model, tasks: Sequence[str] | None = None) -> str:
     """The prompts a causal LM has now, {task: prompt} as canonical JSON ("" for any other model): `ModelRef`
-    carries it, so job keys differ per prompt and a worker's own copy of the model asks the same prompts."""
-    if getattr(model, "kind", None) != "causal_lm" or not model.prompts:
+    carries it, so job keys differ per prompt and a worker's own copy of the model asks the same prompts. With
+    `tasks`, only theirs (each resolved first): a job's key then does not change when other tasks get a prompt."""
+    if getattr(model, "kind", None) != "causal_lm":
         return ""
-    return json.dumps({k: v.to_dict() for k, v in sorted(model.prompts.items())}, sort_keys=True)
+    names = sorted(model.prompts) if tasks is None else sorted({resolve(model, t) for t in tasks})
+    if not names:
+        return ""
+    return json.dumps({k: model.prompts[k].to_dict() for k in names}, sort_keys=True)
 
 
-def apply_prompts(model, text: str) -> None:
-    """Ask `model` the prompts of `text` (`prompts_key`'s JSON): a worker's copy of a decoder gets the prompts
-    of the model its job was made from (a task it had no prompt for gets its info from the default prompt)."""
-    for task, d in json.loads(text).items():
-        prompt = PromptTask.from_dict(d)
-        if model.prompts.get(task) != prompt:
-            attach_prompt(model, model.tasks[resolve(model, task)], prompt)
+def prompt_view(model, prompts: dict[str, PromptTask]):
+    """`model` asking `prompts` (task -> prompt) without changing `model`: a shallow copy sharing its modules and
+    weights, with its own tasks, prompts and label rows. Sessions or jobs that ask different prompts of one loaded
+    model each use their own view, so none of them changes the prompt another one is computing with."""
+    view = copy.copy(model)
+    view.tasks, view.prompts, view.label_rows = dict(model.tasks), dict(model.prompts), dict(model.label_rows)
+    for task, prompt in prompts.items():
+        if view.prompts.get(task) != prompt:
+            attach_prompt(view, view.tasks[resolve(view, task)], prompt)
+    return view

@@ -5,13 +5,14 @@ its data.
 """
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from .curves import data_key
 from .data import TaskData, load_split
-from .decoder import apply_prompts, prompts_key
+from .decoder import PromptTask, prompt_view, prompts_key
 from .errors import TPError
 
 
@@ -38,6 +39,7 @@ class DataRef:
 
 _MODELS: OrderedDict = OrderedDict()
 _MODELS_LOCK = threading.Lock()
+_VIEWS: OrderedDict = OrderedDict()  # (id of a worker's model copy, prompts JSON) -> (that copy, its prompt view)
 _LOCAL: dict[str, object] = {}  # models registered in-process (tests with tiny models, in-process clusters)
 
 
@@ -48,20 +50,38 @@ def register_model(spec: str, model) -> ModelRef:
 
 
 def model_ref(model, trust_remote_code: bool = False, spec: str | None = None, tasks=()) -> ModelRef:
-    """The ref of `model` (as `spec`, default its source) once each of `tasks` has its prompt (a causal LM)."""
-    for task in tasks if model.kind == "causal_lm" else ():
-        model.resolve_task(task)
-    return ModelRef(spec or str(model.source), bool(trust_remote_code), model.fingerprint(), prompts_key(model))
+    """The ref of `model` (as `spec`, default its source). A causal LM's ref carries its prompts: with `tasks`,
+    only theirs (each resolved first), so that a job's key stays the same when other tasks get a prompt."""
+    return ModelRef(spec or str(model.source), bool(trust_remote_code), model.fingerprint(),
+                    prompts_key(model, list(tasks) or None))
 
 
 def get_model(ref: ModelRef):
-    """The worker's copy of the model (loaded once per worker process, up to 3 kept), asking the ref's prompts.
-    A worker process keeps one copy per model: two jobs with different prompts for one task must not run on it at
-    once. In-process engines run the registered model object itself (its prompts are the caller's)."""
+    """The worker's copy of the model (loaded once per worker process, up to 3 kept), asking the ref's prompts
+    through a view of it (decoder.prompt_view, up to 16 kept): two jobs with different prompts for one task can
+    run at once. In-process engines run the registered model object itself (its prompts are the caller's)."""
     model = _get_model(ref)
-    if ref.prompts and ref.spec not in _LOCAL:  # a registered model is the caller's own object: left as it is
-        apply_prompts(model, ref.prompts)
-    return model
+    if not ref.prompts or ref.spec in _LOCAL:  # a registered model is the caller's own object: left as it is
+        return model
+    key = (id(model), ref.prompts)
+    with _MODELS_LOCK:
+        view = _VIEWS.get(key)
+        if view is not None and view[0] is model:
+            _VIEWS.move_to_end(key)
+            return view[1]
+    prompts = {task: PromptTask.from_dict(d) for task, d in json.loads(ref.prompts).items()}
+    view = prompt_view(model, prompts)
+    with _MODELS_LOCK:
+        _VIEWS[key] = (model, view)
+        while len(_VIEWS) > 16:
+            _VIEWS.popitem(last=False)
+    return view
+
+
+def loaded_model(spec: str, trust_remote_code: bool = False):
+    """The model this process's workers hold for `spec` (loaded by `get_model`), or None."""
+    with _MODELS_LOCK:
+        return _MODELS.get((spec, bool(trust_remote_code)))
 
 
 def _get_model(ref: ModelRef):

@@ -405,6 +405,19 @@ def _layers(model) -> int:
     return max(1, getattr(model, "num_layers", 6))
 
 
+def rate_class(model) -> str:
+    """A suffix of a causal LM's rate keys naming its shape ("" for encoders, whose keys stay as they were): the
+    time estimates of its jobs use its own measured speed, not an encoder's."""
+    if getattr(model, "kind", None) != "causal_lm":
+        return ""
+    return f"@{model.config.model_type}-{model.num_layers}x{model.unit_shape().hidden}"
+
+
+def _rate_of(scores: Job | None) -> str:
+    """The rate class of the model a scores job is for (its rate key's suffix)."""
+    return "" if scores is None or "@" not in scores.rate_key else "@" + scores.rate_key.split("@", 1)[1]
+
+
 def scores_job(model, ref: ModelRef, head: str, cfg: AttributionConfig, data, task_label: str | None = None) -> Job:
     cfg.validate()
     if cfg.method in DATA_FREE:  # data-free scores depend on the weights (and the seed) only
@@ -416,7 +429,7 @@ def scores_job(model, ref: ModelRef, head: str, cfg: AttributionConfig, data, ta
     return Job("scores", scores, (ref, head, cfg, data), key,
                f"{cfg.method} scores · {task_label or head} · N={cfg.samples}" + (f", {cfg.steps} steps"
                                                                                 if cfg.method == "ig" else ""),
-               units=units, rate_key=f"scores:{cfg.method}")
+               units=units, rate_key=f"scores:{cfg.method}{rate_class(model)}")
 
 
 def point_job(model, ref: ModelRef, head: str, scores: Job | None, pcfg: PruneConfig | None, data, n: int,
@@ -440,7 +453,7 @@ def point_job(model, ref: ModelRef, head: str, scores: Job | None, pcfg: PruneCo
     args = (ref, head, arg, pcfg, data) + (() if rcfg is None else (rcfg, calib))
     units = float(n) + (3.0 * rcfg.samples if rcfg is not None else 0.0)  # recovery: ~3 passes over its texts
     return Job("point", point, args, key, f"point · {task_label or head} · {what} · {n} ex.", units=units,
-               rate_key="point", preemptible=True)
+               rate_key=f"point{rate_class(model)}", preemptible=True)
 
 
 def search_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, data, fraction: float,
@@ -453,7 +466,7 @@ def search_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, 
     return Job("search", search, (ref, head, known if known is not None else scores, data, fraction, tuple(grid),
                                     head_sparsity, allocation, rcfg), key,
                f"smallest model keeping {fraction:.1%}" + ("" if rcfg is None else f" + {rcfg.level}") + f" · {head}",
-               units=float(n * (len(grid) + 3)), rate_key="point")
+               units=float(n * (len(grid) + 3)), rate_key=f"point{_rate_of(scores)}")
 
 
 def budget_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, kind: str, value: float,
@@ -480,7 +493,7 @@ def budget_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, 
                                     int(seq_len), int(batch_size), allocation, grid, ffn_step, ffn_max, data, rcfg,
                                     bool(prune_heads), calib),
                key, f"budget {what}" + ("" if rcfg is None else f" + {rcfg.level}") + f" · {head}", units=units,
-               rate_key="point")
+               rate_key=f"point{_rate_of(scores)}")
 
 
 def ablation_job(ref: ModelRef, head: str, data, unit, n: int) -> Job:
@@ -538,6 +551,30 @@ def vocab_estimate_job(ref: ModelRef, head: str, min_count: int) -> Job:
     return Job("vocab", vocab_estimate, (ref, head, int(min_count)),
                content_key("vocab_estimate", ref, head, int(min_count)),
                f"task vocabulary · {head} · min count {min_count}", units=1.0, rate_key="vocab")
+
+
+def prepare_llm(progress: Progress, spec: str) -> str:
+    """Make `spec` (`smollm2` or a .gguf file) ready: dequantize it once into TP_HOME's fp32 cache (checked first;
+    see llm_source), then load it into this process's model cache (`get_model`), where an in-process app's pages
+    and workers find it. Returns the folder."""
+    from .llm_source import EMBEDDED, converted_folder, embedded_gguf, resolve_causal_lm
+
+    path = embedded_gguf(spec) if spec in EMBEDDED else spec
+    if converted_folder(path) is None:
+        progress(0.0, f"dequantizing {spec} to float32 (once; cached afterwards)")
+    folder = resolve_causal_lm(spec)
+    progress(0.7, f"loading {spec}'s float32 weights")
+    get_model(ModelRef(spec)).fingerprint()  # the fingerprint too: every job key of the model needs it
+    return str(folder)
+
+
+def prepare_llm_job(spec: str, size_bytes: int, convert: bool) -> Job:
+    """Getting a GGUF model ready (`prepare_llm`) as a job: `convert` when it is not dequantized yet (its time
+    estimate then counts the conversion too); `size_bytes` of the GGUF file, for the estimate."""
+    what = "dequantize and load" if convert else "load"
+    return Job("prepare_llm", prepare_llm, (spec,), content_key("prepare_llm", spec, convert),
+               f"{what} {spec.rsplit('/', 1)[-1]}", units=max(1.0, size_bytes / 1e6),
+               rate_key=f"prepare_llm:{'convert' if convert else 'load'}")
 
 
 def build_demo_job(quick: bool) -> Job:
