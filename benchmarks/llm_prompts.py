@@ -166,17 +166,43 @@ def dense(model, task: str, choice: dict, args) -> dict:
 
 
 def run(args, log) -> dict:
+    """Both sections (or, with --choice-from, the dense section on an earlier run's choice)."""
     from tp_core.model import load_model
 
     torch.set_num_threads(args.threads)
     tasks = [t for t in args.tasks.split(",") if t]
-    shots = [int(k) for k in args.shots.split(",") if k]
     model = load_model(args.model)
-    res = {"meta": {"model": args.model, "command": "benchmarks/llm_prompts.py " + " ".join(sys.argv[1:]),
-                    "settings": {k: v for k, v in vars(args).items() if k not in ("merge", "merge_from")},
-                    "machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
-           "rows": []}
+    command = "benchmarks/llm_prompts.py " + " ".join(sys.argv[1:])
     t0 = time.time()
+    if args.choice_from:
+        res = json.loads(Path(args.choice_from).read_text())
+        res["meta"]["dense_command"] = command
+    else:
+        res = {"meta": {"model": args.model, "command": command,
+                        "settings": {k: v for k, v in vars(args).items() if k not in ("merge", "merge_from")},
+                        "machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
+               "rows": []}
+        choose_section(model, tasks, res, args, log)
+        res["meta"]["prompts_seconds"] = round(time.time() - t0, 1)
+    if args.dense:
+        t1 = time.time()
+        res["dense"], res["meta"]["dense_cap"] = {}, args.dense_cap
+        for task in tasks:
+            res["dense"][task] = dense(model, task, res["choice"], args)
+            d = res["dense"][task]
+            log(f"dense {task}: {d['metric']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}] (n={d['n']}), "
+                f"majority {d['majority']:.3f}, {d['seconds']:.0f}s")
+            save(res, args)
+        res["meta"]["dense_seconds"] = round(time.time() - t1, 1)
+    res["meta"]["seconds"] = round(res["meta"].get("prompts_seconds", 0) + res["meta"].get("dense_seconds", 0), 1)
+    res["meta"]["loadavg_end"] = list(os.getloadavg())
+    save(res, args)
+    return res
+
+
+def choose_section(model, tasks: list[str], res: dict, args, log) -> None:
+    """Every configuration on every task's held-out slice (rows), then the choice."""
+    shots = [int(k) for k in args.shots.split(",") if k]
     for task in tasks:
         data = heldout(model, task, args.heldout, max(shots), args.seed)
         for kind in TEMPLATE_KINDS:
@@ -189,23 +215,8 @@ def run(args, log) -> dict:
                     f"{row['tokens']:.0f} tokens {row['s_per_example']:.3f} s/example")
                 save(res, args)
     res["choice"] = choose(res["rows"], tasks)
-    res["meta"]["prompts_seconds"] = round(time.time() - t0, 1)
     log(f"chosen: template {res['choice']['template']}, k={res['choice']['shots']}")
     save(res, args)
-    if args.dense:
-        t1 = time.time()
-        res["dense"] = {}
-        for task in tasks:
-            res["dense"][task] = dense(model, task, res["choice"], args)
-            d = res["dense"][task]
-            log(f"dense {task}: {d['metric']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}] (n={d['n']}), "
-                f"majority {d['majority']:.3f}, {d['seconds']:.0f}s")
-            save(res, args)
-        res["meta"]["dense_seconds"] = round(time.time() - t1, 1)
-    res["meta"]["seconds"] = round(time.time() - t0, 1)
-    res["meta"]["loadavg_end"] = list(os.getloadavg())
-    save(res, args)
-    return res
 
 
 def save(res: dict, args) -> None:
@@ -236,6 +247,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the held-out draw")
     ap.add_argument("--dense-cap", type=int, default=2000, help="validation examples per task (seeded subset)")
     ap.add_argument("--no-dense", dest="dense", action="store_false", help="skip the validation section")
+    ap.add_argument("--choice-from", default=None, metavar="RUN_JSON",
+                    help="only the validation section, on the choice of an earlier run (its output JSON)")
     ap.add_argument("--max-length", type=int, default=128, help="tokens per example text (templates not clipped)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)

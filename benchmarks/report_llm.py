@@ -76,7 +76,8 @@ def llm_section(res: dict) -> list[str]:
     if res.get("llm_dense"):
         d = res["llm_dense"]
         L += ["### The default prompt's dense metric on validation (`llm_dense`)", "",
-              f"The chosen default on the validation split (all examples, or a seeded sample of {st['dense_cap']:,}),"
+              "The chosen default on the validation split (all examples, or a seeded sample of "
+              f"{meta.get('dense_cap', st['dense_cap']):,}),"
               f" with its 95% bootstrap interval, beside the majority class on the same examples (issue 28's goal: "
               f"at least {DENSE_GOAL} above it on {' and '.join(GOAL_TASKS)}). "
               f"{meta.get('dense_seconds', 0) / 60:.0f} min.", "",
