@@ -22,7 +22,8 @@ tokens (summed over the tasks' means); where none qualifies on all, the one qual
 fewest tokens. tp_core/prompts.py's DEFAULT_TEMPLATE and DEFAULT_SHOTS are set to it by hand.
 
 Section `dense`: the chosen configuration's metric on the validation split (capped at --dense-cap, seeded subset)
-with its interval, beside the majority-class baseline (tp_core.evaluation.majority_baseline).
+with its interval, beside the majority-class baseline on the same examples (tp_core.evaluation.majority_baseline).
+`--choice-from RUN_JSON --tasks T` adds (or redoes) task T's figures on an earlier run's choice.
 
     .venv/bin/python benchmarks/llm_prompts.py                 # smollm2, both sections, into docs/results.json
     .venv/bin/python benchmarks/llm_prompts.py --merge-from benchmarks/out/llm_prompts.json   # merge a finished run
@@ -186,14 +187,14 @@ def run(args, log) -> dict:
         res["meta"]["prompts_seconds"] = round(time.time() - t0, 1)
     if args.dense:
         t1 = time.time()
-        res["dense"], res["meta"]["dense_cap"] = {}, args.dense_cap
+        res.setdefault("dense", {})  # an earlier run's tasks stay (--choice-from on other --tasks)
         for task in tasks:
-            res["dense"][task] = dense(model, task, res["choice"], args)
+            res["dense"][task] = {**dense(model, task, res["choice"], args), "cap": args.dense_cap}
             d = res["dense"][task]
             log(f"dense {task}: {d['metric']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}] (n={d['n']}), "
                 f"majority {d['majority']:.3f}, {d['seconds']:.0f}s")
             save(res, args)
-        res["meta"]["dense_seconds"] = round(time.time() - t1, 1)
+        res["meta"]["dense_seconds"] = round(res["meta"].get("dense_seconds", 0) + time.time() - t1, 1)
     res["meta"]["seconds"] = round(res["meta"].get("prompts_seconds", 0) + res["meta"].get("dense_seconds", 0), 1)
     res["meta"]["loadavg_end"] = list(os.getloadavg())
     save(res, args)
@@ -232,7 +233,7 @@ def merge(res: dict, path: Path) -> None:
     updates = {"llm_prompts": res}
     if res.get("dense"):
         updates["llm_dense"] = {t: {k: d[k] for k in ("metric_name", "metric", "ci95", "n", "majority",
-                                                      "above_majority", "template", "shots")}
+                                                      "above_majority", "template", "shots", "cap") if k in d}
                                 for t, d in res["dense"].items()}
     merge_results(path, updates)
     report.write(json.loads(path.read_text()), path.parent)

@@ -75,9 +75,10 @@ def llm_section(res: dict) -> list[str]:
                      for x in sorted(c["configs"], key=lambda x: x["tokens"])) + ".", ""]
     if res.get("llm_dense"):
         d = res["llm_dense"]
+        caps = ", ".join(f"{t} {r.get('cap', st['dense_cap']):,}" for t, r in d.items())
         L += ["### The default prompt's dense metric on validation (`llm_dense`)", "",
-              "The chosen default on the validation split (all examples, or a seeded sample of "
-              f"{meta.get('dense_cap', st['dense_cap']):,}),"
+              "The chosen default on the validation split (all of it, or a seeded sample where it is larger than the "
+              f"cap: {caps}),"
               f" with its 95% bootstrap interval, beside the majority class on the same examples (issue 28's goal: "
               f"at least {DENSE_GOAL} above it on {' and '.join(GOAL_TASKS)}). "
               f"{meta.get('dense_seconds', 0) / 60:.0f} min.", "",
