@@ -2,12 +2,16 @@
 bundle (decoder.py renders and scores them; importing this module registers `default_prompt` as the provider that
 a causal LM asks for a task it has no prompt for yet).
 
-Defaults (hand-written, not chosen by measurement):
-* template: per known task below, else "Text: {text}\\nLabel:" ("Text: {text}\\nText 2: {pair}\\nLabel:" for pairs);
+Defaults: the template kind (DEFAULT_TEMPLATE) and the demonstrations per label (DEFAULT_SHOTS) are chosen by
+benchmarks/llm_prompts.py, measured on a held-out slice of the train split (never validation) by the rule in its
+docstring; docs/RESULTS.md section 11 has the table. The label words and the hand-written templates are not chosen by
+measurement.
+* template: DEFAULT_TEMPLATE "task": the hand-written one of TEMPLATES where the task has one, else GENERIC
+  (GENERIC_PAIR for pairs); "generic": GENERIC (GENERIC_PAIR) for every task;
 * label words: per known task below, else the task's `label_names` ("_" read as a space);
-* demonstrations: `shots` per label (default 1), drawn seeded from the train split among texts of at most
-  DEMO_MAX_TOKENS tokens, in a seeded shuffled order. They may include examples that attribution also scores
-  (both sample the train split); validation is never used.
+* demonstrations: `shots` per label (default DEFAULT_SHOTS), drawn seeded from the train split among texts of at
+  most DEMO_MAX_TOKENS tokens, in a seeded shuffled order (`demo_rows` names them). They may include examples that
+  attribution also scores (both sample the train split); validation is never used.
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ TEMPLATES: dict[str, tuple[str, tuple[tuple[str, ...], ...] | None]] = {
 GENERIC = "Text: {text}\nLabel:"
 GENERIC_PAIR = "Text: {text}\nText 2: {pair}\nLabel:"
 DEFAULT_TEMPLATE = "task"  # "task": TEMPLATES' hand-written template where the task has one; "generic": GENERIC always
-DEFAULT_SHOTS = 1  # demonstrations per label
+DEFAULT_SHOTS = 2  # demonstrations per label
 DEMO_MAX_TOKENS = 48  # a demonstration's text (and pair) at most this long; longer texts are never drawn
 
 
