@@ -4,6 +4,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+import report_llm
 from common import BASELINES, METHODS, fmt, fmt_pct
 
 
@@ -1076,6 +1077,8 @@ def write(res: dict, out: Path) -> None:
         L += _cap_section(res["recovery_benchmark"], res["recovery_cap1000"])
     if res.get("budget_benchmark"):
         L += _budget_section(res["budget_benchmark"])
+    if res.get("llm_prompts", {}).get("choice"):
+        L += report_llm.llm_section(res)
     (out / "RESULTS.md").write_text("\n".join(L) + "\n")
 
 

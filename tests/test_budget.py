@@ -27,13 +27,13 @@ def _scores(model, ffn_scale=1.0, head_scale=1.0, method="grad_x_act", seed=0):
 def test_encoder_flops_counts_kept_heads_and_neurons(model):
     s = model.unit_shape()
     T, H, d = 16, s.hidden, s.head_dim
-    dense = B.encoder_flops(model, None, T)
+    dense = B.model_flops(model, None, T)
     per_layer = s.heads[0] * (8 * T * H * d + 4 * T * T * d) + s.ffn[0] * 4 * T * H
     assert dense == pytest.approx(len(s.ffn) * per_layer)
     masks = UnitMasks.dense(s)
     masks.ffn[0][:10] = False
     masks.heads[1][0] = False
-    assert dense - B.encoder_flops(model, masks, T) == pytest.approx(10 * 4 * T * H + 8 * T * H * d + 4 * T * T * d)
+    assert dense - B.model_flops(model, masks, T) == pytest.approx(10 * 4 * T * H + 8 * T * H * d + 4 * T * T * d)
 
 
 def _kept(sc, m, objective):
@@ -178,3 +178,74 @@ def test_cli_budget(tmp_path, model, capsys):
                  "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["ffn_sparsity"] > 0  # the budget chose the sparsities
+
+
+# ----- a Llama-layout decoder: FLOPs per key/value group and MLP neuron, at the task's prompt length -------------
+def _counted_flops(model, T: int) -> int:
+    """torch's FlopCounterMode over one forward of the decoder's blocks (no LM head) on one example of T tokens,
+    with eager attention: the counter has no formula for the CPU SDPA kernel, eager attention's two matmuls compute
+    the same T x T scores and weighted values."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    lm = model.encoder
+    was = lm.config._attn_implementation
+    ids = torch.randint(3, lm.config.vocab_size, (1, T), generator=torch.Generator().manual_seed(0))
+    lm.set_attn_implementation("eager")
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            lm.model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    finally:
+        lm.set_attn_implementation(was)
+    return counter.get_total_flops()
+
+
+def test_decoder_flops_equal_torch_flop_counter_dense_and_sliced():
+    """The Llama formula (q/k/v/o projections and all T² attention pairs per kv group, 3 projections per neuron)
+    equals what FlopCounterMode counts in the dense decoder and in a physically sliced one."""
+    from tiny import tiny_llama
+    from tp_core.pruning import prune_physically
+
+    model = tiny_llama()
+    s, p = model.unit_shape(), model.layer_parts(0)
+    T, H, q, d = 11, s.hidden, p.head_dim, p.kv_width
+    per_layer = s.heads[0] * (2 * T * H * q + 4 * T * H * d + 2 * T * q * H + 4 * T * T * q) + s.ffn[0] * 6 * T * H
+    assert B.model_flops(model, None, T) == pytest.approx(len(s.ffn) * per_layer)
+    assert B.model_flops(model, None, T) == _counted_flops(model, T)
+    masks = build_masks(_scores(model), B.PruneConfig(0.6, 0.5, "per-layer"), s)
+    small = prune_physically(model, masks, "sst2")
+    assert small.unit_shape().heads == (1, 1)
+    assert B.model_flops(model, masks, T) == _counted_flops(small, T) < _counted_flops(model, T)
+    assert B.model_flops(small, None, T) == B.model_flops(model, masks, T)
+
+
+def test_a_decoder_budget_counts_at_the_mean_prompt_length():
+    """A causal LM's budget length is the mean token count of its rendered prompts (demonstrations included);
+    an encoder's stays SEQ_LEN."""
+    from tiny import tiny_llama
+    from tp_core.data import load_split
+
+    llama = tiny_llama()
+    data = load_split("sst2", "train", limit=20, seed=3)
+    prompt = llama.prompts["sst2"]
+    lengths = [len(llama.tokenizer(prompt.render(t))["input_ids"]) for t in data.texts]
+    assert B.budget_seq_len(llama, "sst2", data) == round(np.mean(lengths))
+    assert B.budget_seq_len(llama, "sst2", data) > len(llama.tokenizer(prompt.render(""))["input_ids"])
+    assert B.budget_seq_len(llama, "sst2") > 0  # the task's own seeded examples
+    assert B.budget_seq_len(tiny_multitask("bert"), "sst2", data) == B.SEQ_LEN
+
+
+@pytest.mark.parametrize("budget", [0.35, 0.6])
+def test_a_flops_budget_on_a_tiny_llama_gives_masks_within_it(budget):
+    from tiny import tiny_llama
+    from tp_core.pruning import prune_physically
+
+    model = tiny_llama()
+    T = B.budget_seq_len(model, "sst2")
+    sc = _scores(model, seed=1)
+    plan = B.plan_flops(model, sc, budget, seq_len=T)
+    masks = build_masks(sc, plan.prune_config(), model.unit_shape())
+    assert plan.seq_len == T and plan.flops_fraction <= budget + 1e-9
+    assert B.model_flops(model, masks, T) <= budget * B.model_flops(model, None, T) * (1 + 1e-9)
+    counted, dense = _counted_flops(prune_physically(model, masks, "sst2"), T), _counted_flops(model, T)
+    assert counted <= budget * dense and counted == pytest.approx(plan.flops_fraction * dense, rel=1e-5)

@@ -12,7 +12,7 @@ import torch
 from tiny import TASKS, tiny_multitask, tokenizer
 from torch import nn
 
-from tp_core.budget import encoder_flops
+from tp_core.budget import model_flops
 from tp_core.data import load_split
 from tp_core.errors import TPError
 from tp_core.evaluation import predict_logits
@@ -82,7 +82,7 @@ def test_search_meets_the_budget_and_equals_brute_force(keep_one, texts):
     model = _enumerable()
     shape, T = model.unit_shape(), 8
     costs = unit_costs(model, T)
-    candidates = [(m, encoder_flops(model, m, T)) for m in _all_masks(shape)]
+    candidates = [(m, model_flops(model, m, T)) for m in _all_masks(shape)]
     if keep_one:
         candidates = [(m, f) for m, f in candidates if all(k.any() for k in m.ffn + m.heads)]
     else:  # their search keeps at least one head in all
@@ -96,7 +96,7 @@ def test_search_meets_the_budget_and_equals_brute_force(keep_one, texts):
                 search_mask(fisher, budget, costs, keep_one_per_layer=keep_one)
             continue
         masks, info = search_mask(fisher, budget, costs, keep_one_per_layer=keep_one)
-        flops = encoder_flops(model, masks, T)
+        flops = model_flops(model, masks, T)
         assert flops <= budget * costs.dense * (1 + 1e-9)
         assert info["flops_fraction"] == pytest.approx(flops / costs.dense, rel=1e-12)
         best_mask, best = max(feasible, key=lambda mv: mv[1])
@@ -113,7 +113,7 @@ def test_search_on_a_bert_meets_the_budget_exactly(texts):
     costs = unit_costs(model, 128)
     for budget in (0.25, 0.4, 0.5, 0.6, 0.9):
         masks, info = search_mask(fisher, budget, costs)
-        flops = encoder_flops(model, masks, 128)
+        flops = model_flops(model, masks, 128)
         assert flops <= budget * costs.dense * (1 + 1e-9)
         assert info["ffn_kept"] == sum(int(m.sum()) for m in masks.ffn)
         n_ffn = sum(len(m) for m in masks.ffn)
@@ -233,7 +233,7 @@ def test_mask_tuning_with_nothing_removed_is_the_identity(solver, texts):
 def test_pipeline_meets_the_budget_and_times_its_stages(solver, texts):
     model = _bert()
     masks, rec, info = kwon_pipeline(model, "sst2", 0.5, texts, KwonConfig(solver=solver, seq_len=64))
-    assert encoder_flops(model, masks, 64) <= 0.5 * encoder_flops(model, None, 64) * (1 + 1e-9)
+    assert model_flops(model, masks, 64) <= 0.5 * model_flops(model, None, 64) * (1 + 1e-9)
     assert info["flops_fraction"] <= 0.5 + 1e-9
     assert set(info["seconds"]) == {"fisher", "search", "rearrange", "tuning", "total"}
     rec.check(masks)
@@ -263,6 +263,20 @@ def test_cli_budget_and_export_with_the_kwon_pipeline(tmp_path, monkeypatch, cap
     assert main(["export", *common, "--recover-samples", "16", "--limit", "8", "--out", str(out)]) == 0
     masks, rec, doc = load_plan(tmp_path / "exp.mask.json", model)
     assert doc["method"] == "kwon" and rec.level == "scale"
-    assert encoder_flops(model, masks, 128) <= 0.5 * encoder_flops(model, None, 128) * (1 + 1e-9)
+    assert model_flops(model, masks, 128) <= 0.5 * model_flops(model, None, 128) * (1 + 1e-9)
     assert main(["budget", "--model", str(folder), "--task", "sst2", "--pipeline", "kwon", "--latency-budget-ms",
                  "5", "--quiet"]) == 2  # the search needs a FLOPs budget
+
+
+def test_pipeline_on_a_decoder_counts_flops_at_its_mean_prompt_length():
+    """Without a seq_len, Kwon's search counts a causal LM's FLOPs (budget.model_flops, per key/value group and MLP
+    neuron) at the mean length of the calibration examples' prompts, and meets the budget there."""
+    from tiny import tiny_llama
+    from tp_core.budget import budget_seq_len
+
+    model = tiny_llama()
+    data = load_split("sst2", "train", limit=12, seed=0)
+    masks, rec, info = kwon_pipeline(model, "sst2", 0.5, data, KwonConfig(tuning="none"))
+    T = budget_seq_len(model, "sst2", data)
+    assert info["config"]["seq_len"] == T > 20  # the demonstrations are in every prompt
+    assert model_flops(model, masks, T) <= 0.5 * model_flops(model, None, T) * (1 + 1e-9)

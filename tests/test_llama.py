@@ -10,6 +10,7 @@ from tp_core.data import load_split
 from tp_core.evaluation import predict_logits
 from tp_core.masks import PruneConfig, UnitMasks, build_masks
 from tp_core.model import load_model
+from tp_core import prompts as P
 from tp_core.pruning import count_params, kept_params, prune_physically
 
 
@@ -94,13 +95,29 @@ def test_sliced_model_saves_and_loads_with_its_per_layer_widths_and_prompt(tmp_p
 # ----- step 2: prompts, label-word logits, attribution on the decoder ---------------------------------------------
 def test_a_task_without_a_prompt_gets_the_bundles_default_prompt():
     model = tiny_llama(prompts=False)
+    model.config.max_position_embeddings = 1024  # its word-level tokenizer splits the demonstrations finely
     data = load_split("ag_news", "validation", limit=6)
     logits = predict_logits(model, "ag_news", data)
     assert logits.shape == (6, 4) and np.isfinite(logits).all()
     prompt = model.prompts["ag_news"]
-    assert len(prompt.demos) == 4 and sorted(y for _, _, y in prompt.demos) == [0, 1, 2, 3]  # one per label
-    assert prompt.render("oil prices rise").endswith("Article: oil prices rise\nTopic:")
+    assert sorted(y for _, _, y in prompt.demos) == sorted([0, 1, 2, 3] * P.DEFAULT_SHOTS)  # k per label
+    query = "Article: oil prices rise\nTopic:" if P.DEFAULT_TEMPLATE == "task" else "Text: oil prices rise\nLabel:"
+    assert prompt.render("oil prices rise").endswith(query)
     assert model.task_info("ag_news").label_names == ("World", "Sports", "Business", "Sci/Tech")
+
+
+@pytest.mark.parametrize("shots", [0, 2])
+def test_default_prompts_demonstrations_are_the_train_rows_demo_rows_names(shots):
+    """`demo_rows` names the train examples `default_prompt` renders (a benchmark keeps its held-out slice apart
+    from them); the template kinds: the task's hand-written one, or the generic one (with a pair slot for pairs)."""
+    model = tiny_llama(prompts=False)
+    train = load_split("sst2", "train")
+    _, prompt = P.default_prompt(model, "sst2", shots=shots, seed=1, template=P.generic_template("sst2"))
+    rows = P.demo_rows(model, "sst2", shots, 1)
+    assert [(t, y) for t, _, y in prompt.demos] == [(train.texts[i], int(train.labels[i])) for i in rows]
+    assert len(rows) == 2 * shots and prompt.template == P.GENERIC
+    assert set(P.demo_rows(model, "sst2", 1, 1)) <= set(P.demo_rows(model, "sst2", 2, 1))
+    assert P.generic_template("mrpc") == P.GENERIC_PAIR and "{pair}" in P.GENERIC_PAIR
 
 
 def test_bad_prompts_are_refused_with_one_clear_message():

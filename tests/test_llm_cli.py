@@ -119,6 +119,19 @@ def test_cli_evaluate_attribute_and_sweep_run_a_saved_tiny_llama(tmp_path, capsy
     assert recs[-1]["kept_params"] < recs[0]["kept_params"]
 
 
+def test_cli_budget_on_a_decoder_counts_flops_at_its_mean_prompt_length(tmp_path, capsys):
+    """`budget --flops-budget` without --seq-len: a decoder's FLOPs are counted at its prompts' mean length."""
+    from tp_core.budget import budget_seq_len
+    from tp_core.cli import main
+
+    model = tiny_llama()
+    folder = str(model.save(tmp_path / "tiny-llama"))
+    assert main(["budget", "--model", folder, "--task", "sst2", "--flops-budget", "0.5", "--method", "grad_x_act",
+                 "--samples", "4", "--choose", "mass", "--json", "--quiet"]) == 0
+    plan = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert plan["seq_len"] == budget_seq_len(model, "sst2") > 20 and plan["flops_fraction"] <= 0.5
+
+
 def test_cli_refuses_a_regression_task_on_a_decoder_in_one_line(tmp_path, capsys):
     from tp_core.cli import main
 

@@ -63,6 +63,14 @@ class LayerParts:
         return self.ffn_entry if self.ffn_entry is not None else self.ffn_in
 
 
+def _encoder_flops(p: LayerParts, heads: int, neurons: int, T: float) -> float:
+    """An encoder block (multiply-add = 2 FLOPs): per kept head of width d, the Q, K, V and output projections
+    (8·T·H·d) and the attention scores and weighted values over all T² pairs (4·T²·d); per kept FFN neuron its
+    input and output weights (4·T·H)."""
+    H, d = p.ffn_out.out_features, p.head_dim
+    return heads * (8 * T * H * d + 4 * T * T * d) + neurons * 4 * T * H
+
+
 @dataclass(frozen=True)
 class FamilyAdapter:
     """How to find a family's blocks and parts, and how its sequence classifier turns hidden states into logits."""
@@ -82,6 +90,19 @@ class FamilyAdapter:
     # What the base model applies after its last block (a decoder's final RMSNorm); identity for encoders:
     final_norm: Callable[[nn.Module, torch.Tensor], torch.Tensor] = lambda base, h: h
     causal_lm: bool = False  # a decoder scored through its language-model head (decoder.py), not a classifier
+    # Matrix-multiply FLOPs of one block for one example of T tokens: (parts, head units kept, FFN neurons kept, T)
+    layer_flops: Callable[[LayerParts, int, int, float], float] = _encoder_flops
+
+
+def _decoder_flops(p: LayerParts, groups: int, neurons: int, T: float) -> float:
+    """A Llama-layout block: per kept key/value group (n_rep query heads of dim d: width q = n_rep·d; one kv head:
+    width d) q_proj 2·T·H·q, k_proj and v_proj 2·2·T·H·d, o_proj 2·T·q·H, and the attention scores and weighted
+    values 2·2·T²·q. The attention counts all T² pairs, not the T(T+1)/2 the causal mask keeps: that is what SDPA
+    computes on CPU (and what torch's FlopCounterMode counts). Per kept MLP neuron gate_proj, up_proj and
+    down_proj: 6·T·H. Leaves out the norms, rotary embeddings and softmax (elementwise), and the output embedding:
+    a task reads its label words' rows at one position (2·H FLOPs per label word, negligible)."""
+    H, q, d = p.ffn_out.out_features, p.head_dim, p.kv_width
+    return groups * (2 * T * H * q + 4 * T * H * d + 2 * T * q * H + 4 * T * T * q) + neurons * 6 * T * H
 
 
 def _bert_parts(layer: nn.Module) -> LayerParts:
@@ -184,6 +205,7 @@ _LLAMA = FamilyAdapter(
     embeddings=lambda base: base.embed_tokens,
     final_norm=lambda base, h: base.norm(h),
     causal_lm=True,
+    layer_flops=_decoder_flops,
 )
 
 _BERT = FamilyAdapter(

@@ -2,11 +2,15 @@
 latency budget (milliseconds per batch on this machine, for a sequence length and batch size); the planner finds the
 FFN / head sparsity split that meets it and keeps the most metric (measured) or score mass.
 
-FLOPs are the encoder's matrix multiplications per example of `seq_len` tokens (multiply-add = 2 FLOPs): per layer
-Q, K, V and output projections (8·T·H·d per kept head), attention scores and weighted values (4·T²·d per kept head)
-and the FFN (4·T·H per kept neuron); embeddings, LayerNorms, softmax and the task head are left out (small). With
-uniform layer sizes the FLOPs depend only on how many heads and neurons are kept, so for every number of kept heads
-the planner keeps as many FFN neurons as the budget allows and builds the masks (the usual allocation).
+FLOPs are the blocks' matrix multiplications per example of `seq_len` tokens (multiply-add = 2 FLOPs), counted by
+the model family's `layer_flops` (adapters.py): an encoder block costs 8·T·H·d + 4·T²·d per kept head and 4·T·H per
+kept FFN neuron; a Llama-layout decoder block counts its q/k/v/o projections and attention per kept key/value group
+and 6·T·H per kept MLP neuron (three projections). Embeddings, norms, softmax and the task head (a decoder's label
+words' rows) are left out (small). A budget's `seq_len` is SEQ_LEN tokens for an encoder and, for a causal LM, the
+mean length of the task's rendered prompts, demonstrations included (`budget_seq_len`): the demonstrations are most
+of a decoder's tokens. With uniform layer sizes the FLOPs depend only on how many heads and neurons are kept, so for
+every number of kept heads the planner keeps as many FFN neurons as the budget allows and builds the masks (the
+usual allocation).
 
 Choosing among those candidates:
 - by measured metric (`metric_chooser`, what the app, `budget` and `export` do by default): each candidate's masks
@@ -28,7 +32,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from . import decoder
 from .attribution import UnitScores
+from .data import TaskData, get_task, load_split
 from .errors import TPError
 from .masks import PruneConfig, UnitMasks, build_masks
 
@@ -36,24 +42,40 @@ Progress = Callable[[float, str], None]
 # the head sparsities a measured choice tries by default (one candidate each): the Prune page's head slider
 HEAD_GRID = tuple(round(0.1 * i, 1) for i in range(10))
 LATENCY_TRIES = 4  # plan_latency: plans timed at most, each scaled down from the last one's measurement
+SEQ_LEN = 128  # an encoder's tokens per example for a budget, unless told
+PROMPT_SAMPLE = 200  # seeded examples whose rendered prompts give a causal LM's budget length
 
 
-def encoder_flops(model, masks: UnitMasks | None = None, seq_len: int = 128) -> float:
-    """Matrix-multiply FLOPs of the encoder for one example of `seq_len` tokens, with `masks` (None: dense)."""
-    T = float(seq_len)
+def model_flops(model, masks: UnitMasks | None = None, seq_len: int = SEQ_LEN) -> float:
+    """Matrix-multiply FLOPs of the model's blocks for one example of `seq_len` tokens, with `masks` (None: dense),
+    by its family's formula (`adapters.FamilyAdapter.layer_flops`)."""
     shape = model.unit_shape()
     total = 0.0
     for l in range(len(shape.ffn)):
-        p = model.layer_parts(l)
-        H, d = p.ffn_out.out_features, p.head_dim
         heads = shape.heads[l] if masks is None else int(masks.heads[l].sum())
         ffn = shape.ffn[l] if masks is None else int(masks.ffn[l].sum())
-        total += heads * (8 * T * H * d + 4 * T * T * d) + ffn * 4 * T * H
+        total += model.adapter.layer_flops(model.layer_parts(l), heads, ffn, float(seq_len))
     return total
 
 
-def flops_fraction(model, masks: UnitMasks, seq_len: int = 128) -> float:
-    return encoder_flops(model, masks, seq_len) / encoder_flops(model, None, seq_len)
+def flops_fraction(model, masks: UnitMasks, seq_len: int = SEQ_LEN) -> float:
+    return model_flops(model, masks, seq_len) / model_flops(model, None, seq_len)
+
+
+def budget_seq_len(model, task: str, data: TaskData | None = None, max_length: int = 128) -> int:
+    """Tokens per example at which a budget counts FLOPs: SEQ_LEN for an encoder; for a causal LM the mean token
+    count of `task`'s rendered prompts (template and demonstrations included, texts clipped to `max_length` as the
+    evaluation clips them), rounded, over `data` (default: PROMPT_SAMPLE seeded examples of the task's scoring
+    split). The attention's T² at the mean length is a little below the mean of T² over prompts of mixed lengths."""
+    if not model.adapter.causal_lm:
+        return SEQ_LEN
+    if data is None:
+        spec = get_task(task)
+        data = load_split(spec, spec.scoring_split, limit=PROMPT_SAMPLE, seed=0)
+    if len(data) == 0:
+        raise TPError(f"No examples of {task} to measure its prompt length on.")
+    enc = decoder.encode(model, task, data.texts, data.pairs, max_length)
+    return max(1, int(round(float(np.mean([len(ids) for ids in enc["input_ids"]])))))
 
 
 @dataclass
@@ -108,7 +130,7 @@ def _mass(scores: list[np.ndarray] | None) -> list[np.ndarray] | None:
     return None if scores is None else [np.abs(np.nan_to_num(np.asarray(s, dtype=np.float64))) for s in scores]
 
 
-def check_budget(flops: float | None = None, latency_ms: float | None = None, seq_len: int = 128,
+def check_budget(flops: float | None = None, latency_ms: float | None = None, seq_len: int | None = SEQ_LEN,
                  batch_size: int = 1) -> None:
     """The checks a budget's numbers pass before any work (attribution can take minutes): TPError when not."""
     if flops is not None and latency_ms is not None:
@@ -117,7 +139,7 @@ def check_budget(flops: float | None = None, latency_ms: float | None = None, se
         raise TPError(f"A FLOPs budget is a fraction of the dense model's FLOPs in (0, 1], got {flops}.")
     if latency_ms is not None and not latency_ms > 0:
         raise TPError(f"A latency budget must be a positive number of milliseconds, got {latency_ms}.")
-    if seq_len < 1:
+    if seq_len is not None and seq_len < 1:  # None: the model's default (`budget_seq_len`), once it is loaded
         raise TPError(f"The sequence length must be positive, got {seq_len}.")
     if batch_size < 1:
         raise TPError(f"The batch size must be positive, got {batch_size}.")
@@ -126,10 +148,10 @@ def check_budget(flops: float | None = None, latency_ms: float | None = None, se
 def unit_flops(model, shape, seq_len: int) -> tuple[float, float, float]:
     """FLOPs of the dense model, of one kept FFN neuron and of one kept head, per example of `seq_len` tokens (every
     layer has the same sizes, as plan_flops checks: a unit of layer 0 costs what one of any layer costs)."""
-    dense = encoder_flops(model, None, seq_len)
-    per_ffn = encoder_flops(model, UnitMasks([np.ones(shape.ffn[0], bool)] + [np.zeros(f, bool) for f in shape.ffn[1:]],
+    dense = model_flops(model, None, seq_len)
+    per_ffn = model_flops(model, UnitMasks([np.ones(shape.ffn[0], bool)] + [np.zeros(f, bool) for f in shape.ffn[1:]],
                                              [np.zeros(h, bool) for h in shape.heads]), seq_len) / shape.ffn[0]
-    per_head = encoder_flops(model, UnitMasks([np.zeros(f, bool) for f in shape.ffn],
+    per_head = model_flops(model, UnitMasks([np.zeros(f, bool) for f in shape.ffn],
                                               [np.ones(shape.heads[0], bool)] +
                                               [np.zeros(h, bool) for h in shape.heads[1:]]), seq_len) / shape.heads[0]
     return dense, per_ffn, per_head
@@ -187,7 +209,7 @@ def plan_flops(model, scores: UnitScores, budget: float, seq_len: int = 128, all
                 break
             cfg = PruneConfig(min(max(fs, 0.0), 0.999999), min(max(hs, 0.0), 0.999999), allocation)
             masks = build_masks(scores, cfg, shape)
-            if encoder_flops(model, masks, seq_len) <= budget * dense * (1 + 1e-9):
+            if model_flops(model, masks, seq_len) <= budget * dense * (1 + 1e-9):
                 break
             fs = round(fs + (ffn_step or L / n_ffn), 9)
         else:

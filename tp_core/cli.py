@@ -324,6 +324,18 @@ def _check_budget_args(args) -> None:
         raise TPError(f"--select-n must be at least 1, got {args.select_n}.")
 
 
+def _resolve_seq_len(args, model) -> None:
+    """--seq-len's default once the model is loaded: budget.budget_seq_len (an encoder's 128 tokens; a causal LM's
+    mean rendered prompt length on the task's examples: a seeded sample of --data, or of the bundle task)."""
+    if getattr(args, "seq_len", 0) is not None or (getattr(args, "flops_budget", None) is None
+                                                    and getattr(args, "latency_budget_ms", None) is None):
+        return
+    from .budget import PROMPT_SAMPLE, budget_seq_len
+
+    user = _user_data(args, model, args.task) if model.kind == "causal_lm" else None
+    args.seq_len = budget_seq_len(model, args.task, None if user is None else user.sample(PROMPT_SAMPLE))
+
+
 def _budget_plan(args, model, ref, scores, progress=None, recovery=None):
     """The BudgetPlan of --flops-budget / --latency-budget-ms (None when neither was given), a budget job
     (`work.budget`) on the engine: with --choose metric the candidate with the best metric on --select-n seeded
@@ -380,6 +392,7 @@ def cmd_budget(args):
         raise TPError("Give a budget: --flops-budget F (fraction of the dense FLOPs) or --latency-budget-ms MS.")
     _check_budget_args(args)
     model = _model(args)
+    _resolve_seq_len(args, model)
     if args.pipeline == "kwon":
         return _kwon_plan(args, model, report=True)
     acfg, ref = _attr_cfg(args), _ref(args, model)
@@ -413,6 +426,7 @@ def cmd_export(args):
     cfg = PruneConfig(args.ffn_sparsity, args.head_sparsity, args.allocation).validate()
     rcfg = _recovery_cfg(args)
     _check_budget_args(args)
+    _resolve_seq_len(args, model)
     if args.pipeline == "kwon":  # Kwon et al.'s masks and mask tuning instead of scores + budget plan
         scores, cfg, rcfg = _kwon_plan(args, model)
         ref = scores_run = args.flops_budget = args.latency_budget_ms = None

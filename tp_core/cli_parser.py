@@ -41,7 +41,9 @@ def _budget_args(sp):
     sp.add_argument("--latency-budget-ms", type=float, default=None, metavar="MS",
                     help="choose the FFN/head sparsities: at most MS milliseconds per batch, measured on this "
                          "machine (--batch-size x --seq-len tokens)")
-    sp.add_argument("--seq-len", type=int, default=128, help="tokens per example for the budget")
+    sp.add_argument("--seq-len", type=int, default=None,
+                    help="tokens per example for the budget (default: 128 for an encoder; for a causal LM the mean "
+                         "length of the task's prompts, demonstrations included)")
     sp.add_argument("--pipeline", default="ours", choices=["ours", "kwon"],
                     help="kwon: Kwon et al. 2022 instead (Fisher mask search at --flops-budget, rearrangement, "
                          "their mask tuning on --recover-samples train texts; tp_core/kwon.py)")

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 
 from .attribution import UnitScores
-from .budget import unit_flops, encoder_flops
+from .budget import SEQ_LEN, budget_seq_len, model_flops, unit_flops
 from .data import TaskData
 from .errors import TPError
 from .gates import GateState, gated
@@ -56,7 +56,9 @@ class KwonConfig:
     samples: int = DEFAULT_SAMPLES
     seed: int = 0
     labels: str = "gold"  # gold | predicted (unsupervised: the model's own predictions as labels)
-    seq_len: int = 128  # FLOPs are counted at this length, as budget.py's plans (theirs: the task's mean length)
+    # FLOPs are counted at this length (theirs: the task's mean length); None: budget.budget_seq_len, as budget
+    # plans count them (an encoder's SEQ_LEN, a causal LM's mean prompt length on the calibration data)
+    seq_len: int | None = None
     keep_one_per_layer: bool = True  # our invariant (masks.py); theirs may empty a layer
     rearrange: bool = True
     tuning: str = "scale"  # recovery level after the search: scale (their mask tuning), lstsq, bias or none
@@ -69,7 +71,7 @@ class KwonConfig:
     def validate(self) -> KwonConfig:
         if self.labels not in ("gold", "predicted"):
             raise TPError(f"labels must be gold or predicted, got {self.labels!r}.")
-        if self.samples < 1 or self.seq_len < 1 or self.batch_size < 1:
+        if self.samples < 1 or (self.seq_len is not None and self.seq_len < 1) or self.batch_size < 1:
             raise TPError("samples, seq_len and batch_size must be positive.")
         if self.tuning not in ("none", "bias", "scale", "lstsq"):
             raise TPError(f"tuning must be none, bias, scale or lstsq, got {self.tuning!r}.")
@@ -108,7 +110,7 @@ class UnitCosts:
         return n_ffn * self.per_ffn + n_heads * self.per_head
 
 
-def unit_costs(model, seq_len: int = 128) -> UnitCosts:
+def unit_costs(model, seq_len: int = SEQ_LEN) -> UnitCosts:
     """The per-unit FLOPs of `model` at `seq_len` tokens (layers of equal sizes, as budget.plan_flops needs)."""
     shape = model.unit_shape()
     if len(set(shape.ffn)) != 1 or len(set(shape.heads)) != 1:
@@ -213,7 +215,7 @@ def search_mask(fisher: FisherInfo, flops_budget: float, costs: UnitCosts,
     so for k_h kept heads the best set is the k_h best heads and the k_f = floor((B - k_h c_h) / c_f) best neurons; the
     search tries every k_h (from 1 as theirs, or from L with `keep_one_per_layer`: >= 1 head and neuron per layer,
     masks.py's invariant) and keeps the best (first on ties: fewest heads). The masks' FLOPs, as
-    budget.encoder_flops counts them, are within the budget. Returns (masks, info)."""
+    budget.model_flops counts them, are within the budget. Returns (masks, info)."""
     if not 0.0 < flops_budget <= 1.0 or flops_budget != flops_budget:
         raise TPError(f"A FLOPs budget is a fraction of the dense model's FLOPs in (0, 1], got {flops_budget}.")
     hd, fd = fisher.head_diag(), fisher.ffn_diag()
@@ -317,9 +319,11 @@ def kwon_pipeline(model, task: str, flops_budget: float, data: TaskData | None =
     Returns (masks, recovery, info); info["seconds"] has each stage's time."""
     cfg = config.validate()
     progress = progress or (lambda f, m: None)
-    costs = unit_costs(model, cfg.seq_len)
     if data is None:
         data = calibration_data(task, cfg.samples, cfg.seed)
+    if cfg.seq_len is None:
+        cfg = replace(cfg, seq_len=budget_seq_len(model, task, data, cfg.max_length))
+    costs = unit_costs(model, cfg.seq_len)
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     fisher = fisher_info(model, task, data, cfg.labels, cfg.batch_size, cfg.max_length,
@@ -338,7 +342,7 @@ def kwon_pipeline(model, task: str, flops_budget: float, data: TaskData | None =
     seconds["tuning"] = time.perf_counter() - t
     seconds["total"] = sum(seconds.values())
     info = {"config": asdict(cfg), "search": search, "rearrange": rearranged, "tuning": rec.summary(),
-            "flops_fraction": encoder_flops(model, masks, cfg.seq_len) / costs.dense,
+            "flops_fraction": model_flops(model, masks, cfg.seq_len) / costs.dense,
             "ffn_sparsity": masks.ffn_sparsity(), "head_sparsity": masks.head_sparsity(),
             "n_examples": len(data), "seconds": {k: round(v, 3) for k, v in seconds.items()}}
     progress(1.0, "Kwon et al. pipeline done")

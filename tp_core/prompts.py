@@ -2,12 +2,16 @@
 bundle (decoder.py renders and scores them; importing this module registers `default_prompt` as the provider that
 a causal LM asks for a task it has no prompt for yet).
 
-Defaults (hand-written, not chosen by measurement):
-* template: per known task below, else "Text: {text}\\nLabel:" ("Text: {text}\\nText 2: {pair}\\nLabel:" for pairs);
+Defaults: the template kind (DEFAULT_TEMPLATE) and the demonstrations per label (DEFAULT_SHOTS) are chosen by
+benchmarks/llm_prompts.py, measured on a held-out slice of the train split (never validation) by the rule in its
+docstring; docs/RESULTS.md section 11 has the table. The label words and the hand-written templates are not chosen by
+measurement.
+* template: DEFAULT_TEMPLATE "task": the hand-written one of TEMPLATES where the task has one, else GENERIC
+  (GENERIC_PAIR for pairs); "generic": GENERIC (GENERIC_PAIR) for every task;
 * label words: per known task below, else the task's `label_names` ("_" read as a space);
-* demonstrations: `shots` per label (default 1), drawn seeded from the train split among texts of at most
-  DEMO_MAX_TOKENS tokens, in a seeded shuffled order. They may include examples that attribution also scores
-  (both sample the train split); validation is never used.
+* demonstrations: `shots` per label (default DEFAULT_SHOTS), drawn seeded from the train split among texts of at
+  most DEMO_MAX_TOKENS tokens, in a seeded shuffled order (`demo_rows` names them). They may include examples that
+  attribution also scores (both sample the train split); validation is never used.
 """
 from __future__ import annotations
 
@@ -32,7 +36,10 @@ TEMPLATES: dict[str, tuple[str, tuple[tuple[str, ...], ...] | None]] = {
     "qnli": ("Question: {text}\nSentence: {pair}\nDoes the sentence answer the question?", (("yes",), ("no",))),
     "wnli": ("Sentence 1: {text}\nSentence 2: {pair}\nDoes sentence 1 entail sentence 2?", YES_NO),
 }
-DEFAULT_SHOTS = 1  # demonstrations per label
+GENERIC = "Text: {text}\nLabel:"
+GENERIC_PAIR = "Text: {text}\nText 2: {pair}\nLabel:"
+DEFAULT_TEMPLATE = "task"  # "task": TEMPLATES' hand-written template where the task has one; "generic": GENERIC always
+DEFAULT_SHOTS = 2  # demonstrations per label
 DEMO_MAX_TOKENS = 48  # a demonstration's text (and pair) at most this long; longer texts are never drawn
 
 
@@ -44,7 +51,9 @@ def default_prompt(model: MultiTaskModel, task: str, shots: int = DEFAULT_SHOTS,
     if spec.problem != "classification":
         raise TPError(f"{task} is a {spec.problem} task: a causal LM scores classification tasks only.")
     known_template, known_words = TEMPLATES.get(task, (None, None))
-    generic = "Text: {text}\nText 2: {pair}\nLabel:" if spec.kind == "pair" else "Text: {text}\nLabel:"
+    generic = generic_template(task)
+    if DEFAULT_TEMPLATE == "generic":
+        known_template = None
     words = label_words or known_words or tuple((n.replace("_", " "),) for n in spec.label_names)
     prompt = PromptTask(template or known_template or generic, tuple(tuple(w) for w in words)).validate()
     demos = draw_demos(model, task, shots, seed) if shots > 0 else ()
@@ -52,8 +61,21 @@ def default_prompt(model: MultiTaskModel, task: str, shots: int = DEFAULT_SHOTS,
     return info, PromptTask(prompt.template, prompt.label_words, demos, prompt.separator)
 
 
+def generic_template(task: str) -> str:
+    """The template of a task without a hand-written one (GENERIC, or GENERIC_PAIR for a pair task)."""
+    return GENERIC_PAIR if get_task(task).kind == "pair" else GENERIC
+
+
 def draw_demos(model: MultiTaskModel, task: str, shots: int, seed: int) -> tuple[tuple[str, str | None, int], ...]:
     """`shots` demonstrations per label from the train split (seeded), short texts only, in a seeded order."""
+    data = load_split(get_task(task), "train")
+    return tuple((data.texts[i], None if data.pairs is None else data.pairs[i], int(data.labels[i]))
+                 for i in demo_rows(model, task, shots, seed))
+
+
+def demo_rows(model: MultiTaskModel, task: str, shots: int, seed: int) -> list[int]:
+    """Indices into the train split of the demonstrations `draw_demos` renders, in their order (a benchmark keeps
+    its held-out examples apart from them)."""
     spec = get_task(task)
     if not spec.trainable:
         raise TPError(f"{task} has no train split to draw demonstrations from: use shots=0.")
@@ -74,7 +96,7 @@ def draw_demos(model: MultiTaskModel, task: str, shots: int, seed: int) -> tuple
             break
     chosen = [i for v in picked.values() for i in v]
     rng.shuffle(chosen)
-    return tuple((data.texts[i], None if data.pairs is None else data.pairs[i], int(data.labels[i])) for i in chosen)
+    return chosen
 
 
 def _provide(model: MultiTaskModel, task: str):

@@ -1,0 +1,88 @@
+"""RESULTS.md's section on a prompted decoder LLM (benchmarks/llm_prompts.py: results.json keys llm_prompts and
+llm_dense)."""
+from __future__ import annotations
+
+from common import fmt
+
+TEMPLATE_NAMES = {"task": "hand-written", "generic": "generic"}
+DENSE_GOAL = 0.15  # issue 28: the default prompt's dense metric at least this far above the majority class
+GOAL_TASKS = ("sst2", "ag_news")
+
+
+def _ci(ci) -> str:
+    return f"[{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
+def _config(template: str, shots: int) -> str:
+    return f"{TEMPLATE_NAMES.get(template, template)} template, k = {shots}"
+
+
+def _prompt_rows(p: dict) -> list[list]:
+    qualify = {(c["template"], c["shots"]): set(c["qualifies_on"]) for c in p["choice"]["configs"]}
+    chosen = (p["choice"]["template"], p["choice"]["shots"])
+    rows = []
+    for r in p["rows"]:
+        key = (r["template"], r["shots"])
+        best = p["choice"]["best"][r["task"]]
+        mark = "best" if key == (best["template"], best["shots"]) else ("yes" if r["task"] in qualify[key] else "no")
+        rows.append([r["task"], TEMPLATE_NAMES.get(r["template"], r["template"]) + (" (chosen)" if key == chosen
+                                                                                    else ""),
+                     r["shots"], f"{fmt(r['metric'])} {_ci(r['ci95'])}", fmt(r["tokens"], 0),
+                     fmt(r["s_per_example"], 3), mark])
+    return rows
+
+
+def _dense_rows(d: dict) -> list[list]:
+    rows = []
+    for task, r in d.items():
+        goal = (("met" if r["above_majority"] >= DENSE_GOAL else "not met") if task in GOAL_TASKS else "-")
+        rows.append([task, r["n"], r["metric_name"], f"{fmt(r['metric'])} {_ci(r['ci95'])}", fmt(r["majority"]),
+                     f"{r['above_majority']:+.3f}", goal])
+    return rows
+
+
+def llm_section(res: dict) -> list[str]:
+    """Section 11: the default prompt of a causal LM chosen by measurement, and its dense metric."""
+    from report import _table as _table_md  # report.write calls this, so report is loaded
+    p = res["llm_prompts"]
+    meta, st, c = p["meta"], p["meta"]["settings"], p["choice"]
+    mc = meta["machine"]
+    minutes = meta.get("prompts_seconds", 0) / 60
+    L = ["## 11. A prompted decoder LLM: the default prompt, chosen by measurement", "",
+         f"benchmarks/llm_prompts.py on `{meta['model']}`, run {meta['started']} ({minutes:.0f} min for the "
+         f"choice; {mc['cpu']}, {st['threads']} torch threads on a machine shared with other work; "
+         f"`{meta['command']}`). Each task is asked through a template and label words (tp_core/prompts.py) with k "
+         f"demonstrations per label drawn seeded from the train split; the label words' next-token logits at the "
+         f"prompt's last token are the task's logits. Measured on {st['heldout']} held-out TRAIN examples per task "
+         "(seeded, disjoint from every demonstration used; validation is never used for the choice): the task's "
+         "metric with its 95% bootstrap interval, the mean prompt tokens (demonstrations included: what the product "
+         "computes per example) and seconds per example. Templates: the hand-written one of the task, or the "
+         "generic one ('Text: {text}', then 'Label:' on the next line; the same label words). Seconds per "
+         "example are of the benchmark's scoring, "
+         "which computes the demonstrations' keys and values once per configuration (checked equal to the full "
+         "forward), so they grow with the examples' own tokens; the product's cost grows with the tokens column.",
+         "",
+         "Rule: on a task, a configuration qualifies when its metric is at least the lower end of the 95% interval "
+         "of the task's best configuration. The default, one for every task, is the configuration that qualifies "
+         "on every task with the fewest prompt tokens (summed over the tasks); where none qualifies on all, the one "
+         "qualifying on the most tasks, then the fewest tokens.", "",
+         _table_md(["task", "template", "k", "metric [95% CI]", "prompt tokens", "s / example", "qualifies"],
+                   _prompt_rows(p)), "",
+         f"Chosen default: {_config(c['template'], c['shots'])} (tp_core/prompts.py DEFAULT_TEMPLATE, "
+         f"DEFAULT_SHOTS). Qualifies on: "
+         + "; ".join(f"{_config(x['template'], x['shots'])}: {', '.join(x['qualifies_on']) or 'none'} "
+                     f"({fmt(x['tokens'], 0)} tokens)"
+                     for x in sorted(c["configs"], key=lambda x: x["tokens"])) + ".", ""]
+    if res.get("llm_dense"):
+        d = res["llm_dense"]
+        caps = ", ".join(f"{t} {r.get('cap', st['dense_cap']):,}" for t, r in d.items())
+        L += ["### The default prompt's dense metric on validation (`llm_dense`)", "",
+              "The chosen default on the validation split (all of it, or a seeded sample where it is larger than the "
+              f"cap: {caps}),"
+              f" with its 95% bootstrap interval, beside the majority class on the same examples (issue 28's goal: "
+              f"at least {DENSE_GOAL} above it on {' and '.join(GOAL_TASKS)}). "
+              f"{meta.get('dense_seconds', 0) / 60:.0f} min.", "",
+              _table_md(["task", "n", "metric", "default prompt [95% CI]", "majority class", "above majority",
+                         "goal"], _dense_rows(d)), ""]
+    return L
+
