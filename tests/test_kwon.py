@@ -159,7 +159,7 @@ def test_fisher_equals_a_per_example_autograd_reference(labels, texts):
         ref_h = [r + torch.outer(g, g) for r, g in zip(ref_h, gh)]
     assert fisher.n_examples == len(texts)
     for got, want in zip(fisher.ffn + fisher.heads, ref_f + ref_h):
-        np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-7 * float(want.abs().max()))
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-6 * float(want.abs().max()))  # float32 sums
     if labels == "gold":  # the autograd gradient itself against central differences
         text, label = texts.texts[0], int(texts.labels[0]) % 4
         gf, _ = _example_grads(model, "ag_news", text, label)

@@ -142,11 +142,16 @@ def stop_process(proc, timeout: float = 20) -> None:
 
 
 def settle(at, timeout: float = 300, rounds: int = 6):
-    """Run the page, wait until the job engine has nothing left to do, run again - until a run submits nothing
-    new (AppTest does not run the pages' self-refreshing fragments, so this stands in for them)."""
+    """Run the page, wait until the job engine (and any background model load) has nothing left to do, run again -
+    until a run submits nothing new (AppTest does not run the pages' self-refreshing fragments, so this stands in
+    for them)."""
+    from tp_app.models import any_loading
     from tp_core.engine import ACTIVE, get_engine
 
     eng = get_engine()
+
+    def busy() -> bool:  # a job, or the app's background load of a causal LM
+        return bool(eng.jobs(active_only=True)) or any_loading()
 
     def ended() -> set:
         return {(i.key, i.state) for i in eng.jobs() if i.state not in ACTIVE}
@@ -157,9 +162,9 @@ def settle(at, timeout: float = 300, rounds: int = 6):
     for _ in range(rounds):
         # done only when nothing runs and nothing ended while the page ran (a job that lands during a run is
         # drawn by the next one: returning then was a race that left a finished search undrawn)
-        if not eng.jobs(active_only=True) and ended() == before:
+        if not busy() and ended() == before:
             return at
-        while eng.jobs(active_only=True):
+        while busy():
             if time.time() - t0 > timeout:
                 raise TimeoutError(f"jobs still running: {[i.label for i in eng.jobs(active_only=True)][:5]}")
             time.sleep(0.1)

@@ -96,6 +96,12 @@ def loading_in_background(spec: str) -> str | None:
     return "loading" if thread.is_alive() else None
 
 
+def any_loading() -> bool:
+    """Whether a background load of a causal LM is running in this process."""
+    with _LOADING_LOCK:
+        return any(thread.is_alive() for thread, _ in _LOADING.values())
+
+
 def wait_for_load(spec: str) -> None:
     """Redraw the page once the app's background load of `spec` has ended (polled, as job progress is)."""
     ss = st.session_state
