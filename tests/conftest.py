@@ -9,9 +9,10 @@ once per test session (once for all pytest-xdist workers of a run: the first bui
 hard-linked into each home, so a test that replaces or removes its copy leaves the others alone. Tests marked `llm`
 (the embedded SmolLM2) get its fp32 folder the same way: converted once per run from the installed GGUF package.
 
-Run order (`make test`: pytest-xdist hands out whole modules in collection order, `--no-loadscope-reorder`): the
-modules that need no quick demo first, so one worker builds the demo while the other runs them; then the real-browser
-modules, the longest, so that none of them is left running alone at the end; then the other demo modules.
+Run order (`make test`: pytest-xdist hands out whole modules in collection order, `--no-loadscope-reorder`): one
+real-browser module first (the worker that takes it builds the quick demo at once), then the modules that need no
+demo (the other worker runs them during the build, and nobody waits for it), then the other real-browser modules,
+the longest, so that none of them is left running alone at the end, then the other demo modules.
 """
 import fcntl
 import os
@@ -55,13 +56,19 @@ def _module_rank(module_items) -> int:
     return 1 if any(i.get_closest_marker("browser") for i in module_items) else 2
 
 
+def run_order(modules: list[list]) -> list[list]:
+    """Whole modules (lists of items) in the order of the module docstring: the first real-browser module, then
+    the others by `_module_rank` (stable)."""
+    ordered = sorted(modules, key=_module_rank)
+    first = next((m for m in ordered if _module_rank(m) == 1), None)
+    return ordered if first is None else [first] + [m for m in ordered if m is not first]
+
+
 def pytest_collection_modifyitems(config, items):
-    """Order whole modules by `_module_rank` (stable; see the module docstring for why)."""
     modules: dict[str, list] = {}
     for item in items:
         modules.setdefault(item.nodeid.split("::")[0], []).append(item)
-    ordered = sorted(modules.values(), key=_module_rank)
-    items[:] = [i for group in ordered for i in group]
+    items[:] = [i for group in run_order(list(modules.values())) for i in group]
 
 
 def link_tree(src: Path, dst: Path) -> Path:
