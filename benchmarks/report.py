@@ -5,6 +5,7 @@ import statistics
 from pathlib import Path
 
 from common import BASELINES, METHODS, fmt, fmt_pct
+import report_llm_quality
 
 
 def _stamp(res: dict, section: str | None = None) -> str:
@@ -1076,6 +1077,8 @@ def write(res: dict, out: Path) -> None:
         L += _cap_section(res["recovery_benchmark"], res["recovery_cap1000"])
     if res.get("budget_benchmark"):
         L += _budget_section(res["budget_benchmark"])
+    if res.get("llm_quality"):
+        L += report_llm_quality.section(res)
     (out / "RESULTS.md").write_text("\n".join(L) + "\n")
 
 
