@@ -1,7 +1,8 @@
 """Pruning quality of a prompted decoder LLM per task (issue 28): our best pipeline at 50% of the MLP neurons and at
 30% MLP + 30% key/value groups, against Wanda-sp (FLAP beside it) at 30/50/70% MLP, and the attribution wall times.
 
-    # quick (sst2 and ag_news, 200 validation examples each, one scoring seed; no recovery): a shared 2-core CPU
+    # quick (sst2 and ag_news, 200 validation examples each, one scoring seed, grad_x_act only, no recovery; ig
+    # only timed, on 8 examples: it integrates layer by layer, a cost in the square of the depth): a shared 2-core CPU
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/llm_quality.py --quick --no-merge   # then --merge-only
     # full (sst2, ag_news, trec, whole validation split capped at 2,000, three scoring seeds, recovery none or
     # lstsq chosen on the selection set): for a quiet machine or a GPU; many hours on a shared 2-core CPU
@@ -15,10 +16,11 @@ seeded train sample (recovery.calibration_data). The *selection set* is a seeded
 in no scoring sample, no calibration sample and no demonstration of the prompt. Evaluation: the validation split,
 a seeded sample capped at --cap.
 
-"Our best pipeline" in a cell (task x point) is the criterion (grad_x_act, or ig with the app's settings:
+"Our best pipeline" in a cell (task x point) is the criterion (--ours: grad_x_act, or ig with the app's settings:
 policy.APP_ATTRIBUTION) and recovery level (--levels) with the best seed-mean metric on the selection set, never
-chosen on validation. Wanda-sp and FLAP (structured.py) get the recovery level ours chose in that cell, so the
-comparison is on equal footing. Masks: global allocation, as for every criterion (masks.py).
+chosen on validation (a single candidate needs no selection set). Wanda-sp and FLAP (structured.py) get the
+recovery level ours chose in that cell, so the comparison is on equal footing. Masks: global allocation, as for
+every criterion (masks.py).
 
 Statistics as in bench_recovery.py (whose TaskStats, paired_test and ci this reuses): a cell's metric is the mean over
 seeds, its interval a percentile bootstrap over the validation examples with one resample matrix per task, so a
@@ -61,8 +63,10 @@ MLP_GRID = (0.3, 0.5, 0.7)  # the win-rate cells' MLP sparsities (heads kept)
 COMBINED = (0.3, 0.3)  # llm_keep_mlp30_heads30
 POINTS = ((0.5, 0.0), COMBINED, (0.3, 0.0), (0.7, 0.0))  # computation order: the headline cell first
 WIN_GOAL, KEEP_GOAL = 0.6, 0.95
-QUICK = {"tasks": "sst2,ag_news", "cap": 200, "seeds": "0", "select_n": 64, "levels": "none"}
-FULL = {"tasks": "sst2,ag_news,trec", "cap": 2000, "seeds": "0,1,2", "select_n": 200, "levels": "none,lstsq"}
+QUICK = {"tasks": "sst2,ag_news", "cap": 200, "seeds": "0", "select_n": 64, "levels": "none", "ours": "grad_x_act",
+         "ig_time_n": 8}
+FULL = {"tasks": "sst2,ag_news,trec", "cap": 2000, "seeds": "0,1,2", "select_n": 200, "levels": "none,lstsq",
+        "ours": ",".join(OURS), "ig_time_n": 64}
 
 
 # ----- pure parts: the choice of our pipeline, the verdicts and the keys ------------------------------------------
@@ -128,6 +132,7 @@ class Run:
         self.a, self.model, self.st, self.log = args, model, state, log
         self.scores_mem: dict = {}
         self.levels = [x for x in args.levels.split(",") if x]
+        self.ours = [x for x in args.ours.split(",") if x]
 
     def cfg(self, method: str, seed: int):
         from tp_core.policy import APP_ATTRIBUTION
@@ -135,24 +140,28 @@ class Run:
         return replace(APP_ATTRIBUTION, method=method, samples=self.a.samples, units="both", seed=seed,
                        max_length=self.a.max_length)
 
-    def scores(self, t: Task, method: str, seed: int):
-        """Unit scores (tp_core's disk cache); the first computation's wall time and load average are recorded."""
+    def scores(self, t: Task, method: str, seed: int, n: int | None = None):
+        """Unit scores (tp_core's disk cache); the first computation's wall time and load average are recorded.
+        `n`: only time the method on the first n scoring examples (for a criterion too dear to run in full)."""
         from tp_core.attribution import attribute
 
-        if (t.name, method, seed) not in self.scores_mem:
+        key = f"{t.name}|{method}|{seed}"
+        if (t.name, method, seed) not in self.scores_mem and not (n and key in self.st.doc["timings"]):
+            data = t.scoring[seed] if n is None else t.scoring[seed].subset(range(min(n, len(t.scoring[seed]))))
             load = list(os.getloadavg())
             t0 = time.perf_counter()
-            sc = attribute(self.model, t.name, self.cfg(method, seed), data=t.scoring[seed])
+            sc = attribute(self.model, t.name, self.cfg(method, seed), data=data)
             wall = time.perf_counter() - t0
-            key = f"{t.name}|{method}|{seed}"
             if key not in self.st.doc["timings"]:
                 self.st.put("timings", key, {"seconds": round(sc.seconds, 2), "wall": round(wall, 2),
-                                             "loadavg_start": load, "n": len(t.scoring[seed]),
+                                             "loadavg_start": load, "n": len(data),
                                              "steps": self.cfg(method, seed).steps,
                                              "riemann": self.cfg(method, seed).riemann})
                 self.log(f"scores {t.name} {method} seed {seed}: {sc.seconds:.1f}s (load {load[0]:.1f})")
+            if n is not None:
+                return sc
             self.scores_mem[(t.name, method, seed)] = sc
-        return self.scores_mem[(t.name, method, seed)]
+        return self.scores_mem.get((t.name, method, seed))
 
     def preds(self, t: Task, which: str, method: str, level: str, f: float, h: float, seed: int, rec_memo: dict):
         """Predictions of one setting on one data set (from the state when there); recoveries fitted once per
@@ -187,10 +196,10 @@ class Run:
         """Every candidate of ours on the selection set, the choice, then the chosen one and (MLP-only points) the
         rivals at its level on validation."""
         memo: dict = {}
-        sel = {}
-        for m in OURS:
-            for lv in self.levels:
-                sel[(m, lv)] = compute(t, "sel", [self.preds(t, "sel", m, lv, f, h, s, memo) for s in t.seeds])
+        cands = [(m, lv) for m in self.ours for lv in self.levels]
+        sel = {c: 0.0 for c in cands}
+        for m, lv in cands if len(cands) > 1 else []:  # a single candidate needs no choice
+            sel[(m, lv)] = compute(t, "sel", [self.preds(t, "sel", m, lv, f, h, s, memo) for s in t.seeds])
         m, lv = choose(sel)
         for s in t.seeds:
             self.preds(t, "val", m, lv, f, h, s, memo)
@@ -227,12 +236,14 @@ def run(args, state: State, log) -> None:
         for which in ("val", "sel"):
             r.preds(t, which, "dense", "none", 0.0, 0.0, 0, {})
         for s in t.seeds:
-            for m in (*OURS, *RIVALS):
+            for m in (*r.ours, *RIVALS):
                 r.scores(t, m, s)
     for f, h in POINTS:
         for t in tasks:
             r.cell(t, f, h)
             log(f"cell {t.name} mlp {f:.0%} heads {h:.0%} done")
+    if "ig" not in r.ours and "sst2" in args.tasks.split(","):  # llm_scores_seconds: ig timed on a few examples
+        r.scores(next(t for t in tasks if t.name == "sst2"), "ig", 0, n=args.ig_time_n)
     meta["runs"][-1]["seconds"] = round(time.time() - t_start, 1)
     meta["runs"][-1]["loadavg_end"] = list(os.getloadavg())
     state.put("meta", "runs", meta["runs"])
@@ -243,7 +254,7 @@ def settings(args) -> dict:
             "cap": args.cap, "seeds": [int(s) for s in args.seeds.split(",")], "samples": args.samples,
             "select_n": args.select_n, "levels": args.levels.split(","), "recover_samples": args.recover_samples,
             "max_length": args.max_length, "threads": args.threads, "points": [list(p) for p in POINTS],
-            "ours": list(OURS), "rivals": list(RIVALS)}
+            "ours": args.ours.split(","), "rivals": list(RIVALS), "ig_time_n": args.ig_time_n}
 
 
 # ----- analysis: the state's predictions -> results.json keys -----------------------------------------------------
@@ -253,6 +264,7 @@ class Cells:
     def __init__(self, doc: dict, task: str, index: int):
         st = doc["meta"]["settings"]
         self.doc, self.task, self.seeds, self.levels = doc, task, st["seeds"], st["levels"]
+        self.ours = st.get("ours", list(OURS))
         labels = doc["meta"]["labels"][task]
         self.metric = doc["meta"]["metric"][task]
         self.stats = TaskStats(np.asarray(labels["val"]), self.metric, seed=1000 + index)
@@ -267,8 +279,10 @@ class Cells:
         return [np.asarray(p[k]) for k in keys] if all(k in p for k in keys) else None
 
     def chosen(self, f: float, h: float) -> tuple[str, str] | None:
+        if len(self.ours) * len(self.levels) == 1:
+            return self.ours[0], self.levels[0]
         sel = {}
-        for m in OURS:
+        for m in self.ours:
             for lv in self.levels:
                 got = self.get("sel", m, lv, f, h)
                 if got is None:
@@ -291,8 +305,8 @@ def cell_summary(c: Cells, f: float, h: float) -> dict | None:
         return None
     out = {"task": c.task, "mlp_sparsity": f, "head_sparsity": h, "ours": {"method": pick[0], "level": pick[1],
                                                                           **c.keep(ours)}}
-    out["selection"] = {f"{m}+{lv}": round(c.sel_stats.point(c.get("sel", m, lv, f, h)), 6)
-                        for m in OURS for lv in c.levels}
+    out["selection"] = {f"{m}+{lv}": round(c.sel_stats.point(got), 6) for m in c.ours for lv in c.levels
+                        if (got := c.get("sel", m, lv, f, h)) is not None}
     for r in RIVALS:
         theirs = c.get("val", r, pick[1], f, h)
         if theirs is not None:
@@ -375,6 +389,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default=None, help="scoring (and calibration) seeds, comma-separated")
     ap.add_argument("--select-n", type=int, default=None, help="selection-set examples (held-out train)")
     ap.add_argument("--levels", default=None, help="recovery levels ours chooses among (none, lstsq, scale)")
+    ap.add_argument("--ours", default=None, help="the criteria our pipeline chooses among (grad_x_act,ig)")
+    ap.add_argument("--ig-time-n", type=int, default=None,
+                    help="where ig is not among --ours: time it on this many sst2 scoring examples")
     ap.add_argument("--samples", type=int, default=64, help="scoring examples")
     ap.add_argument("--recover-samples", type=int, default=256, help="calibration texts of a recovery")
     ap.add_argument("--max-length", type=int, default=128, help="tokens per example text (templates not clipped)")

@@ -81,6 +81,10 @@ def section(res: dict) -> list[str]:
          "validation examples with its 95% bootstrap interval (paired with the dense metric); ours − rival is the "
          "difference of the task metric with its paired 95% bootstrap interval: a win or a loss only when the "
          "interval excludes zero (bench_recovery.py's paired_test).", ""]
+    if "ig" not in q["settings"].get("ours", ["ig"]):
+        L += [f"This run's pipeline uses grad×act only: ig (layer-by-layer integration over 30 layers) is too dear "
+              f"for the quick mode on this machine, so it is timed on {q['settings'].get('ig_time_n')} examples "
+              "below and left to the full mode as a candidate.", ""]
     if q["settings"]["levels"] == ["none"]:
         L += ["This run has no recovery. `lstsq` works on the Llama layout (it re-fits the kept columns of `down_proj` "
               "and `o_proj`, which have no bias; tests/test_llama.py), but each fit is a layer-by-layer pass over its "
@@ -104,9 +108,11 @@ def section(res: dict) -> list[str]:
     s = res.get("llm_scores_seconds")
     if s:
         L += ["### Attribution wall time (`llm_scores_seconds`)", "",
-              f"On {s['task']}, {s['grad_x_act']['n']} scoring examples, {s['threads']} torch threads: grad×act "
-              f"{s['grad_x_act']['seconds']:.1f} s (goal ≤ {s['goal_grad_x_act']:.0f} s; load average "
-              f"{s['grad_x_act']['loadavg_start'][0]:.1f} at its start), ig with the app's {s['ig']['steps']} "
-              f"{s['ig_riemann']} steps {s['ig']['seconds']:.1f} s (load average {s['ig']['loadavg_start'][0]:.1f})."
-              " Both score MLP neurons and key/value groups in one pass.", ""]
+              f"On {s['task']}, {s['threads']} torch threads, MLP neurons and key/value groups scored together: "
+              f"grad×act on {s['grad_x_act']['n']} examples {s['grad_x_act']['seconds']:.1f} s (goal ≤ "
+              f"{s['goal_grad_x_act']:.0f} s on 64; load average {s['grad_x_act']['loadavg_start'][0]:.1f} at its "
+              f"start); ig with the app's {s['ig']['steps']} {s['ig_riemann']} steps on {s['ig']['n']} examples "
+              f"{s['ig']['seconds']:.1f} s (load average {s['ig']['loadavg_start'][0]:.1f}). ig integrates layer by "
+              "layer (each layer's units scaled with the layers above it recomputed), so its cost grows with the "
+              "square of the depth: on a 30-layer decoder it is far dearer than grad×act.", ""]
     return L
