@@ -359,16 +359,19 @@ def analyse(doc: dict) -> dict:
 
 
 def timing_summary(doc: dict) -> dict:
-    """Mean evaluation seconds per example and mean recovery fit, per task."""
+    """Mean evaluation seconds per example and mean recovery fit, per task; every timed step's seconds summed."""
     out: dict = {}
+    total = 0.0
     for key, sec in doc["timings"].items():
         parts = key.split("|")
+        total += sec["wall"] if isinstance(sec, dict) else sec
         if parts[0] == "eval":
             n = len(doc["preds"].get("|".join(parts[1:]), [])) or 1
             out.setdefault(parts[1], {}).setdefault("eval_s_per_example", []).append(sec / n)
         elif parts[0] == "recovery":
             out.setdefault(parts[1], {}).setdefault("recovery_fit_s", []).append(sec)
-    return {t: {k: round(float(np.mean(v)), 3) for k, v in d.items()} for t, d in out.items()}
+    return {"timed_seconds": round(total, 1),
+            **{t: {k: round(float(np.mean(v)), 3) for k, v in d.items()} for t, d in out.items()}}
 
 
 def merge(doc: dict, path: Path) -> dict:

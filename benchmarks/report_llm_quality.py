@@ -30,17 +30,21 @@ def _pipeline(o: dict) -> str:
 def _settings_text(q: dict) -> str:
     st = q["settings"]
     runs = q.get("runs", [])
-    seconds = sum(r.get("seconds", 0) for r in runs)
+    seconds = q.get("timings", {}).get("timed_seconds", 0)
     load = ", ".join(f"{r['machine']['loadavg_start'][0]:.1f}" for r in runs)
     levels = " or ".join(st["levels"])
     return (f"Model `{st['model']}`, {st['mode']} mode (`{runs[-1]['command'] if runs else ''}`), started "
             f"{runs[0]['started'] if runs else '?'}: tasks {', '.join(st['tasks'])}; validation: a seeded sample of "
             f"at most {st['cap']:,} examples per task; scoring: {st['samples']} train examples per seed, seeds "
-            f"{', '.join(str(s) for s in st['seeds'])}; selection set: {st['select_n']} other train examples (in no "
-            f"scoring or calibration sample and no demonstration); recovery: {levels}"
+            f"{', '.join(str(s) for s in st['seeds'])}; "
+            + (f"selection set: {st['select_n']} other train examples (in no scoring or calibration sample and no "
+               "demonstration)" if len(st.get("ours", [1, 2])) * len(st["levels"]) > 1 else
+               "no selection set (a single candidate pipeline)")
+            + f"; recovery: {levels}"
             + (f" ({st['recover_samples']} calibration texts)" if st["levels"] != ["none"] else "")
             + f"; the prompt: tp_core/prompts.py's default; {st['threads']} torch threads. "
-            f"{seconds / 60:.0f} min of computing in {len(runs)} run(s), load average at the start of each: {load} "
+            f"{seconds / 60:.0f} min of timed work (scoring, evaluation, recovery) in {len(runs)} run(s) of the "
+            f"command, load average at the start of each: {load} "
             f"(a shared 2-core machine: timings are indicative).")
 
 
