@@ -61,7 +61,7 @@ OURS = ("grad_x_act", "ig")  # "our best pipeline" picks among these (cheapest f
 RIVALS = ("wanda_sp", "flap")  # the structured criteria of the LLM pruning field, at ours' recovery level
 MLP_GRID = (0.3, 0.5, 0.7)  # the win-rate cells' MLP sparsities (heads kept)
 COMBINED = (0.3, 0.3)  # llm_keep_mlp30_heads30
-POINTS = ((0.5, 0.0), COMBINED, (0.3, 0.0), (0.7, 0.0))  # computation order: the headline cell first
+POINTS = ((0.5, 0.0), COMBINED, (0.3, 0.0), (0.7, 0.0))  # computation order in a task: the headline cell first
 WIN_GOAL, KEEP_GOAL = 0.6, 0.95
 QUICK = {"tasks": "sst2,ag_news", "cap": 200, "seeds": "0", "select_n": 64, "levels": "none", "ours": "grad_x_act",
          "ig_time_n": 8}
@@ -232,18 +232,15 @@ def run(args, state: State, log) -> None:
     state.put("meta", "labels", {t.name: {w: [int(y) for y in t.data[w].labels] for w in t.data} for t in tasks})
     state.put("meta", "metric", {t.name: t.val.spec.metric for t in tasks})
     r = Run(args, model, state, log)
-    for t in tasks:
-        for which in ("val", "sel"):
-            r.preds(t, which, "dense", "none", 0.0, 0.0, 0, {})
-        for s in t.seeds:
-            for m in (*r.ours, *RIVALS):
-                r.scores(t, m, s)
-    for f, h in POINTS:
-        for t in tasks:
+    for t in tasks:  # task by task, so a stopped run leaves whole tasks; scores computed where first needed
+        r.preds(t, "val", "dense", "none", 0.0, 0.0, 0, {})
+        if len(r.ours) * len(r.levels) > 1:
+            r.preds(t, "sel", "dense", "none", 0.0, 0.0, 0, {})
+        for f, h in POINTS:
             r.cell(t, f, h)
             log(f"cell {t.name} mlp {f:.0%} heads {h:.0%} done")
-    if "ig" not in r.ours and "sst2" in args.tasks.split(","):  # llm_scores_seconds: ig timed on a few examples
-        r.scores(next(t for t in tasks if t.name == "sst2"), "ig", 0, n=args.ig_time_n)
+        if t.name == "sst2" and "ig" not in r.ours:  # llm_scores_seconds: ig timed on a few examples
+            r.scores(t, "ig", 0, n=args.ig_time_n)
     meta["runs"][-1]["seconds"] = round(time.time() - t_start, 1)
     meta["runs"][-1]["loadavg_end"] = list(os.getloadavg())
     state.put("meta", "runs", meta["runs"])
