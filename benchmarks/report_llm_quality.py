@@ -69,6 +69,7 @@ def _key_rows(res: dict) -> list[list]:
                      f"{fmt(w['value'])} ({w['wins']} wins, {w['ties']} ties, {w['losses']} losses of "
                      f"{w['n_cells']} cells{', partial' if w.get('partial') else ''})",
                      f"≥ {w['goal']}, no loss",
+                     "partial: no verdict" if w.get("partial") else
                      "met" if w["value"] >= w["goal"] and w["losses"] == 0 else "not met"])
     return rows
 
