@@ -5,6 +5,7 @@ import statistics
 from pathlib import Path
 
 import report_llm
+import report_llm_quality
 from common import BASELINES, METHODS, fmt, fmt_pct
 
 
@@ -1079,6 +1080,8 @@ def write(res: dict, out: Path) -> None:
         L += _budget_section(res["budget_benchmark"])
     if res.get("llm_prompts", {}).get("choice"):
         L += report_llm.llm_section(res)
+    if res.get("llm_quality"):
+        L += report_llm_quality.section(res)
     (out / "RESULTS.md").write_text("\n".join(L) + "\n")
 
 
