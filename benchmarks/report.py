@@ -1082,6 +1082,8 @@ def write(res: dict, out: Path) -> None:
         L += report_llm.llm_section(res)
     if res.get("llm_quality"):
         L += report_llm_quality.section(res)
+    if res.get("llm_export"):
+        L += report_llm.export_section(res)
     (out / "RESULTS.md").write_text("\n".join(L) + "\n")
 
 

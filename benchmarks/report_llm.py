@@ -86,3 +86,34 @@ def llm_section(res: dict) -> list[str]:
                          "goal"], _dense_rows(d)), ""]
     return L
 
+
+
+EXPORT_GOALS = {"params": 0.5, "speedup": 3.0, "kept": 0.95}  # issue 28's goals for the export keys
+
+
+def export_section(res: dict) -> list[str]:
+    """Section 13: one export of a causal LM (benchmarks/llm_export.py: results.json key llm_export)."""
+    from report import _table as _table_md  # report.write calls this, so report is loaded
+    e = res["llm_export"]
+    rows = [[name, f"{r['params']:,}", fmt(r["params_ratio"]), f"{r['bytes'] / 1e6:.0f} MB",
+             f"{fmt(r['metric'])} {_ci(r['metric_interval'])}", fmt(r["kept"]),
+             "–" if r["median_ms_batch1"] is None else f"{r['median_ms_batch1']:.1f}"]
+            for name, r in e["formats"].items()]
+    speed = e["int8_speedup_vs_torch_dense"]
+    kept = e["formats"].get("onnx-int8", {}).get("kept")
+    return ["## 13. Exporting a pruned decoder LLM: size and speed", "",
+            f"`{e['command']}` ({e['created']}), read by benchmarks/llm_export.py. Plan: {e['method']} on "
+            f"{e['task']}, {e['ffn_sparsity']:.0%} of the MLP neurons and {e['head_sparsity']:.0%} of the key/value "
+            f"groups removed, recovery: {e['recovery']}; metric on {e['eval_examples']} validation examples (dense "
+            f"{fmt(e['metric_dense'])} {_ci(e['metric_dense_interval'])}). Parameters as each format holds them "
+            f"(dense {e['params_dense']:,}; the ONNX graph keeps the whole input embedding and only the label "
+            f"words' rows of the output embedding). Latency: batch 1, {e['latency_seq_len']} tokens, "
+            f"{e['latency_threads']} threads, median; torch dense {e['torch_dense_median_ms_batch1']:.1f} ms; load "
+            f"average {e['load_avg_before']:.1f} before the timing.", "",
+            _table_md(["format", "parameters", "of dense", "on disk", "metric [95% CI]", "kept", "ms, batch 1"],
+                      rows), "",
+            f"`llm_export_params_ratio` (ONNX): {fmt(e['onnx_params_ratio'])} (goal ≤ {EXPORT_GOALS['params']} at "
+            f"a plan keeping ≥ {EXPORT_GOALS['kept']} of dense). `llm_onnx_int8_speedup_vs_torch_dense`: "
+            f"{'–' if speed is None else f'{speed:.1f}x'} (goal ≥ {EXPORT_GOALS['speedup']:.0f}x); the int8 file "
+            f"keeps {'–' if kept is None else fmt(kept)} of the dense metric (dynamic quantization, the input "
+            "embedding included).", ""]
