@@ -6,7 +6,7 @@ import streamlit as st
 
 from tp_app import common as C
 from tp_core.attribution import METHODS
-from tp_core.budget import HEAD_GRID, PROMPT_SAMPLE, budget_seq_len
+from tp_core.budget import HEAD_GRID
 from tp_core.curves import record_dict
 from tp_core.evaluation import majority_baseline
 from tp_core.engine import ACTIVE
@@ -260,8 +260,7 @@ def budget_helper():
                                                       "at the same time slows it.")
         batch = st.number_input("Batch size", min_value=1, max_value=256, value=1, step=1, key="budget_batch")
     # an encoder's 128; a causal LM's: the mean length of the task's prompts on the chart's examples
-    tokens = max(8, budget_seq_len(model, head, C.validation_data(task, PROMPT_SAMPLE) if model.kind == "causal_lm"
-                                   else None))
+    tokens = max(8, C.budget_tokens(model, task, head))
     seq_len = st.number_input("Tokens per example", min_value=8, max_value=max(512, 2 * tokens), value=tokens, step=8,
                               key="budget_seq", help="Attention costs grow with the square of the length: the best "
                                                      "split depends on it. A prompted LLM's default is the mean "

@@ -92,16 +92,22 @@ def seed_home(home: Path, demo: Path | None) -> Path:
     return home
 
 
-def build_demo_once(home: Path) -> Path:
-    """The quick demo built under `home` (its TP_HOME); concurrent callers (xdist workers) wait for the first."""
-    from tp_core.demo import build_demo
-
+def built_once(home: Path, build):
+    """`build()` run with `home` as its TP_HOME, under a file lock: concurrent callers (xdist workers) wait for the
+    first, then find its result in place (the builders return what is already built)."""
     home.mkdir(parents=True, exist_ok=True)
     with open(home.parent / f"{home.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("TP_HOME", str(home))
-            return build_demo(quick=True)
+            return build()
+
+
+def build_demo_once(home: Path) -> Path:
+    """The quick demo built under `home` (its TP_HOME), once for all workers."""
+    from tp_core.demo import build_demo
+
+    return built_once(home, lambda: build_demo(quick=True))
 
 
 @pytest.fixture(scope="session")
@@ -123,13 +129,7 @@ def smollm2_build(tmp_path_factory) -> Path:
     of its own; tests marked `llm` get hard links to it at `models/llm/` of their home."""
     from tp_core.llm_source import resolve_causal_lm
 
-    home = run_root(tmp_path_factory) / "llm-home"
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home.parent / f"{home.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("TP_HOME", str(home))
-            return resolve_causal_lm("smollm2")
+    return built_once(run_root(tmp_path_factory) / "llm-home", lambda: resolve_causal_lm("smollm2"))
 
 
 def seed_llm(home: Path, folder: Path) -> None:

@@ -287,3 +287,22 @@ def upload_limits_caption() -> str:
     cap = limits()
     return (f"Limits: files up to {cap.max_file_mb} MB, {cap.max_rows:,} rows and {cap.max_text_chars:,} characters "
             "per text; UTF-8 CSV/TSV with a header row, JSONL, or a JSON list of objects.")
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _prompt_tokens(source: str, prompt: str, head: str, data_id: int, _model, _data: TaskData) -> int:
+    from tp_core.budget import budget_seq_len
+
+    return budget_seq_len(_model, head, _data)
+
+
+def budget_tokens(model, task: str, head: str) -> int:
+    """Tokens per example for the budget helper (`budget.budget_seq_len`). A causal LM's is the mean length of its
+    rendered prompts on the chart's examples: computed once per model, prompt and data, not on every page run."""
+    from tp_core.budget import PROMPT_SAMPLE, budget_seq_len
+    from tp_core.decoder import prompt_key
+
+    if model.kind != "causal_lm":
+        return budget_seq_len(model, head)
+    data = validation_data(task, PROMPT_SAMPLE)
+    return _prompt_tokens(str(model.source), prompt_key(model, head), head, id(data), model, data)
