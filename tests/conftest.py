@@ -114,7 +114,7 @@ def build_demo_once(home: Path) -> Path:
 def quick_demo_build(tmp_path_factory) -> Path:
     """The quick demo folder, built once per test run (not per xdist worker: their base temp folders share a parent
     that belongs to this run). Tests never use it directly: their homes get hard links to it."""
-    return build_demo_once(run_root(tmp_path_factory) / "demo-home")
+    return build_demo_once(builds_root(tmp_path_factory) / "demo-home")
 
 
 def run_root(tmp_path_factory) -> Path:
@@ -123,13 +123,20 @@ def run_root(tmp_path_factory) -> Path:
     return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
 
 
+def builds_root(tmp_path_factory) -> Path:
+    """Where the once-per-run builds go: the run's folder, or TP_TEST_BUILDS (a developer's shortcut for running
+    single tests again and again: the builds there are reused across runs; `make test` never sets it)."""
+    kept = os.environ.get("TP_TEST_BUILDS")
+    return Path(kept) if kept else run_root(tmp_path_factory)
+
+
 @pytest.fixture(scope="session")
 def smollm2_build(tmp_path_factory) -> Path:
     """The embedded SmolLM2 converted to fp32 once per test run (under a file lock, like the quick demo), in a home
     of its own; tests marked `llm` get hard links to it at `models/llm/` of their home."""
     from tp_core.llm_source import resolve_causal_lm
 
-    return built_once(run_root(tmp_path_factory) / "llm-home", lambda: resolve_causal_lm("smollm2"))
+    return built_once(builds_root(tmp_path_factory) / "llm-home", lambda: resolve_causal_lm("smollm2"))
 
 
 def seed_llm(home: Path, folder: Path) -> None:
