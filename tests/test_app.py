@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from ui_support import app_test, apply_env, ensure_quick_demo, settle
+from ui_support import APP_ENV, app_test, apply_env, ensure_quick_demo, settle
 
 pytestmark = pytest.mark.ui
 
@@ -301,5 +301,6 @@ def test_two_sessions_do_not_share_state_or_masks(env):
     for task, ffn, point in (("sst2", 0.3, pa), ("ag_news", 0.9, pb)):
         scores = attribute(model, task, AttributionConfig(method="magnitude", samples=8, steps=4))
         masks = build_masks(scores, PruneConfig(ffn), model.unit_shape())
-        metric = evaluate_masked(model, task, load_split(task, "validation", limit=200), masks).metric
+        data = load_split(task, "validation", limit=int(APP_ENV["TP_APP_EVAL_LIMIT"]))  # what the app evaluates
+        metric = evaluate_masked(model, task, data, masks).metric
         assert metric == pytest.approx(point["metric"]) and kept_params(model, masks, task) == point["kept_params"]

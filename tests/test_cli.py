@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_support import cli
 from tiny import tiny_multitask
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -13,6 +14,7 @@ RECORD_KEYS = {"method", "ffn_sparsity", "head_sparsity", "kept_params", "total_
 
 
 def run(*args, env_home=None):
+    """`python -m tp_core <args>` in a real process (the entry point itself under test)."""
     import os
 
     env = dict(os.environ)
@@ -30,7 +32,7 @@ def tiny_folder(tmp_path_factory):
 
 
 def test_tasks_lists_the_bundle():
-    out = run("tasks", "--json")
+    out = cli("tasks", "--json")
     assert out.returncode == 0
     names = {t["name"] for t in json.loads(out.stdout)}
     assert {"sst2", "ag_news", "rte"} <= names
@@ -44,17 +46,17 @@ def test_evaluate_attribute_sweep_export_contracts(tiny_folder, tmp_path):
     assert set(rec) == RECORD_KEYS and rec["method"] == "dense" and rec["kept_params"] == rec["total_params"]
 
     scores_file = tmp_path / "s.json"
-    out = run("attribute", "--model", str(tiny_folder), "--task", "sst2", "--method", "ig", "--samples", "4",
-              "--steps", "2", "--out", str(scores_file), "--quiet", env_home=home)
+    out = cli("attribute", "--model", str(tiny_folder), "--task", "sst2", "--method", "ig", "--samples", "4",
+              "--steps", "2", "--out", str(scores_file), "--quiet", home=home)
     assert out.returncode == 0, out.stderr
     doc = json.loads(scores_file.read_text())
     assert set(doc) == {"model", "task", "method", "settings", "ffn", "heads"}
     assert len(doc["ffn"]) == 3 and len(doc["ffn"][0]) == 48 and len(doc["heads"][0]) == 4
 
     sweep_file = tmp_path / "sweep.json"
-    out = run("sweep", "--model", str(tiny_folder), "--task", "sst2", "--methods", "ig,random", "--samples", "4",
+    out = cli("sweep", "--model", str(tiny_folder), "--task", "sst2", "--methods", "ig,random", "--samples", "4",
               "--steps", "2", "--ffn-sparsity", "0,0.5", "--head-sparsity", "0,0.25", "--limit", "20",
-              "--json", str(sweep_file), "--quiet", env_home=home)
+              "--json", str(sweep_file), "--quiet", home=home)
     assert out.returncode == 0, out.stderr
     rows = json.loads(sweep_file.read_text())
     assert all(set(r) == RECORD_KEYS for r in rows)
@@ -62,22 +64,22 @@ def test_evaluate_attribute_sweep_export_contracts(tiny_folder, tmp_path):
     assert rows[0]["method"] == "dense" and len(rows) == 1 + 2 * 4 + 2 * 3
     assert {r["method"] for r in rows} == {"dense", "ig", "random", "ig+lstsq", "random+lstsq"}
     assert any(r["kept_params"] < r["total_params"] for r in rows)
-    out = run("sweep", "--model", str(tiny_folder), "--task", "sst2", "--methods", "random", "--ffn-sparsity", "0.5",
-              "--limit", "20", "--recover", "none", "--json", str(sweep_file), "--quiet", env_home=home)
+    out = cli("sweep", "--model", str(tiny_folder), "--task", "sst2", "--methods", "random", "--ffn-sparsity", "0.5",
+              "--limit", "20", "--recover", "none", "--json", str(sweep_file), "--quiet", home=home)
     assert out.returncode == 0, out.stderr
     assert [r["method"] for r in json.loads(sweep_file.read_text())] == ["dense", "random"]
 
     exp = tmp_path / "exp"
-    out = run("export", "--model", str(tiny_folder), "--task", "sst2", "--method", "magnitude", "--ffn-sparsity",
-              "0.5", "--head-sparsity", "0.25", "--limit", "20", "--out", str(exp), "--quiet", env_home=home)
+    out = cli("export", "--model", str(tiny_folder), "--task", "sst2", "--method", "magnitude", "--ffn-sparsity",
+              "0.5", "--head-sparsity", "0.25", "--limit", "20", "--out", str(exp), "--quiet", home=home)
     assert out.returncode == 0, out.stderr
     assert (exp / "README.md").is_file() and (tmp_path / "exp.mask.json").is_file()
     assert json.loads((tmp_path / "exp.mask.json").read_text())["recovery"]["level"] == "lstsq"  # the default
-    out = run("info", "--model", str(exp), "--json", env_home=home)
+    out = cli("info", "--model", str(exp), "--json", home=home)
     info = json.loads(out.stdout)
     assert info["pruned"] and sum(info["ffn_per_layer"]) == 72
-    out = run("evaluate", "--model", str(tiny_folder), "--task", "sst2", "--limit", "20", "--mask",
-              str(tmp_path / "exp.mask.json"), "--json", env_home=home)
+    out = cli("evaluate", "--model", str(tiny_folder), "--task", "sst2", "--limit", "20", "--mask",
+              str(tmp_path / "exp.mask.json"), "--json", home=home)
     assert json.loads(out.stdout)["ffn_sparsity"] == 0.5
 
 

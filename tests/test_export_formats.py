@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from cli_support import cli
 from tiny import tiny_multitask
 from tp_core.attribution import UnitScores
 from tp_core.data import load_split
@@ -357,12 +358,10 @@ def test_cli_bad_format_and_min_count_are_one_line_exit_2(extra, needle, tmp_pat
 def test_cli_export_onnx_hf_writes_the_contract_layout(tmp_path):
     model = tiny_multitask("bert")
     model.save(tmp_path / "tiny")
-    env = dict(os.environ, TP_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="1")
     out = tmp_path / "exp"
-    res = subprocess.run([sys.executable, "-m", "tp_core", "export", "--model", str(tmp_path / "tiny"), "--task",
-                          "sst2", "--method", "magnitude", "--ffn-sparsity", "0.5", "--format", "onnx,hf", "--vocab",
-                          "task", "--vocab-min-count", "3", "--limit", "16", "--out", str(out), "--quiet", "--json"],
-                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    res = cli("export", "--model", str(tmp_path / "tiny"), "--task", "sst2", "--method", "magnitude",
+              "--ffn-sparsity", "0.5", "--format", "onnx,hf", "--vocab", "task", "--vocab-min-count", "3", "--limit",
+              "16", "--out", str(out), "--quiet", "--json", home=tmp_path / "home")
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     assert (out / "onnx" / "model.onnx").is_file() and (out / "onnx" / "tokenizer.json").is_file()

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_support import cli
 from tiny import tiny_multitask
 from tp_core.attribution import AttributionConfig, UnitScores, attribute, cached_scores_path
 from tp_core.data import load_split
@@ -43,9 +44,8 @@ def _run_killed(patch: str, argv: list[str], home: Path) -> subprocess.Completed
 
 
 def _run(argv: list[str], home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TP_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "tp_core", *argv], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    """The run after a kill: in this process (cli_support), what a user's next command finds on disk is the same."""
+    return cli(*argv, home=home)
 
 
 KILL_POINTS = {

@@ -16,7 +16,8 @@ from pathlib import Path
 APP_ROOT = Path(__file__).resolve().parent.parent
 APP_ENV = {
     "TP_APP_MODEL": "demo-quick",
-    "TP_APP_EVAL_LIMIT": "200",
+    "TP_APP_EVAL_LIMIT": "96",
+    "TP_APP_COARSE_EXAMPLES": "48",
     "TP_APP_GRID": "0,0.3,0.6,0.9",
 }
 
