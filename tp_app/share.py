@@ -8,6 +8,7 @@ models this server already offers (`offered_models`): never a path or hub id it 
 a link never makes the server read or download a model."""
 from __future__ import annotations
 
+import html
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -270,16 +271,41 @@ def page_address() -> str | None:
     return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
 
 
+# One click handler for the page's copy-link buttons (installed once; Streamlit keeps no onclick attribute): it
+# copies the button's data-link with the Clipboard API where the page is a secure context (https, localhost), else
+# with the older copy command, which also works on a classroom server reached over plain http (where Streamlit's own
+# copy button of a code block does nothing).
+COPY_JS = """<script>
+if (!window.tpCopyLink) {
+  window.tpCopyLink = true;
+  document.addEventListener("click", (event) => {
+    const b = event.target.closest && event.target.closest(".tp-copy-link");
+    if (!b) return;
+    const text = b.dataset.link;
+    const done = () => { b.textContent = "Copied"; setTimeout(() => { b.textContent = "Copy link"; }, 1500); };
+    const old = () => {
+      const a = document.createElement("textarea");
+      a.value = text; a.style.position = "fixed"; a.style.opacity = "0";
+      b.parentNode.appendChild(a); a.select(); document.execCommand("copy"); a.remove(); done();
+    };
+    if (navigator.clipboard && window.isSecureContext) navigator.clipboard.writeText(text).then(done, old);
+    else old();
+  });
+}
+</script>"""
+
+
 def share_control() -> None:
-    """The sidebar's "Share this view" box: the full link to this page with the session's settings, in a code
-    block (Streamlit's copy button; the text can be selected too)."""
+    """The sidebar's "Share this view" box: the full link to this page with the session's settings, a button
+    that copies it, and the link itself in a code block (selectable)."""
     choices = current_choices()
     url = link(page_address(), view_params(choices))
     with st.popover("Share this view", icon=":material/link:", width="stretch",
                     help="A link that opens this page with the current model, task, method, baselines, sparsities, "
                          "allocation, recovery and attribution settings."):
-        st.caption("Copy this link (the button at its right, or select it). Whoever opens it on this server sees "
-                   "this view; anything not computed yet runs as jobs.")
+        st.caption("Whoever opens this link on this server sees this view; anything not computed yet runs as jobs.")
+        st.html(f'<button class="tp-copy-link" type="button" data-link="{html.escape(url, quote=True)}">Copy link'
+                f'</button>{COPY_JS}', unsafe_allow_javascript=True)
         st.code(url, language=None, wrap_lines=True)
         if choices["model_spec"] not in offered_models():
             st.caption(f"`{choices['model_spec']}` is not offered to links (only the demos and models loaded on "
