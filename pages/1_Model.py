@@ -11,7 +11,6 @@ from tp_app.prompt_edit import show_prompt_editor
 from tp_core.data import METRICS, load_bytes
 from tp_core.demo import demo_path
 from tp_core.errors import TPError
-from tp_core.limits import limits
 from tp_core.model import MANIFEST
 from tp_core.pruning import param_breakdown
 from tp_core.policy import PRIORITY
@@ -184,7 +183,7 @@ if model is not None:
         C.persisted(st.selectbox, "Current task", "task", options=tasks,
                     help="The task to attribute, prune and export for. Every page uses it.")
         limit = C.persisted(st.number_input, "Validation examples per task (capped subset)", "eval_limit",
-                            min_value=20, max_value=min(10000, limits().max_eval_examples), step=50,
+                            min_value=C.ranges()["eval_limit"][0], max_value=C.ranges()["eval_limit"][1], step=50,
                             help="Every evaluation in the app uses this seeded subset of the validation split; "
                                  "bigger is more precise but slower.")
         bundle = [t for t in tasks if not t.startswith(C.UPLOAD_PREFIX)]

@@ -5,7 +5,6 @@ import streamlit as st
 
 from tp_app import common as C
 from tp_core.attribution import DATA_FREE, METHODS
-from tp_core.limits import limits
 from tp_core.structured import STRUCTURED
 from tp_core.policy import PRIORITY
 
@@ -28,19 +27,20 @@ with left:
                          "the structured LLM pruning criteria Wanda-sp (|weight| x input norm) and FLAP (input "
                          "variance x weight), from the output projections' inputs on the scoring examples.")
     data_free = method in DATA_FREE
-    C.persisted(st.slider, "Scoring examples (N)", "attr_samples", min_value=4,
-                max_value=min(512, limits().max_samples), step=4,
+    low, high, step = C.ranges()["attr_samples"]
+    C.persisted(st.slider, "Scoring examples (N)", "attr_samples", min_value=low, max_value=high, step=step,
                 disabled=data_free, help="How many training examples the scores are averaged over. Small N is the "
                                          "low-resource setting; the paper's method works with a few dozen.")
-    C.persisted(st.slider, "IG steps", "attr_steps", min_value=1, max_value=min(64, limits().max_steps),
+    C.persisted(st.slider, "IG steps", "attr_steps", min_value=C.ranges()["attr_steps"][0],
+                max_value=C.ranges()["attr_steps"][1],
                 disabled=method != "ig",
                 help="Quadrature steps (Gauss-Legendre) of the integral from 0 to the real activation. 2 is as "
                      "faithful as 50 on our benchmark (docs/RESULTS.md, IG fidelity) and 12x cheaper.")
-    C.persisted(st.radio, "Target labels", "attr_labels", options=["gold", "predicted"], horizontal=True,
+    C.persisted(st.radio, "Target labels", "attr_labels", options=C.LABEL_CHOICES, horizontal=True,
                 disabled=data_free or method in STRUCTURED,
                 help="gold: the true labels. predicted: the model's own predictions (unsupervised - no labels "
                      "needed). Wanda-sp and FLAP use no labels.")
-    C.persisted(st.radio, "Units", "attr_units", options=["both", "ffn", "heads"], horizontal=True,
+    C.persisted(st.radio, "Units", "attr_units", options=C.UNIT_CHOICES, horizontal=True,
                 help="FFN neurons (each coordinate of a layer's intermediate activation), attention heads, or both.")
     cfg = C.attribution_config()
     jobs = {t: C.scores_job(model, t, cfg) for t in chosen}

@@ -19,8 +19,8 @@ from tp_core.work import budget_job, search_job
 C.page("Prune", caption="Remove the least important units for the task and watch the metric against model size.")
 ss = st.session_state
 model, task = C.require_model_and_task()
-FFN_MAX, FFN_STEP = 0.95, 0.01  # the sliders' range and steps (a budget's plan lies on them)
-HEAD_MAX, HEAD_STEP = HEAD_GRID[-1], HEAD_GRID[1]
+FFN_MAX, FFN_STEP = C.FFN_MAX, C.FFN_STEP  # the sliders' range and steps (a budget's plan lies on them)
+HEAD_MAX, HEAD_STEP = C.HEAD_MAX, C.HEAD_STEP
 
 controls, chart = st.columns([1, 3])
 with controls:

@@ -304,3 +304,30 @@ def test_two_sessions_do_not_share_state_or_masks(env):
         data = load_split(task, "validation", limit=int(APP_ENV["TP_APP_EVAL_LIMIT"]))  # what the app evaluates
         metric = evaluate_masked(model, task, data, masks).metric
         assert metric == pytest.approx(point["metric"]) and kept_params(model, masks, task) == point["kept_params"]
+
+
+def test_a_shared_link_opens_its_view_and_notes_what_it_ignored(env):
+    """A link's settings become the session's (defaults for what it gets wrong, with a note), the address loses
+    them, and the page's own copy-link box gives the same view back."""
+    at = app_test("pages/2_Attribution.py")  # no job runs before a click: the link's settings are all there is
+    at.query_params.update({"task": "ag_news", "method": "grad_x_act", "baselines": "random", "ffn": "2",
+                            "heads": "0.2", "alloc": "per-layer", "recovery": "scale", "samples": "12", "steps": "2",
+                            "labels": "predicted", "units": "ffn", "model": "/etc", "tsk": "x"})
+    at.run()
+    _no_exception(at)
+    assert at.selectbox(key="w_attr_method").value == "grad_x_act"
+    assert (at.slider(key="w_attr_samples").value, at.slider(key="w_attr_steps").value) == (12, 2)
+    assert (at.radio(key="w_attr_labels").value, at.radio(key="w_attr_units").value) == ("predicted", "ffn")
+    assert at.multiselect(key="w_attr_tasks").value == ["ag_news"]
+    assert "**FFN** 50% · **heads** 20% · per-layer" in _text(at)  # the sidebar; ffn=2 is out of range
+    ss = at.session_state
+    assert (ss["model_spec"], ss["baselines"], ss["recover_on"], ss["recover_level"]) == \
+        ("demo-quick", ["random"], True, "scale")
+    note = " ".join(w.value for w in at.warning)
+    assert "model `/etc`" in note and "ffn `2`" in note and "`tsk`" in note and "task `" not in note
+    assert not {"task", "model", "ffn"} & set(at.query_params)  # taken off the address: a reload keeps later changes
+    shared = [c.value for c in at.code if "?" in c.value]
+    assert shared == ["?model=demo-quick&task=ag_news&method=grad_x_act&baselines=random&ffn=0.5&heads=0.2&"
+                      "alloc=per-layer&recovery=scale&samples=12&steps=2&labels=predicted&units=ffn&examples=200"]
+    at.selectbox(key="w_attr_method").set_value("ig").run()  # the view moved on: the note goes
+    assert not at.warning and "method=ig&baselines=random" in [c.value for c in at.code if "?" in c.value][0]

@@ -1,8 +1,9 @@
 """Real-browser test: Debian Chromium (Playwright) drives the app served by `streamlit run` on a free port.
 
 Walks Model -> Attribution (small settings) -> Heatmaps (a click on a cell opens it in the neuron inspector) ->
-Prune (moves the slider, the shown metric changes) -> Export (the exported folder reloads). With TP_SCREENSHOTS_DIR
-set it also visits every page and saves a screenshot of each (that is how docs/screenshots/ is made).
+Prune (moves the slider, the shown metric changes; its "Share this view" link, opened in a fresh browser context,
+shows the same view) -> Export (the exported folder reloads). With TP_SCREENSHOTS_DIR set it also visits every page
+and saves a screenshot of each (that is how docs/screenshots/ is made).
 """
 import os
 import time
@@ -46,6 +47,35 @@ def _goto(page, name):
 def _metric(page, label) -> str:
     box = page.locator('[data-testid="stMetric"]', has_text=label).first
     return box.locator('[data-testid="stMetricValue"]').inner_text()
+
+
+def _shared_link_opens_the_same_view(browser, page, url) -> None:
+    """The sidebar's "Share this view" link of the Prune page, opened in a fresh browser context (no cookie: a new
+    session), shows the same task, method, sliders and kept parameters, and says it came from a link."""
+    page.get_by_text("Kept parameters", exact=True).wait_for(timeout=240_000)
+    _wait_idle(page)
+    view = page.locator('[data-testid="stMain"] [data-testid="stMarkdown"]', has_text="· method:").first.inner_text()
+    sliders = [t.inner_text() for t in page.locator('[data-testid="stSliderThumbValue"]').all()[:2]]
+    kept = _metric(page, "Kept parameters")
+    page.get_by_role("button", name="Share this view").click()
+    link = page.locator('[data-testid="stPopoverBody"] [data-testid="stCode"]').first.inner_text().strip()
+    page.keyboard.press("Escape")
+    assert link.startswith(f"{url}/Prune?model=demo-quick&task=sst2&method=ig&"), link
+    assert sliders != ["0.50", "0.00"], "the budget's split: not the defaults a fresh session would show anyway"
+    fresh = browser.new_context(viewport={"width": 1500, "height": 1000})
+    try:
+        other = fresh.new_page()
+        other.goto(link, timeout=60_000)
+        other.get_by_text("Opened from a shared link").wait_for(timeout=120_000)
+        other.get_by_text("Kept parameters", exact=True).wait_for(timeout=240_000)
+        _wait_idle(other)
+        assert other.url == f"{url}/Prune"  # the link's settings are taken off the address once applied
+        assert other.locator('[data-testid="stMain"] [data-testid="stMarkdown"]', has_text="· method:").first \
+            .inner_text() == view
+        assert [t.inner_text() for t in other.locator('[data-testid="stSliderThumbValue"]').all()[:2]] == sliders
+        assert _metric(other, "Kept parameters") == kept
+    finally:
+        fresh.close()
 
 
 def test_browser_walkthrough(server):
@@ -158,6 +188,7 @@ def test_browser_walkthrough(server):
             shown = [t.inner_text() for t in page.locator('[data-testid="stSliderThumbValue"]').all()[:2]]
             assert f"FFN sparsity {float(shown[0]):.0%}, head sparsity {float(shown[1]):.0%}" in said, (said, shown)
             _shot(page, "4_prune_budget")
+            _shared_link_opens_the_same_view(browser, page, url)
 
             _goto(page, "Export")
             page.get_by_role("button", name="Export and verify").click()

@@ -23,6 +23,17 @@ def default_model_spec() -> str:
     return app_settings().model
 
 
+_LOADED: dict[str, None] = {}  # specs this process loaded without custom code, newest last
+_LOADED_LOCK = threading.Lock()
+
+
+def loaded_specs() -> list[str]:
+    """The models this app process has loaded without custom code, by the spec the Model page took (the newest 16):
+    the only models besides the demos that a shared link may name, since they need no new file or download."""
+    with _LOADED_LOCK:
+        return list(_LOADED)
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _load_model_cached(spec: str, trust_remote_code: bool = False):
     from tp_core.llm_source import is_causal_lm_spec
@@ -30,8 +41,16 @@ def _load_model_cached(spec: str, trust_remote_code: bool = False):
     from tp_core.refs import ModelRef, get_model
 
     if is_causal_lm_spec(spec):  # one copy for the pages and the in-process workers: the workers' model cache
-        return get_model(ModelRef(spec, trust_remote_code))
-    return load_model(spec, trust_remote_code=trust_remote_code)
+        model = get_model(ModelRef(spec, trust_remote_code))
+    else:
+        model = load_model(spec, trust_remote_code=trust_remote_code)
+    if not trust_remote_code:
+        with _LOADED_LOCK:
+            _LOADED.pop(spec, None)
+            _LOADED[spec] = None
+            while len(_LOADED) > 16:
+                _LOADED.pop(next(iter(_LOADED)))
+    return model
 
 
 def _gguf(spec: str) -> Path | None:

@@ -14,6 +14,7 @@ from tp_core.paths import REPO_ROOT
 from tp_core.settings import app_settings
 
 from .progress import jobs_panel
+from .share import link_note, open_link, share_control
 from .state import init_state, remember_session, save_settings
 
 ASSETS = REPO_ROOT / "assets"
@@ -25,10 +26,12 @@ def page(title: str, icon: str = "✂️", caption: str | None = None) -> None:
     st.html(f"<style>{(ASSETS / 'style.css').read_text()}</style>")
     st.logo(str(ASSETS / "logo.svg"), icon_image=str(ASSETS / "icon.svg"), size="large")
     init_state()
+    open_link(title)  # a shared link's settings, before any widget reads them
     st.session_state["_page_run_at"] = time.time()
     st.title(title)
     if st.session_state.get("_flash"):
         st.success(st.session_state.pop("_flash"))
+    link_note(title)
     if caption:
         st.caption(caption)
     sidebar_status()
@@ -48,7 +51,7 @@ def friendly(what: str):
 
 
 def sidebar_status() -> None:
-    """The sidebar: the session's model, task and pruning settings, then its jobs panel."""
+    """The sidebar: the session's model, task and pruning settings, the copy-link box, then its jobs panel."""
     ss = st.session_state
     cur = lambda k: ss.get(f"w_{k}", ss.get(k))  # noqa: E731  (a moved widget's new value is already in w_<key>)
     with st.sidebar:
@@ -58,6 +61,7 @@ def sidebar_status() -> None:
             st.markdown(f"**Task:** `{cur('task')}`")
         st.markdown(f"**Method:** `{cur('attr_method')}` · **FFN** {cur('ffn_sparsity'):.0%} · "
                     f"**heads** {cur('head_sparsity'):.0%} · {cur('allocation')}")
+        share_control()
         jobs_panel()
 
 

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import streamlit as st
 
 from tp_core.attribution import AttributionConfig
+from tp_core.budget import HEAD_GRID
+from tp_core.limits import limits
 from tp_core.policy import APP_ATTRIBUTION
 from tp_core.settings import DEFAULT_BASELINES, app_settings
 
@@ -34,6 +36,35 @@ DEFAULTS = {
     "custom_data": None,  # (TaskData, head) from an uploaded file
     "prompt_edits": None,  # {model spec: {task: prompt dict}}: a causal LM's prompts edited in this session
 }
+
+
+LABEL_CHOICES = ("gold", "predicted")  # the Attribution page's target labels
+UNIT_CHOICES = ("both", "ffn", "heads")  # the Attribution page's units
+
+# The sliders' ranges and steps (a budget's plan lies on them; a shared link's values must too).
+FFN_MAX, FFN_STEP = 0.95, 0.01
+HEAD_MAX, HEAD_STEP = HEAD_GRID[-1], HEAD_GRID[1]
+
+
+def ranges() -> dict[str, tuple]:
+    """(lowest, highest, step) of each numeric choice as its widget allows it, within the installation's caps:
+    the pages draw their widgets with them and a shared link is checked against them."""
+    cap = limits()
+    return {"ffn_sparsity": (0.0, FFN_MAX, FFN_STEP), "head_sparsity": (0.0, HEAD_MAX, HEAD_STEP),
+            "attr_samples": (4, min(512, cap.max_samples), 4), "attr_steps": (1, min(64, cap.max_steps), 1),
+            "eval_limit": (20, min(10000, cap.max_eval_examples), 1)}
+
+
+def default_choices() -> dict:
+    """A new session's choices: DEFAULTS with the app's settings filled in (its model, validation examples and
+    start-up attribution settings)."""
+    settings = app_settings()
+    out = {k: list(v) if isinstance(v, list) else v for k, v in DEFAULTS.items()}
+    out["model_spec"], out["eval_limit"] = settings.model, settings.eval_limit
+    for key, value in (("attr_samples", settings.attr_samples), ("attr_steps", settings.attr_steps)):
+        if value is not None:
+            out[key] = value
+    return out
 
 
 def init_state() -> None:
