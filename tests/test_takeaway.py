@@ -9,7 +9,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from tp_app.charts import file_stem
-from tp_app.report import chosen_rows, export_sections, report_html
+from tp_app.report import APP_COLORWAY, chosen_rows, export_sections, report_html, standalone
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,6 +102,21 @@ def test_report_adds_the_sessions_export_and_its_model_card():
     assert "not evaluated yet" in text
     assert "<h2>Export</h2>" in html and "&lt;TaskPrune&gt;" in html
     assert export_sections(None) == "" and export_sections({"out_dir": "/x"}) == ""  # no export, or an old result
+
+
+def test_a_chart_on_its_own_gets_real_colours_and_room_for_its_axes():
+    """Streamlit's chart theme leaves placeholder colours (#000001 ...) in a figure, plotly express copies them into
+    the traces; a file (image, report) must not show them as black."""
+    import plotly.express as px
+    import streamlit  # noqa: F401 - sets Streamlit's Plotly theme as the default template, as in the app
+
+    fig = px.bar(x=[1, 2], y=["a", "b"], color=["a", "b"])
+    fig.update_layout(margin=dict(l=10, r=10, t=10, b=10))
+    assert fig.data[0].marker.color == "#000001"
+    out = standalone(fig)
+    assert [t.marker.color for t in out.data] == list(APP_COLORWAY[:2])
+    assert "#0000" not in out.to_json() and out.layout.margin.l >= 60 and out.layout.xaxis.automargin
+    assert fig.data[0].marker.color == "#000001"  # the page's figure is left as it was
 
 
 def test_file_stem_keeps_chart_file_names_plain():

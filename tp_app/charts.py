@@ -19,7 +19,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from .report import chosen_rows, export_sections, report_html
+from .report import chosen_rows, export_sections, report_html, standalone
 
 FORMATS = {"png": "image/png", "svg": "image/svg+xml"}
 PNG_SCALE = 2  # twice the on-screen pixels: sharp on a slide or a printed page
@@ -59,6 +59,7 @@ def _size(fig: go.Figure) -> tuple[int, int]:
 def render_images(fig: go.Figure) -> dict[str, bytes]:
     """The figure as {"png": bytes, "svg": bytes}, rendered by kaleido in one headless browser (cached by the
     figure's content: pressing PNG then SVG renders once)."""
+    fig = standalone(fig)
     spec = fig.to_plotly_json()
     key = hashlib.sha256(fig.to_json().encode()).hexdigest()
     with _render_lock:

@@ -7,12 +7,29 @@ and the file opens offline, from a disk or an e-mail attachment, with nothing fe
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable, Mapping
 
 import plotly.graph_objects as go
+import plotly.io as pio
 
 from .export_tables import summary_tables
 
+# Streamlit's chart colours (its light theme's defaults): the charts' colours where a page sets none
+APP_COLORWAY = ("#0068c9", "#83c9ff", "#ff2b2b", "#ffabab", "#29b09d", "#7defa1", "#ff8700", "#ffd16a", "#6d3fc0",
+                "#d5dae5")
+_SEQUENTIAL = ("#e4f5ff", "#c7ebff", "#a6dcff", "#83c9ff", "#60b4ff", "#3d9df3", "#1c83e1", "#0068c9", "#0054a3",
+               "#004280")
+_DIVERGING = ("#7d353b", "#bd4043", "#ff4b4b", "#ff8c8c", "#ffc7c7", "#a6dcff", "#60b4ff", "#1c83e1", "#0054a3",
+              "#004280")
+# Streamlit's Plotly theme writes numbered placeholder colours (#000001 ...) that its front end swaps for the theme's;
+# plotly express copies them into the traces. A file gets the light theme's colours in their place.
+_PLACEHOLDERS = {**{f"#{i + 1:06d}": c for i, c in enumerate(APP_COLORWAY)},
+                 **{f"#{i + 11:06d}": c for i, c in enumerate(_SEQUENTIAL)},
+                 **{f"#{i + 21:06d}": c for i, c in enumerate(_DIVERGING)},
+                 "#000032": "#29b09d", "#000033": "#ff2b2b", "#000034": "#0068c9", "#000036": "#a3a8b8",
+                 "#000037": "#31333f", "#000038": "#ffffff", "#000039": "#808495", "#000040": "#f0f2f6"}
+_PLACEHOLDER = re.compile(r'"(#0000[0-4]\d)"')
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1100px;
        color: #222; line-height: 1.45; padding: 0 1rem; }
@@ -44,10 +61,25 @@ def pairs_html(pairs: Mapping) -> str:
     return table_html([{"setting": k, "value": v} for k, v in pairs.items()], index="setting")
 
 
+def standalone(fig: go.Figure) -> go.Figure:
+    """A copy of a page's figure for a file. In the app, Streamlit's chart theme colours it (its template holds
+    placeholder colours that only the app's front end replaces) and widens the pages' thin margins to fit the axis
+    labels; on its own (an image, the report) it gets a plain white template with the app's colour sequence, and its
+    axes widen the margins themselves."""
+    spec = _PLACEHOLDER.sub(lambda mt: f'"{_PLACEHOLDERS.get(mt.group(1), "#808495")}"', fig.to_json())
+    out = pio.from_json(spec)
+    m = out.layout.margin
+    out.update_layout(template="plotly_white", colorway=list(APP_COLORWAY),
+                      margin=dict(l=max(m.l or 0, 60), r=max(m.r or 0, 30), t=max(m.t or 0, 60), b=max(m.b or 0, 50)))
+    out.update_xaxes(automargin=True)
+    out.update_yaxes(automargin=True)
+    return out
+
+
 def figure_html(fig: go.Figure, with_plotlyjs: bool) -> str:
     """A figure as an HTML fragment; with plotly.js written inline when `with_plotlyjs` (the report's first one)."""
-    return fig.to_html(full_html=False, include_plotlyjs=True if with_plotlyjs else False, include_mathjax=False,
-                       config={"displaylogo": False, "responsive": True})
+    return standalone(fig).to_html(full_html=False, include_plotlyjs=with_plotlyjs, include_mathjax=False,
+                                   config={"displaylogo": False, "responsive": True})
 
 
 def chosen_rows(point: Mapping | None) -> dict:
