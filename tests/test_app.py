@@ -231,6 +231,9 @@ def test_heatmaps_page_inspector_and_overlap(env):
     settle(at)
     _no_exception(at)
     assert "Top-activating" in _text(at) and not [b for b in at.button if b.label.startswith("Inspect ")]
+    # every chart (two tasks' heatmaps, kept share, overlap) with its PNG and SVG download (tp_app.charts)
+    charts, files = at.get("plotly_chart"), [d.label for d in at.download_button]
+    assert len(charts) == 6 and files == ["PNG", "SVG"] * len(charts), (len(charts), files)
     # a unit the user picked runs at once
     at.number_input(key="w_insp_layer").set_value(2).run()
     at.number_input(key="w_insp_index").set_value(7)
