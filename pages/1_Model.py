@@ -165,7 +165,7 @@ if model is not None:
         fig = px.bar(df, x="parameters", y="part", orientation="h", text=df["share"].map(lambda s: f"{s:.1%}"),
                      title="Parameters by part")
         fig.update_layout(height=300, margin=dict(l=10, r=10, t=40, b=10))
-        st.plotly_chart(fig, width="stretch")
+        C.chart(fig, "parameters-by-part", key="params_by_part")
     with right:
         st.dataframe(df.assign(share=df["share"].map(lambda s: f"{s:.1%}")), hide_index=True, width="stretch")
         st.caption("A causal LM has no task heads: a task is a prompt, scored by its label words' next-token logits "

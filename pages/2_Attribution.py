@@ -88,6 +88,6 @@ with right:
                         marker_color=C.METHOD_COLORS[s.method], marker_pattern_shape="/", opacity=0.6)
         fig.update_layout(height=260, barmode="group", xaxis_title="layer", yaxis_title="mean score",
                           margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h"))
-        st.plotly_chart(fig, width="stretch", key=f"attr_bar_{t}")
+        C.chart(fig, f"scores-per-layer-{t}-{s.method}", key=f"attr_bar_{t}")
     if done:
         st.markdown("Next: **Heatmaps** to see where the important units are, or **Prune** to shrink the model.")

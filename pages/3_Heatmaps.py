@@ -118,8 +118,7 @@ def head_chart(t: str):
     fig.update_layout(title=f"{t}: layer x head", height=300, xaxis_title="head", yaxis_title="layer",
                       xaxis=dict(dtick=1, range=[-0.5, H - 0.5]), yaxis=dict(dtick=1, range=[-0.5, L - 0.5]),
                       margin=dict(l=10, r=10, t=40, b=10), clickmode="event+select")
-    ev = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points",
-                         key=f"hm_heads::{t}")
+    ev = C.chart(fig, f"heads-{t}-{cfg.method}", on_select="rerun", selection_mode="points", key=f"hm_heads::{t}")
     selected_unit(ev, f"heads::{t}")
 
 
@@ -144,8 +143,7 @@ def ffn_chart(t: str):
                       height=300, xaxis_title="neuron rank in layer" if order == "sorted" else "neuron index",
                       yaxis_title="layer", yaxis_dtick=1, margin=dict(l=10, r=10, t=40, b=10),
                       clickmode="event+select")
-    ev = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points",
-                         key=f"hm_ffn::{t}")
+    ev = C.chart(fig, f"ffn-{t}-{cfg.method}", on_select="rerun", selection_mode="points", key=f"hm_ffn::{t}")
     selected_unit(ev, f"ffn::{t}")
 
 
@@ -174,7 +172,7 @@ with C.friendly("drawing the heatmaps"):
                     hovertemplate="layer %{x}: %{y:.0%} kept<extra>" + f"{t} {u}" + "</extra>")
     fig.update_layout(barmode="group", height=280, yaxis_tickformat=".0%", xaxis_title="layer",
                       yaxis_title="kept", margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h"))
-    st.plotly_chart(fig, width="stretch", key="kept_share")
+    C.chart(fig, "kept-share-per-layer", key="kept_share")
 
 st.subheader("Overlap between tasks")
 scored = [t for t in tasks if scores[t] is not None]
@@ -199,7 +197,7 @@ if len(scored) >= 2:
                                    text=text, texttemplate="%{text}",
                                    hovertemplate="%{y} & %{x}<br>shared kept units %{text}<extra></extra>"))
         fig.update_layout(height=120 + 60 * len(scored), margin=dict(l=10, r=10, t=10, b=10))
-        st.plotly_chart(fig, width="stretch", key="overlap")
+        C.chart(fig, f"overlap-{units}", key="overlap")
         st.caption(f"Kept {units} units shared by two tasks at the current sparsity (count, and Jaccard J = shared / "
                    "kept by either). Low J: the tasks rely on different units.")
 else:

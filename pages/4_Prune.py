@@ -150,7 +150,8 @@ def readout():
         st.metric(f"{dense_here.record.metric_name} (dense)", f"{dense_here.record.metric:.4f}",
                   help=f"The unpruned model on {dense_here.n} examples"
                        + (" (the same as the pruned point's)." if dense_here.n == point.n else "."))
-        ss["last_point"] = {"task": task, "method": method, "n": point.n, **d}
+        ss["last_point"] = {"task": task, "method": method, "n": point.n, "low": point.low, "high": point.high,
+                            "allocation": alloc, **d}
     else:
         waiting = [C.job_info(p.job.key) for p in plan if p.stage == -1 and p.method == method]
         what = f" (first its `{method}` scores: {C.job_line(waiting[0])})" if waiting and waiting[0] else ""
@@ -206,11 +207,26 @@ with chart:
                       f"{task}", xaxis=dict(autorange="reversed") if fig.data else dict(range=[101, 0]),
                       yaxis=dict() if fig.data else dict(range=[0, 1]), margin=dict(l=10, r=10, t=30, b=10),
                       legend=dict(orientation="h", y=1.08))
-    st.plotly_chart(fig, width="stretch", key="curve_chart")
+    C.chart(fig, f"curves-{task}-{method}", key="curve_chart")
     st.caption(f"Each point is a real masked evaluation with a 95% bootstrap band. Open markers: first pass on a "
                f"seeded subset of {n_small} validation examples; filled: all {n_full}, at FFN sparsity "
                f"{', '.join(f'{g:.0%}' for g in settings.grid if g > 0)} (any other: move the slider). Head "
                f"sparsity {heads:.0%}, {alloc} allocation.")
+    shown = ss.get("last_point")  # the readout's point, when it is this setting's
+    shown = shown if shown and (shown["task"], shown["method"], round(shown["ffn_sparsity"], 4), shown["head_sparsity"],
+                                shown.get("allocation")) == (task, method, round(ffn, 4), heads, alloc) else None
+    C.report_button(
+        f"TaskPrune report: {task}, {C.METHOD_LABELS[method]}", f"Model {ss['model_spec']}",
+        {"model": ss["model_spec"], "task": task, "method": C.METHOD_LABELS[method],
+         "compared with": ", ".join(C.METHOD_LABELS[m] for m in baselines) or "none",
+         "FFN sparsity": f"{ffn:.0%}", "head sparsity": f"{heads:.0%}", "allocation": alloc,
+         "recovery": recover_level if recover_on else "off",
+         "attribution": f"samples={cfg.samples}, steps={cfg.steps}, labels={cfg.labels}, units={cfg.units}",
+         "validation examples": f"{n_small} (first pass), {n_full} (all)",
+         "curve grid (FFN sparsity)": ", ".join(f"{g:.0%}" for g in settings.grid)},
+        shown, [("Metric against kept parameters", fig, "Each point is a masked evaluation with "
+                                  "its 95% bootstrap band; open markers: the first pass on a subset.")],
+        f"taskprune-report-{task}-{method}-ffn{round(ffn * 100)}-heads{round(heads * 100)}")
 
 here = (task, method, round(ffn, 4), heads, alloc)  # the setting an answer of the search or budget belongs to
 with controls:

@@ -141,6 +141,10 @@ def test_prune_page_slider_changes_metric_and_smallest_model_helper(env):
     # the chart: one line per method with its interval band, the dense line and the chance line
     chart = at.get("plotly_chart")[0].proto.spec
     assert '"chance: majority class' in chart and '"dense ' in chart and "95% interval" in chart
+    # the chart's PNG and SVG downloads and the report (tp_app.charts; the files: tests/test_browser.py)
+    downloads = {d.label: d.proto for d in at.download_button}
+    assert {"PNG", "SVG", "Download the report (HTML)"} <= set(downloads), list(downloads)
+    assert all(d.deferred_file_id and d.ignore_rerun for d in downloads.values())  # made when pressed, no rerun
     at.number_input(key="target_pct").set_value(90.0).run()
     [b for b in at.button if b.label == "Find smallest model"][0].click().run()
     settle(at)
@@ -227,6 +231,9 @@ def test_heatmaps_page_inspector_and_overlap(env):
     settle(at)
     _no_exception(at)
     assert "Top-activating" in _text(at) and not [b for b in at.button if b.label.startswith("Inspect ")]
+    # every chart (two tasks' heatmaps, kept share, overlap) with its PNG and SVG download (tp_app.charts)
+    charts, files = at.get("plotly_chart"), [d.label for d in at.download_button]
+    assert len(charts) == 6 and files == ["PNG", "SVG"] * len(charts), (len(charts), files)
     # a unit the user picked runs at once
     at.number_input(key="w_insp_layer").set_value(2).run()
     at.number_input(key="w_insp_index").set_value(7)

@@ -78,6 +78,40 @@ def _shared_link_opens_the_same_view(browser, page, url) -> None:
         fresh.close()
 
 
+def _download(page, label: str, folder: Path) -> Path:
+    """Press the first download button named `label` and save what the browser receives (a press that lands while
+    the page redraws the button is lost: try again)."""
+    for attempt in range(3):
+        try:
+            with page.expect_download(timeout=120_000) as got:
+                page.get_by_role("button", name=label, exact=True).first.click()
+            path = folder / got.value.suggested_filename
+            got.value.save_as(path)
+            return path
+        except Exception:
+            assert attempt < 2, f"the {label!r} button gave no file"
+            _wait_idle(page)
+
+
+def _check_downloads(files: dict, export_dir: Path) -> None:
+    """The files a user takes away: a real PNG and SVG of the curve chart, and a report with the curves and the
+    export."""
+    import struct
+    import xml.etree.ElementTree as ET
+
+    png = files["PNG"].read_bytes()
+    assert files["PNG"].name.startswith("curves-sst2-") and png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk
+    assert (width, height) == (2000, 920) and len(png) > 20_000, (width, height, len(png))
+    svg = ET.fromstring(files["SVG"].read_bytes())
+    assert svg.tag.endswith("svg") and "kept parameters (%)" in ET.tostring(svg, encoding="unicode")
+    report = files["Download the report (HTML)"].read_text()
+    assert report.startswith("<!DOCTYPE html>") and "Chosen ratio" in report and "integrated gradients" in report
+    assert "95% interval" in report and '"fill":"toself"' in report  # the curves with their bands
+    assert export_dir.name in report and "Model card" in report  # this session's export
+    assert "src=\"http" not in report and "src='http" not in report
+
+
 def test_browser_walkthrough(server):
     from playwright.sync_api import sync_playwright
 
@@ -195,11 +229,19 @@ def test_browser_walkthrough(server):
             page.get_by_text("and reloaded it").wait_for(timeout=240_000)
             _wait_idle(page)
             _shot(page, "5_export")
+
+            # take the results away: the curve chart as PNG and SVG, and the report (now with the export)
+            _goto(page, "Prune")
+            page.get_by_text("Kept parameters", exact=True).wait_for(timeout=240_000)
+            _wait_idle(page)
+            files = {label: _download(page, label, exports.parent / "downloads")
+                     for label in ("PNG", "SVG", "Download the report (HTML)")}
         finally:
             browser.close()
 
     folders = [d for d in exports.iterdir() if d.is_dir()]
     assert len(folders) == 1
+    _check_downloads(files, folders[0])
     from tp_core.export import load_export
 
     small = load_export(folders[0])

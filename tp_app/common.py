@@ -8,7 +8,8 @@ module of its concern:
 * `prompt_edit`: the Model page's prompt editor for a causal LM;
 * `jobs`: submitting the session's jobs, model / data references for workers, scores already computed;
 * `progress`: progress bars, a button's one-off job and its answer, the sidebar's jobs panel;
-* `page`: page set-up, the sidebar, friendly errors, the installation's folders and caps.
+* `page`: page set-up, the sidebar, friendly errors, the installation's folders and caps;
+* `charts`: every chart (drawn with PNG and SVG downloads) and the HTML report's download button.
 
 No ML logic lives in tp_app: everything is a call into `tp_core`. Per-browser-session choices live in
 `st.session_state` (isolated per session by Streamlit); loaded models, data and scores are shared through
@@ -16,6 +17,7 @@ process-wide caches (`st.cache_resource` and small locked dicts) plus the engine
 """
 from __future__ import annotations
 
+from .charts import chart, report_button
 from .jobs import (data_ref, engine, eval_size, job_info, job_result, known_scores, ref, scores_job, scoring_ref,
                    submit)
 from .models import (UPLOAD_PREFIX, askable_tasks, budget_tokens, bundle_tasks, current_task, default_model_spec,
