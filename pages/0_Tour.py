@@ -60,10 +60,12 @@ def step_neuron() -> None:
     row = c1.selectbox("Example", rows, key="tour_example",
                        format_func=lambda i: f"{data.texts[i][:90]}" + (" …" if len(data.texts[i]) > 90 else ""),
                        help="One of the task's validation examples.")
-    layer = int(c2.number_input("Layer", 0, model.num_layers - 1, best.layer, key="tour_layer",
+    layer = int(c2.number_input("Layer", 0, model.num_layers - 1, best.layer, key=f"tour_layer::{task}",
                                 help="Default: the neuron with the highest ig score for the task."))
+    if ss.get(f"tour_neuron::{task}", 0) >= shape.ffn[layer]:  # a narrower layer than the last one chosen
+        ss[f"tour_neuron::{task}"] = shape.ffn[layer] - 1
     index = int(c3.number_input("Neuron", 0, shape.ffn[layer] - 1, min(best.index, shape.ffn[layer] - 1),
-                                key="tour_neuron"))
+                                key=f"tour_neuron::{task}"))
     c4, c5 = st.columns([1, 2])
     rules = [session_cfg.riemann] + [r for r in RULE_LABELS if r != session_cfg.riemann]
     rule = c4.radio("Rule", rules, format_func=lambda r: RULE_LABELS.get(r, r), key="tour_rule",
@@ -113,9 +115,11 @@ def step_heatmap() -> None:
     scores = ig_scores(t)
     if scores is None:
         return
-    st.plotly_chart(ffn_figure(scores, t, "sorted", True, height=340), width="stretch", key="tour_hm_ffn")
+    st.plotly_chart(ffn_figure(scores, t, "sorted", True, height=340, clickable=False), width="stretch",
+                    key="tour_hm_ffn")
     if scores.heads is not None:
-        st.plotly_chart(head_figure(scores, t, True, height=260), width="stretch", key="tour_hm_heads")
+        st.plotly_chart(head_figure(scores, t, True, height=260, clickable=False), width="stretch",
+                        key="tour_hm_heads")
     st.caption("Colour: log10 of the score. The Heatmaps page compares two tasks and inspects any unit.")
     st.page_link("pages/3_Heatmaps.py", label="Open the Heatmaps page", icon=":material/grid_on:")
 
@@ -215,11 +219,12 @@ def step_export() -> None:
     plan = tour_plan(model, C.ref(model, task), head, cfg, cfg.method, stages(), known=known,
                      scoring_data=C.scoring_ref(task, cfg), task_label=task)
     results = {k: r for k, (_, r) in plan_results(C.engine(), plan)[0].items()}  # what step 3 measured, if landed
-    rows, trade = [], export_trade(model, head, scores, TOUR_SPARSITIES, seq)
+    rows, trade = [], export_trade(model, head, scores, (0.0, *TOUR_SPARSITIES), seq)
     for r in trade:
-        point = results.get((cfg.method, round(r["sparsity"], 4)))
-        rows.append({"FFN removed": f"{r['sparsity']:.0%}", "parameters": f"{r['params']:,}",
-                     "of dense": f"{r['params_share']:.1%}", "float32 weights": f"{r['float32_mb']:.1f} MB",
+        point = results.get((cfg.method, round(r["sparsity"], 4)) if r["sparsity"] else (None, 0.0))
+        rows.append({"FFN removed": f"{r['sparsity']:.0%}" + ("" if r["sparsity"] else " (dense)"),
+                     "parameters": f"{r['params']:,}", "of dense": f"{r['params_share']:.1%}",
+                     "float32 weights": f"{r['float32_mb']:.1f} MB",
                      f"FLOPs per {seq}-token example": f"{r['flops_share']:.1%} of dense",
                      model.task_info(head).metric: "step 3 first" if point is None else f"{point.record.metric:.4f}"})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")

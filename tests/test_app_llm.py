@@ -145,7 +145,7 @@ def test_the_tour_walks_its_five_steps_on_the_llama(env):
         lambda: len(at.get("plotly_chart")) == 2,  # FFN neurons and key/value groups
         lambda: any(m.value.startswith("Dense: ") and "at **90%**" in m.value for m in at.markdown),
         lambda: {"Pruned, masks only", "Pruned + lstsq recovery"} <= {m.label for m in at.metric},
-        lambda: len(at.dataframe[0].value) == 3 and any("A causal LM" in c.value for c in at.caption),
+        lambda: len(at.dataframe[0].value) == 4 and any("A causal LM" in c.value for c in at.caption),
     )
     for step, check in enumerate(checks):
         settle(at)

@@ -74,8 +74,8 @@ def test_the_tour_walks_its_five_steps_on_the_quick_demo(env):
     runs[1] = _step(at, 1)
     scores = _done_result("scores", "ig scores · sst2")
     best = top_neuron(scores)
-    assert (at.number_input(key="tour_layer").value, at.number_input(key="tour_neuron").value) == (best.layer,
-                                                                                                  best.index)
+    chosen = (at.number_input(key="tour_layer::sst2").value, at.number_input(key="tour_neuron::sst2").value)
+    assert chosen == (best.layer, best.index)
     metrics = {m.label: m.value for m in at.metric}
     estimate, library = float(metrics["Estimate with 4 steps"]), float(metrics["The library's ig score (4 steps)"])
     assert library == pytest.approx(abs(estimate), rel=1e-4) and library > 0
@@ -112,7 +112,7 @@ def test_the_tour_walks_its_five_steps_on_the_quick_demo(env):
     at.button(key="tour_next").click()
     runs[5] = _step(at, 5)
     table = at.dataframe[0].value
-    assert list(table["FFN removed"]) == ["50%", "70%", "90%"]
+    assert list(table["FFN removed"]) == ["0% (dense)", "50%", "70%", "90%"]
     params = [int(p.replace(",", "")) for p in table["parameters"]]
     assert params == sorted(params, reverse=True) and not (table["accuracy"] == "step 3 first").any()
     assert any("dense float32 is" in c.value for c in at.caption)
