@@ -46,6 +46,8 @@ with c2:
     st.subheader("Where to start")
     st.markdown(
         """
+0. **Tour** - the method on the loaded model in five steps, for a class: one neuron's score, a heatmap, pruning,
+   recovery, export.
 1. **Model** - load the demo model (built on first use) or your own; see its architecture and dense metrics.
 2. **Attribution** - score every neuron and head for a task (ig or a baseline).
 3. **Heatmaps** - where the important units are, how tasks differ, and what one neuron does.
@@ -53,6 +55,7 @@ with c2:
 5. **Export** - write the pruned model folder (and a zip), reload it and check its metric.
 """
     )
+    st.page_link("pages/0_Tour.py", label="Take the guided tour", icon=":material/school:")
     st.page_link("pages/1_Model.py", label="Go to the Model page", icon="➡️")
 
 with st.expander("Limits of this installation"):

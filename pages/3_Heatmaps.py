@@ -7,8 +7,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from tp_app import common as C
-from tp_core.inspector import (UnitRef, ffn_matrix, head_matrix, kept_share_per_layer, overlap_matrix, shade,
-                               unit_score_table)
+from tp_app.heatmaps import ffn_figure, head_figure
+from tp_core.inspector import UnitRef, kept_share_per_layer, overlap_matrix, shade, unit_score_table
 from tp_core.masks import PruneConfig, build_masks
 from tp_core.policy import PRIORITY
 from tp_core.work import ablation_job, top_job
@@ -88,37 +88,13 @@ def selected_unit(event, key: str):
         st.rerun()
 
 
-colour_title = "log10 score" if log_colour else "score"
-
-
-def colour(z: np.ndarray) -> np.ndarray:
-    """Values for the colour scale (log10 of |score| when asked; exact scores are in the hover text)."""
-    if not log_colour:
-        return z
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log10(np.clip(np.abs(z), 1e-12, None))
-
-
 def head_chart(t: str):
     s = scores[t]
     if s.heads is None:
         st.caption("No head scores (units = ffn).")
         return
-    z = head_matrix(s)
-    L, H = z.shape
-    fig = go.Figure(go.Heatmap(z=colour(z), x=list(range(H)), y=list(range(L)), colorscale="Viridis",
-                               text=np.vectorize(lambda v: f"{v:.4g}")(z),
-                               hovertemplate="layer %{y}, head %{x}<br>score %{text}<extra></extra>",
-                               colorbar=dict(title=colour_title)))
-    ys, xs = np.mgrid[0:L, 0:H]
-    fig.add_scatter(x=xs.ravel(), y=ys.ravel(), mode="markers", marker=dict(size=18, opacity=0.0),
-                    customdata=np.stack([np.ones(L * H), ys.ravel(), xs.ravel(), z.ravel()], 1),
-                    hovertemplate="layer %{customdata[1]}, head %{customdata[2]}<br>score %{customdata[3]:.4g}"
-                                  "<extra>click to inspect</extra>", showlegend=False)
-    fig.update_layout(title=f"{t}: layer x head", height=300, xaxis_title="head", yaxis_title="layer",
-                      xaxis=dict(dtick=1, range=[-0.5, H - 0.5]), yaxis=dict(dtick=1, range=[-0.5, L - 0.5]),
-                      margin=dict(l=10, r=10, t=40, b=10), clickmode="event+select")
-    ev = C.chart(fig, f"heads-{t}-{cfg.method}", on_select="rerun", selection_mode="points", key=f"hm_heads::{t}")
+    ev = C.chart(head_figure(s, t, log_colour), f"heads-{t}-{cfg.method}", on_select="rerun",
+                 selection_mode="points", key=f"hm_heads::{t}")
     selected_unit(ev, f"heads::{t}")
 
 
@@ -127,23 +103,8 @@ def ffn_chart(t: str):
     if s.ffn is None:
         st.caption("No FFN scores (units = heads).")
         return
-    vals, ids = ffn_matrix(s, order)
-    L, W = vals.shape
-    fig = go.Figure(go.Heatmap(z=colour(vals), y=list(range(L)), customdata=ids, colorscale="Viridis",
-                               text=np.vectorize(lambda v: f"{v:.4g}")(vals),
-                               hovertemplate="layer %{y}, neuron %{customdata}<br>score %{text}<extra></extra>",
-                               colorbar=dict(title=colour_title)))
-    ys, xs = np.mgrid[0:L, 0:W]
-    ok = ids.ravel() >= 0
-    fig.add_scattergl(x=xs.ravel()[ok], y=ys.ravel()[ok], mode="markers", marker=dict(size=6, opacity=0.0),
-                      customdata=np.stack([np.zeros(ok.sum()), ys.ravel()[ok], ids.ravel()[ok], vals.ravel()[ok]], 1),
-                      hovertemplate="layer %{customdata[1]}, neuron %{customdata[2]}<br>score %{customdata[3]:.4g}"
-                                    "<extra>click to inspect</extra>", showlegend=False)
-    fig.update_layout(title=f"{t}: layer x FFN neuron ({'sorted by score' if order == 'sorted' else 'index order'})",
-                      height=300, xaxis_title="neuron rank in layer" if order == "sorted" else "neuron index",
-                      yaxis_title="layer", yaxis_dtick=1, margin=dict(l=10, r=10, t=40, b=10),
-                      clickmode="event+select")
-    ev = C.chart(fig, f"ffn-{t}-{cfg.method}", on_select="rerun", selection_mode="points", key=f"hm_ffn::{t}")
+    ev = C.chart(ffn_figure(s, t, order, log_colour), f"ffn-{t}-{cfg.method}", on_select="rerun",
+                 selection_mode="points", key=f"hm_ffn::{t}")
     selected_unit(ev, f"ffn::{t}")
 
 

@@ -132,6 +132,29 @@ def test_attribution_heatmaps_prune_and_export_pages_run_on_the_llama(env):
     assert any("Exported to" in s.value for s in ex.success), _errors(ex)
 
 
+def test_the_tour_walks_its_five_steps_on_the_llama(env):
+    """The guided tour on a causal LM: every step draws its content (the neuron's path and the library's score, the
+    heatmaps, pruning against random, recovery, the export's counts), and the export step says what does not apply
+    to a causal LM."""
+    at = app_test("app.py")
+    at.session_state["eval_limit"] = 24
+    at.run()
+    at.switch_page("pages/0_Tour.py")
+    checks = (
+        lambda: {"Estimate with 4 steps", "The library's ig score (4 steps)"} <= {m.label for m in at.metric},
+        lambda: len(at.get("plotly_chart")) == 2,  # FFN neurons and key/value groups
+        lambda: any(m.value.startswith("Dense: ") and "at **90%**" in m.value for m in at.markdown),
+        lambda: {"Pruned, masks only", "Pruned + lstsq recovery"} <= {m.label for m in at.metric},
+        lambda: len(at.dataframe[0].value) == 4 and any("A causal LM" in c.value for c in at.caption),
+    )
+    for step, check in enumerate(checks):
+        settle(at)
+        _no_exception(at)
+        assert not _errors(at), _errors(at)
+        assert at.radio(key="w_tour_step").value == step and check(), step + 1
+        if step < len(checks) - 1:
+            at.button(key="tour_next").click()
+
 
 def test_prompt_views_keep_sessions_and_jobs_apart(llama_folder):
     """Jobs with different prompts for one task each compute on their own view of the workers' one copy."""

@@ -9,8 +9,8 @@ from tp_core.attribution import AttributionConfig, UnitScores, attribute
 from tp_core.data import load_split
 from tp_core.errors import TPError
 from tp_core.evaluation import SweepRecord, evaluate, evaluate_masked
-from tp_core.inspector import (UnitRef, ffn_matrix, head_matrix, kept_share_per_layer, overlap_matrix, shade,
-                               single_unit_mask, top_activating, unit_ablation, unit_score_table)
+from tp_core.inspector import (UnitRef, ffn_matrix, head_matrix, ig_path, kept_share_per_layer, overlap_matrix,
+                               shade, single_unit_mask, top_activating, unit_ablation, unit_score_table)
 from tp_core.masks import PruneConfig, UnitMasks, build_masks
 from tp_core.pruning import count_params, kept_params
 
@@ -111,6 +111,34 @@ def test_top_activating_matches_the_unit_activation(model, data, kind):
     assert max(shade(ex.values)) in (0.0, 1.0)
     # the recording hook left the model dense
     assert evaluate(model, "sst2", data).metric == pytest.approx(dense)
+
+
+def test_ig_path_gives_the_library_score_of_its_neuron_at_every_rule_and_step_count(model, data):
+    """The tour's integrated-gradients path: at each rule and step count, its quadrature of the integrand is the
+    score `attribute` gives the neuron on that one example (1e-5), and the fine curve's area is what the step
+    counts converge to."""
+    one = data.subset([3])
+    for layer, index, aggregation, labels in ((0, 5, "abs_sum", "gold"), (2, 40, "signed", "predicted")):
+        path = ig_path(model, "sst2", one, UnitRef("ffn", layer, index),
+                       AttributionConfig(method="ig", samples=1, steps=4, aggregation=aggregation, labels=labels),
+                       steps=(1, 3, 4, 32), points=129)
+        assert 1 in path.rules["gausslegendre"] and 1 not in path.rules["riemann_middle"]  # as Captum allows
+        for rule in ("riemann_middle", "gausslegendre"):
+            for steps in (3, 4):
+                cfg = AttributionConfig(method="ig", samples=1, steps=steps, units="ffn", riemann=rule,
+                                        aggregation=aggregation, labels=labels)
+                ours = attribute(model, "sst2", cfg, data=one, use_cache=False).ffn[layer][index]
+                assert path.score(rule, steps) == pytest.approx(ours, rel=1e-5, abs=1e-9)
+                area = path.area(rule, steps)
+                assert path.score(rule, steps) == pytest.approx(abs(area) if aggregation == "abs_sum" else area,
+                                                                rel=1e-5)
+        fine = np.trapezoid(path.integrand, path.alphas)
+        assert path.area("gausslegendre", 32) == pytest.approx(fine, rel=1e-3, abs=1e-7)
+        assert abs(path.area("riemann_middle", 32) - fine) < abs(path.area("riemann_middle", 3) - fine) + 1e-9
+    with pytest.raises(TPError, match="FFN neurons"):
+        ig_path(model, "sst2", one, UnitRef("head", 0, 1), AttributionConfig())
+    with pytest.raises(TPError, match="one example"):
+        ig_path(model, "sst2", data.subset([0, 1]), UnitRef("ffn", 0, 1), AttributionConfig())
 
 
 def test_unit_ablation_removes_exactly_one_unit(model, data):

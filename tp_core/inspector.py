@@ -6,6 +6,8 @@
                          (FFN: the intermediate activation value; head: the L2 norm of the head's output vector).
 * `unit_ablation`        the metric change when that unit alone is removed (masked evaluation).
 * `overlap_matrix`       kept units shared between tasks at a sparsity (counts and Jaccard index).
+* `ig_path`              one FFN neuron's integrated-gradients integrand along alpha on one example, and the score
+                         each quadrature rule and step count makes of it (the guided tour's first step).
 * `ffn_matrix`, `kept_share_per_layer` – matrices for the heatmaps.
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .attribution import UnitScores
+from .attribution import AttributionConfig, UnitScores, _aggregate_tokens, _alphas, _LayerInputs, _target
 from .data import TaskData
 from .errors import TPError
 from .evaluation import evaluate, evaluate_masked
@@ -196,3 +198,100 @@ def shade(values: Sequence[float]) -> list[float]:
     v = np.clip(np.asarray(values, dtype=np.float64), 0, None)
     top = v.max() if v.size else 0.0
     return (v / top).tolist() if top > 0 else [0.0] * len(v)
+
+
+# ----- one neuron's integrated-gradients path --------------------------------------------------------------------
+IG_STEP_CHOICES = (2, 4, 8, 16, 32)  # step counts the tour's slider offers (the session's own is added)
+IG_RULES = ("riemann_middle", "gausslegendre")  # the quadrature rules attribution.AttributionConfig.riemann takes
+
+
+@dataclass
+class IGPath:
+    """One FFN neuron's integrated gradients on one example. `integrand[j]` is f(alphas[j]): the sum over the
+    example's real tokens of a_t * dF/ds_t at s = alpha * a, with the neuron's whole layer scaled by alpha (as the
+    scores do), so the area under f from 0 to 1 is the neuron's signed attribution. `rules[rule][steps]` holds that
+    rule's nodes, weights and f at the nodes, their weighted sum (`area`, the estimate of the area) and the score
+    the library makes of the same gradients (`score`: |area| with the default abs_sum aggregation)."""
+
+    unit: UnitRef
+    label: int
+    target: str
+    aggregation: str
+    alphas: list[float]
+    integrand: list[float]
+    rules: dict[str, dict[int, dict]]
+
+    def area(self, rule: str, steps: int) -> float:
+        return self.rules[rule][steps]["area"]
+
+    def score(self, rule: str, steps: int) -> float:
+        return self.rules[rule][steps]["score"]
+
+
+def _neuron_gradients(model: MultiTaskModel, task: str, data: TaskData, unit: UnitRef, cfg: AttributionConfig,
+                      alphas: list[float]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(the neuron's activation per real token (T,), dF/ds at each alpha per token (A, T), the target label) on the
+    one example of `data`, through the same resumed forward as the ig scores (attribution._LayerInputs)."""
+    (idx, batch), = list(model.batches(data.texts, data.pairs, 1, cfg.max_length, task=task))
+    inputs = _LayerInputs(model, batch, task)
+    if model.task_info(task).num_labels == 1:
+        label = 0
+    elif cfg.labels == "gold":
+        label = int(data.labels[0])
+    else:
+        label = int(inputs.logits.argmax(-1)[0])
+    y = torch.tensor([label], device=model.device)
+    real = inputs.mask[0].bool()
+    chunk = max(1, cfg.internal_batch)
+    grads = []
+    for c in range(0, len(alphas), chunk):
+        alpha = torch.tensor(alphas[c:c + chunk], device=model.device)
+        k = len(alpha)
+        with torch.enable_grad():
+            logits, leaf = inputs.ffn_scaled(unit.layer, alpha, k, task)
+            tgt = _target(logits, y.repeat(k), cfg.target).sum()
+        g = torch.autograd.grad(tgt, leaf)[0]
+        grads.append(g[:, real, unit.index])
+    act = inputs.ffn_act[unit.layer][0, real, unit.index]
+    return act, torch.cat(grads), label
+
+
+def ig_path(model: MultiTaskModel, task: str, data: TaskData, unit: UnitRef, cfg: AttributionConfig,
+            steps: tuple[int, ...] = IG_STEP_CHOICES, rules: tuple[str, ...] = IG_RULES,
+            points: int = 33) -> IGPath:
+    """The integrand of `unit` (an FFN neuron) along alpha on the one example of `data`, on `points` evenly spaced
+    alphas from 0 to 1, and for each rule and step count (Riemann rules: two or more) its quadrature: the area
+    estimate and the score `attribution.attribute` gives this neuron on this example with that rule and step count
+    (same target, labels and aggregation as `cfg`). One pass of the scaled forward over every alpha needed, in
+    chunks of `cfg.internal_batch` rows."""
+    if unit.kind != "ffn":
+        raise TPError("The integrated-gradients path is drawn for FFN neurons.")
+    unit.check(model.unit_shape())
+    model.resolve_task(task)
+    if len(data) != 1:
+        raise TPError(f"The path is drawn for one example, got {len(data)}.")
+    # (Captum's Riemann rules need two steps or more; a rule it refuses is left out)
+    nodes = {(r, m): _alphas(r, m) for r in rules for m in sorted(set(steps)) if m > 1 or r == "gausslegendre"}
+    grid = [j / (points - 1) for j in range(points)]
+    every = sorted(set(grid) | {a for _, al in nodes.values() for a in al})
+    where = {a: i for i, a in enumerate(every)}
+    was_training, flags = model.training, [p.requires_grad for p in model.parameters()]
+    model.eval()
+    model.requires_grad_(False)
+    try:
+        act, grads, label = _neuron_gradients(model, task, data, unit, cfg, every)
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+        model.train(was_training)
+    f = (grads * act).sum(1)  # the integrand at every alpha
+    out: dict[str, dict[int, dict]] = {r: {} for r in rules}
+    for (r, m), (sizes, al) in nodes.items():
+        rows = [where[a] for a in al]
+        w = torch.tensor(sizes, dtype=grads.dtype, device=grads.device)
+        grad_sum = (grads[rows] * w.view(-1, 1)).sum(0)  # as attribution._ig_batch sums the weighted gradients
+        score = _aggregate_tokens((act * grad_sum).view(1, -1, 1), torch.ones(1, len(act), device=act.device),
+                                 cfg.aggregation)
+        out[r][m] = {"alphas": list(al), "weights": list(sizes), "values": f[rows].tolist(),
+                     "area": float((f[rows] * w).sum()), "score": float(score.double().sum())}
+    return IGPath(unit, label, cfg.target, cfg.aggregation, grid, f[[where[a] for a in grid]].tolist(), out)
