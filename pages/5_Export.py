@@ -97,8 +97,8 @@ head = C.head_for(task)
 llm = model.kind == "causal_lm"
 root = C.exports_root()
 for k, v in (("export_formats", ["taskprune"]), ("export_vocab", "full"), ("export_min_count", 1),
-             ("export_latency", False), ("export_preset", "deploy")):
-    ss.setdefault(k, v)
+             ("export_latency", False), ("export_preset", "custom" if llm else "deploy")):
+    ss.setdefault(k, v)  # a causal LM opens on custom: its ONNX export is new, and it has no task vocabulary
 
 preset = C.persisted(st.radio, "Preset", "export_preset", options=list(P.PRESETS), horizontal=True,
                      format_func=P.PRESETS.get,

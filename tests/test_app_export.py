@@ -25,6 +25,7 @@ def test_export_page_onnx_and_hf_with_task_vocabulary(env):
     at.session_state["ffn_sparsity"] = 0.5
     at.session_state["head_sparsity"] = 0.25  # a non-uniform plan: hf/ is padded, and the page says what it costs
     at.session_state["eval_limit"] = 40
+    at.session_state["export_preset"] = "custom"
     at.session_state["export_formats"] = ["onnx", "hf"]
     at.session_state["export_vocab"] = "task"
     at.session_state["export_min_count"] = 2

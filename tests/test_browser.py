@@ -160,6 +160,8 @@ def test_browser_walkthrough(server):
             _shot(page, "4_prune_budget")
 
             _goto(page, "Export")
+            page.get_by_text("custom (choose everything)").click()  # the TaskPrune folder (the deploy preset:
+            _wait_idle(page)  # test_app_export.py)
             page.get_by_role("button", name="Export and verify").click()
             page.get_by_text("and reloaded it").wait_for(timeout=240_000)
             _wait_idle(page)
