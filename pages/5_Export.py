@@ -1,7 +1,8 @@
-"""Export page: write the pruned model for the current settings in the chosen formats (TaskPrune folder, ONNX,
-ONNX int8, plain Hugging Face folder), optionally with the task's vocabulary only; check and measure every format;
-download one zip. The work is one background job (tp_core.work.export_formats); the tables come from
-tp_app.export_tables.summary_tables."""
+"""Export page: write the pruned model in the chosen formats (TaskPrune folder, ONNX, ONNX int8, plain Hugging
+Face folder), optionally with the task's vocabulary only; check and measure every format; download one zip. It opens
+on the "deploy" preset (tp_app.export_preset: the budget helper's split, lstsq recovery, the task vocabulary, ONNX
+int8 and the Hugging Face folder); "custom" opens every choice. The work is one background job
+(tp_core.work.export_formats); the tables come from tp_app.export_tables.summary_tables."""
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from tp_app import common as C
+from tp_app import export_preset as P
 from tp_app.export_tables import FORMAT_HELP, FORMAT_LABELS, summary_tables
 from tp_core.errors import TPError
 from tp_core.export import FORMATS, planned_counts, related_tasks, safe_export_dir
@@ -16,99 +18,136 @@ from tp_core.masks import PruneConfig, units_for
 from tp_core.policy import PRIORITY
 from tp_core.work import export_formats_job, vocab_estimate_job
 
+
+def custom_choices(llm: bool) -> tuple[list[str], str, int, bool]:
+    """The custom preset's formats, vocabulary, minimum token count and latency choice."""
+    left, right = st.columns(2)
+    with left:
+        formats = C.persisted(st.multiselect, "Formats", "export_formats", options=list(FORMATS),
+                              format_func=lambda f: FORMAT_LABELS[f],
+                              help="\n".join(f"- **{FORMAT_LABELS[f]}**: {FORMAT_HELP[f]}" for f in FORMATS))
+    if llm:  # the task vocabulary rewrites a WordPiece encoder's embeddings and tokenizer
+        ss["export_vocab"] = "full"
+        ss.pop("w_export_vocab", None)
+    with right:
+        vocab = C.persisted(st.radio, "Vocabulary", "export_vocab", options=["full", "task"], horizontal=True,
+                            disabled=llm, format_func=lambda v: {"full": "full (all tokens)",
+                                                                 "task": "task (the task's tokens only)"}[v],
+                            help="task: keep only the tokens seen in the task's train texts (and every special "
+                                 "token and single character), rewriting the embedding matrix and the tokenizer. "
+                                 "Text made of kept tokens gets exactly the same logits; other words split into "
+                                 "kept pieces. Related tasks are read with it too (the off-domain table).")
+        min_count = C.persisted(st.number_input, "Minimum count of a kept token", "export_min_count", min_value=1,
+                                max_value=10_000, step=1, disabled=vocab != "task",
+                                help="With the task vocabulary: keep tokens seen at least this many times.")
+        latency = C.persisted(st.checkbox, "Measure latency (dense torch vs each format; adds about a minute)",
+                              "export_latency",
+                              help="Batch 1 and 32 of 64-token inputs, on the server that runs the jobs. Other work "
+                                   "on that machine slows torch more than onnxruntime, so busy-server ratios "
+                                   "overstate.")
+    if llm:
+        st.caption("A causal LM: the task vocabulary is for WordPiece encoders and is not offered. Decoder export is "
+                   "new: a format that cannot write this model yet ends with a message saying why (the others are "
+                   "written and checked as usual).")
+    return formats, vocab, int(min_count), bool(latency)
+
+
+def planned_size(known, pcfg: PruneConfig, formats: list[str], vocab: str, min_count: int) -> None:
+    """What the export will hold, before running it (counted, not built): parameters, with the task vocabulary's
+    count (a small job of its own) and the padding the Hugging Face folder adds."""
+    vocab_est = None
+    if vocab == "task":
+        vjob = vocab_estimate_job(C.ref(model, task), head, int(min_count))
+        C.submit(vjob, PRIORITY["vocab"])
+        info = C.job_info(vjob.key)
+        if info is not None and info.state == "done":
+            vocab_est = info.result
+        else:
+            C.show_progress([vjob.key])
+    counts = None
+    if known is not None:
+        with C.friendly("counting the export's parameters"):
+            counts = planned_counts(model, head, known, pcfg, vocab_est["embedding_params_saved"] if vocab_est else 0)
+    if counts is not None:
+        line = (f"At these settings the export keeps **{counts['kept']:,}** of {counts['dense']:,} parameters "
+                f"({counts['kept'] / counts['dense']:.1%}, word embeddings included: the Prune page's count)")
+        if vocab_est:
+            line += (f"; with the task vocabulary ({vocab_est['kept_tokens']:,} of {vocab_est['original_tokens']:,} "
+                     f"tokens, {vocab_est['embedding_params_saved']:,} fewer embedding parameters) **"
+                     f"{counts['kept_task_vocab']:,}** ({counts['kept_task_vocab'] / counts['dense']:.1%})")
+        st.markdown(line + ".")
+        if "hf" in formats and not counts["hf"]["uniform"]:
+            pruned = counts["kept_task_vocab"] if vocab_est else counts["kept"]
+            st.caption(f"Hugging Face folder: transformers' config holds one FFN width and one head count for all "
+                       f"layers, so this plan is padded with zero units (outputs unchanged) to FFN width "
+                       f"{counts['hf']['ffn_width']} and the original head count: "
+                       f"**+{counts['hf']['padding_params']:,} parameters** in hf/ "
+                       f"({counts['hf']['padding_params'] / pruned:.1%} of the pruned model). Per-layer allocation "
+                       "with head sparsity 0 needs no padding.")
+    elif vocab_est:
+        st.markdown(f"Task vocabulary: {vocab_est['kept_tokens']:,} of {vocab_est['original_tokens']:,} tokens "
+                    f"({vocab_est['embedding_params_saved']:,} fewer embedding parameters).")
+
+
 C.page("Export", caption="Write a genuinely smaller model for the task in the formats you deploy, check each one "
                          "against the pruned model, measure it, and download it.")
 ss = st.session_state
 model, task = C.require_model_and_task()
 head = C.head_for(task)
-pcfg = PruneConfig(ss["ffn_sparsity"], ss["head_sparsity"], ss["allocation"])
-cfg = C.attribution_config()
-cfg = replace(cfg, units=units_for(pcfg.ffn_sparsity, pcfg.head_sparsity, cfg.units))  # the Prune page's scores
+llm = model.kind == "causal_lm"
 root = C.exports_root()
 for k, v in (("export_formats", ["taskprune"]), ("export_vocab", "full"), ("export_min_count", 1),
-             ("export_latency", False)):
-    ss.setdefault(k, v)
+             ("export_latency", False), ("export_preset", "custom" if llm else "deploy")):
+    ss.setdefault(k, v)  # a causal LM opens on custom: its ONNX export is new, and it has no task vocabulary
 
-recovery = ss.get("recover_level") if ss.get("recover_on") else None  # the Prune page's "+ recovery" choice
-st.markdown(f"Task `{task}` · method `{cfg.method}` · FFN sparsity **{pcfg.ffn_sparsity:.0%}** · head sparsity "
-            f"**{pcfg.head_sparsity:.0%}** · {pcfg.allocation} allocation"
-            + (f" · recovery `{recovery}`" if recovery else "") + " (set them on the Prune page).")
-default_name = f"{head}-{cfg.method}-ffn{round(pcfg.ffn_sparsity * 100)}-heads{round(pcfg.head_sparsity * 100)}"
-if ss.get("_export_default") != default_name:  # follow the settings until the user types a name
-    ss["_export_default"] = default_name
-    ss["export_name"] = default_name
+preset = C.persisted(st.radio, "Preset", "export_preset", options=list(P.PRESETS), horizontal=True,
+                     format_func=P.PRESETS.get,
+                     help="deploy: the choices a deployment takes, each explained below. custom: the split of the "
+                          "Prune page's sliders and its '+ recovery' choice, and every format and vocabulary option.")
+deploy = preset == "deploy"
+base_cfg = C.attribution_config()
+if deploy:
+    split = P.deploy_split(model, task, base_cfg, ss["allocation"])
+    pcfg, recovery, related = split.pcfg, P.recovery_config(), 0  # no off-domain rows: choose custom for them
+    formats, vocab, min_count, latency = P.DEPLOY_FORMATS, "full" if llm else P.DEPLOY_VOCAB, 1, False
+    with st.container(border=True):
+        st.markdown("**Deploy preset: what each choice buys**\n\n" +
+                    "\n".join(f"- {line}" for line in P.deploy_lines(split, llm)))
+        if split.pending:
+            C.show_progress([split.pending], "Finding the deploy split (the Prune page's budget helper)")
+else:
+    pcfg = PruneConfig(ss["ffn_sparsity"], ss["head_sparsity"], ss["allocation"])
+    recovery = ss.get("recover_level") if ss.get("recover_on") else None  # the Prune page's "+ recovery" choice
+    st.markdown(f"Task `{task}` · method `{base_cfg.method}` · FFN sparsity **{pcfg.ffn_sparsity:.0%}** · head "
+                f"sparsity **{pcfg.head_sparsity:.0%}** · {pcfg.allocation} allocation"
+                + (f" · recovery `{recovery}`" if recovery else "") + " (set them on the Prune page).")
+    formats, vocab, min_count, latency = custom_choices(llm)
+    related = len(related_tasks(head)) if vocab == "task" else 0
 
-left, right = st.columns(2)
-with left:
-    name = st.text_input("Export name", key="export_name",
-                         help=f"Folder name under the exports directory {root}. Letters, digits, '.', '_' and '-' "
-                              "only.")
-    formats = C.persisted(st.multiselect, "Formats", "export_formats", options=list(FORMATS),
-                          format_func=lambda f: FORMAT_LABELS[f],
-                          help="\n".join(f"- **{FORMAT_LABELS[f]}**: {FORMAT_HELP[f]}" for f in FORMATS))
-    overwrite = st.checkbox("Replace an existing export with this name", key="export_overwrite",
-                            help="Without this, an existing folder is never touched.")
-llm = model.kind == "causal_lm"
-if llm:  # the task vocabulary rewrites a WordPiece encoder's embeddings and tokenizer
-    ss["export_vocab"] = "full"
-    ss.pop("w_export_vocab", None)
-with right:
-    vocab = C.persisted(st.radio, "Vocabulary", "export_vocab", options=["full", "task"], horizontal=True,
-                        disabled=llm,
-                        format_func=lambda v: {"full": "full (all tokens)", "task": "task (the task's tokens only)"}[v],
-                        help="task: keep only the tokens seen in the task's train texts (and every special token "
-                             "and single character), rewriting the embedding matrix and the tokenizer. Text made "
-                             "of kept tokens gets exactly the same logits; other words split into kept pieces.")
-    min_count = C.persisted(st.number_input, "Minimum count of a kept token", "export_min_count", min_value=1,
-                            max_value=10_000, step=1, disabled=vocab != "task",
-                            help="With the task vocabulary: keep tokens seen at least this many times.")
-    latency = C.persisted(st.checkbox, "Measure latency (dense torch vs each format; adds about a minute)",
-                          "export_latency",
-                          help="Batch 1 and 32 of 64-token inputs, on the server that runs the jobs. Other work on "
-                               "that machine slows torch more than onnxruntime, so busy-server ratios overstate.")
-if llm:
-    st.caption("A causal LM: the task vocabulary is for WordPiece encoders and is not offered. Decoder export is "
-               "new: a format that cannot write this model yet ends with a message saying why (the others are "
-               "written and checked as usual).")
-st.caption(f"Exports directory: `{root}`")
+if pcfg is not None:
+    cfg = replace(base_cfg, units=units_for(pcfg.ffn_sparsity, pcfg.head_sparsity, base_cfg.units))  # its scores
+    default_name = (f"{head}-{cfg.method}-ffn{round(pcfg.ffn_sparsity * 100)}-heads{round(pcfg.head_sparsity * 100)}"
+                    + ("-deploy" if deploy else ""))
+    if ss.get("_export_default") != default_name:  # follow the settings until the user types a name
+        ss["_export_default"] = default_name
+        ss["export_name"] = default_name
+    left, right = st.columns(2)
+    name = left.text_input("Export name", key="export_name",
+                           help=f"Folder name under the exports directory {root}. Letters, digits, '.', '_' and '-' "
+                                "only.")
+    overwrite = right.checkbox("Replace an existing export with this name", key="export_overwrite",
+                               help="Without this, an existing folder is never touched.")
+    st.caption(f"Exports directory: `{root}`")
+    known = C.known_scores(model, task, cfg)
+    if known is None:
+        C.submit(C.scores_job(model, task, cfg), PRIORITY["scores"])
+    if deploy:  # fitted before the click, so that the export only writes and checks the files
+        recovery, rkey = P.deploy_recovery(model, task, base_cfg, pcfg)
+        if rkey:
+            C.show_progress([rkey], "Fitting the lstsq recovery before the click")
+    planned_size(known, pcfg, formats, vocab, min_count)
 
-# what the export will hold, before running it (counted, not built; needs the scores the export needs anyway)
-known = C.known_scores(model, task, cfg)
-if known is None:
-    C.submit(C.scores_job(model, task, cfg), PRIORITY["scores"])
-vocab_est = None
-if vocab == "task":
-    vjob = vocab_estimate_job(C.ref(model, task), head, int(min_count))
-    C.submit(vjob, PRIORITY["vocab"])
-    info = C.job_info(vjob.key)
-    if info is not None and info.state == "done":
-        vocab_est = info.result
-    else:
-        C.show_progress([vjob.key])
-counts = None
-if known is not None:
-    with C.friendly("counting the export's parameters"):
-        counts = planned_counts(model, head, known, pcfg, vocab_est["embedding_params_saved"] if vocab_est else 0)
-if counts is not None:
-    line = (f"At these settings the export keeps **{counts['kept']:,}** of {counts['dense']:,} parameters "
-            f"({counts['kept'] / counts['dense']:.1%}, word embeddings included: the Prune page's count)")
-    if vocab_est:
-        line += (f"; with the task vocabulary ({vocab_est['kept_tokens']:,} of {vocab_est['original_tokens']:,} "
-                 f"tokens, {vocab_est['embedding_params_saved']:,} fewer embedding parameters) **"
-                 f"{counts['kept_task_vocab']:,}** ({counts['kept_task_vocab'] / counts['dense']:.1%})")
-    st.markdown(line + ".")
-    if "hf" in formats and not counts["hf"]["uniform"]:
-        pruned = counts["kept_task_vocab"] if vocab_est else counts["kept"]
-        st.caption(f"Hugging Face folder: transformers' config holds one FFN width and one head count for all "
-                   f"layers, so this plan is padded with zero units (outputs unchanged) to FFN width "
-                   f"{counts['hf']['ffn_width']} and the original head count: **+{counts['hf']['padding_params']:,} "
-                   f"parameters** in hf/ ({counts['hf']['padding_params'] / pruned:.1%} of the pruned model). "
-                   "Per-layer allocation with head sparsity 0 needs no padding.")
-elif vocab_est:
-    st.markdown(f"Task vocabulary: {vocab_est['kept_tokens']:,} of {vocab_est['original_tokens']:,} tokens "
-                f"({vocab_est['embedding_params_saved']:,} fewer embedding parameters).")
-
-if st.button("Export and verify", type="primary",
+if st.button("Export and verify", type="primary", disabled=pcfg is None,
              help="Prune physically (slice the weights; with the task vocabulary, the embeddings and tokenizer too), "
                   "write every chosen format atomically, check each against the pruned model and measure its metric - "
                   "as a background job."):
@@ -118,18 +157,17 @@ if st.button("Export and verify", type="primary",
             raise TPError(f"{out} already exists; choose another name or tick 'Replace an existing export'.")
         if not formats:
             raise TPError("Choose at least one format.")
-        sjob = C.scores_job(model, task, cfg)
+        level = f"{P.DEPLOY_RECOVERY} --recover-samples {P.recovery_config().samples}" if deploy else recovery
         command = (f"TaskPrune Studio web app; CLI equivalent: python -m tp_core export --model {ss['model_spec']} "
                    f"--task {head} --method {cfg.method} --ffn-sparsity {pcfg.ffn_sparsity} --head-sparsity "
                    f"{pcfg.head_sparsity} --allocation {pcfg.allocation} --format {','.join(formats)} --vocab {vocab}"
                    + (f" --vocab-min-count {int(min_count)}" if vocab == "task" else "")
-                   + (" --latency" if latency else "") + f" --recover {recovery or 'none'}"
-                   + f" --out {out}")
-
-        job = export_formats_job(C.ref(model, task), head, known if known is not None else sjob, pcfg, str(out),
-                                 C.data_ref(task), formats, vocab, int(min_count), bool(latency), overwrite, command,
-                                 C.eval_size(task), len(related_tasks(head)) if vocab == "task" else 0, recovery)
+                   + (" --latency" if latency else "") + f" --recover {level or 'none'} --out {out}")
+        job = export_formats_job(C.ref(model, task), head, known if known is not None else
+                                 C.scores_job(model, task, cfg), pcfg, str(out), C.data_ref(task), formats, vocab,
+                                 min_count, latency, overwrite, command, C.eval_size(task), related, recovery)
         ss["_export_job"] = C.submit(job, PRIORITY["export"], retry=True)
+
 
 pending = ss.get("_export_job")
 if pending:

@@ -251,6 +251,7 @@ def test_export_page_exports_and_reloads(env):
     at = app_test("pages/5_Export.py")
     at.session_state["attr_method"] = "magnitude"
     at.session_state["ffn_sparsity"] = 0.5
+    at.session_state["export_preset"] = "custom"  # the TaskPrune folder (the deploy preset: test_app_export.py)
     at.run()
     _no_exception(at)
     at.text_input(key="export_name").set_value("../escape").run()

@@ -1,6 +1,7 @@
 """The Export page on the quick demo: ONNX + Hugging Face formats with the task vocabulary, run as a
 background job; when it lands the page shows parameters by part, one row per format, the vocabulary figures, the
 hf/ padding, and one zip of everything."""
+import json
 import zipfile
 from pathlib import Path
 
@@ -24,6 +25,7 @@ def test_export_page_onnx_and_hf_with_task_vocabulary(env):
     at.session_state["ffn_sparsity"] = 0.5
     at.session_state["head_sparsity"] = 0.25  # a non-uniform plan: hf/ is padded, and the page says what it costs
     at.session_state["eval_limit"] = 40
+    at.session_state["export_preset"] = "custom"
     at.session_state["export_formats"] = ["onnx", "hf"]
     at.session_state["export_vocab"] = "task"
     at.session_state["export_min_count"] = 2
@@ -59,3 +61,35 @@ def test_export_page_onnx_and_hf_with_task_vocabulary(env):
     names = zipfile.ZipFile(last["zip"]).namelist()
     assert {"sst2-onnx-hf/onnx/model.onnx", "sst2-onnx-hf/onnx/tokenizer.json", "sst2-onnx-hf/hf/config.json",
             "sst2-onnx-hf/README.md", "sst2-onnx-hf/mask.json"} <= set(names)
+
+
+def test_export_page_opens_on_the_deploy_preset_and_one_click_writes_int8_onnx_and_hf(env, monkeypatch):
+    monkeypatch.setenv("TP_APP_RECOVER_SAMPLES", "64")  # a small lstsq fit: the test is about the preset
+    at = app_test("pages/5_Export.py")
+    at.session_state["attr_method"] = "magnitude"
+    at.session_state["eval_limit"] = 40
+    settle(at)  # the budget helper's split, then its recovery and the vocabulary count: jobs as the page opens
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.radio(key="w_export_preset").value == "deploy"
+    text = _text(at)
+    assert "the Prune page's budget helper at 50% of the dense FLOPs" in text, text
+    for choice in ("**Recovery: lstsq**", "**Vocabulary: the task's tokens**", "**ONNX int8**",
+                   "**Hugging Face folder**"):
+        assert choice in text, choice
+    for buys in ("speed:", "size:", "quality:", "compatibility:"):
+        assert buys in text, buys
+    assert "with the task vocabulary" in text  # the planned size, counted before the click
+    [b for b in at.button if b.label == "Export and verify"][0].click().run()
+    settle(at)
+    assert not at.exception, [e.value for e in at.exception]
+    last = at.session_state["last_export"]
+    out = Path(last["out_dir"])
+    assert out.name.endswith("-deploy") and [f["format"] for f in last["formats"]] == ["onnx-int8", "hf"]
+    assert (out / "onnx" / "model.int8.onnx").is_file() and not (out / "onnx" / "model.onnx").exists()
+    assert (out / "hf" / "config.json").is_file() and (out / "hf" / "model.safetensors").is_file()
+    assert last["params_pruned"]["embeddings"] < last["params_dense"]["embeddings"] / 2  # task vocabulary
+    assert last["vocab"]["offdomain"] == {}  # the deploy preset skips the related tasks
+    assert last["ffn_sparsity"] > 0 and "--recover lstsq" in last["command"]
+    assert json.loads((out / "mask.json").read_text())["recovery"]["level"] == "lstsq"  # folded in, and recorded
+    assert last["formats"][1]["check_max_abs_diff"] < 1e-3
+    assert "Exported to" in _text(at)

@@ -225,6 +225,8 @@ def test_browser_walkthrough(server):
             _shared_link_opens_the_same_view(browser, page, url)
 
             _goto(page, "Export")
+            page.get_by_text("custom (choose everything)").click()  # the TaskPrune folder (the deploy preset:
+            _wait_idle(page)  # test_app_export.py)
             page.get_by_role("button", name="Export and verify").click()
             page.get_by_text("and reloaded it").wait_for(timeout=240_000)
             _wait_idle(page)

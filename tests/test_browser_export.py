@@ -62,6 +62,7 @@ def test_export_page_onnx_and_hf_in_a_real_browser(server):
             page.goto(f"{url}/Export", timeout=120_000)
             page.get_by_role("button", name="Export and verify").wait_for(timeout=600_000)
             _wait_idle(page, 600_000)
+            _check(page, "radio", "custom (choose everything)")
             _pick(page, "ONNX (fp32)")
             _pick(page, "Hugging Face")
             _check(page, "radio", "task (the task's tokens only)")

@@ -12,6 +12,7 @@ returns a frozen `AppSettings`. Variables, all optional:
 | `TP_APP_GRID` | `0,0.3,0.5,0.7,0.8,0.85,0.9` | FFN sparsities of the curves' full pass, comma-separated |
 | `TP_APP_ATTR_SAMPLES` | the app's attribution default (64) | a new session's attribution examples N |
 | `TP_APP_ATTR_STEPS` | the app's attribution default (2) | a new session's integrated-gradients steps |
+| `TP_APP_RECOVER_SAMPLES` | 1024 (`recovery.DEFAULT_SAMPLES`) | the Export page's deploy recovery's texts |
 | `TP_EXPORTS_DIR` | `exports/` in the checkout | the folder the Export page writes into |
 
 The app's attribution default itself is `policy.APP_ATTRIBUTION`. The job engine's variables (`TP_SCHEDULER`,
@@ -49,6 +50,7 @@ class AppSettings:
     grid: tuple[float, ...] = APP_GRID
     attr_samples: int | None = None  # None: the app's attribution default
     attr_steps: int | None = None
+    recover_samples: int | None = None  # None: recovery.DEFAULT_SAMPLES
     exports_dir: Path = REPO_ROOT / "exports"
     tasks: tuple[str, ...] = DEFAULT_TASKS
     baselines: tuple[str, ...] = DEFAULT_BASELINES
@@ -57,7 +59,8 @@ class AppSettings:
 # AppSettings field -> the environment variable that sets it
 ENV = {"model": "TP_APP_MODEL", "eval_limit": "TP_APP_EVAL_LIMIT", "coarse_examples": "TP_APP_COARSE_EXAMPLES",
        "slider_first_examples": "TP_APP_SLIDER_FIRST_EXAMPLES", "grid": "TP_APP_GRID",
-       "attr_samples": "TP_APP_ATTR_SAMPLES", "attr_steps": "TP_APP_ATTR_STEPS", "exports_dir": "TP_EXPORTS_DIR"}
+       "attr_samples": "TP_APP_ATTR_SAMPLES", "attr_steps": "TP_APP_ATTR_STEPS",
+       "recover_samples": "TP_APP_RECOVER_SAMPLES", "exports_dir": "TP_EXPORTS_DIR"}
 
 
 def _grid(text: str) -> tuple[float, ...]:
@@ -66,7 +69,7 @@ def _grid(text: str) -> tuple[float, ...]:
 
 _PARSE: dict[str, Callable[[str], object]] = {
     "model": str, "eval_limit": int, "coarse_examples": int, "slider_first_examples": int, "grid": _grid,
-    "attr_samples": int, "attr_steps": int, "exports_dir": Path}
+    "attr_samples": int, "attr_steps": int, "recover_samples": int, "exports_dir": Path}
 
 
 def app_settings(environ: Mapping[str, str] | None = None) -> AppSettings:

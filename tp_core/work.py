@@ -72,9 +72,7 @@ def calibration_ref(data, rcfg: RecoveryConfig, scoring_data=None):
 
 
 def _calibration(calib, data: TaskData, rcfg: RecoveryConfig) -> TaskData:
-    if calib is not None:
-        return get_data(calib)
-    return calibration_data(data.spec.name, rcfg.samples, rcfg.seed)
+    return get_data(calib) if calib is not None else calibration_data(data.spec.name, rcfg.samples, rcfg.seed)
 
 
 # ----- worker functions ------------------------------------------------------------------------------------------
@@ -329,11 +327,11 @@ def export(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores
 
 def export_formats(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores, pcfg: PruneConfig,
                    out: str, data, formats: tuple, vocab: str, min_count: int, latency: bool, overwrite: bool,
-                   command: str, recovery=None) -> dict:
-    """`export.export_formats` for the Export page: every chosen format measured on `data` (off-domain
-    tasks on as many examples), then the TaskPrune folder (if chosen) reloaded and re-evaluated in this worker, and
-    one zip of everything. `recovery` (a level or RecoveryConfig; None or "none": without) is fitted on the task's
-    train texts and folded into the weights. Returns the report as a dict plus `reloaded_metric` and `zip`."""
+                   command: str, recovery=None, offdomain: bool = True) -> dict:
+    """`export.export_formats` for the Export page: every format measured on `data` (`offdomain`: related tasks
+    too, as many examples), the TaskPrune folder (if chosen) reloaded and re-evaluated here, one zip of everything.
+    `recovery` (a level fitted here, or a Recovery from `recovery_job`) is folded into the weights. Returns the
+    report as a dict plus `reloaded_metric` and `zip`."""
     from pathlib import Path
 
     from .evaluation import evaluate
@@ -346,7 +344,8 @@ def export_formats(progress: Progress, ref: ModelRef, head: str, unit_scores: Un
     rep = run(model, head, unit_scores, pcfg, out, list(formats), vocab=vocab, min_count=min_count, eval_data=data,
               offdomain_limit=len(data) if data is not None else None, latency=latency, latency_repeats=10,
               overwrite=overwrite, command=command, progress=lambda f, m: progress(0.88 * f, m),
-              recovery=None if recovery in (None, "none") else recovery)
+              recovery=None if recovery is None or recovery == "none" else recovery,
+              offdomain=None if offdomain else [])
     result = rep.to_dict()
     tp = rep.format("taskprune")
     result["reloaded_metric"] = None
@@ -362,6 +361,13 @@ def export_formats(progress: Progress, ref: ModelRef, head: str, unit_scores: Un
     result["eval_examples"] = rep.eval_examples
     progress(1.0, "verified")
     return result
+
+
+def recovery_fit(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores, pcfg: PruneConfig,
+                 rcfg: RecoveryConfig, calib) -> object:
+    """The recovery of `rcfg` for the masks of `pcfg`, fitted on `calib`: an export folds it in as it is."""
+    model = get_model(ref)
+    return recover(model, head, build_masks(unit_scores, pcfg, model.unit_shape()), get_data(calib), rcfg, progress)
 
 
 def vocab_estimate(progress: Progress, ref: ModelRef, head: str, min_count: int) -> dict:
@@ -529,8 +535,8 @@ def export_job(ref: ModelRef, head: str, scores: Job | UnitScores, pcfg: PruneCo
 def export_formats_job(ref: ModelRef, head: str, scores: Job | UnitScores, pcfg: PruneConfig, out: str, data,
                        formats, vocab: str, min_count: int, latency: bool, overwrite: bool, command: str, n: int,
                        related: int = 0, recovery=None) -> Job:
-    """An Export-page export (`export_formats`): each request is its own job, like `export_job`. `n` evaluation
-    examples, `related` off-domain tasks (vocab="task") for the time estimate."""
+    """An Export-page export (`export_formats`), each request its own job. `n` evaluation examples, `related`
+    off-domain tasks measured (0: none); `recovery`: a level, or a `recovery_job` (or its result)."""
     import time
 
     from .export import parse_formats
@@ -539,12 +545,23 @@ def export_formats_job(ref: ModelRef, head: str, scores: Job | UnitScores, pcfg:
     formats = tuple(parse_formats(formats))
     check_vocab_mode(vocab)
     min_count = check_min_count(min_count)
-    key = content_key("export_formats", ref, head, pcfg, out, formats, vocab, min_count, latency, recovery,
-                      time.time())
+    fitted = recovery is not None and not isinstance(recovery, (str, RecoveryConfig))  # a Recovery or its job
+    key = content_key("export_formats", ref, head, pcfg, out, formats, vocab, min_count, latency,
+                      "fitted" if fitted else recovery, related, time.time())
     units = n * (3 + len(formats) + (1 + 3 * related if vocab == "task" else 0)) + (40 * n if latency else 0)
     return Job("export", export_formats, (ref, head, scores, pcfg, out, data, formats, vocab, min_count,
-                                            bool(latency), overwrite, command, recovery), key,
+                                            bool(latency), overwrite, command, recovery, related > 0), key,
                f"export {out.rsplit('/', 1)[-1]} ({', '.join(formats)})", units=float(units), rate_key="point")
+
+
+def recovery_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, pcfg: PruneConfig, data,
+                 recovery) -> Job:
+    """The recovery an export at `pcfg` folds in, on a point's calibration texts: fitted before the click."""
+    rcfg = active_config(recovery)
+    calib = calibration_ref(data, rcfg)  # the texts a point's recovery at this setting is fitted on
+    return Job("recovery", recovery_fit, (ref, head, known if known is not None else scores, pcfg, rcfg, calib),
+               content_key("recovery", ref, head, scores.key, pcfg, rcfg, data_identity(calib)),
+               f"{rcfg.level} recovery · {head}", units=3.0 * rcfg.samples, rate_key=f"point{_rate_of(scores)}")
 
 
 def vocab_estimate_job(ref: ModelRef, head: str, min_count: int) -> Job:

@@ -151,7 +151,7 @@ def zip_export(folder: str | Path, dest: str | Path | None = None, extra: Sequen
     dest = Path(dest) if dest is not None else folder.parent / f"{folder.name}.zip"
     tmp = dest.parent / f".{dest.name}.{os.getpid()}.zip.tmp"
     try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:  # weights barely shrink
             for f in sorted(folder.rglob("*")):
                 if f.is_file():
                     z.write(f, Path(folder.name) / f.relative_to(folder))

@@ -80,6 +80,7 @@ class _Run:
     pruned: tuple = (None, None)  # ... of `small`
     params: dict | None = None  # params_by_part of `small`
     check: Any = None  # in-vocabulary check examples
+    check_idx: list[int] | None = None  # their indices in eval_data (None: drawn from the validation split)
     masked_ref: np.ndarray | None = None  # the masked (unpruned) model's logits on them
 
     def metric(self, logits) -> tuple:
@@ -91,10 +92,11 @@ class _Run:
     def measure(self, logits_of: Callable[[Sequence[str], Sequence[str] | None], np.ndarray]) -> tuple:
         """(metric, interval, max logit difference vs the masked model) of a format whose logits for (texts, pairs)
         `logits_of` gives; None where there is no evaluation data or no check example."""
-        m = ci = None
-        if self.eval_data is not None:
-            m, ci = self.metric(logits_of(self.eval_data.texts, self.eval_data.pairs))
-        return m, ci, self.diff(logits_of(self.check.texts, self.check.pairs)) if len(self.check) else None
+        if self.eval_data is None:
+            return None, None, self.diff(logits_of(self.check.texts, self.check.pairs)) if len(self.check) else None
+        logits = np.asarray(logits_of(self.eval_data.texts, self.eval_data.pairs))
+        m, ci = self.metric(logits)  # the check examples are some of these: one pass (one model load) for both
+        return m, ci, self.diff(logits[self.check_idx]) if len(self.check) else None
 
 
 def _measure(run: _Run, small_full, vocab: str, min_count: int, extra_texts, offdomain, offdomain_limit) -> None:
@@ -137,7 +139,8 @@ def _check_examples(run: _Run, masks, recovery) -> None:
     from ..evaluation import predict_logits
 
     data = run.eval_data if run.eval_data is not None else load_split(run.task, "validation", limit=256)
-    run.check = data.subset(in_vocab_indices(run.model.tokenizer, run.kept, data.texts, data.pairs, 64))
+    idx = in_vocab_indices(run.model.tokenizer, run.kept, data.texts, data.pairs, 64)
+    run.check, run.check_idx = data.subset(idx), idx if run.eval_data is not None else None
     if len(run.check):
         gates = masks.gates(run.model.device, recovery=recovery)
         run.masked_ref = predict_logits(run.model, run.task, run.check, gates)

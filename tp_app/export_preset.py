@@ -1,0 +1,120 @@
+"""The Export page's presets. "deploy" is what a deployment takes: the split the Prune page's budget helper finds
+at its default budget (or the Prune page's sliders, when the user set them), lstsq recovery, the task vocabulary,
+ONNX int8 and a Hugging Face folder, each with one line on what it buys. "custom" opens every choice. The deploy
+split and its recovery are jobs submitted as the page opens, so that the click only writes and checks the files."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import streamlit as st
+
+from tp_core.budget import HEAD_GRID
+from tp_core.masks import PruneConfig, units_for
+from tp_core.policy import PRIORITY
+from tp_core.recovery import RecoveryConfig, as_config
+from tp_core.settings import app_settings
+
+from .jobs import data_ref, eval_size, job_info, known_scores, ref, scores_job, submit
+from .models import budget_tokens, head_for
+from .state import DEFAULTS
+
+PRESETS = {"deploy": "deploy (ready to ship)", "custom": "custom (choose everything)"}
+DEPLOY_FORMATS = ["onnx-int8", "hf"]
+DEPLOY_VOCAB = "task"
+DEPLOY_RECOVERY = "lstsq"
+DEPLOY_FLOPS = 0.5  # the Prune page's budget helper's default budget (% of the dense FLOPs)
+FFN_MAX, FFN_STEP = 0.95, 0.01  # the Prune page's FFN slider: a budget's split lies on its steps
+
+
+@dataclass
+class DeploySplit:
+    """The deploy preset's split: `pcfg` (None until the budget helper's job lands), where it comes from in words,
+    and the job key to show progress for while it runs."""
+
+    pcfg: PruneConfig | None
+    source: str
+    pending: str | None = None
+
+
+def sliders_set() -> bool:
+    """Whether the user chose the split on the Prune page: its sliders left their defaults, or its budget helper
+    moved them (possibly onto the defaults)."""
+    ss = st.session_state
+    moved = (ss["ffn_sparsity"], ss["head_sparsity"]) != (DEFAULTS["ffn_sparsity"], DEFAULTS["head_sparsity"])
+    found = ss.get("_budget_found") or {}
+    return moved or found.get("kind") == "success"
+
+
+def deploy_split(model, task: str, cfg, allocation: str) -> DeploySplit:
+    """The Prune page's sliders when the user set them; else the split its "Find the split" gives at DEPLOY_FLOPS
+    (the same job, so one found there is reused here): each candidate evaluated on the chart's examples."""
+    ss = st.session_state
+    if sliders_set():
+        return DeploySplit(PruneConfig(ss["ffn_sparsity"], ss["head_sparsity"], allocation),
+                           "the Prune page's sliders, which you set")
+    from tp_core.work import budget_job
+
+    head = head_for(task)
+    bcfg = replace(cfg, units="both")  # a budget weighs heads against neurons
+    n_full = eval_size(task)
+    n_small = min(app_settings().coarse_examples, n_full)
+    data = data_ref(task) if n_full > n_small else data_ref(task, n_small)  # the chart's full pass, as the Prune page
+    job = budget_job(ref(model, task), head, scores_job(model, task, bcfg), known_scores(model, task, bcfg), "flops",
+                     DEPLOY_FLOPS, max(8, budget_tokens(model, task, head)), 1, allocation, head_grid=HEAD_GRID,
+                     ffn_step=FFN_STEP, ffn_max=FFN_MAX, data=data, n=n_full)
+    key = submit(job, PRIORITY["budget"])
+    info = job_info(key)
+    if info is not None and info.state == "done":
+        plan = info.result
+        return DeploySplit(plan.prune_config(), f"the Prune page's budget helper at {DEPLOY_FLOPS:.0%} of the dense "
+                                                f"FLOPs ({plan.flops_fraction:.1%} at {plan.seq_len} tokens; "
+                                                f"{plan.choice(cfg.method)})")
+    if info is not None and info.state == "error":
+        return DeploySplit(None, f"the budget helper found no split: {info.error}")
+    return DeploySplit(None, f"finding the split within {DEPLOY_FLOPS:.0%} of the dense FLOPs", key)
+
+
+def recovery_config() -> RecoveryConfig:
+    """The deploy preset's recovery: lstsq on the app's calibration texts (TP_APP_RECOVER_SAMPLES, default 1,024)."""
+    return as_config(DEPLOY_RECOVERY, app_settings().recover_samples)
+
+
+def deploy_recovery(model, task: str, cfg, pcfg: PruneConfig):
+    """(what the export's `recovery` argument gets, the job key while it runs): the lstsq recovery for `pcfg`,
+    submitted now so that it is fitted before the click; a click before then makes the export wait for it; if the
+    fit failed, the export fits it again itself (and reports its error)."""
+    from tp_core.work import recovery_job
+
+    scfg = replace(cfg, units=units_for(pcfg.ffn_sparsity, pcfg.head_sparsity, cfg.units))
+    job = recovery_job(ref(model, task), head_for(task), scores_job(model, task, scfg),
+                       known_scores(model, task, scfg), pcfg, data_ref(task), recovery_config())
+    key = submit(job, PRIORITY["export"])
+    info = job_info(key)
+    if info is not None and info.state == "done":
+        return info.result, None
+    if info is None or info.state in ("error", "cancelled"):
+        return recovery_config(), None
+    return job, key
+
+
+def deploy_lines(split: DeploySplit, llm: bool) -> list[str]:
+    """One line per deploy choice: what it is and what it buys (size, speed, compatibility)."""
+    p = split.pcfg
+    where = (f"FFN **{p.ffn_sparsity:.0%}**, heads **{p.head_sparsity:.0%}** ({p.allocation}), from {split.source}"
+             if p is not None else split.source + " ...")
+    vocab = ("**Vocabulary: full** - a causal LM keeps its tokenizer (the task vocabulary is for WordPiece "
+             "encoders)." if llm else
+             "**Vocabulary: the task's tokens** - size: far fewer word-embedding rows, same speed; text made of "
+             "kept tokens gets the same logits, other words split into kept pieces. A guard that keeps a "
+             "general-domain token set beside them is not built yet; choose custom to measure related tasks.")
+    return [
+        f"**Split:** {where} - speed: fewer FLOPs per example on every runtime, and size: fewer parameters.",
+        f"**Recovery: lstsq** - quality: re-fits the kept output columns on {recovery_config().samples:,} "
+        "unlabeled train texts (no training step), more of the metric at the same size and speed; fitted as the "
+        "page opens.",
+        vocab,
+        "**ONNX int8** - size and speed: the smallest file and the fastest on a CPU, with onnxruntime, tokenizers "
+        "and numpy alone (no torch); int8 rounding costs a little metric, measured here.",
+        "**Hugging Face folder** - compatibility: plain transformers (`AutoModel.from_pretrained`, no custom "
+        "code), float32.",
+    ]
