@@ -57,8 +57,8 @@ def _texts(at) -> str:
 
 
 def test_submit_returns_at_once_and_shows_progress_then_the_result(env):
-    key = _fresh_scores_key(16, 8)
-    at = _attribution(16, 8).run()
+    key = _fresh_scores_key(16, 4)
+    at = _attribution(16, 4).run()
     run = [b for b in at.button if b.label == "Run attribution"][0]
     t0 = time.time()
     run.click().run()
@@ -73,8 +73,8 @@ def test_submit_returns_at_once_and_shows_progress_then_the_result(env):
 
 
 def test_jobs_survive_navigation_and_a_reload(env):
-    key = _fresh_scores_key(12, 8)
-    at = _attribution(12, 8).run()
+    key = _fresh_scores_key(12, 4)
+    at = _attribution(12, 4).run()
     [b for b in at.button if b.label == "Run attribution"][0].click().run()
     sid = at.session_state["_sid"]
     at.switch_page("pages/4_Prune.py").run()  # leave the page while it runs
