@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from common import ROOT, Bench
+from common import RIEMANN, ROOT, Bench
 from tp_core.attribution import AttributionConfig, attribute, captum_reference_ffn_ig
 from tp_core.masks import PruneConfig
 
@@ -41,7 +41,7 @@ def captum_compare(b: Bench) -> dict:
     s, model, task = b.s, b.model, "sst2"
     data = b.scoring_data(task, s.captum_samples)
     cfg = AttributionConfig(method="ig", samples=s.captum_samples, steps=s.captum_steps, units="ffn",
-                            max_length=s.max_length)
+                            max_length=s.max_length, riemann=RIEMANN)
     model.eval()
     # ours (fresh, not cached)
     t0 = time.perf_counter()

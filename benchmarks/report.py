@@ -4,6 +4,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+import report_cli
 import report_llm
 import report_llm_quality
 from common import BASELINES, METHODS, fmt, fmt_pct
@@ -212,6 +213,8 @@ def _glance(res: dict) -> list[str]:
                    + _level_verdict(rb["recovery_level_effects"])
                    + "".join(f"; {v}" for v in _ig_verdicts(rb.get("ig_vs_criteria", []), levels)
                              if v.startswith(("with `none`", "with `lstsq`"))))
+    if res.get("cli_examples"):
+        out.append(report_cli.glance(res))
     bb = res.get("budget_benchmark")
     if bb:
         out.append(f"budget targets (section 10): {_budget_verdict(bb['summary'])}")
@@ -1084,6 +1087,8 @@ def write(res: dict, out: Path) -> None:
         L += report_llm_quality.section(res)
     if res.get("llm_export"):
         L += report_llm.export_section(res)
+    if res.get("cli_examples"):
+        L += report_cli.section(res)
     (out / "RESULTS.md").write_text("\n".join(L) + "\n")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import tp_core
 
 RANK = {
-    "errors": 0, "limits": 1, "paths": 2, "gates": 1, "adapters": 1, "model_checks": 2, "slicing": 2,
+    "errors": 0, "defaults": 0, "limits": 1, "paths": 2, "gates": 1, "adapters": 1, "model_checks": 2, "slicing": 2,
     "settings": 2.5,
     # the job engine: the job spec, then the worker runtime and the forecast, then the Dask client
     "engine.spec": 3, "engine.runtime": 3.1, "engine.forecast": 3.1, "engine.client": 3.2, "engine": 3.3,

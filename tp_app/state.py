@@ -12,6 +12,7 @@ import streamlit as st
 
 from tp_core.attribution import AttributionConfig
 from tp_core.budget import HEAD_GRID
+from tp_core.defaults import RECOVERY_LEVEL
 from tp_core.limits import limits
 from tp_core.policy import APP_ATTRIBUTION
 from tp_core.settings import DEFAULT_BASELINES, app_settings
@@ -31,7 +32,7 @@ DEFAULTS = {
     "allocation": "global",
     "baselines": list(DEFAULT_BASELINES),
     "recover_on": False,  # Prune page: "+ recovery" curves (tp_core/recovery.py)
-    "recover_level": "lstsq",
+    "recover_level": RECOVERY_LEVEL,  # the level the command line and the API default to (tp_core/defaults.py)
     "eval_limit": None,
     "custom_data": None,  # (TaskData, head) from an uploaded file
     "prompt_edits": None,  # {model spec: {task: prompt dict}}: a causal LM's prompts edited in this session

@@ -37,6 +37,7 @@ import torch
 
 from .data import TaskData, load_split
 from .decoder import prompt_key
+from .defaults import IG_QUADRATURE, IG_STEPS, QUADRATURES, SCORING_SAMPLES
 from .errors import TPError
 from .gates import GateState, gated
 from .limits import limits
@@ -51,16 +52,17 @@ Progress = Callable[[float, str], None]
 
 @dataclass(frozen=True)
 class AttributionConfig:
-    """Settings of one attribution run; all of them key the on-disk cache."""
+    """Settings of one attribution run; all of them key the on-disk cache. The defaults of `samples`, `steps` and
+    `riemann` are the measured ones every entry point shares (`tp_core/defaults.py`)."""
 
     method: str = "ig"
-    samples: int = 64  # N examples (low-resource = small N)
-    steps: int = 20  # Riemann steps for ig
+    samples: int = SCORING_SAMPLES  # N examples (low-resource = small N)
+    steps: int = IG_STEPS  # integration steps for ig
     labels: str = "gold"  # gold | predicted (unsupervised)
     units: str = "both"  # ffn | heads | both
     target: str = "prob"  # prob | logit : what IG integrates the gradient of
     aggregation: str = "abs_sum"  # abs_sum | sum_abs | signed
-    riemann: str = "riemann_middle"  # Captum approximation method name
+    riemann: str = IG_QUADRATURE  # Captum approximation method name (the quadrature of ig's integral)
     seed: int = 0
     batch_size: int = 16
     max_length: int = 128
@@ -81,6 +83,8 @@ class AttributionConfig:
             raise TPError(f"--samples must be at least 1, got {self.samples}.")
         if self.steps < 1:
             raise TPError(f"--steps must be at least 1, got {self.steps}.")
+        if self.riemann not in QUADRATURES:
+            raise TPError(f"--quadrature must be one of {', '.join(QUADRATURES)}, got {self.riemann!r}.")
         if self.max_length < 2 or self.batch_size < 1 or self.internal_batch < 1:
             raise TPError("max_length must be at least 2 and batch sizes at least 1.")
         cap = limits()

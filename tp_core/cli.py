@@ -91,9 +91,9 @@ def _eval_data(args, task, model=None):
 def _attr_cfg(args, method=None):
     from .attribution import AttributionConfig
 
-    return AttributionConfig(method=method or args.method, samples=args.samples, steps=args.steps, labels=args.labels,
-                             units=getattr(args, "units", "both"), target=args.target, aggregation=args.aggregation,
-                             seed=args.seed).validate()
+    return AttributionConfig(method=method or args.method, samples=args.samples, steps=args.steps,
+                             riemann=args.quadrature, labels=args.labels, units=getattr(args, "units", "both"),
+                             target=args.target, aggregation=args.aggregation, seed=args.seed).validate()
 
 
 def _recovery_cfg(args):
@@ -277,10 +277,14 @@ def cmd_attribute(args):
 
 def _job_data(args, data):
     """The evaluation data as jobs take it: the bundle split by reference (`work.DataRef`, so the CLI's points
-    share the app's cache entries for the same examples), or the --data examples themselves."""
+    share the app's cache entries for the same examples; a --limit above the split's size is the whole split), or
+    the --data examples themselves."""
     from .work import DataRef
 
-    return data if getattr(args, "data", None) else DataRef(args.task, "validation", args.limit)
+    if getattr(args, "data", None):
+        return data
+    whole = args.limit is None or len(data) < args.limit
+    return DataRef(args.task, "validation", None if whole else args.limit)
 
 
 def cmd_sweep(args):
@@ -308,6 +312,20 @@ def cmd_sweep(args):
     for r in records:
         print(f"{r.method:11s} {r.ffn_sparsity:5.2f} {r.head_sparsity:5.2f} {r.kept_params / r.total_params:11.1%} "
               f"{r.metric:9.4f} {r.metric / dense if dense else float('nan'):8.1%}")
+    print(_sweep_examples_note(args, len(data)))
+
+
+def _sweep_examples_note(args, n: int) -> str:
+    """The line under sweep's table that says which examples it measured (a seeded subset, or all of them)."""
+    if getattr(args, "data", None):
+        return f"on {n:,} examples of {args.data}"
+    from .data import load_split
+
+    whole = len(load_split(args.task, "validation"))
+    if n >= whole:
+        return f"on all {n:,} validation examples of {args.task}"
+    return (f"on a seeded subset of {n:,} of the {whole:,} validation examples of {args.task} "
+            "(--limit all: every one)")
 
 
 def _check_budget_args(args) -> None:

@@ -4,8 +4,21 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from .defaults import IG_QUADRATURE, IG_STEPS, QUADRATURES, RECOVERY_LEVEL, RECOVERY_SAMPLES, SCORING_SAMPLES, \
+    SWEEP_LIMIT
+
 # --recover's default on sweep and export: the level that helped every criterion most (docs/RESULTS.md section 9)
-RECOVER_DEFAULT = "lstsq"
+RECOVER_DEFAULT = RECOVERY_LEVEL
+
+
+def limit_value(text: str) -> int | None:
+    """--limit's value: a number of examples, or "all" (None: the whole split)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of examples or 'all', got {text!r}") from None
 
 
 def _model_args(sp, task=True):
@@ -27,8 +40,14 @@ def _attr_args(sp, method=True):
     if method:
         sp.add_argument("--method", default="ig", help="ig, grad_x_act, activation, magnitude, random, wanda_sp "
                         "(Wanda-sp) or flap (FLAP's fluctuation metric)")
-    sp.add_argument("--samples", type=int, default=64, help="examples used for scoring (low-resource: small)")
-    sp.add_argument("--steps", type=int, default=20, help="IG Riemann steps")
+    sp.add_argument("--samples", type=int, default=SCORING_SAMPLES,
+                    help=f"examples used for scoring (low-resource: small; default {SCORING_SAMPLES})")
+    sp.add_argument("--steps", type=int, default=IG_STEPS,
+                    help=f"integrated-gradients steps (default {IG_STEPS}, with --quadrature {IG_QUADRATURE}: "
+                         "within the 50-step reference's interval in docs/RESULTS.md's fidelity study)")
+    sp.add_argument("--quadrature", default=IG_QUADRATURE, choices=QUADRATURES,
+                    help=f"how ig's integral is approximated (Captum's method names; default {IG_QUADRATURE}; "
+                         "the study's reference: --steps 50 --quadrature riemann_middle)")
     sp.add_argument("--labels", default="gold", choices=["gold", "predicted"], help="predicted = unsupervised")
     sp.add_argument("--target", default="prob", choices=["prob", "logit"])
     sp.add_argument("--aggregation", default="abs_sum", choices=["abs_sum", "sum_abs", "signed"])
@@ -62,7 +81,7 @@ def _recover_args(sp, what, default=None):
                     help="training-free recovery after pruning: none, bias, scale or lstsq " + what)
     sp.add_argument("--recover-samples", type=int, default=None, metavar="N",
                     help="unlabeled calibration texts for --recover, a seeded sample of the task's train split "
-                         "(default 1024)")
+                         f"(default {RECOVERY_SAMPLES})")
 
 
 def _add_setup_commands(sub, handlers: dict[str, Callable]) -> None:
@@ -117,7 +136,9 @@ def _add_model_commands(sub, handlers: dict[str, Callable]) -> None:
     sp.add_argument("--ffn-sparsity", default="0,0.5,0.7")
     sp.add_argument("--head-sparsity", default="0")
     sp.add_argument("--allocation", default="global", choices=["global", "per-layer"])
-    sp.add_argument("--limit", type=int, default=None, help="seeded subset of the validation split")
+    sp.add_argument("--limit", type=limit_value, default=SWEEP_LIMIT, metavar="N|all",
+                    help=f"a seeded subset of at most N validation examples (default {SWEEP_LIMIT}, so a large split "
+                         "answers in minutes; smaller splits are evaluated whole); all: the whole split")
     sp.add_argument("--json", default=None, metavar="F", help="write the records to F")
     _recover_args(sp, "(adds '<method>+<level>' records beside the plain ones; default lstsq, the best level in "
                      "benchmarks/bench_recovery.py; none: plain records only)", default=RECOVER_DEFAULT)

@@ -14,9 +14,9 @@ from .recovery import RecoveryConfig
 from .recovery import active_config
 from .work import ModelRef, calibration_ref, point_job, scores_job
 
-# The app's (and the warm start's) attribution settings: 2 Gauss-Legendre IG steps, the cheapest setting whose
-# curves stay within the 50-step reference's intervals (benchmarks/bench_ig_fidelity.py, docs/RESULTS.md).
-APP_ATTRIBUTION = AttributionConfig(steps=2, riemann="gausslegendre")
+# The app's (and the warm start's) attribution settings: AttributionConfig's own defaults, the measured ones every
+# entry point shares (tp_core/defaults.py), so the app, the command line and the API score alike.
+APP_ATTRIBUTION = AttributionConfig()
 
 # How urgent each kind of job is (higher runs first). A moved slider's point and the dense reference come first,
 # then what a button asked for and waits on, then scores, then the curves' coarse and fine passes, then work nobody

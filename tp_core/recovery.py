@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .data import TaskData
+from .defaults import RECOVERY_LEVEL, RECOVERY_SAMPLES
 from .errors import TPError
 from .gates import GateState, OutputCorrection, gated
 from .recovery_fit import ProjectionFit, unit_columns
@@ -43,7 +44,7 @@ from .recovery_passes import Capture, Teacher, block_args, dense_teacher, run_bl
 LEVELS = ("none", "bias", "scale", "lstsq")
 # Unlabeled calibration texts per task: enough that lstsq's normal equations are well determined at high sparsity
 # (benchmarks/calibration_size.py and `bench_recovery.py --recover-samples N` measure the trade-off).
-DEFAULT_SAMPLES = 1024
+DEFAULT_SAMPLES = RECOVERY_SAMPLES
 # The head re-fit solves in_features + 1 unknowns per output from one pooled vector per text: it runs only with at
 # least this many texts per unknown (MiniLM: 770 of the default 1,024), never on an underdetermined system.
 HEAD_MIN_SAMPLES = 2
@@ -54,7 +55,7 @@ Progress = Callable[[float, str], None]
 class RecoveryConfig:
     """How to recover. `samples` calibration texts are drawn (seeded) from the task's train split."""
 
-    level: str = "lstsq"
+    level: str = RECOVERY_LEVEL
     samples: int = DEFAULT_SAMPLES
     seed: int = 0
     ridge: float = 1e-2  # lstsq: lambda = ridge * mean diagonal of A1'A1, pulling toward the original weights
@@ -265,7 +266,7 @@ def _first_pruned(masks) -> int:
 
 
 @torch.no_grad()
-def recover(model, task: str, masks, data: TaskData | None = None, level: str | RecoveryConfig = "lstsq",
+def recover(model, task: str, masks, data: TaskData | None = None, level: str | RecoveryConfig = RECOVERY_LEVEL,
             progress: Progress | None = None) -> Recovery:
     """Fit the recovery of `level` for `masks` on `data` (default: `samples` texts of the task's train split).
 
