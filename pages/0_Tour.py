@@ -133,7 +133,8 @@ def run_plan(baseline: str, recovery: str | None = None, at: float | None = None
     """Submit the tour's points (tp_core.tour.tour_plan) and return those landed, {(line, sparsity): result}."""
     known = {m: C.known_scores(model, task, replace(cfg, method=m)) for m in dict.fromkeys([cfg.method, baseline])}
     plan = tour_plan(model, C.ref(model, task), head, cfg, baseline, stages(), known=known,
-                     scoring_data=C.scoring_ref(task, cfg), task_label=task, recovery=recovery, recovered_at=at)
+                     scoring_data=C.scoring_ref(task, cfg), task_label=task,
+                     recovery=C.recovery_config(recovery), recovered_at=at)
     for p in plan:
         C.submit(p.job, p.priority)
     results, failed = plan_results(C.engine(), plan)

@@ -66,10 +66,11 @@ known = {m: C.known_scores(model, task, replace(cfg, method=m)) for m in methods
 n_first = min(settings.slider_first_examples, n_small)
 first = (C.data_ref(task, n_first), n_first) if 0 < n_first < n_small else None
 
+recovery = C.recovery_config(recover_level if recover_on else None)  # on the app's calibration texts
 # every job this view needs, most urgent first (the engine runs higher priorities first; identical jobs are shared)
 plan, sjobs, slider_jobs = curve_plan(model, mref, head, cfg, methods, heads, alloc, stages, settings.grid,
                                       known=known, slider=ffn, scoring_data=C.scoring_ref(task, cfg), task_label=task,
-                                      recovery=recover_level if recover_on else None, slider_first=first)
+                                      recovery=recovery, slider_first=first)
 for p in plan:
     C.submit(p.job, p.priority)
 results, failed = plan_results(C.engine(), plan)
@@ -236,7 +237,7 @@ with controls:
                                                     "is at least this share of the dense metric, for the current "
                                                     "method.")
     sj = search_job(mref, head, sjobs[method], known[method], C.data_ref(task), target / 100.0,
-                    settings.grid, heads, alloc, n_full, recovery=recover_level if recover_on else None)
+                    settings.grid, heads, alloc, n_full, recovery=recovery)
     if st.button("Find smallest model", help="Searches the curve, refines between grid points with real "
                                              "evaluations, then moves the FFN slider there (runs as a job). With "
                                              "'+ recovery' on, every point it evaluates is recovered."):
@@ -290,7 +291,7 @@ def budget_helper():
         job = budget_job(mref, head, C.scores_job(model, task, bcfg), C.known_scores(model, task, bcfg), kind,
                          float(value), int(seq_len), int(batch), alloc, head_grid=HEAD_GRID, ffn_step=FFN_STEP,
                          ffn_max=FFN_MAX, data=stages[-1][0], n=n_full,
-                         recovery=recover_level if recover_on else None)
+                         recovery=recovery)
         ss["_budget"] = {"key": C.submit(job, PRIORITY["budget"], retry=True), "kind": kind, "value": float(value)}
 
     def budget_answer(pending: dict, plan) -> dict:

@@ -336,6 +336,7 @@ def test_a_shared_link_opens_its_view_and_notes_what_it_ignored(env):
     assert not {"task", "model", "ffn"} & set(at.query_params)  # taken off the address: a reload keeps later changes
     shared = [c.value for c in at.code if "?" in c.value]
     assert shared == ["?model=demo-quick&task=ag_news&method=grad_x_act&baselines=random&ffn=0.5&heads=0.2&"
-                      "alloc=per-layer&recovery=scale&samples=12&steps=2&labels=predicted&units=ffn&examples=200"]
+                      "alloc=per-layer&recovery=scale&samples=12&steps=2&labels=predicted&units=ffn&"
+                      f"examples={APP_ENV['TP_APP_EVAL_LIMIT']}"]  # the server's examples setting
     at.selectbox(key="w_attr_method").set_value("ig").run()  # the view moved on: the note goes
     assert not at.warning and "method=ig&baselines=random" in [c.value for c in at.code if "?" in c.value][0]

@@ -63,8 +63,7 @@ def test_export_page_onnx_and_hf_with_task_vocabulary(env):
             "sst2-onnx-hf/README.md", "sst2-onnx-hf/mask.json"} <= set(names)
 
 
-def test_export_page_opens_on_the_deploy_preset_and_one_click_writes_int8_onnx_and_hf(env, monkeypatch):
-    monkeypatch.setenv("TP_APP_RECOVER_SAMPLES", "64")  # a small lstsq fit: the test is about the preset
+def test_export_page_opens_on_the_deploy_preset_and_one_click_writes_int8_onnx_and_hf(env):
     at = app_test("pages/5_Export.py")
     at.session_state["attr_method"] = "magnitude"
     at.session_state["eval_limit"] = 40

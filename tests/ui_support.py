@@ -18,6 +18,7 @@ APP_ENV = {
     "TP_APP_MODEL": "demo-quick",
     "TP_APP_EVAL_LIMIT": "96",
     "TP_APP_COARSE_EXAMPLES": "48",
+    "TP_APP_RECOVER_SAMPLES": "64",
     "TP_APP_GRID": "0,0.3,0.6,0.9",
 }
 

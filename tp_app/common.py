@@ -28,5 +28,5 @@ from .models import (UPLOAD_PREFIX, askable_tasks, budget_tokens, bundle_tasks, 
 from .page import ASSETS, exports_root, friendly, limits_rows, page
 from .progress import URGENT_POLL_S, job_answer, job_line, show_progress, show_progress_compact
 from .state import (FFN_MAX, FFN_STEP, HEAD_MAX, HEAD_STEP, LABEL_CHOICES, UNIT_CHOICES, attribution_config, flash,
-                    persisted, ranges, set_value)
+                    persisted, ranges, recovery_config, set_value)
 from .style import ATTRIBUTION_HELP, METHOD_COLORS, METHOD_LABELS, fmt_seconds, rgba

@@ -11,12 +11,13 @@ import streamlit as st
 from tp_core.budget import HEAD_GRID
 from tp_core.masks import PruneConfig, units_for
 from tp_core.policy import PRIORITY
-from tp_core.recovery import RecoveryConfig, as_config
+from tp_core.recovery import RecoveryConfig
 from tp_core.settings import app_settings
 
 from .jobs import data_ref, eval_size, job_info, known_scores, ref, scores_job, submit
 from .models import budget_tokens, head_for
 from .state import DEFAULTS
+from .state import recovery_config as app_recovery
 
 PRESETS = {"deploy": "deploy (ready to ship)", "custom": "custom (choose everything)"}
 DEPLOY_FORMATS = ["onnx-int8", "hf"]
@@ -75,8 +76,8 @@ def deploy_split(model, task: str, cfg, allocation: str) -> DeploySplit:
 
 
 def recovery_config() -> RecoveryConfig:
-    """The deploy preset's recovery: lstsq on the app's calibration texts (TP_APP_RECOVER_SAMPLES, default 1,024)."""
-    return as_config(DEPLOY_RECOVERY, app_settings().recover_samples)
+    """The deploy preset's recovery: lstsq on the app's calibration texts (TP_APP_RECOVER_SAMPLES)."""
+    return app_recovery(DEPLOY_RECOVERY)
 
 
 def deploy_recovery(model, task: str, cfg, pcfg: PruneConfig):

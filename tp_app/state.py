@@ -15,6 +15,7 @@ from tp_core.budget import HEAD_GRID
 from tp_core.defaults import RECOVERY_LEVEL
 from tp_core.limits import limits
 from tp_core.policy import APP_ATTRIBUTION
+from tp_core.recovery import RecoveryConfig, active_config, as_config
 from tp_core.settings import DEFAULT_BASELINES, app_settings
 
 # A new session's choices (the attribution ones are the app's attribution settings, policy.APP_ATTRIBUTION).
@@ -122,6 +123,12 @@ def attribution_config(method: str | None = None) -> AttributionConfig:
     ss = st.session_state
     return replace(APP_ATTRIBUTION, method=method or ss["attr_method"], samples=int(ss["attr_samples"]),
                    steps=int(ss["attr_steps"]), labels=ss["attr_labels"], units=ss["attr_units"])
+
+
+def recovery_config(level: str | None) -> RecoveryConfig | None:
+    """The app's recovery at `level` (None or "none": no recovery), fitted on the app's number of calibration texts
+    (TP_APP_RECOVER_SAMPLES): the Prune page's recovered curves, the tour and the Export page's deploy preset."""
+    return active_config(as_config(level or "none", app_settings().recover_samples))
 
 
 # ----- the session's identity ----------------------------------------------------------------------------------

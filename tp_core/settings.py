@@ -12,7 +12,7 @@ returns a frozen `AppSettings`. Variables, all optional:
 | `TP_APP_GRID` | `0,0.3,0.5,0.7,0.8,0.85,0.9` | FFN sparsities of the curves' full pass, comma-separated |
 | `TP_APP_ATTR_SAMPLES` | the app's attribution default (64) | a new session's attribution examples N |
 | `TP_APP_ATTR_STEPS` | the app's attribution default (2) | a new session's integrated-gradients steps |
-| `TP_APP_RECOVER_SAMPLES` | 1024 (`recovery.DEFAULT_SAMPLES`) | the Export page's deploy recovery's texts |
+| `TP_APP_RECOVER_SAMPLES` | 1024 | texts the app's recovery fits on (Prune, tour, deploy export) |
 | `TP_EXPORTS_DIR` | `exports/` in the checkout | the folder the Export page writes into |
 
 The app's attribution default itself is `policy.APP_ATTRIBUTION`. The job engine's variables (`TP_SCHEDULER`,
