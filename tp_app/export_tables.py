@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tp_core.errors import TPError
+
 FORMAT_LABELS = {"taskprune": "TaskPrune folder", "onnx": "ONNX (fp32)", "onnx-int8": "ONNX int8",
                  "hf": "Hugging Face folder"}
 FORMAT_HELP = {"taskprune": "reloads with tp_core.load_model(path); the smallest torch model",
@@ -125,3 +127,23 @@ def summary_tables(report: dict) -> dict:
     if r.get("vocab"):
         out["vocab"], out["offdomain"] = _vocab(r["vocab"], r["metric_name"])
     return out
+
+
+def vocab_texts_check(model, head: str, vocab: str, min_count: int, raw: bytes, name: str) -> dict:
+    """`tp_core.vocab.check_texts` of an uploaded text file (one text per line) with the vocabulary the export would
+    keep, remembered in the session per file and settings (the page reruns on every click)."""
+    import hashlib
+
+    import streamlit as st
+
+    from tp_core.vocab import check_texts, lines_of
+
+    key = (hashlib.sha1(raw).hexdigest(), getattr(model, "source", None), head, vocab, int(min_count))
+    memo = st.session_state.setdefault("_vocab_texts_check", {})
+    if key not in memo:
+        texts = lines_of(raw, name)
+        if not texts:
+            raise TPError(f"{name} holds no text: upload a UTF-8 text file with one text per line.")
+        memo.clear()
+        memo[key] = check_texts(model, head, texts, vocab, int(min_count))
+    return memo[key]
