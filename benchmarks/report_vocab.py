@@ -23,7 +23,8 @@ def _rows(v: dict) -> list[list]:
         cells = [name, f"{r['kept_tokens']:,}", fmt(r["export_params_ratio"], 3)]
         for d in domains:
             x = r["domains"][d]
-            cells.append(f"{fmt(x['keep'], 4)}{_ci(x['ci95'])}; [UNK] {fmt_pct(x['unk_share'], 2)}")
+            cells.append(f"{fmt(x['keep'], 4)}{_ci(x['ci95'])}; [UNK] {fmt_pct(x['unk_share'], 2)}"
+                         + (f"; split differently {fmt_pct(x['changed_share'])}" if "changed_share" in x else ""))
         cells.append(_points(r["domains"]["pooled"]["vs_full_vocab"]))
         rows.append(cells)
     return rows
@@ -66,7 +67,9 @@ def _choice(v: dict) -> str:
     """Which size the measurement chose, and whether `--vocab task` keeps it by default."""
     chosen = v.get("chosen_general_tokens")
     text = (f"Chosen size: {chosen:,} general tokens, the smallest measured one within 1 point of the full "
-            "vocabulary (pooled) with a parameter ratio <= 0.35" if chosen is not None else
-            "No measured size came within 1 point of the full vocabulary with a parameter ratio <= 0.35")
+            "vocabulary (pooled, over the whole 95% interval of the difference), with no more [UNK] than the full vocabulary on any domain and a parameter ratio "
+            "<= 0.35" if chosen is not None else
+            "No measured size came within 1 point of the full vocabulary, with no more [UNK] than it on every "
+            "domain and a parameter ratio <= 0.35")
     return text + f"; `--vocab task` keeps {v['default_general_tokens']:,} by default" + (
         "." if v.get("default_is_chosen") else " (**not** the measured choice).")

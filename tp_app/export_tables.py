@@ -1,5 +1,6 @@
 """The Export page's tables: an export report (`tp_core.export.ExportReport.to_dict()`) as rows ready to show, and
-the labels the page gives each format. Values are formatted strings; the page only draws them."""
+the labels the page gives each format. Values are formatted strings; the page only draws them. Also the check of an
+uploaded text file's [UNK] share (`vocab_texts_check`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -81,8 +82,10 @@ def _vocab(v: dict, metric: str) -> tuple[list[dict], list[dict]]:
     rows = [
         {"": "tokens kept", "value": f"{v['kept_tokens']:,} of {v['original_tokens']:,} "
                                      f"({v['kept_tokens'] / v['original_tokens']:.1%})"},
-        {"": "rule", "value": f"seen >= {v['min_count']} times in the task's train texts, every special token, "
-                              f"{v['char_fallback_tokens']} single-character pieces"},
+        {"": "rule", "value": f"seen >= {v['min_count']} times in the task's train texts, "
+                              f"{v.get('general_added', 0):,} more from the bundle's {v.get('general_tokens', 0):,} "
+                              f"most frequent tokens, every special token, {v['char_fallback_tokens']} "
+                              "single-character pieces"},
         {"": "word-embedding parameters", "value": f"{v['embedding_params_before']:,} -> "
                                                    f"{v['embedding_params_after']:,}"},
         {"": "validation tokens that became [UNK]", "value": f"{val.get('unk_share', 0):.3%}"},

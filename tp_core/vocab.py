@@ -32,7 +32,7 @@ from .errors import TPError
 VOCAB_MODES = ("full", "task")
 # `--vocab task` also keeps this many of the bundle's most frequent tokens (the general set): the size chosen by
 # measuring parameters against the keep on unseen domains (benchmarks/vocab_guard.py)
-GENERAL_TOKENS = 4000
+GENERAL_TOKENS = 8000
 GENERAL_SAMPLE = 1000  # train texts counted per bundle task for the general set (a seeded sample)
 UNK_WARN_SHARE = 0.01  # above this share of [UNK] tokens in the user's texts, the export warns
 _GENERAL_CACHE: dict[tuple, tuple[list[int], tuple[str, ...]]] = {}
