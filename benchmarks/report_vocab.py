@@ -67,8 +67,8 @@ def _choice(v: dict) -> str:
     """Which size the measurement chose, and whether `--vocab task` keeps it by default."""
     chosen = v.get("chosen_general_tokens")
     text = (f"Chosen size: {chosen:,} general tokens, the smallest measured one within 1 point of the full "
-            "vocabulary (pooled, over the whole 95% interval of the difference), with no more [UNK] than the full vocabulary on any domain and a parameter ratio "
-            "<= 0.35" if chosen is not None else
+            "vocabulary (pooled, over the whole 95% interval of the difference), with no more [UNK] than the full "
+            "vocabulary on any domain and a parameter ratio <= 0.35" if chosen is not None else
             "No measured size came within 1 point of the full vocabulary, with no more [UNK] than it on every "
             "domain and a parameter ratio <= 0.35")
     return text + f"; `--vocab task` keeps {v['default_general_tokens']:,} by default" + (

@@ -12,9 +12,9 @@ intervals over the examples (scipy.stats.bootstrap); the difference to the full 
 Keys: `vocab_general_keep` (pooled kept-vs-dense at the default size `tp_core.vocab.GENERAL_TOKENS`, goal: within
 1 point of the full vocabulary), `vocab_general_params_ratio` (its export_params_ratio, goal <= 0.35), details under
 `vocab_guard`. The chosen size is the smallest measured one within 1 point of the full vocabulary (pooled, over the
-whole 95% interval of the difference), with no more [UNK] than the full vocabulary on any unseen domain, whose parameter ratio stays <= 0.35; the script says whether
-that is the default. Beside keep and [UNK]: the share of sentences split into other pieces than with the full
-vocabulary (what a smaller vocabulary changes at the input).
+whole 95% interval of the difference), with no more [UNK] than the full vocabulary on any unseen domain, whose
+parameter ratio stays <= 0.35; the script says whether that is the default. Beside keep and [UNK]: the share of
+sentences split into other pieces than with the full vocabulary (what a smaller vocabulary changes at the input).
 
     TP_HOME=~/.cache/taskprune nice .venv/bin/python benchmarks/vocab_guard.py --merge docs/results.json
     .venv/bin/python benchmarks/vocab_guard.py --limit 300      # fewer sentences per domain (a quick look)
