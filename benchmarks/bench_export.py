@@ -1,7 +1,8 @@
 """Export benchmark: how small and how fast does the exported model get, side by side in one run.
 
 On the full demo (MiniLM), sst2, with ig scores (the app's default settings), training-free recovery (`--recover`,
-default lstsq on 1,024 unlabeled train texts, tp_core/recovery.py) and the sst2 train vocabulary:
+default lstsq on 1,024 unlabeled train texts, tp_core/recovery.py) and the sst2 train vocabulary with the general
+set (`--vocab task`'s default, tp_core.vocab.plan_for_task):
 
 * export_params_ratio / export_keep: the smallest plan on an FFN x head sparsity grid whose metric (vocabulary
   pruned, recovered, masked evaluation on the whole validation split) keeps >= 97% of dense; then that plan is
@@ -173,7 +174,7 @@ def main(argv=None) -> int:
     from tp_core.pruning import kept_params
     from tp_core.recovery import as_config, recover
     from tp_core.policy import APP_ATTRIBUTION
-    from tp_core.vocab import prune_vocab, task_vocab
+    from tp_core.vocab import plan_for_task, prune_vocab
 
     torch.set_num_threads(args.threads)
     model_name = args.model or ("demo-quick" if args.quick else "demo")
@@ -218,8 +219,7 @@ def main(argv=None) -> int:
         log(f"selection set: {len(sel)} of the {n_validation} validation examples; figures on the other {len(val)}")
     else:
         sel = val
-    train = load_split(task, "train")
-    plan = task_vocab(model.tokenizer, train.texts, train.pairs)
+    plan = plan_for_task(model, task)  # what export_formats(vocab="task") keeps: the task's tokens + the general set
     vocab_model = copy.deepcopy(model)
     prune_vocab(vocab_model, plan)
     saved = (plan.original_size - plan.size) * model.encoder.get_input_embeddings().embedding_dim

@@ -7,6 +7,7 @@ from pathlib import Path
 import report_cli
 import report_llm
 import report_llm_quality
+import report_vocab
 from common import BASELINES, METHODS, fmt, fmt_pct
 
 
@@ -1069,6 +1070,8 @@ def write(res: dict, out: Path) -> None:
         L += _ig_fidelity_section(res["ig_fidelity"])
     if res.get("export_bench"):
         L += _export_section(res["export_bench"])
+    if res.get("vocab_guard"):
+        L += report_vocab.section(res)
     for key in sorted(k for k in res if k.startswith("export_levers")):  # the full run, then subset runs
         L += _export_levers_section(res[key])
     if res.get("recovery_benchmark"):

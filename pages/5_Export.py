@@ -11,7 +11,7 @@ import streamlit as st
 
 from tp_app import common as C
 from tp_app import export_preset as P
-from tp_app.export_tables import FORMAT_HELP, FORMAT_LABELS, summary_tables
+from tp_app.export_tables import FORMAT_HELP, FORMAT_LABELS, summary_tables, vocab_texts_check
 from tp_core.errors import TPError
 from tp_core.export import FORMATS, planned_counts, related_tasks, safe_export_dir
 from tp_core.masks import PruneConfig, units_for
@@ -32,11 +32,13 @@ def custom_choices(llm: bool) -> tuple[list[str], str, int, bool]:
     with right:
         vocab = C.persisted(st.radio, "Vocabulary", "export_vocab", options=["full", "task"], horizontal=True,
                             disabled=llm, format_func=lambda v: {"full": "full (all tokens)",
-                                                                 "task": "task (the task's tokens only)"}[v],
-                            help="task: keep only the tokens seen in the task's train texts (and every special "
-                                 "token and single character), rewriting the embedding matrix and the tokenizer. "
-                                 "Text made of kept tokens gets exactly the same logits; other words split into "
-                                 "kept pieces. Related tasks are read with it too (the off-domain table).")
+                                                                 "task": "task (the task's tokens + a general set)"}[v],
+                            help="task: keep the tokens seen in the task's train texts, the most frequent tokens of "
+                                 "the bundle's train texts (a general set, so new domains lose fewer words) and "
+                                 "every special token and single character, rewriting the embedding matrix and the "
+                                 "tokenizer. Text made of kept tokens gets exactly the same logits; other words "
+                                 "split into kept pieces, else become [UNK]. Related tasks are read with it too (the "
+                                 "off-domain table).")
         min_count = C.persisted(st.number_input, "Minimum count of a kept token", "export_min_count", min_value=1,
                                 max_value=10_000, step=1, disabled=vocab != "task",
                                 help="With the task vocabulary: keep tokens seen at least this many times.")
@@ -50,6 +52,25 @@ def custom_choices(llm: bool) -> tuple[list[str], str, int, bool]:
                    "new: a format that cannot write this model yet ends with a message saying why (the others are "
                    "written and checked as usual).")
     return formats, vocab, int(min_count), bool(latency)
+
+
+def check_texts_upload(llm: bool, vocab: str, min_count: int) -> None:
+    """The user's own texts against the chosen vocabulary: the share of their tokens that become [UNK] (a warning
+    above 1%)."""
+    texts_up = st.file_uploader("Check your texts against this vocabulary", type=["txt"], key="export_texts_up",
+                                disabled=llm,
+                                help="A UTF-8 text file, one text per line, like the texts the exported model will "
+                                     "see: the page counts how many of their tokens become [UNK] with the chosen "
+                                     "vocabulary, and warns above 1%.")
+    if texts_up is None or llm:
+        return
+    with C.friendly("checking your texts"):
+        chk = vocab_texts_check(model, head, vocab, int(min_count), texts_up.getvalue(), texts_up.name)
+        if chk["message"]:
+            st.warning(chk["message"])
+        else:
+            st.caption(f"Your texts: {chk['unk_share']:.2%} of their {chk['tokens']:,} tokens become [UNK] with the "
+                       f"{vocab} vocabulary ({chk['unk_share_full']:.2%} with the full one).")
 
 
 def planned_size(known, pcfg: PruneConfig, formats: list[str], vocab: str, min_count: int) -> None:
@@ -146,6 +167,7 @@ if pcfg is not None:
         if rkey:
             C.show_progress([rkey], "Fitting the lstsq recovery before the click")
     planned_size(known, pcfg, formats, vocab, min_count)
+check_texts_upload(llm, vocab, min_count)
 
 if st.button("Export and verify", type="primary", disabled=pcfg is None,
              help="Prune physically (slice the weights; with the task vocabulary, the embeddings and tokenizer too), "

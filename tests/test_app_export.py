@@ -34,6 +34,11 @@ def test_export_page_onnx_and_hf_with_task_vocabulary(env):
     before = _text(at)
     assert "with the task vocabulary" in before and "fewer embedding parameters" in before, before
     assert "padded with zero units" in before and "parameters** in hf/" in before, before
+    # the user's own texts, in scripts the task never saw: their [UNK] share and a warning, no traceback
+    texts = "Η ταινία ήταν υπέροχη και πολύ συγκινητική.\n这部电影非常好看，演员的表演很精彩。\n".encode()
+    at.file_uploader(key="export_texts_up").set_value(("mine.txt", texts, "text/plain")).run()
+    assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
+    assert len(at.warning) == 1 and "[UNK]" in at.warning[0].value and "2 texts" in at.warning[0].value
     at.text_input(key="export_name").set_value("sst2-onnx-hf").run()
     [b for b in at.button if b.label == "Export and verify"][0].click().run()
     assert at.get("progress") or at.session_state["last_export"], "the page shows the job's progress"

@@ -65,7 +65,7 @@ def test_export_page_onnx_and_hf_in_a_real_browser(server):
             _check(page, "radio", "custom (choose everything)")
             _pick(page, "ONNX (fp32)")
             _pick(page, "Hugging Face")
-            _check(page, "radio", "task (the task's tokens only)")
+            _check(page, "radio", "task (the task's tokens + a general set)")
             if os.environ.get("TP_TEST_EXPORT_LATENCY"):  # off by default: timing on a shared test machine is slow
                 _pick(page, "ONNX int8")
                 _check(page, "checkbox", "Measure latency (dense torch vs each format; adds about a minute)")

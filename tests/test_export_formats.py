@@ -238,6 +238,51 @@ def test_vocab_pruning_keeps_logits_identical_on_in_vocabulary_text(tmp_path):
     np.testing.assert_array_equal(predict_logits(reload, "sst2", data), predict_logits(small, "sst2", data))
 
 
+GREEK_CJK = ["Η ταινία ήταν υπέροχη και πολύ συγκινητική.", "Δεν μου άρεσε καθόλου το τέλος της ιστορίας.",
+             "这部电影非常好看，演员的表演很精彩。", "剧情太无聊了，我不推荐。"]
+
+
+def test_general_set_is_kept_and_logits_are_unchanged_on_in_vocabulary_text():
+    """The task vocabulary plus the bundle's most frequent tokens: every general token is kept, text made of kept
+    tokens gets the dense logits, and an unseen domain (sentiment_sentences) meets fewer [UNK]s than with the task's
+    tokens alone."""
+    from tp_core.vocab import general_ranking, texts_unk_share
+
+    model = tiny_multitask("bert")
+    train = load_split("sst2", "train", limit=2000)
+    ranked, tasks = general_ranking(model.tokenizer)
+    assert "sst2" in tasks and "ag_news" in tasks and "sentiment_sentences" not in tasks  # no train split
+    base = task_vocab(model.tokenizer, train.texts, min_count=2)
+    plan = task_vocab(model.tokenizer, train.texts, min_count=2, general_tokens=1000)
+    kept = set(plan.kept_ids)
+    assert set(ranked[:1000]) <= kept and plan.n_general == len(kept - set(base.kept_ids)) > 100
+    small = tiny_multitask("bert")
+    prune_vocab(small, plan)
+    assert small.pruning["vocab"]["general_tokens"] == 1000
+    unseen = load_split("sentiment_sentences", "validation", limit=300)
+    texts = in_vocab(model.tokenizer, kept, unseen.texts, 40)
+    assert len(texts) == 40 and len(in_vocab(model.tokenizer, set(base.kept_ids), unseen.texts, 300)) < 300
+    data = unseen.subset(range(len(texts)))
+    data.texts = texts
+    np.testing.assert_array_equal(predict_logits(small, "sst2", data), predict_logits(model, "sst2", data))
+    with_general = texts_unk_share(model.tokenizer, unseen.texts, plan.kept_ids)["unk_share"]
+    assert with_general < texts_unk_share(model.tokenizer, unseen.texts, base.kept_ids)["unk_share"]
+
+
+def test_unk_share_of_texts_in_an_unseen_script_warns():
+    from tp_core.vocab import check_texts
+
+    model = tiny_multitask("bert")
+    res = check_texts(model, "sst2", GREEK_CJK + [""])
+    assert res["texts"] == 4 and res["warn"] and res["unk_share"] > 0.3 > res["unk_share_full"]
+    msg = res["message"]
+    assert "\n" not in msg and "[UNK]" in msg and f"{res['unk_share']:.1%}" in msg and "full vocabulary" in msg
+    english = check_texts(model, "sst2", load_split("sst2", "train", limit=50).texts)
+    assert english["unk_share"] == 0 and not english["warn"] and english["message"] is None
+    full = check_texts(model, "sst2", GREEK_CJK, vocab="full")
+    assert full["vocab"] == "full" and full["unk_share"] == full["unk_share_full"] < res["unk_share"]
+
+
 def wordpiece(word, vocab, unk="[UNK]", prefix="##"):
     """Reference greedy longest-match-first WordPiece (BERT's algorithm) over `vocab`."""
     pieces, start = [], 0
@@ -343,6 +388,8 @@ def test_parse_formats_and_min_count_accept_good_values():
         (["--vocab", "task", "--vocab-min-count", "two"], "min count must be a whole number >= 1"),
         (["--vocab", "task", "--vocab-min-count", "1.5"], "min count must be a whole number >= 1"),
         (["--vocab", "tiny"], "Vocabulary mode must be one of full, task"),
+        (["--vocab", "task", "--vocab-general", "-5"], "general vocabulary size must be a whole number >= 0"),
+        (["--vocab-texts", "/nonexistent/texts.txt"], "Cannot read --vocab-texts"),
     ],
 )
 def test_cli_bad_format_and_min_count_are_one_line_exit_2(extra, needle, tmp_path, capsys):
@@ -359,11 +406,18 @@ def test_cli_export_onnx_hf_writes_the_contract_layout(tmp_path):
     model = tiny_multitask("bert")
     model.save(tmp_path / "tiny")
     out = tmp_path / "exp"
+    (tmp_path / "mine.txt").write_text("\n".join(GREEK_CJK) + "\n", encoding="utf-8")
     res = cli("export", "--model", str(tmp_path / "tiny"), "--task", "sst2", "--method", "magnitude",
               "--ffn-sparsity", "0.5", "--format", "onnx,hf", "--vocab", "task", "--vocab-min-count", "3", "--limit",
-              "16", "--out", str(out), "--quiet", "--json", home=tmp_path / "home")
+              "16", "--vocab-general", "500", "--vocab-texts", str(tmp_path / "mine.txt"), "--out", str(out),
+              "--quiet", "--json", home=tmp_path / "home")
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
+    # texts in a script the task never saw: one warning line with their [UNK] share, no traceback
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "[UNK]" in warnings[0] and "Traceback" not in res.stderr, res.stderr
+    assert doc["vocab_texts"]["warn"] and f"{doc['vocab_texts']['unk_share']:.1%}" in warnings[0]
+    assert doc["vocab"]["general_tokens"] == 500 and doc["vocab"]["general_added"] > 0
     assert (out / "onnx" / "model.onnx").is_file() and (out / "onnx" / "tokenizer.json").is_file()
     assert (out / "hf" / "config.json").is_file() and (out / "README.md").is_file()
     assert not (out / "taskprune").exists() and doc["vocab"]["min_count"] == 3

@@ -1,8 +1,11 @@
 """The Export page's tables: an export report (`tp_core.export.ExportReport.to_dict()`) as rows ready to show, and
-the labels the page gives each format. Values are formatted strings; the page only draws them."""
+the labels the page gives each format. Values are formatted strings; the page only draws them. Also the check of an
+uploaded text file's [UNK] share (`vocab_texts_check`)."""
 from __future__ import annotations
 
 from pathlib import Path
+
+from tp_core.errors import TPError
 
 FORMAT_LABELS = {"taskprune": "TaskPrune folder", "onnx": "ONNX (fp32)", "onnx-int8": "ONNX int8",
                  "hf": "Hugging Face folder"}
@@ -79,8 +82,10 @@ def _vocab(v: dict, metric: str) -> tuple[list[dict], list[dict]]:
     rows = [
         {"": "tokens kept", "value": f"{v['kept_tokens']:,} of {v['original_tokens']:,} "
                                      f"({v['kept_tokens'] / v['original_tokens']:.1%})"},
-        {"": "rule", "value": f"seen >= {v['min_count']} times in the task's train texts, every special token, "
-                              f"{v['char_fallback_tokens']} single-character pieces"},
+        {"": "rule", "value": f"seen >= {v['min_count']} times in the task's train texts, "
+                              f"{v.get('general_added', 0):,} more from the bundle's {v.get('general_tokens', 0):,} "
+                              f"most frequent tokens, every special token, {v['char_fallback_tokens']} "
+                              "single-character pieces"},
         {"": "word-embedding parameters", "value": f"{v['embedding_params_before']:,} -> "
                                                    f"{v['embedding_params_after']:,}"},
         {"": "validation tokens that became [UNK]", "value": f"{val.get('unk_share', 0):.3%}"},
@@ -125,3 +130,23 @@ def summary_tables(report: dict) -> dict:
     if r.get("vocab"):
         out["vocab"], out["offdomain"] = _vocab(r["vocab"], r["metric_name"])
     return out
+
+
+def vocab_texts_check(model, head: str, vocab: str, min_count: int, raw: bytes, name: str) -> dict:
+    """`tp_core.vocab.check_texts` of an uploaded text file (one text per line) with the vocabulary the export would
+    keep, remembered in the session per file and settings (the page reruns on every click)."""
+    import hashlib
+
+    import streamlit as st
+
+    from tp_core.vocab import check_texts, lines_of
+
+    key = (hashlib.sha1(raw).hexdigest(), getattr(model, "source", None), head, vocab, int(min_count))
+    memo = st.session_state.setdefault("_vocab_texts_check", {})
+    if key not in memo:
+        texts = lines_of(raw, name)
+        if not texts:
+            raise TPError(f"{name} holds no text: upload a UTF-8 text file with one text per line.")
+        memo.clear()
+        memo[key] = check_texts(model, head, texts, vocab, int(min_count))
+    return memo[key]

@@ -434,13 +434,16 @@ def cmd_export(args):
     from .masks import PruneConfig
 
     from .export import parse_formats
-    from .vocab import check_min_count, check_vocab_applies, check_vocab_mode
+    from .vocab import GENERAL_TOKENS, check_general_tokens, check_min_count, check_vocab_applies, check_vocab_mode
 
     formats = parse_formats(args.format)  # bad --format / --vocab / --vocab-min-count fail before any work
     check_vocab_mode(args.vocab)
     check_min_count(args.vocab_min_count)
+    args.vocab_general = check_general_tokens(GENERAL_TOKENS if args.vocab_general is None else args.vocab_general)
+    texts = args.vocab_text_lines = _vocab_texts(args.vocab_texts)
     model = _model(args)
     check_vocab_applies(model, args.vocab)
+    args.texts_check = _check_texts(args, model, texts)
     cfg = PruneConfig(args.ffn_sparsity, args.head_sparsity, args.allocation).validate()
     rcfg = _recovery_cfg(args)
     _check_budget_args(args)
@@ -469,7 +472,8 @@ def cmd_export(args):
     res = export_pruned(model, args.task, scores, cfg, Path(args.out), _eval_data(args, args.task, model),
                         overwrite=args.overwrite, recovery=rcfg if rcfg is not None and rcfg.level != "none" else None)
     if args.json:
-        print(json.dumps(res.to_dict()))
+        check = getattr(args, "texts_check", None)
+        print(json.dumps({**res.to_dict(), **({"vocab_texts": check} if check else {})}))
     else:
         print(f"exported {res.path} ({res.params_after:,} of {res.params_before:,} parameters, "
               f"{res.bytes_on_disk / 1e6:.1f} MB); {res.metric_name} {res.metric_dense:.4f} -> "
@@ -477,37 +481,56 @@ def cmd_export(args):
               f"mask file {res.mask_file}")
 
 
+def _check_texts(args, model, texts: list[str]) -> dict | None:
+    """The [UNK] share of --vocab-texts with the vocabulary the export keeps (built without them), and one warning
+    line on stderr above 1%; None without --vocab-texts."""
+    if not texts:
+        return None
+    from .vocab import check_texts
+
+    res = check_texts(model, args.task, texts, args.vocab, int(args.vocab_min_count), args.vocab_general)
+    if res["message"]:
+        kept = " Their own tokens are kept in this export; other texts like them are not." if args.vocab == "task" \
+            else ""
+        print(f"warning: {res['message']}{kept}", file=sys.stderr)
+    elif not args.quiet:
+        print(f"--vocab-texts: {res['unk_share']:.2%} of the {res['tokens']:,} tokens of your {res['texts']:,} texts "
+              f"become [UNK] with the {res['vocab']} vocabulary", file=sys.stderr)
+    return res
+
+
 def _vocab_texts(path: str | None) -> list[str]:
     """The non-empty lines of --vocab-texts (within the file size limit); none without it."""
     if not path:
         return []
     from .limits import limits
+    from .vocab import lines_of
 
     path = Path(path)
     try:
         size = path.stat().st_size
         if size > limits().max_file_mb * 1_000_000:
             raise TPError(f"{path} is {size / 1e6:.0f} MB, above the {limits().max_file_mb} MB file limit.")
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return lines_of(path.read_bytes(), f"--vocab-texts {path}")
     except OSError as exc:
         raise TPError(f"Cannot read --vocab-texts {path}: {exc.strerror or exc}.") from None
-    except UnicodeDecodeError:
-        raise TPError(f"--vocab-texts {path} is not UTF-8 text.") from None
 
 
 def _export_formats(args, model, scores, cfg, formats: list[str], eval_data, rcfg):
     """`export --format ... --vocab ... --latency`: `export.export_formats`, then a summary (or the JSON report)."""
     from .export import export_formats, jsonable, metric_text as fmt
 
-    extra_texts = _vocab_texts(getattr(args, "vocab_texts", None))
+    extra_texts = args.vocab_text_lines if args.vocab == "task" else []
     with progress_bar(f"export {','.join(formats)}", not args.quiet) as cb:
         rep = export_formats(model, args.task, scores, cfg, Path(args.out), formats, vocab=args.vocab,
                              min_count=args.vocab_min_count, extra_texts=extra_texts, eval_data=eval_data,
                              offdomain=None, offdomain_limit=args.limit, latency=args.latency,
                              overwrite=args.overwrite, progress=cb,
-                             recovery=rcfg if rcfg is not None and rcfg.level != "none" else None)
+                             recovery=rcfg if rcfg is not None and rcfg.level != "none" else None,
+                             general_tokens=args.vocab_general)
+    check = getattr(args, "texts_check", None)
     if args.json:
-        print(json.dumps(rep.to_dict(), default=jsonable))
+        print(json.dumps({**rep.to_dict(), **({"vocab_texts": check} if check else {})}, default=jsonable))
         return rep
     d, p = rep.params_dense["total"], rep.params_pruned["total"]
     print(f"exported {rep.out_dir} ({p:,} of {d:,} parameters, {p / d:.1%}); {rep.metric_name} "
@@ -518,7 +541,8 @@ def _export_formats(args, model, scores, cfg, formats: list[str], eval_data, rcf
               f"{rep.metric_name} {fmt(f.metric)}{diff}")
     if rep.vocab:
         v = rep.vocab
-        print(f"  vocabulary {v['kept_tokens']:,} of {v['original_tokens']:,} tokens; validation [UNK] share "
+        print(f"  vocabulary {v['kept_tokens']:,} of {v['original_tokens']:,} tokens ({v.get('general_added', 0):,} "
+              f"of them from the general set of {v.get('general_tokens', 0):,}); validation [UNK] share "
               f"{v['validation'].get('unk_share', 0):.2%}; " + "; ".join(
                   f"{t}: {x['metric_full_vocab']:.4f} -> {x['metric_task_vocab']:.4f}"
                   for t, x in v["offdomain"].items()))

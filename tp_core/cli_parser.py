@@ -163,11 +163,17 @@ def _add_pruning_commands(sub, handlers: dict[str, Callable]) -> None:
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("--format", default="taskprune", help="comma-separated: taskprune (default: the folder itself), "
                     "onnx, onnx-int8, hf (then OUT/onnx/, OUT/hf/, OUT/taskprune/ and OUT/README.md)")
-    sp.add_argument("--vocab", default="full", help="full, or task: keep only the tokens of the task's train texts")
+    sp.add_argument("--vocab", default="full", help="full, or task: keep the tokens of the task's train texts and "
+                    "the general set (see --vocab-general)")
     sp.add_argument("--vocab-min-count", default="1", metavar="N",
                     help="with --vocab task: keep tokens seen >= N times")
-    sp.add_argument("--vocab-texts", default=None, metavar="FILE", help="with --vocab task: extra texts whose tokens "
-                    "are kept too (a UTF-8 text file, one text per line)")
+    sp.add_argument("--vocab-general", default=None, metavar="N",
+                    help="with --vocab task: keep the N most frequent tokens of the bundle's train texts too, so "
+                    "text from new domains loses fewer words to [UNK] (default: the size benchmarks/vocab_guard.py "
+                    "chose, tp_core.vocab.GENERAL_TOKENS; 0: the task's tokens only)")
+    sp.add_argument("--vocab-texts", default=None, metavar="FILE", help="texts like those the model will see (a "
+                    "UTF-8 text file, one text per line): their [UNK] share with the chosen vocabulary is reported, "
+                    "with a warning above 1%%; with --vocab task their tokens are kept too")
     sp.add_argument("--latency", action="store_true", help="time dense torch, pruned torch and each ONNX file "
                     "(batch 1 and 32, 64 tokens) for the model card")
     sp.add_argument("--json", action="store_true")

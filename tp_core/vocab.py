@@ -15,6 +15,7 @@ DistilBERT, ELECTRA and MiniLM use it); BPE and Unigram vocabularies would also 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from collections import Counter
@@ -29,6 +30,12 @@ from torch import nn
 from .errors import TPError
 
 VOCAB_MODES = ("full", "task")
+# `--vocab task` also keeps this many of the bundle's most frequent tokens (the general set): the size chosen by
+# measuring parameters against the keep on unseen domains (benchmarks/vocab_guard.py)
+GENERAL_TOKENS = 8000
+GENERAL_SAMPLE = 1000  # train texts counted per bundle task for the general set (a seeded sample)
+UNK_WARN_SHARE = 0.01  # above this share of [UNK] tokens in the user's texts, the export warns
+_GENERAL_CACHE: dict[tuple, tuple[list[int], tuple[str, ...]]] = {}
 
 
 def check_min_count(value: Any) -> int:
@@ -41,6 +48,19 @@ def check_min_count(value: Any) -> int:
     if not ok:
         raise TPError(f"The vocabulary min count must be a whole number >= 1 (a token is kept if it occurs at least "
                       f"that many times in the task's texts), got {value!r}.")
+    return n
+
+
+def check_general_tokens(value: Any) -> int:
+    """The general set's size as an int >= 0, or a clear error."""
+    try:
+        n = int(value)
+        ok = n == float(value) and n >= 0
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise TPError(f"The general vocabulary size must be a whole number >= 0 (how many of the bundle's most "
+                      f"frequent tokens the task vocabulary keeps too; 0: the task's tokens only), got {value!r}.")
     return n
 
 
@@ -107,6 +127,8 @@ class VocabPlan:
     n_special: int
     n_char_fallback: int  # single-character pieces added for fallback (not already kept)
     extra_texts: int = 0
+    general_tokens: int = 0  # the size of the general set asked for
+    n_general: int = 0  # general-set tokens kept that the task's texts did not bring
 
     @property
     def size(self) -> int:
@@ -119,10 +141,40 @@ class VocabPlan:
         return d
 
 
+def _tokenizer_signature(tokenizer) -> str:
+    """A short hash of the tokenizer's vocabulary: the general set's cache key."""
+    vocab = _tokenizer_json(tokenizer)["model"]["vocab"]
+    return hashlib.sha1(json.dumps(sorted(vocab.items())).encode()).hexdigest()[:16]
+
+
+def general_ranking(tokenizer, per_task: int = GENERAL_SAMPLE) -> tuple[list[int], tuple[str, ...]]:
+    """Token ids (specials left out) by frequency over a seeded sample of up to `per_task` train texts of every
+    bundle task with a train split, most frequent first (ties by id), and the tasks counted. Every task weighs the
+    same, so one large train split does not make the set its own; kept in memory per tokenizer and bundle."""
+    from .data import data_dir, list_tasks, load_split
+
+    specs = [s for s in list_tasks() if "train" in s.splits]
+    key = (_tokenizer_signature(tokenizer), str(data_dir()), per_task, tuple(s.name for s in specs))
+    if key not in _GENERAL_CACHE:
+        backend = _plain_backend(tokenizer)
+        counts: Counter[int] = Counter()
+        for spec in specs:
+            data = load_split(spec, "train", limit=per_task)
+            for enc in backend.encode_batch(_texts_of(data.texts, data.pairs), add_special_tokens=False):
+                counts.update(enc.ids)
+        specials = special_ids(tokenizer)
+        ranked = sorted((i for i in counts if i not in specials), key=lambda i: (-counts[i], i))
+        _GENERAL_CACHE[key] = (ranked, tuple(s.name for s in specs))
+    return _GENERAL_CACHE[key]
+
+
 def task_vocab(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, min_count: int = 1,
-               extra_texts: Sequence[str] = (), char_fallback: bool = True) -> VocabPlan:
-    """The tokens to keep for these texts: seen >= `min_count` times, specials, and (optionally) character pieces."""
+               extra_texts: Sequence[str] = (), char_fallback: bool = True, general_tokens: int = 0) -> VocabPlan:
+    """The tokens to keep for these texts: seen >= `min_count` times, specials, (optionally) character pieces, and
+    the `general_tokens` most frequent tokens of the bundle (`general_ranking`), so that text from domains the task
+    never saw loses fewer words to [UNK]."""
     min_count = check_min_count(min_count)
+    general_tokens = check_general_tokens(general_tokens)
     doc = _tokenizer_json(tokenizer)
     vocab: dict[str, int] = doc["model"]["vocab"]
     all_texts = _texts_of(texts, pairs) + [t for t in extra_texts if t]
@@ -148,10 +200,11 @@ def task_vocab(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = No
                 if i is not None and i not in kept:
                     kept.add(i)
                     n_chars += 1
+    general = set(general_ranking(tokenizer)[0][:general_tokens]) - kept if general_tokens else set()
     size = max(vocab.values()) + 1 if vocab else 0
     size = max(size, max(specials) + 1 if specials else 0)
-    return VocabPlan(sorted(kept), size, min_count, len(all_texts), len(counts), len(specials), n_chars,
-                     len([t for t in extra_texts if t]))
+    return VocabPlan(sorted(kept | general), size, min_count, len(all_texts), len(counts), len(specials), n_chars,
+                     len([t for t in extra_texts if t]), general_tokens, len(general))
 
 
 def _remap_post_processor(node: Any, old2new: dict[int, int]) -> Any:
@@ -176,6 +229,25 @@ def pruned_tokenizer_files(tokenizer, kept_ids: Sequence[int], folder: Path) -> 
 
     Returns the old -> new id map.
     """
+    doc, old2new = _pruned_doc(tokenizer, kept_ids)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(folder)  # tokenizer_config.json and special-token maps
+    (folder / "tokenizer.json").write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
+    ordered = sorted(doc["model"]["vocab"].items(), key=lambda kv: kv[1])
+    (folder / "vocab.txt").write_text("".join(t + "\n" for t, _ in ordered), encoding="utf-8")
+    cfg_file = folder / "tokenizer_config.json"
+    if cfg_file.is_file():
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        if isinstance(cfg.get("added_tokens_decoder"), dict):
+            cfg["added_tokens_decoder"] = {str(old2new[int(k)]): v for k, v in cfg["added_tokens_decoder"].items()
+                                           if int(k) in old2new}
+            cfg_file.write_text(json.dumps(cfg, ensure_ascii=False, indent=2), encoding="utf-8")
+    return old2new
+
+
+def _pruned_doc(tokenizer, kept_ids: Sequence[int]) -> tuple[dict, dict[int, int]]:
+    """The tokenizer.json document for `kept_ids` (new ids in the old order) and the old -> new id map."""
     doc = _tokenizer_json(tokenizer)
     old2new = {int(old): new for new, old in enumerate(kept_ids)}
     id2tok = {i: t for t, i in doc["model"]["vocab"].items()}
@@ -192,20 +264,7 @@ def pruned_tokenizer_files(tokenizer, kept_ids: Sequence[int], folder: Path) -> 
         doc["post_processor"] = _remap_post_processor(doc["post_processor"], old2new)
     if doc.get("padding") and "pad_id" in doc["padding"]:
         doc["padding"]["pad_id"] = old2new.get(int(doc["padding"]["pad_id"]), 0)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(folder)  # tokenizer_config.json and special-token maps
-    (folder / "tokenizer.json").write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
-    ordered = sorted(new_vocab.items(), key=lambda kv: kv[1])
-    (folder / "vocab.txt").write_text("".join(t + "\n" for t, _ in ordered), encoding="utf-8")
-    cfg_file = folder / "tokenizer_config.json"
-    if cfg_file.is_file():
-        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-        if isinstance(cfg.get("added_tokens_decoder"), dict):
-            cfg["added_tokens_decoder"] = {str(old2new[int(k)]): v for k, v in cfg["added_tokens_decoder"].items()
-                                           if int(k) in old2new}
-            cfg_file.write_text(json.dumps(cfg, ensure_ascii=False, indent=2), encoding="utf-8")
-    return old2new
+    return doc, old2new
 
 
 def prune_vocab(model, plan: VocabPlan) -> dict[int, int]:
@@ -241,7 +300,8 @@ def prune_vocab(model, plan: VocabPlan) -> dict[int, int]:
                               "heads_keep": [list(range(n)) for n in shape.heads],
                               "original_ffn": list(shape.ffn), "original_heads": list(shape.heads)})
     model.pruning["vocab"] = {"kept_tokens": plan.size, "original_tokens": plan.original_size,
-                              "min_count": plan.min_count, "char_fallback_tokens": plan.n_char_fallback}
+                              "min_count": plan.min_count, "char_fallback_tokens": plan.n_char_fallback,
+                              "general_tokens": plan.general_tokens, "general_added": plan.n_general}
     return old2new
 
 
@@ -295,19 +355,22 @@ class VocabReport:
     metric_full_vocab: float | None = None  # the (structurally pruned) model with the full vocabulary
     metric_task_vocab: float | None = None
     offdomain: dict = field(default_factory=dict)  # task -> {unk_share, metric_full_vocab, metric_task_vocab, n}
+    general_tokens: int = 0  # the general set asked for, and the tokens it added beyond the task's
+    general_added: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def plan_for_task(model, task: str, min_count: int = 1, extra_texts: Sequence[str] = (),
-                  char_fallback: bool = True) -> VocabPlan:
-    """`task_vocab` over the task's scoring split (train when it has one) of the data bundle."""
+                  char_fallback: bool = True, general_tokens: int = GENERAL_TOKENS) -> VocabPlan:
+    """`task_vocab` over the task's scoring split (train when it has one) of the data bundle, with the general set
+    (`GENERAL_TOKENS` by default)."""
     from .data import get_task, load_split
 
     spec = get_task(task)
     data = load_split(spec, spec.scoring_split)
-    return task_vocab(model.tokenizer, data.texts, data.pairs, min_count, extra_texts, char_fallback)
+    return task_vocab(model.tokenizer, data.texts, data.pairs, min_count, extra_texts, char_fallback, general_tokens)
 
 
 def embedding_params_saved(model, plan: VocabPlan) -> int:
@@ -315,3 +378,68 @@ def embedding_params_saved(model, plan: VocabPlan) -> int:
     from `pruning.kept_params` for the parameter count of a structure + vocabulary pruned model."""
     emb = model.encoder.get_input_embeddings()
     return (emb.num_embeddings - plan.size) * emb.embedding_dim
+
+
+def _unk_counts(backend, texts: Sequence[str], unk: str) -> tuple[int, int]:
+    """(tokens, [UNK] tokens) of `backend` over `texts`, specials left out."""
+    encs = backend.encode_batch(list(texts), add_special_tokens=False)
+    return sum(len(e.tokens) for e in encs), sum(t == unk for e in encs for t in e.tokens)
+
+
+def texts_unk_share(tokenizer, texts: Sequence[str], kept_ids: Sequence[int] | None = None) -> dict:
+    """How many of the tokens of `texts` become [UNK] with the vocabulary `kept_ids` (None: the full vocabulary),
+    and with the full vocabulary beside it; `warn` when the share is above `UNK_WARN_SHARE`."""
+    from tokenizers import Tokenizer
+
+    texts = [t for t in texts if t and t.strip()]
+    full = _plain_backend(tokenizer)
+    unk = tokenizer.unk_token or "[UNK]"
+    tokens, unk_full = _unk_counts(full, texts, unk)
+    n_unk = unk_full
+    if kept_ids is not None:
+        kept = Tokenizer.from_str(json.dumps(_pruned_doc(tokenizer, kept_ids)[0]))
+        kept.no_truncation()
+        kept.no_padding()
+        n_unk = _unk_counts(kept, texts, unk)[1]
+    share = n_unk / tokens if tokens else 0.0
+    return {"texts": len(texts), "tokens": tokens, "unk": n_unk, "unk_share": share,
+            "unk_share_full": unk_full / tokens if tokens else 0.0, "vocab": "full" if kept_ids is None else "task",
+            "warn": share > UNK_WARN_SHARE}
+
+
+def check_texts(model, task: str, texts: Sequence[str], vocab: str = "task", min_count: int = 1,
+                general_tokens: int = GENERAL_TOKENS) -> dict:
+    """`texts_unk_share` of the user's texts with the vocabulary an export of `task` keeps (`vocab`, `min_count`,
+    `general_tokens`; built without these texts, so the share is what texts like them meet), and `message`: one
+    warning line when the share is above `UNK_WARN_SHARE`, else None."""
+    check_vocab_mode(vocab)
+    plan = plan_for_task(model, task, min_count, general_tokens=general_tokens) if vocab == "task" else None
+    res = texts_unk_share(model.tokenizer, texts, plan.kept_ids if plan is not None else None)
+    res["message"] = unk_warning(res)
+    return res
+
+
+def unk_warning(res: dict) -> str | None:
+    """One line for a `texts_unk_share` result above the warning share, else None."""
+    if not res["warn"]:
+        return None
+    which = "the task vocabulary" if res["vocab"] == "task" else "the model's full vocabulary"
+    advice = (f"(the full vocabulary: {res['unk_share_full']:.1%}); export with the full vocabulary, or a larger "
+              "general set, for texts like these" if res["vocab"] == "task" else
+              "- the model does not know this script or these symbols; its predictions on such text are unreliable")
+    return (f"{res['unk_share']:.1%} of the {res['tokens']:,} tokens of your {res['texts']:,} texts become [UNK] "
+            f"with {which}, above {UNK_WARN_SHARE:.0%} {advice}.")
+
+
+def lines_of(raw: bytes, where: str) -> list[str]:
+    """The non-empty lines of an uploaded or read text file (UTF-8, a BOM allowed), or a clear error."""
+    from .limits import limits
+
+    cap = limits().max_file_mb * 1_000_000
+    if len(raw) > cap:
+        raise TPError(f"{where} is {len(raw) / 1e6:.0f} MB, above the {limits().max_file_mb} MB file limit.")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise TPError(f"{where} is not UTF-8 text (one text per line).") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]

@@ -221,7 +221,9 @@ def _vocab_text(r: ExportReport) -> str:
     od = "\n".join(f"| {t} | {x['n']} | {x['unk_share']:.2%} | {x['metric_dense']:.4f} | "
                    f"{x['metric_full_vocab']:.4f} | {x['metric_task_vocab']:.4f} |" for t, x in v["offdomain"].items())
     text = (f"Vocabulary pruned to the task's tokens: **{v['kept_tokens']:,} of {v['original_tokens']:,}** "
-            f"tokens kept (seen ≥ {v['min_count']} times in the task's train texts, every special token, "
+            f"tokens kept (seen ≥ {v['min_count']} times in the task's train texts, "
+            f"{v.get('general_added', 0):,} more from the general set of the data bundle's "
+            f"{v.get('general_tokens', 0):,} most frequent tokens, every special token, "
             f"and {v['char_fallback_tokens']} single-character pieces so unseen words split instead of "
             f"becoming [UNK]); word embeddings {v['embedding_params_before']:,} → "
             f"{v['embedding_params_after']:,} parameters. Text made only of kept tokens gets exactly the "

@@ -99,7 +99,8 @@ class _Run:
         return m, ci, self.diff(logits[self.check_idx]) if len(self.check) else None
 
 
-def _measure(run: _Run, small_full, vocab: str, min_count: int, extra_texts, offdomain, offdomain_limit) -> None:
+def _measure(run: _Run, small_full, vocab: str, min_count: int, extra_texts, offdomain, offdomain_limit,
+             general_tokens: int | None = None) -> None:
     """The dense and the exported model's metric, and with vocab="task" the vocabulary pruning and its cost."""
     from ..evaluation import predict_logits
 
@@ -117,7 +118,7 @@ def _measure(run: _Run, small_full, vocab: str, min_count: int, extra_texts, off
     if vocab == "task":
         progress(0.2, "counting the task's tokens")
         run.small, run.kept, run.vocab = task_vocabulary(model, small_full, task, min_count, extra_texts, eval_data,
-                                                         run.metric_name)
+                                                         run.metric_name, general_tokens)
         if eval_data is not None:
             run.vocab.metric_full_vocab = run.metric(full_vocab_logits)[0]
         others = (related_tasks(task) if eval_data is not None else []) if offdomain is None else list(offdomain)
@@ -259,6 +260,7 @@ def export_formats(
     command: str | None = None,
     progress: Progress | None = None,
     recovery=None,
+    general_tokens: int | None = None,
 ) -> ExportReport:
     """Prune `model` for `task` (structure from `scores` + `prune_cfg`; with vocab="task", the vocabulary too) and
     write `formats` under `out_dir`, with the model card and a JSON report. Every metric is measured on `eval_data`
@@ -267,14 +269,16 @@ def export_formats(
     full and the pruned vocabulary; `latency=True` times dense torch, pruned torch and each ONNX file
     (`latency_repeats` runs per runner and batch size).
     `recovery` (a `recovery.Recovery` fitted for these masks, or a level / RecoveryConfig fitted here) is folded
-    into the pruned weights, as in `export_pruned`."""
+    into the pruned weights, as in `export_pruned`. With vocab="task", `general_tokens` of the bundle's most
+    frequent tokens are kept beside the task's (None: `vocab.GENERAL_TOKENS`; 0: the task's tokens only)."""
     from ..model import _swap_in
-    from ..vocab import check_min_count, check_vocab_applies
+    from ..vocab import check_general_tokens, check_min_count, check_vocab_applies
 
     t_start = time.time()
     formats = parse_formats(formats)
     check_vocab_applies(model, vocab)
     min_count = check_min_count(min_count)
+    general_tokens = None if general_tokens is None else check_general_tokens(general_tokens)
     prune_cfg.validate()
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -283,7 +287,7 @@ def export_formats(
     run = _Run(model, task, eval_data, progress or (lambda f, m: None))
     run.progress(0.02, "pruning the structure")
     masks, small_full, recovery = prune_for_task(model, task, scores, prune_cfg, recovery, run.progress)
-    _measure(run, small_full, vocab, min_count, extra_texts, offdomain, offdomain_limit)
+    _measure(run, small_full, vocab, min_count, extra_texts, offdomain, offdomain_limit, general_tokens)
     _check_examples(run, masks, recovery)
     legacy = formats == ["taskprune"]
     mask_file = out_dir.parent / f"{out_dir.name}.mask.json" if legacy else out_dir / "mask.json"

@@ -30,15 +30,17 @@ def in_vocab_indices(full_tok, kept: set[int] | None, texts, pairs, n: int) -> l
 
 
 def task_vocabulary(model, small_full, task: str, min_count: int, extra_texts: Sequence[str], eval_data,
-                    metric_name: str):
+                    metric_name: str, general_tokens: int | None = None):
     """(pruned model, kept token ids, `vocab.VocabReport`): a copy of `small_full` (the pruned structure) keeping
-    only the tokens of `task`'s scoring split (+ `extra_texts`), and its token statistics on `eval_data` (else the
-    task's validation split, when there is one). The report's metrics are the caller's to fill in."""
+    only the tokens of `task`'s scoring split (+ `extra_texts`) and the general set (`general_tokens` of the bundle's
+    most frequent tokens; None: `vocab.GENERAL_TOKENS`), and its token statistics on `eval_data` (else the task's
+    validation split, when there is one). The report's metrics are the caller's to fill in."""
     from ..data import get_task, load_split
-    from ..vocab import VocabReport, plan_for_task, prune_vocab, token_stats
+    from ..vocab import GENERAL_TOKENS, VocabReport, plan_for_task, prune_vocab, token_stats
 
     spec = get_task(task)
-    plan = plan_for_task(model, task, min_count, extra_texts)
+    plan = plan_for_task(model, task, min_count, extra_texts,
+                         general_tokens=GENERAL_TOKENS if general_tokens is None else general_tokens)
     small = copy.deepcopy(small_full)
     emb_before = small.encoder.get_input_embeddings().weight.numel()
     prune_vocab(small, plan)
@@ -47,7 +49,7 @@ def task_vocabulary(model, small_full, task: str, min_count: int, extra_texts: S
     report = VocabReport(task=task, kept_tokens=plan.size, original_tokens=plan.original_size, min_count=min_count,
                          char_fallback_tokens=plan.n_char_fallback, embedding_params_before=emb_before,
                          embedding_params_after=small.encoder.get_input_embeddings().weight.numel(),
-                         metric_name=metric_name)
+                         metric_name=metric_name, general_tokens=plan.general_tokens, general_added=plan.n_general)
     val = eval_data if eval_data is not None else load_split(spec, "validation", limit=2000) \
         if "validation" in spec.splits else None
     if val is not None:
