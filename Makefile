@@ -39,8 +39,10 @@ chromium:
 	fi
 
 # pytest-xdist: TEST_WORKERS processes, each running whole test modules (--dist loadfile: a module's fixtures are set
-# up once); the app, server and browser modules overlap with the unit tests. TEST_WORKERS=0: one process.
-TEST_WORKERS ?= 2
+# up once); the app, server and browser modules overlap with the unit tests. Three on two cores: the browser and
+# server tests spend much of their time waiting on other processes, and a third worker fills those waits.
+# TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 3
 test: venv chromium lint
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15 \
 		$(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
