@@ -39,10 +39,9 @@ chromium:
 	fi
 
 # pytest-xdist: TEST_WORKERS processes, each running whole test modules (--dist loadfile: a module's fixtures are set
-# up once); the app, server and browser modules overlap with the unit tests. Three on two cores: the browser and
-# server tests spend much of their time waiting on other processes, and a third worker fills those waits.
-# TEST_WORKERS=0: one process.
-TEST_WORKERS ?= 3
+# up once); the app, server and browser modules overlap with the unit tests. Two on two cores: a third worker made
+# the same suite take more CPU and longer (README, Tests). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: venv chromium lint
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15 \
 		$(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
