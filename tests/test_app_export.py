@@ -77,7 +77,7 @@ def test_export_page_opens_on_the_deploy_preset_and_one_click_writes_int8_onnx_a
     assert at.radio(key="w_export_preset").value == "deploy"
     text = _text(at)
     assert "the Prune page's budget helper at 50% of the dense FLOPs" in text, text
-    for choice in ("**Recovery: lstsq**", "**Vocabulary: the task's tokens**", "**ONNX int8**",
+    for choice in ("**Recovery: lstsq**", "**Vocabulary: the task's tokens + ", "**ONNX int8**",
                    "**Hugging Face folder**"):
         assert choice in text, choice
     for buys in ("speed:", "size:", "quality:", "compatibility:"):

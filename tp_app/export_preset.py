@@ -13,6 +13,7 @@ from tp_core.masks import PruneConfig, units_for
 from tp_core.policy import PRIORITY
 from tp_core.recovery import RecoveryConfig
 from tp_core.settings import app_settings
+from tp_core.vocab import GENERAL_TOKENS
 
 from .jobs import data_ref, eval_size, job_info, known_scores, ref, scores_job, submit
 from .models import budget_tokens, head_for
@@ -105,9 +106,10 @@ def deploy_lines(split: DeploySplit, llm: bool) -> list[str]:
              if p is not None else split.source + " ...")
     vocab = ("**Vocabulary: full** - a causal LM keeps its tokenizer (the task vocabulary is for WordPiece "
              "encoders)." if llm else
-             "**Vocabulary: the task's tokens** - size: far fewer word-embedding rows, same speed; text made of "
-             "kept tokens gets the same logits, other words split into kept pieces. A guard that keeps a "
-             "general-domain token set beside them is not built yet; choose custom to measure related tasks.")
+             f"**Vocabulary: the task's tokens + {GENERAL_TOKENS:,} general ones** - size: far fewer "
+             "word-embedding rows, same speed; text made of kept tokens gets the same logits, other words split into "
+             "kept pieces. The general set (the bundle's most frequent tokens) keeps texts of new domains readable; "
+             "check yours below, or choose custom to measure related tasks.")
     return [
         f"**Split:** {where} - speed: fewer FLOPs per example on every runtime, and size: fewer parameters.",
         f"**Recovery: lstsq** - quality: re-fits the kept output columns on {recovery_config().samples:,} "
