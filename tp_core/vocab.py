@@ -38,14 +38,19 @@ UNK_WARN_SHARE = 0.01  # above this share of [UNK] tokens in the user's texts, t
 _GENERAL_CACHE: dict[tuple, tuple[list[int], tuple[str, ...]]] = {}
 
 
-def check_min_count(value: Any) -> int:
-    """`min_count` as an int >= 1, or a clear error."""
+def _whole_number(value: Any, least: int) -> int | None:
+    """`value` as an int >= `least` when it is a whole number, else None."""
     try:
         n = int(value)
-        ok = n == float(value) and n >= 1
+        return n if n == float(value) and n >= least else None
     except (TypeError, ValueError, OverflowError):
-        ok = False
-    if not ok:
+        return None
+
+
+def check_min_count(value: Any) -> int:
+    """`min_count` as an int >= 1, or a clear error."""
+    n = _whole_number(value, 1)
+    if n is None:
         raise TPError(f"The vocabulary min count must be a whole number >= 1 (a token is kept if it occurs at least "
                       f"that many times in the task's texts), got {value!r}.")
     return n
@@ -53,12 +58,8 @@ def check_min_count(value: Any) -> int:
 
 def check_general_tokens(value: Any) -> int:
     """The general set's size as an int >= 0, or a clear error."""
-    try:
-        n = int(value)
-        ok = n == float(value) and n >= 0
-    except (TypeError, ValueError, OverflowError):
-        ok = False
-    if not ok:
+    n = _whole_number(value, 0)
+    if n is None:
         raise TPError(f"The general vocabulary size must be a whole number >= 0 (how many of the bundle's most "
                       f"frequent tokens the task vocabulary keeps too; 0: the task's tokens only), got {value!r}.")
     return n
