@@ -74,7 +74,7 @@ def test_jobs_in_a_real_browser(served):
             _wait_sidebar(page, "ig scores · sst2 · N=512")  # submitted: listed in the jobs panel at once
             assert time.time() - t0 < 15
             _wait_sidebar(page, "elapsed", timeout=120_000)  # running, with progress and time
-            _goto(page, "Prune")  # leave the page: the job goes on
+            _goto(page, "Model")  # leave the page: the job goes on (Model asks for one cached dense point only)
             _wait_sidebar(page, "N=512")
             assert any(c["name"] == "tp_sid" for c in page.context.cookies())
             page.reload()  # a reload finds the session's jobs again (the session id is in a cookie)
