@@ -38,31 +38,28 @@ UNK_WARN_SHARE = 0.01  # above this share of [UNK] tokens in the user's texts, t
 _GENERAL_CACHE: dict[tuple, tuple[list[int], tuple[str, ...]]] = {}
 
 
-def _whole_number(value: Any, least: int) -> int | None:
-    """`value` as an int >= `least` when it is a whole number, else None."""
+def _whole_number(value: Any, least: int, what: str, why: str) -> int:
+    """`value` as an int >= `least` when it is a whole number, else a TPError naming `what` it is and `why`."""
     try:
         n = int(value)
-        return n if n == float(value) and n >= least else None
+        ok = n == float(value) and n >= least
     except (TypeError, ValueError, OverflowError):
-        return None
+        ok = False
+    if not ok:
+        raise TPError(f"The {what} must be a whole number >= {least} ({why}), got {value!r}.")
+    return n
 
 
 def check_min_count(value: Any) -> int:
     """`min_count` as an int >= 1, or a clear error."""
-    n = _whole_number(value, 1)
-    if n is None:
-        raise TPError(f"The vocabulary min count must be a whole number >= 1 (a token is kept if it occurs at least "
-                      f"that many times in the task's texts), got {value!r}.")
-    return n
+    return _whole_number(value, 1, "vocabulary min count",
+                         "a token is kept if it occurs at least that many times in the task's texts")
 
 
 def check_general_tokens(value: Any) -> int:
     """The general set's size as an int >= 0, or a clear error."""
-    n = _whole_number(value, 0)
-    if n is None:
-        raise TPError(f"The general vocabulary size must be a whole number >= 0 (how many of the bundle's most "
-                      f"frequent tokens the task vocabulary keeps too; 0: the task's tokens only), got {value!r}.")
-    return n
+    return _whole_number(value, 0, "general vocabulary size", "how many of the bundle's most frequent tokens the "
+                         "task vocabulary keeps too; 0: the task's tokens only")
 
 
 def check_vocab_mode(mode: str) -> str:
