@@ -11,6 +11,7 @@ from tp_app.heatmaps import ffn_figure, head_figure
 from tp_app.tour import RULE_LABELS, convergence_figure, ig_path_figure, line_name, points_figure
 from tp_core.attribution import METHODS
 from tp_core.evaluation import majority_baseline
+from tp_core.defaults import RECOVERY_LEVEL
 from tp_core.inspector import IG_STEP_CHOICES, UnitRef
 from tp_core.masks import units_for
 from tp_core.policy import PRIORITY, plan_results, recovered_method
@@ -25,7 +26,7 @@ head = C.head_for(task)
 STEPS = ("1 · One neuron's score", "2 · A task's heatmap", "3 · Pruning", "4 · Recovery", "5 · Export")
 session_cfg = C.attribution_config("ig")
 cfg = replace(session_cfg, units=units_for(max(TOUR_SPARSITIES), 0.0, session_cfg.units))  # the Prune page's
-RECOVERY = "lstsq"
+RECOVERY = RECOVERY_LEVEL  # the measured default of every entry point
 
 
 def go_to(step: int) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 import streamlit as st
 
 from tp_core.budget import HEAD_GRID
+from tp_core.defaults import RECOVERY_LEVEL
 from tp_core.masks import PruneConfig, units_for
 from tp_core.policy import PRIORITY
 from tp_core.recovery import RecoveryConfig
@@ -17,15 +18,14 @@ from tp_core.vocab import GENERAL_TOKENS
 
 from .jobs import data_ref, eval_size, job_info, known_scores, ref, scores_job, submit
 from .models import budget_tokens, head_for
-from .state import DEFAULTS
+from .state import DEFAULTS, FFN_MAX, FFN_STEP  # the Prune slider: a budget's split lies on its steps
 from .state import recovery_config as app_recovery
 
 PRESETS = {"deploy": "deploy (ready to ship)", "custom": "custom (choose everything)"}
 DEPLOY_FORMATS = ["onnx-int8", "hf"]
 DEPLOY_VOCAB = "task"
-DEPLOY_RECOVERY = "lstsq"
+DEPLOY_RECOVERY = RECOVERY_LEVEL  # the measured default of every entry point
 DEPLOY_FLOPS = 0.5  # the Prune page's budget helper's default budget (% of the dense FLOPs)
-FFN_MAX, FFN_STEP = 0.95, 0.01  # the Prune page's FFN slider: a budget's split lies on its steps
 
 
 @dataclass
