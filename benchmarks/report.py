@@ -7,6 +7,7 @@ from pathlib import Path
 import report_cli
 import report_llm
 import report_llm_quality
+import report_pipelines
 import report_vocab
 from common import BASELINES, METHODS, fmt, fmt_pct
 
@@ -216,6 +217,8 @@ def _glance(res: dict) -> list[str]:
                              if v.startswith(("with `none`", "with `lstsq`"))))
     if res.get("cli_examples"):
         out.append(report_cli.glance(res))
+    if res.get("pipeline_benchmark"):
+        out.append(report_pipelines.glance(res))
     bb = res.get("budget_benchmark")
     if bb:
         out.append(f"budget targets (section 10): {_budget_verdict(bb['summary'])}")
@@ -1092,6 +1095,8 @@ def write(res: dict, out: Path) -> None:
         L += report_llm.export_section(res)
     if res.get("cli_examples"):
         L += report_cli.section(res)
+    if res.get("pipeline_benchmark"):
+        L += report_pipelines.section(res)
     (out / "RESULTS.md").write_text("\n".join(L) + "\n")
 
 

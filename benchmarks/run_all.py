@@ -3,6 +3,9 @@
     make bench          # full run on the demo model (.venv/bin/python benchmarks/run_all.py)
     make bench-quick    # small settings on demo-quick, a few minutes (--quick)
 
+The standalone benchmarks (bench_budget.py, bench_pipelines.py, ...) merge their sections into docs/results.json
+with --merge; this script keeps them and renders them.
+
 Options: --quick; --sections quality,speed,textpruner (default: all); --report-only (re-render the report from
 docs/results.json). The quick mode writes to docs/quick/ so it never overwrites the committed full-run results.
 """
@@ -67,7 +70,8 @@ OWN_SECTIONS = ("quality", "textpruner", "speed")
 
 def carried(path: Path, sections: list[str]) -> dict:
     """What results.json holds from the other benchmarks (bench_ig_fidelity, bench_export, bench_interactive,
-    bench_recovery, bench_budget, ...) and from the sections this run skips: kept as it is, with its metadata."""
+    bench_recovery, bench_budget, bench_pipelines, ...) and from the sections this run skips: kept as it is, with
+    its metadata."""
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError):

@@ -21,6 +21,7 @@ RANK = {
     "recovery_fit": 6.5, "recovery_passes": 6.5, "recovery": 7, "pruning": 8, "iterative": 8.5,
     "evaluation": 9, "budget": 9.5,
     "kwon": 9.7,  # Kwon et al.'s pipeline: FLOPs from budget, mask tuning from recovery
+    "kprune": 9.8,  # K-prune: unit costs from kwon, weight tuning from recovery
     "curves": 10, "inspector": 10, "vocab": 10, "demo": 10,
     # the export package (tp_core/export/): each format or concern, then the formats export, then the package API
     "export.prompt_file": 9.9,  # a causal LM's prompt.json and its stdlib renderer, beside ONNX and hf/ files

@@ -381,26 +381,42 @@ def _budget_plan(args, model, ref, scores, progress=None, recovery=None):
     return _engine_run(job, progress)
 
 
-def _kwon_plan(args, model, report: bool = False):
-    """--pipeline kwon (tp_core/kwon.py): Kwon et al.'s Fisher search at --flops-budget, rearrangement and mask
-    tuning on --recover-samples train texts. `report`: print it (budget); else (scores, config, recovery) that
-    export turns into exactly these masks."""
-    from .kwon import KwonConfig, kwon_pipeline, mask_scores
+def _peer_run(args, model, cb):
+    """(masks, recovery, info) of --pipeline kwon (tp_core/kwon.py) or kprune (tp_core/kprune.py) at
+    --flops-budget on --recover-samples seeded train texts."""
     from .recovery import DEFAULT_SAMPLES
 
+    samples = getattr(args, "recover_samples", None) or DEFAULT_SAMPLES
+    if args.pipeline == "kprune":
+        from .kprune import KPruneConfig, kprune_pipeline
+
+        kcfg = KPruneConfig(samples=samples, seed=args.seed, seq_len=args.seq_len)
+        return kprune_pipeline(model, args.task, args.flops_budget, config=kcfg, progress=cb)
+    from .kwon import KwonConfig, kwon_pipeline
+
+    kcfg = KwonConfig(samples=samples, seed=args.seed, labels=args.labels, seq_len=args.seq_len)
+    return kwon_pipeline(model, args.task, args.flops_budget, config=kcfg, progress=cb)
+
+
+def _kwon_plan(args, model, report: bool = False):
+    """--pipeline kwon / kprune: Kwon et al.'s pipeline (Fisher search, rearrangement, mask tuning) or K-prune's
+    (knowledge-preserving search and weight tuning per sub-layer) at --flops-budget. `report`: print it (budget);
+    else (scores, config, recovery) that export turns into exactly these masks."""
+    from .kwon import mask_scores
+
+    name = "K-prune" if args.pipeline == "kprune" else "Kwon et al. pipeline"
     if args.flops_budget is None:
-        raise TPError("--pipeline kwon needs --flops-budget F (Kwon et al. search under a FLOPs constraint).")
-    kcfg = KwonConfig(samples=getattr(args, "recover_samples", None) or DEFAULT_SAMPLES, seed=args.seed,
-                      labels=args.labels, seq_len=args.seq_len)
-    with progress_bar("Kwon et al. pipeline", not args.quiet) as cb:
-        masks, rec, info = kwon_pipeline(model, args.task, args.flops_budget, config=kcfg, progress=cb)
+        raise TPError(f"--pipeline {args.pipeline} needs --flops-budget F ({name}: a search under a FLOPs "
+                      "constraint).")
+    with progress_bar(name, not args.quiet) as cb:
+        masks, rec, info = _peer_run(args, model, cb)
     if not report:
-        return (*mask_scores(masks, model.source, args.task, info["config"]), rec)
+        return (*mask_scores(masks, model.source, args.task, info["config"], method=args.pipeline), rec)
     if args.json:
         print(json.dumps(info, default=float))
         return None
     sec = ", ".join(f"{k} {v:.1f}s" for k, v in info["seconds"].items())
-    print(f"Kwon et al.: FFN sparsity {info['ffn_sparsity']:.4f}, head sparsity {info['head_sparsity']:.4f}: "
+    print(f"{name}: FFN sparsity {info['ffn_sparsity']:.4f}, head sparsity {info['head_sparsity']:.4f}: "
           f"{info['flops_fraction']:.1%} of the dense FLOPs at {args.seq_len} tokens; {sec}")
     return None
 
@@ -411,7 +427,7 @@ def cmd_budget(args):
     _check_budget_args(args)
     model = _model(args)
     _resolve_seq_len(args, model)
-    if args.pipeline == "kwon":
+    if args.pipeline in ("kwon", "kprune"):
         return _kwon_plan(args, model, report=True)
     acfg, ref = _attr_cfg(args), _ref(args, model)
     with progress_bar(f"{acfg.method} on {args.task}", not args.quiet) as cb:
@@ -448,7 +464,7 @@ def cmd_export(args):
     rcfg = _recovery_cfg(args)
     _check_budget_args(args)
     _resolve_seq_len(args, model)
-    if args.pipeline == "kwon":  # Kwon et al.'s masks and mask tuning instead of scores + budget plan
+    if args.pipeline in ("kwon", "kprune"):  # a peer's masks and tuning instead of scores + budget plan
         scores, cfg, rcfg = _kwon_plan(args, model)
         ref = scores_run = args.flops_budget = args.latency_budget_ms = None
     else:

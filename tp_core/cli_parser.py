@@ -63,9 +63,11 @@ def _budget_args(sp):
     sp.add_argument("--seq-len", type=int, default=None,
                     help="tokens per example for the budget (default: 128 for an encoder; for a causal LM the mean "
                          "length of the task's prompts, demonstrations included)")
-    sp.add_argument("--pipeline", default="ours", choices=["ours", "kwon"],
+    sp.add_argument("--pipeline", default="ours", choices=["ours", "kwon", "kprune"],
                     help="kwon: Kwon et al. 2022 instead (Fisher mask search at --flops-budget, rearrangement, "
-                         "their mask tuning on --recover-samples train texts; tp_core/kwon.py)")
+                         "their mask tuning on --recover-samples train texts; tp_core/kwon.py); kprune: K-prune "
+                         "(Park et al. 2024: knowledge-preserving search and weight tuning sub-layer by sub-layer; "
+                         "tp_core/kprune.py)")
     sp.add_argument("--batch-size", type=int, default=1, help="examples per batch for --latency-budget-ms")
     sp.add_argument("--choose", default="metric", choices=["metric", "mass"],
                     help="among the splits meeting the budget (one per head sparsity 0, 0.1, ..., 0.9), the one "

@@ -290,14 +290,15 @@ def rearrange_mask(masks: UnitMasks, fisher: FisherInfo) -> tuple[UnitMasks, dic
     return UnitMasks(out["ffn"], out["heads"]), info
 
 
-def mask_scores(masks: UnitMasks, model_name: str, task: str, settings: dict | None = None
-                ) -> tuple[UnitScores, PruneConfig]:
+def mask_scores(masks: UnitMasks, model_name: str, task: str, settings: dict | None = None,
+                method: str = "kwon") -> tuple[UnitScores, PruneConfig]:
     """(scores, config) that `masks.build_masks` turns back into exactly `masks` (global allocation): 1 for a kept
     unit, 0 for a removed one, at the removed fraction of each kind; so an export path that builds masks from scores
-    (export.export_pruned, export_formats) exports Kwon's masks. Needs >= 1 kept unit per layer (the protected one)."""
+    (export.export_pruned, export_formats) exports Kwon's masks (K-prune's with `method="kprune"`). Needs >= 1 kept
+    unit per layer (the protected one)."""
     if not all(m.any() for m in masks.ffn + masks.heads):
-        raise TPError("Kwon's masks leave a layer empty; search with keep_one_per_layer to export them.")
-    scores = UnitScores(model_name, task, "kwon", dict(settings or {}), [m.astype(np.float64) for m in masks.ffn],
+        raise TPError("These masks leave a layer empty; search with keep_one_per_layer to export them.")
+    scores = UnitScores(model_name, task, method, dict(settings or {}), [m.astype(np.float64) for m in masks.ffn],
                         [m.astype(np.float64) for m in masks.heads])
     return scores, PruneConfig(masks.ffn_sparsity(), masks.head_sparsity(), "global")
 

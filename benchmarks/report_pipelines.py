@@ -1,0 +1,54 @@
+"""RESULTS.md's section on pipelines against the strongest peers (benchmarks/bench_pipelines.py: results.json keys
+`pipeline_benchmark`, `best_vs_kwon_win_rate`, `best_vs_kprune_win_rate`, `keep_at_flops_50`, `pipeline_seconds`)."""
+from __future__ import annotations
+
+from common import fmt, fmt_pct
+
+NAMES = {"best": "our best (ig + measured split + lstsq)", "kwon": "Kwon et al.", "kprune": "K-prune",
+         "textpruner_lstsq": "TextPruner + lstsq", "gxa_lstsq": "grad×act + lstsq"}
+
+
+def _wlt(w: dict | None) -> str:
+    if not w:
+        return "–"
+    return f"{fmt(w['value'], 3)} ({w['wins']} wins, {w['losses']} losses, {w['ties']} ties of {w['cells']})"
+
+
+def glance(res: dict) -> str:
+    """One line for "Verdicts at a glance"."""
+    s = res["pipeline_benchmark"]["summary"]
+    return (f"pipelines ({res['pipeline_benchmark']['meta']['label']} run): our best against Kwon et al. "
+            f"{_wlt(s.get('best_vs_kwon_win_rate'))}, against K-prune {_wlt(s.get('best_vs_kprune_win_rate'))}")
+
+
+def section(res: dict) -> list[str]:
+    """The per-cell table (kept-vs-dense per pipeline, best minus each peer with its interval) and the seconds."""
+    b = res["pipeline_benchmark"]
+    meta, s, st = b["meta"], b["summary"], b["meta"]["settings"]
+    pipes = st["pipelines"]
+    peers = [p for p in pipes if p != "best"]
+    rows = []
+    for t in b["tasks"].values():
+        for c in t["cells"]:
+            rows.append(f"| {c['task']} | {fmt_pct(c['budget'], 0)} | " + " | ".join(fmt(c["keep"][p]) for p in pipes)
+                        + " | " + " | ".join(f"{d['points']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}] "
+                                             f"{d['verdict']}" for d in (c["diff"][f"best-{p}"] for p in peers))
+                        + " |")
+    head = ["task", "FLOPs", *[NAMES[p] for p in pipes], *[f"best − {NAMES[p]}" for p in peers]]
+    L = ["## Pipelines against the strongest peers: Kwon et al. and K-prune", "",
+         f"benchmarks/bench_pipelines.py, **{meta['label']}** run, {meta['started']} ({b['seconds'] / 60:.0f} min, "
+         f"{meta['machine']['cpu']}; `{meta['command']}`). Model `{meta['model']}`; FLOPs at {st['seq_len']} tokens; "
+         f"validation splits capped at {st['cap']:,}; seeds {st['seeds']}; {st['recover_samples']} seeded train "
+         f"texts for every pipeline's calibration; candidate head sparsities {st['head_grid']} for our rows. "
+         "Kept-vs-dense per pipeline (correctness averaged over the seeds); differences are paired 95% bootstrap "
+         "intervals over the examples, in points of kept-vs-dense: a win or a loss only when it excludes 0."
+         + (f" Left out: {'; '.join(st['skipped'])}." if st.get("skipped") else ""), "",
+         "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *rows, "",
+         f"`best_vs_kwon_win_rate`: {_wlt(s.get('best_vs_kwon_win_rate'))}; `best_vs_kprune_win_rate`: "
+         f"{_wlt(s.get('best_vs_kprune_win_rate'))}. `keep_at_flops_50` (our best): "
+         + ", ".join(f"{t} {fmt(v)}" for t, v in s.get("keep_at_flops_50", {}).items()) + ".", "",
+         "`pipeline_seconds` (mean seconds to build one pruned model per task, budget and seed; for our rows "
+         "scoring, every candidate's lstsq and the choosing evaluations included): "
+         + "; ".join(f"{NAMES[p]}: " + ", ".join(f"{t} {v:.0f}" for t, v in d.items())
+                     for p, d in s.get("pipeline_seconds", {}).items()) + ".", ""]
+    return L
