@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ui_support import (ARGS, CHROMIUM, app_tracebacks, browser_app_env, streamlit_server,  # noqa: F401 (ARGS,
-                        wait_idle)  # CHROMIUM: re-exported)
+from ui_support import (ARGS, CHROMIUM, IDLE_SELECTOR, app_tracebacks, browser_app_env,  # noqa: F401 (ARGS,
+                        streamlit_server, wait_idle)  # CHROMIUM: re-exported)
 
 pytestmark = [pytest.mark.ui, pytest.mark.browser]
 
@@ -269,10 +269,10 @@ def _tour_step_shows(page, n: int) -> None:
     """Wait until step `n` of the tour shows everything in STEP_SHOWS[n] (its jobs landed), then check that
     nothing on the page failed."""
     needles = STEP_SHOWS[n]
-    page.wait_for_function(
+    page.wait_for_function(  # the content, with no script run in progress
         "(n) => { const m = document.querySelector('[data-testid=stMain]'); const t = m ? m.textContent : '';"
-        " return n.every(x => t.includes(x)); }", arg=list(needles), timeout=300_000, polling=500)
-    _wait_idle(page)
+        f" return n.every(x => t.includes(x)) && !!document.querySelector('{IDLE_SELECTOR}'); }}",
+        arg=list(needles), timeout=300_000, polling=100)
     body = page.locator('[data-testid="stMain"]').text_content()
     assert all(x in body for x in needles), [x for x in needles if x not in body]
     assert page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]').count() == 0, \
@@ -316,7 +316,7 @@ def test_browser_tour_from_a_link(server):
             steps.get_by_role("slider").focus()
             page.keyboard.press("ArrowLeft")  # 2 steps: the estimate and the bars change, the library's score not
             page.get_by_text("Estimate with 2 steps").wait_for(timeout=120_000)
-            _wait_idle(page)
+            wait_idle(page, settle_ms=100)
             assert "2 Gauss-Legendre steps" in page.locator('[data-testid="stMain"]').text_content()
             _shot(page, "tour_1")
             for n in (2, 3, 4, 5):
