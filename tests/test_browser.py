@@ -51,13 +51,28 @@ def _metric(page, label) -> str:
     return box.locator('[data-testid="stMetricValue"]').inner_text()
 
 
+def _view_widgets(page) -> dict:
+    """What the Prune page's controls show: the two sparsity sliders, the baselines picked in "Compare with", the
+    chosen allocation and whether recovery is on."""
+    main = page.locator('[data-testid="stMain"]')
+    tags = main.locator('[data-testid="stMultiSelect"]', has_text="Compare with").first \
+        .locator("[data-tag]").evaluate_all("(tags) => tags.map(t => t.getAttribute('aria-label'))")
+    return {"sliders": [t.inner_text() for t in page.locator('[data-testid="stSliderThumbValue"]').all()[:2]],
+            "baselines": sorted(tags),
+            "allocation": main.locator('[data-testid="stRadio"]', has_text="Allocation").first
+            .locator('label:has(input:checked)').inner_text(),
+            "recovery": main.locator('[data-testid="stCheckbox"]', has_text="+ recovery").first.locator("input")
+            .is_checked()}
+
+
 def _shared_link_opens_the_same_view(browser, page, url) -> None:
     """The sidebar's "Share this view" link of the Prune page, opened in a fresh browser context (no cookie: a new
     session), shows the same task, method, sliders and kept parameters, and says it came from a link."""
     page.get_by_text("Kept parameters", exact=True).wait_for(timeout=240_000)
     _wait_idle(page)
     view = page.locator('[data-testid="stMain"] [data-testid="stMarkdown"]', has_text="· method:").first.inner_text()
-    sliders = [t.inner_text() for t in page.locator('[data-testid="stSliderThumbValue"]').all()[:2]]
+    widgets = _view_widgets(page)
+    sliders = widgets["sliders"]
     kept = _metric(page, "Kept parameters")
     page.get_by_role("button", name="Share this view").click()
     link = page.locator('[data-testid="stPopoverBody"] [data-testid="stCode"]').first.inner_text().strip()
@@ -74,7 +89,7 @@ def _shared_link_opens_the_same_view(browser, page, url) -> None:
         assert other.url == f"{url}/Prune"  # the link's settings are taken off the address once applied
         assert other.locator('[data-testid="stMain"] [data-testid="stMarkdown"]', has_text="· method:").first \
             .inner_text() == view
-        assert [t.inner_text() for t in other.locator('[data-testid="stSliderThumbValue"]').all()[:2]] == sliders
+        assert _view_widgets(other) == widgets and widgets["baselines"], widgets
         assert _metric(other, "Kept parameters") == kept
     finally:
         fresh.close()
