@@ -1,5 +1,6 @@
-"""How interactive the app is in practice: real Chromium against a `make run`-style server (`python -m tp_core serve`,
-its Dask cluster with a worker process), the full demo model, cold score and curve caches.
+"""How interactive the app is in practice: real Chromium against a server started as `make run` starts it
+(`python -m tp_core serve`: its Dask cluster with a worker process, and its warm start on), the full demo model,
+score and curve caches cold when the server starts.
 
   .venv/bin/python benchmarks/bench_interactive.py [--model demo] [--sessions 8] [--shared 5] [--skip-concurrent]
 
@@ -8,7 +9,9 @@ Measures (all from the browser, plus the scheduler's own event log for the job c
                         Home -> Model -> Attribution (Run) -> Heatmaps -> Prune -> one slider move -> Export
 * walk_blocking_s      the sum of those page runs over the walk: the time the page itself was busy (background jobs
                         do not count: the user can read, scroll and click meanwhile)
-* first_curve_point_s  opening Prune with scores cached and curves cold, until the first curve point is drawn
+* first_curve_point_s  opening Prune with scores cached, until the first PRUNED curve point is drawn (the dense
+                        point, which the Model page already computed, does not count; with the warm start on, the
+                        curves may be computed or under way by then, as for a user of `make run`)
 * default_curves_s     from opening Prune until every default curve is complete at its final resolution
 * estimate_error_max   largest relative error of a shown time estimate (Attribution's "about X s" before the run,
                         the jobs panel's "~X s left" at a quarter of the run) against the real time
@@ -17,6 +20,8 @@ Measures (all from the browser, plus the scheduler's own event log for the job c
 * default_export_seconds  the Export page's deploy preset (split, recovery, task vocabulary, ONNX int8 + hf/): from
                         the click to "Exported to", once the page's preparation is done (its split and recovery are
                         jobs that start as the page opens: `default_export_prepare_s`, from opening it)
+* tour_longest_rerun_s  once the warm start is done (the cluster idle): the longest page run of the guided tour,
+                        walked forward and back in a fresh session (benchmarks/bench_tour.py)
 * concurrent8_new_point_p95_s  8 sessions on different tasks each move the FFN slider to new points at the same time:
                         95th percentile of key press -> the new metric shown (the slider's first estimate, on one
                         batch of 32 examples); beside it `concurrent8_coarse_point_p95_s`, press -> the same point on
@@ -43,7 +48,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-from common import machine  # noqa: E402 (benchmarks/ on the path: this script's folder)
+from bench_cpu import BrowserRenicer, cpu_by_role  # noqa: E402 (benchmarks/ on the path: this script's folder)
+from bench_tour import wait_cluster_idle, walk_tour  # noqa: E402
+from common import machine  # noqa: E402
 from ui_support import wait_idle  # noqa: E402 (tests/ on the path first)
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -93,10 +100,17 @@ def _sidebar_has(page, text: str, timeout: float = 300) -> None:
 
 
 def _points(page) -> int:
-    """Markers drawn in the Prune page's metric-vs-size chart (not in any other chart)."""
-    return page.evaluate("() => [...document.querySelectorAll('[data-testid=stPlotlyChart]')]"
-                         ".filter(c => c.textContent.includes('kept parameters'))"
-                         ".reduce((n, c) => n + c.querySelectorAll('.scatterlayer .point').length, 0)")
+    """Pruned points drawn on the curves of the Prune page's metric-vs-size chart (not in any other chart): the
+    markers of its curve traces below 100% kept parameters (not the dense point each curve starts from, nor the
+    slider's "current setting" star), read from the Plotly figure's data."""
+    return page.evaluate(POINTS_JS)
+
+
+POINTS_JS = """() => [...document.querySelectorAll('[data-testid=stPlotlyChart]')]
+  .filter(c => c.textContent.includes('kept parameters'))
+  .reduce((n, c) => { const gd = c.querySelector('.js-plotly-plot');
+    return n + ((gd && gd.data) || []).filter(t => (t.mode || '').includes('markers') && t.name !== 'current setting')
+      .reduce((k, t) => k + [...(t.x || [])].filter(x => x < 100 - 1e-6).length, 0); }, 0)"""
 
 
 def _slider_shows(page, ffn_pct: int, timeout: float) -> None:
@@ -181,7 +195,7 @@ def _seconds(text: str) -> float | None:
     return float(m.group(1)) * (60 if m.group(2) == "min" else 1)
 
 
-KEYS = ["ui_longest_rerun_s", "first_curve_point_s", "default_curves_s", "walk_blocking_s",
+KEYS = ["ui_longest_rerun_s", "first_curve_point_s", "default_curves_s", "walk_blocking_s", "tour_longest_rerun_s",
         "concurrent8_new_point_p95_s", "shared_job_count", "estimate_error_max", "default_export_seconds"]
 
 
@@ -189,93 +203,6 @@ def _write(out: dict, path: str) -> None:
     """The measurements so far (written after each part, so an interrupted run keeps what it measured)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(out, indent=2))
-
-
-def _processes():
-    """(/proc entry, command line) of every process on this machine that is still there when read."""
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                yield proc, (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-
-
-def _cpu_by_role() -> dict:
-    """CPU seconds used so far by each role on this machine: the browsers (Chromium), the app server (Streamlit),
-    the job workers, everything else; from /proc (utime + stime of every process, all its threads)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict = {"browsers": 0.0, "app server": 0.0, "job workers": 0.0, "other": 0.0}
-    for proc, cmd in _processes():
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        role = ("browsers" if _is_chromium(cmd) else "app server" if "tp_app.launch" in cmd else
-                "job workers" if "spawn_main" in cmd or "distributed.cli" in cmd else "other")
-        out[role] += (int(fields[11]) + int(fields[12])) / tick
-    return out
-
-
-def _is_chromium(cmd: str) -> bool:
-    return "chrom" in cmd.split(" ")[0]
-
-
-class _BrowserRenicer:
-    """Holds every thread of every Chromium process at the given nice value. Chromium sets its own priorities as it
-    runs (as root: its GPU process at -8, foreground renderers at 0, whatever it inherited), so a nice wrapper alone
-    does not stick: in a run with one, eight renderers at nice 0 took a core and the GPU process a quarter, and the
-    job worker (nice 10) got 0.19 of a core. Re-applied every half second; on Linux nice is per thread.
-    With the kernel's autogroup scheduling on (/proc/sys/kernel/sched_autogroup_enabled = 1), CPU is shared first
-    between autogroups (one per session: Chromium, launched by Playwright with its own session, sits in another one
-    than the server and its workers), and a thread's nice counts only inside its group: on such a machine
-    (2026-12-01) the 8 pages at thread nice 19 took 1.06 cores and the workers (nice 10) 0.56. So autogroup
-    scheduling is turned off while the renicer holds (restored by stop()) where this process may write the switch;
-    setting the browser groups' own nice to 19 instead starved the pages (0.31 cores for 8 of them, presses spread
-    over 13 s, p95 20 s). Where the switch cannot be written, stop() says autogroup stayed on."""
-
-    SWITCH = Path("/proc/sys/kernel/sched_autogroup_enabled")
-
-    def __init__(self, nice: int, every: float = 0.5):
-        import threading
-
-        self.nice, self.every, self.changed = int(nice), every, 0
-        self.autogroup_was = self.autogroup_during = None
-        try:
-            self.autogroup_was = self.autogroup_during = int(self.SWITCH.read_text())
-            if self.autogroup_was:
-                self.SWITCH.write_text("0")
-                self.autogroup_during = 0
-        except (OSError, ValueError):
-            pass
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every):
-            for proc, cmd in _processes():
-                if not _is_chromium(cmd):
-                    continue
-                try:
-                    for task in (proc / "task").iterdir():
-                        tid = int(task.name)
-                        if os.getpriority(os.PRIO_PROCESS, tid) != self.nice:
-                            os.setpriority(os.PRIO_PROCESS, tid, self.nice)
-                            self.changed += 1
-                except (OSError, ValueError):
-                    continue  # gone meanwhile, or not ours
-
-    def stop(self) -> dict:
-        self._stop.set()
-        self._thread.join(5)
-        if self.autogroup_was and not self.autogroup_during:
-            try:
-                self.SWITCH.write_text(str(self.autogroup_was))
-            except OSError:
-                pass
-        return {"nice": self.nice, "threads_reniced": self.changed,
-                "autogroup": {"before": self.autogroup_was, "during": self.autogroup_during}}
 
 
 def main() -> int:
@@ -286,6 +213,11 @@ def main() -> int:
     ap.add_argument("--skip-concurrent", action="store_true")
     ap.add_argument("--skip-shared", action="store_true")
     ap.add_argument("--skip-walk", action="store_true", help="only the shared and 8-session parts")
+    ap.add_argument("--skip-tour", action="store_true")
+    ap.add_argument("--warm-limit", type=float, default=3600,
+                    help="seconds to wait for the warm start to finish before the tour (then walked anyway)")
+    ap.add_argument("--no-warm", action="store_true",
+                    help="start the server without its warm start (not how `make run` starts it: experiments only)")
     ap.add_argument("--browser-nice", type=int, default=19,
                     help="nice value of every Chromium thread while the 8 sessions press their sliders: the "
                          "browsers stand in for the users' own machines, so they take only the CPU the server and "
@@ -319,12 +251,13 @@ def main() -> int:
     env.pop("TP_SCHEDULER", None)
     log = open(home / "serve.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "tp_core", "serve", "--port", str(port), "--model", args.model,
-                             "--no-warm"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                             *(["--no-warm"] if args.no_warm else [])],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     out: dict = {"model": args.model, "machine": f"{machine()['cpu']}, {os.cpu_count()} cores",
                  "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_before": os.getloadavg()[0],
                  "command": "benchmarks/bench_interactive.py " + " ".join(sys.argv[1:]),
-                 "browser_nice": args.browser_nice}
+                 "browser_nice": args.browser_nice, "warm_start": not args.no_warm}
     renicer = None  # holds the browsers' priority during the 8-session phase
     try:
         for _ in range(600):
@@ -450,6 +383,11 @@ def main() -> int:
                            walk_blocking_s=sum(r[0] for r in runs))
                 _write(out, args.json)
 
+            if not args.skip_tour:  # the tour, once the warm start is done (the cluster has nothing left to run)
+                out["tour_warm_wait_s"] = wait_cluster_idle(observer.client, args.warm_limit)
+                out.update(walk_tour(browser, url, RUN_WATCH, _shot))
+                _write(out, args.json)
+
             # five sessions open the same, not yet computed curve at once
             base = dict(observer._starts)
             if args.skip_shared:
@@ -539,8 +477,8 @@ def main() -> int:
                 # from here on the browsers stand in for the users' own machines: they get the CPU the server and
                 # its workers leave (while the sessions were set up, they had their normal priority: at nice 19
                 # from the start, a starved page had not drawn its task choice after 5 minutes)
-                renicer = _BrowserRenicer(args.browser_nice) if args.browser_nice else None
-                restarts0, t_phase, cpu0 = observer.restarts(), time.time(), _cpu_by_role()
+                renicer = BrowserRenicer(args.browser_nice) if args.browser_nice else None
+                restarts0, t_phase, cpu0 = observer.restarts(), time.time(), cpu_by_role()
                 for step in range(3):
                     starts = []
                     for q in sessions:  # everyone presses at (nearly) the same time
@@ -599,7 +537,7 @@ def main() -> int:
                                                          if coarse and not coarse_missing else None)
                 out["concurrent8_coarse_point_missing"] = coarse_missing
                 out["concurrent8_preempted_restarts"] = observer.restarts() - restarts0  # points that gave way
-                cpu1, wall = _cpu_by_role(), time.time() - t_phase  # who had the two cores while points were due
+                cpu1, wall = cpu_by_role(), time.time() - t_phase  # who had the two cores while points were due
                 out["concurrent8_cpu_cores"] = {k: round((cpu1[k] - cpu0.get(k, 0.0)) / wall, 2) for k in cpu1}
                 (Path(args.json).parent / "bench_interactive_concurrent_events.json").write_text(json.dumps(
                     {"presses": presses,
@@ -622,9 +560,10 @@ def main() -> int:
     doc.update({k: out[k] for k in KEYS if out.get(k) is not None})  # a part skipped keeps its last measurement
     old = doc.get("meta", {}).get("interactive", {})
     doc.setdefault("meta", {})["interactive"] = {k: out.get(k) for k in ("model", "machine", "date", "load_before",
-                                                                          "load_after", "command", "engine")}
+                                                                          "load_after", "command", "engine",
+                                                                          "warm_start")}
     for part, key in (("shared_job_count", "shared_job_count_run"), ("concurrent8_new_point_p95_s", "concurrent8_run"),
-                      ("ui_longest_rerun_s", "walk_run")):
+                      ("ui_longest_rerun_s", "walk_run"), ("tour_longest_rerun_s", "tour_run")):
         if out.get(part) is None and old.get(key):  # ... and says which run that was
             doc["meta"]["interactive"][key] = old[key]
         elif out.get(part) is not None:
@@ -646,7 +585,7 @@ def main() -> int:
         for k in ("walk", "page_runs", "attribution_s", "attribution_pre_estimate_s", "attribution_panel_estimate",
                   "shared_jobs_run", "concurrent8_new_point_s", "concurrent8_new_point_median_s",
                   "concurrent8_coarse_point_s", "concurrent8_coarse_point_p95_s", "concurrent8_coarse_point_missing",
-                  "concurrent8_examples", "default_export_prepare_s",
+                  "concurrent8_examples", "default_export_prepare_s", "tour_runs", "tour_ready_s", "tour_warm_wait_s",
                   "concurrent8_preempted_restarts", "concurrent8_cpu_cores")}
     from tp_core.paths import atomic_write_text
 

@@ -3,7 +3,8 @@
 Walks Model -> Attribution (small settings) -> Heatmaps (a click on a cell opens it in the neuron inspector) ->
 Prune (moves the slider, the shown metric changes; its "Share this view" link, opened in a fresh browser context,
 shows the same view) -> Export (the exported folder reloads). With TP_SCREENSHOTS_DIR set it also visits every page
-and saves a screenshot of each (that is how docs/screenshots/ is made).
+and saves a screenshot of each (that is how docs/screenshots/ is made). Then, on the same server, a fresh session
+opens the guided tour from a link with an out-of-range value and walks its five steps.
 """
 import os
 import time
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ui_support import ARGS, CHROMIUM, browser_app_env, streamlit_server, wait_idle  # noqa: F401 (ARGS, CHROMIUM: re-exported)
+from ui_support import (ARGS, CHROMIUM, IDLE_SELECTOR, app_tracebacks, browser_app_env,  # noqa: F401 (ARGS,
+                        streamlit_server, wait_idle)  # CHROMIUM: re-exported)
 
 pytestmark = [pytest.mark.ui, pytest.mark.browser]
 
@@ -49,13 +51,28 @@ def _metric(page, label) -> str:
     return box.locator('[data-testid="stMetricValue"]').inner_text()
 
 
+def _view_widgets(page) -> dict:
+    """What the Prune page's controls show: the two sparsity sliders, the baselines picked in "Compare with", the
+    chosen allocation and whether recovery is on."""
+    main = page.locator('[data-testid="stMain"]')
+    tags = main.locator('[data-testid="stMultiSelect"]', has_text="Compare with").first \
+        .locator("[data-tag]").evaluate_all("(tags) => tags.map(t => t.getAttribute('aria-label'))")
+    return {"sliders": [t.inner_text() for t in page.locator('[data-testid="stSliderThumbValue"]').all()[:2]],
+            "baselines": sorted(tags),
+            "allocation": main.locator('[data-testid="stRadio"]', has_text="Allocation").first
+            .locator('label:has(input:checked)').inner_text(),
+            "recovery": main.locator('[data-testid="stCheckbox"]', has_text="+ recovery").first.locator("input")
+            .is_checked()}
+
+
 def _shared_link_opens_the_same_view(browser, page, url) -> None:
     """The sidebar's "Share this view" link of the Prune page, opened in a fresh browser context (no cookie: a new
     session), shows the same task, method, sliders and kept parameters, and says it came from a link."""
     page.get_by_text("Kept parameters", exact=True).wait_for(timeout=240_000)
     _wait_idle(page)
     view = page.locator('[data-testid="stMain"] [data-testid="stMarkdown"]', has_text="· method:").first.inner_text()
-    sliders = [t.inner_text() for t in page.locator('[data-testid="stSliderThumbValue"]').all()[:2]]
+    widgets = _view_widgets(page)
+    sliders = widgets["sliders"]
     kept = _metric(page, "Kept parameters")
     page.get_by_role("button", name="Share this view").click()
     link = page.locator('[data-testid="stPopoverBody"] [data-testid="stCode"]').first.inner_text().strip()
@@ -72,7 +89,7 @@ def _shared_link_opens_the_same_view(browser, page, url) -> None:
         assert other.url == f"{url}/Prune"  # the link's settings are taken off the address once applied
         assert other.locator('[data-testid="stMain"] [data-testid="stMarkdown"]', has_text="· method:").first \
             .inner_text() == view
-        assert [t.inner_text() for t in other.locator('[data-testid="stSliderThumbValue"]').all()[:2]] == sliders
+        assert _view_widgets(other) == widgets and widgets["baselines"], widgets
         assert _metric(other, "Kept parameters") == kept
     finally:
         fresh.close()
@@ -248,6 +265,84 @@ def test_browser_walkthrough(server):
 
     small = load_export(folders[0])
     assert small.pruning and small.pruning.get("ffn_sparsity", 0) > 0
+
+
+STEP_SHOWS = {  # what each step of the tour shows once its jobs landed (text in the main area, charts included)
+    1: ("its area is the attribution", "Estimate with 4 steps", "The library's ig score (4 steps)"),
+    2: ("sst2: layer x FFN neuron (sorted by score)", "sst2: layer x head", "Open the Heatmaps page"),
+    3: ("50% of FFN removed", "70% of FFN removed", "90% of FFN removed", "random (seeded)", "chance:", "Dense: "),
+    4: ("Pruned, masks only", "Pruned + lstsq recovery", "vs masks only", "integrated gradients (ig) + lstsq recovery"),
+    5: ("FFN removed", "dense float32 is", "Measure it on the Export page"),
+}
+
+
+def _main_text(page) -> str:
+    return page.locator('[data-testid="stMain"]').inner_text()
+
+
+def _tour_step_shows(page, n: int) -> None:
+    """Wait until step `n` of the tour shows everything in STEP_SHOWS[n] (its jobs landed), then check that
+    nothing on the page failed."""
+    needles = STEP_SHOWS[n]
+    page.wait_for_function(  # the content, with no script run in progress
+        "(n) => { const m = document.querySelector('[data-testid=stMain]'); const t = m ? m.textContent : '';"
+        f" return n.every(x => t.includes(x)) && !!document.querySelector('{IDLE_SELECTOR}'); }}",
+        arg=list(needles), timeout=300_000, polling=100)
+    body = page.locator('[data-testid="stMain"]').text_content()
+    assert all(x in body for x in needles), [x for x in needles if x not in body]
+    assert page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]').count() == 0, \
+        _main_text(page)[-2000:]
+    assert page.locator('[data-testid="stMain"] h3', has_text=f"{n} · ").count() == 1
+
+
+def _tour_next(page, n: int) -> None:
+    """Press Next (a press that lands during a rerun can be lost: press again) until step `n` is the heading."""
+    for attempt in range(3):
+        page.locator(".st-key-tour_next button").click()
+        try:
+            page.locator('[data-testid="stMain"] h3', has_text=f"{n} · ").wait_for(timeout=30_000)
+            return
+        except Exception:
+            assert attempt < 2, f"Next never opened step {n}"
+            _wait_idle(page)
+
+
+def test_browser_tour_from_a_link(server):
+    """A fresh session opens the tour from a shared link whose FFN sparsity is out of range: the page says the value
+    was not taken (the default stands) and the tour works. Then each step as a user walks it with Next: the
+    neuron's integrated-gradients path (moving the step-count slider redraws it), the heatmaps, pruning at
+    50/70/90% against the random baseline, recovery, the export's counts; no step shows an error."""
+    from playwright.sync_api import sync_playwright
+
+    url, exports = server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            tall = bool(os.environ.get("TP_SCREENSHOTS_DIR"))  # the app scrolls inside its own container
+            page = browser.new_context(viewport={"width": 1500, "height": 2600 if tall else 1400}).new_page()
+            page.goto(f"{url}/Tour?model=demo-quick&task=sst2&ffn=1.5", timeout=60_000)
+            note = page.get_by_text("Opened from a shared link; not taken from it")
+            note.wait_for(timeout=120_000)
+            assert "ffn 1.5: outside 0 to 0.95 in steps of 0.01" in note.text_content()  # the default stands
+            _tour_step_shows(page, 1)
+            assert page.url == f"{url}/Tour"
+            steps = page.locator('[data-testid="stSlider"]', has_text="Steps")
+            assert steps.locator('[data-testid="stSliderThumbValue"]').inner_text() == "4"
+            steps.get_by_role("slider").focus()
+            page.keyboard.press("ArrowLeft")  # 2 steps: the estimate and the bars change, the library's score not
+            page.get_by_text("Estimate with 2 steps").wait_for(timeout=120_000)
+            wait_idle(page, settle_ms=100)
+            assert "2 Gauss-Legendre steps" in page.locator('[data-testid="stMain"]').text_content()
+            _shot(page, "tour_1")
+            for n in (2, 3, 4, 5):
+                _tour_next(page, n)
+                _tour_step_shows(page, n)
+                _shot(page, f"tour_{n}")
+            assert page.locator(".st-key-tour_next button").is_disabled()
+        finally:
+            browser.close()
+    log = (exports.parent / "streamlit.log").read_text()
+    assert not app_tracebacks(log), app_tracebacks(log)[:1]
 
 
 # Several sessions at once: tests/test_browser_concurrency.py (five users, plus a tab closed mid-run).
