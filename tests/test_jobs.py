@@ -133,6 +133,24 @@ def test_an_urgent_job_waits_for_a_job_that_is_not_preemptible(engine):
     assert engine.restarts(scores) == 0
 
 
+def test_background_jobs_take_one_thread_and_leave_the_others_to_users():
+    from tp_core.engine import Engine
+
+    eng = Engine(address="", processes=False, n_workers=1, threads_per_worker=2)
+    try:
+        first, second = (eng.submit(probe_job(1.0, tag=f"warm-{i}"), priority=-1000, background=True)
+                         for i in range(2))
+        _wait_state(eng, first, ("running",))
+        user = eng.submit(probe_job(0.1, tag="user-on-a-free-thread"), priority=50)
+        eng.wait(user, 30)
+        eng.wait(second, 30)
+        # the user's job ran beside the first background job; the second waited for the first's slot
+        assert eng.status(user).finished < eng.status(first).finished
+        assert eng.status(second).started >= eng.status(first).finished - 0.2
+    finally:
+        eng.close()
+
+
 def test_cancel_stops_a_running_job_and_frees_the_worker(engine):
     key = engine.submit(probe_job(20.0, tag="long"), owner="a")
     _wait_state(engine, key, ("running",))

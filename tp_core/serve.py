@@ -3,10 +3,11 @@ Streamlit app pointed at that cluster.
 
 * Without `TP_SCHEDULER`, a `LocalCluster` is started here (scheduler on 127.0.0.1, one worker process whose threads
   x torch threads = the cores). With `TP_SCHEDULER=tcp://host:8786`, that cluster is used and nothing is started.
-* The warm start submits, at the lowest priority (every user job runs first), the default task's scores (ig with the
-  app's default settings and the default baselines, tp_core/settings.py) and its progressive curves, then the other
-  demo tasks', with the very keys the app's pages ask for, so a newcomer finds them computed (or shares the running
-  computation).
+* The warm start submits, at the lowest priority and as background jobs (at most one worker thread: a user's first
+  job finds a thread free instead of waiting for a running warm-start job to end), the default task's scores (ig
+  with the app's default settings and the default baselines, tp_core/settings.py) and its progressive curves, then
+  the other demo tasks', with the very keys the app's pages ask for, so a newcomer finds them computed (or shares
+  the running computation).
 * Streamlit runs as a child process with `TP_SCHEDULER` set; stopping `serve` (Ctrl-C) stops both.
 """
 from __future__ import annotations
@@ -49,7 +50,7 @@ def warm_start(engine: Engine, spec: str = "demo", tasks: tuple[str, ...] | None
         plan, _, _ = curve_plan(model, ref, task, cfg, ["ig", *settings.baselines], 0.0, "global", stages,
                                 settings.grid, task_label=task, offset=PRIORITY["warm"] - 1000 * ti)
         for p in plan:
-            keys.append(engine.submit(p.job, owner=owner, priority=p.priority))
+            keys.append(engine.submit(p.job, owner=owner, priority=p.priority, background=True))
     return keys
 
 

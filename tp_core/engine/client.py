@@ -16,6 +16,11 @@ sessions of the process), and the process-wide engine (`get_engine`, `set_engine
   is left alone).
 * Progress and start/finish events travel as Dask structured events (topic `TOPIC`), so the client sees them as
   they happen, also for jobs another client submitted to a shared cluster.
+* Background jobs (`submit(..., background=True)`: serve's warm start) are not preemptible once running, so they
+  take at most one thread of a worker: each job holds one unit of the worker resource `BACKGROUND`, which the
+  embedded cluster's worker declares once (Dask resources). The other threads stay free for what a user asks for.
+  On an external cluster the limit applies where workers declare it (`dask worker --resources background=1`);
+  when none does, background jobs run unrestricted (a restriction no worker meets would never run).
 * A worker process that dies mid-job (killed, out of memory) is restarted by its nanny and Dask runs the job again
   (the record starts over); after `distributed.scheduler.allowed-failures` such deaths the job fails with a message
   saying so.
@@ -35,7 +40,8 @@ from collections.abc import Callable
 from ..errors import TPError
 from .forecast import JobInfo, Throughput, outlook
 from .runtime import ENV_WORKER_NICE, WORKER_NICE, cancel_on_worker, preempt_on_worker, run_job
-from .spec import ACTIVE, ATTEMPT_SEP, PREEMPT_MIN_LEFT_S, TOPIC, URGENT, Job, JobCancelled, JobFailed, JobPreempted
+from .spec import (ACTIVE, ATTEMPT_SEP, BACKGROUND, PREEMPT_MIN_LEFT_S, TOPIC, URGENT, Job, JobCancelled, JobFailed,
+                   JobPreempted)
 
 ENV_SCHEDULER = "TP_SCHEDULER"
 
@@ -97,7 +103,7 @@ class Engine:
             extra = {"env": {ENV_WORKER_NICE: os.environ.get(ENV_WORKER_NICE, str(WORKER_NICE))}} if processes else {}
             self.cluster = LocalCluster(n_workers=n_workers or w, threads_per_worker=threads_per_worker or t,
                                         processes=processes, dashboard_address=None, silence_logs=logging.CRITICAL,
-                                        **extra)
+                                        resources={BACKGROUND: 1}, **extra)
             self.client = Client(self.cluster, set_as_default=False)
             self.address = self.cluster.scheduler_address
         self.embedded = self.cluster is not None
@@ -107,6 +113,7 @@ class Engine:
         self._starts: dict[str, int] = {}
         self._restarts: dict[str, int] = {}  # attempts after a preemption, per job
         self._nthreads = (0, 0.0)  # (threads of the cluster, when counted)
+        self._background_slots: bool | None = True if self.cluster is not None else None  # None: not asked yet
         self.throughput = Throughput()
         self.client.subscribe_topic(TOPIC, self._on_event)
 
@@ -254,22 +261,38 @@ class Engine:
             fut = self._launch(info)
         fut.add_done_callback(self._on_done)
 
+    def _restriction(self, background: bool) -> dict | None:
+        """The Dask resources a job needs: one background slot for a background job where workers offer them."""
+        if not background:
+            return None
+        if self._background_slots is None:
+            try:
+                workers = self.client.scheduler_info().get("workers", {}).values()
+                self._background_slots = any(BACKGROUND in (w.get("resources") or {}) for w in workers)
+            except Exception:
+                return None  # not known now: unrestricted, asked again next time
+        return {BACKGROUND: 1} if self._background_slots else None
+
     def _launch(self, info: JobInfo):
         """Submit `info.job` to Dask (its Job arguments resolved to results or futures); call with the lock held."""
         job = info.job
-        args = tuple(self._dependency(a, info.owner, info.priority) if isinstance(a, Job) else a for a in job.args)
+        args = tuple(self._dependency(a, info.owner, info.priority, info.background) if isinstance(a, Job) else a
+                     for a in job.args)
         dkey = job.key if info.attempt == 0 else f"{job.key}{ATTEMPT_SEP}{info.attempt}"
         info.token = uuid.uuid4().hex  # names this run in cancel and preemption requests
         fut = self.client.submit(run_job, job.key, info.token, job.fn, args, job.units, job.rate_key, info.attempt,
-                                 key=dkey, priority=info.priority, pure=False)
+                                 key=dkey, priority=info.priority, pure=False,
+                                 resources=self._restriction(info.background))
         info.future = fut
         return fut
 
     # -- the API
-    def submit(self, job: Job, owner: str = "", priority: int = 0, retry: bool = False, _room: bool = True) -> str:
+    def submit(self, job: Job, owner: str = "", priority: int = 0, retry: bool = False, _room: bool = True,
+               background: bool = False) -> str:
         """Submit `job` (and the jobs among its arguments) unless the same key is already running or done;
         returns its key at once. A failed or cancelled job is run again only with `retry` (a user's explicit
-        request): pages that re-ask on every rerun must not loop on a failure or undo a cancel."""
+        request): pages that re-ask on every rerun must not loop on a failure or undo a cancel. A `background`
+        job (and the jobs it submits as its arguments) takes a background slot (see the module's docstring)."""
         with self._lock:
             info = self._jobs.get(job.key)
             if info is not None and (info.state in ACTIVE + ("done",) or not retry):
@@ -279,7 +302,8 @@ class Engine:
                         info.withdrawn.discard(owner)
                 return job.key
             info = JobInfo(job.key, job.kind, job.label, priority=priority, owners={owner} if owner else set(),
-                           estimate_s=self.throughput.estimate(job.rate_key, job.units), job=job, owner=owner)
+                           estimate_s=self.throughput.estimate(job.rate_key, job.units), job=job, owner=owner,
+                           background=background)
             self._jobs[job.key] = info
             fut = self._launch(info)
         fut.add_done_callback(self._on_done)
@@ -287,9 +311,9 @@ class Engine:
             self._make_room()  # the scheduler synchronously, and the event loop may be waiting for the lock
         return job.key
 
-    def _dependency(self, job: Job, owner: str, priority: int):
+    def _dependency(self, job: Job, owner: str, priority: int, background: bool = False):
         """A job used as an argument: its result if known, else its future (a Dask dependency)."""
-        key = self.submit(job, owner, priority, retry=True, _room=False)
+        key = self.submit(job, owner, priority, retry=True, _room=False, background=background)
         info = self._jobs[key]
         if info.state == "done":
             return info.result

@@ -51,6 +51,7 @@ class JobInfo:
     attempt: int = 0  # how often it was put back in the queue for an urgent job (preempted)
     token: str = ""  # names the current run on the workers (cancel and preemption requests are for a run)
     preempting: bool = False  # asked to give way, not yet back in the queue
+    background: bool = False  # takes a background slot (client.py): at most one per worker runs
 
     @property
     def elapsed(self) -> float:

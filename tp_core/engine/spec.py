@@ -17,6 +17,7 @@ from ..errors import TPError
 
 TOPIC = "tp-job"  # the Dask structured-event topic of job start, progress and end reports
 ACTIVE = ("queued", "running")
+BACKGROUND = "background"  # the worker resource a background job holds one unit of (client.py)
 URGENT = 90  # a job at this priority or above makes running preemptible jobs below it give way
 PREEMPT_MIN_LEFT_S = 1.0  # ... unless they are about to end anyway
 ATTEMPT_SEP = "~"  # the Dask key of a preempted job's later attempt: "<content key>~<attempt>"
