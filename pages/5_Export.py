@@ -213,11 +213,12 @@ if st.button("Export and verify", type="primary", disabled=pcfg is None,
             recovery, ss["_export_recovery"] = P.deploy_recovery(model, task, base_cfg, pcfg,
                                                                  C.recovery_config(recovery))
         args = (C.ref(model, task), head, known if known is not None else C.scores_job(model, task, cfg), pcfg)
+        plan = vocab_estimate_job(C.ref(model, task), head, int(min_count)) if vocab == "task" else None  # counted
         write = export_formats_job(*args, str(out), C.data_ref(task), formats, vocab, min_count, latency,
-                                   overwrite, command, C.eval_size(task), related, recovery, checks=False)
+                                   overwrite, command, C.eval_size(task), related, recovery, checks=False, plan=plan)
         ss["_export_job"] = C.submit(write, PRIORITY["export"], retry=True)  # the files: "ready" when it lands
         ss["_export_check"] = C.submit(export_check_job(write, *args, C.data_ref(task), latency, C.eval_size(task),
-                                                        related, recovery), PRIORITY["export"], retry=True)
+                                                        related, recovery, plan), PRIORITY["export"], retry=True)
         ss.pop("last_export", None)
 
 

@@ -334,14 +334,14 @@ def recovery_fit(progress: Progress, ref: ModelRef, head: str, unit_scores: Unit
 
 def vocab_estimate(progress: Progress, ref: ModelRef, head: str, min_count: int) -> dict:
     """How many tokens `--vocab task` keeps for `head` and how many embedding parameters it removes (counted on the
-    task's train texts; nothing is built)."""
+    task's train texts; nothing is built), with the plan itself (`plan`), which the Export page's export takes."""
     from .vocab import embedding_params_saved, plan_for_task
 
     model = get_model(ref)
     progress(0.1, f"counting the tokens of {head}'s train texts")
     plan = plan_for_task(model, head, min_count)
     return {"kept_tokens": plan.size, "original_tokens": plan.original_size, "min_count": int(min_count),
-            "embedding_params_saved": embedding_params_saved(model, plan)}
+            "embedding_params_saved": embedding_params_saved(model, plan), "plan": plan}  # an export reuses it
 
 
 def build_demo(progress: Progress, quick: bool) -> str:

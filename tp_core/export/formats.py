@@ -101,9 +101,11 @@ class _Run:
 
 
 def _prepare(run: _Run, scores, prune_cfg, recovery, vocab: str, min_count: int, extra_texts,
-             general_tokens: int | None):
+             general_tokens: int | None, plan=None, keep_full: bool = True):
     """(masks, recovery): the pruned model of the export in `run` (structure, then with vocab="task" the
-    vocabulary and its token statistics), built the same way for writing and for checking its files."""
+    vocabulary, from `plan` when counted already, and its token statistics), built the same way for writing and
+    for checking its files; `keep_full`: keep the full-vocabulary structure beside it (to measure what the
+    vocabulary costs)."""
     model, task, eval_data = run.model, run.task, run.eval_data
     info = model.task_info(task)
     run.metric_name = eval_data.spec.metric if eval_data is not None else info.metric
@@ -114,7 +116,7 @@ def _prepare(run: _Run, scores, prune_cfg, recovery, vocab: str, min_count: int,
     if vocab == "task":
         run.progress(0.06, "counting the task's tokens")
         run.small, run.kept, run.vocab = task_vocabulary(model, run.small_full, task, min_count, extra_texts,
-                                                         eval_data, run.metric_name, general_tokens)
+                                                         eval_data, run.metric_name, general_tokens, plan, keep_full)
     run.params = params_by_part(run.small, task)
     return masks, recovery
 
@@ -320,6 +322,7 @@ def export_formats(
     general_tokens: int | None = None,
     dense: tuple | None = None,
     checks: bool = True,
+    vocab_plan=None,
 ) -> ExportReport:
     """Prune `model` for `task` (structure from `scores` + `prune_cfg`; with vocab="task", the vocabulary too) and
     write `formats` under `out_dir`, with the model card and a JSON report. Every metric is measured on `eval_data`
@@ -331,7 +334,8 @@ def export_formats(
     into the pruned weights, as in `export_pruned`. With vocab="task", `general_tokens` of the bundle's most
     frequent tokens are kept beside the task's (None: `vocab.GENERAL_TOKENS`; 0: the task's tokens only).
     `checks=False` writes the files, the card and the report without measuring anything (the report's `pending`
-    names what `check_formats` measures later, on the files in place)."""
+    names what `check_formats` measures later, on the files in place). `vocab_plan`: the task vocabulary's
+    `vocab.VocabPlan` when already counted (`vocab.plan_for_task`)."""
     from ..model import _swap_in
 
     t_start = time.time()
@@ -341,7 +345,8 @@ def export_formats(
     check_out_dir(out_dir, overwrite)
     command = command or default_command()
     run = _Run(model, task, eval_data, progress or (lambda f, m: None))
-    masks, recovery = _prepare(run, scores, prune_cfg, recovery, vocab, min_count, extra_texts, general_tokens)
+    masks, recovery = _prepare(run, scores, prune_cfg, recovery, vocab, min_count, extra_texts, general_tokens,
+                               vocab_plan, keep_full=checks)
     legacy = formats == ["taskprune"]
     mask_file = out_dir.parent / f"{out_dir.name}.mask.json" if legacy else out_dir / "mask.json"
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
@@ -380,11 +385,12 @@ def pending_checks(report: ExportReport, latency: bool) -> list[str]:
 def check_formats(model, task: str, scores, prune_cfg, out_dir: str | Path, eval_data=None,
                   offdomain: Sequence[str] | None = None, offdomain_limit: int | None = None, latency: bool = False,
                   latency_batches: Sequence[int] = (1, 32), latency_repeats: int = 20, progress: Progress | None = None,
-                  recovery=None, dense: tuple | None = None) -> ExportReport:
+                  recovery=None, dense: tuple | None = None, vocab_plan=None) -> ExportReport:
     """The checks of an export that `export_formats(..., checks=False)` wrote to `out_dir` (the same `model`,
-    `task`, `scores`, `prune_cfg`, fitted `recovery` and `eval_data`; no extra texts): each format read back from
-    its files and measured as `export_formats` measures it; then the card and export_report.json are written again
-    with the numbers. Raises TPError when the folder is not that export any more (replaced or removed)."""
+    `task`, `scores`, `prune_cfg`, fitted `recovery`, `eval_data` and `vocab_plan`; no extra texts): each format
+    read back from its files and measured as `export_formats` measures it; then the card and export_report.json
+    are written again with the numbers. Raises TPError when the folder is not that export any more (replaced or
+    removed)."""
     t_start = time.time()
     out_dir = Path(out_dir)
     try:
@@ -397,7 +403,7 @@ def check_formats(model, task: str, scores, prune_cfg, out_dir: str | Path, eval
     v = written.vocab or {}
     run = _Run(model, task, eval_data, progress or (lambda f, m: None))
     masks, recovery = _prepare(run, scores, prune_cfg, recovery, written.vocab_mode, v.get("min_count", 1), (),
-                               v.get("general_tokens") if written.vocab else None)
+                               v.get("general_tokens") if written.vocab else None, vocab_plan)
     formats = [f.format for f in written.formats]
     onnx_files = {f.format: Path(f.path) for f in written.formats if f.format in ("onnx", "onnx-int8")}
     lat = _check(run, masks, recovery, written.formats, out_dir, out_dir, onnx_files, offdomain, offdomain_limit,
