@@ -1,8 +1,9 @@
 """Export page: write the pruned model in the chosen formats (TaskPrune folder, ONNX, ONNX int8, plain Hugging
 Face folder), optionally with the task's vocabulary only; check and measure every format; download one zip. It opens
 on the "deploy" preset (tp_app.export_preset: the budget helper's split, lstsq recovery, the task vocabulary, ONNX
-int8 and the Hugging Face folder); "custom" opens every choice. The work is one background job
-(tp_core.work_export); the tables come from tp_app.export_tables.summary_tables."""
+int8 and the Hugging Face folder); "custom" opens every choice. The work is two background jobs
+(tp_core.work_export): the files (the export is ready to download when they are written), then their checks, which
+fill the tables in; the tables come from tp_app.export_tables.summary_tables."""
 from dataclasses import replace
 from pathlib import Path
 
@@ -147,9 +148,8 @@ preset = C.persisted(st.radio, "Preset", "export_preset", options=list(P.PRESETS
                           "Prune page's sliders and its '+ recovery' choice, and every format and vocabulary option.")
 deploy = preset == "deploy"
 base_cfg = C.attribution_config()
-if not deploy:  # the deploy preset's split and recovery, unless an export or the Prune page still waits for them
-    export_wait = ss.get("_export_job"), (ss.get("_budget") or {}).get("key"), ss.get("_export_recovery")
-    P.withdraw_deploy_jobs(keep=export_wait)
+if not deploy and not ss.get("_export_job"):  # the deploy preset's split and recovery, unless an export (which
+    P.withdraw_deploy_jobs(keep=((ss.get("_budget") or {}).get("key"),))  # takes them) or the Prune page waits
 if deploy:
     split = P.deploy_split(model, task, base_cfg, ss["allocation"])
     pcfg, recovery, related = split.pcfg, P.recovery_config(), 0  # no off-domain rows: choose custom for them
@@ -210,13 +210,12 @@ if st.button("Export and verify", type="primary", disabled=pcfg is None,
                    + (f" --vocab-min-count {int(min_count)}" if vocab == "task" else "")
                    + (" --latency" if latency else "") + f" --recover {level or 'none'} --out {out}")
         if isinstance(recovery, str):  # the Prune page's level: one fit for the export and its checks
-            recovery, ss["_export_recovery"] = P.deploy_recovery(model, task, base_cfg, pcfg,
-                                                                 C.recovery_config(recovery))
+            recovery, _ = P.deploy_recovery(model, task, base_cfg, pcfg, C.recovery_config(recovery))
         args = (C.ref(model, task), head, known if known is not None else C.scores_job(model, task, cfg), pcfg)
         plan = vocab_estimate_job(C.ref(model, task), head, int(min_count)) if vocab == "task" else None  # counted
         write = export_formats_job(*args, str(out), C.data_ref(task), formats, vocab, min_count, latency,
                                    overwrite, command, C.eval_size(task), related, recovery, checks=False, plan=plan)
-        ss["_export_job"] = C.submit(write, PRIORITY["export"], retry=True)  # the files: "ready" when it lands
+        ss["_export_job"] = C.submit(write, PRIORITY["export_files"], retry=True)  # "ready" when it lands
         ss["_export_check"] = C.submit(export_check_job(write, *args, C.data_ref(task), latency, C.eval_size(task),
                                                         related, recovery, plan), PRIORITY["export"], retry=True)
         ss.pop("last_export", None)
@@ -224,7 +223,6 @@ if st.button("Export and verify", type="primary", disabled=pcfg is None,
 
 follow("_export_job", "The export failed", "Exporting (you can leave this page; the result stays here when it lands)")
 if not ss.get("_export_job"):
-    ss.pop("_export_recovery", None)
     follow("_export_check", "Checking the export failed (its files are written; the checks are not)",
            "Checking the export: " + "; ".join((ss.get("last_export") or {}).get("pending") or ["each format"]))
 

@@ -102,7 +102,7 @@ def test_export_page_opens_on_the_deploy_preset_and_one_click_writes_int8_onnx_a
 
 def test_switching_to_custom_withdraws_the_deploy_jobs_nobody_waits_for(env):
     """The deploy preset submits its split (the budget helper) as the page opens; choosing custom before it lands
-    cancels it (nobody else asked for it), and the page stays usable."""
+    cancels it (nobody else asked for it), and the page stays usable; choosing deploy again asks for it again."""
     from tp_app.export_preset import DEPLOY_JOBS
     from tp_core.engine import get_engine
 
@@ -118,3 +118,6 @@ def test_switching_to_custom_withdraws_the_deploy_jobs_nobody_waits_for(env):
     assert not at.exception, [e.value for e in at.exception]
     assert all(eng.status(k).state == "cancelled" for k in running), [eng.status(k).state for k in running]
     assert DEPLOY_JOBS not in at.session_state and "(set them on the Prune page)" in _text(at)
+    at.radio(key="w_export_preset").set_value("deploy").run()  # back: the split is asked for again
+    assert eng.status(running[0]).state in ("queued", "running", "done")
+    at.radio(key="w_export_preset").set_value("custom").run()  # and left again (nothing runs on after the test)

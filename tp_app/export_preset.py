@@ -67,7 +67,7 @@ def deploy_split(model, task: str, cfg, allocation: str) -> DeploySplit:
     job = budget_job(ref(model, task), head, scores_job(model, task, bcfg), known_scores(model, task, bcfg), "flops",
                      DEPLOY_FLOPS, max(8, budget_tokens(model, task, head)), 1, allocation, head_grid=HEAD_GRID,
                      ffn_step=FFN_STEP, ffn_max=FFN_MAX, data=data, n=n_full)
-    key = submit(job, PRIORITY["budget"])
+    key = submit_again(job, PRIORITY["budget"])
     remember(key)
     info = job_info(key)
     if info is not None and info.state == "done":
@@ -95,13 +95,20 @@ def deploy_recovery(model, task: str, cfg, pcfg: PruneConfig, rcfg: RecoveryConf
     scfg = replace(cfg, units=units_for(pcfg.ffn_sparsity, pcfg.head_sparsity, cfg.units))
     job = recovery_job(ref(model, task), head_for(task), scores_job(model, task, scfg),
                        known_scores(model, task, scfg), pcfg, data_ref(task), rcfg)
-    key = submit(job, PRIORITY["export"])
+    key = submit_again(job, PRIORITY["export"])
     info = job_info(key)
     if info is not None and info.state == "done":
         return info.result, None
     if info is None or info.state in ("error", "cancelled"):
         return rcfg, None
     return job, key
+
+
+def submit_again(job, priority: int) -> str:
+    """Submit one of the preset's jobs, again if it was cancelled (the user left the preset before it landed and
+    came back); a failed one is not retried on every page run."""
+    info = job_info(job.key)
+    return submit(job, priority, retry=info is not None and info.state == "cancelled")
 
 
 def remember(key: str | None) -> None:
