@@ -224,7 +224,7 @@ if st.button("Export and verify", type="primary", disabled=pcfg is None,
 follow("_export_job", "The export failed", "Exporting (you can leave this page; the result stays here when it lands)")
 if not ss.get("_export_job"):
     follow("_export_check", "Checking the export failed (its files are written; the checks are not)",
-           "Checking the export: " + "; ".join((ss.get("last_export") or {}).get("pending") or ["each format"]))
+           "Checking the export (the tables fill in when the checks land)")
 
 last = ss.get("last_export")
 with C.friendly("showing the export"):  # a result of a newer or older export shows what it can
@@ -234,7 +234,7 @@ with C.friendly("showing the export"):  # a result of a newer or older export sh
         done = ", ".join(FORMAT_LABELS[f["format"]] for f in last["formats"])
         if last.get("pending"):
             st.success(f"Exported to `{last['out_dir']}` ({done}): the files are ready to download. Still being "
-                       "checked: " + "; ".join(last["pending"]) + " (the tables fill in when the checks land).")
+                       "checked: " + "; ".join(last["pending"]) + ".")
         elif last.get("reloaded_metric") is not None:
             st.success(f"Exported to `{last['out_dir']}` ({done}) and reloaded it: {m['name']} "
                        f"{last['reloaded_metric']:.4f} on {m['examples']} validation examples.")

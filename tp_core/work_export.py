@@ -131,9 +131,10 @@ def check_units(n: int, formats, vocab: str, related: int, latency: bool) -> flo
 def export_check_job(written: Job, ref: ModelRef, head: str, scores: Job | UnitScores, pcfg: PruneConfig, data,
                      latency: bool, n: int, related: int = 0, recovery=None, plan=None) -> Job:
     """The checks of the export `written` (an `export_formats_job` with checks=False; a Dask dependency, so they
-    start when its files are in place): `export_check`, keyed by that export."""
+    start when its files are in place): `export_check`, keyed by that export, timed by its own rate (reading
+    hf/ back with transformers is slower per example than a curve point)."""
     formats, vocab = written.args[6], written.args[7]
     return Job("export", export_check, (written, ref, head, scores, pcfg, data, bool(latency), recovery,
                                           related > 0, plan), content_key("export_check", written.key),
                f"checking {written.args[4].rsplit('/', 1)[-1]} ({', '.join(formats)})",
-               units=check_units(n, formats, vocab, related, latency), rate_key="point")
+               units=check_units(n, formats, vocab, related, latency), rate_key="export_check")
