@@ -1,8 +1,9 @@
 """Export page: write the pruned model in the chosen formats (TaskPrune folder, ONNX, ONNX int8, plain Hugging
 Face folder), optionally with the task's vocabulary only; check and measure every format; download one zip. It opens
 on the "deploy" preset (tp_app.export_preset: the budget helper's split, lstsq recovery, the task vocabulary, ONNX
-int8 and the Hugging Face folder); "custom" opens every choice. The work is one background job
-(tp_core.work.export_formats); the tables come from tp_app.export_tables.summary_tables."""
+int8 and the Hugging Face folder); "custom" opens every choice. The work is two background jobs
+(tp_core.work_export): the files (the export is ready to download when they are written), then their checks, which
+fill the tables in; the tables come from tp_app.export_tables.summary_tables."""
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from tp_core.errors import TPError
 from tp_core.export import FORMATS, planned_counts, related_tasks, safe_export_dir
 from tp_core.masks import PruneConfig, units_for
 from tp_core.policy import PRIORITY
-from tp_core.work import export_formats_job, vocab_estimate_job
+from tp_core.work import vocab_estimate_job
+from tp_core.work_export import export_check_job, export_formats_job
 
 
 def custom_choices(llm: bool) -> tuple[list[str], str, int, bool]:
@@ -110,6 +112,25 @@ def planned_size(known, pcfg: PruneConfig, formats: list[str], vocab: str, min_c
                     f"({vocab_est['embedding_params_saved']:,} fewer embedding parameters).")
 
 
+def follow(slot: str, failed: str, title: str) -> None:
+    """The export job in `slot` (writing the files, or checking them): its progress while it runs, its result
+    into `last_export` when it lands, its error when it fails."""
+    key = ss.get(slot)
+    info = C.job_info(key) if key else None
+    if key and (info is None or info.state == "cancelled"):
+        ss.pop(slot, None)
+    elif key and info.state == "error":
+        ss.pop(slot, None)
+        if slot == "_export_job":
+            ss.pop("_export_check", None)  # its checks fail with it: one message
+        st.error(f"{failed}: {info.error}")
+    elif key and info.state == "done":
+        ss.pop(slot, None)
+        ss["last_export"] = info.result
+    elif key:
+        C.show_progress([key], title)
+
+
 C.page("Export", caption="Write a genuinely smaller model for the task in the formats you deploy, check each one "
                          "against the pruned model, measure it, and download it.")
 ss = st.session_state
@@ -127,6 +148,8 @@ preset = C.persisted(st.radio, "Preset", "export_preset", options=list(P.PRESETS
                           "Prune page's sliders and its '+ recovery' choice, and every format and vocabulary option.")
 deploy = preset == "deploy"
 base_cfg = C.attribution_config()
+if not deploy and not ss.get("_export_job"):  # the deploy preset's split and recovery, unless an export (which
+    P.withdraw_deploy_jobs(keep=((ss.get("_budget") or {}).get("key"),))  # takes them) or the Prune page waits
 if deploy:
     split = P.deploy_split(model, task, base_cfg, ss["allocation"])
     pcfg, recovery, related = split.pcfg, P.recovery_config(), 0  # no off-domain rows: choose custom for them
@@ -164,6 +187,7 @@ if pcfg is not None:
         C.submit(C.scores_job(model, task, cfg), PRIORITY["scores"])
     if deploy:  # fitted before the click, so that the export only writes and checks the files
         recovery, rkey = P.deploy_recovery(model, task, base_cfg, pcfg)
+        P.remember(rkey)
         if rkey:
             C.show_progress([rkey], "Fitting the lstsq recovery before the click")
     planned_size(known, pcfg, formats, vocab, min_count)
@@ -171,8 +195,8 @@ check_texts_upload(llm, vocab, min_count)
 
 if st.button("Export and verify", type="primary", disabled=pcfg is None,
              help="Prune physically (slice the weights; with the task vocabulary, the embeddings and tokenizer too), "
-                  "write every chosen format atomically, check each against the pruned model and measure its metric - "
-                  "as a background job."):
+                  "write every chosen format atomically (ready to download when written), then check each against "
+                  "the pruned model and measure its metric - as background jobs."):
     with C.friendly("exporting"):
         out = safe_export_dir(root, name.strip())
         if out.exists() and not overwrite:
@@ -185,25 +209,22 @@ if st.button("Export and verify", type="primary", disabled=pcfg is None,
                    f"{pcfg.head_sparsity} --allocation {pcfg.allocation} --format {','.join(formats)} --vocab {vocab}"
                    + (f" --vocab-min-count {int(min_count)}" if vocab == "task" else "")
                    + (" --latency" if latency else "") + f" --recover {level or 'none'} --out {out}")
-        job = export_formats_job(C.ref(model, task), head, known if known is not None else
-                                 C.scores_job(model, task, cfg), pcfg, str(out), C.data_ref(task), formats, vocab,
-                                 min_count, latency, overwrite, command, C.eval_size(task), related, recovery)
-        ss["_export_job"] = C.submit(job, PRIORITY["export"], retry=True)
+        if isinstance(recovery, str):  # the Prune page's level: one fit for the export and its checks
+            recovery, _ = P.deploy_recovery(model, task, base_cfg, pcfg, C.recovery_config(recovery))
+        args = (C.ref(model, task), head, known if known is not None else C.scores_job(model, task, cfg), pcfg)
+        plan = vocab_estimate_job(C.ref(model, task), head, int(min_count)) if vocab == "task" else None  # counted
+        write = export_formats_job(*args, str(out), C.data_ref(task), formats, vocab, min_count, latency,
+                                   overwrite, command, C.eval_size(task), related, recovery, checks=False, plan=plan)
+        ss["_export_job"] = C.submit(write, PRIORITY["export_files"], retry=True)  # "ready" when it lands
+        ss["_export_check"] = C.submit(export_check_job(write, *args, C.data_ref(task), latency, C.eval_size(task),
+                                                        related, recovery, plan), PRIORITY["export"], retry=True)
+        ss.pop("last_export", None)
 
 
-pending = ss.get("_export_job")
-if pending:
-    info = C.job_info(pending)
-    if info is None or info.state == "cancelled":
-        ss.pop("_export_job", None)
-    elif info.state == "error":
-        ss.pop("_export_job", None)
-        st.error(f"The export failed: {info.error}")
-    elif info.state == "done":
-        ss.pop("_export_job", None)
-        ss["last_export"] = info.result
-    else:
-        C.show_progress([pending], "Exporting (you can leave this page; the result stays here when it lands)")
+follow("_export_job", "The export failed", "Exporting (you can leave this page; the result stays here when it lands)")
+if not ss.get("_export_job"):
+    follow("_export_check", "Checking the export failed (its files are written; the checks are not)",
+           "Checking the export (the tables fill in when the checks land)")
 
 last = ss.get("last_export")
 with C.friendly("showing the export"):  # a result of a newer or older export shows what it can
@@ -211,7 +232,10 @@ with C.friendly("showing the export"):  # a result of a newer or older export sh
         tables = summary_tables(last)
         m = tables["metric"]
         done = ", ".join(FORMAT_LABELS[f["format"]] for f in last["formats"])
-        if last.get("reloaded_metric") is not None:
+        if last.get("pending"):
+            st.success(f"Exported to `{last['out_dir']}` ({done}): the files are ready to download. Still being "
+                       "checked: " + "; ".join(last["pending"]) + ".")
+        elif last.get("reloaded_metric") is not None:
             st.success(f"Exported to `{last['out_dir']}` ({done}) and reloaded it: {m['name']} "
                        f"{last['reloaded_metric']:.4f} on {m['examples']} validation examples.")
         else:

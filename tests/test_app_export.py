@@ -96,4 +96,28 @@ def test_export_page_opens_on_the_deploy_preset_and_one_click_writes_int8_onnx_a
     assert last["ffn_sparsity"] > 0 and "--recover lstsq" in last["command"]
     assert json.loads((out / "mask.json").read_text())["recovery"]["level"] == "lstsq"  # folded in, and recorded
     assert last["formats"][1]["check_max_abs_diff"] < 1e-3
-    assert "Exported to" in _text(at)
+    assert last["pending"] == [] and "Still being checked" not in (out / "README.md").read_text()  # checked after
+    assert "Exported to" in _text(at) and "every format checked against the pruned model" in _text(at)
+
+
+def test_switching_to_custom_withdraws_the_deploy_jobs_nobody_waits_for(env):
+    """The deploy preset submits its split (the budget helper) as the page opens; choosing custom before it lands
+    cancels it (nobody else asked for it), and the page stays usable; choosing deploy again asks for it again."""
+    from tp_app.export_preset import DEPLOY_JOBS
+    from tp_core.engine import get_engine
+
+    at = app_test("pages/5_Export.py")
+    at.session_state["attr_method"] = "magnitude"
+    at.session_state["eval_limit"] = 37  # a split no other test asked for: its job is still running below
+    at.run()
+    keys = list(at.session_state[DEPLOY_JOBS])
+    eng = get_engine()
+    running = [k for k in keys if eng.status(k).state in ("queued", "running")]
+    assert running, [eng.status(k).state for k in keys]
+    at.radio(key="w_export_preset").set_value("custom").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert all(eng.status(k).state == "cancelled" for k in running), [eng.status(k).state for k in running]
+    assert DEPLOY_JOBS not in at.session_state and "(set them on the Prune page)" in _text(at)
+    at.radio(key="w_export_preset").set_value("deploy").run()  # back: the split is asked for again
+    assert eng.status(running[0]).state in ("queued", "running", "done")
+    at.radio(key="w_export_preset").set_value("custom").run()  # and left again (nothing runs on after the test)

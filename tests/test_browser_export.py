@@ -72,6 +72,8 @@ def test_export_page_onnx_and_hf_in_a_real_browser(server):
             try:
                 page.get_by_text("fewer embedding parameters").first.wait_for(timeout=900_000)  # vocabulary count
                 page.get_by_role("button", name="Export and verify").click()
+                # the files first (ready to download), then the checks fill the tables in
+                page.get_by_text("the files are ready to download").wait_for(timeout=1_500_000)
                 page.get_by_text("and reloaded it").wait_for(timeout=1_500_000)
             except Exception:
                 page.screenshot(path=str(tmp / "failure.png"), full_page=True)

@@ -528,3 +528,52 @@ def test_other_cpu_cores_counts_other_processes_not_this_one():
     # another process's CPU time is counted (whatever else runs on the machine meanwhile)
     assert other_cpu_cores(start, end) * (end[0] - start[0]) >= 0.8 * child_cpu - 0.05
     assert other_cpu_cores(None, start) is None
+
+
+def test_files_first_then_checks_in_place_without_evaluating_the_dense_model(tmp_path, monkeypatch):
+    """The Export page's quick "ready": `export_formats(checks=False)` writes every file, the card and the report
+    (naming what is still to check) and evaluates nothing; `check_formats` then reads the written files back,
+    measures them and writes the card and report again. Given the dense metric, the dense model is never evaluated
+    (only its masked reference on the check examples)."""
+    import tp_core.evaluation as ev
+    from tp_core.export import check_formats
+
+    model = tiny_multitask("bert")
+    scores, cfg = random_scores(model), PruneConfig(0.5, 0.25)
+    data = load_split("sst2", "validation", limit=24)
+    calls, real = [], ev.predict_logits
+    monkeypatch.setattr(ev, "predict_logits", lambda m, task, d, gates=None, **kw: calls.append(
+        (m is model, gates is not None)) or real(m, task, d, gates, **kw))
+    out = tmp_path / "e"
+    rep = export_formats(model, "sst2", scores, cfg, out, ["hf"], eval_data=data, checks=False, command="pytest")
+    assert calls == [] and rep.pending and "24 validation examples" in rep.pending[0]
+    assert all(f.metric is None and f.check_max_abs_diff is None for f in rep.formats)
+    assert (out / "hf" / "model.safetensors").is_file() and (out / "mask.json").is_file()
+    assert "Still being checked when this card was written" in (out / "README.md").read_text()
+    assert json.loads((out / "export_report.json").read_text())["pending"] == rep.pending
+    dense = (0.625, (0.5, 0.75))
+    done = check_formats(model, "sst2", scores, cfg, out, data, dense=dense)
+    assert (True, False) not in calls and (True, True) in calls  # no dense pass; the masked reference only
+    assert done.pending == [] and (done.metric_dense, done.metric_dense_interval) == dense
+    (hf,) = done.formats
+    assert hf.metric == pytest.approx(done.metric_pruned) and hf.check_max_abs_diff < 1e-4 and hf.check_examples
+    card = (out / "README.md").read_text()
+    assert "Still being checked" not in card and f"{hf.metric:.4f}" in card
+    assert json.loads((out / "export_report.json").read_text())["formats"][0]["metric"] == hf.metric
+    with pytest.raises(TPError, match="replaced by another export"):  # a folder that is not this export any more
+        check_formats(model, "sst2", scores, PruneConfig(0.3), out, data)
+
+
+def test_app_tables_say_checking_while_the_checks_run(bert_export):
+    """The Export page's tables of a written, not yet checked export: its metric cells read "checking...", not
+    "not measured"."""
+    from tp_app.export_tables import summary_tables
+
+    _, _, report, _ = bert_export
+    written = report.to_dict()
+    for f in written["formats"]:
+        f["metric"] = f["check_max_abs_diff"] = None
+    written.update(metric_dense=None, metric_pruned=None, pending=["each format's accuracy"])
+    rows = summary_tables(written)["formats"]
+    assert all(r["accuracy"] == "checking..." for r in rows) and rows[1]["max |logit diff| vs masked"] == "checking..."
+    assert summary_tables(report.to_dict())["formats"][1]["accuracy"] != "checking..."

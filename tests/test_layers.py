@@ -27,7 +27,8 @@ RANK = {
     "export.prompt_file": 9.9,  # a causal LM's prompt.json and its stdlib renderer, beside ONNX and hf/ files
     "export.onnx": 10, "export.int8": 10.1, "export.hf": 10.1, "export.latency": 10.2, "export.report": 10.2,
     "export.card": 10.3, "export.folder": 10.4, "export.vocabulary": 10.4, "export.formats": 10.5, "export": 11,
-    "refs": 11.5, "work": 12, "policy": 12.5, "sweeps": 12.5, "tour": 12.7, "serve": 13, "cli_parser": 13.5, "cli": 14,
+    "refs": 11.5, "work": 12, "work_export": 12.1, "policy": 12.5, "sweeps": 12.5, "tour": 12.7, "serve": 13,
+    "cli_parser": 13.5, "cli": 14,
     "__init__": 15, "__main__": 15,
 }
 ROOT = Path(tp_core.__file__).parent

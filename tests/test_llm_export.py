@@ -227,16 +227,17 @@ def test_cli_export_of_a_saved_tiny_llama_and_vocab_task_is_one_line(tmp_path, c
 
 
 def test_the_apps_export_job_runs_for_a_causal_lm(tmp_path):
-    """`work.export_formats` (the Export page's job): every format measured, the TaskPrune folder reloaded and
+    """`work_export.export_formats` (the Export page's job): every format measured, the TaskPrune folder reloaded and
     re-evaluated, one zip."""
-    from tp_core import refs, work
+    from tp_core import refs, work_export
 
     model = tiny_llama()
     ref = refs.register_model("tiny-llama-export-job", model)
     data = load_split("sst2", "validation", limit=12)
     try:
-        res = work.export_formats(lambda f, m: None, ref, "sst2", plan_scores(model), CFG, str(tmp_path / "job"),
-                                  data, ("taskprune", "onnx", "onnx-int8", "hf"), "full", 1, False, False, "pytest")
+        res = work_export.export_formats(lambda f, m: None, ref, "sst2", plan_scores(model), CFG, str(tmp_path / "job"),
+                                         data, ("taskprune", "onnx", "onnx-int8", "hf"), "full", 1, False, False,
+                                         "pytest")
     finally:
         refs._LOCAL.pop("tiny-llama-export-job", None)
     assert res["reloaded_metric"] == pytest.approx(res["metric_pruned"])

@@ -160,3 +160,20 @@ def test_a_larger_pass_evaluates_only_the_examples_a_smaller_pass_did_not(tiny, 
     again = point(noop, ref, "sst2", sc, pcfg, big, rcfg, calib)
     assert seen == [16, 24] and not fits
     assert again.record.metric == first.record.metric and again.recovery == first.recovery
+
+
+def test_the_export_checks_take_the_dense_metric_from_the_cached_dense_point(tiny, monkeypatch):
+    """The Export page's checks ask the dense point (which the Model page computed) for the dense metric: with it
+    cached, nothing is evaluated again."""
+    from tp_core import work, work_export
+
+    model, ref = tiny
+    data = load_split("sst2", "validation", limit=16)
+    dense = point(lambda f, m: None, ref, "sst2", None, None, data)
+
+    def evaluated(*a, **kw):
+        raise AssertionError("the dense model was evaluated again")
+
+    monkeypatch.setattr(work, "masked_logits", evaluated)
+    assert work_export.dense_metric(lambda f, m: None, ref, "sst2", data) == (dense.record.metric,
+                                                                             (dense.low, dense.high))

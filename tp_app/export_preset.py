@@ -16,10 +16,13 @@ from tp_core.recovery import RecoveryConfig
 from tp_core.settings import app_settings
 from tp_core.vocab import GENERAL_TOKENS
 
-from .jobs import data_ref, eval_size, job_info, known_scores, ref, scores_job, submit
+from .jobs import data_ref, engine, eval_size, job_info, known_scores, ref, scores_job, submit
 from .models import budget_tokens, head_for
 from .state import DEFAULTS, FFN_MAX, FFN_STEP  # the Prune slider: a budget's split lies on its steps
 from .state import recovery_config as app_recovery
+from .state import session_id
+
+DEPLOY_JOBS = "_deploy_jobs"  # session key: the jobs the deploy preset submitted as the page opened
 
 PRESETS = {"deploy": "deploy (ready to ship)", "custom": "custom (choose everything)"}
 DEPLOY_FORMATS = ["onnx-int8", "hf"]
@@ -64,7 +67,8 @@ def deploy_split(model, task: str, cfg, allocation: str) -> DeploySplit:
     job = budget_job(ref(model, task), head, scores_job(model, task, bcfg), known_scores(model, task, bcfg), "flops",
                      DEPLOY_FLOPS, max(8, budget_tokens(model, task, head)), 1, allocation, head_grid=HEAD_GRID,
                      ffn_step=FFN_STEP, ffn_max=FFN_MAX, data=data, n=n_full)
-    key = submit(job, PRIORITY["budget"])
+    key = submit_again(job, PRIORITY["budget"])
+    remember(key)
     info = job_info(key)
     if info is not None and info.state == "done":
         plan = info.result
@@ -81,22 +85,53 @@ def recovery_config() -> RecoveryConfig:
     return app_recovery(DEPLOY_RECOVERY)
 
 
-def deploy_recovery(model, task: str, cfg, pcfg: PruneConfig):
-    """(what the export's `recovery` argument gets, the job key while it runs): the lstsq recovery for `pcfg`,
-    submitted now so that it is fitted before the click; a click before then makes the export wait for it; if the
-    fit failed, the export fits it again itself (and reports its error)."""
+def deploy_recovery(model, task: str, cfg, pcfg: PruneConfig, rcfg: RecoveryConfig | None = None):
+    """(what the export's `recovery` argument gets, the job key while it runs): the recovery `rcfg` (default the
+    deploy preset's lstsq) for `pcfg`, submitted now so that it is fitted before the click; a click before then
+    makes the export wait for it; if the fit failed, the export fits it again itself (and reports its error)."""
     from tp_core.work import recovery_job
 
+    rcfg = rcfg or recovery_config()
     scfg = replace(cfg, units=units_for(pcfg.ffn_sparsity, pcfg.head_sparsity, cfg.units))
     job = recovery_job(ref(model, task), head_for(task), scores_job(model, task, scfg),
-                       known_scores(model, task, scfg), pcfg, data_ref(task), recovery_config())
-    key = submit(job, PRIORITY["export"])
+                       known_scores(model, task, scfg), pcfg, data_ref(task), rcfg)
+    key = submit_again(job, PRIORITY["export"])
     info = job_info(key)
     if info is not None and info.state == "done":
         return info.result, None
     if info is None or info.state in ("error", "cancelled"):
-        return recovery_config(), None
+        return rcfg, None
     return job, key
+
+
+def submit_again(job, priority: int) -> str:
+    """Submit one of the preset's jobs, again if it was cancelled (the user left the preset before it landed and
+    came back); a failed one is not retried on every page run."""
+    info = job_info(job.key)
+    return submit(job, priority, retry=info is not None and info.state == "cancelled")
+
+
+def remember(key: str | None) -> None:
+    """Note a job the deploy preset submitted for itself (its split, its recovery), to withdraw it if the user
+    leaves the preset before it lands."""
+    if key:
+        keys = st.session_state.setdefault(DEPLOY_JOBS, [])
+        if key not in keys:
+            keys.append(key)
+
+
+def withdraw_deploy_jobs(keep: tuple = ()) -> list[str]:
+    """Withdraw this session's interest in the deploy preset's jobs still running (the user chose custom): each
+    stops unless another session wants it. `keep`: keys someone here still waits for (an export that takes the
+    recovery as its input, the Prune page's own budget search). Returns the keys withdrawn."""
+    eng, sid, out = engine(), session_id(), []
+    for key in st.session_state.pop(DEPLOY_JOBS, []):
+        info = job_info(key)
+        if key in keep or info is None or info.state not in ("queued", "running"):
+            continue
+        eng.cancel(key, owner=sid)
+        out.append(key)
+    return out
 
 
 def deploy_lines(split: DeploySplit, llm: bool) -> list[str]:

@@ -25,19 +25,25 @@ def _pct(a, b) -> str:
     return f"{a / b:.1%}" if b else "–"
 
 
-def _metric_cell(value, ci) -> str:
+def _metric_cell(value, ci, pending: bool = False) -> str:
     if value is None:
-        return "not measured"
+        return "checking..." if pending else "not measured"
     return f"{value:.4f}" + ("" if not ci else f" [{ci[0]:.3f}, {ci[1]:.3f}]")
+
+
+def _diff_cell(f: dict, pending: bool) -> str:
+    if f["check_max_abs_diff"] is None:
+        return "checking..." if pending else "–"
+    return f"{f['check_max_abs_diff']:.1e} ({f['check_examples']} ex.)"
 
 
 def _format_rows(r: dict) -> list[dict]:
     """The dense model, then one row per format written: path, parameters (with hf/ padding), size on disk, metric
     and its change from dense, and the check against the masked model."""
-    dense, metric = r["params_dense"], r["metric_name"]
+    dense, metric, pending = r["params_dense"], r["metric_name"], bool(r.get("pending"))
     rows = [{"model": "dense (torch, float32)", "path": "", "parameters": f"{dense['total']:,}",
              "size on disk": f"{r['bytes_dense'] / 1e6:.1f} MB",
-             metric: _metric_cell(r["metric_dense"], r["metric_dense_interval"]), "vs dense": "",
+             metric: _metric_cell(r["metric_dense"], r["metric_dense_interval"], pending), "vs dense": "",
              "max |logit diff| vs masked": ""}]
     for f in r["formats"]:
         rel = Path(f["path"]).relative_to(r["out_dir"]) if f["path"] != r["out_dir"] else Path(".")
@@ -46,9 +52,8 @@ def _format_rows(r: dict) -> list[dict]:
                      "parameters": f"{f['params']:,}" + (f" (+{f['params_by_part']['padding']:,} padding)"
                                                          if (f.get("params_by_part") or {}).get("padding") else ""),
                      "size on disk": f"{f['bytes_on_disk'] / 1e6:.1f} MB",
-                     metric: _metric_cell(f["metric"], f["metric_interval"]), "vs dense": delta,
-                     "max |logit diff| vs masked": "–" if f["check_max_abs_diff"] is None else
-                     f"{f['check_max_abs_diff']:.1e} ({f['check_examples']} ex.)"})
+                     metric: _metric_cell(f["metric"], f["metric_interval"], pending), "vs dense": delta,
+                     "max |logit diff| vs masked": _diff_cell(f, pending)})
     return rows
 
 
@@ -76,7 +81,7 @@ def _latency(lat: dict) -> tuple[list[dict], str]:
     return rows, note
 
 
-def _vocab(v: dict, metric: str) -> tuple[list[dict], list[dict]]:
+def _vocab(v: dict, metric: str, pending: bool = False) -> tuple[list[dict], list[dict]]:
     """The task vocabulary's figures, and one row per off-domain task."""
     val = v.get("validation") or {}
     rows = [
@@ -91,8 +96,8 @@ def _vocab(v: dict, metric: str) -> tuple[list[dict], list[dict]]:
         {"": "validation tokens that became [UNK]", "value": f"{val.get('unk_share', 0):.3%}"},
         {"": "validation examples split differently",
          "value": f"{val.get('examples_changed', 0)} of {val.get('examples', 0)}"},
-        {"": f"{metric}, pruned, full vocabulary", "value": _metric_cell(v.get("metric_full_vocab"), None)},
-        {"": f"{metric}, pruned, task vocabulary", "value": _metric_cell(v.get("metric_task_vocab"), None)},
+        {"": f"{metric}, pruned, full vocabulary", "value": _metric_cell(v.get("metric_full_vocab"), None, pending)},
+        {"": f"{metric}, pruned, task vocabulary", "value": _metric_cell(v.get("metric_task_vocab"), None, pending)},
     ]
     offdomain = [{
         "task": t, "examples": x["n"], "[UNK] share": f"{x['unk_share']:.2%}",
@@ -128,7 +133,7 @@ def summary_tables(report: dict) -> dict:
         out["latency"], out["latency_note"] = _latency(r["latency"])
     out["vocab"], out["offdomain"] = [], []
     if r.get("vocab"):
-        out["vocab"], out["offdomain"] = _vocab(r["vocab"], r["metric_name"])
+        out["vocab"], out["offdomain"] = _vocab(r["vocab"], r["metric_name"], bool(r.get("pending")))
     return out
 
 

@@ -30,7 +30,8 @@ PRIORITY = {
     "vocab": 75,  # Export page: the task-vocabulary count its size estimate needs
     "user": 70,  # Model page: the current task's dense metric
     "build": 70,  # Model page: building the demo model
-    "export": 70,  # Export page: "Export and verify"
+    "export_files": 90,  # Export page: "Export and verify" writing the files (urgent: curve points give way)
+    "export": 70,  # Export page: the export's checks after its files; the deploy preset's recovery fit
     "scores": 60,  # attribution scores (pages' buttons; a curve's scores)
     "coarse": 50,  # a curve's coarse pass (COARSE_GRID on the subset)
     "fine": 20,  # a curve's full grid on all examples

@@ -325,44 +325,6 @@ def export(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores
             + sum(p.numel() for p in reloaded.heads.parameters())}
 
 
-def export_formats(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores, pcfg: PruneConfig,
-                   out: str, data, formats: tuple, vocab: str, min_count: int, latency: bool, overwrite: bool,
-                   command: str, recovery=None, offdomain: bool = True) -> dict:
-    """`export.export_formats` for the Export page: every format measured on `data` (`offdomain`: related tasks
-    too, as many examples), the TaskPrune folder (if chosen) reloaded and re-evaluated here, one zip of everything.
-    `recovery` (a level fitted here, or a Recovery from `recovery_job`) is folded into the weights. Returns the
-    report as a dict plus `reloaded_metric` and `zip`."""
-    from pathlib import Path
-
-    from .evaluation import evaluate
-    from .export import export_formats as run
-    from .export import zip_export
-    from .model import load_model
-
-    model = get_model(ref)
-    data = get_data(data)
-    rep = run(model, head, unit_scores, pcfg, out, list(formats), vocab=vocab, min_count=min_count, eval_data=data,
-              offdomain_limit=len(data) if data is not None else None, latency=latency, latency_repeats=10,
-              overwrite=overwrite, command=command, progress=lambda f, m: progress(0.88 * f, m),
-              recovery=None if recovery is None or recovery == "none" else recovery,
-              offdomain=None if offdomain else [])
-    result = rep.to_dict()
-    tp = rep.format("taskprune")
-    result["reloaded_metric"] = None
-    if tp is not None and data is not None:
-        progress(0.9, "reloading the TaskPrune folder")
-        reloaded = load_model(tp.path, device=str(model.device))
-        result["reloaded_metric"] = evaluate(reloaded, head, data).metric
-        result["reloaded_params"] = sum(p.numel() for p in reloaded.encoder.parameters()) + \
-            sum(p.numel() for p in reloaded.heads.parameters())
-    progress(0.96, "zipping the export")
-    legacy_mask = Path(rep.mask_file) if rep.mask_file and not Path(rep.mask_file).is_relative_to(out) else None
-    result["zip"] = str(zip_export(out, extra=[legacy_mask] if legacy_mask else ()))
-    result["eval_examples"] = rep.eval_examples
-    progress(1.0, "verified")
-    return result
-
-
 def recovery_fit(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores, pcfg: PruneConfig,
                  rcfg: RecoveryConfig, calib) -> object:
     """The recovery of `rcfg` for the masks of `pcfg`, fitted on `calib`: an export folds it in as it is."""
@@ -372,14 +334,14 @@ def recovery_fit(progress: Progress, ref: ModelRef, head: str, unit_scores: Unit
 
 def vocab_estimate(progress: Progress, ref: ModelRef, head: str, min_count: int) -> dict:
     """How many tokens `--vocab task` keeps for `head` and how many embedding parameters it removes (counted on the
-    task's train texts; nothing is built)."""
+    task's train texts; nothing is built), with the plan itself (`plan`), which the Export page's export takes."""
     from .vocab import embedding_params_saved, plan_for_task
 
     model = get_model(ref)
     progress(0.1, f"counting the tokens of {head}'s train texts")
     plan = plan_for_task(model, head, min_count)
     return {"kept_tokens": plan.size, "original_tokens": plan.original_size, "min_count": int(min_count),
-            "embedding_params_saved": embedding_params_saved(model, plan)}
+            "embedding_params_saved": embedding_params_saved(model, plan), "plan": plan}  # an export reuses it
 
 
 def build_demo(progress: Progress, quick: bool) -> str:
@@ -530,28 +492,6 @@ def export_job(ref: ModelRef, head: str, scores: Job | UnitScores, pcfg: PruneCo
     return Job("export", export, (ref, head, scores, pcfg, out, data, overwrite, command) + extra, key,
                f"export {out.rsplit('/', 1)[-1]}" + (f" + {rcfg.level}" if rcfg else ""),
                units=float(3 * n) + (3.0 * rcfg.samples if rcfg else 0.0), rate_key="point")
-
-
-def export_formats_job(ref: ModelRef, head: str, scores: Job | UnitScores, pcfg: PruneConfig, out: str, data,
-                       formats, vocab: str, min_count: int, latency: bool, overwrite: bool, command: str, n: int,
-                       related: int = 0, recovery=None) -> Job:
-    """An Export-page export (`export_formats`), each request its own job. `n` evaluation examples, `related`
-    off-domain tasks measured (0: none); `recovery`: a level, or a `recovery_job` (or its result)."""
-    import time
-
-    from .export import parse_formats
-    from .vocab import check_min_count, check_vocab_mode
-
-    formats = tuple(parse_formats(formats))
-    check_vocab_mode(vocab)
-    min_count = check_min_count(min_count)
-    fitted = recovery is not None and not isinstance(recovery, (str, RecoveryConfig))  # a Recovery or its job
-    key = content_key("export_formats", ref, head, pcfg, out, formats, vocab, min_count, latency,
-                      "fitted" if fitted else recovery, related, time.time())
-    units = n * (3 + len(formats) + (1 + 3 * related if vocab == "task" else 0)) + (40 * n if latency else 0)
-    return Job("export", export_formats, (ref, head, scores, pcfg, out, data, formats, vocab, min_count,
-                                            bool(latency), overwrite, command, recovery, related > 0), key,
-               f"export {out.rsplit('/', 1)[-1]} ({', '.join(formats)})", units=float(units), rate_key="point")
 
 
 def recovery_job(ref: ModelRef, head: str, scores: Job, known: UnitScores | None, pcfg: PruneConfig, data,

@@ -16,7 +16,7 @@ One module per format or concern:
 from .card import folder_card, hf_snippet, model_card, onnx_snippet
 from .folder import (ExportResult, check_out_dir, default_command, export_pruned, load_export, prune_for_task,
                      safe_export_dir, write_mask_file, zip_export)
-from .formats import FORMATS, export_formats, parse_formats
+from .formats import FORMATS, check_formats, export_formats, parse_formats, pending_checks
 from .hf import HEAD_FILE, export_hf, hf_logits, hf_padding_params, padded_for_hf, unpruned_heads, write_vocab_txt
 from .int8 import INT8_SESSION, ort_session, quantize_int8, session_settings
 from .latency import latency_table, measure_latency, other_cpu_cores
@@ -28,11 +28,11 @@ from .vocabulary import related_tasks
 
 __all__ = [
     "FORMATS", "FUSED_ATTENTION", "HEAD_FILE", "INT8_SESSION", "ONNX_OPSET", "PROMPT_FILE", "ExportReport",
-    "ExportResult", "FormatReport", "check_out_dir", "default_command", "export_formats", "export_hf", "export_onnx",
-    "export_pruned", "folder_bytes", "folder_card", "hf_logits", "hf_padding_params", "hf_snippet", "jsonable",
-    "latency_table", "load_export", "measure_latency", "metric_text", "metric_with_interval", "model_card",
+    "ExportResult", "FormatReport", "check_formats", "check_out_dir", "default_command", "export_formats", "export_hf",
+    "export_onnx", "export_pruned", "folder_bytes", "folder_card", "hf_logits", "hf_padding_params", "hf_snippet",
+    "jsonable", "latency_table", "load_export", "measure_latency", "metric_text", "metric_with_interval", "model_card",
     "onnx_logits", "onnx_snippet", "ort_session", "other_cpu_cores", "padded_for_hf", "params_by_part",
-    "parse_formats", "planned_counts", "prompt_dict", "prune_for_task", "quantize_int8", "related_tasks",
-    "render_prompts", "safe_export_dir", "session_settings", "unpruned_heads", "write_mask_file", "write_prompt_json",
-    "write_vocab_txt", "zip_export",
+    "parse_formats", "pending_checks", "planned_counts", "prompt_dict", "prune_for_task", "quantize_int8",
+    "related_tasks", "render_prompts", "safe_export_dir", "session_settings", "unpruned_heads", "write_mask_file",
+    "write_prompt_json", "write_vocab_txt", "zip_export",
 ]

@@ -283,6 +283,15 @@ def _snippets(r: ExportReport, small) -> str:
     return "\n\n".join(snippets)
 
 
+def _pending_text(r: ExportReport) -> str:
+    """What was still being checked when the card was written (empty once every check ran)."""
+    if not r.pending:
+        return ""
+    return ("\n**Still being checked when this card was written:** " + "; ".join(r.pending) + ". The files are "
+            "complete; the numbers these checks give read \"not measured\" here until the export's README.md and "
+            "export_report.json are written again with them.\n")
+
+
 def model_card(report: ExportReport, small) -> str:
     """A Hugging Face model card (YAML metadata + markdown) with every measured number of the export."""
     r = report
@@ -297,7 +306,7 @@ def model_card(report: ExportReport, small) -> str:
 
 Made with TaskPrune Studio: training-free, task-specific pruning by neuron attribution (Yang et al., EACL 2023
 Findings). Units were removed by slicing weights; nothing was retrained. Recovery: {_recovery_text(small)}.
-
+{_pending_text(r)}
 | | |
 |---|---|
 | base model | {r.base_model} |

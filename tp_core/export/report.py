@@ -52,9 +52,22 @@ class ExportReport:
     command: str = ""
     seconds: float = 0.0
     created: str = ""
+    pending: list[str] = field(default_factory=list)  # checks still to run on the written files (`check_formats`)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> ExportReport:
+        """The report `to_dict` gave (read back from an export's export_report.json)."""
+        out = ExportReport(**{k: v for k, v in d.items() if k != "formats"}, formats=[])
+        out.formats = [FormatReport(**f) for f in d["formats"]]
+        for f in out.formats:
+            f.metric_interval = tuple(f.metric_interval) if f.metric_interval else None
+        for name in ("metric_dense_interval", "metric_pruned_interval"):
+            value = getattr(out, name)
+            setattr(out, name, tuple(value) if value else None)
+        return out
 
     def format(self, name: str) -> FormatReport | None:
         return next((f for f in self.formats if f.format == name), None)

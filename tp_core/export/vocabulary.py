@@ -30,18 +30,21 @@ def in_vocab_indices(full_tok, kept: set[int] | None, texts, pairs, n: int) -> l
 
 
 def task_vocabulary(model, small_full, task: str, min_count: int, extra_texts: Sequence[str], eval_data,
-                    metric_name: str, general_tokens: int | None = None):
-    """(pruned model, kept token ids, `vocab.VocabReport`): a copy of `small_full` (the pruned structure) keeping
-    only the tokens of `task`'s scoring split (+ `extra_texts`) and the general set (`general_tokens` of the bundle's
-    most frequent tokens; None: `vocab.GENERAL_TOKENS`), and its token statistics on `eval_data` (else the task's
-    validation split, when there is one). The report's metrics are the caller's to fill in."""
+                    metric_name: str, general_tokens: int | None = None, plan=None, keep_full: bool = True):
+    """(pruned model, kept token ids, `vocab.VocabReport`): a copy of `small_full` (the pruned structure; itself
+    when not `keep_full`) keeping only the tokens of `task`'s scoring split (+ `extra_texts`) and the general set
+    (`general_tokens` of the bundle's most frequent tokens; None: `vocab.GENERAL_TOKENS`), and its token statistics
+    on `eval_data` (else the task's validation split, when there is one). `plan`: that `vocab.VocabPlan` when
+    already counted for this model (used only if it has these settings). The report's metrics are the caller's to
+    fill in."""
     from ..data import get_task, load_split
     from ..vocab import GENERAL_TOKENS, VocabReport, plan_for_task, prune_vocab, token_stats
 
     spec = get_task(task)
-    plan = plan_for_task(model, task, min_count, extra_texts,
-                         general_tokens=GENERAL_TOKENS if general_tokens is None else general_tokens)
-    small = copy.deepcopy(small_full)
+    general = GENERAL_TOKENS if general_tokens is None else general_tokens
+    if plan is None or extra_texts or (plan.min_count, plan.general_tokens) != (min_count, general):
+        plan = plan_for_task(model, task, min_count, extra_texts, general_tokens=general)
+    small = copy.deepcopy(small_full) if keep_full else small_full
     emb_before = small.encoder.get_input_embeddings().weight.numel()
     prune_vocab(small, plan)
     small.pruning["vocab"]["source"] = f"{spec.name}/{spec.scoring_split}" + (
