@@ -32,6 +32,7 @@ class DemoConfig:
     tasks: tuple[str, ...] = ()  # empty = every trainable classification task of the bundle
     max_per_task: int = 3000
     per_task_caps: dict = field(default_factory=dict)  # task -> cap, overriding max_per_task
+    per_task_epochs: dict = field(default_factory=dict)  # task -> passes over its capped examples, overriding epochs
     max_length: int = 64
     batch_size: int = 32
     epochs: float = 1.0
@@ -56,6 +57,17 @@ def demo_tasks(cfg: DemoConfig) -> list[TaskSpec]:
     return [t for t in specs if cfg.per_task_caps.get(t.name, 1) != 0]  # a cap of 0 leaves a task out
 
 
+def _epoch_order(n: int, epochs: float, rng: random.Random) -> list[int]:
+    """Example indices for `epochs` passes over n examples: each whole pass a fresh shuffle, then a shuffled part."""
+    order: list[int] = []
+    n_take = int(n * epochs)
+    while len(order) < n_take:
+        one = list(range(n))
+        rng.shuffle(one)
+        order += one[:n_take - len(order)]
+    return order
+
+
 def _build_schedule(model, cfg: DemoConfig, specs: list[TaskSpec]) -> list[tuple[str, dict, torch.Tensor]]:
     """All training batches (task, inputs, labels), single-task each, in a seeded shuffled order."""
     rng = random.Random(cfg.seed)
@@ -63,10 +75,7 @@ def _build_schedule(model, cfg: DemoConfig, specs: list[TaskSpec]) -> list[tuple
     for spec in specs:
         cap = cfg.per_task_caps.get(spec.name, cfg.max_per_task)
         data = load_split(spec, "train", limit=cap, seed=cfg.seed)
-        n_take = int(len(data) * cfg.epochs)
-        order = list(range(len(data)))
-        rng.shuffle(order)
-        data = data.subset(order[:n_take])
+        data = data.subset(_epoch_order(len(data), cfg.per_task_epochs.get(spec.name, cfg.epochs), rng))
         # sort within chunks of 50 batches: little padding, still mixed lengths across the run
         chunk = cfg.batch_size * 50
         for c in range(0, len(data), chunk):
@@ -127,12 +136,14 @@ def train_demo(cfg: DemoConfig, progress: Progress | None = None):
     return model, time.time() - t0
 
 
-def build_demo(quick: bool = False, force: bool = False, progress: Progress | None = None) -> Path:
-    """Build (or reuse) the demo model under TP_HOME; returns its folder. Writes atomically."""
+def build_demo(quick: bool = False, force: bool = False, progress: Progress | None = None,
+               cfg: DemoConfig | None = None) -> Path:
+    """Build (or reuse) the demo model under TP_HOME; returns its folder. Writes atomically. `cfg` replaces the
+    default recipe (for recipe experiments; their folder is still the demo's, so use another TP_HOME)."""
     path = demo_path(quick)
     if (path / MANIFEST).is_file() and not force:
         return path
-    cfg = DemoConfig.for_build(quick)
+    cfg = cfg or DemoConfig.for_build(quick)
     model, seconds = train_demo(cfg, progress)
     metrics = dense_report(model, cfg.eval_limit, progress=None)
     info = {"config": asdict(cfg), "train_seconds": round(seconds, 1), "train_examples": model.train_examples,
