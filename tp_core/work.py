@@ -209,6 +209,16 @@ def point(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores 
     return out
 
 
+def cached_dense(ref: ModelRef, model, head: str, data) -> PointResult | None:
+    """The dense point of `head` on `data` when the cache already holds it; nothing is computed (`model` is the
+    caller's copy of `ref`'s model, for a causal LM's prompt key)."""
+    path = _point_cache(_task_parts(ref, model, head), "dense", None, get_data(data))
+    try:
+        return PointResult.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def search(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores, data, fraction: float,
            grid: tuple, head_sparsity: float, allocation: str, recovery: RecoveryConfig | None = None):
     """The smallest model keeping `fraction` of the dense metric (curves.find_smallest; None if none does), each
