@@ -81,3 +81,40 @@ def test_dense_point_carries_its_baseline_and_an_old_cache_entry_gets_it(tiny):
     messages = []
     again = work.point(lambda f, msg: messages.append(msg), ref, "sst2", None, None, data)
     assert again.baseline == res.baseline and any("evaluating 0 examples" in msg for msg in messages)
+
+
+def test_demo_recipe_leaves_out_tasks_with_a_reason_and_names_its_folder():
+    from tp_core.demo import LEFT_OUT_REASONS, RECIPE_DIGEST, DemoConfig, demo_tasks, left_out_tasks, recipe_digest
+    from tp_core.paths import DEMO_FOLDER, demo_path
+
+    cfg = DemoConfig.for_build(False)
+    assert recipe_digest(cfg) == RECIPE_DIGEST, "the demo recipe changed: bump paths.DEMO_FOLDER and RECIPE_DIGEST"
+    assert demo_path(False).name == DEMO_FOLDER != "demo" and demo_path(True).name == "demo-quick"
+    left = left_out_tasks(cfg)
+    assert set(left) == set(LEFT_OUT_REASONS) and all(left[t] == LEFT_OUT_REASONS[t] for t in left)
+    assert not set(left) & {t.name for t in demo_tasks(cfg)}
+    assert left_out_tasks(DemoConfig.for_build(True))["rte"]  # the quick demo trains two tasks only
+
+
+def test_demo_goals_need_a_clear_margin_and_the_issue_bars():
+    from tp_core.baselines import MajorityMargin
+    from tp_core.demo import meets_goal
+
+    def m(dense, majority, lo, positive=None, metric="accuracy"):
+        return MajorityMargin(metric, dense, dense - 0.02, dense + 0.02, majority, "x", "train split", positive,
+                              dense - majority, lo, dense - majority + 0.05, 300, lo <= 0)
+
+    assert meets_goal("sst2", m(0.86, 0.51, 0.3)) and not meets_goal("sst2", m(0.53, 0.51, -0.02))
+    assert not meets_goal("rte", m(0.57, 0.50, 0.01)) and meets_goal("rte", m(0.60, 0.50, 0.03))
+    assert not meets_goal("mrpc", m(0.82, 0.80, 0.01, positive=0.80, metric="f1"))
+    assert meets_goal("mrpc", m(0.84, 0.80, 0.02, positive=0.80, metric="f1"))
+
+
+def test_epoch_order_repeats_whole_shuffled_passes():
+    import random
+
+    from tp_core.demo import _epoch_order
+
+    order = _epoch_order(10, 2.5, random.Random(0))
+    assert len(order) == 25 and sorted(order[:10]) == list(range(10)) == sorted(order[10:20])
+    assert len(set(order[20:])) == 5 and _epoch_order(10, 0.5, random.Random(0)) == order[:5]
