@@ -48,6 +48,19 @@ def task_rows(model, name: str, limit: int, tasks=None) -> dict:
     return out
 
 
+def built_recipe(folder: Path) -> str | None:
+    """The recipe digest of a demo build (from its demo_build.json), None for another model."""
+    import json
+
+    from tp_core.demo import DemoConfig, recipe_digest
+
+    try:
+        cfg = json.loads((folder / "demo_build.json").read_text())["config"]
+        return recipe_digest(DemoConfig(**{**cfg, "tasks": tuple(cfg.get("tasks", ()))}))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="demo", help="the model whose tasks are measured (default: the demo)")
@@ -56,28 +69,32 @@ def main() -> None:
     ap.add_argument("--out", default=str(DOCS / "results.json"))
     args = ap.parse_args()
 
-    from tp_core.demo import DEMO_GOALS, DemoConfig, demo_path, demo_tasks, left_out_tasks
+    from dataclasses import asdict
+
+    from tp_core.demo import DEMO_GOALS, RECIPE_DIGEST, DemoConfig, demo_path, demo_tasks, left_out_tasks
     from tp_core.model import load_model
 
     t0 = time.time()
     kept = {t.name for t in demo_tasks(DemoConfig.for_build(False))}
-    rows = task_rows(load_model(args.model, device="cpu"), f"margins-{args.model}", args.limit)
-    for r in rows.values():
-        r["kept_in_demo"] = True
     left = left_out_tasks()
-    if args.candidates and left:
+    rows = task_rows(load_model(args.model, device="cpu"), f"margins-{args.model}", args.limit)
+    if args.candidates:
         cand = load_model(args.candidates, device="cpu")
-        measured = task_rows(cand, "margins-candidates", args.limit, [t for t in left if t in cand.tasks])
-        for task, r in measured.items():
-            rows[task] = {**r, "kept_in_demo": False, "reason": left[task], "measured_on": "candidate build"}
+        todo = [t for t in left if t in cand.tasks and t not in rows]
+        rows.update({t: {**r, "measured_on": "candidates"}
+                     for t, r in task_rows(cand, "margins-candidates", args.limit, todo).items()})
+    for task, r in rows.items():
+        r["kept_in_demo"] = task in kept
+        if task in left:
+            r["reason"] = left[task]
     for task, why in left.items():
         rows.setdefault(task, {"kept_in_demo": False, "reason": why})
-    for task, r in rows.items():
-        r["kept_in_demo"] = r["kept_in_demo"] and task in kept
-    build = Path(args.model) if Path(args.model).is_dir() else demo_path(args.model == "demo-quick")
+    build = Path(args.model).expanduser() if Path(args.model).expanduser().is_dir() else \
+        demo_path(args.model == "demo-quick")
     meta = {"model": args.model, "folder": str(build), "limit": args.limit, "seconds": round(time.time() - t0, 1),
             "date": time.strftime("%Y-%m-%d"), "goals": {k: list(v) for k, v in DEMO_GOALS.items()},
-            "recipe": DemoConfig.for_build(False).__dict__, "machine": machine(),
+            "recipe": asdict(DemoConfig.for_build(False)), "recipe_digest": RECIPE_DIGEST,
+            "built_with_this_recipe": built_recipe(build) == RECIPE_DIGEST, "machine": machine(),
             "candidates": args.candidates}
     merge_results(Path(args.out), {"demo_task_margin": rows, "demo_task_margin_meta": meta})
 

@@ -81,7 +81,7 @@ if source == "Demo model":
         ss["model_trust_code"] = False
     else:
         st.info(f"The {'quick ' if quick else ''}demo model is not built yet. Building fine-tunes all-MiniLM-L6-v2 on "
-                f"the bundle's tasks on this machine: about {'1 minute' if quick else '10 minutes on 2 CPU cores'}. "
+                f"the bundle's tasks on this machine: about {'1 minute' if quick else '5 minutes on 2 idle CPU cores'}. "
                 "It is built once and cached.")
         job = build_demo_job(quick)
         if st.button("Build the demo model", type="primary",
@@ -226,7 +226,7 @@ if model is not None:
             st.caption("Majority baseline: always answering the train split's most frequent label, on the same "
                        "examples. Margin: dense minus that baseline, with a paired bootstrap 95% interval; a task "
                        "whose interval reaches zero is marked near majority on every page.")
-            if ss["model_spec"] in DEMOS and left_out_tasks():
+            if ss["model_spec"] == "demo" and left_out_tasks():
                 st.info("Left out of the demo model: " + " ".join(
                     f"**{t}**: {why}" for t, why in left_out_tasks().items()), icon=":material/info:")
             if len(keys) < len(bundle) and st.button(
