@@ -30,13 +30,16 @@ def section(res: dict) -> list[str]:
     rows, meta = res["demo_task_margin"], res.get("demo_task_margin_meta", {})
     goals = meta.get("goals", {})
     kept = sorted(t for t, r in rows.items() if r.get("kept_in_demo"))
+    built = ("the build of the shipped recipe" if meta.get("built_with_this_recipe") else
+             "**not** a build of the shipped recipe (it trains every task): the kept tasks' figures are that build's, "
+             "and the recipe's own build is to be measured with the same command")
+    cand = f" Left-out tasks it does not have are measured on {meta['candidates']}." if meta.get("candidates") else ""
     return ["## Every demo task against its majority baseline", "",
             f"benchmarks/demo_margins.py, run {meta.get('date', '?')} ({meta.get('seconds', 0):.0f} s) on "
-            f"`{meta.get('model', 'demo')}` ({meta.get('folder', '')}), at most {meta.get('limit', '?')} validation "
-            "examples per task. Majority: always answering the train split's most frequent label, on the same "
+            f"`{meta.get('model', 'demo')}`, {built}; at most {meta.get('limit', '?')} validation examples per task "
+            "(seeded subset). Majority: always answering the train split's most frequent label, on the same "
             "examples; margin: dense minus majority, with a paired percentile bootstrap 95% interval over the "
-            "examples (scipy.stats.bootstrap, 1,000 resamples). A left-out task's figures come from the candidate "
-            f"build the choice was made on ({meta.get('candidates') or 'none given'}). Kept in the default demo: "
-            f"{', '.join(kept)}.", "",
+            f"examples (scipy.stats.bootstrap, 1,000 resamples).{cand} Kept in the default demo: "
+            f"{', '.join(kept)} (recipe {meta.get('recipe_digest', '?')}, tp_core/demo.py).", "",
             _table(["task", "metric", "dense [95%]", "majority baseline", "margin [95%]", "examples", "goal",
                     "in the demo"], [_row(t, rows[t], goals) for t in sorted(rows)]), ""]
