@@ -5,6 +5,7 @@ import statistics
 from pathlib import Path
 
 import report_cli
+import report_demo
 import report_llm
 import report_llm_quality
 import report_pipelines
@@ -1088,6 +1089,8 @@ def write(res: dict, out: Path) -> None:
         L += _export_section(res["export_bench"])
     if res.get("vocab_guard"):
         L += report_vocab.section(res)
+    if res.get("demo_task_margin"):
+        L += report_demo.section(res)
     for key in sorted(k for k in res if k.startswith("export_levers")):  # the full run, then subset runs
         L += _export_levers_section(res[key])
     if res.get("recovery_benchmark"):

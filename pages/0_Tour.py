@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from tp_app import common as C
+from tp_app.task_flags import near_majority_tasks, task_label, warn_near_majority
 from tp_app.heatmaps import ffn_figure, head_figure
 from tp_app.tour import RULE_LABELS, convergence_figure, ig_path_figure, line_name, points_figure
 from tp_core.attribution import METHODS
@@ -112,7 +113,9 @@ def step_heatmap() -> None:
                 "left edge is what the task relies on and the dark right side is what pruning removes first.")
     tasks = C.model_tasks(model)
     ss.setdefault("tour_hm_task", task)
-    t = C.persisted(st.selectbox, "Task", "tour_hm_task", options=tasks)
+    flags = near_majority_tasks(model)
+    t = C.persisted(st.selectbox, "Task", "tour_hm_task", options=tasks, format_func=task_label(flags))
+    warn_near_majority(flags, t)
     scores = ig_scores(t)
     if scores is None:
         return

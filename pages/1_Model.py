@@ -8,13 +8,14 @@ import streamlit as st
 
 from tp_app import common as C
 from tp_app.prompt_edit import show_prompt_editor
+from tp_app.task_flags import dense_job, margin_columns, near_majority_tasks, task_label, warn_near_majority
 from tp_core.data import METRICS, load_bytes
-from tp_core.demo import demo_path
+from tp_core.demo import demo_path, left_out_tasks
 from tp_core.errors import TPError
 from tp_core.model import MANIFEST
 from tp_core.pruning import param_breakdown
 from tp_core.policy import PRIORITY
-from tp_core.work import build_demo_job, point_job
+from tp_core.work import build_demo_job
 
 C.page("Model", caption="Choose the multi-task model to prune: the built-in demo, the embedded SmolLM2 LLM, a local "
                         "folder or .gguf file, or a hub id.")
@@ -80,7 +81,7 @@ if source == "Demo model":
         ss["model_trust_code"] = False
     else:
         st.info(f"The {'quick ' if quick else ''}demo model is not built yet. Building fine-tunes all-MiniLM-L6-v2 on "
-                f"the bundle's tasks on this machine: about {'1 minute' if quick else '10 minutes on 2 CPU cores'}. "
+                f"the bundle's tasks on this machine: about {'1 minute' if quick else '5 minutes on 2 idle cores'}. "
                 "It is built once and cached.")
         job = build_demo_job(quick)
         if st.button("Build the demo model", type="primary",
@@ -180,8 +181,11 @@ if model is not None:
                    "below.")
     else:
         C.current_task(model)  # the default task (sst2 first) before the box picks its first option
-        C.persisted(st.selectbox, "Current task", "task", options=tasks,
-                    help="The task to attribute, prune and export for. Every page uses it.")
+        flags = near_majority_tasks(model)
+        C.persisted(st.selectbox, "Current task", "task", options=tasks, format_func=task_label(flags),
+                    help="The task to attribute, prune and export for. Every page uses it. A task marked "
+                         "'near majority' is not clearly above always answering its most frequent label.")
+        warn_near_majority(flags, ss["task"])
         limit = C.persisted(st.number_input, "Validation examples per task (capped subset)", "eval_limit",
                             min_value=C.ranges()["eval_limit"][0], max_value=C.ranges()["eval_limit"][1], step=50,
                             help="Every evaluation in the app uses this seeded subset of the validation split; "
@@ -195,11 +199,11 @@ if model is not None:
             for t in bundle:
                 try:
                     n = C.eval_size(t)
-                    job = point_job(model, C.ref(model, t), C.head_for(t), None, None, C.data_ref(t), n, task_label=t)
+                    job = dense_job(model, t)
                     info = model.task_info(C.head_for(t))
                 except TPError as exc:  # e.g. uploaded data the chosen head cannot read
                     rows.append({"task": t, "metric": None, "dense value": None, "95% interval": f"cannot ask: {exc}",
-                                 "validation examples": None, "labels": ""})
+                                 **margin_columns(None), "validation examples": None, "labels": ""})
                     continue
                 if t == ss["task"] or ss.get("dense_all") or C.job_info(job.key) is not None:
                     keys.append(C.submit(job, PRIORITY["user"] if t == ss["task"] else PRIORITY["background"]))
@@ -208,13 +212,23 @@ if model is not None:
                              "dense value": round(r.record.metric, 4) if r else None,
                              "95% interval": f"{r.low:.3f} to {r.high:.3f}" if r else
                              ("computing..." if keys and keys[-1] == job.key else "not evaluated yet"),
+                             **margin_columns(r.margin() if r else None),
                              "validation examples": r.n if r else n, "labels": ", ".join(info.label_names)})
             C.show_progress_compact(keys, "Dense metrics")
             refused = {t: why for t, why in C.askable_tasks(model).items() if why} if llm else {}
             if refused:
                 st.caption("Not offered (their default prompts cannot be asked of this model): " +
                            "; ".join(f"{t}: {why}" for t, why in refused.items()))
-            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+            table = pd.DataFrame(rows)
+            if not table["always positive F1"].notna().any():
+                table = table.drop(columns="always positive F1")
+            st.dataframe(table, hide_index=True, width="stretch")
+            st.caption("Majority baseline: always answering the train split's most frequent label, on the same "
+                       "examples. Margin: dense minus that baseline, with a paired bootstrap 95% interval; a task "
+                       "whose interval reaches zero is marked near majority on every page.")
+            if ss["model_spec"] == "demo" and left_out_tasks():
+                st.info("Left out of the demo model: " + " ".join(
+                    f"**{t}**: {why}" for t, why in left_out_tasks().items()), icon=":material/info:")
             if len(keys) < len(bundle) and st.button(
                     f"Evaluate the other {len(bundle) - len(keys)} tasks too", icon=":material/table:",
                     help="Dense metrics of every task as background jobs (they yield to anything you wait for)."):

@@ -4,6 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from tp_app import common as C
+from tp_app.task_flags import near_majority_tasks, task_label, warn_near_majority
 from tp_core.attribution import DATA_FREE, METHODS
 from tp_core.structured import STRUCTURED
 from tp_core.policy import PRIORITY
@@ -13,14 +14,16 @@ C.page("Attribution",
 ss = st.session_state
 model, task = C.require_model_and_task()
 tasks = C.model_tasks(model)
+flags = near_majority_tasks(model)
 
 st.info(C.ATTRIBUTION_HELP, icon="ℹ️")
 left, right = st.columns([2, 3])
 with left:
     if "attr_tasks" not in ss or not set(ss["attr_tasks"]) <= set(tasks) or not ss["attr_tasks"]:
         ss["attr_tasks"] = [task]
-    chosen = C.persisted(st.multiselect, "Tasks", "attr_tasks", options=tasks,
+    chosen = C.persisted(st.multiselect, "Tasks", "attr_tasks", options=tasks, format_func=task_label(flags),
                          help="Scores are per task: a neuron can matter for one task and not for another.")
+    warn_near_majority(flags, chosen)
     method = C.persisted(st.selectbox, "Method", "attr_method", options=list(METHODS),
                          format_func=lambda m: C.METHOD_LABELS[m], help=C.ATTRIBUTION_HELP + " Baselines: gradient x "
                          "activation (ig with one step), mean |activation|, weight magnitude (no data), random, and "

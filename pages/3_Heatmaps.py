@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from tp_app import common as C
+from tp_app.task_flags import near_majority_tasks, task_label, warn_near_majority
 from tp_app.heatmaps import ffn_figure, head_figure
 from tp_core.inspector import UnitRef, kept_share_per_layer, overlap_matrix, shade, unit_score_table
 from tp_core.masks import PruneConfig, build_masks
@@ -17,6 +18,7 @@ C.page("Heatmaps", caption="Which layers, heads and neurons matter for which tas
 ss = st.session_state
 model, task = C.require_model_and_task()
 tasks = C.model_tasks(model)
+flags = near_majority_tasks(model)
 cfg = C.attribution_config()
 shape = model.unit_shape()
 pcfg = PruneConfig(ss["ffn_sparsity"], ss["head_sparsity"], ss["allocation"])
@@ -27,11 +29,13 @@ st.caption(f"Method `{cfg.method}` (samples={cfg.samples}, steps={cfg.steps}, la
 c1, c2, c3 = st.columns([2, 2, 1])
 with c1:
     ss.setdefault("hm_task_a", task)
-    ta = C.persisted(st.selectbox, "Task A", "hm_task_a", options=tasks, help="Left column.")
+    ta = C.persisted(st.selectbox, "Task A", "hm_task_a", options=tasks, format_func=task_label(flags),
+                     help="Left column.")
 with c2:
     other = [t for t in tasks if t != ta] or tasks
     ss.setdefault("hm_task_b", other[0])
-    tb = C.persisted(st.selectbox, "Task B", "hm_task_b", options=tasks, help="Right column: compare two tasks.")
+    tb = C.persisted(st.selectbox, "Task B", "hm_task_b", options=tasks, format_func=task_label(flags),
+                     help="Right column: compare two tasks.")
 with c3:
     ss.setdefault("hm_log", True)
     log_colour = C.persisted(st.toggle, "Log colour scale", "hm_log",
@@ -42,6 +46,7 @@ with c3:
                         help="sorted: each layer's neurons from most to least important (readable); index: "
                              "neurons in their original order (compare positions across tasks).")
 
+warn_near_majority(flags, sorted({ta, tb}))
 scores = {t: C.known_scores(model, t, cfg) for t in tasks}
 
 
@@ -180,7 +185,7 @@ if ss["insp_index"] >= n_units:
 index = C.persisted(i3.number_input, "Index", "insp_index", min_value=0, max_value=n_units - 1, step=1,
                     help="Neuron index within the layer (or head number).")
 ss.setdefault("insp_task", ta)
-insp_task = C.persisted(i4.selectbox, "Examples from task", "insp_task", options=tasks,
+insp_task = C.persisted(i4.selectbox, "Examples from task", "insp_task", options=tasks, format_func=task_label(flags),
                         help="Whose validation examples to search, and whose metric to ablate.")
 unit = UnitRef(kind, int(layer), int(index))
 with C.friendly("inspecting the unit"):

@@ -5,6 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from tp_app import common as C
+from tp_app.task_flags import near_majority_tasks, warn_near_majority
 from tp_core.attribution import METHODS
 from tp_core.budget import HEAD_GRID
 from tp_core.curves import record_dict
@@ -19,6 +20,7 @@ from tp_core.work import budget_job, search_job
 C.page("Prune", caption="Remove the least important units for the task and watch the metric against model size.")
 ss = st.session_state
 model, task = C.require_model_and_task()
+warn_near_majority(near_majority_tasks(model), task)
 FFN_MAX, FFN_STEP = C.FFN_MAX, C.FFN_STEP  # the sliders' range and steps (a budget's plan lies on them)
 HEAD_MAX, HEAD_STEP = C.HEAD_MAX, C.HEAD_STEP
 

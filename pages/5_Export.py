@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from tp_app import common as C
+from tp_app.task_flags import near_majority_tasks, warn_near_majority
 from tp_app import export_preset as P
 from tp_app.export_tables import FORMAT_HELP, FORMAT_LABELS, summary_tables, vocab_texts_check
 from tp_core.errors import TPError
@@ -135,6 +136,7 @@ C.page("Export", caption="Write a genuinely smaller model for the task in the fo
                          "against the pruned model, measure it, and download it.")
 ss = st.session_state
 model, task = C.require_model_and_task()
+warn_near_majority(near_majority_tasks(model), task)
 head = C.head_for(task)
 llm = model.kind == "causal_lm"
 root = C.exports_root()

@@ -49,6 +49,30 @@ def test_model_page_shows_architecture_and_dense_metrics(env):
     dense = at.dataframe[-1].value
     assert set(dense["task"]) == {"sst2", "ag_news"} and (dense["dense value"] > 0.5).all()
     assert at.selectbox(key="w_task").value in ("sst2", "ag_news")
+    # beside each dense metric: the majority baseline on the same examples and the margin; neither task is near it
+    assert dense["majority baseline"].str.contains("(", regex=False).all()
+    assert (dense["near majority"] == "no").all() and "always positive F1" not in dense.columns
+
+
+def test_model_page_flags_a_task_at_chance_and_the_pickers_mark_it(env):
+    from tiny import tiny_multitask
+
+    folder = env / "tiny-random"
+    tiny_multitask("bert").save(folder)  # random weights: every task at chance
+    at = app_test("app.py").switch_page("pages/1_Model.py")
+    at.session_state["model_spec"], at.session_state["model_source"] = str(folder), "Local folder"
+    at = settle(at)
+    _no_exception(at)
+    dense = at.dataframe[-1].value
+    row = dense[dense["task"] == at.session_state["task"]].iloc[0]
+    assert row["near majority"] == "⚠ yes", dense.to_dict("records")
+    assert any("not clearly above always answering" in w.value for w in at.warning), _text(at)
+    box = at.selectbox(key="w_task")
+    assert f"{box.value} (near majority)" in box.options
+    at.switch_page("pages/2_Attribution.py").run()
+    _no_exception(at)
+    assert f"{at.session_state['task']} (near majority)" in at.multiselect(key="w_attr_tasks").options
+    assert any("not clearly above always answering" in w.value for w in at.warning)
 
 
 def test_model_page_bad_folder_gives_a_friendly_error(env):

@@ -19,7 +19,7 @@ RANK = {
     "model": 4, "data": 4, "prompts": 4.5, "structured": 4.8, "attribution": 5, "masks": 6,
     # recovery: one projection's least squares and the passes over the model's blocks, then the recovery API
     "recovery_fit": 6.5, "recovery_passes": 6.5, "recovery": 7, "pruning": 8, "iterative": 8.5,
-    "evaluation": 9, "budget": 9.5,
+    "evaluation": 9, "baselines": 9.2, "budget": 9.5,
     "kwon": 9.7,  # Kwon et al.'s pipeline: FLOPs from budget, mask tuning from recovery
     "kprune": 9.8,  # K-prune: unit costs from kwon, weight tuning from recovery
     "curves": 10, "inspector": 10, "vocab": 10, "demo": 10,
@@ -27,7 +27,8 @@ RANK = {
     "export.prompt_file": 9.9,  # a causal LM's prompt.json and its stdlib renderer, beside ONNX and hf/ files
     "export.onnx": 10, "export.int8": 10.1, "export.hf": 10.1, "export.latency": 10.2, "export.report": 10.2,
     "export.card": 10.3, "export.folder": 10.4, "export.vocabulary": 10.4, "export.formats": 10.5, "export": 11,
-    "refs": 11.5, "work": 12, "work_export": 12.1, "policy": 12.5, "sweeps": 12.5, "tour": 12.7, "serve": 13,
+    "refs": 11.5, "predstore": 11.6,
+    "work": 12, "work_export": 12.1, "policy": 12.5, "sweeps": 12.5, "tour": 12.7, "serve": 13,
     "cli_parser": 13.5, "cli": 14,
     "__init__": 15, "__main__": 15,
 }

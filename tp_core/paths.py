@@ -175,6 +175,11 @@ def enforce_cache_cap(max_bytes: int | None = None, keep: Path | None = None) ->
     return freed
 
 
+# The full demo's folder names its training recipe, so that a build of an older recipe is never reused silently:
+# the next run builds the current one. tp_core/demo.py's RECIPE_DIGEST pins the recipe this name stands for.
+DEMO_FOLDER = "demo-r2"
+
+
 def demo_path(quick: bool = False) -> Path:
     """Where the demo model (or the quick one) is built and cached."""
-    return tp_home() / "models" / ("demo-quick" if quick else "demo")
+    return tp_home() / "models" / ("demo-quick" if quick else DEMO_FOLDER)

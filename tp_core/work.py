@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .attribution import DATA_FREE, AttributionConfig, UnitScores, attribute
+from .baselines import MajorityMargin, task_margin
 from .data import TaskData
 from .decoder import prompt_key
 from .engine import Job, content_key
@@ -23,6 +24,7 @@ from .errors import TPError
 from .evaluation import SweepRecord, compute_metric, masked_logits, metric_interval, predictions
 from .masks import PruneConfig, build_masks
 from .paths import atomic_write_text, cache_dir, enforce_cache_cap, touch
+from .predstore import RECOVERY_KEY, PredictionStore, example_keys
 from .pruning import count_params, kept_params
 from .recovery import RecoveryConfig, active_config, calibration_data, recover
 from .refs import DataRef, ModelRef, data_identity, get_data, get_model
@@ -41,17 +43,24 @@ class PointResult:
     high: float
     n: int
     recovery: dict | None = None  # with a recovery level: Recovery.summary() (level, samples, seconds, ...)
+    baseline: dict | None = None  # dense classification points: baselines.MajorityMargin.to_dict()
 
     def to_dict(self) -> dict:
         out = {"record": self.record.to_dict(), "low": self.low, "high": self.high, "n": self.n}
         if self.recovery is not None:
             out["recovery"] = self.recovery
+        if self.baseline is not None:
+            out["baseline"] = self.baseline
         return out
 
     @staticmethod
     def from_dict(d: dict) -> PointResult:
         return PointResult(SweepRecord(**d["record"]), float(d["low"]), float(d["high"]), int(d["n"]),
-                           d.get("recovery"))
+                           d.get("recovery"), d.get("baseline"))
+
+    def margin(self) -> MajorityMargin | None:
+        """The dense point's majority baseline and margin (None for pruned points and regression tasks)."""
+        return MajorityMargin.from_dict(self.baseline) if self.baseline else None
 
 
 # ----- training-free recovery of a point (tp_core/recovery.py) ----------------------------------------------------
@@ -101,51 +110,12 @@ def _point_cache(task_parts: list, scores_id: str, pcfg: PruneConfig | None, dat
     return cache_dir("points") / f"{h.hexdigest()[:24]}.json"
 
 
-def example_keys(data: TaskData) -> list[str]:
-    """A content key per example (its text and pair): the same example has the same key in every subset."""
-    pairs = data.pairs if data.pairs is not None else [None] * len(data)
-    return [hashlib.sha1(json.dumps([t, p]).encode()).hexdigest()[:20] for t, p in zip(data.texts, pairs)]
-
-
-RECOVERY_KEY = "_recovery"  # a PredictionStore entry that is not an example: the setting's Recovery.summary()
-
-
-class PredictionStore:
-    """Per-example predictions of one setting (model, head, scores, prune config, recovery), whatever data they
-    were evaluated on. The progressive curves evaluate a point on a seeded subset of 100 examples first and then on
-    500 whose seeded draw usually starts with the same 100 (`random.sample` draws in order; its algorithm depends on
-    the sizes, so for some split sizes, e.g. mr's 2,133, the draws differ), so the second pass evaluates only the
-    new examples. Examples are matched by content, so a draw that is not nested is only evaluated in full. One file
-    per setting in the cache (the caller enforces the cache cap); writes are atomic, and two jobs writing at once can
-    only lose entries, never corrupt them. A job stopped mid-way (preempted by an urgent one, cancelled) keeps the
-    predictions of its finished batches here, so its next attempt evaluates only the rest. A reused prediction
-    came from another batch composition: its logits may differ from a fresh run's by float rounding (~1e-6)."""
-
-    def __init__(self, parts: list):
-        self.path = cache_dir("preds") / f"{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]}.json"
-
-    def load(self) -> dict:
-        try:
-            doc = json.loads(self.path.read_text())
-            touch(self.path)
-            return doc if isinstance(doc, dict) else {}
-        except (OSError, ValueError):
-            return {}
-
-    def add(self, preds: dict) -> None:
-        if not preds:
-            return
-        merged = self.load()  # read again: another job may have added entries meanwhile
-        merged.update(preds)
-        atomic_write_text(self.path, json.dumps(merged))
-
-
 def _evaluate(progress: Progress, model, head: str, data: TaskData, masks, label: str,
               recovery: Callable[[], object] | None = None,
-              store: PredictionStore | None = None) -> tuple[float, float, float, dict | None]:
-    """Metric, bootstrap interval and the summary of the recovery the predictions came from (None without one)
-    of a setting on `data`; examples the setting's `store` already holds are not evaluated again. `recovery` is
-    called (to fit it) only when some example needs the model."""
+              store: PredictionStore | None = None) -> tuple[float, float, float, dict | None, np.ndarray]:
+    """Metric, bootstrap interval, the summary of the recovery the predictions came from (None without one) and
+    the predictions of a setting on `data`; examples the setting's `store` already holds are not evaluated again.
+    `recovery` is called (to fit it) only when some example needs the model."""
     keys = example_keys(data)
     known = store.load() if store is not None else {}
     summary = known.get(RECOVERY_KEY) if recovery is not None else None
@@ -180,7 +150,7 @@ def _evaluate(progress: Progress, model, head: str, data: TaskData, masks, label
     metric = compute_metric(data.spec.metric, preds, data.labels)
     progress(0.9, f"{label}: bootstrap interval")
     lo, hi = metric_interval(data.spec.metric, preds, data.labels)
-    return float(metric), lo, hi, summary
+    return float(metric), lo, hi, summary, preds
 
 
 def point(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores | None, pcfg: PruneConfig | None,
@@ -199,16 +169,22 @@ def point(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores 
     if path.is_file():
         try:
             out = PointResult.from_dict(json.loads(path.read_text()))
-            touch(path)
-            progress(1.0, "cached")
-            return out
+            # a dense point cached before it carried its majority baseline is completed below (from its
+            # predictions, which the prediction store still holds unless the cache cap evicted them)
+            if not (pcfg is None and out.baseline is None and data.spec.problem != "regression"):
+                touch(path)
+                progress(1.0, "cached")
+                return out
         except (OSError, ValueError, KeyError, TypeError):
             path.unlink(missing_ok=True)
     total = count_params(model, head)
     store = PredictionStore([*who, sid, repr(pcfg), *_recovery_parts(rcfg, calib)])
+    baseline = None
     if pcfg is None:
-        metric, lo, hi, summary = _evaluate(progress, model, head, data, None, "dense", store=store)
+        metric, lo, hi, summary, preds = _evaluate(progress, model, head, data, None, "dense", store=store)
         rec = SweepRecord("dense", 0.0, 0.0, total, total, data.spec.metric, metric)
+        found = task_margin(data.spec, preds, data.labels)
+        baseline = found.to_dict() if found is not None else None
     else:
         pcfg.validate()
         masks = build_masks(unit_scores, pcfg, model.unit_shape())
@@ -220,17 +196,27 @@ def point(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores 
                            progress=lambda f, m: progress(0.5 * f, f"{base}: {m}"))
 
         if rcfg is None:
-            metric, lo, hi, summary = _evaluate(progress, model, head, data, masks, base, store=store)
+            metric, lo, hi, summary, _ = _evaluate(progress, model, head, data, masks, base, store=store)
         else:
-            metric, lo, hi, summary = _evaluate(lambda f, m: progress(0.5 + 0.5 * f, m), model, head, data, masks,
+            metric, lo, hi, summary, _ = _evaluate(lambda f, m: progress(0.5 + 0.5 * f, m), model, head, data, masks,
                                                 f"{base} + {rcfg.level}", recovery=fit, store=store)
         method = unit_scores.method + (f"+{rcfg.level}" if rcfg is not None else "")
         rec = SweepRecord(method, float(pcfg.ffn_sparsity), float(pcfg.head_sparsity),
                           kept_params(model, masks, head), total, data.spec.metric, metric)
-    out = PointResult(rec, lo, hi, len(data), summary)
+    out = PointResult(rec, lo, hi, len(data), summary, baseline)
     atomic_write_text(path, json.dumps(out.to_dict()))
     enforce_cache_cap(keep=path)  # after both writes (the prediction store's file is the newest entry after it)
     return out
+
+
+def cached_dense(ref: ModelRef, model, head: str, data) -> PointResult | None:
+    """The dense point of `head` on `data` when the cache already holds it; nothing is computed (`model` is the
+    caller's copy of `ref`'s model, for a causal LM's prompt key)."""
+    path = _point_cache(_task_parts(ref, model, head), "dense", None, get_data(data))
+    try:
+        return PointResult.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def search(progress: Progress, ref: ModelRef, head: str, unit_scores: UnitScores, data, fraction: float,
