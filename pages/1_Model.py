@@ -222,6 +222,8 @@ if model is not None:
             table = pd.DataFrame(rows)
             if not table["always positive F1"].notna().any():
                 table = table.drop(columns="always positive F1")
+            else:  # only F1 tasks have one: a dash for the others
+                table["always positive F1"] = [f"{v:.4f}" if pd.notna(v) else "–" for v in table["always positive F1"]]
             st.dataframe(table, hide_index=True, width="stretch")
             st.caption("Majority baseline: always answering the train split's most frequent label, on the same "
                        "examples. Margin: dense minus that baseline, with a paired bootstrap 95% interval; a task "
