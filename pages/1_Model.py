@@ -81,7 +81,7 @@ if source == "Demo model":
         ss["model_trust_code"] = False
     else:
         st.info(f"The {'quick ' if quick else ''}demo model is not built yet. Building fine-tunes all-MiniLM-L6-v2 on "
-                f"the bundle's tasks on this machine: about {'1 minute' if quick else '5 minutes on 2 idle cores'}. "
+                f"the bundle's tasks on this machine: about {'1 minute' if quick else '4 minutes on 2 idle cores'}. "
                 "It is built once and cached.")
         job = build_demo_job(quick)
         if st.button("Build the demo model", type="primary",
