@@ -5,6 +5,7 @@ import statistics
 from pathlib import Path
 
 import report_cli
+import report_class
 import report_llm
 import report_llm_quality
 import report_vocab
@@ -1092,6 +1093,8 @@ def write(res: dict, out: Path) -> None:
         L += report_llm.export_section(res)
     if res.get("cli_examples"):
         L += report_cli.section(res)
+    if res.get("class30"):
+        L += report_class.section(res)
     (out / "RESULTS.md").write_text("\n".join(L) + "\n")
 
 
