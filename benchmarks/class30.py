@@ -171,14 +171,15 @@ def wait_warm(client, limit_s: float) -> tuple[float, bool]:
 
 
 # ----- the class -----------------------------------------------------------------------------------------------------
-async def class_run(url: str, args, plan: list[list[int]], n_full: int, observer) -> dict:
+async def class_run(url: str, args, plan: list[list[int]], n_full: int, observer, shots: Path | None) -> dict:
     """Every student walks the tour and opens Prune; then the class moves the slider together, first to the
     shared point, then to each student's own points. Returns the records, the points seen and the job counts."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        students = [Student(browser, url, f"s{i}", args.timeout, seed=i) for i in range(args.sessions)]
+        students = [Student(browser, url, f"s{i}", args.timeout, seed=i, shots=shots if i == 0 else None)
+                    for i in range(args.sessions)]
         for s in students:
             await s.open()
         moments = [Rendezvous(len(students)) for _ in range(2 + len(plan[0]))]
@@ -233,12 +234,14 @@ def run_config(name: str, args, settings: dict, plan: list[list[int]], n_full: i
         address = env.get("TP_SCHEDULER") or re.search(r"(tcp://[\d.]+:\d+)", (home / "serve.log").read_text())[1]
         observer = Engine(address=address)  # sees every job's start event on the scheduler
         try:
-            out["engine"] = observer.workers()
+            layout = observer.workers()
+            out["engine"] = {k: layout.get(k) for k in ("workers", "threads")}
             out["warm_start_s"], out["warm_start_done"] = wait_warm(observer.client, args.warm_wait)
             print(f"[{name}] {out['engine']}; warm start {out['warm_start_s']} s "
                   f"({'done' if out['warm_start_done'] else 'still running'})", flush=True)
             out["load_before"] = os.getloadavg()[0]
-            out.update(asyncio.run(class_run(url, args, plan, n_full, observer)))
+            out.update(asyncio.run(class_run(url, args, plan, n_full, observer,
+                                              args.shots / name if args.shots else None)))
             out["load_after"] = os.getloadavg()[0]
             out["server_healthy_after"] = healthy(url)
         finally:
@@ -328,6 +331,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=900.0, help="longest wait for one page or point, seconds")
     ap.add_argument("--results", default=None, help="results.json to write the keys into (default: docs/results.json "
                                                     "for the full demo, none with --quick; '' for none)")
+    ap.add_argument("--shots", type=Path, default=ROOT / "benchmarks" / "out" / "class30_shots",
+                    help="screenshots of what the first student saw, per configuration")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     if not Path(CHROMIUM).exists():
@@ -346,6 +351,8 @@ def main(argv=None) -> int:
     runs, t0 = {}, time.time()
     for name in [c.strip() for c in args.configs.split(",") if c.strip()]:
         runs[name] = run_config(name, args, settings, plan, n_full)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".partial.json").write_text(json.dumps(runs, indent=1))  # kept if a later part fails
     wanted = {(p["task"], p["ffn_pct"], p["n"]) for r in runs.values() for p in r.get("points", [])}
     direct = direct_metrics(settings, wanted)
     checks = {name: exactness(r.get("points", []), direct) for name, r in runs.items()}

@@ -45,8 +45,8 @@ RAN_JS = f"(m) => window.__tp && window.__tp.runs.length > m && window.__tp.star
 # the first script run that ended after the action: its end minus the action (ms), or null
 RUN_MS_JS = """(m) => { const tp = window.__tp; if (tp.act === null) return null;
   const r = tp.runs.slice(m).find(([s, e]) => e >= tp.act); return r ? r[1] - tp.act : null; }"""
-TEXT_JS = "(t) => !!document.querySelector('[data-testid=stMain]') && " \
-          "document.querySelector('[data-testid=stMain]').innerText.includes(t)"
+TEXT_JS = ("(ts) => { const m = document.querySelector('[data-testid=stMain]');"
+           " return !!m && ts.every(t => m.innerText.includes(t)); }")
 # the slider readout now: [caption text, metric value] of the "(pruned)" metric
 READOUT_JS = """(label) => {
   const cap = [...document.querySelectorAll('[data-testid=stCaptionContainer]')]
@@ -56,7 +56,8 @@ READOUT_JS = """(label) => {
   const val = box && box.querySelector('[data-testid=stMetricValue]');
   return cap && val ? [cap, val.textContent.trim()] : null; }"""
 # what each tour step shows once its jobs have landed (the step's content, not its progress)
-STEP_READY = ("Area under the curve", "Colour: log10", "Dense: ", "vs masks only", "FLOPs per")
+STEP_READY = (("Area under the curve",), ("Colour: log10",), ("at 50%", "at 70%", "at 90%"), ("vs masks only",),
+              ("Counted from the ig scores",))
 STEP_NAMES = ("1 neuron", "2 heatmap", "3 pruning", "4 recovery", "5 export")
 
 
@@ -77,8 +78,9 @@ class Rendezvous:
 class Student:
     """One browser session of the class; `records` collects every timed action (kind, seconds, error)."""
 
-    def __init__(self, browser, url: str, label: str, timeout_s: float, seed: int):
+    def __init__(self, browser, url: str, label: str, timeout_s: float, seed: int, shots=None):
         self.browser, self.url, self.label, self.timeout = browser, url, label, timeout_s * 1000
+        self.shots = shots  # a folder for screenshots of what this student saw (one student of the class)
         self.rng = random.Random(seed)
         self.records: list[dict] = []
         self.points: list[dict] = []
@@ -97,6 +99,15 @@ class Student:
     def _record(self, kind: str, seconds: float | None, error: str | None = None, **extra) -> None:
         self.records.append({"session": self.label, "kind": kind, "seconds": None if seconds is None else
                              round(seconds, 3), "error": error, **extra})
+
+    async def shot(self, name: str) -> None:
+        """A full-page screenshot into `shots` (when given), to look at what the student saw."""
+        if self.shots is not None:
+            self.shots.mkdir(parents=True, exist_ok=True)
+            try:
+                await self.page.screenshot(path=str(self.shots / f"{self.label}-{name}.png"), full_page=True)
+            except Exception:  # noqa: BLE001 - a screenshot is a nicety; the run goes on
+                pass
 
     async def _page_error(self) -> str | None:
         err = self.page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
@@ -119,12 +130,12 @@ class Student:
             self.broken = f"{kind}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             self._record(kind, None, self.broken)
 
-    async def content(self, kind: str, text: str, since: float) -> None:
-        """Wait until the main area shows `text` (a step's content after its jobs); seconds since `since`."""
+    async def content(self, kind: str, texts: tuple[str, ...], since: float) -> None:
+        """Wait until the main area shows all `texts` (a step's content after its jobs); seconds since `since`."""
         if self.broken:
             return
         try:
-            await self.page.wait_for_function(TEXT_JS, arg=text, timeout=self.timeout, polling=500)
+            await self.page.wait_for_function(TEXT_JS, arg=list(texts), timeout=self.timeout, polling=500)
             self._record(kind, time.perf_counter() - since, await self._page_error())
         except Exception as exc:  # noqa: BLE001
             self.broken = f"{kind}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
@@ -141,6 +152,7 @@ class Student:
                 await self.page_run(f"tour Next -> step {STEP_NAMES[i]}",
                                     lambda: page.get_by_role("button", name="Next").click(timeout=self.timeout))
             await self.content(f"tour step {STEP_NAMES[i]} shown", ready, t0)
+            await self.shot(f"tour-{i + 1}")
             await asyncio.sleep(read_s * (0.5 + self.rng.random()))
 
     async def prune(self) -> None:
@@ -149,7 +161,7 @@ class Student:
         t0 = time.perf_counter()
         await self.page_run("open Prune",
                             lambda: page.locator('[data-testid="stSidebarNav"] a', has_text="Prune").first.click())
-        await self.content("Prune readout shown", f"At FFN {self.ffn}%", t0)
+        await self.content("Prune readout shown", (f"At FFN {self.ffn}%",), t0)
         if not self.broken:
             text = await page.locator('[data-testid="stMain"]').inner_text()
             m = re.search(r"Task:\s*(\S+)\s*·", text)
@@ -189,6 +201,8 @@ class Student:
             self.points.append({"session": self.label, "kind": kind, "task": self.task, "ffn_pct": target,
                                 "n": n, "shown": value, "first_s": round(first, 3),
                                 "final_s": round(time.perf_counter() - t_press, 3)})
+            await self.shot(f"prune-{target}")
         except Exception as exc:  # noqa: BLE001
+            await self.shot(f"stuck-{target}")
             self.broken = f"{kind} point: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             self._record(f"new point: {kind}", None, self.broken)
