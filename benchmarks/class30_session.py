@@ -38,10 +38,11 @@ new MutationObserver(() => {
 }).observe(document, {subtree: true, childList: true, characterData: true, attributes: true,
                       attributeFilter: ['data-test-script-state']});
 """
-IDLE = ("document.querySelector('[data-testid=stApp][data-test-script-state=notRunning]')"
-        " && !document.querySelector('[data-testid=stElementContainer][data-stale=true]')")
-# a run began after the mark and none goes on now
-RAN_JS = f"(m) => window.__tp && window.__tp.runs.length > m && window.__tp.start === null && !!({IDLE})"
+# a script run ended after the action (after the mark, for a navigation), and no element is stale: a page whose
+# progress fragments rerun all the time under load may never be idle as a whole
+RAN_JS = """(m) => { const tp = window.__tp; if (!tp) return false; const rs = tp.runs.slice(m);
+  const ran = tp.act === null ? rs.length > 0 : rs.some(([s, e]) => e >= tp.act);
+  return ran && !document.querySelector('[data-testid=stElementContainer][data-stale=true]'); }"""
 # the first script run that ended after the action: its end minus the action (ms), or null
 RUN_MS_JS = """(m) => { const tp = window.__tp; if (tp.act === null) return null;
   const r = tp.runs.slice(m).find(([s, e]) => e >= tp.act); return r ? r[1] - tp.act : null; }"""
@@ -159,8 +160,8 @@ class Student:
         """Open the Prune page and wait for the slider's readout at its start value."""
         page = self.page
         t0 = time.perf_counter()
-        await self.page_run("open Prune",
-                            lambda: page.locator('[data-testid="stSidebarNav"] a', has_text="Prune").first.click())
+        nav = page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Prune", exact=True)
+        await self.page_run("open Prune", lambda: nav.first.click())  # exact: "TaskPrune Studio" is a link too
         await self.content("Prune readout shown", (f"At FFN {self.ffn}%",), t0)
         if not self.broken:
             text = await page.locator('[data-testid="stMain"]').inner_text()
