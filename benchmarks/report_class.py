@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 GOALS = {"page_run": ("every page run: action -> the end of the script run it started", 2.0),
+         "first_load": ("opening the app (Streamlit's frontend loads first; not a page run)", None),
          "new_point": ("a new slider point: key press -> its first estimate shown", 15.0),
          "new_point_all_examples": ("the same point on all the task's validation examples", None)}
 NAMES = {"embedded": "embedded cluster (as `make run`)", "two-workers": "+ a second worker process (`TP_SCHEDULER`)"}
@@ -13,7 +14,7 @@ def _s(v) -> str:
 
 
 def _row(name: str, what: str, s: dict) -> str:
-    f = s[what]
+    f = s.get(what) or {"n": 0, "p50_s": None, "p95_s": None, "max_s": None}
     text, goal = GOALS[what]
     verdict = "" if goal is None or f["p95_s"] is None or name != "embedded" else (
         "met" if f["p95_s"] <= goal else "**not met**")
