@@ -30,6 +30,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -251,6 +252,8 @@ def run_config(name: str, args, settings: dict, plan: list[list[int]], n_full: i
             stop_process(proc, 30)
     log = (home / "serve.log").read_text(errors="replace")
     out["server_log_traceback"] = "Traceback" in log
+    if not args.keep_home:
+        shutil.rmtree(home, ignore_errors=True)
     return out
 
 
@@ -337,6 +340,7 @@ def main(argv=None) -> int:
                                                     "for the full demo, none with --quick; '' for none)")
     ap.add_argument("--shots", type=Path, default=ROOT / "benchmarks" / "out" / "class30_shots",
                     help="screenshots of what the first student saw, per configuration")
+    ap.add_argument("--keep-home", action="store_true", help="keep each configuration's TP_HOME (logs, caches)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     if not Path(CHROMIUM).exists():
