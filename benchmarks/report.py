@@ -5,6 +5,7 @@ import statistics
 from pathlib import Path
 
 import report_cli
+import report_class
 import report_demo
 import report_llm
 import report_llm_quality
@@ -1113,6 +1114,8 @@ def write(res: dict, out: Path) -> None:
         L += report_cli.section(res)
     if res.get("pipeline_benchmark"):
         L += report_pipelines.section(res)
+    if res.get("class30"):
+        L += report_class.section(res)
     (out / "RESULTS.md").write_text("\n".join(L) + "\n")
 
 

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 from .engine import Engine
 from .errors import TPError
@@ -39,7 +40,10 @@ def warm_start(engine: Engine, spec: str = "demo", tasks: tuple[str, ...] | None
     first = tasks or settings.tasks
     order = [t for t in first if t in model.tasks] + [t for t in model.tasks if t not in first]
     ref = model_ref(model)
-    cfg = APP_ATTRIBUTION
+    # a new session's attribution settings (TP_APP_ATTR_*, as tp_app/state.py applies them), so the warm start
+    # computes the very scores and curves the sessions ask for
+    cfg = replace(APP_ATTRIBUTION, samples=settings.attr_samples or APP_ATTRIBUTION.samples,
+                  steps=settings.attr_steps or APP_ATTRIBUTION.steps)
     keys = []
     for ti, task in enumerate(order):
         n_full = len(load_split(task, "validation", limit=eval_limit))

@@ -1,0 +1,46 @@
+"""RESULTS.md's section on a class on one server (benchmarks/class30.py: results.json keys `class30_page_run_p95_s`,
+`class30_new_point_p95_s` and the side-by-side table under `class30`)."""
+from __future__ import annotations
+
+GOALS = {"page_run": ("every page run: action -> the end of the script run it started", 2.0),
+         "first_load": ("opening the app (Streamlit's frontend loads first; not a page run)", None),
+         "new_point": ("a new slider point: key press -> its first estimate shown", 15.0),
+         "new_point_all_examples": ("the same point on all the task's validation examples", None)}
+NAMES = {"embedded": "embedded cluster (as `make run`)", "two-workers": "+ a second worker process (`TP_SCHEDULER`)"}
+
+
+def _s(v) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
+def _row(name: str, what: str, s: dict) -> str:
+    f = s.get(what) or {"n": 0, "p50_s": None, "p95_s": None, "max_s": None}
+    text, goal = GOALS[what]
+    verdict = "" if goal is None or f["p95_s"] is None or name != "embedded" else (
+        "met" if f["p95_s"] <= goal else "**not met**")
+    return (f"| {NAMES.get(name, name)} | {text} | {f['n']} | {_s(f['p50_s'])} | {_s(f['p95_s'])} | "
+            f"{_s(f['max_s'])} | {'–' if goal is None else f'<= {goal:g} s'} | {verdict} |")
+
+
+def section(res: dict) -> list[str]:
+    """The class's page runs and new points per configuration, with exactness and the shared point's job count."""
+    c = res["class30"]
+    m = c["meta"]
+    L = ["## A class on one server (`class30_page_run_p95_s`, `class30_new_point_p95_s`)", "",
+         f"`{m['command']}` ({m['date']}, {m['machine']}, {m['wall_s'] / 60:.1f} min): {m['sessions']} students in "
+         f"one headless Chromium (a browser context each, on the server's cores) against `python -m tp_core serve` "
+         f"with the warm start, model {m['settings']['TP_APP_MODEL']}, cold caches. Each walks the guided tour "
+         f"(five steps, reading each about {m['read_s']:g} s), opens Prune on {m['task']}, then the class moves the "
+         f"FFN slider within {m['spread_s']:g} s of each other: once to the same new point ({m['shared_pct']}%), "
+         f"then {m['own_rounds']} time(s) to a point of each student's own. The second configuration adds "
+         f"{m['second_worker']}. Goals apply to the embedded cluster; p95 as the 8-session figure takes it.", "",
+         "| configuration | what | n | median s | p95 s | max s | goal | |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    for name, s in c["summary"].items():
+        L += [_row(name, what, s) for what in GOALS]
+    L.append("")
+    for name, s in c["summary"].items():
+        L.append(f"- {NAMES.get(name, name)}: results exact in {s['exact']} points checked against tp_core's "
+                 f"direct metric (all examples); the shared point's jobs ran at most "
+                 f"{s['shared_max_computations']} time(s); {s['errors']} errors; warm start "
+                 f"{_s(s['warm_start_s'])} s before the class; the class took {s['wall_s']} s.")
+    return L + [""]

@@ -1,0 +1,37 @@
+"""benchmarks/class30.py's pure helpers: the percentiles it reports, the students' own slider points and the
+exactness check of what each session showed against tp_core's direct metric."""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from class30 import exactness, own_points, p95, summary  # noqa: E402
+
+
+def test_p95_and_summary_read_like_the_8_session_figure():
+    values = [float(i) for i in range(1, 21)]  # 1..20 s
+    assert p95(values) == 20.0 and p95([3.0]) == 3.0 and p95([]) is None
+    assert summary([4.0, 1.0, 3.0, 2.0]) == {"n": 4, "p50_s": 2.5, "p95_s": 4.0, "max_s": 4.0}
+    assert summary([]) == {"n": 0, "p50_s": None, "p95_s": None, "max_s": None}
+
+
+def test_own_points_are_unique_and_off_the_grid():
+    avoid = {0, 30, 50, 51, 60, 90}
+    plan = own_points(30, 2, avoid)
+    flat = [p for own in plan for p in own]
+    assert len(plan) == 30 and all(len(own) == 2 for own in plan)
+    assert len(set(flat)) == 60 and not set(flat) & avoid and all(11 <= p <= 95 for p in flat)
+    with pytest.raises(SystemExit, match="free slider points"):
+        own_points(40, 3, avoid)
+
+
+def test_exactness_flags_a_shown_metric_that_differs_or_was_not_computed():
+    direct = {("sst2", 51, 200): 0.81249, ("sst2", 12, 200): 0.9}
+    points = [{"task": "sst2", "ffn_pct": 51, "n": 200, "shown": "0.8125"},
+              {"task": "sst2", "ffn_pct": 12, "n": 200, "shown": "0.8900"},
+              {"task": "sst2", "ffn_pct": 13, "n": 200, "shown": "0.9000"}]
+    check = exactness(points, direct)
+    assert check["checked"] == 3 and check["exact"] == 1
+    assert [(m["ffn_pct"], m["direct"]) for m in check["mismatches"]] == [(12, 0.9), (13, None)]
