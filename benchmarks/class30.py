@@ -119,7 +119,8 @@ def fresh_home(model: str) -> Path:
 
 def start_cluster(env: dict, home: Path, threads: int) -> tuple[str, list]:
     """A `dask scheduler` and two `dask worker` processes (each like the embedded cluster's one: `threads` threads,
-    below the app in CPU priority, one background slot for the warm start); returns the scheduler's address and the processes (scheduler first)."""
+    below the app in CPU priority, one background slot for the warm start);
+    returns the scheduler's address and the processes (scheduler first)."""
     sched_file = home / "scheduler.json"
     env = {**env, **DASK_ENV, "PYTHONPATH": str(ROOT), "TP_WORKER_NICE": env.get("TP_WORKER_NICE", "10")}
     procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
