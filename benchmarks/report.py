@@ -316,7 +316,7 @@ def _browser_notes(meta: dict) -> list[str]:
                      f"({worst[1]} pass); " + ("the warm start was still running after the wait" if wait is None
                                                else f"it began once the cluster had nothing left to run, "
                                                     f"after a wait of {fmt(wait, 0)} s"))
-        if key == "tour_longest_rerun_s":  # one session: the browsers' priority is no part of it
+        if key != "concurrent8_new_point_p95_s":  # the browsers' priority is set for the 8 sessions' presses only
             pass
         elif v.get("browser_nice") and v.get("browser_renice"):
             extra += (f"; Chromium held at nice {v['browser_nice']} (every thread of it, re-applied every 0.5 s: "
