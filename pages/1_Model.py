@@ -8,7 +8,8 @@ import streamlit as st
 
 from tp_app import common as C
 from tp_app.prompt_edit import show_prompt_editor
-from tp_app.task_flags import dense_job, margin_columns, near_majority_tasks, task_label, warn_near_majority
+from tp_app.task_flags import (cached_dense_point, dense_job, margin_columns, near_majority_tasks, task_label,
+                               warn_near_majority)
 from tp_core.data import METRICS, load_bytes
 from tp_core.demo import demo_path, left_out_tasks
 from tp_core.errors import TPError
@@ -207,11 +208,12 @@ if model is not None:
                     continue
                 if t == ss["task"] or ss.get("dense_all") or C.job_info(job.key) is not None:
                     keys.append(C.submit(job, PRIORITY["user"] if t == ss["task"] else PRIORITY["background"]))
-                r = C.job_result(job.key) if keys and keys[-1] == job.key else None
+                asked = bool(keys) and keys[-1] == job.key
+                r = C.job_result(job.key) if asked else cached_dense_point(model, job)
                 rows.append({"task": t, "metric": r.record.metric_name if r else info.metric,
                              "dense value": round(r.record.metric, 4) if r else None,
                              "95% interval": f"{r.low:.3f} to {r.high:.3f}" if r else
-                             ("computing..." if keys and keys[-1] == job.key else "not evaluated yet"),
+                             ("computing..." if asked else "not evaluated yet"),
                              **margin_columns(r.margin() if r else None),
                              "validation examples": r.n if r else n, "labels": ", ".join(info.label_names)})
             C.show_progress_compact(keys, "Dense metrics")
@@ -219,11 +221,9 @@ if model is not None:
             if refused:
                 st.caption("Not offered (their default prompts cannot be asked of this model): " +
                            "; ".join(f"{t}: {why}" for t, why in refused.items()))
-            table = pd.DataFrame(rows)
-            if not table["always positive F1"].notna().any():
+            table = pd.DataFrame(rows).astype(object).where(lambda df: df.notna(), "–")  # a dash, not "None"
+            if (table["always positive F1"] == "–").all():  # only F1 tasks have one
                 table = table.drop(columns="always positive F1")
-            else:  # only F1 tasks have one: a dash for the others
-                table["always positive F1"] = [f"{v:.4f}" if pd.notna(v) else "–" for v in table["always positive F1"]]
             st.dataframe(table, hide_index=True, width="stretch")
             st.caption("Majority baseline: always answering the train split's most frequent label, on the same "
                        "examples. Margin: dense minus that baseline, with a paired bootstrap 95% interval; a task "

@@ -52,6 +52,17 @@ def test_model_page_shows_architecture_and_dense_metrics(env):
     # beside each dense metric: the majority baseline on the same examples and the margin; neither task is near it
     assert dense["majority baseline"].str.contains("(", regex=False).all()
     assert (dense["near majority"] == "no").all() and "always positive F1" not in dense.columns
+    # a later server (a new engine: nothing in its job registry) shows what is on disk without being asked, as
+    # after the warm start: every task's dense metric and margin, a job asked for the current task only
+    from tp_core.engine import get_engine, shutdown_engine
+
+    shutdown_engine()
+    later = settle(app_test("pages/1_Model.py"))
+    _no_exception(later)
+    again = later.dataframe[-1].value
+    assert list(again["dense value"]) == list(dense["dense value"]), again.to_dict("records")
+    assert list(again["margin (95% interval)"]) == list(dense["margin (95% interval)"])
+    assert len(get_engine().jobs()) == 1
 
 
 def test_model_page_flags_a_task_at_chance_and_the_pickers_mark_it(env):

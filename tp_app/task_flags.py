@@ -23,6 +23,12 @@ def dense_job(model, task: str):
                      task_label=task)
 
 
+def cached_dense_point(model, job):
+    """The dense point `job` computes when a cache on disk already holds it (the warm start, an earlier run of the
+    server); None otherwise. Nothing is computed."""
+    return cached_dense(job.args[0], model, job.args[1], job.args[4])
+
+
 def task_margin(model, task: str) -> MajorityMargin | None:
     """The task's majority baseline and margin if its dense point is known (finished here or cached on disk);
     None while it is not, or for a regression task."""
@@ -31,7 +37,7 @@ def task_margin(model, task: str) -> MajorityMargin | None:
         info = job_info(job.key)
         res = job_result(job.key) if info is not None and info.state == "done" else None
         if res is None:
-            res = cached_dense(job.args[0], model, job.args[1], job.args[4])
+            res = cached_dense_point(model, job)
     except TPError:
         return None
     return res.margin() if res is not None else None
