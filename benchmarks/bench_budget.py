@@ -44,7 +44,7 @@ from tp_core.budget import HEAD_GRID, plan_flops  # noqa: E402
 from tp_core.data import load_split  # noqa: E402
 from tp_core.evaluation import masked_logits, predictions  # noqa: E402
 from tp_core.policy import APP_ATTRIBUTION  # noqa: E402
-from common import machine, merge_results  # noqa: E402
+from common import machine, merge_results, run_tasks  # noqa: E402
 
 RULES = ("raw", "share", "measured", "ffn_only", "oracle")
 COMPARE = (("measured", "share"), ("measured", "raw"), ("share", "raw"), ("measured", "ffn_only"))
@@ -195,19 +195,11 @@ def main(argv=None) -> int:
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "command": "benchmarks/bench_budget.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "attribution": {k: v for k, v in vars(replace(APP_ATTRIBUTION, units="both")).items()}}
-    out_path = HERE / "out" / "bench_budget.json"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tasks: dict = {}
-    for task in [t for t in args.tasks.split(",") if t]:
-        tasks[task] = run_task(model, task, args, log)
-        res = {"meta": meta, "tasks": tasks, "summary": summarise(tasks), "seconds": round(time.time() - t0, 1)}
-        out_path.write_text(json.dumps(res, indent=1))
-    res["meta"]["loadavg_end"] = list(os.getloadavg())
-    out_path.write_text(json.dumps(res, indent=1))
-    print(json.dumps(res["summary"], indent=1))
+    res = run_tasks(args.tasks, lambda task: run_task(model, task, args, log), summarise, meta,
+                    HERE / "out" / "bench_budget.json", t0)
     if args.merge:
         merge_results(Path(args.merge), {"budget_benchmark": res})
-    print(f"wrote {out_path} ({res['seconds']:.0f}s)")
+    print(f"wrote {HERE / 'out' / 'bench_budget.json'} ({res['seconds']:.0f}s)")
     return 0
 
 

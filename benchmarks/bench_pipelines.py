@@ -38,7 +38,7 @@ sys.path.insert(0, str(HERE))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench_budget import paired  # noqa: E402
-from common import machine, merge_results  # noqa: E402
+from common import machine, merge_results, run_tasks  # noqa: E402
 from tp_core import load_model  # noqa: E402
 from tp_core.attribution import attribute  # noqa: E402
 from tp_core.budget import plan_flops  # noqa: E402
@@ -213,20 +213,12 @@ def main(argv=None) -> int:
     meta = {"model": args.model, "label": args.label, "settings": settings, "machine": machine(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "command": "benchmarks/bench_pipelines.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    out_path = HERE / "out" / "bench_pipelines.json"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tasks: dict = {}
-    for task in [t for t in args.tasks.split(",") if t]:
-        tasks[task] = run_task(model, task, args, log)
-        res = {"meta": meta, "tasks": tasks, "summary": summarise(tasks), "seconds": round(time.time() - t0, 1)}
-        out_path.write_text(json.dumps(res, indent=1, default=float))
-    res["meta"]["loadavg_end"] = list(os.getloadavg())
-    out_path.write_text(json.dumps(res, indent=1, default=float))
-    print(json.dumps(res["summary"], indent=1))
+    res = run_tasks(args.tasks, lambda task: run_task(model, task, args, log), summarise, meta,
+                    HERE / "out" / "bench_pipelines.json", t0)
     if args.merge:
         merge_results(Path(args.merge), {"pipeline_benchmark": res, **{
             k: {**v, "run": args.label} if isinstance(v, dict) else v for k, v in res["summary"].items()}})
-    print(f"wrote {out_path} ({res['seconds']:.0f}s)")
+    print(f"wrote {HERE / 'out' / 'bench_pipelines.json'} ({res['seconds']:.0f}s)")
     return 0
 
 

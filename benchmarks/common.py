@@ -6,6 +6,7 @@ docs/results.json beside the numbers, so the tables can say what produced them.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import sys
@@ -90,6 +91,23 @@ def merge_results(path: Path, updates: dict) -> None:
     doc.update(updates)
     atomic_write_text(path, json.dumps(doc, indent=1))
     print(f"merged into {path}")
+
+
+def run_tasks(tasks: str, run_task, summarise, meta: dict, out_path: Path, t0: float) -> dict:
+    """A per-task benchmark's main loop: `run_task(task)` for each comma-separated task, the whole result (meta,
+    tasks, `summarise(tasks)`, seconds) rewritten to `out_path` after every task, so a stopped run keeps what it
+    measured; returns that result."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    done: dict = {}
+    res: dict = {"meta": meta, "tasks": done}
+    for task in [t for t in tasks.split(",") if t]:
+        done[task] = run_task(task)
+        res = {"meta": meta, "tasks": done, "summary": summarise(done), "seconds": round(time.time() - t0, 1)}
+        out_path.write_text(json.dumps(res, indent=1, default=float))
+    res["meta"]["loadavg_end"] = list(os.getloadavg())
+    out_path.write_text(json.dumps(res, indent=1, default=float))
+    print(json.dumps(res.get("summary"), indent=1))
+    return res
 
 
 def machine() -> dict:

@@ -2,7 +2,6 @@
 with nothing to prune it is the identity, the mask search equals a brute-force scan of every threshold, the first
 sub-layer's knowledge scores equal a hand computation with plain hooks, and the weight tuning equals a least-squares
 solve on the explicitly gathered features."""
-import json
 
 import numpy as np
 import pytest
@@ -135,23 +134,3 @@ def test_first_scores_and_tuning_equal_a_hand_computation(texts):
     assert db is None and not info["fallback"]
     np.testing.assert_allclose(dW + W0.numpy(), ref.numpy(), atol=2e-3 * float(ref.abs().max()))
     assert info["err_after"] <= info["err_before"]
-
-
-def test_cli_budget_and_export_with_the_kprune_pipeline(tmp_path, monkeypatch, capsys):
-    from tp_core.cli import main
-    from tp_core.recovery import load_plan
-
-    monkeypatch.setenv("TP_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr("tp_core.recovery.DEFAULT_SAMPLES", 16)
-    folder = tmp_path / "tiny"
-    model = _bert()
-    model.save(folder)
-    common = ["--model", str(folder), "--task", "sst2", "--pipeline", "kprune", "--flops-budget", "0.5", "--quiet"]
-    assert main(["budget", *common, "--json"]) == 0
-    info = json.loads(capsys.readouterr().out)
-    assert info["flops_fraction"] <= 0.5 + 1e-9 and set(info["seconds"]) >= {"scores", "search", "tuning"}
-    out = tmp_path / "exp"
-    assert main(["export", *common, "--recover-samples", "16", "--limit", "8", "--out", str(out)]) == 0
-    masks, rec, doc = load_plan(tmp_path / "exp.mask.json", model)
-    assert doc["method"] == "kprune" and rec.level == "lstsq"
-    assert model_flops(model, masks, 128) <= 0.5 * model_flops(model, None, 128) * (1 + 1e-9)

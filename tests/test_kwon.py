@@ -246,25 +246,29 @@ def test_pipeline_meets_the_budget_and_times_its_stages(solver, texts):
     assert np.isfinite(predict_logits(model, "sst2", val, masks.gates(recovery=rec))).all()
 
 
-def test_cli_budget_and_export_with_the_kwon_pipeline(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("pipeline,stages,level", [("kwon", {"fisher", "search", "tuning"}, "scale"),
+                                                    ("kprune", {"scores", "search", "tuning"}, "lstsq")])
+def test_cli_budget_and_export_with_a_peer_pipeline(tmp_path, monkeypatch, capsys, pipeline, stages, level):
+    """`budget` and `export --pipeline kwon|kprune`: the plan meets the FLOPs budget, each stage is timed, the mask
+    file carries the pipeline's own tuning."""
     from tp_core.cli import main
     from tp_core.recovery import load_plan
 
     monkeypatch.setenv("TP_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr("tp_core.recovery.DEFAULT_SAMPLES", 16)  # budget's Fisher and tuning texts (a fast test)
+    monkeypatch.setattr("tp_core.recovery.DEFAULT_SAMPLES", 16)  # budget's calibration texts (a fast test)
     folder = tmp_path / "tiny"
     model = _bert()
     model.save(folder)
-    common = ["--model", str(folder), "--task", "sst2", "--pipeline", "kwon", "--flops-budget", "0.5", "--quiet"]
+    common = ["--model", str(folder), "--task", "sst2", "--pipeline", pipeline, "--flops-budget", "0.5", "--quiet"]
     assert main(["budget", *common, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["flops_fraction"] <= 0.5 + 1e-9 and set(info["seconds"]) >= {"fisher", "search", "tuning"}
+    assert info["flops_fraction"] <= 0.5 + 1e-9 and set(info["seconds"]) >= stages
     out = tmp_path / "exp"
     assert main(["export", *common, "--recover-samples", "16", "--limit", "8", "--out", str(out)]) == 0
     masks, rec, doc = load_plan(tmp_path / "exp.mask.json", model)
-    assert doc["method"] == "kwon" and rec.level == "scale"
+    assert doc["method"] == pipeline and rec.level == level
     assert model_flops(model, masks, 128) <= 0.5 * model_flops(model, None, 128) * (1 + 1e-9)
-    assert main(["budget", "--model", str(folder), "--task", "sst2", "--pipeline", "kwon", "--latency-budget-ms",
+    assert main(["budget", "--model", str(folder), "--task", "sst2", "--pipeline", pipeline, "--latency-budget-ms",
                  "5", "--quiet"]) == 2  # the search needs a FLOPs budget
 
 
