@@ -125,6 +125,14 @@ def explain(events: list, until: float) -> list[dict]:
     return [j for j in jobs.values() if j["start"] is not None and j["start"] <= until]
 
 
+def scheduler_tasks(client) -> list:
+    """(key, state, priority) of every task the Dask scheduler holds: which jobs were waiting, and how urgent."""
+    def listing(dask_scheduler=None) -> list:
+        return [(str(k), ts.state, list(ts.priority or ())) for k, ts in dask_scheduler.tasks.items()]
+
+    return client.run_on_scheduler(listing)
+
+
 def measure(args, home: Path) -> dict:
     from playwright.sync_api import sync_playwright
 
@@ -161,6 +169,7 @@ def measure(args, home: Path) -> dict:
                                    timeout=args.limit * 1000, polling=100)
             out["llm_first_curve_point_s"] = round(time.time() - t0, 2)
             out["first_point_examples"] = page.evaluate(CAPTION_N_JS, "At FFN")
+            out["scheduler_at_first_point"] = scheduler_tasks(observer.client)
             if args.shot:
                 page.screenshot(path=args.shot, full_page=True)
             browser.close()

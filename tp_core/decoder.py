@@ -16,6 +16,7 @@ from the task bundle, `llm_load.py` loads the weights).
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import string
 from collections.abc import Sequence
@@ -169,12 +170,20 @@ def shared_prefix_logits(model, task: str, input_ids: torch.Tensor, attention_ma
         return model(input_ids=input_ids, attention_mask=attention_mask, task=task)
     rows, width = input_ids.shape
     head = input_ids[:1, :P]
-    past = model.base(input_ids=head, attention_mask=torch.ones_like(head), use_cache=True).past_key_values
+    name = _cache_argument(model.base)
+    out = model.base(input_ids=head, attention_mask=torch.ones_like(head), use_cache=True)
+    past = getattr(out, name)
     past.batch_repeat_interleave(rows)
     positions = torch.arange(P, width, device=input_ids.device)[None].expand(rows, -1)
     seq = model.base(input_ids=input_ids[:, P:], attention_mask=attention_mask, position_ids=positions,
-                     past_key_values=past, use_cache=True).last_hidden_state
+                     use_cache=True, **{name: past}).last_hidden_state
     return model.head_logits(task, seq, attention_mask[:, P:])
+
+
+def _cache_argument(base: torch.nn.Module) -> str:
+    """The name a decoder's forward takes its key/value cache by and returns it under: `cache` in recent
+    transformers 5 releases, `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def own_tokens(model, task: str, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int = 128) -> float:
