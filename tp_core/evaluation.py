@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from . import decoder
 from .data import TaskData
 from .gates import GateState, gated
 from .model import MAX_PADDING, MultiTaskModel, with_token_progress
@@ -86,7 +87,11 @@ def predict_logits(
                                  task=task))
     with gated(gates or GateState()):
         for idx, batch, done, fraction in with_token_progress(batches):
-            logits = model(**batch, task=task).float().cpu().numpy()
+            if model.kind == "causal_lm":  # the prompts' shared demonstrations computed once per batch
+                logits = decoder.shared_prefix_logits(model, task, batch["input_ids"], batch["attention_mask"])
+            else:
+                logits = model(**batch, task=task)
+            logits = logits.float().cpu().numpy()
             for row, i in enumerate(idx):
                 out[i] = logits[row]
             if on_batch is not None:

@@ -40,6 +40,23 @@ PRIORITY = {
 }
 # The coarse pass's grid: every method's first points, on the subset.
 COARSE_GRID: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
+# A causal LM's first estimate costs about what the demo encoder's does: its 32 sst2 examples x their ~25 tokens x
+# its ~10.6M transformer-layer parameters, in token x parameter products (each about 2 FLOPs), and never fewer than
+# FIRST_MIN_EXAMPLES examples (its bootstrap interval says how rough that first estimate is).
+FIRST_PASS_COST = 32 * 25 * 10.6e6
+FIRST_MIN_EXAMPLES = 8
+
+
+def first_examples(model, default: int, own_tokens: float) -> int:
+    """How many examples the slider's first estimate evaluates: `default` (TP_APP_SLIDER_FIRST_EXAMPLES) for an
+    encoder; for a causal LM, as many as fit FIRST_PASS_COST at `own_tokens` tokens computed per example (its
+    prompt's own tokens: the demonstrations every prompt shares run once per batch, decoder.shared_prefix_logits)
+    times its transformer layers' parameters, at least FIRST_MIN_EXAMPLES and at most `default`."""
+    if getattr(model, "kind", None) != "causal_lm" or default <= 0:
+        return default
+    layers = sum(p.numel() for p in model.adapter.layers(model.base).parameters())
+    fit = int(FIRST_PASS_COST // max(1.0, own_tokens * layers))
+    return max(min(FIRST_MIN_EXAMPLES, default), min(default, fit))
 
 
 @dataclass(frozen=True)

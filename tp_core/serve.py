@@ -58,11 +58,36 @@ def warm_start(engine: Engine, spec: str = "demo", tasks: tuple[str, ...] | None
     return keys
 
 
+def preload_worker(engine: Engine, spec: str) -> str | None:
+    """As the server starts, a GGUF causal LM (`smollm2`, a .gguf file) is made ready in the worker (dequantized
+    once if it is not yet, then loaded: work.prepare_llm), as a background job: the first point a session asks for
+    then finds the weights in the worker instead of spending its first seconds loading them. The job is the one the
+    Model page asks for, so a session that opens meanwhile shares it. Returns its key; None for other models (an
+    encoder loads in about a second)."""
+    from pathlib import Path
+
+    from .llm_source import EMBEDDED, converted_folder, embedded_gguf
+    from .policy import PRIORITY
+    from .work import prepare_llm_job
+
+    path = embedded_gguf(spec) if spec in EMBEDDED else Path(spec).expanduser() if spec.lower().endswith(".gguf") \
+        else None
+    if path is None or not path.is_file():
+        return None
+    job = prepare_llm_job(spec, path.stat().st_size, converted_folder(path) is None)
+    return engine.submit(job, owner="serve", priority=PRIORITY["build"], background=True)
+
+
 def serve(port: int = 8501, warm: bool = True, spec: str = "demo") -> int:
     address = os.environ.get("TP_SCHEDULER") or None
     engine = Engine(address=address, processes=True)
     where = engine.address if address else f"embedded cluster {engine.address} ({engine.workers()})"
     print(f"TaskPrune Studio: job engine on {where}", flush=True)
+    try:
+        if preload_worker(engine, spec):
+            print(f"worker: loading {spec}", flush=True)
+    except TPError as exc:
+        print(f"worker preload skipped: {exc}", flush=True)
     if warm:
         try:
             keys = warm_start(engine, spec)
