@@ -221,7 +221,7 @@ if model is not None:
             if refused:
                 st.caption("Not offered (their default prompts cannot be asked of this model): " +
                            "; ".join(f"{t}: {why}" for t, why in refused.items()))
-            table = pd.DataFrame(rows).astype(object).where(lambda df: df.notna(), "–")  # a dash, not "None"
+            table = pd.DataFrame(rows)
             if (table["always positive F1"] == "–").all():  # only F1 tasks have one
                 table = table.drop(columns="always positive F1")
             st.dataframe(table, hide_index=True, width="stretch")

@@ -151,6 +151,16 @@ def test_background_jobs_take_one_thread_and_leave_the_others_to_users():
         eng.close()
 
 
+def test_a_slow_worker_restart_does_not_cost_the_embedded_cluster_its_worker(engine):
+    """SpecCluster closes a lost worker's nanny when no worker of its name is back within lost-worker-timeout; a
+    nanny restarting a killed worker on a loaded machine needs longer than the default 15 s (seen in the killed-
+    worker test: no nanny, no worker, the next job queued forever)."""
+    import dask
+    from dask.utils import parse_timedelta
+
+    assert parse_timedelta(dask.config.get("distributed.deploy.lost-worker-timeout")) >= 600
+
+
 def test_cancel_stops_a_running_job_and_frees_the_worker(engine):
     key = engine.submit(probe_job(20.0, tag="long"), owner="a")
     _wait_state(engine, key, ("running",))

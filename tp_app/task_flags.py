@@ -69,10 +69,10 @@ def warn_near_majority(flags: dict, tasks) -> None:
 
 def margin_columns(m: MajorityMargin | None) -> dict:
     """The Model page's baseline columns of one task's row (empty cells until its dense point is known)."""
-    if m is None:
-        return {"majority baseline": None, "always positive F1": None, "margin (95% interval)": None,
-                "near majority": None}
+    if m is None:  # text columns: a dash where nothing is known yet
+        return {"majority baseline": "–", "always positive F1": "–", "margin (95% interval)": "–",
+                "near majority": "–"}
     return {"majority baseline": f"{m.majority:.3f} ({m.majority_label})",
-            "always positive F1": round(m.always_positive, 4) if m.always_positive is not None else None,
+            "always positive F1": f"{m.always_positive:.4f}" if m.always_positive is not None else "–",
             "margin (95% interval)": f"{m.margin:+.3f} ({m.lo:+.3f} to {m.hi:+.3f})",
             "near majority": "⚠ yes" if m.near_majority else "no"}

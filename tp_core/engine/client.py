@@ -82,7 +82,12 @@ class Engine:
         # torch's deep stacks make that cost a large share of a core, starving the compute threads: off, also for
         # the embedded cluster's worker processes. Memory and system samples (every 100 and 500 ms by default)
         # are taken less often for the same reason (memory limits still act within a second).
-        dask.config.set({"distributed.scheduler.worker-saturation": 1.0,
+        # A worker process that dies is restarted by its nanny; the embedded cluster (SpecCluster) closes the nanny
+        # for good when no worker of that name is back within `lost-worker-timeout` (15 s by default), and a
+        # restart on a loaded machine (spawn, imports, registration) can take longer: the cluster was then left
+        # without a worker and queued jobs waited forever. The nanny's own restart is what should decide.
+        dask.config.set({"distributed.deploy.lost-worker-timeout": "1 hour",
+                         "distributed.scheduler.worker-saturation": 1.0,
                          "distributed.worker.profile.enabled": False,
                          "distributed.worker.memory.monitor-interval": "1s",
                          "distributed.admin.system-monitor.interval": "2s"})
