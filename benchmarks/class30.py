@@ -337,7 +337,9 @@ def main(argv=None) -> int:
     ap.add_argument("--spread", type=float, default=3.0, help="seconds within which the class does the same thing")
     ap.add_argument("--read", type=float, default=2.0, help="seconds a student reads a tour step (0.5x to 1.5x)")
     ap.add_argument("--warm-wait", type=float, default=1800.0, help="longest wait for the warm start to finish")
-    ap.add_argument("--timeout", type=float, default=900.0, help="longest wait for one page or point, seconds")
+    ap.add_argument("--timeout", type=float, default=180.0,
+                    help="longest wait for one page or point, seconds (a student stuck longer is counted as an "
+                         "error and stops walking; the class goes on)")
     ap.add_argument("--results", default=None, help="results.json to write the keys into (default: docs/results.json "
                                                     "for the full demo, none with --quick; '' for none)")
     ap.add_argument("--shots", type=Path, default=ROOT / "benchmarks" / "out" / "class30_shots",
