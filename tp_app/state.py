@@ -14,7 +14,7 @@ from tp_core.attribution import AttributionConfig
 from tp_core.budget import HEAD_GRID
 from tp_core.defaults import RECOVERY_LEVEL
 from tp_core.limits import limits
-from tp_core.policy import APP_ATTRIBUTION
+from tp_core.policy import APP_ATTRIBUTION, session_attribution
 from tp_core.recovery import RecoveryConfig, active_config, as_config
 from tp_core.settings import DEFAULT_BASELINES, app_settings
 
@@ -63,9 +63,8 @@ def default_choices() -> dict:
     settings = app_settings()
     out = {k: list(v) if isinstance(v, list) else v for k, v in DEFAULTS.items()}
     out["model_spec"], out["eval_limit"] = settings.model, settings.eval_limit
-    for key, value in (("attr_samples", settings.attr_samples), ("attr_steps", settings.attr_steps)):
-        if value is not None:
-            out[key] = value
+    cfg = session_attribution(settings)
+    out["attr_samples"], out["attr_steps"] = cfg.samples, cfg.steps
     return out
 
 

@@ -18,6 +18,13 @@ from .work import ModelRef, calibration_ref, point_job, scores_job
 # entry point shares (tp_core/defaults.py), so the app, the command line and the API score alike.
 APP_ATTRIBUTION = AttributionConfig()
 
+
+def session_attribution(settings) -> AttributionConfig:
+    """A new session's attribution settings: APP_ATTRIBUTION with the samples and steps the app's settings
+    (TP_APP_ATTR_SAMPLES / _STEPS) set, so the warm start computes the scores the sessions ask for."""
+    return replace(APP_ATTRIBUTION, samples=settings.attr_samples or APP_ATTRIBUTION.samples,
+                   steps=settings.attr_steps or APP_ATTRIBUTION.steps)
+
 # How urgent each kind of job is (higher runs first). A moved slider's point and the dense reference come first,
 # then what a button asked for and waits on, then scores, then the curves' coarse and fine passes, then work nobody
 # waits for; the warm start lies below everything (serve.py lowers it further per task).

@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 
 from .engine import Engine
 from .errors import TPError
@@ -30,7 +29,7 @@ def warm_start(engine: Engine, spec: str = "demo", tasks: tuple[str, ...] | None
     """Submit the warm start at the lowest priority; returns the submitted keys (first task first)."""
     from .data import load_split
     from .model import load_model
-    from .policy import APP_ATTRIBUTION, PRIORITY, curve_plan
+    from .policy import PRIORITY, curve_plan, session_attribution
     from .work import DataRef, model_ref
 
     model = load_model(spec)
@@ -40,10 +39,7 @@ def warm_start(engine: Engine, spec: str = "demo", tasks: tuple[str, ...] | None
     first = tasks or settings.tasks
     order = [t for t in first if t in model.tasks] + [t for t in model.tasks if t not in first]
     ref = model_ref(model)
-    # a new session's attribution settings (TP_APP_ATTR_*, as tp_app/state.py applies them), so the warm start
-    # computes the very scores and curves the sessions ask for
-    cfg = replace(APP_ATTRIBUTION, samples=settings.attr_samples or APP_ATTRIBUTION.samples,
-                  steps=settings.attr_steps or APP_ATTRIBUTION.steps)
+    cfg = session_attribution(settings)  # the very scores and curves a new session asks for
     keys = []
     for ti, task in enumerate(order):
         n_full = len(load_split(task, "validation", limit=eval_limit))
