@@ -101,6 +101,15 @@ def persisted(widget: Callable, label: str, key: str, **kwargs):
             del st.session_state[wkey]
     if wkey not in st.session_state:
         st.session_state[wkey] = st.session_state[key]
+    # The widget's own default is the value too: a browser that draws the widget without the value set through
+    # session state (its first run superseded by a second one before the page mounted it, seen under load with a
+    # shared link) would otherwise show the widget's bare default (a slider's minimum, no baselines).
+    current = st.session_state[wkey]
+    name = getattr(widget, "__name__", "")
+    if name in ("radio", "selectbox"):
+        kwargs.setdefault("index", options.index(current) if current in options else 0)
+    else:
+        kwargs.setdefault("default" if name == "multiselect" else "value", current)
     value = widget(label, key=wkey, **kwargs)
     st.session_state[key] = value
     return value
