@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from tiny import FAMILIES, assert_ffn_ig_equals_captum, tiny_multitask
+from tiny import FAMILIES, assert_ffn_ig_equals_captum, tiny_llama, tiny_multitask
 from tp_core.attribution import METHODS, AttributionConfig, UnitScores, _target, attribute
 from tp_core.data import load_split
 from tp_core.errors import TPError
@@ -54,6 +54,20 @@ def test_head_ig_equals_captum_integrated_gradients_on_gates():
                             method=cfg.riemann, additional_forward_args=(batch["input_ids"], batch["attention_mask"],
                                                                          batch["token_type_ids"]))
         np.testing.assert_allclose(ours.heads[layer], attr.abs().mean(0).double().numpy(), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("family", (*FAMILIES, "llama"))
+def test_grad_x_act_of_both_unit_kinds_in_one_pass_equals_each_kind_alone(family):
+    """grad x activation scores FFN neurons and heads from one forward/backward: the same scores as a run per kind."""
+    model = tiny_llama() if family == "llama" else tiny_multitask(family)
+    data = load_split("sst2", "train", limit=10, seed=2)
+    run = lambda units: attribute(model, "sst2", AttributionConfig(method="grad_x_act", samples=10, units=units,  # noqa: E731
+                                                                   batch_size=4), data=data, use_cache=False)
+    both, ffn, heads = run("both"), run("ffn"), run("heads")
+    for a, b in zip(both.ffn, ffn.ffn):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9)
+    for a, b in zip(both.heads, heads.heads):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9)
 
 
 def test_ig_attributions_are_complete():

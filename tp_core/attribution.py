@@ -300,32 +300,31 @@ def _ig_batch(model, task, batch, y, cfg: AttributionConfig, want_ffn: bool, wan
 
 
 def _gxa_batch(model, task, batch, y, cfg, want_ffn, want_heads):
+    """Gradient x activation of the FFN neurons and the head gates from one forward and one backward pass: the head
+    gates sit at 1 and the FFN activations pass through unchanged, so neither changes the other's gradient."""
     L = model.num_layers
     ffn_out, head_out = [None] * L, [None] * L
+    # What Captum's LayerGradientXActivation gives on each layer's FFN activation, but through this thread's gate
+    # context instead of forward hooks on the shared model (those would also fire for - and be overwritten by -
+    # another session's forward pass running at the same time).
+    acts: dict[int, torch.Tensor] = {}
+
+    def ffn_fn(l, x):  # keep x in the graph (later layers depend on it); only a grad-free x becomes a leaf
+        acts[l] = x if x.requires_grad else x.detach().requires_grad_(True)
+        return acts[l]
+
+    b = y.shape[0]
+    gates = {i: torch.ones(b, 1, model.layer_parts(i).num_heads, 1, device=y.device, requires_grad=True)
+             for i in range(L)} if want_heads else {}
+    with torch.enable_grad(), gated(GateState(ffn_fn=ffn_fn if want_ffn else None, heads=gates)):
+        tgt = _target(model(**batch, task=task), y, cfg.target).sum()
+    leaves = ([acts[i] for i in range(L)] if want_ffn else []) + [gates[i] for i in range(len(gates))]
+    grads = torch.autograd.grad(tgt, leaves)
     if want_ffn:
-        # What Captum's LayerGradientXActivation gives on each layer's FFN activation, but through this thread's
-        # gate context instead of forward hooks on the shared model (those would also fire for - and be overwritten
-        # by - another session's forward pass running at the same time).
-        acts: dict[int, torch.Tensor] = {}
-
-        def ffn_fn(l, x):  # keep x in the graph (later layers depend on it); only a grad-free x becomes a leaf
-            acts[l] = x if x.requires_grad else x.detach().requires_grad_(True)
-            return acts[l]
-
-        with torch.enable_grad(), gated(GateState(ffn_fn=ffn_fn)):
-            tgt = _target(model(**batch, task=task), y, cfg.target).sum()
-        grads = torch.autograd.grad(tgt, [acts[i] for i in range(L)])
-        for i, g in enumerate(grads):
+        for i, g in enumerate(grads[:L]):
             ffn_out[i] = _aggregate_tokens(acts[i].detach() * g, batch["attention_mask"], cfg.aggregation).sum(0)
-    if want_heads:
-        b = y.shape[0]
-        gates = {i: torch.ones(b, 1, model.layer_parts(i).num_heads, 1, device=y.device, requires_grad=True)
-                 for i in range(L)}
-        with torch.enable_grad(), gated(GateState(heads=gates)):
-            tgt = _target(model(**batch, task=task), y, cfg.target).sum()
-        grads = torch.autograd.grad(tgt, [gates[i] for i in range(L)])
-        for i, g in enumerate(grads):
-            head_out[i] = _example_agg(g[:, 0, :, 0], cfg.aggregation).sum(0)
+    for i, g in enumerate(grads[L if want_ffn else 0:]):
+        head_out[i] = _example_agg(g[:, 0, :, 0], cfg.aggregation).sum(0)
     return ffn_out, head_out
 
 
