@@ -341,6 +341,10 @@ def test_the_slider_first_shows_a_quick_pass_then_the_larger_ones(engine, tiny):
     assert prio[slider[0].key] == max(p.priority for p in plan if p.method is not None)  # before anything pruned
     dense6 = [p for p in plan if p.method is None and p.job.units == 6]  # the dense model on the same 6 examples
     assert len(dense6) == 1 and dense6[0].priority > prio[slider[0].key]
+    # submitted most urgent first (a free worker thread takes whichever job reaches the scheduler first): the
+    # quick pair leads the plan, ahead of the first stage's dense and slider points
+    assert [p.priority for p in plan] == sorted((p.priority for p in plan), reverse=True)
+    assert [p.job.key for p in plan[:2]] == [dense6[0].job.key, slider[0].key]
     engine.submit(dense6[0].job, owner="plan", priority=dense6[0].priority)
     engine.submit(slider[0], owner="plan", priority=prio[slider[0].key])
     engine.wait(slider[0].key, 120)

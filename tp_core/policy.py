@@ -126,10 +126,14 @@ def curve_plan(model, ref: ModelRef, head: str, cfg: AttributionConfig, methods:
         plan += recovered_twins(model, plan, sjobs, slider_jobs, rcfg, known, scoring_data, task_label)
     if slider_first is not None and slider is not None and methods and slider_first[1] < stages[0][1]:
         quick = pj(methods[0], slider, *slider_first)
-        # the dense model on the same examples (once per task), so the first estimate is compared like with like
-        plan.append(Planned(PRIORITY["dense"] + 1 + offset, None, 0.0, 0, pj(None, 0.0, *slider_first)))
-        plan.append(Planned(PRIORITY["slider"] + offset, methods[0], slider, 0, quick))
+        # the dense model on the same examples (once per task), so the first estimate is compared like with like;
+        # both above the first stage's dense and slider points, so they take the workers' threads first
+        plan.append(Planned(PRIORITY["dense"] + 2 + offset, None, 0.0, 0, pj(None, 0.0, *slider_first)))
+        plan.append(Planned(PRIORITY["slider"] + 1 + offset, methods[0], slider, 0, quick))
         slider_jobs.insert(0, quick)
+    # Submitted in this order: a free worker thread takes the first job that reaches the scheduler, whatever the
+    # priorities of the jobs submitted after it, so the most urgent ones must be sent first.
+    plan.sort(key=lambda p: -p.priority)
     return plan, sjobs, slider_jobs
 
 
