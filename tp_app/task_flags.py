@@ -29,18 +29,28 @@ def cached_dense_point(model, job):
     return cached_dense(job.args[0], model, job.args[1], job.args[4])
 
 
+# Margins found so far, by dense job key (a key names the model, task and examples, so its result never changes):
+# every page run of every session asks for each task's margin, and a disk cache read per task and run adds up.
+_MARGINS: dict[str, MajorityMargin | None] = {}
+
+
 def task_margin(model, task: str) -> MajorityMargin | None:
     """The task's majority baseline and margin if its dense point is known (finished here or cached on disk);
     None while it is not, or for a regression task."""
     try:
         job = dense_job(model, task)
+        if job.key in _MARGINS:
+            return _MARGINS[job.key]
         info = job_info(job.key)
         res = job_result(job.key) if info is not None and info.state == "done" else None
         if res is None:
             res = cached_dense_point(model, job)
     except TPError:
         return None
-    return res.margin() if res is not None else None
+    if res is None:
+        return None  # not known yet: asked again next time
+    _MARGINS[job.key] = res.margin()
+    return _MARGINS[job.key]
 
 
 def near_majority_tasks(model) -> dict[str, MajorityMargin]:
