@@ -221,6 +221,8 @@ def _glance(res: dict) -> list[str]:
         out.append(report_cli.glance(res))
     if res.get("pipeline_benchmark"):
         out.append(report_pipelines.glance(res))
+    if res.get("ig_low_resource_with_recovery"):
+        out.append(report_pipelines.low_resource_glance(res))
     bb = res.get("budget_benchmark")
     if bb:
         out.append(f"budget targets (section 10): {_budget_verdict(bb['summary'])}")
@@ -1120,6 +1122,8 @@ def write(res: dict, out: Path) -> None:
         L += report_cli.section(res)
     if res.get("pipeline_benchmark"):
         L += report_pipelines.section(res)
+    if res.get("ig_low_resource_with_recovery"):
+        L += report_pipelines.low_resource_section(res)
     if res.get("class30"):
         L += report_class.section(res)
     (out / "RESULTS.md").write_text("\n".join(L) + "\n")

@@ -52,3 +52,40 @@ def section(res: dict) -> list[str]:
          + "; ".join(f"{NAMES[p]}: " + ", ".join(f"{t} {v:.0f}" for t, v in d.items())
                      for p, d in s.get("pipeline_seconds", {}).items()) + ".", ""]
     return L
+
+
+def low_resource_glance(res: dict) -> str:
+    """One line for "Verdicts at a glance": ig against grad x act with recovery on, few examples and no labels."""
+    x = res["ig_low_resource_with_recovery"]
+    return "ig's cost with recovery on (few scoring examples, predicted labels): " + x["verdict"] + \
+        (" (partial run)" if x.get("partial") else "")
+
+
+def low_resource_section(res: dict) -> list[str]:
+    """The table of benchmarks/bench_low_resource.py: per task, N, labels and point, both criteria's kept-vs-dense
+    with lstsq and ig minus grad x act with its paired interval."""
+    x = res["ig_low_resource_with_recovery"]
+    st, run = x["settings"], (x.get("runs") or [{}])[-1]
+    rows = [f"| {c['task']} | {c['n']} | {c['labels']} | {_point(c)} | {c['seeds']} | "
+            f"{fmt(c['ig']['keep'])} [{fmt(c['ig']['keep_ci95'][0])}, {fmt(c['ig']['keep_ci95'][1])}] | "
+            f"{fmt(c['grad_x_act']['keep'])} [{fmt(c['grad_x_act']['keep_ci95'][0])}, "
+            f"{fmt(c['grad_x_act']['keep_ci95'][1])}] | "
+            f"{c['ig_minus_gxa']['diff']:+.3f} [{c['ig_minus_gxa']['ci95'][0]:+.3f}, "
+            f"{c['ig_minus_gxa']['ci95'][1]:+.3f}] {c['ig_minus_gxa']['verdict']} |" for c in x["cells"]]
+    secs = ", ".join(f"{k.replace('|', ' N=')} {v:.1f} s" for k, v in sorted(x["scores_seconds_median"].items()))
+    return ["## Where ig earns its cost: few scoring examples and predicted labels, with recovery on", "",
+            f"benchmarks/bench_low_resource.py{' (partial run)' if x.get('partial') else ''}, "
+            f"{run.get('started', '?')} (`{run.get('command', '?')}`; {run.get('machine', {}).get('cpu', '?')}). "
+            f"Model `{st['model']}`; validation split capped at {st['cap']} (seeded); lstsq recovery on "
+            f"{st['recover_samples']} calibration texts per seed; app attribution settings; global allocation; "
+            "a cell's metric is the mean over its seeds, intervals are bootstrap 95% over the validation examples "
+            "(ig minus grad×act paired).", "",
+            "**Verdict:** " + x["verdict"], "",
+            "| task | N | labels | point | seeds | ig + lstsq kept | grad×act + lstsq kept | ig − grad×act |",
+            "|---|---|---|---|---|---|---|---|", *rows, "",
+            f"Scoring seconds (median per run): {secs}; lstsq fit median "
+            f"{fmt(x.get('recovery_seconds_median'), 1)} s.", ""]
+
+
+def _point(c: dict) -> str:
+    return f"FFN {c['ffn']:.0%}" + (f" + heads {c['heads']:.0%}" if c["heads"] else "")
