@@ -80,14 +80,18 @@ class Settings:
                         export_points=((0.5, 0.5),), throughput_reps=1, latency_reps=3, interactive_n=100)
 
 
-def merge_results(path: Path, updates: dict) -> None:
+def merge_results(path: Path, updates: dict, replaces: tuple[str, ...] = ()) -> None:
     """Put `updates` into a results.json (created if missing), written atomically: a run stopped mid-write never
-    leaves a half-written file."""
+    leaves a half-written file. Keys in `replaces` but not in `updates` are removed: a benchmark's keys then all
+    come from the run merged, never some from an earlier run with other settings."""
     import json
 
     from tp_core.paths import atomic_write_text
 
     doc = json.loads(path.read_text()) if path.is_file() else {}
+    for key in replaces:
+        if key not in updates:
+            doc.pop(key, None)
     doc.update(updates)
     atomic_write_text(path, json.dumps(doc, indent=1))
     print(f"merged into {path}")

@@ -58,6 +58,8 @@ MLP_GRID = (0.3, 0.5, 0.7)  # the win-rate cells' MLP sparsities (heads kept)
 COMBINED = (0.3, 0.3)  # llm_keep_mlp30_heads30
 POINTS = ((0.5, 0.0), COMBINED, (0.3, 0.0), (0.7, 0.0))  # computation order in a task: the headline cell first
 WIN_GOAL, KEEP_GOAL = 0.6, 0.95
+# the results.json keys this benchmark writes (besides its section llm_quality)
+KEYS = ("llm_keep_mlp50", "llm_keep_mlp30_heads30", "llm_best_vs_wanda_sp_win_rate", "llm_scores_seconds")
 QUICK = {"tasks": "sst2,ag_news", "cap": 200, "seeds": "0", "select_n": 64, "levels": "none", "ours": "grad_x_act",
          "ig_time_n": 8}
 FULL = {"tasks": "sst2,ag_news,trec", "cap": 2000, "seeds": "0,1,2", "select_n": 200, "levels": "none,lstsq",
@@ -376,7 +378,7 @@ def merge(doc: dict, path: Path) -> dict:
     import report
 
     res = analyse(doc)
-    merge_results(path, res)
+    merge_results(path, res, replaces=("llm_quality", *KEYS))
     report.write(json.loads(path.read_text()), path.parent)
     return res
 

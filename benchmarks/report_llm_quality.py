@@ -97,8 +97,8 @@ def section(res: dict) -> list[str]:
          "interval excludes zero (bench_recovery.py's paired_test).", ""]
     if "ig" not in q["settings"].get("ours", ["ig"]):
         L += [f"This run's pipeline uses grad×act only: ig (layer-by-layer integration over 30 layers) is too dear "
-              f"for the quick mode on this machine, so it is timed on {q['settings'].get('ig_time_n')} examples "
-              "below and left to the full mode as a candidate.", ""]
+              f"for this run on this machine, so it is timed on {q['settings'].get('ig_time_n')} examples "
+              "below and left to a run with `--ours grad_x_act,ig` as a candidate.", ""]
     if q["settings"]["levels"] == ["none"]:
         L += ["This run has no recovery. `lstsq` works on the Llama layout (it re-fits the kept columns of `down_proj` "
               "and `o_proj`, which have no bias; tests/test_llama.py), but each fit is a layer-by-layer pass over its "
