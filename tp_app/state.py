@@ -101,6 +101,9 @@ def persisted(widget: Callable, label: str, key: str, **kwargs):
             del st.session_state[wkey]
     if wkey not in st.session_state:
         st.session_state[wkey] = st.session_state[key]
+    if options is not None and isinstance(st.session_state[wkey], list) \
+            and not set(st.session_state[wkey]) <= set(options):  # a multiselect's values that are no option now
+        st.session_state[wkey] = [v for v in st.session_state[wkey] if v in options]
     # The widget's own default is the value too: a browser that draws the widget without the value set through
     # session state (its first run superseded by a second one before the page mounted it, seen under load with a
     # shared link) would otherwise show the widget's bare default (a slider's minimum, no baselines).
