@@ -17,7 +17,7 @@ a cell's metric is the mean over seeds; ig minus grad x act carries a paired boo
 validation examples, and is a win or a loss only when that interval excludes zero. The verdict counts the cells.
 
 Writes benchmarks/out/bench_low_resource.json (predictions per cell, so --analyse-only re-renders) and, with
---merge, the key `ig_low_resource_with_recovery` into docs/results.json.
+--merge, the key `ig_low_resource_with_recovery` into docs/results.json and docs/RESULTS.md re-rendered from it.
 """
 from __future__ import annotations
 
@@ -208,8 +208,11 @@ def main(argv=None) -> int:
     res = analyse(args, doc)
     log(res["verdict"])
     if args.merge:
+        import report
+
         merge_results(Path(args.merge), {"ig_low_resource_with_recovery": res})
-        log(f"merged into {args.merge}")
+        report.write(json.loads(Path(args.merge).read_text()), Path(args.merge).parent)  # RESULTS.md beside it
+        log(f"merged into {args.merge} and re-rendered its RESULTS.md")
     return 0
 
 
