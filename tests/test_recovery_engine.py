@@ -69,8 +69,10 @@ def test_curve_plan_adds_recovered_twins(tiny):
     plan, _, slider2 = curve_plan(*args, slider=0.42, recovery="lstsq")
     assert [s.key for s in slider] == [s.key for s in slider2]
     plain_keys = [p.job.key for p in plain]
-    assert [p.job.key for p in plan[:len(plain)]] == plain_keys  # the plain plan is unchanged
-    twins = plan[len(plain):]
+    # the plain plan is unchanged: its jobs in the same order, the twins placed among them by priority
+    assert [p.job.key for p in plan if p.job.key in set(plain_keys)] == plain_keys
+    twins = [p for p in plan if p.job.key not in set(plain_keys)]
+    assert len(twins) == len(plan) - len(plain)
     assert twins and {p.method for p in twins} == {"grad_x_act+lstsq", "random+lstsq"}
     assert not set(p.job.key for p in twins) & set(plain_keys)
     assert all(p.job.args[5].level == "lstsq" and p.job.args[6].split == "train" for p in twins)
