@@ -40,6 +40,9 @@ from bench_recovery import TaskStats, ci, paired_test  # noqa: E402
 from common import machine, merge_results  # noqa: E402
 
 METHODS = ("ig", "grad_x_act")
+# settings a run's predictions depend on throughout (the seeds by position): another value needs another --out
+FIXED = ("model", "seeds", "cap", "recover_samples")
+CACHE_HIT_S = 0.05  # a scores time below this was read from tp_core's scores cache, not computed
 OUT = HERE / "out" / "bench_low_resource.json"
 
 
@@ -145,7 +148,8 @@ def analyse(args, doc: dict) -> dict:
                f"{len(small)}. " + _verdict(wins_small, losses_small, len(small)))
     sc = doc.get("times", {}).get("scores", {})
     return {"cells": rows, "counts": counts, "n_cells": n_cells, "verdict": verdict,
-            "scores_seconds_median": {k: round(float(np.median(v)), 3) for k, v in sc.items()},
+            "scores_seconds_median": {k: round(float(np.median(c)), 3) for k, v in sc.items()
+                                      if (c := [x for x in v if x >= CACHE_HIT_S])},
             "recovery_seconds_median": round(float(np.median(doc["times"]["recovery"])), 3)
             if doc.get("times", {}).get("recovery") else None,
             "settings": doc.get("settings"), "runs": doc.get("runs"), "partial": bool(doc.get("partial", True))}
@@ -180,10 +184,12 @@ def main(argv=None) -> int:
     out = Path(args.out)
     doc = json.loads(out.read_text()) if out.is_file() else {}
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "merge", "analyse_only")}
-    if doc.get("settings") not in (None, settings):
-        print(f"{out} was made with other settings; use another --out", file=sys.stderr)
+    old = doc.get("settings")
+    if old is not None and any(old[k] != settings[k] for k in FIXED):
+        print(f"{out} was made with other settings ({', '.join(k for k in FIXED if old[k] != settings[k])}); use "
+              "another --out", file=sys.stderr)
         return 2
-    doc["settings"] = settings
+    doc["settings"] = settings  # more tasks, N, labels or points extend a run: its cells are keyed by them
     t0 = time.time()
 
     def save() -> None:

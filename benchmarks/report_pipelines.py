@@ -83,7 +83,7 @@ def low_resource_section(res: dict) -> list[str]:
             "**Verdict:** " + x["verdict"], "",
             "| task | N | labels | point | seeds | ig + lstsq kept | grad×act + lstsq kept | ig − grad×act |",
             "|---|---|---|---|---|---|---|---|", *rows, "",
-            f"Scoring seconds (median per run): {secs}; lstsq fit median "
+            f"Scoring seconds (median of the computed ones; cache reads left out): {secs}; lstsq fit median "
             f"{fmt(x.get('recovery_seconds_median'), 1)} s.", ""]
 
 
