@@ -142,10 +142,15 @@ def analyse(args, doc: dict) -> dict:
     small = [r for r in rows if r["n"] < 64]
     wins_small = sum(r["ig_minus_gxa"]["verdict"] == "win" for r in small)
     losses_small = sum(r["ig_minus_gxa"]["verdict"] == "loss" for r in small)
+    by_point = {}
+    for r in small:
+        by_point.setdefault(_point_text(r["ffn"], r["heads"]), []).append(r["ig_minus_gxa"]["verdict"])
+    per_point = {p: {v: vs.count(v) for v in ("win", "loss", "tie")} for p, vs in by_point.items()}
     verdict = (f"With lstsq recovery on, ig against grad x act over {n_cells} cells: {counts['win']} wins, "
                f"{counts['loss']} losses, {counts['tie']} ties (a win or loss only when the paired 95% interval "
                f"excludes zero); with fewer than 64 scoring examples: {wins_small} wins, {losses_small} losses of "
-               f"{len(small)}. " + _verdict(wins_small, losses_small, len(small)))
+               f"{len(small)} (" + "; ".join(f"{p}: {c['win']} wins, {c['loss']} losses of {sum(c.values())}"
+                                             for p, c in per_point.items()) + "). " + _verdict(per_point))
     sc = doc.get("times", {}).get("scores", {})
     return {"cells": rows, "counts": counts, "n_cells": n_cells, "verdict": verdict,
             "scores_seconds_median": {k: round(float(np.median(c)), 3) for k, v in sc.items()
@@ -155,14 +160,21 @@ def analyse(args, doc: dict) -> dict:
             "settings": doc.get("settings"), "runs": doc.get("runs"), "partial": bool(doc.get("partial", True))}
 
 
-def _verdict(wins: int, losses: int, n: int) -> str:
-    """The low-resource cells' verdict: ig earns its cost when it wins more of them than it loses, and at least a
-    third of them."""
-    if wins > losses and wins >= max(1, n // 3):
-        return "ig earns its cost in the low-resource cells."
-    if losses > wins:
-        return "ig does not earn its cost here: grad x act does better in more low-resource cells, at a fraction of it."
-    return "ig does not earn its cost here: grad x act does as well at a fraction of it."
+def _point_text(f: float, h: float) -> str:
+    return f"FFN {f:.0%}" + (f" + heads {h:.0%}" if h else "")
+
+
+def _verdict(per_point: dict) -> str:
+    """Where ig earns its cost: the points at which, over the low-resource cells, it wins more than it loses and at
+    least a third of them; elsewhere grad x act does as well (or better, where ig loses more) at a fraction of it."""
+    earns = [p for p, c in per_point.items() if c["win"] > c["loss"] and c["win"] >= max(1, sum(c.values()) // 3)]
+    worse = [p for p, c in per_point.items() if c["loss"] > c["win"]]
+    if not earns:
+        return "ig does not earn its cost here: grad x act does " + ("better in more low-resource cells" if worse
+                                                                      else "as well") + ", at a fraction of it."
+    rest = [p for p in per_point if p not in earns]
+    return (f"ig earns its cost in the low-resource cells at {', '.join(earns)}" +
+            (f"; at {', '.join(rest)} grad x act does as well at a fraction of it." if rest else "."))
 
 
 def main(argv=None) -> int:

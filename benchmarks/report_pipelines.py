@@ -75,7 +75,9 @@ def low_resource_section(res: dict) -> list[str]:
     secs = ", ".join(f"{k.replace('|', ' N=')} {v:.1f} s" for k, v in sorted(x["scores_seconds_median"].items()))
     return ["## Where ig earns its cost: few scoring examples and predicted labels, with recovery on", "",
             f"benchmarks/bench_low_resource.py{' (partial run)' if x.get('partial') else ''}, "
-            f"{run.get('started', '?')} (`{run.get('command', '?')}`; {run.get('machine', {}).get('cpu', '?')}). "
+            f"{run.get('started', '?')} (`{run.get('command', '?')}`; {run.get('machine', {}).get('cpu', '?')}"
+            + (f"; the last of {len(x['runs'])} runs into one state, each computing only the cells still missing"
+               if len(x.get("runs") or []) > 1 else "") + "). "
             f"Model `{st['model']}`; validation split capped at {st['cap']} (seeded); lstsq recovery on "
             f"{st['recover_samples']} calibration texts per seed; app attribution settings; global allocation; "
             "a cell's metric is the mean over its seeds, intervals are bootstrap 95% over the validation examples "
