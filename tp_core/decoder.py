@@ -16,6 +16,7 @@ from the task bundle, `llm_load.py` loads the weights).
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import json
 import string
@@ -183,7 +184,12 @@ def shared_prefix_logits(model, task: str, input_ids: torch.Tensor, attention_ma
 def _cache_argument(base: torch.nn.Module) -> str:
     """The name a decoder's forward takes its key/value cache by and returns it under: `cache` in recent
     transformers 5 releases, `past_key_values` before."""
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return _cache_argument_of(type(base))
+
+
+@functools.cache
+def _cache_argument_of(cls: type) -> str:  # once per model class, not per batch
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
 def own_tokens(model, task: str, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int = 128) -> float:
@@ -192,11 +198,10 @@ def own_tokens(model, task: str, texts: Sequence[str], pairs: Sequence[str] | No
     ids = encode(model, task, texts, pairs, max_length)["input_ids"]
     if not ids:
         return 0.0
-    shared = min(len(x) for x in ids) - 1
-    for x in ids[1:]:
-        shared = next((i for i in range(shared) if x[i] != ids[0][i]), shared)
-    shared = max(shared, 0) if len(ids) > 1 else 0
-    return sum(len(x) for x in ids) / len(ids) - shared
+    width = max(len(x) for x in ids)
+    input_ids = torch.tensor([x + [0] * (width - len(x)) for x in ids])
+    mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
+    return sum(len(x) for x in ids) / len(ids) - shared_prefix(input_ids, mask)
 
 
 # ----- what `MultiTaskModel` calls for kind="causal_lm" ----------------------------------------------------------
