@@ -118,7 +118,9 @@ def _peer(model, task, pipeline, seed, budget, val, args) -> dict:
 
 def cell(model, task, pipeline, seed, budget, val, args) -> dict:
     """One cached cell: per-example correctness (a 0/1 string) and the pipeline's seconds."""
-    path = args.cache / args.model / task / f"{pipeline}_f{budget:g}_s{seed}_n{len(val)}.json"
+    grid = "-".join(f"{h:g}" for h in args.head_grid)  # the settings a cell depends on are in its name
+    path = (args.cache / args.model / task /
+            f"{pipeline}_f{budget:g}_s{seed}_n{len(val)}_r{args.recover_samples}_h{grid}_l{args.seq_len}.json")
     if path.is_file():
         return json.loads(path.read_text())
     run = _peer if pipeline in ("kwon", "kprune") else _measured

@@ -240,8 +240,8 @@ def step_export() -> None:
                    f"smallest format ({smallest['format']}) {smallest['bytes_on_disk'] / 1e6:.1f} MB on disk against "
                    f"{last['bytes_dense'] / 1e6:.1f} MB dense float32.")
     if model.kind == "causal_lm":
-        st.caption("A causal LM: the task vocabulary does not apply, and a format that cannot write this model yet "
-                   "says why on the Export page.")
+        st.caption("A causal LM: its task vocabulary keeps the tokens of the task's prompts and splits other words "
+                   "into smaller kept pieces; a format that cannot write this model yet says why on the Export page.")
     st.page_link("pages/5_Export.py", label="Measure it on the Export page (about half a minute on the demo)",
                  icon=":material/output:")
 

@@ -18,23 +18,25 @@ from tp_core.errors import TPError
 from tp_core.export import FORMATS, planned_counts, related_tasks, safe_export_dir
 from tp_core.masks import PruneConfig, units_for
 from tp_core.policy import PRIORITY
+from tp_core.vocab import vocab_kind
 from tp_core.work import vocab_estimate_job
 from tp_core.work_export import export_check_job, export_formats_job
 
 
-def custom_choices(llm: bool) -> tuple[list[str], str, int, bool]:
-    """The custom preset's formats, vocabulary, minimum token count and latency choice."""
+def custom_choices(llm: bool, cuttable: bool) -> tuple[list[str], str, int, bool]:
+    """The custom preset's formats, vocabulary (offered when the tokenizer's can be cut), minimum token count and
+    latency choice."""
     left, right = st.columns(2)
     with left:
         formats = C.persisted(st.multiselect, "Formats", "export_formats", options=list(FORMATS),
                               format_func=lambda f: FORMAT_LABELS[f],
                               help="\n".join(f"- **{FORMAT_LABELS[f]}**: {FORMAT_HELP[f]}" for f in FORMATS))
-    if llm:  # the task vocabulary rewrites a WordPiece encoder's embeddings and tokenizer
+    if not cuttable:  # the task vocabulary rewrites a WordPiece or byte-level BPE vocabulary only
         ss["export_vocab"] = "full"
         ss.pop("w_export_vocab", None)
     with right:
         vocab = C.persisted(st.radio, "Vocabulary", "export_vocab", options=["full", "task"], horizontal=True,
-                            disabled=llm, format_func=lambda v: {"full": "full (all tokens)",
+                            disabled=not cuttable, format_func=lambda v: {"full": "full (all tokens)",
                                                                  "task": "task (the task's tokens + a general set)"}[v],
                             help="task: keep the tokens seen in the task's train texts, the most frequent tokens of "
                                  "the bundle's train texts (a general set, so new domains lose fewer words) and "
@@ -50,27 +52,36 @@ def custom_choices(llm: bool) -> tuple[list[str], str, int, bool]:
                               help="Batch 1 and 32 of 64-token inputs, on the server that runs the jobs. Other work "
                                    "on that machine slows torch more than onnxruntime, so busy-server ratios "
                                    "overstate.")
-    if llm:
-        st.caption("A causal LM: the task vocabulary is for WordPiece encoders and is not offered. Decoder export is "
-                   "new: a format that cannot write this model yet ends with a message saying why (the others are "
-                   "written and checked as usual).")
+    if not cuttable:
+        st.caption("This model's tokenizer is neither WordPiece nor byte-level BPE: the task vocabulary is not "
+                   "offered.")
+    elif llm:
+        st.caption("A causal LM's task vocabulary keeps the tokens of the task's prompts (template, demonstrations, "
+                   "label words, its train texts), every byte piece and what kept tokens are merged from: the input "
+                   "and output embeddings lose those rows, and a word it no longer knows splits into smaller kept "
+                   "pieces (never an unknown token). A format that cannot write this model yet ends with a message "
+                   "saying why.")
     return formats, vocab, int(min_count), bool(latency)
 
 
-def check_texts_upload(llm: bool, vocab: str, min_count: int) -> None:
+def check_texts_upload(cuttable: bool, vocab: str, min_count: int) -> None:
     """The user's own texts against the chosen vocabulary: the share of their tokens that become [UNK] (a warning
-    above 1%)."""
+    above 1%), and how many more pieces they split into."""
     texts_up = st.file_uploader("Check your texts against this vocabulary", type=["txt"], key="export_texts_up",
-                                disabled=llm,
+                                disabled=not cuttable,
                                 help="A UTF-8 text file, one text per line, like the texts the exported model will "
                                      "see: the page counts how many of their tokens become [UNK] with the chosen "
                                      "vocabulary, and warns above 1%.")
-    if texts_up is None or llm:
+    if texts_up is None or not cuttable:
         return
     with C.friendly("checking your texts"):
         chk = vocab_texts_check(model, head, vocab, int(min_count), texts_up.getvalue(), texts_up.name)
         if chk["message"]:
             st.warning(chk["message"])
+        elif vocab_kind(model) == "bpe":
+            st.caption(f"Your texts: {chk['tokens']:,} tokens with the full vocabulary, {chk['tokens_kept_vocab']:,} "
+                       f"with the {vocab} one (words it no longer knows split into smaller kept pieces; none becomes "
+                       "an unknown token).")
         else:
             st.caption(f"Your texts: {chk['unk_share']:.2%} of their {chk['tokens']:,} tokens become [UNK] with the "
                        f"{vocab} vocabulary ({chk['unk_share_full']:.2%} with the full one).")
@@ -139,10 +150,11 @@ model, task = C.require_model_and_task()
 warn_near_majority(near_majority_tasks(model), task)
 head = C.head_for(task)
 llm = model.kind == "causal_lm"
+cuttable = vocab_kind(model) is not None
 root = C.exports_root()
 for k, v in (("export_formats", ["taskprune"]), ("export_vocab", "full"), ("export_min_count", 1),
              ("export_latency", False), ("export_preset", "custom" if llm else "deploy")):
-    ss.setdefault(k, v)  # a causal LM opens on custom: its ONNX export is new, and it has no task vocabulary
+    ss.setdefault(k, v)  # a causal LM opens on custom: its deploy preset's lstsq fit alone takes minutes
 
 preset = C.persisted(st.radio, "Preset", "export_preset", options=list(P.PRESETS), horizontal=True,
                      format_func=P.PRESETS.get,
@@ -155,10 +167,10 @@ if not deploy and not ss.get("_export_job"):  # the deploy preset's split and re
 if deploy:
     split = P.deploy_split(model, task, base_cfg, ss["allocation"])
     pcfg, recovery, related = split.pcfg, P.recovery_config(), 0  # no off-domain rows: choose custom for them
-    formats, vocab, min_count, latency = P.DEPLOY_FORMATS, "full" if llm else P.DEPLOY_VOCAB, 1, False
+    formats, vocab, min_count, latency = P.DEPLOY_FORMATS, P.DEPLOY_VOCAB if cuttable else "full", 1, False
     with st.container(border=True):
         st.markdown("**Deploy preset: what each choice buys**\n\n" +
-                    "\n".join(f"- {line}" for line in P.deploy_lines(split, llm)))
+                    "\n".join(f"- {line}" for line in P.deploy_lines(split, vocab_kind(model))))
         if split.pending:
             C.show_progress([split.pending], "Finding the deploy split (the Prune page's budget helper)")
 else:
@@ -167,7 +179,7 @@ else:
     st.markdown(f"Task `{task}` · method `{base_cfg.method}` · FFN sparsity **{pcfg.ffn_sparsity:.0%}** · head "
                 f"sparsity **{pcfg.head_sparsity:.0%}** · {pcfg.allocation} allocation"
                 + (f" · recovery `{recovery}`" if recovery else "") + " (set them on the Prune page).")
-    formats, vocab, min_count, latency = custom_choices(llm)
+    formats, vocab, min_count, latency = custom_choices(llm, cuttable)
     related = len(related_tasks(head)) if vocab == "task" else 0
 
 if pcfg is not None:
@@ -193,7 +205,7 @@ if pcfg is not None:
         if rkey:
             C.show_progress([rkey], "Fitting the lstsq recovery before the click")
     planned_size(known, pcfg, formats, vocab, min_count)
-check_texts_upload(llm, vocab, min_count)
+check_texts_upload(cuttable, vocab, min_count)
 
 if st.button("Export and verify", type="primary", disabled=pcfg is None,
              help="Prune physically (slice the weights; with the task vocabulary, the embeddings and tokenizer too), "

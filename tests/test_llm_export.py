@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tiny import tiny_llama
+from tiny import tiny_bpe_llama, tiny_llama
 from tp_core.attribution import UnitScores
 from tp_core.data import load_split
 from tp_core.decoder import PromptTask, attach_prompt
@@ -202,11 +202,70 @@ def test_untied_output_embedding_stays_untied_and_leaves_the_onnx_graph(tmp_path
     assert rep.format("onnx").params == rep.params_pruned["total"] - head + 4 * hidden
 
 
-def test_task_vocabulary_is_refused_for_a_causal_lm_before_anything_is_written(tmp_path):
+def test_task_vocabulary_is_refused_for_a_word_level_tokenizer_before_anything_is_written(tmp_path):
     model = tiny_llama()
-    with pytest.raises(TPError, match="keeps its full vocabulary"):
+    with pytest.raises(TPError, match="byte-level BPE .* WordLevel"):
         export_formats(model, "sst2", plan_scores(model), CFG, tmp_path / "v", "onnx", vocab="task")
     assert not (tmp_path / "v").exists()
+
+
+@pytest.fixture(scope="module")
+def bpe_vocab_export(tmp_path_factory):
+    model = tiny_bpe_llama()
+    out = tmp_path_factory.mktemp("llm-vocab") / "sst2-vocab"
+    data = load_split("sst2", "validation", limit=16)
+    rep = export_formats(model, "sst2", plan_scores(model), CFG, out, "taskprune,onnx,hf", eval_data=data,
+                         vocab="task", general_tokens=0, offdomain=[], command="pytest")
+    return model, rep, out, data
+
+
+def test_a_byte_level_bpe_task_vocabulary_cuts_both_embeddings_and_every_format_matches(bpe_vocab_export):
+    """The task vocabulary of a byte-level BPE causal LM: fewer rows in the tied input/output embedding, the same
+    tokens and logits on the task's texts in every format, and text from another domain still tokenizes (into
+    smaller kept pieces, never an unknown token)."""
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForCausalLM
+
+    model, rep, out, data = bpe_vocab_export
+    kept = rep.vocab["kept_tokens"]
+    assert kept < rep.vocab["original_tokens"] == len(model.tokenizer)
+    assert rep.format("taskprune").check_examples == 16
+    assert max(f.check_max_abs_diff for f in rep.formats) < 1e-4
+    assert rep.metric_pruned == pytest.approx(rep.vocab["metric_full_vocab"])
+    lm = AutoModelForCausalLM.from_pretrained(out / "hf")
+    assert lm.get_input_embeddings().weight.shape[0] == kept and lm.config.vocab_size == kept
+    assert lm.lm_head.weight.data_ptr() == lm.get_input_embeddings().weight.data_ptr()
+    back = load_export(out / "taskprune")
+    small_ids = back.tokenizer(list(data.texts))["input_ids"]
+    full = model.tokenizer.convert_ids_to_tokens
+    assert [back.tokenizer.convert_ids_to_tokens(i) for i in small_ids] == \
+        [full(i) for i in model.tokenizer(list(data.texts))["input_ids"]]
+    news = load_split("ag_news", "validation", limit=8).texts
+    tok = Tokenizer.from_file(str(out / "onnx" / "tokenizer.json"))
+    for text, enc in zip(news, tok.encode_batch(list(news))):
+        assert tok.decode(enc.ids) == text and max(enc.ids) < kept
+    assert sum(len(e.ids) for e in tok.encode_batch(list(news))) > \
+        sum(len(i) for i in model.tokenizer(list(news))["input_ids"])
+
+
+def test_vocabulary_pruning_keeps_a_bpe_tokenizer_consistent():
+    """Every kept token's merge parts are kept, every kept merge is among kept tokens, and the label words stay
+    single tokens (their rows found again in the new tokenizer)."""
+    import copy
+
+    from tp_core.vocab import _merges, _tokenizer_json, plan_for_task, prune_vocab
+
+    model = tiny_bpe_llama()
+    plan = plan_for_task(model, "sst2", general_tokens=0)
+    assert plan.n_char_fallback > 0 and plan.size < plan.original_size
+    small = copy.deepcopy(model)
+    prune_vocab(small, plan)
+    doc = _tokenizer_json(small.tokenizer)
+    vocab = doc["model"]["vocab"]
+    assert len(vocab) + 2 >= plan.size and all(a in vocab and b in vocab and a + b in vocab for a, b in _merges(doc))
+    words = small.tokenizer.convert_ids_to_tokens(small.label_rows["sst2"][0].tolist())
+    assert words == model.tokenizer.convert_ids_to_tokens(model.label_rows["sst2"][0].tolist()) == \
+        ["Ġnegative", "Ġpositive"]
 
 
 def test_cli_export_of_a_saved_tiny_llama_and_vocab_task_is_one_line(tmp_path, capsys):
@@ -223,7 +282,7 @@ def test_cli_export_of_a_saved_tiny_llama_and_vocab_task_is_one_line(tmp_path, c
     assert (out / "onnx" / "prompt.json").is_file() and (out / "hf" / "prompt.json").is_file()
     assert main(args + ["--format", "onnx", "--vocab", "task", "--out", str(tmp_path / "v")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "keeps its full vocabulary" in err[0]
+    assert len(err) == 1 and "byte-level BPE" in err[0] and not (tmp_path / "v").exists()
 
 
 def test_the_apps_export_job_runs_for_a_causal_lm(tmp_path):

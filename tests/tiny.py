@@ -122,6 +122,44 @@ def tiny_llama(seed: int = 0, prompts: bool = True) -> MultiTaskModel:
     return model.eval()
 
 
+def bpe_tokenizer(vocab_size: int = 1000):
+    """A byte-level BPE tokenizer (the kind Llama 3, Qwen and SmolLM use) trained on the first train texts of sst2
+    and ag_news and the tiny prompt (so its label words are single tokens); '<pad>' and '<s>' special."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from tp_core.data import load_split
+
+    texts = list(load_split("sst2", "train", limit=1000).texts) + list(load_split("ag_news", "train", limit=1000).texts)
+    cue = [SST2_PROMPT_TEMPLATE.format(text=t) + " " + w for t in texts[:100] for w in ("negative", "positive")]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts + cue, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<pad>", "<s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
+                                   model_input_names=["input_ids", "attention_mask"])
+
+
+def tiny_bpe_llama(seed: int = 0) -> MultiTaskModel:
+    """`tiny_llama` with a byte-level BPE tokenizer (`bpe_tokenizer`) instead of the word-level one."""
+    from transformers import LlamaForCausalLM
+
+    tok = bpe_tokenizer()
+    torch.manual_seed(seed)
+    cfg = tiny_llama_config(len(tok))
+    cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id = 0, 1, 1
+    lm = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        for p in lm.parameters():
+            p.mul_(3.0)
+    base = tiny_llama()
+    return MultiTaskModel(lm, tok, dict(base.tasks), kind="causal_lm", source="tiny-bpe-llama",
+                          prompts=dict(base.prompts)).eval()
+
+
 def _llama_cpp_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
     """llama.cpp's convert_hf_to_gguf layout of q_proj / k_proj rows (rotary halves interleaved per head)."""
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)

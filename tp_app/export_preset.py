@@ -134,17 +134,21 @@ def withdraw_deploy_jobs(keep: tuple = ()) -> list[str]:
     return out
 
 
-def deploy_lines(split: DeploySplit, llm: bool) -> list[str]:
-    """One line per deploy choice: what it is and what it buys (size, speed, compatibility)."""
+def deploy_lines(split: DeploySplit, vocab_kind: str | None) -> list[str]:
+    """One line per deploy choice: what it is and what it buys (size, speed, compatibility); `vocab_kind`: how the
+    model's vocabulary can be cut (`tp_core.vocab.vocab_kind`)."""
     p = split.pcfg
     where = (f"FFN **{p.ffn_sparsity:.0%}**, heads **{p.head_sparsity:.0%}** ({p.allocation}), from {split.source}"
              if p is not None else split.source + " ...")
-    vocab = ("**Vocabulary: full** - a causal LM keeps its tokenizer (the task vocabulary is for WordPiece "
-             "encoders)." if llm else
-             f"**Vocabulary: the task's tokens + {GENERAL_TOKENS:,} general ones** - size: far fewer "
-             "word-embedding rows, same speed; text made of kept tokens gets the same logits, other words split into "
-             "kept pieces. The general set (the bundle's most frequent tokens) keeps texts of new domains readable; "
-             "check yours below, or choose custom to measure related tasks.")
+    vocab = {
+        None: "**Vocabulary: full** - this model's tokenizer is neither WordPiece nor byte-level BPE.",
+        "bpe": f"**Vocabulary: the task prompts' tokens + {GENERAL_TOKENS:,} general ones** - size: far fewer rows "
+               "in the input and output embeddings, same speed; the task's prompts get the same tokens and logits, "
+               "a word it no longer knows splits into smaller kept pieces (never an unknown token).",
+        "wordpiece": f"**Vocabulary: the task's tokens + {GENERAL_TOKENS:,} general ones** - size: far fewer "
+                     "word-embedding rows, same speed; text made of kept tokens gets the same logits, other words "
+                     "split into kept pieces. The general set (the bundle's most frequent tokens) keeps texts of new "
+                     "domains readable; check yours below, or choose custom to measure related tasks."}[vocab_kind]
     return [
         f"**Split:** {where} - speed: fewer FLOPs per example on every runtime, and size: fewer parameters.",
         f"**Recovery: lstsq** - quality: re-fits the kept output columns on {recovery_config().samples:,} "

@@ -10,8 +10,15 @@ order among the kept tokens.
 Why logits stay identical on in-vocabulary text: WordPiece takes the longest vocabulary match at each position of a
 word. Removing tokens only removes candidates, so a word whose original pieces were all kept gets the same pieces,
 mapped to the same embedding rows. A word needing a removed piece falls back exactly as the tokenizer does for any
-unknown piece (in BERT's WordPiece: the whole word becomes [UNK]). Only WordPiece tokenizers are supported (BERT,
-DistilBERT, ELECTRA and MiniLM use it); BPE and Unigram vocabularies would also need their merges rewritten.
+unknown piece (in BERT's WordPiece: the whole word becomes [UNK]).
+
+Byte-level BPE (the causal LMs: Llama 3, Qwen, SmolLM, GPT-2; or BPE with byte fallback: Llama 2, Mistral) keeps, beside
+the counted tokens, every byte piece and every token a kept token is merged from (`_merge_closure`), and only the
+merges whose parts and result are all kept. A word whose original merges built only kept tokens gets the same merges
+in the same order (each step's highest-ranked applicable merge is still there, and no new merge was added), so its
+tokens are the same; any other text still tokenizes, into smaller kept pieces down to single bytes: there is no
+[UNK]. For a causal LM the counted texts are the task's prompts as the model renders them (template,
+demonstrations, label words). Unigram vocabularies are not supported.
 """
 from __future__ import annotations
 
@@ -69,15 +76,26 @@ def check_vocab_mode(mode: str) -> str:
 
 
 def check_vocab_applies(model, mode: str) -> str:
-    """`mode` once it applies to `model`: a causal LM keeps its full vocabulary (its byte-level BPE tokenizer would
-    need its merges rewritten, and its prompt's template, demonstrations and label words use tokens beyond the
-    task's texts), so "task" is refused for one."""
+    """`mode` once it applies to `model`: "task" needs a tokenizer whose vocabulary can be cut (WordPiece, or
+    byte-level BPE), so anything else is refused before an export starts."""
     check_vocab_mode(mode)
-    if mode == "task" and getattr(model, "kind", None) == "causal_lm":
-        raise TPError("The task vocabulary applies to encoders with a WordPiece tokenizer; a causal LM keeps its full "
-                      "vocabulary (byte-level BPE, and its prompt needs tokens beyond the task's texts): use "
-                      "--vocab full.")
+    if mode == "task":
+        _tokenizer_json(model.tokenizer)
     return mode
+
+
+def _has_type(node: Any, kind: str) -> bool:
+    """Whether a tokenizer.json component (or a Sequence of them, nested) has a part of type `kind`."""
+    if isinstance(node, dict):
+        return node.get("type") == kind or any(_has_type(v, kind) for v in node.values())
+    return isinstance(node, list) and any(_has_type(v, kind) for v in node)
+
+
+def _byte_bpe(doc: dict) -> bool:
+    """A BPE tokenizer that can spell any text from byte pieces (ByteLevel pre-tokenizer, or byte fallback)."""
+    model = doc.get("model") or {}
+    return model.get("type") == "BPE" and (bool(model.get("byte_fallback"))
+                                           or _has_type(doc.get("pre_tokenizer"), "ByteLevel"))
 
 
 def _tokenizer_json(tokenizer) -> dict:
@@ -86,10 +104,55 @@ def _tokenizer_json(tokenizer) -> dict:
         raise TPError("Vocabulary pruning needs a fast (Rust `tokenizers`) tokenizer; this model's tokenizer has none.")
     doc = json.loads(backend.to_str())
     kind = (doc.get("model") or {}).get("type")
-    if kind != "WordPiece":
-        raise TPError(f"Vocabulary pruning supports WordPiece tokenizers (BERT, DistilBERT, ELECTRA, MiniLM); this "
-                      f"model's tokenizer is {kind or 'of an unknown type'}. Use --vocab full.")
+    if kind != "WordPiece" and not _byte_bpe(doc):
+        raise TPError(f"Vocabulary pruning supports WordPiece tokenizers (BERT, DistilBERT, ELECTRA, MiniLM) and "
+                      f"byte-level BPE (Llama, Qwen, Mistral, SmolLM, GPT-2); this model's tokenizer is "
+                      f"{kind or 'of an unknown type'}{' without byte pieces' if kind == 'BPE' else ''}. "
+                      "Use --vocab full.")
     return doc
+
+
+def vocab_kind(model) -> str | None:
+    """How `model`'s vocabulary can be cut: "wordpiece" (unknown words become [UNK]), "bpe" (byte-level: unknown
+    words split into smaller kept pieces) or None (not supported: the task vocabulary is not offered)."""
+    try:
+        doc = _tokenizer_json(model.tokenizer)
+    except TPError:
+        return None
+    return "bpe" if doc["model"]["type"] == "BPE" else "wordpiece"
+
+
+def _merges(doc: dict) -> list[tuple[str, str]]:
+    """A BPE model's merges as pairs, in rank order (tokenizer.json writes "a b" strings or [a, b] lists)."""
+    return [tuple(m.split(" ", 1)) if isinstance(m, str) else (m[0], m[1]) for m in doc["model"].get("merges", [])]
+
+
+def _byte_pieces(doc: dict) -> set[int]:
+    """The ids of a byte-level BPE's single-byte pieces (the ByteLevel alphabet, or the <0xNN> fallback tokens)."""
+    from tokenizers import pre_tokenizers
+
+    vocab = doc["model"]["vocab"]
+    pieces = ([f"<0x{b:02X}>" for b in range(256)] if doc["model"].get("byte_fallback")
+              else pre_tokenizers.ByteLevel.alphabet())
+    return {vocab[p] for p in pieces if p in vocab}
+
+
+def _merge_closure(doc: dict, kept: set[int]) -> set[int]:
+    """`kept` plus every token a kept token is merged from, recursively (by its highest-ranked merge), so that the
+    merges left after pruning still build each kept token."""
+    vocab = doc["model"]["vocab"]
+    made: dict[str, tuple[str, str]] = {}
+    for a, b in _merges(doc):
+        made.setdefault(a + b, (a, b))
+    id2tok = {i: t for t, i in vocab.items()}
+    out, todo = set(kept), list(kept)
+    while todo:
+        for part in made.get(id2tok.get(todo.pop(), ""), ()):
+            j = vocab.get(part)
+            if j is not None and j not in out:
+                out.add(j)
+                todo.append(j)
+    return out
 
 
 def _plain_backend(tokenizer):
@@ -123,10 +186,11 @@ class VocabPlan:
     n_texts: int
     n_counted: int  # distinct tokens seen in the texts
     n_special: int
-    n_char_fallback: int  # single-character pieces added for fallback (not already kept)
+    n_char_fallback: int  # single-character (byte-level BPE: single-byte) pieces added for fallback
     extra_texts: int = 0
     general_tokens: int = 0  # the size of the general set asked for
     n_general: int = 0  # general-set tokens kept that the task's texts did not bring
+    n_merge_parts: int = 0  # byte-level BPE: tokens kept because a kept token is merged from them
 
     @property
     def size(self) -> int:
@@ -167,10 +231,12 @@ def general_ranking(tokenizer, per_task: int = GENERAL_SAMPLE) -> tuple[list[int
 
 
 def task_vocab(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, min_count: int = 1,
-               extra_texts: Sequence[str] = (), char_fallback: bool = True, general_tokens: int = 0) -> VocabPlan:
-    """The tokens to keep for these texts: seen >= `min_count` times, specials, (optionally) character pieces, and
-    the `general_tokens` most frequent tokens of the bundle (`general_ranking`), so that text from domains the task
-    never saw loses fewer words to [UNK]."""
+               extra_texts: Sequence[str] = (), char_fallback: bool = True, general_tokens: int = 0,
+               must_keep: Sequence[int] = ()) -> VocabPlan:
+    """The tokens to keep for these texts: seen >= `min_count` times, specials, `must_keep`, (optionally) character
+    pieces (byte-level BPE: its byte pieces, always), and the `general_tokens` most frequent tokens of the bundle
+    (`general_ranking`), so that text from domains the task never saw loses fewer words to [UNK] (BPE: is split
+    into fewer pieces); a byte-level BPE also keeps what its kept tokens are merged from."""
     min_count = check_min_count(min_count)
     general_tokens = check_general_tokens(general_tokens)
     doc = _tokenizer_json(tokenizer)
@@ -184,9 +250,13 @@ def task_vocab(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = No
         for enc in backend.encode_batch(all_texts[start:start + 2048], add_special_tokens=False):
             counts.update(enc.ids)
     specials = special_ids(tokenizer)
-    kept = {i for i, c in counts.items() if c >= min_count} | specials
+    kept = {i for i, c in counts.items() if c >= min_count} | specials | {int(i) for i in must_keep}
     n_chars = 0
-    if char_fallback:
+    bpe = doc["model"]["type"] == "BPE"
+    if bpe:
+        n_chars = len(_byte_pieces(doc) - kept)
+        kept |= _byte_pieces(doc)
+    elif char_fallback:
         norm = backend.normalizer
         chars: set[str] = set()
         for t in all_texts:
@@ -199,10 +269,12 @@ def task_vocab(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = No
                     kept.add(i)
                     n_chars += 1
     general = set(general_ranking(tokenizer)[0][:general_tokens]) - kept if general_tokens else set()
+    chosen = kept | general
+    closed = _merge_closure(doc, chosen) if bpe else chosen
     size = max(vocab.values()) + 1 if vocab else 0
     size = max(size, max(specials) + 1 if specials else 0)
-    return VocabPlan(sorted(kept | general), size, min_count, len(all_texts), len(counts), len(specials), n_chars,
-                     len([t for t in extra_texts if t]), general_tokens, len(general))
+    return VocabPlan(sorted(closed), size, min_count, len(all_texts), len(counts), len(specials), n_chars,
+                     len([t for t in extra_texts if t]), general_tokens, len(general), len(closed - chosen))
 
 
 def _remap_post_processor(node: Any, old2new: dict[int, int]) -> Any:
@@ -262,11 +334,62 @@ def _pruned_doc(tokenizer, kept_ids: Sequence[int]) -> tuple[dict, dict[int, int
         doc["post_processor"] = _remap_post_processor(doc["post_processor"], old2new)
     if doc.get("padding") and "pad_id" in doc["padding"]:
         doc["padding"]["pad_id"] = old2new.get(int(doc["padding"]["pad_id"]), 0)
+    if doc["model"]["type"] == "BPE":  # only merges among kept tokens (_merge_closure kept the parts of each)
+        doc["model"]["merges"] = [[a, b] for a, b in _merges(doc)
+                                  if a in new_vocab and b in new_vocab and a + b in new_vocab]
     return doc, old2new
 
 
+def _remap_special_ids(config, old2new: dict[int, int]) -> None:
+    """The pad/bos/eos token ids of a (generation) config mapped to the new ids (None where the token is gone)."""
+    if config is None:
+        return
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):
+        old = getattr(config, name, None)
+        if isinstance(old, int):
+            setattr(config, name, old2new.get(old))
+        elif isinstance(old, list):
+            setattr(config, name, [old2new[i] for i in old if i in old2new] or None)
+
+
+def _new_output_embeddings(lm, index: torch.Tensor, new: nn.Embedding) -> None:
+    """A causal LM's output embedding cut to the kept rows: tied to the new input embedding when it was tied."""
+    out = lm.get_output_embeddings()
+    if out is None:
+        return
+    bias = getattr(out, "bias", None)
+    head = nn.Linear(out.weight.shape[1], len(index), bias=bias is not None).to(out.weight.device, out.weight.dtype)
+    with torch.no_grad():
+        if out.weight is lm.get_input_embeddings().weight or getattr(lm.config, "tie_word_embeddings", False):
+            head.weight = new.weight
+        else:
+            head.weight.copy_(out.weight.index_select(0, index))
+        if bias is not None:
+            head.bias.copy_(bias.index_select(0, index))
+    lm.set_output_embeddings(head)
+
+
+def _relabel_prompts(model) -> list[str]:
+    """A causal LM's label rows found again in its new tokenizer; a task whose label words are no longer single
+    tokens there is dropped (it cannot be asked with this vocabulary). Returns the dropped tasks."""
+    from .decoder import label_rows
+
+    dropped = []
+    for name, prompt in list(model.prompts.items()):
+        try:
+            ids, labels = label_rows(model.tokenizer, prompt)
+        except TPError:
+            dropped.append(name)
+            for table in (model.prompts, model.label_rows, model.tasks):
+                table.pop(name, None)
+            continue
+        model.label_rows[name] = (torch.tensor(ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long))
+    return dropped
+
+
 def prune_vocab(model, plan: VocabPlan) -> dict[int, int]:
-    """Shrink `model` (a MultiTaskModel, changed in place) to `plan`'s tokens: embedding rows, config, tokenizer."""
+    """Shrink `model` (a MultiTaskModel, changed in place) to `plan`'s tokens: embedding rows (a causal LM's output
+    embedding too), config, tokenizer (a causal LM's label rows found again in it)."""
     from transformers import AutoTokenizer
 
     emb = model.encoder.get_input_embeddings()
@@ -285,11 +408,18 @@ def prune_vocab(model, plan: VocabPlan) -> dict[int, int]:
     new = nn.Embedding(plan.size, emb.embedding_dim, padding_idx=pad_new).to(emb.weight.device, emb.weight.dtype)
     with torch.no_grad():
         new.weight.copy_(emb.weight.index_select(0, index))
+    causal = getattr(model, "kind", None) == "causal_lm"
+    if causal:
+        _new_output_embeddings(model.encoder, index, new)
     model.encoder.set_input_embeddings(new)
     model.config.vocab_size = plan.size
-    if pad_old is not None:
+    if causal:
+        _remap_special_ids(model.config, old2new)
+        _remap_special_ids(getattr(model.encoder, "generation_config", None), old2new)
+    elif pad_old is not None:
         model.config.pad_token_id = pad_new
     model.tokenizer = tok
+    dropped = _relabel_prompts(model) if causal else []
     model._fingerprint = None
     model.pruning = dict(model.pruning or {})
     if "ffn_keep" not in model.pruning:  # a dense structure: record the identity plan, as a pruned model would
@@ -299,7 +429,8 @@ def prune_vocab(model, plan: VocabPlan) -> dict[int, int]:
                               "original_ffn": list(shape.ffn), "original_heads": list(shape.heads)})
     model.pruning["vocab"] = {"kept_tokens": plan.size, "original_tokens": plan.original_size,
                               "min_count": plan.min_count, "char_fallback_tokens": plan.n_char_fallback,
-                              "general_tokens": plan.general_tokens, "general_added": plan.n_general}
+                              "general_tokens": plan.general_tokens, "general_added": plan.n_general,
+                              "merge_parts": plan.n_merge_parts, **({"dropped_tasks": dropped} if dropped else {})}
     return old2new
 
 
@@ -363,12 +494,20 @@ class VocabReport:
 def plan_for_task(model, task: str, min_count: int = 1, extra_texts: Sequence[str] = (),
                   char_fallback: bool = True, general_tokens: int = GENERAL_TOKENS) -> VocabPlan:
     """`task_vocab` over the task's scoring split (train when it has one) of the data bundle, with the general set
-    (`GENERAL_TOKENS` by default)."""
+    (`GENERAL_TOKENS` by default); for a causal LM over the task's prompts as it renders them, its label words kept."""
     from .data import get_task, load_split
 
     spec = get_task(task)
     data = load_split(spec, spec.scoring_split)
-    return task_vocab(model.tokenizer, data.texts, data.pairs, min_count, extra_texts, char_fallback, general_tokens)
+    if getattr(model, "kind", None) != "causal_lm":
+        return task_vocab(model.tokenizer, data.texts, data.pairs, min_count, extra_texts, char_fallback,
+                          general_tokens)
+    from .decoder import label_rows, resolve
+
+    prompt = model.prompts[resolve(model, task)]
+    rendered = [prompt.render(t, None if data.pairs is None else data.pairs[i]) for i, t in enumerate(data.texts)]
+    return task_vocab(model.tokenizer, rendered, None, min_count, extra_texts, char_fallback, general_tokens,
+                      must_keep=label_rows(model.tokenizer, prompt)[0])
 
 
 def embedding_params_saved(model, plan: VocabPlan) -> int:
@@ -393,16 +532,16 @@ def texts_unk_share(tokenizer, texts: Sequence[str], kept_ids: Sequence[int] | N
     full = _plain_backend(tokenizer)
     unk = tokenizer.unk_token or "[UNK]"
     tokens, unk_full = _unk_counts(full, texts, unk)
-    n_unk = unk_full
+    n_unk, n_kept = unk_full, tokens
     if kept_ids is not None:
         kept = Tokenizer.from_str(json.dumps(_pruned_doc(tokenizer, kept_ids)[0]))
         kept.no_truncation()
         kept.no_padding()
-        n_unk = _unk_counts(kept, texts, unk)[1]
+        n_kept, n_unk = _unk_counts(kept, texts, unk)
     share = n_unk / tokens if tokens else 0.0
     return {"texts": len(texts), "tokens": tokens, "unk": n_unk, "unk_share": share,
             "unk_share_full": unk_full / tokens if tokens else 0.0, "vocab": "full" if kept_ids is None else "task",
-            "warn": share > UNK_WARN_SHARE}
+            "warn": share > UNK_WARN_SHARE, "tokens_kept_vocab": n_kept}
 
 
 def check_texts(model, task: str, texts: Sequence[str], vocab: str = "task", min_count: int = 1,

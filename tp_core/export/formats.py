@@ -155,7 +155,7 @@ def _check_examples(run: _Run, masks, recovery) -> None:
     from ..evaluation import predict_logits
 
     data = run.eval_data if run.eval_data is not None else load_split(run.task, "validation", limit=256)
-    idx = in_vocab_indices(run.model.tokenizer, run.kept, data.texts, data.pairs, 64)
+    idx = in_vocab_indices(run.model, run.task, run.kept, data.texts, data.pairs, 64)
     run.check, run.check_idx = data.subset(idx), idx if run.eval_data is not None else None
     if len(run.check):
         gates = masks.gates(run.model.device, recovery=recovery)

@@ -21,11 +21,18 @@ def related_tasks(task: str) -> list[str]:
     return [s.name for s in list_tasks() if s.name != spec.name and key(s) == key(spec) and "validation" in s.splits]
 
 
-def in_vocab_indices(full_tok, kept: set[int] | None, texts, pairs, n: int) -> list[int]:
-    """Up to n example indices whose full-vocabulary tokens are all kept (all of them without vocabulary pruning)."""
+def in_vocab_indices(model, task: str, kept: set[int] | None, texts, pairs, n: int) -> list[int]:
+    """Up to n example indices whose full-vocabulary tokens (a causal LM's: of the rendered prompt) are all kept
+    (all of them without vocabulary pruning)."""
     if kept is None:
         return list(range(min(n, len(texts))))
-    enc = full_tok(list(texts), list(pairs) if pairs is not None else None, truncation=True, max_length=128)
+    if getattr(model, "kind", None) == "causal_lm":
+        from ..decoder import encode
+
+        enc = encode(model, task, list(texts), list(pairs) if pairs is not None else None, 128)
+    else:
+        enc = model.tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=True,
+                              max_length=128)
     return [i for i, ids in enumerate(enc["input_ids"]) if all(t in kept for t in ids)][:n]
 
 
