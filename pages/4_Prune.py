@@ -164,7 +164,7 @@ def readout():
 first_info = C.job_info(slider_jobs[0].key) if slider_jobs else None
 first_pending = first_info is not None and first_info.state in ACTIVE
 with controls:
-    st.fragment(readout, run_every=C.URGENT_POLL_S if first_pending else None)()
+    st.fragment(readout, run_every=C.poll_every(urgent=True) if first_pending else None)()
 
 keys = [p.job.key for p in plan]
 with chart:

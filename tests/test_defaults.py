@@ -83,3 +83,21 @@ def test_sweep_evaluates_the_dense_model_once_per_task(tiny, engine, monkeypatch
     assert [r.method for r in recs] == ["dense", "magnitude", "magnitude", "random", "random", "ig", "ig"]
     assert dense_calls == ["sst2"]  # three methods' 0% points share the one dense evaluation
     assert {r.metric for r in recs if r.ffn_sparsity == 0} == {recs[0].metric}
+
+
+def test_a_causal_lm_recovers_on_fewer_calibration_texts_by_default_in_the_cli_and_the_app(monkeypatch):
+    """A causal LM's prompts are several times longer than an encoder's inputs: the CLI and the app fit its recovery
+    on defaults.LLM_RECOVERY_SAMPLES texts unless asked otherwise; an encoder keeps RecoveryConfig's default."""
+    from tp_app import state
+    from tp_core.cli import _recovery_cfg
+
+    llm = _recovery_cfg(_parsed("export", "--model", "smollm2", "--task", "sst2", "--out", "x"))
+    encoder = _recovery_cfg(_parsed("export", "--model", "demo", "--task", "sst2", "--out", "x"))
+    asked = _recovery_cfg(_parsed("export", "--model", "smollm2", "--task", "sst2", "--out", "x",
+                                  "--recover-samples", "512"))
+    assert (llm.samples, encoder.samples, asked.samples) == (defaults.LLM_RECOVERY_SAMPLES, 1024, 512)
+    monkeypatch.delenv("TP_APP_RECOVER_SAMPLES", raising=False)
+    monkeypatch.setattr(state.st, "session_state", {"model_spec": "smollm2"})
+    assert state.recovery_config("lstsq").samples == defaults.LLM_RECOVERY_SAMPLES
+    monkeypatch.setattr(state.st, "session_state", {"model_spec": "demo"})
+    assert state.recovery_config("lstsq").samples == 1024

@@ -26,7 +26,7 @@ from .models import (UPLOAD_PREFIX, askable_tasks, budget_tokens, bundle_tasks, 
                      prompt_edits, require_model_and_task, session_model, upload_limits_caption, validation_data,
                      wait_for_load)
 from .page import ASSETS, exports_root, friendly, limits_rows, page
-from .progress import URGENT_POLL_S, job_answer, job_line, show_progress, show_progress_compact
+from .progress import job_answer, job_line, poll_every, show_progress, show_progress_compact
 from .state import (FFN_MAX, FFN_STEP, HEAD_MAX, HEAD_STEP, LABEL_CHOICES, UNIT_CHOICES, attribution_config, flash,
                     persisted, ranges, recovery_config, set_value)
 from .style import ATTRIBUTION_HELP, METHOD_COLORS, METHOD_LABELS, fmt_seconds, rgba

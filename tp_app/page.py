@@ -13,7 +13,7 @@ from tp_core.limits import limits
 from tp_core.paths import REPO_ROOT
 from tp_core.settings import app_settings
 
-from .progress import jobs_panel
+from .progress import jobs_panel, note_session
 from .share import link_note, open_link, share_control
 from .state import init_state, remember_session, save_settings
 
@@ -28,6 +28,7 @@ def page(title: str, icon: str = "✂️", caption: str | None = None) -> None:
     init_state()
     open_link(title)  # a shared link's settings, before any widget reads them
     st.session_state["_page_run_at"] = time.time()
+    note_session()
     st.title(title)
     if st.session_state.get("_flash"):
         st.success(st.session_state.pop("_flash"))

@@ -3,6 +3,7 @@ sidebar's jobs panel. They poll the engine from Streamlit fragments and redraw t
 at most every RERUN_GAP_S."""
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -24,12 +25,44 @@ POLL_S = 2.0
 # ... and while a result the user waits for is pending (the Prune page's slider readout, a job about to end): the
 # poll is cheap (job states only), and the result is drawn when it lands, not up to POLL_S + RERUN_GAP_S later.
 URGENT_POLL_S = 0.5
+# On a shared server every open session polls, and a shared job landing redraws every session waiting for it. The
+# intervals above grow with the sessions that ran a script in the last LIVE_S seconds, so that all of them together
+# stay within these rates (a class of 30 on two cores otherwise spends its CPU on progress polls and redraws).
+POLLS_PER_S = 6.0  # regular polls per second, the whole server (per kind of poll)
+URGENT_POLLS_PER_S = 12.0
+REDRAWS_PER_S = 4.0  # whole-page redraws triggered by landing jobs, per second, the whole server
+LIVE_S = 30.0
+_SEEN: dict[str, float] = {}
+_SEEN_LOCK = threading.Lock()
+
+
+def note_session() -> None:
+    """Count this session as open now (every page run and poll calls it)."""
+    with _SEEN_LOCK:
+        _SEEN[session_id()] = time.time()
+
+
+def live_sessions() -> int:
+    """Sessions of this server process that ran a script in the last LIVE_S seconds (at least 1)."""
+    now = time.time()
+    with _SEEN_LOCK:
+        for sid in [sid for sid, t in _SEEN.items() if now - t > LIVE_S]:
+            del _SEEN[sid]
+        return max(1, len(_SEEN))
+
+
+def poll_every(urgent: bool = False) -> float:
+    """A progress fragment's poll interval: URGENT_POLL_S or POLL_S, longer when many sessions are open."""
+    if urgent:
+        return max(URGENT_POLL_S, live_sessions() / URGENT_POLLS_PER_S)
+    return max(POLL_S, live_sessions() / POLLS_PER_S)
 
 
 def page_due(final: bool = False) -> bool:
     """Whether a progress fragment may redraw the whole page now: at the last landing at once, otherwise when
-    the page was last drawn at least RERUN_GAP_S ago."""
-    return final or time.time() - st.session_state.get("_page_run_at", 0.0) >= RERUN_GAP_S
+    the page was last drawn at least RERUN_GAP_S ago (longer when many sessions are open)."""
+    gap = max(RERUN_GAP_S, live_sessions() / REDRAWS_PER_S)
+    return final or time.time() - st.session_state.get("_page_run_at", 0.0) >= gap
 
 
 def _refresh_stale_panel(state: dict) -> None:
@@ -72,6 +105,7 @@ def show_progress_compact(keys: list[str], what: str) -> None:
     state: dict = {}
 
     def body():
+        note_session()
         _refresh_stale_panel(state)
         now, done = counts()
         if done < len(keys):
@@ -84,7 +118,7 @@ def show_progress_compact(keys: list[str], what: str) -> None:
             st.rerun(scope="app")
 
     st.session_state[f"_compact_{what}"] = done0
-    st.fragment(body, run_every=POLL_S if active else None)()
+    st.fragment(body, run_every=poll_every() if active else None)()
 
 
 def job_answer(slot: str, here: tuple, answer: Callable[[dict, object], dict], failed: str) -> None:
@@ -125,6 +159,7 @@ def show_progress(keys: list[str], title: str | None = None) -> None:
     state: dict = {}
 
     def body():
+        note_session()
         _refresh_stale_panel(state)
         now = [job_info(k) for k in keys]
         if active and not fast and _ending_soon(now):
@@ -141,7 +176,7 @@ def show_progress(keys: list[str], title: str | None = None) -> None:
         if active and not any(i is not None and i.state in ACTIVE for i in now):
             st.rerun(scope="app")
 
-    st.fragment(body, run_every=(URGENT_POLL_S if fast else POLL_S) if active else None)()
+    st.fragment(body, run_every=poll_every(urgent=fast) if active else None)()
 
 
 def _ending_soon(infos) -> bool:
@@ -171,6 +206,7 @@ def jobs_panel() -> None:
     active = bool(eng.jobs(owner=sid, active_only=True))
 
     def body():
+        note_session()
         mine = eng.jobs(owner=sid)
         running = [i for i in mine if i.state in ACTIVE]
         ended = [i for i in mine if i.state not in ACTIVE and time.time() - (i.finished or 0) < 300]
@@ -214,4 +250,4 @@ def jobs_panel() -> None:
     st.session_state["_panel_polling"] = active
     st.session_state.pop("_panel_stale", None)
     st.divider()
-    st.fragment(body, run_every=POLL_S if active else None)()
+    st.fragment(body, run_every=poll_every() if active else None)()

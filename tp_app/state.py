@@ -139,7 +139,13 @@ def attribution_config(method: str | None = None) -> AttributionConfig:
 def recovery_config(level: str | None) -> RecoveryConfig | None:
     """The app's recovery at `level` (None or "none": no recovery), fitted on the app's number of calibration texts
     (TP_APP_RECOVER_SAMPLES): the Prune page's recovered curves, the tour and the Export page's deploy preset."""
-    return active_config(as_config(level or "none", app_settings().recover_samples))
+    samples = app_settings().recover_samples
+    if samples is None:  # a causal LM's default is smaller (its prompts are longer): defaults.LLM_RECOVERY_SAMPLES
+        from tp_core.defaults import LLM_RECOVERY_SAMPLES
+        from tp_core.llm_source import is_causal_lm_spec
+
+        samples = LLM_RECOVERY_SAMPLES if is_causal_lm_spec(st.session_state.get("model_spec") or "") else None
+    return active_config(as_config(level or "none", samples))
 
 
 # ----- the session's identity ----------------------------------------------------------------------------------

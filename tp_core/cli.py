@@ -96,13 +96,24 @@ def _attr_cfg(args, method=None):
                              target=args.target, aggregation=args.aggregation, seed=args.seed).validate()
 
 
+def _recover_samples(args) -> int | None:
+    """--recover-samples, else the model kind's default (a causal LM's is smaller: defaults.LLM_RECOVERY_SAMPLES);
+    None: RecoveryConfig's own default."""
+    if getattr(args, "recover_samples", None):
+        return args.recover_samples
+    from .defaults import LLM_RECOVERY_SAMPLES
+    from .llm_source import is_causal_lm_spec
+
+    return LLM_RECOVERY_SAMPLES if is_causal_lm_spec(getattr(args, "model", "") or "") else None
+
+
 def _recovery_cfg(args):
     """The RecoveryConfig of --recover / --recover-samples; None when --recover was not given."""
     if getattr(args, "recover", None) is None:
         return None
     from .recovery import as_config
 
-    return as_config(args.recover, args.recover_samples)
+    return as_config(args.recover, _recover_samples(args))
 
 
 def cmd_limits(args):
@@ -386,7 +397,7 @@ def _peer_run(args, model, cb):
     --flops-budget on --recover-samples seeded train texts."""
     from .recovery import DEFAULT_SAMPLES
 
-    samples = getattr(args, "recover_samples", None) or DEFAULT_SAMPLES
+    samples = _recover_samples(args) or DEFAULT_SAMPLES
     if args.pipeline == "kprune":
         from .kprune import KPruneConfig, kprune_pipeline
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from .defaults import IG_QUADRATURE, IG_STEPS, QUADRATURES, RECOVERY_LEVEL, RECOVERY_SAMPLES, SCORING_SAMPLES, \
-    SWEEP_LIMIT
+from .defaults import IG_QUADRATURE, IG_STEPS, LLM_RECOVERY_SAMPLES, QUADRATURES, RECOVERY_LEVEL, RECOVERY_SAMPLES, \
+    SCORING_SAMPLES, SWEEP_LIMIT
 
 # --recover's default on sweep and export: the level that helped every criterion most (docs/RESULTS.md section 9)
 RECOVER_DEFAULT = RECOVERY_LEVEL
@@ -83,7 +83,7 @@ def _recover_args(sp, what, default=None):
                     help="training-free recovery after pruning: none, bias, scale or lstsq " + what)
     sp.add_argument("--recover-samples", type=int, default=None, metavar="N",
                     help="unlabeled calibration texts for --recover, a seeded sample of the task's train split "
-                         f"(default {RECOVERY_SAMPLES})")
+                         f"(default {RECOVERY_SAMPLES}; {LLM_RECOVERY_SAMPLES} for a causal LM)")
 
 
 def _add_setup_commands(sub, handlers: dict[str, Callable]) -> None:

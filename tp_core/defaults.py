@@ -21,6 +21,10 @@ SCORING_SAMPLES = 64
 # docs/RESULTS.md, sections 9 and 9b), fitted on this many unlabeled train texts of the task.
 RECOVERY_LEVEL = "lstsq"
 RECOVERY_SAMPLES = 1024
+# ... and for a causal LM, whose prompts (template + demonstrations) are several times longer than an encoder's
+# inputs: the number its LLM quality benchmark fitted lstsq on (benchmarks/llm_quality.py; docs/RESULTS.md, LLM
+# quality); the encoder's 1,024 held about 17 GB of activations for SmolLM2-135M on sst2 and fitted four times slower.
+LLM_RECOVERY_SAMPLES = 256
 
 # `sweep`'s validation examples: a seeded subset of at most this many, so that a large split (ag_news: 7,600)
 # gives its table in minutes; every split of the bundle's smaller tasks fits whole. `--limit all` evaluates the
