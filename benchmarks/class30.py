@@ -173,8 +173,59 @@ def wait_warm(client, limit_s: float) -> tuple[float, bool]:
     return round(time.time() - t0, 1), False
 
 
+# ----- where the CPU went ------------------------------------------------------------------------------------------
+CPU_GROUPS = ("app server", "job workers", "browsers", "benchmark", "other")
+
+
+def cpu_seconds(server_pid: int) -> dict[int, tuple[str, float]]:
+    """{pid: (group, user + system CPU seconds)} of every process now: the app server (`serve`), its job workers
+    (the embedded cluster's processes below it, or separate `dask` processes), the browsers (Chromium), this benchmark
+    (itself and Playwright's driver) and everything else on the machine."""
+    import psutil
+
+    me = os.getpid()
+    below_server = set()
+    try:
+        below_server = {c.pid for c in psutil.Process(server_pid).children(recursive=True)}
+    except psutil.Error:
+        pass
+    out = {}
+    for proc in psutil.process_iter(["pid", "name", "cmdline", "ppid"]):
+        try:
+            t = proc.cpu_times()
+            cmd = " ".join(proc.info["cmdline"] or [])
+            name = (proc.info["name"] or "").lower()
+        except psutil.Error:
+            continue
+        if proc.pid == server_pid:
+            group = "app server"
+        elif proc.pid in below_server or "distributed.cli.dask" in cmd:
+            group = "job workers"
+        elif "chrom" in name or "chrom" in cmd.split(" ")[0].lower():
+            group = "browsers"
+        elif proc.pid == me or "playwright" in cmd or proc.info["ppid"] == me:
+            group = "benchmark"
+        else:
+            group = "other"
+        out[proc.pid] = (group, t.user + t.system)
+    return out
+
+
+def cpu_used(before: dict, after: dict, wall_s: float) -> dict:
+    """CPU seconds per group between two `cpu_seconds` snapshots (a process new since `before` counts from 0), and
+    each group's share of what the machine's cores could give in `wall_s`."""
+    used = dict.fromkeys(CPU_GROUPS, 0.0)
+    for pid, (group, sec) in after.items():
+        used[group] += max(0.0, sec - (before.get(pid, (group, 0.0))[1]))
+    cores = os.cpu_count() or 1
+    return {"cores": cores, "wall_s": round(wall_s, 1),
+            "seconds": {g: round(v, 1) for g, v in used.items()},
+            "share_of_machine": {g: round(v / (wall_s * cores), 3) for g, v in used.items()}}
+
+
 # ----- the class -----------------------------------------------------------------------------------------------------
-async def class_run(url: str, args, plan: list[list[int]], n_full: int, observer, shots: Path | None) -> dict:
+async def class_run(url: str, args, plan: list[list[int]], n_full: int, observer, shots: Path | None,
+                    server_pid: int | None = None) -> dict:
     """Every student walks the tour and opens Prune; then the class moves the slider together, first to the
     shared point, then to each student's own points. Returns the records, the points seen and the job counts."""
     from playwright.async_api import async_playwright
@@ -204,8 +255,12 @@ async def class_run(url: str, args, plan: list[list[int]], n_full: int, observer
                 await moments[2 + r].wait()
 
         t0 = time.time()
+        cpu0 = cpu_seconds(server_pid) if server_pid else None
+        cpu = None
         try:
             await asyncio.gather(*(lesson(s, own) for s, own in zip(students, plan)))
+            if cpu0 is not None:  # before the browser contexts close (their processes' counts go with them)
+                cpu = cpu_used(cpu0, cpu_seconds(server_pid), time.time() - t0)
         finally:
             for s in students:
                 await s.close()
@@ -215,7 +270,7 @@ async def class_run(url: str, args, plan: list[list[int]], n_full: int, observer
     return {"wall_s": round(time.time() - t0, 1), "records": [r for s in students for r in s.records],
             "points": [q for s in students for q in s.points], "broken": [s.broken for s in students if s.broken],
             "shared_jobs_run": len(ran), "shared_max_computations": max(ran.values()) if ran else None,
-            "restarts": observer.restarts()}
+            "restarts": observer.restarts(), "cpu": cpu}
 
 
 def run_config(name: str, args, settings: dict, plan: list[list[int]], n_full: int) -> dict:
@@ -244,7 +299,7 @@ def run_config(name: str, args, settings: dict, plan: list[list[int]], n_full: i
                   f"({'done' if out['warm_start_done'] else 'still running'})", flush=True)
             out["load_before"] = os.getloadavg()[0]
             out.update(asyncio.run(class_run(url, args, plan, n_full, observer,
-                                              args.shots / name if args.shots else None)))
+                                              args.shots / name if args.shots else None, serve.pid)))
             out["load_after"] = os.getloadavg()[0]
             out["server_healthy_after"] = healthy(url)
         finally:
@@ -302,7 +357,7 @@ def config_summary(run: dict, check: dict) -> dict:
             "new_point_all_examples": summary(finals),
             "errors": sum(bool(r["error"]) for r in records), "exact": f"{check['exact']} of {check['checked']}",
             "shared_max_computations": run.get("shared_max_computations"), "wall_s": run.get("wall_s"),
-            "warm_start_s": run.get("warm_start_s"), "engine": run.get("engine")}
+            "warm_start_s": run.get("warm_start_s"), "engine": run.get("engine"), "cpu": run.get("cpu")}
 
 
 def write_results(path: Path, out: dict) -> None:

@@ -44,4 +44,10 @@ def section(res: dict) -> list[str]:
                  f"direct metric (all examples); the shared point's jobs ran at most "
                  f"{s['shared_max_computations']} time(s); {s['errors']} errors; warm start "
                  f"{_s(s['warm_start_s'])} s before the class; the class took {s['wall_s']} s.")
+        cpu = s.get("cpu")
+        if cpu:
+            parts = ", ".join(f"{g} {v:.0f} s ({cpu['share_of_machine'][g]:.0%})" for g, v in cpu["seconds"].items())
+            L.append(f"  Where the machine's CPU went during the class ({cpu['cores']} cores x {cpu['wall_s']:.0f} s): "
+                     f"{parts}. A real class brings its own machines: only the app server and the job workers "
+                     "would share this server's cores.")
     return L + [""]

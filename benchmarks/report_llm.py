@@ -119,19 +119,66 @@ def export_section(res: dict) -> list[str]:
             for name, r in e["formats"].items()]
     speed = e["int8_speedup_vs_torch_dense"]
     kept = e["formats"].get("onnx-int8", {}).get("kept")
+    v = e.get("vocab")
+    emb = ("the ONNX graph keeps the whole input embedding and only the label words' rows of the output embedding"
+           if not v else f"the task vocabulary keeps {v['kept_tokens']:,} of {v['original_tokens']:,} tokens (the "
+           "task's prompts, byte pieces and merge parts" + (f", and {v['general_added']:,} of the "
+           f"{v['general_tokens']:,} general ones not already kept" if v["general_tokens"] else "; no general set")
+           + "): input and tied output embedding "
+           f"{v['embedding_params_before']:,} -> {v['embedding_params_after']:,} parameters")
+    lat = ("no latency measured in this run" if e.get("torch_dense_median_ms_batch1") is None else
+           f"Latency: batch 1, {e['latency_seq_len']} tokens, {e['latency_threads']} threads, median; torch dense "
+           f"{e['torch_dense_median_ms_batch1']:.1f} ms; load average {e['load_avg_before']:.1f} before the timing")
+    vocab_lines = [] if not v else [
+        f"Task vocabulary: {fmt(v['metric_task_vocab'])} with it against {fmt(v['metric_full_vocab'])} with the full "
+        f"vocabulary (same pruned structure) on the task; related tasks (off-domain, first {e['eval_examples']} "
+        "validation examples each; dense / full vocabulary / task vocabulary): " + "; ".join(
+            f"{t} {fmt(r['metric_dense'])} / {fmt(r['metric_full_vocab'])} / {fmt(r['metric_task_vocab'])}"
+            for t, r in v["offdomain"].items()) + ".", ""]
     return ["## 13. Exporting a pruned decoder LLM: size and speed", "",
             f"`{e['command']}` ({e['created']}), read by benchmarks/llm_export.py. Plan: {e['method']} on "
             f"{e['task']}, {e['ffn_sparsity']:.0%} of the MLP neurons and {e['head_sparsity']:.0%} of the key/value "
             f"groups removed, recovery: {e['recovery']}; metric on {e['eval_examples']} validation examples (dense "
             f"{fmt(e['metric_dense'])} {_ci(e['metric_dense_interval'])}). Parameters as each format holds them "
-            f"(dense {e['params_dense']:,}; the ONNX graph keeps the whole input embedding and only the label "
-            f"words' rows of the output embedding). Latency: batch 1, {e['latency_seq_len']} tokens, "
-            f"{e['latency_threads']} threads, median; torch dense {e['torch_dense_median_ms_batch1']:.1f} ms; load "
-            f"average {e['load_avg_before']:.1f} before the timing.", "",
+            f"(dense {e['params_dense']:,}; {emb}). {lat}.", "",
             _table_md(["format", "parameters", "of dense", "on disk", "metric [95% CI]", "kept", "ms, batch 1"],
                       rows), "",
             f"`llm_export_params_ratio` (ONNX): {fmt(e['onnx_params_ratio'])} (goal ≤ {EXPORT_GOALS['params']} at "
             f"a plan keeping ≥ {EXPORT_GOALS['kept']} of dense). `llm_onnx_int8_speedup_vs_torch_dense`: "
             f"{'–' if speed is None else f'{speed:.1f}x'} (goal ≥ {EXPORT_GOALS['speedup']:.0f}x); the int8 file "
             f"keeps {'–' if kept is None else fmt(kept)} of the dense metric (dynamic quantization, the input "
-            "embedding included).", ""]
+            "embedding included).", "", *vocab_lines, *_variant_lines(res.get("llm_export_variants") or []),
+            *_int8_lines(res.get("llm_int8_variants"))]
+
+
+def _int8_lines(r: dict | None) -> list[str]:
+    """benchmarks/llm_int8_variants.py: the int8 file's accuracy with groups of projections left in fp32."""
+    from report import _table as _table_md
+
+    if not r:
+        return []
+    body = [[x["variant"], fmt(x["accuracy"]), fmt(x["agrees_with_fp32"]), f"{x['mb']} MB", f"{x['seconds']:.0f}"]
+            for x in r["rows"]]
+    return [f"Why the int8 file loses accuracy (`{r['command']}`, {r['n']} {r['task']} validation prompts): "
+            "onnxruntime's dynamic quantization scales each activation with one number per tensor, and a decoder's "
+            "MLP activations have outliers; leaving projections in fp32 recovers part of it, no variant reaches fp32. "
+            "The export still writes the plain int8 file; weight-only int8 (activations in fp32) is the known remedy "
+            "and is not built here.", "",
+            _table_md(["variant", "accuracy", "agrees with fp32", "file", "seconds (2 threads)"], body), ""]
+
+
+def _variant_lines(rows: list[dict]) -> list[str]:
+    """The plans exported side by side (benchmarks/llm_export.py with several folders): size against kept share."""
+    from report import _table as _table_md
+
+    if len(rows) < 2:
+        return []
+    body = [[f"{r['ffn_sparsity']:.0%} / {r['head_sparsity']:.0%}", r["recovery"],
+             r["vocab"] + ("" if r["general_tokens"] is None else f" (+{r['general_tokens']:,} general)"),
+             "–" if r["kept_tokens"] is None else f"{r['kept_tokens']:,}", fmt(r["params_ratio"]), fmt(r["kept"]),
+             fmt(r["int8_kept"]), "–" if r["int8_speedup_vs_torch_dense"] is None
+             else f"{r['int8_speedup_vs_torch_dense']:.1f}x"] for r in rows]
+    return ["Plans exported side by side (the same command but for the plan and vocabulary; kept shares on the first "
+            f"{rows[0]['eval_examples']} validation examples, so a few points are within noise):", "",
+            _table_md(["MLP / kv groups removed", "recovery", "vocabulary", "tokens", "params of dense", "kept (ONNX)",
+                       "kept (int8)", "int8 speed-up"], body), ""]
