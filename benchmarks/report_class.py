@@ -29,7 +29,10 @@ def section(res: dict) -> list[str]:
     m = c["meta"]
     L = ["## A class on one server (`class30_page_run_p95_s`, `class30_new_point_p95_s`)", "",
          f"`{m['command']}` ({m['date']}, {m['machine']}, {m['wall_s'] / 60:.1f} min): {m['sessions']} students in "
-         f"one headless Chromium (a browser context each, on the server's cores) against `python -m tp_core serve` "
+         f"one headless Chromium (a browser context each, on the server's cores"
+         + (f", at CPU priority nice {m['browser_nice']} so that the server and its workers come first, as with a "
+            "real class's own machines" if m.get("browser_nice") else "") +
+         ") against `python -m tp_core serve` "
          f"with the warm start, model {m['settings']['TP_APP_MODEL']}, cold caches. Each walks the guided tour "
          f"(five steps, reading each about {m['read_s']:g} s), opens Prune on {m['task']}, then the class moves the "
          f"FFN slider within {m['spread_s']:g} s of each other: once to the same new point ({m['shared_pct']}%), "
@@ -50,4 +53,15 @@ def section(res: dict) -> list[str]:
             L.append(f"  Where the machine's CPU went during the class ({cpu['cores']} cores x {cpu['wall_s']:.0f} s): "
                      f"{parts}. A real class brings its own machines: only the app server and the job workers "
                      "would share this server's cores.")
+    prev = res.get("class30_browsers_at_server_priority")
+    if prev:
+        e = prev["summary"]["embedded"]
+        cpu = e.get("cpu") or {"seconds": {}}
+        L += ["", f"The same class with the browsers at the server's CPU priority (`{prev['meta']['command']}`, "
+              f"{prev['meta']['date']}, before `--browser-nice` existed: nice 0): page runs p95 "
+              f"{_s(e['page_run']['p95_s'])} s (n {e['page_run']['n']}), new points p95 "
+              f"{_s(e['new_point']['p95_s'])} s (n {e['new_point']['n']}), {e['errors']} sessions stopped at a "
+              "180 s wait; CPU seconds: " +
+              ", ".join(f"{g} {v:.0f}" for g, v in cpu["seconds"].items()) + ". The browsers took three times "
+              "the CPU of the server and its workers together, and the workers (niced below the app) waited."]
     return L + [""]
