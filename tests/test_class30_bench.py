@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from class30 import exactness, own_points, p95, summary  # noqa: E402
+from class30 import cpu_used, exactness, own_points, p95, summary  # noqa: E402
 
 
 def test_p95_and_summary_read_like_the_8_session_figure():
@@ -35,3 +35,13 @@ def test_exactness_flags_a_shown_metric_that_differs_or_was_not_computed():
     check = exactness(points, direct)
     assert check["checked"] == 3 and check["exact"] == 1
     assert [(m["ffn_pct"], m["direct"]) for m in check["mismatches"]] == [(12, 0.9), (13, None)]
+
+
+def test_cpu_used_counts_each_group_from_its_first_snapshot():
+    """A process present in both snapshots counts its difference, a new one from zero, a gone one not at all."""
+    before = {1: ("app server", 10.0), 2: ("browsers", 5.0), 3: ("other", 1.0)}
+    after = {1: ("app server", 12.5), 2: ("browsers", 9.0), 4: ("browsers", 3.0), 5: ("job workers", 7.0)}
+    out = cpu_used(before, after, wall_s=10.0)
+    assert out["seconds"] == {"app server": 2.5, "job workers": 7.0, "browsers": 7.0, "benchmark": 0.0, "other": 0.0}
+    cores = out["cores"]
+    assert out["share_of_machine"]["browsers"] == round(7.0 / (10.0 * cores), 3)
