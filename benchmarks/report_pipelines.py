@@ -48,7 +48,9 @@ def section(res: dict) -> list[str]:
          f"{_wlt(s.get('best_vs_kprune_win_rate'))}. `keep_at_flops_50` (our best): "
          + ", ".join(f"{t} {fmt(v)}" for t, v in s.get("keep_at_flops_50", {}).items()) + ".", "",
          "`pipeline_seconds` (mean seconds to build one pruned model per task, budget and seed; for our rows "
-         "scoring, every candidate's lstsq and the choosing evaluations included): "
+         "every candidate's lstsq and the choosing evaluations included, and the scores, which the attribution "
+         "cache serves after the first budget of a task and seed (the first time they cost seconds to a minute: "
+         "`speed`); Kwon's and K-prune's rows compute everything each time): "
          + "; ".join(f"{NAMES[p]}: " + ", ".join(f"{t} {v:.0f}" for t, v in d.items())
                      for p, d in s.get("pipeline_seconds", {}).items()) + ".", ""]
     return L
