@@ -99,7 +99,7 @@ def _attr_cfg(args, method=None):
 def _recover_samples(args) -> int | None:
     """--recover-samples, else the model kind's default (a causal LM's is smaller: defaults.LLM_RECOVERY_SAMPLES);
     None: RecoveryConfig's own default."""
-    if getattr(args, "recover_samples", None):
+    if getattr(args, "recover_samples", None) is not None:  # as given (0 or less: RecoveryConfig says why not)
         return args.recover_samples
     from .defaults import LLM_RECOVERY_SAMPLES
     from .llm_source import is_causal_lm_spec
