@@ -78,7 +78,7 @@ def check_texts_upload(cuttable: bool, vocab: str, min_count: int) -> None:
         chk = vocab_texts_check(model, head, vocab, int(min_count), texts_up.getvalue(), texts_up.name)
         if chk["message"]:
             st.warning(chk["message"])
-        elif vocab_kind(model) == "bpe":
+        elif vocab_cut == "bpe":
             st.caption(f"Your texts: {chk['tokens']:,} tokens with the full vocabulary, {chk['tokens_kept_vocab']:,} "
                        f"with the {vocab} one (words it no longer knows split into smaller kept pieces; none becomes "
                        "an unknown token).")
@@ -150,7 +150,8 @@ model, task = C.require_model_and_task()
 warn_near_majority(near_majority_tasks(model), task)
 head = C.head_for(task)
 llm = model.kind == "causal_lm"
-cuttable = vocab_kind(model) is not None
+vocab_cut = vocab_kind(model)
+cuttable = vocab_cut is not None
 root = C.exports_root()
 for k, v in (("export_formats", ["taskprune"]), ("export_vocab", "full"), ("export_min_count", 1),
              ("export_latency", False), ("export_preset", "custom" if llm else "deploy")):
@@ -170,7 +171,7 @@ if deploy:
     formats, vocab, min_count, latency = P.DEPLOY_FORMATS, P.DEPLOY_VOCAB if cuttable else "full", 1, False
     with st.container(border=True):
         st.markdown("**Deploy preset: what each choice buys**\n\n" +
-                    "\n".join(f"- {line}" for line in P.deploy_lines(split, vocab_kind(model))))
+                    "\n".join(f"- {line}" for line in P.deploy_lines(split, vocab_cut)))
         if split.pending:
             C.show_progress([split.pending], "Finding the deploy split (the Prune page's budget helper)")
 else:

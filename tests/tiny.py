@@ -1,6 +1,8 @@
 """Tiny random models (BERT, RoBERTa, DistilBERT) built in memory, with a small tokenizer, for fast unit tests."""
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -122,11 +124,25 @@ def tiny_llama(seed: int = 0, prompts: bool = True) -> MultiTaskModel:
     return model.eval()
 
 
+@functools.cache
+def _bpe_json(vocab_size: int) -> str:
+    """The trained tokenizer of `bpe_tokenizer` as tokenizer.json text (trained once per test process)."""
+    return _train_bpe(vocab_size).to_str()
+
+
 def bpe_tokenizer(vocab_size: int = 1000):
+    """A fresh `PreTrainedTokenizerFast` over `_train_bpe`'s tokenizer."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(_bpe_json(vocab_size)), pad_token="<pad>",
+                                   bos_token="<s>", model_input_names=["input_ids", "attention_mask"])
+
+
+def _train_bpe(vocab_size: int):
     """A byte-level BPE tokenizer (the kind Llama 3, Qwen and SmolLM use) trained on the first train texts of sst2
     and ag_news and the tiny prompt (so its label words are single tokens); '<pad>' and '<s>' special."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
 
     from tp_core.data import load_split
 
@@ -139,8 +155,7 @@ def bpe_tokenizer(vocab_size: int = 1000):
         vocab_size=vocab_size, special_tokens=["<pad>", "<s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False))
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
-                                   model_input_names=["input_ids", "attention_mask"])
+    return tok
 
 
 def tiny_bpe_llama(seed: int = 0) -> MultiTaskModel:

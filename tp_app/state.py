@@ -15,7 +15,7 @@ from tp_core.budget import HEAD_GRID
 from tp_core.defaults import RECOVERY_LEVEL
 from tp_core.limits import limits
 from tp_core.policy import APP_ATTRIBUTION, session_attribution
-from tp_core.recovery import RecoveryConfig, active_config, as_config
+from tp_core.recovery import RecoveryConfig, active_config, as_config, samples_for
 from tp_core.settings import DEFAULT_BASELINES, app_settings
 
 # A new session's choices (the attribution ones are the app's attribution settings, policy.APP_ATTRIBUTION).
@@ -139,12 +139,7 @@ def attribution_config(method: str | None = None) -> AttributionConfig:
 def recovery_config(level: str | None) -> RecoveryConfig | None:
     """The app's recovery at `level` (None or "none": no recovery), fitted on the app's number of calibration texts
     (TP_APP_RECOVER_SAMPLES): the Prune page's recovered curves, the tour and the Export page's deploy preset."""
-    samples = app_settings().recover_samples
-    if samples is None:  # a causal LM's default is smaller (its prompts are longer): defaults.LLM_RECOVERY_SAMPLES
-        from tp_core.defaults import LLM_RECOVERY_SAMPLES
-        from tp_core.llm_source import is_causal_lm_spec
-
-        samples = LLM_RECOVERY_SAMPLES if is_causal_lm_spec(st.session_state.get("model_spec") or "") else None
+    samples = samples_for(st.session_state.get("model_spec"), app_settings().recover_samples)
     return active_config(as_config(level or "none", samples))
 
 

@@ -96,24 +96,13 @@ def _attr_cfg(args, method=None):
                              target=args.target, aggregation=args.aggregation, seed=args.seed).validate()
 
 
-def _recover_samples(args) -> int | None:
-    """--recover-samples, else the model kind's default (a causal LM's is smaller: defaults.LLM_RECOVERY_SAMPLES);
-    None: RecoveryConfig's own default."""
-    if getattr(args, "recover_samples", None) is not None:  # as given (0 or less: RecoveryConfig says why not)
-        return args.recover_samples
-    from .defaults import LLM_RECOVERY_SAMPLES
-    from .llm_source import is_causal_lm_spec
-
-    return LLM_RECOVERY_SAMPLES if is_causal_lm_spec(getattr(args, "model", "") or "") else None
-
-
 def _recovery_cfg(args):
     """The RecoveryConfig of --recover / --recover-samples; None when --recover was not given."""
     if getattr(args, "recover", None) is None:
         return None
-    from .recovery import as_config
+    from .recovery import as_config, samples_for
 
-    return as_config(args.recover, _recover_samples(args))
+    return as_config(args.recover, samples_for(getattr(args, "model", None), args.recover_samples))
 
 
 def cmd_limits(args):
@@ -395,9 +384,9 @@ def _budget_plan(args, model, ref, scores, progress=None, recovery=None):
 def _peer_run(args, model, cb):
     """(masks, recovery, info) of --pipeline kwon (tp_core/kwon.py) or kprune (tp_core/kprune.py) at
     --flops-budget on --recover-samples seeded train texts."""
-    from .recovery import DEFAULT_SAMPLES
+    from .recovery import DEFAULT_SAMPLES, samples_for
 
-    samples = _recover_samples(args) or DEFAULT_SAMPLES
+    samples = samples_for(args.model, getattr(args, "recover_samples", None)) or DEFAULT_SAMPLES
     if args.pipeline == "kprune":
         from .kprune import KPruneConfig, kprune_pipeline
 

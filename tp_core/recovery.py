@@ -96,6 +96,17 @@ def as_config(level: str | RecoveryConfig | None, samples: int | None = None) ->
     return cfg.validate()
 
 
+def samples_for(spec, asked: int | None = None) -> int | None:
+    """Calibration texts for a recovery of model `spec`: `asked` when given, else a causal LM's smaller default
+    (`defaults.LLM_RECOVERY_SAMPLES`: its prompts are several times longer), else None (RecoveryConfig's own)."""
+    if asked is not None:  # as given (0 or less: RecoveryConfig.validate says why not)
+        return asked
+    from .defaults import LLM_RECOVERY_SAMPLES
+    from .llm_source import is_causal_lm_spec
+
+    return LLM_RECOVERY_SAMPLES if is_causal_lm_spec(spec or "") else None
+
+
 def active_config(level: str | RecoveryConfig | None) -> RecoveryConfig | None:
     """A validated RecoveryConfig for `level` (a name or a config), or None for no recovery (None or "none")."""
     if level is None:

@@ -114,12 +114,18 @@ def _tokenizer_json(tokenizer) -> dict:
 
 def vocab_kind(model) -> str | None:
     """How `model`'s vocabulary can be cut: "wordpiece" (unknown words become [UNK]), "bpe" (byte-level: unknown
-    words split into smaller kept pieces) or None (not supported: the task vocabulary is not offered)."""
-    try:
-        doc = _tokenizer_json(model.tokenizer)
-    except TPError:
+    words split into smaller kept pieces) or None (not supported: the task vocabulary is not offered). Reads the Rust
+    tokenizer's model and pre-tokenizer only (a page asks on every run; the whole tokenizer.json is megabytes)."""
+    backend = getattr(model.tokenizer, "backend_tokenizer", None)
+    kind = type(getattr(backend, "model", None)).__name__
+    if kind == "WordPiece":
+        return "wordpiece"
+    if kind != "BPE":
         return None
-    return "bpe" if doc["model"]["type"] == "BPE" else "wordpiece"
+    pre = backend.pre_tokenizer
+    byte_level = backend.model.byte_fallback or (pre is not None and _has_type(json.loads(pre.__getstate__()),
+                                                                                  "ByteLevel"))
+    return "bpe" if byte_level else None
 
 
 def _merges(doc: dict) -> list[tuple[str, str]]:
@@ -254,8 +260,9 @@ def task_vocab(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = No
     n_chars = 0
     bpe = doc["model"]["type"] == "BPE"
     if bpe:
-        n_chars = len(_byte_pieces(doc) - kept)
-        kept |= _byte_pieces(doc)
+        pieces = _byte_pieces(doc)
+        n_chars = len(pieces - kept)
+        kept |= pieces
     elif char_fallback:
         norm = backend.normalizer
         chars: set[str] = set()
