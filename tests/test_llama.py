@@ -295,3 +295,33 @@ def test_shared_demonstrations_computed_once_give_the_full_forwards_logits():
             np.testing.assert_allclose(fast.numpy(), plain.numpy(), atol=1e-4)
     short = ids[:, :4].clone()
     assert decoder.shared_prefix(short, torch.ones_like(short)) < decoder.MIN_SHARED_PREFIX  # plain forward then
+
+
+@pytest.mark.parametrize("level", ["scale", "lstsq"])
+def test_recovery_runs_the_shared_demonstrations_once_and_fits_what_the_whole_prompts_fit(level, monkeypatch):
+    """The recovery passes run a decoder's shared prompt prefix once (the prefix batch, counted once per prompt):
+    the corrections and the recovered logits equal those of the passes over whole prompts."""
+    import functools
+
+    from tp_core import recovery as R
+    from tp_core import recovery_passes as RP
+
+    model = tiny_llama()
+    calib, val = load_split("sst2", "train", limit=40, seed=5), _texts(12)
+    cfg = R.RecoveryConfig(level=level, samples=40, batch_size=16)
+    batches = RP.block_args(model, "sst2", calib, cfg)
+    assert batches[0][0].shape[0] == 1 and batches[0][3] == 40  # the prefix batch: one row standing for 40 prompts
+    assert len(batches) == 4 and all(b[3] == 1 for b in batches[1:])
+    whole = RP.block_args(model, "sst2", calib, cfg, share_prefix=False)
+    assert sum(int(b[2].sum()) for b in whole) > sum(int(b[2].sum()) * b[3] for b in batches[1:])
+    masks = _masks(model, 3, 0.5, 0.5)
+    shared = R.recover(model, "sst2", masks, calib, cfg)
+    monkeypatch.setattr(R, "dense_teacher", functools.partial(RP.dense_teacher, share_prefix=False))
+    plain = R.recover(model, "sst2", masks, calib, cfg)
+    assert shared.n_tokens == plain.n_tokens and len(shared.corrections) == len(plain.corrections)
+    for a, b in zip(shared.corrections, plain.corrections):
+        for x, y in ((a.weight, b.weight), (a.scale, b.scale)):
+            if y is not None:
+                np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(predict_logits(model, "sst2", val, masks.gates(recovery=shared)),
+                               predict_logits(model, "sst2", val, masks.gates(recovery=plain)), atol=1e-4)

@@ -291,7 +291,7 @@ def _recovery(task: str, cfg: KPruneConfig, n: int, corrections: list, n_tokens:
 
 def _start(model, task: str, data: TaskData, cfg: KPruneConfig, costs: UnitCosts) -> dict:
     """The run's state: the dense teacher, the dense masks, block 0's inputs, soft labels, the FLOPs left."""
-    teacher = dense_teacher(model, task, data, _recovery(task, cfg, len(data), []).config)
+    teacher = dense_teacher(model, task, data, _recovery(task, cfg, len(data), []).config, share_prefix=False)
     masks = UnitMasks.dense(model.unit_shape())
     return {"cfg": cfg, "masks": masks, "teacher": teacher, "student": list(teacher.inputs[0]),
             "soft": _soft_labels(model, task, teacher, cfg.temperature), "state": masks.gates(model.device),

@@ -310,15 +310,16 @@ def _fit(model, task: str, masks, data: TaskData, cfg: RecoveryConfig, progress:
         return [], 0  # nothing removed: nothing to correct
     if solve:
         teacher = dense_teacher(model, task, data, cfg)
-        rest, tok = teacher.rest, teacher.tok
+        rest, tok, weights = teacher.rest, teacher.tok, teacher.weights
         first_layer = min(start // 2, L)
         student = list(teacher.inputs[first_layer]) if first_layer < L else []
     else:  # bias compensation needs no teacher: the pruned model's own activations of the removed units
         teacher = None
         batches = block_args(model, task, data, cfg)
         student, rest, tok = [b[0] for b in batches], [b[1] for b in batches], [b[2] for b in batches]
+        weights = [b[3] for b in batches]
         first_layer = 0
-    n_tokens = int(sum(int(m.sum()) for m in tok))
+    n_tokens = int(sum(w * int(m.sum()) for w, m in zip(weights, tok)))
     state = masks.gates(device)
     corrections: list[Correction] = []
     for l in range(first_layer, L):
@@ -339,7 +340,7 @@ def _fit(model, task: str, masks, data: TaskData, cfg: RecoveryConfig, progress:
             for b in range(len(student)):
                 ctx[b] = run_block(model, l, student[b], rest[b], state, stop_at="ctx").got["ctx"]
                 m = tok[b]
-                acc.add(ctx[b][m], (teacher.t_attn[l][b] - student[b][m]) if solve else None)
+                acc.add(ctx[b][m], (teacher.t_attn[l][b] - student[b][m]) if solve else None, weights[b])
             corrections.append(_solved(acc, "heads", l, kept, cfg, state, masks, device))
         acts: list = []
         if fit_ffn:
@@ -356,7 +357,7 @@ def _fit(model, task: str, masks, data: TaskData, cfg: RecoveryConfig, progress:
             ctx[b] = None
             if fit_ffn:
                 m = tok[b]
-                acc.add(a[m], (teacher.t_ffn[l][b] - h[m]) if solve else None)
+                acc.add(a[m], (teacher.t_ffn[l][b] - h[m]) if solve else None, weights[b])
         if fit_ffn:
             corrections.append(_solved(acc, "ffn", l, kept, cfg, state, masks, device))
         for b in range(len(student)):

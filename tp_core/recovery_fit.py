@@ -55,18 +55,19 @@ class ProjectionFit:
             self.D = torch.zeros(k, self.W.shape[0], dtype=torch.float64)
             self.bb = 0.0
 
-    def add(self, x: torch.Tensor, target: torch.Tensor | None) -> None:
-        """x: (N, in) ungated projection inputs on real tokens; target: (N, out) wanted projection outputs."""
+    def add(self, x: torch.Tensor, target: torch.Tensor | None, weight: int = 1) -> None:
+        """x: (N, in) ungated projection inputs on real tokens; target: (N, out) wanted projection outputs; `weight`:
+        how many times these rows count (a decoder's shared prompt prefix, run once for every prompt)."""
         x = x.detach().float().cpu()
-        self.n += x.shape[0]
+        self.n += weight * x.shape[0]
         if len(self.pcols):
-            self.sum_removed += x.index_select(1, self.pcols).double().sum(0)
+            self.sum_removed += weight * x.index_select(1, self.pcols).double().sum(0)
         if self.need_ls:  # products of one batch in float32, sums over batches in float64
             a = torch.cat([x.index_select(1, self.kcols)] + [torch.ones(x.shape[0], 1)] * self.has_bias, 1)
             t = target.detach().float().cpu()
-            self.C += (a.T @ a).double()
-            self.D += (a.T @ t).double()
-            self.bb += float((t.double() ** 2).sum())
+            self.C += weight * (a.T @ a).double()
+            self.D += weight * (a.T @ t).double()
+            self.bb += weight * float((t.double() ** 2).sum())
 
     # relative squared error of [Wk | b] = X^T on the accumulated system: (X'CX - 2X'D + ||T||^2) / ||T||^2
     def rel_error(self, X: torch.Tensor) -> float:
