@@ -5,7 +5,8 @@
     # only timed, on 8 examples: it integrates layer by layer, a cost in the square of the depth): a shared 2-core CPU
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/llm_quality.py --quick --no-merge   # then --merge-only
     # full (sst2, ag_news, trec, whole validation split capped at 2,000, three scoring seeds, recovery none or
-    # lstsq chosen on the selection set): for a quiet machine or a GPU; many hours on a shared 2-core CPU
+    # lstsq chosen on the selection set): for a quiet machine or a GPU. On a 2-core AMD EPYC, cap 200 and 3 seeds:
+    # sst2 about 2 hours, ag_news 46 min (recovery runs the shared demonstrations once: recovery_passes.py)
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/llm_quality.py
     # re-render the keys from a finished (or partial) run's state without computing anything
     .venv/bin/python benchmarks/llm_quality.py --quick --merge-only

@@ -57,6 +57,27 @@ def _settings_text(q: dict) -> str:
             f"(a shared 2-core machine: timings are indicative).")
 
 
+def _above_dense_note(q: dict) -> list[str]:
+    """Say plainly where a pruned model is significantly more accurate than the dense one (kept interval above 1):
+    a kept ratio above 1 reads as 'nothing lost', but it says the dense prompted model is weak on that task."""
+    above = [c for c in q.get("cells", []) if c["ours"]["ci95"][0] > 1.0]
+    if not above:
+        return []
+    out = []
+    for task in sorted({c["task"] for c in above}):
+        cells = [c for c in above if c["task"] == task]
+        dense = q.get("dense", {}).get(task, {})
+        sel = "; ".join(f"MLP {c['mlp_sparsity']:.0%} + heads {c['head_sparsity']:.0%}: "
+                        + ", ".join(f"{k.replace('grad_x_act', 'grad×act')} {v:.3f}" for k, v in c["selection"].items())
+                        for c in cells if c.get("selection"))
+        out.append(f"**{task}: the pruned model beats the dense one** in {len(cells)} cell(s) (kept interval above 1; "
+                   f"dense {fmt(dense.get('metric'))}): a kept ratio above 1 says the dense prompted model is weak on "
+                   "this task and that removing units changed its answers for the better, not that the task is easy "
+                   "to compress. Recovery that pulls toward the dense model's outputs scored lower on the selection "
+                   f"set there ({sel}), so the selection chose no recovery.")
+    return out + [""]
+
+
 def _cell_rows(cells: list[dict]) -> list[list]:
     rows = []
     for c in cells:
@@ -119,6 +140,7 @@ def section(res: dict) -> list[str]:
         L += ["### Every cell", "",
               _table(["task", "MLP", "heads", "ours (chosen)", "ours kept", "Wanda-sp kept", "ours − Wanda-sp",
                       "FLAP kept", "ours − FLAP"], _cell_rows(q["cells"])), ""]
+    L += _above_dense_note(q)
     s = res.get("llm_scores_seconds")
     if s:
         L += ["### Attribution wall time (`llm_scores_seconds`)", "",
