@@ -381,6 +381,7 @@ def config_summary(run: dict, check: dict) -> dict:
     finals = [p["final_s"] for p in run.get("points", [])]
     return {"page_run": summary(page_runs), "first_load": summary(loads), "new_point": summary(firsts),
             "new_point_all_examples": summary(finals),
+            "page_runs_still_busy": sum(bool(r.get("censored")) for r in records),
             "errors": sum(bool(r["error"]) for r in records), "exact": f"{check['exact']} of {check['checked']}",
             "shared_max_computations": run.get("shared_max_computations"), "wall_s": run.get("wall_s"),
             "warm_start_s": run.get("warm_start_s"), "engine": run.get("engine"), "cpu": run.get("cpu")}

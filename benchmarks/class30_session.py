@@ -46,6 +46,7 @@ RAN_JS = """(m) => { const tp = window.__tp; if (!tp) return false; const rs = t
 # harness waited for both at once and stopped 23 of 30 sessions at its timeout on the tour's pruning step)
 SETTLED_JS = "() => !document.querySelector('[data-testid=stElementContainer][data-stale=true]')"
 SETTLE_S = 15.0
+PAGE_BUSY_S = 60.0  # longest wait for a page run to end before it is recorded as censored (Student.page_run)
 # the first script run that ended after the action: its end minus the action (ms), or null
 RUN_MS_JS = """(m) => { const tp = window.__tp; if (tp.act === null) return null;
   const r = tp.runs.slice(m).find(([s, e]) => e >= tp.act); return r ? r[1] - tp.act : null; }"""
@@ -118,7 +119,9 @@ class Student:
         return (await err.first.inner_text())[:200] if await err.count() else None
 
     async def page_run(self, kind: str, action) -> None:
-        """Do `action` and time it until the script run it started has ended (a page run)."""
+        """Do `action` and time it until the script run it started has ended (a page run). A page still busy after
+        PAGE_BUSY_S (its progress fragments rerunning back to back under load, so no run ever ends) is recorded
+        with the time waited and `censored` (a lower bound that counts in the percentiles); the walk goes on."""
         if self.broken:
             return
         t0 = time.perf_counter()
@@ -126,17 +129,22 @@ class Student:
             mark = await self.page.evaluate("() => { if (!window.__tp) return 0; window.__tp.act = null; "
                                             "return window.__tp.runs.length; }")
             await action()
-            await self.page.wait_for_function(RAN_JS, arg=mark, timeout=self.timeout, polling=100)
-            ms = await self.page.evaluate(RUN_MS_JS, mark)
-            seconds = ms / 1000.0 if ms is not None else time.perf_counter() - t0
-            try:
-                await self.page.wait_for_function(SETTLED_JS, timeout=SETTLE_S * 1000, polling=250)
-            except Exception:  # noqa: BLE001 - still busy redrawing progress: the next step's waits cover it
-                pass
-            self._record(kind, seconds, await self._page_error(), wall_s=round(time.perf_counter() - t0, 3))
         except Exception as exc:  # noqa: BLE001 - a failed step is counted; the session stops walking
             self.broken = f"{kind}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             self._record(kind, None, self.broken)
+            return
+        try:
+            await self.page.wait_for_function(RAN_JS, arg=mark, timeout=PAGE_BUSY_S * 1000, polling=100)
+            ms = await self.page.evaluate(RUN_MS_JS, mark)
+            seconds, censored = (ms / 1000.0 if ms is not None else time.perf_counter() - t0), False
+        except Exception:  # noqa: BLE001 - still busy: a censored page run
+            seconds, censored = time.perf_counter() - t0, True
+        self._record(kind, seconds, await self._page_error(), wall_s=round(time.perf_counter() - t0, 3),
+                     censored=censored)
+        try:
+            await self.page.wait_for_function(SETTLED_JS, timeout=SETTLE_S * 1000, polling=250)
+        except Exception:  # noqa: BLE001 - still busy redrawing progress: the next step's waits cover it
+            pass
 
     async def content(self, kind: str, texts: tuple[str, ...], since: float) -> None:
         """Wait until the main area shows all `texts` (a step's content after its jobs); seconds since `since`."""

@@ -45,7 +45,9 @@ def section(res: dict) -> list[str]:
     for name, s in c["summary"].items():
         L.append(f"- {NAMES.get(name, name)}: results exact in {s['exact']} points checked against tp_core's "
                  f"direct metric (all examples); the shared point's jobs ran at most "
-                 f"{s['shared_max_computations']} time(s); {s['errors']} errors; warm start "
+                 f"{s['shared_max_computations']} time(s); {s['errors']} errors"
+                 + (f"; {s['page_runs_still_busy']} page runs still busy at 60 s (counted at the time waited)"
+                    if s.get("page_runs_still_busy") else "") + "; warm start "
                  f"{_s(s['warm_start_s'])} s before the class; the class took {s['wall_s']} s.")
         cpu = s.get("cpu")
         if cpu:
