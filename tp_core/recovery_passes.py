@@ -103,8 +103,8 @@ class PrefixKV:
         return torch.cat([k.expand(n, -1, -1, -1), key], 2), torch.cat([v.expand(n, -1, -1, -1), value], 2)
 
 
-def _grab_layer0(model, run) -> tuple:
-    """Block 0's (args, kwargs) of the forward `run()` starts (stopped there), recorded in this thread only."""
+def _grab_layer0(model, forward, **inputs) -> tuple:
+    """Block 0's (args, kwargs) of `forward(**inputs)` (stopped there), recorded in this thread only."""
     layers = model.adapter.layers(model.base)
     owner = threading.get_ident()
 
@@ -116,7 +116,7 @@ def _grab_layer0(model, run) -> tuple:
     handle = layers[0].register_forward_pre_hook(grab, with_kwargs=True)
     try:
         with gated(GateState()):
-            run()
+            forward(**inputs)
     except _Stop:
         pass
     finally:
@@ -149,7 +149,7 @@ def block_args(model, task: str, data: TaskData, cfg, share_prefix: bool = True)
         return _prefix_block_args(model, batches, P)
     out = []
     for batch in batches:
-        args, kwargs = _grab_layer0(model, lambda: model(**batch, task=task))
+        args, kwargs = _grab_layer0(model, model, **batch, task=task)
         out.append((args[0], (tuple(args[1:]), dict(kwargs)), batch["attention_mask"].bool(), 1))
     return out
 
@@ -161,7 +161,7 @@ def _prefix_block_args(model, batches, P: int):
     name = _cache_argument(model.base)
     store: dict = {}
     head = batches[0]["input_ids"][:1, :P]
-    args, kwargs = _grab_layer0(model, lambda: model.base(input_ids=head, attention_mask=torch.ones_like(head)))
+    args, kwargs = _grab_layer0(model, model.base, input_ids=head, attention_mask=torch.ones_like(head))
     kwargs = dict(kwargs, **{name: PrefixKV(store, writes=True)})
     n_prompts = sum(int(b["input_ids"].shape[0]) for b in batches)
     out = [(args[0], (tuple(args[1:]), kwargs), torch.ones_like(head, dtype=torch.bool), n_prompts)]
@@ -170,8 +170,8 @@ def _prefix_block_args(model, batches, P: int):
     for batch in batches:
         ids, mask = batch["input_ids"], batch["attention_mask"]
         positions = torch.arange(P, ids.shape[1], device=ids.device)[None].expand(ids.shape[0], -1)
-        args, kwargs = _grab_layer0(model, lambda: model.base(input_ids=ids[:, P:], attention_mask=mask,
-                                                              position_ids=positions, use_cache=True, **{name: past}))
+        args, kwargs = _grab_layer0(model, model.base, input_ids=ids[:, P:], attention_mask=mask,
+                                    position_ids=positions, use_cache=True, **{name: past})
         kwargs = dict(kwargs, **{name: PrefixKV(store, writes=False)})
         out.append((args[0], (tuple(args[1:]), kwargs), mask[:, P:].bool(), 1))
     return out
