@@ -81,8 +81,9 @@ def head_grid_for(model, budget: float, args) -> tuple:
     step = grid[-1] - grid[-2] if len(grid) > 1 else 0.25
     dense = model_flops(model, None, args.seq_len)
 
+    ffn = [np.arange(f) < max(1, int(round(0.05 * f))) for f in shape.ffn]  # 95% of the FFN neurons removed
+
     def fits(h: float) -> bool:
-        ffn = [np.arange(f) < max(1, int(round(0.05 * f))) for f in shape.ffn]
         heads = [np.arange(n) < max(1, n - int(round(h * n))) for n in shape.heads]
         return model_flops(model, UnitMasks(ffn, heads), args.seq_len) <= budget * dense
 
@@ -97,8 +98,7 @@ def _measured(model, task, pipeline, seed, budget, val, args) -> dict:
     t = time.perf_counter()
     scores = _scores(model, task, pipeline, seed, args)
     seen: list = []
-    plan_flops(model, scores, budget, args.seq_len, head_grid=head_grid_for(model, budget, args), ffn_step=0.01,
-               ffn_max=0.95,
+    plan_flops(model, scores, budget, args.seq_len, head_grid=args.head_grid, ffn_step=0.01, ffn_max=0.95,
                choose=lambda c: (seen.extend(c), (0, {}))[1])
     calib = calibration_data(task, args.recover_samples, seed)
     rcfg = RecoveryConfig(level="lstsq", samples=args.recover_samples, seed=seed, max_length=args.max_length)
@@ -140,8 +140,8 @@ def _peer(model, task, pipeline, seed, budget, val, args) -> dict:
 
 def cell(model, task, pipeline, seed, budget, val, args) -> dict:
     """One cached cell: per-example correctness (a 0/1 string) and the pipeline's seconds."""
-    # the settings a cell depends on are in its name
-    grid = "-".join(f"{h:g}" for h in head_grid_for(model, budget, args))
+    args = argparse.Namespace(**{**vars(args), "head_grid": head_grid_for(model, budget, args)})
+    grid = "-".join(f"{h:g}" for h in args.head_grid)  # the settings a cell depends on are in its name
     path = (args.cache / args.model / task /
             f"{pipeline}_f{budget:g}_s{seed}_n{len(val)}_r{args.recover_samples}_h{grid}_l{args.seq_len}.json")
     if path.is_file():

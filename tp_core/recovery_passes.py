@@ -128,13 +128,12 @@ def _common_prefix(model, batches) -> int:
     """First tokens every calibration prompt of a decoder shares (0 for other models or below MIN_SHARED_PREFIX)."""
     if getattr(model, "kind", None) != "causal_lm" or not batches:
         return 0
-    first = batches[0]["input_ids"][0]
-    P = min(shared_prefix(b["input_ids"], b["attention_mask"]) if b["input_ids"].shape[0] > 1
-            else int(b["attention_mask"].sum()) - 1 for b in batches)
-    for b in batches[1:]:
-        n = min(P, b["input_ids"].shape[1])
-        differ = (b["input_ids"][0, :n] != first[:n]).nonzero()
-        P = int(differ[0, 0]) if len(differ) else n
+    width = max(b["input_ids"].shape[1] for b in batches)  # every prompt in one right-padded batch
+
+    def padded(key: str) -> torch.Tensor:
+        return torch.cat([F.pad(b[key], (0, width - b[key].shape[1])) for b in batches])
+
+    P = shared_prefix(padded("input_ids"), padded("attention_mask"))
     return P if P >= MIN_SHARED_PREFIX else 0
 
 
