@@ -6,7 +6,9 @@ Rows (each builds a pruned model at the budget, at --seq-len tokens, from seeded
 * best: the app's ig scores (policy.APP_ATTRIBUTION, the seed's sample), the budget planner's candidate splits (head
   sparsity on --head-grid, the fewest FFN neurons that fit), each with lstsq recovery, the split chosen by measured
   metric cross-fitted as bench_budget.py's measured rule (chosen on one seeded half of the validation examples,
-  reported on the other);
+  reported on the other); with --fisher-candidate one more candidate: the masks of Kwon's Fisher search and
+  rearrangement at the budget, with our lstsq instead of their tuning (the search is theirs, the recovery and the
+  choice ours: `chosen` marks the halves that picked it; an experiment, not what the app does);
 * kwon: tp_core/kwon.py (Fisher search, rearrangement, mask tuning);
 * kprune: tp_core/kprune.py (knowledge-preserving search and weight tuning per sub-layer);
 * textpruner_lstsq, gxa_lstsq: TextPruner's first-order Taylor criterion (bench_textpruner.taylor_scores; the row is
@@ -41,10 +43,10 @@ from bench_budget import paired  # noqa: E402
 from common import machine, merge_results, run_tasks  # noqa: E402
 from tp_core import load_model  # noqa: E402
 from tp_core.attribution import attribute  # noqa: E402
-from tp_core.budget import plan_flops  # noqa: E402
+from tp_core.budget import Candidate, plan_flops  # noqa: E402
 from tp_core.data import load_split  # noqa: E402
 from tp_core.evaluation import masked_logits, predictions  # noqa: E402
-from tp_core.masks import UnitMasks  # noqa: E402
+from tp_core.masks import PruneConfig, UnitMasks  # noqa: E402
 from tp_core.policy import APP_ATTRIBUTION  # noqa: E402
 from tp_core.recovery import RecoveryConfig, calibration_data, recover  # noqa: E402
 
@@ -101,6 +103,9 @@ def _measured(model, task, pipeline, seed, budget, val, args) -> dict:
     plan_flops(model, scores, budget, args.seq_len, head_grid=args.head_grid, ffn_step=0.01, ffn_max=0.95,
                choose=lambda c: (seen.extend(c), (0, {}))[1])
     calib = calibration_data(task, args.recover_samples, seed)
+    n_ig = len(seen)  # candidates from here on are the Fisher search's masks
+    if pipeline == "best" and args.fisher_candidate:
+        seen.append(_fisher_candidate(model, task, budget, calib, seed, args))
     rcfg = RecoveryConfig(level="lstsq", samples=args.recover_samples, seed=seed, max_length=args.max_length)
     ok = []
     for c in seen:
@@ -114,9 +119,22 @@ def _measured(model, task, pipeline, seed, budget, val, args) -> dict:
     for sel, rep in (halves, halves[::-1]):
         i = int(ok[:, sel].mean(1).argmax())
         out[rep] = ok[i, rep]
-        chosen.append([round(seen[i].config.ffn_sparsity, 4), round(seen[i].config.head_sparsity, 4)])
+        chosen.append([round(seen[i].config.ffn_sparsity, 4), round(seen[i].config.head_sparsity, 4)]
+                      + (["fisher"] if i >= n_ig else []))
     return {"ok": out, "seconds": time.perf_counter() - t, "chosen": chosen, "candidates": len(seen),
             "flops_fraction": max(c.flops_fraction for c in seen)}
+
+
+def _fisher_candidate(model, task, budget, calib, seed, args) -> Candidate:
+    """One more candidate of our best row: the masks of Kwon et al.'s Fisher search and rearrangement at the
+    budget (their tuning left out: the candidate gets our lstsq like the others). Where the measured choice picks
+    it, the row's masks are theirs and the recovery and the choice ours; `chosen` says so per half."""
+    from tp_core.kwon import KwonConfig, kwon_pipeline
+
+    cfg = KwonConfig(samples=args.recover_samples, seed=seed, seq_len=args.seq_len, max_length=args.max_length,
+                     tuning="none")
+    masks, _, info = kwon_pipeline(model, task, budget, calib, cfg)
+    return Candidate(PruneConfig(masks.ffn_sparsity(), masks.head_sparsity()), masks, 0.0, info["flops_fraction"])
 
 
 def _peer(model, task, pipeline, seed, budget, val, args) -> dict:
@@ -142,8 +160,9 @@ def cell(model, task, pipeline, seed, budget, val, args) -> dict:
     """One cached cell: per-example correctness (a 0/1 string) and the pipeline's seconds."""
     args = argparse.Namespace(**{**vars(args), "head_grid": head_grid_for(model, budget, args)})
     grid = "-".join(f"{h:g}" for h in args.head_grid)  # the settings a cell depends on are in its name
-    path = (args.cache / args.model / task /
-            f"{pipeline}_f{budget:g}_s{seed}_n{len(val)}_r{args.recover_samples}_h{grid}_l{args.seq_len}.json")
+    extra = "_fisher" if pipeline == "best" and args.fisher_candidate else ""
+    path = (args.cache / args.model / task / f"{pipeline}_f{budget:g}_s{seed}_n{len(val)}_r{args.recover_samples}"
+            f"_h{grid}_l{args.seq_len}{extra}.json")
     if path.is_file():
         return json.loads(path.read_text())
     run = _peer if pipeline in ("kwon", "kprune") else _measured
@@ -158,8 +177,9 @@ def cell(model, task, pipeline, seed, budget, val, args) -> dict:
 def run_task(model, task: str, args, log) -> dict:
     val = load_split(task, "validation", limit=args.cap, seed=0)
     y = np.asarray(val.labels)
-    dense = float((predictions(masked_logits(model, task, val, None, max_length=args.max_length),
-                               "classification") == y).mean())
+    dense_ok = (predictions(masked_logits(model, task, val, None, max_length=args.max_length),
+                            "classification") == y).astype(np.float64)
+    dense = float(dense_ok.mean())
     cells, seconds = [], {p: [] for p in args.pipelines}
     for budget in args.budgets:
         ok = {}
@@ -171,7 +191,10 @@ def run_task(model, task: str, args, log) -> dict:
                 f"{np.mean([r['seconds'] for r in runs]):.0f}s")
         cells.append({"task": task, "budget": budget,
                       "keep": {p: round(float(ok[p].mean()) / dense, 6) for p in ok},
-                      "diff": {f"best-{p}": paired(ok["best"], ok[p], dense) for p in COMPARE if p in ok}})
+                      "diff": {f"best-{p}": paired(ok["best"], ok[p], dense) for p in COMPARE if p in ok},
+                      # the headroom: the unpruned model itself against each peer (a pipeline that keeps the dense
+                      # model's every answer wins exactly where this is a win)
+                      "headroom": {f"dense-{p}": paired(dense_ok, ok[p], dense) for p in COMPARE if p in ok}})
     return {"n_validation": len(y), "whole_split": len(y) < args.cap, "dense": round(dense, 6), "cells": cells,
             "seconds": {p: round(float(np.mean(v)), 1) for p, v in seconds.items() if v}}
 
@@ -186,9 +209,14 @@ def summarise(tasks: dict) -> dict:
             continue
         v = [d["verdict"] for d in here]
         key = f"best_vs_{p}_win_rate" if p in ("kwon", "kprune") else f"best_vs_{p}"
+        room = [c["headroom"][f"dense-{p}"]["verdict"] == "win" for c in cells if f"best-{p}" in c["diff"]]
         out[key] = {"value": round(v.count("win") / len(v), 3), "wins": v.count("win"), "losses": v.count("loss"),
                     "ties": v.count("tie"), "cells": len(v),
-                    "mean_points": round(float(np.mean([d["points"] for d in here])), 3)}
+                    "mean_points": round(float(np.mean([d["points"] for d in here])), 3),
+                    # cells where the dense model itself beats the peer: the win rate no pipeline that stays at or
+                    # below the dense model's accuracy can exceed, and our wins among them
+                    "dense_wins": sum(room), "dense_win_rate": round(sum(room) / len(v), 3),
+                    "wins_where_dense_wins": sum(1 for r, x in zip(room, v) if r and x == "win")}
     out["keep_at_flops_50"] = {c["task"]: c["keep"]["best"] for c in cells if abs(c["budget"] - 0.5) < 1e-9}
     out["pipeline_seconds"] = {p: {t: r["seconds"][p] for t, r in tasks.items() if p in r["seconds"]}
                                for p in PIPELINES if any(p in r["seconds"] for r in tasks.values())}
@@ -208,6 +236,9 @@ def _args(argv):
                     help="train texts for lstsq, Kwon's Fisher and tuning, K-prune")
     ap.add_argument("--head-grid", default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
                     help="head sparsities of the candidate splits of the criterion rows")
+    ap.add_argument("--fisher-candidate", action="store_true",
+                    help="our best row also gets the masks of Kwon's Fisher search as a candidate (an experiment: "
+                         "the app's budget helper chooses among the ig splits only)")
     ap.add_argument("--pipelines", default=",".join(PIPELINES))
     ap.add_argument("--label", default="full", help="what this run is (e.g. reduced), written beside the numbers")
     ap.add_argument("--merge", default=None, metavar="RESULTS_JSON")

@@ -6,7 +6,8 @@ GOALS = {"page_run": ("every page run: action -> the end of the script run it st
          "first_load": ("opening the app (Streamlit's frontend loads first; not a page run)", None),
          "new_point": ("a new slider point: key press -> its first estimate shown", 15.0),
          "new_point_all_examples": ("the same point on all the task's validation examples", None)}
-NAMES = {"embedded": "embedded cluster (as `make run`)", "two-workers": "+ a second worker process (`TP_SCHEDULER`)"}
+NAMES = {"embedded": "embedded cluster (as `make run`)", "two-workers": "+ a second worker process (`TP_SCHEDULER`)",
+         "calm": "embedded, `TP_APP_REDRAWS_PER_S=1`"}
 
 
 def _s(v) -> str:
@@ -48,7 +49,9 @@ def section(res: dict) -> list[str]:
                  f"{s['shared_max_computations']} time(s); {s['errors']} errors"
                  + (f"; {s['page_runs_still_busy']} page runs still busy at 60 s (counted at the time waited)"
                     if s.get("page_runs_still_busy") else "") + "; warm start "
-                 f"{_s(s['warm_start_s'])} s before the class; the class took {s['wall_s']} s.")
+                 f"{_s(s['warm_start_s'])} s before the class; the class took {s['wall_s']} s"
+                 + (f" (from an earlier run: `{s['from']['command']}`, {s['from']['date']})." if s.get("from")
+                    else "."))
         cpu = s.get("cpu")
         if cpu:
             parts = ", ".join(f"{g} {v:.0f} s ({cpu['share_of_machine'][g]:.0%})" for g, v in cpu["seconds"].items())

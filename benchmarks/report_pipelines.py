@@ -17,8 +17,12 @@ def _wlt(w: dict | None) -> str:
 def glance(res: dict) -> str:
     """One line for "Verdicts at a glance"."""
     s = res["pipeline_benchmark"]["summary"]
+    k = s.get("best_vs_kwon_win_rate") or {}
+    room = (f" (the dense model itself would win {k['dense_wins']} of {k['cells']} against Kwon et al.)"
+            if "dense_wins" in k else "")
     return (f"pipelines ({res['pipeline_benchmark']['meta']['label']} run): our best against Kwon et al. "
-            f"{_wlt(s.get('best_vs_kwon_win_rate'))}, against K-prune {_wlt(s.get('best_vs_kprune_win_rate'))}")
+            f"{_wlt(s.get('best_vs_kwon_win_rate'))}, against K-prune {_wlt(s.get('best_vs_kprune_win_rate'))}"
+            + room)
 
 
 def section(res: dict) -> list[str]:
@@ -27,14 +31,19 @@ def section(res: dict) -> list[str]:
     meta, s, st = b["meta"], b["summary"], b["meta"]["settings"]
     pipes = st["pipelines"]
     peers = [p for p in pipes if p != "best"]
+    room = [p for p in peers if any(f"dense-{p}" in c.get("headroom", {}) for t in b["tasks"].values()
+                                    for c in t["cells"])]
     rows = []
     for t in b["tasks"].values():
         for c in t["cells"]:
             rows.append(f"| {c['task']} | {fmt_pct(c['budget'], 0)} | " + " | ".join(fmt(c["keep"][p]) for p in pipes)
                         + " | " + " | ".join(f"{d['points']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}] "
                                              f"{d['verdict']}" for d in (c["diff"][f"best-{p}"] for p in peers))
+                        + "".join(f" | {d['points']:+.2f} {d['verdict']}"
+                                  for d in (c.get("headroom", {}).get(f"dense-{p}") for p in room) if d)
                         + " |")
-    head = ["task", "FLOPs", *[NAMES[p] for p in pipes], *[f"best − {NAMES[p]}" for p in peers]]
+    head = ["task", "FLOPs", *[NAMES[p] for p in pipes], *[f"best − {NAMES[p]}" for p in peers],
+            *[f"dense − {NAMES[p]}" for p in room]]
     L = ["## Pipelines against the strongest peers: Kwon et al. and K-prune", "",
          f"benchmarks/bench_pipelines.py, **{meta['label']}** run, {meta['started']} ({b['seconds'] / 60:.0f} min, "
          f"{meta['machine']['cpu']}; `{meta['command']}`). Model `{meta['model']}`; FLOPs at {st['seq_len']} tokens; "
@@ -47,6 +56,7 @@ def section(res: dict) -> list[str]:
          f"`best_vs_kwon_win_rate`: {_wlt(s.get('best_vs_kwon_win_rate'))}; `best_vs_kprune_win_rate`: "
          f"{_wlt(s.get('best_vs_kprune_win_rate'))}. `keep_at_flops_50` (our best): "
          + ", ".join(f"{t} {fmt(v)}" for t, v in s.get("keep_at_flops_50", {}).items()) + ".", "",
+         *_headroom(s), *_fisher_candidate(res.get("pipeline_fisher_candidate")),
          "`pipeline_seconds` (mean seconds to build one pruned model per task, budget and seed; for our rows "
          "every candidate's lstsq and the choosing evaluations included, and the scores, which the attribution "
          "cache serves after the first budget of a task and seed (the first time they cost seconds to a minute: "
@@ -54,6 +64,34 @@ def section(res: dict) -> list[str]:
          + "; ".join(f"{NAMES[p]}: " + ", ".join(f"{t} {v:.0f}" for t, v in d.items())
                      for p, d in s.get("pipeline_seconds", {}).items()) + ".", ""]
     return L
+
+
+def _headroom(s: dict) -> list[str]:
+    """What the win-rate goals can reach: the "dense − peer" columns put the unpruned model itself in our row's
+    place; a pipeline that never beats the dense model's answers can win only where it wins."""
+    parts = [f"{NAMES[p.split('_')[2]]}: the dense model wins {w['dense_wins']} of {w['cells']} cells "
+             f"({fmt(w['dense_win_rate'], 2)}), our best wins {w['wins_where_dense_wins']} of those"
+             for p, w in s.items() if p.endswith("_win_rate") and "dense_wins" in w]
+    if not parts:
+        return []
+    return ["**Headroom.** " + "; ".join(parts) + ". Where the peer keeps the dense model's accuracy within the "
+            "interval (most cells at 60% and 50%), no pipeline can win there without beating the unpruned model.",
+            ""]
+
+
+def _fisher_candidate(x: dict | None) -> list[str]:
+    """The experiment of `bench_pipelines.py --fisher-candidate`: Kwon's searched masks as one more candidate."""
+    if not x:
+        return []
+    s = x["summary"]
+    return [f"**Kwon's searched masks as one more candidate of ours** (`{x['command']}`, {x['started']}, "
+            f"{x['seconds'] / 60:.0f} min): the measured choice picked them in {x['chosen_fisher_halves']} of "
+            f"{x['chosen_halves']} halves; against Kwon et al. {_wlt(s['best_vs_kwon_win_rate'])}, against K-prune "
+            f"{_wlt(s['best_vs_kprune_win_rate'])}; `keep_at_flops_50` "
+            + ", ".join(f"{t} {fmt(v)}" for t, v in s["keep_at_flops_50"].items())
+            + ". No better than the ig splits alone within the intervals (choosing among more candidates on half "
+            "of a split adds its own noise), so the app's budget helper and the row above keep the ig splits only.",
+            ""]
 
 
 def low_resource_glance(res: dict) -> str:

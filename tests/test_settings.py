@@ -33,3 +33,11 @@ def test_reads_the_environment_at_each_call(monkeypatch):
 def test_a_bad_value_names_its_variable():
     with pytest.raises(TPError, match="TP_APP_GRID"):
         app_settings({"TP_APP_GRID": "0,half"})
+
+
+def test_the_redraw_rate_is_a_positive_number():
+    assert app_settings({}).redraws_per_s == 4.0
+    assert app_settings({"TP_APP_REDRAWS_PER_S": "1.5"}).redraws_per_s == 1.5
+    for bad in ("0", "-1", "often"):
+        with pytest.raises(TPError, match="TP_APP_REDRAWS_PER_S"):
+            app_settings({"TP_APP_REDRAWS_PER_S": bad})

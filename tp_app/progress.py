@@ -11,6 +11,7 @@ import streamlit as st
 
 from tp_core.errors import TPError
 from tp_core.engine import ACTIVE
+from tp_core.settings import app_settings
 
 from .jobs import engine, job_info
 from .state import session_id
@@ -30,7 +31,7 @@ URGENT_POLL_S = 0.5
 # stay within these rates (a class of 30 on two cores otherwise spends its CPU on progress polls and redraws).
 POLLS_PER_S = 6.0  # regular polls per second, the whole server (per kind of poll)
 URGENT_POLLS_PER_S = 12.0
-REDRAWS_PER_S = 4.0  # whole-page redraws triggered by landing jobs, per second, the whole server
+# whole-page redraws triggered by landing jobs, per second, the whole server: settings.TP_APP_REDRAWS_PER_S
 LIVE_S = 30.0
 _SEEN: dict[str, float] = {}
 _SEEN_LOCK = threading.Lock()
@@ -61,7 +62,7 @@ def poll_every(urgent: bool = False) -> float:
 def page_due(final: bool = False) -> bool:
     """Whether a progress fragment may redraw the whole page now: at the last landing at once, otherwise when
     the page was last drawn at least RERUN_GAP_S ago (longer when many sessions are open)."""
-    gap = max(RERUN_GAP_S, live_sessions() / REDRAWS_PER_S)
+    gap = max(RERUN_GAP_S, live_sessions() / app_settings().redraws_per_s)
     return final or time.time() - st.session_state.get("_page_run_at", 0.0) >= gap
 
 

@@ -14,6 +14,7 @@ returns a frozen `AppSettings`. Variables, all optional:
 | `TP_APP_ATTR_STEPS` | the app's attribution default (2) | a new session's integrated-gradients steps |
 | `TP_APP_RECOVER_SAMPLES` | 1024 | texts the app's recovery fits on (Prune, tour, deploy export) |
 | `TP_EXPORTS_DIR` | `exports/` in the checkout | the folder the Export page writes into |
+| `TP_APP_REDRAWS_PER_S` | 4 | whole-page redraws per second, all sessions together, while jobs land |
 
 The app's attribution default itself is `policy.APP_ATTRIBUTION`. The job engine's variables (`TP_SCHEDULER`,
 `TP_WORKERS`, ...) are read by `engine/client.py`, the folders' (`TP_HOME`, `TP_DATA_DIR`) by `paths.py` and the caps'
@@ -54,22 +55,32 @@ class AppSettings:
     exports_dir: Path = REPO_ROOT / "exports"
     tasks: tuple[str, ...] = DEFAULT_TASKS
     baselines: tuple[str, ...] = DEFAULT_BASELINES
+    redraws_per_s: float = 4.0
 
 
 # AppSettings field -> the environment variable that sets it
 ENV = {"model": "TP_APP_MODEL", "eval_limit": "TP_APP_EVAL_LIMIT", "coarse_examples": "TP_APP_COARSE_EXAMPLES",
        "slider_first_examples": "TP_APP_SLIDER_FIRST_EXAMPLES", "grid": "TP_APP_GRID",
        "attr_samples": "TP_APP_ATTR_SAMPLES", "attr_steps": "TP_APP_ATTR_STEPS",
-       "recover_samples": "TP_APP_RECOVER_SAMPLES", "exports_dir": "TP_EXPORTS_DIR"}
+       "recover_samples": "TP_APP_RECOVER_SAMPLES", "exports_dir": "TP_EXPORTS_DIR",
+       "redraws_per_s": "TP_APP_REDRAWS_PER_S"}
 
 
 def _grid(text: str) -> tuple[float, ...]:
     return tuple(float(x) for x in text.split(","))
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(text)
+    return value
+
+
 _PARSE: dict[str, Callable[[str], object]] = {
     "model": str, "eval_limit": int, "coarse_examples": int, "slider_first_examples": int, "grid": _grid,
-    "attr_samples": int, "attr_steps": int, "recover_samples": int, "exports_dir": Path}
+    "attr_samples": int, "attr_steps": int, "recover_samples": int, "exports_dir": Path,
+    "redraws_per_s": _positive}
 
 
 def app_settings(environ: Mapping[str, str] | None = None) -> AppSettings:
