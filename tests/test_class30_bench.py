@@ -45,3 +45,25 @@ def test_cpu_used_counts_each_group_from_its_first_snapshot():
     assert out["seconds"] == {"app server": 2.5, "job workers": 7.0, "browsers": 7.0, "benchmark": 0.0, "other": 0.0}
     cores = out["cores"]
     assert out["share_of_machine"]["browsers"] == round(7.0 / (10.0 * cores), 3)
+
+
+def test_results_keep_the_configurations_a_run_left_out_with_their_run(tmp_path):
+    import json
+
+    from class30 import write_results
+
+    path = tmp_path / "results.json"
+    old = {"meta": {"date": "d1", "command": "c1"}, "summary": {"embedded": {"page_run": {"p95_s": 9.0}},
+                                                                 "two-workers": {"page_run": {"p95_s": 8.0}}}}
+    path.write_text(json.dumps({"class30": old, "other": 1}))
+    new = {"meta": {"date": "d2", "command": "c2"},
+           "summary": {"embedded": {"page_run": {"p95_s": 3.0}, "new_point": {"p95_s": 4.0}},
+                       "calm": {"page_run": {"p95_s": 2.0}}}}
+    write_results(path, new)
+    doc = json.loads(path.read_text())
+    assert doc["other"] == 1 and (doc["class30_page_run_p95_s"], doc["class30_new_point_p95_s"]) == (3.0, 4.0)
+    s = doc["class30"]["summary"]
+    assert set(s) == {"embedded", "calm", "two-workers"} and "from" not in s["embedded"]
+    assert s["two-workers"]["from"] == {"date": "d1", "command": "c1"}
+    write_results(path, {**new, "meta": {"date": "d3", "command": "c3"}})  # kept figures keep their own run
+    assert json.loads(path.read_text())["class30"]["summary"]["two-workers"]["from"]["date"] == "d1"
