@@ -55,3 +55,10 @@ def test_home_page_lists_the_limits(env):
     assert not at.exception
     table = at.dataframe[-1].value
     assert "TP_MAX_ROWS" in set(table["environment variable"]) and "Tokens per input" in set(table["limit"])
+
+
+def test_a_bad_setting_is_one_clear_message_instead_of_a_traceback(env, monkeypatch):
+    monkeypatch.setenv("TP_APP_REDRAWS_PER_S", "0")  # every page starts with tp_app.page.page, which checks them
+    at = app_test("pages/4_Prune.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.error) == 1 and "TP_APP_REDRAWS_PER_S='0' is not a valid setting" in at.error[0].value

@@ -25,6 +25,11 @@ def page(title: str, icon: str = "✂️", caption: str | None = None) -> None:
     st.set_page_config(page_title=f"{title} · TaskPrune Studio", page_icon=str(ASSETS / "icon.svg"), layout="wide")
     st.html(f"<style>{(ASSETS / 'style.css').read_text()}</style>")
     st.logo(str(ASSETS / "logo.svg"), icon_image=str(ASSETS / "icon.svg"), size="large")
+    try:
+        app_settings()  # a bad TP_APP_* variable: one clear message on every page, not a redacted traceback
+    except TPError as exc:
+        st.error(f"The app's settings are not valid: {exc} Correct the variable and restart the app.")
+        st.stop()
     init_state()
     open_link(title)  # a shared link's settings, before any widget reads them
     st.session_state["_page_run_at"] = time.time()
