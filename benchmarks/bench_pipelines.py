@@ -46,7 +46,7 @@ from tp_core.attribution import attribute  # noqa: E402
 from tp_core.budget import Candidate, plan_flops  # noqa: E402
 from tp_core.data import load_split  # noqa: E402
 from tp_core.evaluation import masked_logits, predictions  # noqa: E402
-from tp_core.masks import PruneConfig, UnitMasks  # noqa: E402
+from tp_core.masks import PruneConfig  # noqa: E402
 from tp_core.policy import APP_ATTRIBUTION  # noqa: E402
 from tp_core.recovery import RecoveryConfig, calibration_data, recover  # noqa: E402
 
@@ -77,17 +77,16 @@ def head_grid_for(model, budget: float, args) -> tuple:
     """--head-grid, extended by its last step while none of its head sparsities fits `budget` even with 95% of the
     FFN neurons removed (FLOPs 20% of the demo needs more than half of the heads gone). A cell's cache name carries
     the grid it used, so the budgets that fit the plain grid keep their cached cells."""
-    from tp_core.budget import model_flops
+    from tp_core.budget import unit_flops
 
     shape, grid = model.unit_shape(), list(args.head_grid)
     step = grid[-1] - grid[-2] if len(grid) > 1 else 0.25
-    dense = model_flops(model, None, args.seq_len)
-
-    ffn = [np.arange(f) < max(1, int(round(0.05 * f))) for f in shape.ffn]  # 95% of the FFN neurons removed
+    dense, per_ffn, per_head = unit_flops(model, shape, args.seq_len)  # FLOPs are linear in the kept units
+    k_ffn = sum(max(1, int(round(0.05 * f))) for f in shape.ffn)  # 95% of the FFN neurons removed
 
     def fits(h: float) -> bool:
-        heads = [np.arange(n) < max(1, n - int(round(h * n))) for n in shape.heads]
-        return model_flops(model, UnitMasks(ffn, heads), args.seq_len) <= budget * dense
+        k_heads = sum(max(1, n - int(round(h * n))) for n in shape.heads)
+        return k_ffn * per_ffn + k_heads * per_head <= budget * dense
 
     while not any(fits(h) for h in grid) and grid[-1] + step < 1:
         grid.append(round(grid[-1] + step, 4))
@@ -157,8 +156,8 @@ def _peer(model, task, pipeline, seed, budget, val, args) -> dict:
 
 
 def cell(model, task, pipeline, seed, budget, val, args) -> dict:
-    """One cached cell: per-example correctness (a 0/1 string) and the pipeline's seconds."""
-    args = argparse.Namespace(**{**vars(args), "head_grid": head_grid_for(model, budget, args)})
+    """One cached cell: per-example correctness (a 0/1 string) and the pipeline's seconds. `args.head_grid` is the
+    budget's (head_grid_for)."""
     grid = "-".join(f"{h:g}" for h in args.head_grid)  # the settings a cell depends on are in its name
     extra = "_fisher" if pipeline == "best" and args.fisher_candidate else ""
     path = (args.cache / args.model / task / f"{pipeline}_f{budget:g}_s{seed}_n{len(val)}_r{args.recover_samples}"
@@ -183,8 +182,9 @@ def run_task(model, task: str, args, log) -> dict:
     cells, seconds = [], {p: [] for p in args.pipelines}
     for budget in args.budgets:
         ok = {}
+        at = argparse.Namespace(**{**vars(args), "head_grid": head_grid_for(model, budget, args)})
         for p in args.pipelines:
-            runs = [cell(model, task, p, s, budget, val, args) for s in args.seeds]
+            runs = [cell(model, task, p, s, budget, val, at) for s in args.seeds]
             ok[p] = np.mean([[c == "1" for c in r["ok"]] for r in runs], axis=0).astype(np.float64)
             seconds[p] += [r["seconds"] for r in runs]
             log(f"{task} FLOPs {budget:.0%} {p}: keep {ok[p].mean() / dense:.3f}, "

@@ -468,6 +468,7 @@ def main(argv=None) -> int:
                     "spread_s": args.spread, "read_s": args.read, "settings": settings, "task": task,
                     "examples": n_full, "shared_pct": SHARED_PCT, "wall_s": round(time.time() - t0, 1),
                     "browser_nice": args.browser_nice,
+                    "config_env": {n: CONFIG_ENV[n] for n in runs if n in CONFIG_ENV},
                     "second_worker": "a second worker process on the same machine (no extra cores)"},
            "summary": {name: config_summary(r, checks[name]) for name, r in runs.items()},
            "kinds": {name: by_kind(r.get("records", [])) for name, r in runs.items()},

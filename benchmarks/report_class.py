@@ -6,26 +6,31 @@ GOALS = {"page_run": ("every page run: action -> the end of the script run it st
          "first_load": ("opening the app (Streamlit's frontend loads first; not a page run)", None),
          "new_point": ("a new slider point: key press -> its first estimate shown", 15.0),
          "new_point_all_examples": ("the same point on all the task's validation examples", None)}
-NAMES = {"embedded": "embedded cluster (as `make run`)", "two-workers": "+ a second worker process (`TP_SCHEDULER`)",
-         "calm": "embedded, `TP_APP_REDRAWS_PER_S=1`"}
-
-
+NAMES = {"embedded": "embedded cluster (as `make run`)", "two-workers": "+ a second worker process (`TP_SCHEDULER`)"}
 CONFIG_TEXT = {"embedded": "`embedded`, the server's own cluster as `make run` starts it",
-               "calm": "`calm`, the same with `TP_APP_REDRAWS_PER_S=1` (whole-page redraws a quarter as often)",
                "two-workers": "`two-workers` adds {second_worker}"}
+
+
+def _env(meta: dict, name: str) -> str:
+    """The app settings a configuration of class30.CONFIG_ENV ran with, as `VAR=value` (empty for the others)."""
+    return " ".join(f"`{k}={v}`" for k, v in (meta.get("config_env") or {}).get(name, {}).items())
+
+
+def _name(meta: dict, name: str) -> str:
+    return f"embedded, {_env(meta, name)}" if _env(meta, name) else NAMES.get(name, name)
 
 
 def _s(v) -> str:
     return "–" if v is None else f"{v:.2f}"
 
 
-def _row(name: str, what: str, s: dict) -> str:
+def _row(name: str, label: str, what: str, s: dict) -> str:
     f = s.get(what) or {"n": 0, "p50_s": None, "p95_s": None, "max_s": None}
     text, goal = GOALS[what]
     failed = s.get("errors") or 0  # sessions that stopped (a step not shown in time): their waits are not in n
     verdict = "" if goal is None or f["p95_s"] is None or name != "embedded" else (
         f"**not met**: {failed} sessions stopped" if failed else "met" if f["p95_s"] <= goal else "**not met**")
-    return (f"| {NAMES.get(name, name)} | {text} | {f['n']} | {_s(f['p50_s'])} | {_s(f['p95_s'])} | "
+    return (f"| {label} | {text} | {f['n']} | {_s(f['p50_s'])} | {_s(f['p95_s'])} | "
             f"{_s(f['max_s'])} | {'–' if goal is None else f'<= {goal:g} s'} | {verdict} |")
 
 
@@ -43,14 +48,15 @@ def section(res: dict) -> list[str]:
          f"(five steps, reading each about {m['read_s']:g} s), opens Prune on {m['task']}, then the class moves the "
          f"FFN slider within {m['spread_s']:g} s of each other: once to the same new point ({m['shared_pct']}%), "
          f"then {m['own_rounds']} time(s) to a point of each student's own. Configurations: " + "; ".join(
-             CONFIG_TEXT[n].format(**m) for n in c["summary"] if n in CONFIG_TEXT) +
+             f"`{n}`, the same with {_env(m, n)}" if _env(m, n) else CONFIG_TEXT[n].format(**m)
+             for n in c["summary"] if _env(m, n) or n in CONFIG_TEXT) +
          ". Goals apply to the embedded cluster; p95 as the 8-session figure takes it.", "",
          "| configuration | what | n | median s | p95 s | max s | goal | |", "|---|---|---:|---:|---:|---:|---:|---|"]
     for name, s in c["summary"].items():
-        L += [_row(name, what, s) for what in GOALS]
+        L += [_row(name, _name(m, name), what, s) for what in GOALS]
     L.append("")
     for name, s in c["summary"].items():
-        L.append(f"- {NAMES.get(name, name)}: results exact in {s['exact']} points checked against tp_core's "
+        L.append(f"- {_name(m, name)}: results exact in {s['exact']} points checked against tp_core's "
                  f"direct metric (all examples); the shared point's jobs ran at most "
                  f"{s['shared_max_computations']} time(s); {s['errors']} errors"
                  + (f"; {s['page_runs_still_busy']} page runs still busy at 60 s (counted at the time waited)"
@@ -84,11 +90,10 @@ def _calm(summary: dict) -> list[str]:
     e, k = summary.get("embedded"), summary.get("calm")
     if not e or not k or k.get("from") or e.get("from"):
         return []
-    pairs = [(what, e[what][q], k[what][q]) for what in ("page_run", "new_point") for q in ("p50_s", "p95_s")]
-    text = ", ".join(f"{w.replace('_', ' ')} {q[:3]} {_s(a)} s -> {_s(b)} s" for (w, a, b), q in
-                     zip(pairs, ("p50_s", "p95_s") * 2))
-    helped = all(b is not None and a is not None and b < a for w, a, b in pairs if w == "new_point") and \
-        k["page_run"]["p95_s"] < e["page_run"]["p95_s"]
+    rows = [(w, q, e[w][q], k[w][q]) for w in ("page_run", "new_point") for q in ("p50_s", "p95_s")]
+    text = ", ".join(f"{w.replace('_', ' ')} {q[:3]} {_s(a)} s -> {_s(b)} s" for w, q, a, b in rows)
+    helped = all(k[w]["p95_s"] is not None and e[w]["p95_s"] is not None and k[w]["p95_s"] < e[w]["p95_s"]
+                 for w in ("page_run", "new_point"))
     return ["", f"**Fewer redraws** (`calm` against `embedded`, same run): {text}; the class took "
             f"{k['wall_s']} s instead of {e['wall_s']} s; browsers {k['cpu']['share_of_machine']['browsers']:.0%} of "
             f"the machine instead of {e['cpu']['share_of_machine']['browsers']:.0%}. "

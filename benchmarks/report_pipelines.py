@@ -69,9 +69,10 @@ def section(res: dict) -> list[str]:
 def _headroom(s: dict) -> list[str]:
     """What the win-rate goals can reach: the "dense − peer" columns put the unpruned model itself in our row's
     place (a pipeline that keeps every dense answer wins exactly there)."""
-    parts = [f"{NAMES[p.split('_')[2]]}: the dense model wins {w['dense_wins']} of {w['cells']} cells "
+    wins = {p: s.get(f"best_vs_{p}_win_rate") or {} for p in ("kwon", "kprune")}
+    parts = [f"{NAMES[p]}: the dense model wins {w['dense_wins']} of {w['cells']} cells "
              f"({fmt(w['dense_win_rate'], 2)}), our best wins {w['wins_where_dense_wins']} of those"
-             for p, w in s.items() if p.endswith("_win_rate") and "dense_wins" in w]
+             for p, w in wins.items() if "dense_wins" in w]
     if not parts:
         return []
     return ["**Headroom.** " + "; ".join(parts) + ". A pipeline that kept every answer of the dense model would win "
