@@ -295,7 +295,8 @@ async def class_run(url: str, args, plan: list[list[int]], n_full: int, observer
             await browser.close()
     before, after = marks["shared"][1], marks["shared_end"][1]
     ran = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0) > 0}
-    return {"wall_s": round(time.time() - t0, 1), "records": [r for s in students for r in s.records],
+    return {"t0": t0, "t1": time.time(), "wall_s": round(time.time() - t0, 1),
+            "records": [r for s in students for r in s.records],
             "points": [q for s in students for q in s.points], "broken": [s.broken for s in students if s.broken],
             "shared_jobs_run": len(ran), "shared_max_computations": max(ran.values()) if ran else None,
             "restarts": observer.restarts(), "cpu": cpu}
@@ -308,7 +309,7 @@ def run_config(name: str, args, settings: dict, plan: list[list[int]], n_full: i
     home = fresh_home(settings["TP_APP_MODEL"])
     env = {k: v for k, v in os.environ.items() if k != "TP_SCHEDULER"}
     env.update({**OFFLINE, **settings, **CONFIG_ENV.get(name, {}), "TP_HOME": str(home),
-                "TP_EXPORTS_DIR": str(home / "exports")})
+                "TP_EXPORTS_DIR": str(home / "exports"), "TP_APP_RUN_LOG": str(home / "runlog.jsonl")})
     procs, out = [], {"config": name, "home": str(home)}
     try:
         if name == "two-workers":
@@ -336,11 +337,43 @@ def run_config(name: str, args, settings: dict, plan: list[list[int]], n_full: i
     finally:
         for proc in procs[::-1]:  # the server first, then the workers, then the scheduler
             stop_process(proc, 30)
+    if "t0" in out:
+        out["server"] = server_times(home / "runlog.jsonl", out["t0"], out["t1"])
     log = (home / "serve.log").read_text(errors="replace")
     out["server_log_traceback"] = "Traceback" in log
     if not args.keep_home:
         shutil.rmtree(home, ignore_errors=True)
     return out
+
+
+def server_times(log: Path, t0: float, t1: float) -> dict:
+    """The server's own clock (TP_APP_RUN_LOG, tp_app/runlog.py) over the class [t0, t1]: every user request's page
+    run (arrival -> the end of the whole run that answered it), every new point (the slider's request -> the readout
+    fragment or page run that drew "At FFN n%" first; the latest request of that session before the mark), and the
+    fragment runs (progress polls) with their durations."""
+    if not log.is_file():
+        return {}
+    lines = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+    runs = [x for x in lines if x["kind"] == "run"]
+    page, requests = [], {}
+    for r in runs:
+        for q in r["requested"]:
+            requests.setdefault(r["session"], []).append(q)
+            if t0 <= q <= t1:
+                page.append(r["ended"] - q)
+    firsts: dict = {}
+    for m in (x for x in lines if x["kind"] == "mark" and t0 <= x["t"] <= t1):
+        firsts.setdefault((m["session"], m["label"]), m["t"])
+    points = []
+    for (session, _), t in firsts.items():
+        before = [q for q in requests.get(session, []) if q <= t]
+        if before:
+            points.append(t - max(before))
+    frags = [x["ended"] - x["started"] for x in lines
+             if x["kind"] == "fragment" and x["started"] is not None and t0 <= x["ended"] <= t1]
+    return {"page_run": summary(page), "new_point": summary(points), "fragment_run": summary(frags),
+            "fragment_runs_per_s": round(len(frags) / max(t1 - t0, 1e-9), 2),
+            "whole_runs": sum(t0 <= r["ended"] <= t1 for r in runs)}
 
 
 def direct_metrics(settings: dict, wanted: set) -> dict:
@@ -387,7 +420,8 @@ def config_summary(run: dict, check: dict) -> dict:
             "page_runs_still_busy": sum(bool(r.get("censored")) for r in records),
             "errors": sum(bool(r["error"]) for r in records), "exact": f"{check['exact']} of {check['checked']}",
             "shared_max_computations": run.get("shared_max_computations"), "wall_s": run.get("wall_s"),
-            "warm_start_s": run.get("warm_start_s"), "engine": run.get("engine"), "cpu": run.get("cpu")}
+            "warm_start_s": run.get("warm_start_s"), "engine": run.get("engine"), "cpu": run.get("cpu"),
+            "server": run.get("server") or {}}
 
 
 def write_results(path: Path, out: dict) -> None:
@@ -398,6 +432,9 @@ def write_results(path: Path, out: dict) -> None:
     emb = out["summary"].get("embedded") or {}
     doc["class30_page_run_p95_s"] = emb.get("page_run", {}).get("p95_s")
     doc["class30_new_point_p95_s"] = emb.get("new_point", {}).get("p95_s")
+    server = emb.get("server") or {}  # the server's own clock (TP_APP_RUN_LOG), without the browsers' drawing
+    doc["class30_server_page_run_p95_s"] = (server.get("page_run") or {}).get("p95_s")
+    doc["class30_server_new_point_p95_s"] = (server.get("new_point") or {}).get("p95_s")
     earlier = doc.get("class30") or {}
     # configurations this run left out keep their last figures, with the run they came from
     kept = {name: {**s, "from": s.get("from") or {k: earlier["meta"][k] for k in ("date", "command")}}
@@ -413,6 +450,11 @@ def print_summary(out: dict) -> None:
             f = s[what]
             cells = [("-" if f[k] is None else f"{f[k]:.2f}") for k in ("p50_s", "p95_s", "max_s")]
             print(f"{name:<13} {what:<28} {f['n']:>4} {cells[0]:>7} {cells[1]:>7} {cells[2]:>7}")
+        for what in ("page_run", "new_point", "fragment_run"):
+            f = (s.get("server") or {}).get(what)
+            if f:
+                cells = [("-" if f[k] is None else f"{f[k]:.2f}") for k in ("p50_s", "p95_s", "max_s")]
+                print(f"{name:<13} {'server: ' + what:<28} {f['n']:>4} {cells[0]:>7} {cells[1]:>7} {cells[2]:>7}")
         print(f"{name:<13} errors {s['errors']}, exact {s['exact']}, shared point's jobs ran at most "
               f"{s['shared_max_computations']} time(s), class wall {s['wall_s']} s, warm start {s['warm_start_s']} s")
 

@@ -136,6 +136,7 @@ def readout():
         st.caption(f"At FFN {ffn:.0%} · heads {heads:.0%}: 95% interval {point.low:.3f} to {point.high:.3f} on "
                    f"{point.n} examples"
                    + (" (refining on all examples...)" if si < len(slider_jobs) - 1 else ""))
+        C.mark_drawn(f"At FFN {ffn:.0%}")  # TP_APP_RUN_LOG: the server's time to a new point's first estimate
         if recover_on:
             rpoint = results.get((recovered_method(method, recover_level), round(ffn, 4)))
             if rpoint is None:

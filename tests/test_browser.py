@@ -6,6 +6,7 @@ shows the same view) -> Export (the exported folder reloads). With TP_SCREENSHOT
 and saves a screenshot of each (that is how docs/screenshots/ is made). Then, on the same server, a fresh session
 opens the guided tour from a link with an out-of-range value and walks its five steps.
 """
+import json
 import os
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ pytestmark = [pytest.mark.ui, pytest.mark.browser]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     exports = tmp_path_factory.mktemp("exports")
-    env = browser_app_env(exports)
+    env = browser_app_env(exports, TP_APP_RUN_LOG=str(exports.parent / "runlog.jsonl"))
     with streamlit_server(env, exports.parent / "streamlit.log") as (url, _):
         yield url, exports
 
@@ -265,6 +266,21 @@ def test_browser_walkthrough(server):
 
     small = load_export(folders[0])
     assert small.pruning and small.pruning.get("ffn_sparsity", 0) > 0
+    _check_run_log(exports.parent / "runlog.jsonl")
+
+
+def _check_run_log(path: Path) -> None:
+    """TP_APP_RUN_LOG (tp_app/runlog.py): the server timed the walk's page runs on its own clock, each answering the
+    requests that came before its end, and logged the slider's first estimate at 95% as the Prune page drew it."""
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    runs = [x for x in lines if x["kind"] == "run"]
+    answered = [(q, r["ended"]) for r in runs for q in r["requested"]]
+    assert len(answered) >= 10, len(answered)  # navigations, clicks and key presses of the walk
+    assert all(r["started"] is not None and r["started"] <= r["ended"] for r in runs)
+    assert all(0 <= end - q < 600 for q, end in answered)
+    assert {"Model", "Prune", "Export"} <= {r["page"].split("_", 1)[-1] for r in runs}, {r["page"] for r in runs}
+    assert any(x["kind"] == "fragment" for x in lines)  # the progress polls
+    assert any(x["kind"] == "mark" and x["label"] == "At FFN 95%" for x in lines)
 
 
 STEP_SHOWS = {  # what each step of the tour shows once its jobs landed (text in the main area, charts included)

@@ -1,5 +1,6 @@
 """benchmarks/class30.py's pure helpers: the percentiles it reports, the students' own slider points and the
 exactness check of what each session showed against tp_core's direct metric."""
+import json
 import sys
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from class30 import cpu_used, exactness, own_points, p95, summary  # noqa: E402
+from class30 import cpu_used, exactness, own_points, p95, server_times, summary  # noqa: E402
 
 
 def test_p95_and_summary_read_like_the_8_session_figure():
@@ -67,3 +68,26 @@ def test_results_keep_the_configurations_a_run_left_out_with_their_run(tmp_path)
     assert s["two-workers"]["from"] == {"date": "d1", "command": "c1"}
     write_results(path, {**new, "meta": {"date": "d3", "command": "c3"}})  # kept figures keep their own run
     assert json.loads(path.read_text())["class30"]["summary"]["two-workers"]["from"]["date"] == "d1"
+
+
+def test_server_times_reads_the_run_log_within_the_class(tmp_path):
+    """Page runs: request -> end of the whole run that answered it; new points: the session's latest request before
+    the first mark of a label; fragment runs by duration; all of it only within the class's window."""
+    log = tmp_path / "runlog.jsonl"
+    lines = [
+        {"kind": "run", "session": "a", "page": "Prune", "started": 5.0, "ended": 6.0, "requested": [4.0]},  # before
+        {"kind": "run", "session": "a", "page": "Prune", "started": 10.5, "ended": 11.0, "requested": [10.0]},
+        {"kind": "run", "session": "b", "page": "Prune", "started": 12.0, "ended": 15.0, "requested": [11.0, 12.5]},
+        {"kind": "run", "session": "b", "page": "Prune", "started": 16.0, "ended": 16.5, "requested": []},  # st.rerun
+        {"kind": "fragment", "session": "a", "started": 13.0, "ended": 13.25},
+        {"kind": "mark", "session": "a", "label": "At FFN 51%", "t": 14.0},
+        {"kind": "mark", "session": "a", "label": "At FFN 51%", "t": 18.0},  # a later poll draws it again
+        {"kind": "mark", "session": "b", "label": "At FFN 51%", "t": 20.0},
+    ]
+    log.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = server_times(log, 9.0, 30.0)
+    assert out["page_run"] == {"n": 3, "p50_s": 2.5, "p95_s": 4.0, "max_s": 4.0}  # 1.0, 4.0, 2.5
+    assert out["new_point"] == {"n": 2, "p50_s": 5.75, "p95_s": 7.5, "max_s": 7.5}  # a: 14-10, b: 20-12.5
+    assert out["fragment_run"]["n"] == 1 and out["fragment_run"]["max_s"] == 0.25
+    assert out["whole_runs"] == 3
+    assert server_times(tmp_path / "missing.jsonl", 0, 1) == {}

@@ -9,7 +9,8 @@ module of its concern:
 * `jobs`: submitting the session's jobs, model / data references for workers, scores already computed;
 * `progress`: progress bars, a button's one-off job and its answer, the sidebar's jobs panel;
 * `page`: page set-up, the sidebar, friendly errors, the installation's folders and caps;
-* `charts`: every chart (drawn with PNG and SVG downloads) and the HTML report's download button.
+* `charts`: every chart (drawn with PNG and SVG downloads) and the HTML report's download button;
+* `runlog`: the server's own page-run times (`TP_APP_RUN_LOG`) and the marks pages add to them.
 
 No ML logic lives in tp_app: everything is a call into `tp_core`. Per-browser-session choices live in
 `st.session_state` (isolated per session by Streamlit); loaded models, data and scores are shared through
@@ -29,4 +30,5 @@ from .page import ASSETS, exports_root, friendly, limits_rows, page
 from .progress import job_answer, job_line, poll_every, show_progress, show_progress_compact
 from .state import (FFN_MAX, FFN_STEP, HEAD_MAX, HEAD_STEP, LABEL_CHOICES, UNIT_CHOICES, attribution_config, flash,
                     persisted, ranges, recovery_config, set_value)
+from .runlog import mark as mark_drawn
 from .style import ATTRIBUTION_HELP, METHOD_COLORS, METHOD_LABELS, fmt_seconds, rgba

@@ -78,6 +78,12 @@ def _warm_charts() -> None:
 
 
 def main() -> None:
+    try:
+        from tp_app import runlog
+
+        runlog.install()  # TP_APP_RUN_LOG: before the first session, so its first page run is timed too
+    except Exception as exc:  # noqa: BLE001 - a bad setting: every page says so (tp_app.page)
+        print(f"TaskPrune Studio: no run log ({type(exc).__name__}: {exc})", flush=True)
     threading.Thread(target=_preload, name="tp-preload", daemon=True).start()
     from streamlit.web import cli
 

@@ -13,6 +13,7 @@ from tp_core.limits import limits
 from tp_core.paths import REPO_ROOT
 from tp_core.settings import app_settings
 
+from . import runlog
 from .progress import jobs_panel, note_session
 from .share import link_note, open_link, share_control
 from .state import init_state, remember_session, save_settings
@@ -30,6 +31,7 @@ def page(title: str, icon: str = "✂️", caption: str | None = None) -> None:
     except TPError as exc:
         st.error(f"The app's settings are not valid: {exc} Correct the variable and restart the app.")
         st.stop()
+    runlog.install()  # TP_APP_RUN_LOG: once per server (tp_app.launch installs it before the first session)
     init_state()
     open_link(title)  # a shared link's settings, before any widget reads them
     st.session_state["_page_run_at"] = time.time()

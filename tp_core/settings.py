@@ -15,6 +15,7 @@ returns a frozen `AppSettings`. Variables, all optional:
 | `TP_APP_RECOVER_SAMPLES` | 1024 | texts the app's recovery fits on (Prune, tour, deploy export) |
 | `TP_EXPORTS_DIR` | `exports/` in the checkout | the folder the Export page writes into |
 | `TP_APP_REDRAWS_PER_S` | 4 | whole-page redraws per second, all sessions together, while jobs land |
+| `TP_APP_RUN_LOG` | none | a JSON-lines file of the server's own page-run times (`tp_app/runlog.py`) |
 
 The app's attribution default itself is `policy.APP_ATTRIBUTION`. The job engine's variables (`TP_SCHEDULER`,
 `TP_WORKERS`, ...) are read by `engine/client.py`, the folders' (`TP_HOME`, `TP_DATA_DIR`) by `paths.py` and the caps'
@@ -56,6 +57,7 @@ class AppSettings:
     tasks: tuple[str, ...] = DEFAULT_TASKS
     baselines: tuple[str, ...] = DEFAULT_BASELINES
     redraws_per_s: float = 4.0
+    run_log: Path | None = None
 
 
 # AppSettings field -> the environment variable that sets it
@@ -63,7 +65,7 @@ ENV = {"model": "TP_APP_MODEL", "eval_limit": "TP_APP_EVAL_LIMIT", "coarse_examp
        "slider_first_examples": "TP_APP_SLIDER_FIRST_EXAMPLES", "grid": "TP_APP_GRID",
        "attr_samples": "TP_APP_ATTR_SAMPLES", "attr_steps": "TP_APP_ATTR_STEPS",
        "recover_samples": "TP_APP_RECOVER_SAMPLES", "exports_dir": "TP_EXPORTS_DIR",
-       "redraws_per_s": "TP_APP_REDRAWS_PER_S"}
+       "redraws_per_s": "TP_APP_REDRAWS_PER_S", "run_log": "TP_APP_RUN_LOG"}
 
 
 def _grid(text: str) -> tuple[float, ...]:
@@ -80,7 +82,7 @@ def _positive(text: str) -> float:
 _PARSE: dict[str, Callable[[str], object]] = {
     "model": str, "eval_limit": int, "coarse_examples": int, "slider_first_examples": int, "grid": _grid,
     "attr_samples": int, "attr_steps": int, "recover_samples": int, "exports_dir": Path,
-    "redraws_per_s": _positive}
+    "redraws_per_s": _positive, "run_log": Path}
 
 
 def app_settings(environ: Mapping[str, str] | None = None) -> AppSettings:
