@@ -338,7 +338,8 @@ def run_config(name: str, args, settings: dict, plan: list[list[int]], n_full: i
         for proc in procs[::-1]:  # the server first, then the workers, then the scheduler
             stop_process(proc, 30)
     if "t0" in out:
-        out["server"] = server_times(home / "runlog.jsonl", out["t0"], out["t1"])
+        moved = {f"At FFN {pct}%" for pct in [SHARED_PCT, *(p for own in plan for p in own)]}
+        out["server"] = server_times(home / "runlog.jsonl", out["t0"], out["t1"], moved)
     log = (home / "serve.log").read_text(errors="replace")
     out["server_log_traceback"] = "Traceback" in log
     if not args.keep_home:
@@ -346,11 +347,12 @@ def run_config(name: str, args, settings: dict, plan: list[list[int]], n_full: i
     return out
 
 
-def server_times(log: Path, t0: float, t1: float) -> dict:
+def server_times(log: Path, t0: float, t1: float, labels: set[str] | None = None) -> dict:
     """The server's own clock (TP_APP_RUN_LOG, tp_app/runlog.py) over the class [t0, t1]: every user request's page
-    run (arrival -> the end of the whole run that answered it), every new point (the slider's request -> the readout
-    fragment or page run that drew "At FFN n%" first; the latest request of that session before the mark), and the
-    fragment runs (progress polls) with their durations."""
+    run (arrival -> the end of the whole run that answered it; each key press on the slider sends a request), every
+    new point (the slider's last request -> the readout fragment or page run that drew "At FFN n%" first: the
+    latest request of that session before the mark; only the `labels` the class moved to, not the page's start
+    value), and the fragment runs (progress polls) with their durations."""
     if not log.is_file():
         return {}
     lines = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
@@ -362,7 +364,8 @@ def server_times(log: Path, t0: float, t1: float) -> dict:
             if t0 <= q <= t1:
                 page.append(r["ended"] - q)
     firsts: dict = {}
-    for m in (x for x in lines if x["kind"] == "mark" and t0 <= x["t"] <= t1):
+    for m in (x for x in lines if x["kind"] == "mark" and t0 <= x["t"] <= t1
+              and (labels is None or x["label"] in labels)):
         firsts.setdefault((m["session"], m["label"]), m["t"])
     points = []
     for (session, _), t in firsts.items():

@@ -83,9 +83,10 @@ def test_server_times_reads_the_run_log_within_the_class(tmp_path):
         {"kind": "mark", "session": "a", "label": "At FFN 51%", "t": 14.0},
         {"kind": "mark", "session": "a", "label": "At FFN 51%", "t": 18.0},  # a later poll draws it again
         {"kind": "mark", "session": "b", "label": "At FFN 51%", "t": 20.0},
+        {"kind": "mark", "session": "b", "label": "At FFN 50%", "t": 12.2},  # the page's start value: not a move
     ]
     log.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    out = server_times(log, 9.0, 30.0)
+    out = server_times(log, 9.0, 30.0, {"At FFN 51%"})
     assert out["page_run"] == {"n": 3, "p50_s": 2.5, "p95_s": 4.0, "max_s": 4.0}  # 1.0, 4.0, 2.5
     assert out["new_point"] == {"n": 2, "p50_s": 5.75, "p95_s": 7.5, "max_s": 7.5}  # a: 14-10, b: 20-12.5
     assert out["fragment_run"]["n"] == 1 and out["fragment_run"]["max_s"] == 0.25

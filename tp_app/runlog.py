@@ -5,8 +5,9 @@ their browsers take to draw the answer.
 Lines, times in seconds since the epoch (`time.time()`, the clock a browser on the same machine reads as Date.now()):
 * `{"kind": "run", "session", "page", "started", "ended", "requested": [...]}`: a whole script run that finished
   (with success, an error on the page, or `st.stop`), with the arrival times of the users' rerun requests it answered
-  (a click, a key press, a navigation; a request that comes in while a run goes on restarts that run, so the first
-  whole run to finish after a request answers it). Runs the app asks for itself (`st.rerun`) have no requests;
+  (a click, a navigation, a slider's value: each key press on a slider sends one; a request that comes in while a
+  run goes on restarts that run, so the first whole run to finish after a request answers it). Runs the app asks for
+  itself (`st.rerun`, e.g. a progress fragment redrawing the page when a job lands) have no requests;
 * `{"kind": "fragment", "session", "started", "ended"}`: a fragment's run (progress polls, the slider's readout);
 * `{"kind": "mark", "session", "label", "t"}`: a page said it drew something worth timing (`mark`, e.g. the slider's
   first estimate: "At FFN 51%"), during the run that draws it.
