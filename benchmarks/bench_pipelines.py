@@ -6,7 +6,8 @@ Rows (each builds a pruned model at the budget, at --seq-len tokens, from seeded
 * best: the app's ig scores (policy.APP_ATTRIBUTION, the seed's sample), the budget planner's candidate splits (head
   sparsity on --head-grid, the fewest FFN neurons that fit), each with lstsq recovery, the split chosen by measured
   metric cross-fitted as bench_budget.py's measured rule (chosen on one seeded half of the validation examples,
-  reported on the other); with --fisher-candidate one more candidate: the masks of Kwon's Fisher search and
+  reported on the other; with --choose-on train: once on held-out labelled train examples, reported on all of
+  them); with --fisher-candidate one more candidate: the masks of Kwon's Fisher search and
   rearrangement at the budget, with our lstsq instead of their tuning (the search is theirs, the recovery and the
   choice ours: `chosen` marks the halves that picked it; an experiment, not what the app does);
 * kwon: tp_core/kwon.py (Fisher search, rearrangement, mask tuning);
@@ -106,12 +107,22 @@ def _measured(model, task, pipeline, seed, budget, val, args) -> dict:
     if pipeline == "best" and args.fisher_candidate:
         seen.append(_fisher_candidate(model, task, budget, calib, seed, args))
     rcfg = RecoveryConfig(level="lstsq", samples=args.recover_samples, seed=seed, max_length=args.max_length)
-    ok = []
+    held = held_out_train(task, args.choose_n, seed, calib) if args.choose_on == "train" else None
+    ok, ok_held = [], []
     for c in seen:
         rec = recover(model, task, c.masks, calib, rcfg)
         logits = masked_logits(model, task, val, c.masks, rec, max_length=args.max_length)
         ok.append(predictions(logits, "classification") == y)
+        if held is not None:
+            logits = masked_logits(model, task, held, c.masks, rec, max_length=args.max_length)
+            ok_held.append(predictions(logits, "classification") == np.asarray(held.labels))
     ok = np.array(ok, dtype=np.float64)
+    if held is not None:  # chosen once on the held-out train examples, reported on every validation example
+        i = int(np.array(ok_held, dtype=np.float64).mean(1).argmax())
+        return {"ok": ok[i], "seconds": time.perf_counter() - t, "candidates": len(seen), "chosen_on": len(held),
+                "chosen": [[round(seen[i].config.ffn_sparsity, 4), round(seen[i].config.head_sparsity, 4)]
+                           + (["fisher"] if i >= n_ig else [])],
+                "flops_fraction": max(c.flops_fraction for c in seen)}
     perm = np.random.default_rng(0).permutation(len(y))
     halves = (perm[: len(y) // 2], perm[len(y) // 2:])
     chosen, out = [], np.empty(len(y))
@@ -122,6 +133,21 @@ def _measured(model, task, pipeline, seed, budget, val, args) -> dict:
                       + (["fisher"] if i >= n_ig else []))
     return {"ok": out, "seconds": time.perf_counter() - t, "chosen": chosen, "candidates": len(seen),
             "flops_fraction": max(c.flops_fraction for c in seen)}
+
+
+def held_out_train(task: str, n: int, seed: int, calib) -> object:
+    """`n` labelled train examples (seeded) that neither trained the demo model (its recipe's seeded subset of each
+    task's train split, tp_core.demo.DemoConfig) nor are among the calibration texts: where the criterion rows choose
+    their split with --choose-on train, so that every validation example reports the one choice."""
+    from tp_core.demo import DemoConfig
+
+    cfg = DemoConfig.for_build(False)
+    full = load_split(task, "train")
+    used = set(load_split(task, "train", limit=cfg.per_task_caps.get(task, cfg.max_per_task), seed=cfg.seed).texts)
+    used |= set(calib.texts)
+    free = [i for i, text in enumerate(full.texts) if text not in used]
+    pick = np.random.default_rng(10_000 + seed).choice(free, size=min(n, len(free)), replace=False)
+    return full.subset(sorted(int(i) for i in pick))
 
 
 def _fisher_candidate(model, task, budget, calib, seed, args) -> Candidate:
@@ -160,6 +186,8 @@ def cell(model, task, pipeline, seed, budget, val, args) -> dict:
     budget's (head_grid_for)."""
     grid = "-".join(f"{h:g}" for h in args.head_grid)  # the settings a cell depends on are in its name
     extra = "_fisher" if pipeline == "best" and args.fisher_candidate else ""
+    if args.choose_on == "train" and pipeline not in ("kwon", "kprune"):
+        extra += f"_ct{args.choose_n}"
     path = (args.cache / args.model / task / f"{pipeline}_f{budget:g}_s{seed}_n{len(val)}_r{args.recover_samples}"
             f"_h{grid}_l{args.seq_len}{extra}.json")
     if path.is_file():
@@ -240,6 +268,11 @@ def _args(argv):
     ap.add_argument("--fisher-candidate", action="store_true",
                     help="our best row also gets the masks of Kwon's Fisher search as a candidate (an experiment: "
                          "the app's budget helper chooses among the ig splits only)")
+    ap.add_argument("--choose-on", choices=("validation", "train"), default="validation",
+                    help="where the criterion rows choose their split: cross-fitted on halves of the validation "
+                         "examples (default), or once on --choose-n held-out train examples (not the demo's "
+                         "training subset, not the calibration texts)")
+    ap.add_argument("--choose-n", type=int, default=1000, help="held-out train examples for --choose-on train")
     ap.add_argument("--pipelines", default=",".join(PIPELINES))
     ap.add_argument("--label", default="full", help="what this run is (e.g. reduced), written beside the numbers")
     ap.add_argument("--merge", default=None, metavar="RESULTS_JSON")

@@ -6,6 +6,13 @@ GOALS = {"page_run": ("every page run: action -> the end of the script run it st
          "first_load": ("opening the app (Streamlit's frontend loads first; not a page run)", None),
          "new_point": ("a new slider point: key press -> its first estimate shown", 15.0),
          "new_point_all_examples": ("the same point on all the task's validation examples", None)}
+# the same figures on the server's own clock (TP_APP_RUN_LOG, tp_app/runlog.py): what a class whose browsers run on
+# their own machines waits for, without the test browsers' drawing on the server's cores
+SERVER_GOALS = {"page_run": ("on the server's clock: every rerun request -> the end of the whole run that answered it "
+                             "(each slider key press is a request)", 2.0),
+                "new_point": ("on the server's clock: the slider's request -> its first estimate drawn", 15.0),
+                "fragment_run": ("on the server's clock: a fragment's run (progress polls, the slider's readout)",
+                                 None)}
 NAMES = {"embedded": "embedded cluster (as `make run`)", "two-workers": "+ a second worker process (`TP_SCHEDULER`)"}
 CONFIG_TEXT = {"embedded": "`embedded`, the server's own cluster as `make run` starts it",
                "two-workers": "`two-workers` adds {second_worker}"}
@@ -24,9 +31,9 @@ def _s(v) -> str:
     return "–" if v is None else f"{v:.2f}"
 
 
-def _row(name: str, label: str, what: str, s: dict) -> str:
+def _row(name: str, label: str, what: str, s: dict, goals: dict = GOALS) -> str:
     f = s.get(what) or {"n": 0, "p50_s": None, "p95_s": None, "max_s": None}
-    text, goal = GOALS[what]
+    text, goal = goals[what]
     failed = s.get("errors") or 0  # sessions that stopped (a step not shown in time): their waits are not in n
     verdict = "" if goal is None or f["p95_s"] is None or name != "embedded" else (
         f"**not met**: {failed} sessions stopped" if failed else "met" if f["p95_s"] <= goal else "**not met**")
@@ -38,7 +45,8 @@ def section(res: dict) -> list[str]:
     """The class's page runs and new points per configuration, with exactness and the shared point's job count."""
     c = res["class30"]
     m = c["meta"]
-    L = ["## A class on one server (`class30_page_run_p95_s`, `class30_new_point_p95_s`)", "",
+    L = ["## A class on one server (`class30_page_run_p95_s`, `class30_new_point_p95_s`, "
+         "`class30_server_page_run_p95_s`, `class30_server_new_point_p95_s`)", "",
          f"`{m['command']}` ({m['date']}, {m['machine']}, {m['wall_s'] / 60:.1f} min): {m['sessions']} students in "
          f"one headless Chromium (a browser context each, on the server's cores"
          + (f", at CPU priority nice {m['browser_nice']} so that the server and its workers come first, as with a "
@@ -54,6 +62,8 @@ def section(res: dict) -> list[str]:
          "| configuration | what | n | median s | p95 s | max s | goal | |", "|---|---|---:|---:|---:|---:|---:|---|"]
     for name, s in c["summary"].items():
         L += [_row(name, _name(m, name), what, s) for what in GOALS]
+        server = s.get("server") or {}
+        L += [_row(name, _name(m, name), what, server, SERVER_GOALS) for what in SERVER_GOALS if server.get(what)]
     L.append("")
     for name, s in c["summary"].items():
         L.append(f"- {_name(m, name)}: results exact in {s['exact']} points checked against tp_core's "

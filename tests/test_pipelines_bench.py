@@ -9,7 +9,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from bench_budget import paired  # noqa: E402
-from bench_pipelines import summarise  # noqa: E402
+from bench_pipelines import held_out_train, summarise  # noqa: E402
 from report_pipelines import _headroom  # noqa: E402
 
 
@@ -32,3 +32,20 @@ def test_win_rate_and_headroom_follow_the_intervals():
     assert s["keep_at_flops_50"] == {"sst2": 1.0}
     line = " ".join(_headroom(s))
     assert "the dense model wins 2 of 3 cells" in line and "our best wins 1 of those" in line
+
+
+def test_held_out_train_examples_neither_trained_the_demo_nor_calibrate():
+    """--choose-on train: the examples that choose a split are labelled train examples outside the demo's training
+    subset and the calibration texts, the same for the same seed."""
+    from tp_core.data import load_split
+    from tp_core.demo import DemoConfig
+    from tp_core.recovery import calibration_data
+
+    calib = calibration_data("trec", 64, 0)
+    held = held_out_train("trec", 200, 0, calib)
+    cfg = DemoConfig.for_build(False)
+    trained = set(load_split("trec", "train", limit=cfg.max_per_task, seed=cfg.seed).texts)
+    assert len(held) == 200 and len(held.labels) == 200
+    assert not set(held.texts) & trained and not set(held.texts) & set(calib.texts)
+    assert held_out_train("trec", 200, 0, calib).texts == held.texts
+    assert held_out_train("trec", 200, 1, calib).texts != held.texts
