@@ -366,15 +366,20 @@ def server_times(log: Path, t0: float, t1: float, labels: set[str] | None = None
     firsts: dict = {}
     for m in (x for x in lines if x["kind"] == "mark" and t0 <= x["t"] <= t1
               and (labels is None or x["label"] in labels)):
-        firsts.setdefault((m["session"], m["label"]), m["t"])
-    points = []
-    for (session, _), t in firsts.items():
-        before = [q for q in requests.get(session, []) if q <= t]
+        firsts.setdefault((m["session"], m["label"]), m)
+    points, engine, drawn = [], [], []
+    for (session, _), m in firsts.items():
+        before = [q for q in requests.get(session, []) if q <= m["t"]]
         if before:
-            points.append(t - max(before))
+            asked = max(before)
+            points.append(m["t"] - asked)
+            if m.get("finished") is not None:  # the engine's part (result ready; 0 when it was ready before the
+                engine.append(max(0.0, m["finished"] - asked))  # request) and the drawing's (a page or fragment
+                drawn.append(m["t"] - max(m["finished"], asked))  # run that the browser asks for)
     frags = [x["ended"] - x["started"] for x in lines
              if x["kind"] == "fragment" and x["started"] is not None and t0 <= x["ended"] <= t1]
-    return {"page_run": summary(page), "new_point": summary(points), "fragment_run": summary(frags),
+    return {"page_run": summary(page), "new_point": summary(points), "new_point_engine": summary(engine),
+            "new_point_drawn_after": summary(drawn), "fragment_run": summary(frags),
             "fragment_runs_per_s": round(len(frags) / max(t1 - t0, 1e-9), 2),
             "whole_runs": sum(t0 <= r["ended"] <= t1 for r in runs)}
 
@@ -440,7 +445,8 @@ def write_results(path: Path, out: dict) -> None:
     doc["class30_server_new_point_p95_s"] = (server.get("new_point") or {}).get("p95_s")
     earlier = doc.get("class30") or {}
     # configurations this run left out keep their last figures, with the run they came from
-    kept = {name: {**s, "from": s.get("from") or {k: earlier["meta"][k] for k in ("date", "command")}}
+    kept = {name: {**s, "from": s.get("from") or {**{k: earlier["meta"][k] for k in ("date", "command")},
+                                                   "config_env": earlier["meta"].get("config_env", {}).get(name, {})}}
             for name, s in (earlier.get("summary") or {}).items() if name not in out["summary"]}
     doc["class30"] = {"meta": out["meta"], "summary": {**out["summary"], **kept}}
     atomic_write_text(path, json.dumps(doc, indent=1))
@@ -453,7 +459,7 @@ def print_summary(out: dict) -> None:
             f = s[what]
             cells = [("-" if f[k] is None else f"{f[k]:.2f}") for k in ("p50_s", "p95_s", "max_s")]
             print(f"{name:<13} {what:<28} {f['n']:>4} {cells[0]:>7} {cells[1]:>7} {cells[2]:>7}")
-        for what in ("page_run", "new_point", "fragment_run"):
+        for what in ("page_run", "new_point", "new_point_engine", "new_point_drawn_after", "fragment_run"):
             f = (s.get("server") or {}).get(what)
             if f:
                 cells = [("-" if f[k] is None else f"{f[k]:.2f}") for k in ("p50_s", "p95_s", "max_s")]

@@ -11,6 +11,10 @@ GOALS = {"page_run": ("every page run: action -> the end of the script run it st
 SERVER_GOALS = {"page_run": ("on the server's clock: every rerun request -> the end of the whole run that answered it "
                              "(each slider key press is a request)", 2.0),
                 "new_point": ("on the server's clock: the slider's request -> its first estimate drawn", 15.0),
+                "new_point_engine": ("of which the engine: the request -> the estimate's job done (0: done before)",
+                                     None),
+                "new_point_drawn_after": ("of which the drawing: the job done -> the run that drew it (the "
+                                          "browser asks for it: fragments poll from the browser)", None),
                 "fragment_run": ("on the server's clock: a fragment's run (progress polls, the slider's readout)",
                                  None)}
 NAMES = {"embedded": "embedded cluster (as `make run`)", "two-workers": "+ a second worker process (`TP_SCHEDULER`)"}
@@ -19,8 +23,11 @@ CONFIG_TEXT = {"embedded": "`embedded`, the server's own cluster as `make run` s
 
 
 def _env(meta: dict, name: str) -> str:
-    """The app settings a configuration of class30.CONFIG_ENV ran with, as `VAR=value` (empty for the others)."""
-    return " ".join(f"`{k}={v}`" for k, v in (meta.get("config_env") or {}).get(name, {}).items())
+    """The app settings a configuration of class30.CONFIG_ENV ran with, as `VAR=value` (empty for the others); for
+    a configuration kept from an earlier run, that run's (`from`)."""
+    kept = ((meta.get("_kept") or {}).get(name) or {}).get("config_env")
+    env = kept if kept is not None else (meta.get("config_env") or {}).get(name, {})
+    return " ".join(f"`{k}={v}`" for k, v in env.items())
 
 
 def _name(meta: dict, name: str) -> str:
@@ -44,7 +51,7 @@ def _row(name: str, label: str, what: str, s: dict, goals: dict = GOALS) -> str:
 def section(res: dict) -> list[str]:
     """The class's page runs and new points per configuration, with exactness and the shared point's job count."""
     c = res["class30"]
-    m = c["meta"]
+    m = {**c["meta"], "_kept": {n: s["from"] for n, s in c["summary"].items() if s.get("from")}}
     L = ["## A class on one server (`class30_page_run_p95_s`, `class30_new_point_p95_s`, "
          "`class30_server_page_run_p95_s`, `class30_server_new_point_p95_s`)", "",
          f"`{m['command']}` ({m['date']}, {m['machine']}, {m['wall_s'] / 60:.1f} min): {m['sessions']} students in "
@@ -58,7 +65,12 @@ def section(res: dict) -> list[str]:
          f"then {m['own_rounds']} time(s) to a point of each student's own. Configurations: " + "; ".join(
              f"`{n}`, the same with {_env(m, n)}" if _env(m, n) else CONFIG_TEXT[n].format(**m)
              for n in c["summary"] if _env(m, n) or n in CONFIG_TEXT) +
-         ". Goals apply to the embedded cluster; p95 as the 8-session figure takes it.", "",
+         ". Goals apply to the embedded cluster; p95 as the 8-session figure takes it."
+         + (" Rows \"on the server's clock\" come from the server's own log (`TP_APP_RUN_LOG`, tp_app/runlog.py): "
+            "they leave out the time the test browsers, on the same cores, take to send a request and to draw the "
+            "answer, which a class's own machines would take instead. Streamlit's fragments poll from the browser, "
+            "so the drawing part of a new point still waits for a browser to ask."
+            if any(s.get("server") for s in c["summary"].values()) else ""), "",
          "| configuration | what | n | median s | p95 s | max s | goal | |", "|---|---|---:|---:|---:|---:|---:|---|"]
     for name, s in c["summary"].items():
         L += [_row(name, _name(m, name), what, s) for what in GOALS]

@@ -136,7 +136,9 @@ def readout():
         st.caption(f"At FFN {ffn:.0%} · heads {heads:.0%}: 95% interval {point.low:.3f} to {point.high:.3f} on "
                    f"{point.n} examples"
                    + (" (refining on all examples...)" if si < len(slider_jobs) - 1 else ""))
-        C.mark_drawn(f"At FFN {ffn:.0%}")  # TP_APP_RUN_LOG: the server's time to a new point's first estimate
+        job = C.job_info(slider_jobs[si].key)  # TP_APP_RUN_LOG: the server's time to a new point's estimate
+        C.mark_drawn(f"At FFN {ffn:.0%}", **({} if job is None else
+                                            {k: getattr(job, k) for k in ("submitted", "started", "finished")}))
         if recover_on:
             rpoint = results.get((recovered_method(method, recover_level), round(ffn, 4)))
             if rpoint is None:

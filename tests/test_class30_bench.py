@@ -54,8 +54,9 @@ def test_results_keep_the_configurations_a_run_left_out_with_their_run(tmp_path)
     from class30 import write_results
 
     path = tmp_path / "results.json"
-    old = {"meta": {"date": "d1", "command": "c1"}, "summary": {"embedded": {"page_run": {"p95_s": 9.0}},
-                                                                 "two-workers": {"page_run": {"p95_s": 8.0}}}}
+    old = {"meta": {"date": "d1", "command": "c1", "config_env": {"two-workers": {"X": "1"}}},
+           "summary": {"embedded": {"page_run": {"p95_s": 9.0}},
+                       "two-workers": {"page_run": {"p95_s": 8.0}}}}
     path.write_text(json.dumps({"class30": old, "other": 1}))
     new = {"meta": {"date": "d2", "command": "c2"},
            "summary": {"embedded": {"page_run": {"p95_s": 3.0}, "new_point": {"p95_s": 4.0}},
@@ -65,7 +66,7 @@ def test_results_keep_the_configurations_a_run_left_out_with_their_run(tmp_path)
     assert doc["other"] == 1 and (doc["class30_page_run_p95_s"], doc["class30_new_point_p95_s"]) == (3.0, 4.0)
     s = doc["class30"]["summary"]
     assert set(s) == {"embedded", "calm", "two-workers"} and "from" not in s["embedded"]
-    assert s["two-workers"]["from"] == {"date": "d1", "command": "c1"}
+    assert s["two-workers"]["from"] == {"date": "d1", "command": "c1", "config_env": {"X": "1"}}  # its settings
     write_results(path, {**new, "meta": {"date": "d3", "command": "c3"}})  # kept figures keep their own run
     assert json.loads(path.read_text())["class30"]["summary"]["two-workers"]["from"]["date"] == "d1"
 
@@ -80,15 +81,19 @@ def test_server_times_reads_the_run_log_within_the_class(tmp_path):
         {"kind": "run", "session": "b", "page": "Prune", "started": 12.0, "ended": 15.0, "requested": [11.0, 12.5]},
         {"kind": "run", "session": "b", "page": "Prune", "started": 16.0, "ended": 16.5, "requested": []},  # st.rerun
         {"kind": "fragment", "session": "a", "started": 13.0, "ended": 13.25},
-        {"kind": "mark", "session": "a", "label": "At FFN 51%", "t": 14.0},
+        {"kind": "mark", "session": "a", "label": "At FFN 51%", "t": 14.0, "submitted": 10.1, "started": 10.2,
+         "finished": 13.0},
         {"kind": "mark", "session": "a", "label": "At FFN 51%", "t": 18.0},  # a later poll draws it again
-        {"kind": "mark", "session": "b", "label": "At FFN 51%", "t": 20.0},
+        {"kind": "mark", "session": "b", "label": "At FFN 51%", "t": 20.0, "submitted": 10.1, "started": 10.2,
+         "finished": 13.0},  # the job session a asked for, done 0.5 s after b's request
         {"kind": "mark", "session": "b", "label": "At FFN 50%", "t": 12.2},  # the page's start value: not a move
     ]
     log.write_text("".join(json.dumps(x) + "\n" for x in lines))
     out = server_times(log, 9.0, 30.0, {"At FFN 51%"})
     assert out["page_run"] == {"n": 3, "p50_s": 2.5, "p95_s": 4.0, "max_s": 4.0}  # 1.0, 4.0, 2.5
     assert out["new_point"] == {"n": 2, "p50_s": 5.75, "p95_s": 7.5, "max_s": 7.5}  # a: 14-10, b: 20-12.5
+    assert out["new_point_engine"] == {"n": 2, "p50_s": 1.75, "p95_s": 3.0, "max_s": 3.0}  # a: 13-10, b: 13-12.5
+    assert out["new_point_drawn_after"] == {"n": 2, "p50_s": 4.0, "p95_s": 7.0, "max_s": 7.0}  # a: 14-13, b: 20-13
     assert out["fragment_run"]["n"] == 1 and out["fragment_run"]["max_s"] == 0.25
     assert out["whole_runs"] == 3
     assert server_times(tmp_path / "missing.jsonl", 0, 1) == {}

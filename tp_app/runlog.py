@@ -9,8 +9,9 @@ Lines, times in seconds since the epoch (`time.time()`, the clock a browser on t
   run goes on restarts that run, so the first whole run to finish after a request answers it). Runs the app asks for
   itself (`st.rerun`, e.g. a progress fragment redrawing the page when a job lands) have no requests;
 * `{"kind": "fragment", "session", "started", "ended"}`: a fragment's run (progress polls, the slider's readout);
-* `{"kind": "mark", "session", "label", "t"}`: a page said it drew something worth timing (`mark`, e.g. the slider's
-  first estimate: "At FFN 51%"), during the run that draws it.
+* `{"kind": "mark", "session", "label", "t", ...}`: a page said it drew something worth timing (`mark`, e.g. the
+  slider's first estimate: "At FFN 51%", with its job's `submitted`, `started` and `finished` times on the engine),
+  during the run that draws it.
 
 Streamlit has no public hook at the end of a script run: `install` wraps two methods of its `AppSession` (the rerun
 request, the script runner's events). Should a Streamlit release rename them, `install` says so once and the app
@@ -111,12 +112,13 @@ def install(path: Path | None = None) -> bool:
     return True
 
 
-def mark(label: str) -> None:
-    """Log that this page run drew `label` now (nothing when the log is off)."""
+def mark(label: str, **extra) -> None:
+    """Log that this page run drew `label` now, with `extra` figures (e.g. the drawn job's engine times); nothing when
+    the log is off."""
     if _STATE["path"] is None:
         return
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
     ctx = get_script_run_ctx()
     if ctx is not None:
-        _write({"kind": "mark", "session": ctx.session_id, "label": label, "t": time.time()})
+        _write({"kind": "mark", "session": ctx.session_id, "label": label, "t": time.time(), **extra})
