@@ -242,10 +242,43 @@ def renice_browsers(nice: int) -> int:
     return changed
 
 
-async def keep_browsers_niced(nice: int) -> None:
-    """Every 2 s, renice any Chromium process started since (a GPU or utility process the browser adds later)."""
+CGROUP = Path("/sys/fs/cgroup/cpu/tp-class30-browsers")  # cgroup v1's cpu controller, where the machine has one
+
+
+def browser_cgroup(shares: int) -> Path | None:
+    """A CPU cgroup whose processes together weigh `shares` (the root's tasks weigh 1024 at nice 0, 110 at nice
+    10): the browsers then run on what the server and its workers leave, as on the students' own machines, however
+    many renderer processes they start (each one at nice 19 would still weigh 15, and 30 of them outweigh a worker
+    at nice 10). None where the machine has no writable cpu controller, or with `shares` 0."""
+    if shares <= 0 or not CGROUP.parent.is_dir():
+        return None
+    try:
+        CGROUP.mkdir(exist_ok=True)
+        (CGROUP / "cpu.shares").write_text(str(shares))
+    except OSError:
+        return None
+    return CGROUP
+
+
+def move_browsers(group: Path) -> None:
+    """Put this benchmark's Chromium processes into `group` (a process forked later starts there too)."""
+    import psutil
+
+    for proc in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            if "chrom" in (proc.name() or "").lower():
+                (group / "cgroup.procs").write_text(str(proc.pid))
+        except (psutil.Error, OSError):
+            pass
+
+
+async def keep_browsers_niced(nice: int, group: Path | None = None) -> None:
+    """Every 2 s, renice any Chromium process started since (a GPU or utility process the browser adds later) and
+    put it into the browsers' CPU cgroup."""
     while True:
         renice_browsers(nice)
+        if group is not None:
+            move_browsers(group)
         await asyncio.sleep(2.0)
 
 
@@ -257,7 +290,9 @@ async def class_run(url: str, args, plan: list[list[int]], n_full: int, observer
 
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        nicer = asyncio.create_task(keep_browsers_niced(args.browser_nice)) if args.browser_nice else None
+        group = browser_cgroup(args.browser_shares)
+        nicer = (asyncio.create_task(keep_browsers_niced(args.browser_nice, group))
+                 if args.browser_nice or group is not None else None)
         students = [Student(browser, url, f"s{i}", args.timeout, seed=i, shots=shots if i == 0 else None)
                     for i in range(args.sessions)]
         for s in students:
@@ -478,6 +513,10 @@ def main(argv=None) -> int:
     ap.add_argument("--browser-nice", type=int, default=19,
                     help="CPU priority of the browsers (0: as the server's). A real class brings its own machines; "
                          "on one small machine 30 browsers at the server's priority starve the job workers")
+    ap.add_argument("--browser-shares", type=int, default=2,
+                    help="the browsers' CPU cgroup weight, all together (cgroup v1 cpu.shares; 0: no cgroup). Where "
+                         "the machine has a writable cpu controller, the browsers run on what the server and its "
+                         "workers leave, as on a real class's own machines")
     ap.add_argument("--own", type=int, default=2, help="rounds in which each student moves to a point of its own")
     ap.add_argument("--spread", type=float, default=3.0, help="seconds within which the class does the same thing")
     ap.add_argument("--read", type=float, default=2.0, help="seconds a student reads a tour step (0.5x to 1.5x)")
@@ -519,6 +558,7 @@ def main(argv=None) -> int:
                     "spread_s": args.spread, "read_s": args.read, "settings": settings, "task": task,
                     "examples": n_full, "shared_pct": SHARED_PCT, "wall_s": round(time.time() - t0, 1),
                     "browser_nice": args.browser_nice,
+                    "browser_shares": args.browser_shares if browser_cgroup(args.browser_shares) else None,
                     "config_env": {n: CONFIG_ENV[n] for n in runs if n in CONFIG_ENV},
                     "second_worker": "a second worker process on the same machine (no extra cores)"},
            "summary": {name: config_summary(r, checks[name]) for name, r in runs.items()},

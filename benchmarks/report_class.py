@@ -56,8 +56,13 @@ def section(res: dict) -> list[str]:
          "`class30_server_page_run_p95_s`, `class30_server_new_point_p95_s`)", "",
          f"`{m['command']}` ({m['date']}, {m['machine']}, {m['wall_s'] / 60:.1f} min): {m['sessions']} students in "
          f"one headless Chromium (a browser context each, on the server's cores"
-         + (f", at CPU priority nice {m['browser_nice']} so that the server and its workers come first, as with a "
-            "real class's own machines" if m.get("browser_nice") else "") +
+         + (f", at CPU priority nice {m['browser_nice']}" if m.get("browser_nice") else "")
+         + (f", all of them in one CPU cgroup of weight {m['browser_shares']} (cgroup v1 cpu.shares; a process "
+            "at nice 0 weighs 1,024, a job worker at nice 10 weighs 110): they run on what the server and its "
+            "workers leave"
+            if m.get("browser_shares") else "")
+         + (" so that the server and its workers come first, as with a real class's own machines"
+            if m.get("browser_nice") or m.get("browser_shares") else "") +
          ") against `python -m tp_core serve` "
          f"with the warm start, model {m['settings']['TP_APP_MODEL']}, cold caches. Each walks the guided tour "
          f"(five steps, reading each about {m['read_s']:g} s), opens Prune on {m['task']}, then the class moves the "
