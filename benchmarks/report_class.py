@@ -10,7 +10,8 @@ GOALS = {"page_run": ("every page run: action -> the end of the script run it st
 # their own machines waits for, without the test browsers' drawing on the server's cores
 SERVER_GOALS = {"page_run": ("on the server's clock: every rerun request -> the end of the whole run that answered it "
                              "(each slider key press is a request)", 2.0),
-                "new_point": ("on the server's clock: the slider's request -> its first estimate drawn", 15.0),
+                "new_point": ("on the server's clock: the slider's request -> its first estimate drawn (every "
+                              "moved-to value a session sent: a slow browser sends its key presses one by one)", 15.0),
                 "new_point_engine": ("of which the engine: the request -> the estimate's job done (0: done before)",
                                      None),
                 "new_point_drawn_after": ("of which the drawing: the job done -> the run that drew it (the "
@@ -61,7 +62,7 @@ def section(res: dict) -> list[str]:
             "at nice 0 weighs 1,024, a job worker at nice 10 weighs 110): they run on what the server and its "
             "workers leave"
             if m.get("browser_shares") else "")
-         + (" so that the server and its workers come first, as with a real class's own machines"
+         + ("; so that the server and its workers come first, as with a real class's own machines"
             if m.get("browser_nice") or m.get("browser_shares") else "") +
          ") against `python -m tp_core serve` "
          f"with the warm start, model {m['settings']['TP_APP_MODEL']}, cold caches. Each walks the guided tour "
@@ -98,6 +99,7 @@ def section(res: dict) -> list[str]:
                      f"{parts}. A real class brings its own machines: only the app server and the job workers "
                      "would share this server's cores.")
     L += _calm(c["summary"])
+    L += _without_cgroup(res.get("class30_browsers_without_cgroup"))
     prev = res.get("class30_browsers_at_server_priority")
     if prev:
         e = prev["summary"]["embedded"]
@@ -126,3 +128,24 @@ def _calm(summary: dict) -> list[str]:
             f"the machine instead of {e['cpu']['share_of_machine']['browsers']:.0%}. "
             + ("It helped: both p95s dropped." if helped else
                "Not a remedy: the p95s did not both drop (one run each), so the default stays at 4 redraws/s.")]
+
+
+def _without_cgroup(prev: dict | None) -> list[str]:
+    """The same class with the browsers at nice 19 only (no CPU cgroup): where the engine's time went."""
+    if not prev:
+        return []
+    e = prev["summary"]["embedded"]
+    sv, cpu = e.get("server") or {}, e.get("cpu") or {"share_of_machine": {}}
+    p95 = lambda d, k: _s((d.get(k) or {}).get("p95_s"))  # noqa: E731
+    share = ", ".join(f"{g} {v:.0%}" for g, v in cpu["share_of_machine"].items())
+    return ["", f"The same class with the browsers at nice 19 only, no CPU cgroup (`{prev['meta']['command']}`, "
+            f"{prev['meta']['date']}): in the browsers page runs p95 {p95(e, 'page_run')} s, new points p95 "
+            f"{p95(e, 'new_point')} s; on the server's clock page runs p95 {p95(sv, 'page_run')} s, new points p95 "
+            f"{p95(sv, 'new_point')} s, of which the engine p95 {p95(sv, 'new_point_engine')} s and the drawing "
+            f"p95 {p95(sv, 'new_point_drawn_after')} s; {e['errors']} errors; share of the machine: {share}. "
+            "Each of the 30 renderer processes at nice 19 still weighs 15 against the job worker's 110 at nice 10, "
+            "and the students' own points waited in the worker's queue. With the browsers in a cgroup (the table "
+            "above, when its run says so) the server answers its page runs and its points sooner, but the browsers "
+            "get only what is left and take minutes to send a request and draw the answer (and send a slider's key "
+            "presses one by one, so the server draws more values): neither arrangement of one 2-core machine "
+            "stands in for 30 students on their own machines."]
