@@ -62,3 +62,16 @@ def test_a_bad_setting_is_one_clear_message_instead_of_a_traceback(env, monkeypa
     at = app_test("pages/4_Prune.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert len(at.error) == 1 and "TP_APP_REDRAWS_PER_S='0' is not a valid setting" in at.error[0].value
+
+
+def test_the_run_log_never_breaks_a_page(tmp_path, monkeypatch):
+    """TP_APP_RUN_LOG (tp_app/runlog.py): off, a mark does nothing; a folder it cannot create is said once and
+    ignored; a log it cannot write to (a folder in the file's place) loses lines, not page runs."""
+    from tp_app import runlog
+
+    runlog.mark("At FFN 51%")  # off: nothing to write, no error
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert runlog.install(blocker / "sub" / "runlog.jsonl") is False
+    monkeypatch.setitem(runlog._STATE, "path", str(tmp_path))  # a folder: os.open fails
+    runlog._write({"kind": "mark"})

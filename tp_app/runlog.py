@@ -36,11 +36,14 @@ def _write(line: dict) -> None:
     if path is None:
         return
     data = (json.dumps(line) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)  # one append per line: lines never mix
     try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)  # one append per line: lines never mix
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    except OSError:  # a full disk or a removed folder: the timing log never breaks a page run
+        pass
 
 
 def _on_request(session_id: str, client_state) -> None:
@@ -86,6 +89,11 @@ def install(path: Path | None = None) -> bool:
         if _STATE["installed"]:
             return True
         try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"TaskPrune Studio: TP_APP_RUN_LOG ignored: cannot create its folder ({exc})", flush=True)
+            return False
+        try:
             from streamlit.runtime.app_session import AppSession
             from streamlit.runtime.scriptrunner import ScriptRunnerEvent  # noqa: F401 - checked here, used later
 
@@ -107,7 +115,6 @@ def install(path: Path | None = None) -> bool:
 
         AppSession.request_rerun = request_rerun
         AppSession._on_scriptrunner_event = _on_scriptrunner_event
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
         _STATE.update(installed=True, path=str(path))
     return True
 
