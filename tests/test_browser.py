@@ -276,7 +276,9 @@ def _check_run_log(path: Path) -> None:
     runs = [x for x in lines if x["kind"] == "run"]
     answered = [(q, r["ended"]) for r in runs for q in r["requested"]]
     assert len(answered) >= 10, len(answered)  # navigations, clicks and key presses of the walk
-    assert all(r["started"] is not None and r["started"] <= r["ended"] for r in runs)
+    # a run that began before the server's first page run installed the log has no start
+    assert all(r["started"] is None or r["started"] <= r["ended"] for r in runs)
+    assert sum(r["started"] is not None for r in runs) >= len(runs) - 2
     assert all(0 <= end - q < 600 for q, end in answered)
     assert {"Model", "Prune", "Export"} <= {r["page"].split("_", 1)[-1] for r in runs}, {r["page"] for r in runs}
     assert any(x["kind"] == "fragment" for x in lines)  # the progress polls

@@ -54,23 +54,26 @@ def _on_request(session_id: str, client_state) -> None:
         _STATE["pending"].setdefault(session_id, []).append(time.time())
 
 
-def _on_event(session_id: str, event, kwargs: dict) -> None:
-    """A script runner's event: a run started, or a whole run or a fragment's run finished."""
+def _on_event(session_id: str, runner: int, event, kwargs: dict) -> None:
+    """A script runner's event: a run started, or a whole run or a fragment's run finished. Starts are kept per
+    runner: a session's next runner can start before the last events of its previous one arrive. A run that began
+    before the log was installed is logged with `started` None."""
     from streamlit.runtime.scriptrunner import ScriptRunnerEvent as E
 
     now = time.time()
+    key = (session_id, runner)
     if event == E.SCRIPT_STARTED:
         pages = kwargs.get("pages") or {}
         page = pages.get(kwargs.get("page_script_hash"), {})
         with _LOCK:
-            _STATE["started"][session_id] = (now, bool(kwargs.get("fragment_ids_this_run")),
+            _STATE["started"][key] = (now, bool(kwargs.get("fragment_ids_this_run")),
                                              page.get("page_name", "") if isinstance(page, dict) else "")
         return
     whole = event in (E.SCRIPT_STOPPED_WITH_SUCCESS, E.SCRIPT_STOPPED_WITH_COMPILE_ERROR)
     if not whole and event != E.FRAGMENT_STOPPED_WITH_SUCCESS:
         return  # SCRIPT_STOPPED_FOR_RERUN: the run goes on as the next one
     with _LOCK:
-        started, _, page = _STATE["started"].pop(session_id, (None, False, ""))
+        started, _, page = _STATE["started"].pop(key, (None, False, ""))
         requested = _STATE["pending"].pop(session_id, []) if whole else []
     if whole:
         _write({"kind": "run", "session": session_id, "page": page, "started": started, "ended": now,
@@ -108,7 +111,7 @@ def install(path: Path | None = None) -> bool:
 
         def _on_scriptrunner_event(self, sender, event, *a, **kw):
             try:
-                _on_event(self.id, event, kw)
+                _on_event(self.id, id(sender), event, kw)
             except Exception:  # noqa: BLE001 - a timing log never breaks a page run
                 pass
             return on_event(self, sender, event, *a, **kw)
