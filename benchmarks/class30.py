@@ -290,7 +290,7 @@ async def class_run(url: str, args, plan: list[list[int]], n_full: int, observer
 
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        group = browser_cgroup(args.browser_shares)
+        group, out_group = browser_cgroup(args.browser_shares), None
         nicer = (asyncio.create_task(keep_browsers_niced(args.browser_nice, group))
                  if args.browser_nice or group is not None else None)
         students = [Student(browser, url, f"s{i}", args.timeout, seed=i, shots=shots if i == 0 else None)
@@ -328,13 +328,19 @@ async def class_run(url: str, args, plan: list[list[int]], n_full: int, observer
             for s in students:
                 await s.close()
             await browser.close()
+            if group is not None:
+                out_group = args.browser_shares
+                try:
+                    group.rmdir()  # empty once the browsers have ended
+                except OSError:
+                    pass
     before, after = marks["shared"][1], marks["shared_end"][1]
     ran = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0) > 0}
     return {"t0": t0, "t1": time.time(), "wall_s": round(time.time() - t0, 1),
             "records": [r for s in students for r in s.records],
             "points": [q for s in students for q in s.points], "broken": [s.broken for s in students if s.broken],
             "shared_jobs_run": len(ran), "shared_max_computations": max(ran.values()) if ran else None,
-            "restarts": observer.restarts(), "cpu": cpu}
+            "restarts": observer.restarts(), "cpu": cpu, "browser_shares": out_group}
 
 
 def run_config(name: str, args, settings: dict, plan: list[list[int]], n_full: int) -> dict:
@@ -558,7 +564,8 @@ def main(argv=None) -> int:
                     "spread_s": args.spread, "read_s": args.read, "settings": settings, "task": task,
                     "examples": n_full, "shared_pct": SHARED_PCT, "wall_s": round(time.time() - t0, 1),
                     "browser_nice": args.browser_nice,
-                    "browser_shares": args.browser_shares if browser_cgroup(args.browser_shares) else None,
+                    "browser_shares": next((r["browser_shares"] for r in runs.values() if r.get("browser_shares")),
+                                           None),
                     "config_env": {n: CONFIG_ENV[n] for n in runs if n in CONFIG_ENV},
                     "second_worker": "a second worker process on the same machine (no extra cores)"},
            "summary": {name: config_summary(r, checks[name]) for name, r in runs.items()},

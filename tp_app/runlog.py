@@ -85,6 +85,8 @@ def _on_event(session_id: str, runner: int, event, kwargs: dict) -> None:
 def install(path: Path | None = None) -> bool:
     """Start the log at `path` (default: the `TP_APP_RUN_LOG` setting; none: nothing to do). Idempotent; False
     where this Streamlit release lacks what it wraps (said once on stderr)."""
+    if _STATE["installed"]:  # every page run calls it: no settings parsed once the log is on
+        return True
     path = path if path is not None else app_settings().run_log
     if path is None:
         return False
