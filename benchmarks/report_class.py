@@ -100,6 +100,7 @@ def section(res: dict) -> list[str]:
                      "would share this server's cores.")
     L += _calm(c["summary"])
     L += _without_cgroup(res.get("class30_browsers_without_cgroup"))
+    L += _rig(res.get("class30_rig"))
     prev = res.get("class30_browsers_at_server_priority")
     if prev:
         e = prev["summary"]["embedded"]
@@ -149,3 +150,28 @@ def _without_cgroup(prev: dict | None) -> list[str]:
             "get only what is left and take minutes to send a request and draw the answer (and send a slider's key "
             "presses one by one, so the server draws more values): neither arrangement of one 2-core machine "
             "stands in for 30 students on their own machines."]
+
+
+def _rig(rig: dict | None) -> list[str]:
+    """What the test browsers themselves cost (benchmarks/class30_rig.py) and the least p95s that leaves."""
+    if not rig:
+        return []
+    b = rig["bounds"]
+    kinds = ", ".join(f"{r['kind']} {r['cpu_s']:.2f}" for r in rig["runs"])
+    met = lambda v, goal: "within" if v <= goal else "above"  # noqa: E731
+    return ["", f"**What the test browsers cost** (`{rig['command']}`, {rig['date']}, {rig['cores']} cores, model "
+            f"{rig['model']}): one student walking alone with the server's caches warm, so that no job runs. Opening "
+            f"the app took {rig['opening_cpu_s']:.1f} CPU s; its page runs (CPU s from the action to the run's end, "
+            f"all Chromium processes and the app server's process, not its job workers): {kinds}; median "
+            f"{rig['page_run_cpu_s_median']:.2f}. When {rig['sessions']} browsers on these {rig['cores']} cores move "
+            f"the slider within {rig['spread_s']:g} s ({rig['moves']} such moments per student, the cheapest slider "
+            f"run measured, {rig['slider_cpu_s_min']:.2f} CPU s each), the work alone keeps the (i+1)-th run from "
+            f"ending sooner than (i+1) x {rig['slider_cpu_s_min']:.2f} / {rig['cores']} - {rig['spread_s']:g} s "
+            "after its press, with no job waiting and nothing else on the machine. With every other page run "
+            "counted as 0 s, the "
+            f"class's browser-clock page-run p95 cannot be below **{b['page_run_p95_s']:.2f} s** "
+            f"({met(b['page_run_p95_s'], 2)} the goal of 2 s) and its new-point p95 not below "
+            f"**{b['new_point_p95_s']:.2f} s** ({met(b['new_point_p95_s'], 15)} the goal of 15 s) on this machine: "
+            + ("the page-run goal on the browsers' clock needs the students' own machines (or more cores for the "
+               "test browsers), whatever the app does; the server's own clock above is the figure the app controls."
+               if b["page_run_p95_s"] > 2 else "the browsers alone do not rule the goals out here.")]

@@ -97,3 +97,18 @@ def test_server_times_reads_the_run_log_within_the_class(tmp_path):
     assert out["fragment_run"]["n"] == 1 and out["fragment_run"]["max_s"] == 0.25
     assert out["whole_runs"] == 3
     assert server_times(tmp_path / "missing.jsonl", 0, 1) == {}
+
+
+def test_rig_bounds_follow_the_work_the_browsers_need():
+    from class30_rig import class_bounds, moment_bounds
+
+    # 4 students, 1 CPU second each, 2 cores, together: 2 CPU seconds are done per second at most
+    assert moment_bounds(1.0, 4, 2, 0.0) == [0.5, 1.0, 1.5, 2.0]
+    # spread out over 10 s, the work never forces a wait
+    assert moment_bounds(1.0, 4, 2, 10.0) == [0.0] * 4
+    # 30 students, 0.75 s each, within 3 s on 2 cores: the p95 of a moment (the 29th of 30) is 29 x 0.375 - 3
+    b = class_bounds(0.75, 30, 2, 3.0, moves=1, other_runs=0)
+    assert b["new_point_p95_s"] == b["page_run_p95_s"] == pytest.approx(29 * 0.375 - 3, abs=0.01)
+    # the class's other page runs (bounded by 0) pull the pooled page-run p95 down, never the new points'
+    more = class_bounds(0.75, 30, 2, 3.0, moves=1, other_runs=5)
+    assert more["page_run_p95_s"] < b["page_run_p95_s"] and more["new_point_p95_s"] == b["new_point_p95_s"]
