@@ -58,6 +58,7 @@ def section(res: dict) -> list[str]:
          + ", ".join(f"{t} {fmt(v)}" for t, v in s.get("keep_at_flops_50", {}).items()) + ".", "",
          *_headroom(s), *_fisher_candidate(res.get("pipeline_fisher_candidate")),
          *_choose_on_train(res.get("pipeline_choose_on_train")),
+         *_recover_1024(res.get("pipeline_recover_1024")),
          "`pipeline_seconds` (mean seconds to build one pruned model per task, budget and seed; for our rows "
          "every candidate's lstsq and the choosing evaluations included, and the scores, which the attribution "
          "cache serves after the first budget of a task and seed (the first time they cost seconds to a minute: "
@@ -127,6 +128,33 @@ def _choose_on_train(x: dict | None) -> list[str]:
                         for task, d in x["train_minus_validation_choice"].items())
             + ". No difference outside its interval: the default (the app's, measured on validation examples) "
             "stays, and no loss is removed for certain.", ""]
+
+
+def _recover_1024(x: dict | None) -> list[str]:
+    """The experiment of four times more calibration texts for both rows (best and Kwon's), at FLOPs 50%."""
+    if not x:
+        return []
+
+    def diff(d: dict) -> str:
+        return f"{d['points']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}] {d['verdict']}"
+
+    cells = "; ".join(
+        f"{c['task']}: ours {fmt(c['keep_256']['best'])} -> {fmt(c['keep_1024']['best'])} "
+        f"({diff(c['r1024_minus_r256']['best'])}), Kwon {fmt(c['keep_256']['kwon'])} -> "
+        f"{fmt(c['keep_1024']['kwon'])} ({diff(c['r1024_minus_r256']['kwon'])}), ours minus Kwon at 1,024: "
+        f"{diff(c['best-kwon_1024'])}" for c in x["cells"])
+    helped = [c["task"] for c in x["cells"] if c["r1024_minus_r256"]["best"]["verdict"] == "win"]
+    return [f"**Four times more calibration texts, for both rows** (`{x['command']}`, {x['started']}, "
+            f"{x['seconds'] / 60:.0f} min, on a machine shared with another benchmark): 1,024 seeded train texts "
+            "for lstsq and for Kwon's mask tuning instead of 256, at FLOPs 50% where our best lost or kept under "
+            f"0.99. Kept-vs-dense 256 -> 1,024 (paired difference, points): {cells}. "
+            + (f"More texts lift our best in {', '.join(helped)}." if helped else
+               "No lift outside its interval for our best row.")
+            + f" Against Kwon et al. at 1,024: {_wlt(x['summary'].get('best_vs_kwon_win_rate'))}. The app's "
+            "recovery already fits on 1,024 texts (`TP_APP_RECOVER_SAMPLES`); the table above used 256 for its run "
+            "time. Rerunning its 25 cells and five rows at 1,024 is the next step: at this run's pace about "
+            f"{x['seconds'] / 3 * 25 * 2.5 / 3600:.0f} h on this machine (our best and Kwon's rows are two of five, "
+            "K-prune's the dearest).", ""]
 
 
 def low_resource_glance(res: dict) -> str:
