@@ -145,16 +145,17 @@ def _recover_1024(x: dict | None) -> list[str]:
         f"{diff(c['best-kwon_1024'])}" for c in x["cells"])
     helped = [c["task"] for c in x["cells"] if c["r1024_minus_r256"]["best"]["verdict"] == "win"]
     return [f"**Four times more calibration texts, for both rows** (`{x['command']}`, {x['started']}, "
-            f"{x['seconds'] / 60:.0f} min, on a machine shared with another benchmark): 1,024 seeded train texts "
-            "for lstsq and for Kwon's mask tuning instead of 256, at FLOPs 50% where our best lost or kept under "
-            f"0.99. Kept-vs-dense 256 -> 1,024 (paired difference, points): {cells}. "
+            f"{x['seconds'] / 60:.0f} min{'; ' + x['note'] if x.get('note') else ''}): 1,024 seeded train texts "
+            "for lstsq and for Kwon's mask tuning instead of 256, at FLOPs 50% on "
+            f"{', '.join(c['task'] for c in x['cells'])}. Kept-vs-dense 256 -> 1,024 (paired difference, points): "
+            f"{cells}. "
             + (f"More texts lift our best in {', '.join(helped)}." if helped else
                "No lift outside its interval for our best row.")
             + f" Against Kwon et al. at 1,024: {_wlt(x['summary'].get('best_vs_kwon_win_rate'))}. The app's "
             "recovery already fits on 1,024 texts (`TP_APP_RECOVER_SAMPLES`); the table above used 256 for its run "
             "time. Rerunning its 25 cells and five rows at 1,024 is the next step: at this run's pace about "
-            f"{x['seconds'] / 3 * 25 * 2.5 / 3600:.0f} h on this machine (our best and Kwon's rows are two of five, "
-            "K-prune's the dearest).", ""]
+            f"{x['seconds'] / len(x['cells']) * 25 * 2.5 / 3600:.0f} h on this machine (our best and Kwon's rows "
+            "are two of five, K-prune's the dearest).", ""]
 
 
 def low_resource_glance(res: dict) -> str:
