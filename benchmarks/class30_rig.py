@@ -43,7 +43,7 @@ POINTS = [47, 53, 58]  # the solo walk's slider moves (no curve point, as class3
 SERVER_PID: list[int] = []  # the app server's process (`serve`), once started
 
 
-def browser_cpu() -> float:
+def run_cpu() -> float:
     """User + system CPU seconds of every Chromium process below this benchmark (browser, GPU, renderers) and of the
     app server's own process (its script runs; not the job workers below it): the work a page run needs done."""
     import psutil
@@ -75,16 +75,16 @@ class MeteredStudent(Student):
 
     async def open(self) -> None:
         await super().open()
-        self._cpu = browser_cpu()
+        self._cpu = run_cpu()
 
     async def page_run(self, kind: str, action) -> None:
         async def metered():
-            self._cpu = browser_cpu()  # leftovers of the step before (its drawing, idle polls) are not this run's
+            self._cpu = run_cpu()  # leftovers of the step before (its drawing, idle polls) are not this run's
             await action()
         await super().page_run(kind, metered)
 
     def _record(self, kind, seconds, error=None, **extra) -> None:
-        now = browser_cpu()
+        now = run_cpu()
         super()._record(kind, seconds, error, cpu_s=round(now - self._cpu, 3), **extra)
         self._cpu = now
 
