@@ -8,6 +8,11 @@ NAMES = {"best": "our best (ig + measured split + lstsq)", "kwon": "Kwon et al."
          "textpruner_lstsq": "TextPruner + lstsq", "gxa_lstsq": "grad×act + lstsq"}
 
 
+def _diff(d: dict) -> str:
+    """A paired difference as the section writes it: points, its 95% interval and the verdict."""
+    return f"{d['points']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}] {d['verdict']}"
+
+
 def _wlt(w: dict | None) -> str:
     if not w:
         return "–"
@@ -37,8 +42,7 @@ def section(res: dict) -> list[str]:
     for t in b["tasks"].values():
         for c in t["cells"]:
             rows.append(f"| {c['task']} | {fmt_pct(c['budget'], 0)} | " + " | ".join(fmt(c["keep"][p]) for p in pipes)
-                        + " | " + " | ".join(f"{d['points']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}] "
-                                             f"{d['verdict']}" for d in (c["diff"][f"best-{p}"] for p in peers))
+                        + " | " + " | ".join(_diff(c["diff"][f"best-{p}"]) for p in peers)
                         + "".join(f" | {d['points']:+.2f} {d['verdict']}"
                                   for d in (c.get("headroom", {}).get(f"dense-{p}") for p in room) if d)
                         + " |")
@@ -107,8 +111,7 @@ def _choose_on_train(x: dict | None) -> list[str]:
 
     def cell(c: dict) -> str:
         d = c["best-kwon"]
-        return (f"{c['task']} {fmt(c['keep']['best'])} vs Kwon {fmt(c['keep']['kwon'])}, {d['points']:+.2f} "
-                f"[{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}] {d['verdict']}")
+        return f"{c['task']} {fmt(c['keep']['best'])} vs Kwon {fmt(c['keep']['kwon'])}, {_diff(d)}"
 
     v, t = x["validation_choice"], x["train_choice"]
     chosen = "; ".join(f"{task}: " + ", ".join(f"FFN {f:.0%}/heads {h:.0%}" for f, h, *_ in c)
@@ -124,8 +127,7 @@ def _choose_on_train(x: dict | None) -> list[str]:
             + ", ".join(f"{a['task']} {a['best-kwon']['verdict']} -> {b['best-kwon']['verdict']}"
                         for a, b in zip(v["cells"], t["cells"]))
             + "). The train choice minus the default, paired: "
-            + "; ".join(f"{task} {d['points']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}] {d['verdict']}"
-                        for task, d in x["train_minus_validation_choice"].items())
+            + "; ".join(f"{task} {_diff(d)}" for task, d in x["train_minus_validation_choice"].items())
             + ". No difference outside its interval: the default (the app's, measured on validation examples) "
             "stays, and no loss is removed for certain.", ""]
 
@@ -135,14 +137,11 @@ def _recover_1024(x: dict | None) -> list[str]:
     if not x:
         return []
 
-    def diff(d: dict) -> str:
-        return f"{d['points']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}] {d['verdict']}"
-
     cells = "; ".join(
         f"{c['task']}: ours {fmt(c['keep_256']['best'])} -> {fmt(c['keep_1024']['best'])} "
-        f"({diff(c['r1024_minus_r256']['best'])}), Kwon {fmt(c['keep_256']['kwon'])} -> "
-        f"{fmt(c['keep_1024']['kwon'])} ({diff(c['r1024_minus_r256']['kwon'])}), ours minus Kwon at 1,024: "
-        f"{diff(c['best-kwon_1024'])}" for c in x["cells"])
+        f"({_diff(c['r1024_minus_r256']['best'])}), Kwon {fmt(c['keep_256']['kwon'])} -> "
+        f"{fmt(c['keep_1024']['kwon'])} ({_diff(c['r1024_minus_r256']['kwon'])}), ours minus Kwon at 1,024: "
+        f"{_diff(c['best-kwon_1024'])}" for c in x["cells"])
     helped = [c["task"] for c in x["cells"] if c["r1024_minus_r256"]["best"]["verdict"] == "win"]
     return [f"**Four times more calibration texts, for both rows** (`{x['command']}`, {x['started']}, "
             f"{x['seconds'] / 60:.0f} min{'; ' + x['note'] if x.get('note') else ''}): 1,024 seeded train texts "
