@@ -144,7 +144,8 @@ def _recover_1024(x: dict | None) -> list[str]:
         f"{_diff(c['best-kwon_1024'])}" for c in x["cells"])
     helped = [c["task"] for c in x["cells"] if c["r1024_minus_r256"]["best"]["verdict"] == "win"]
     return [f"**Four times more calibration texts, for both rows** (`{x['command']}`, {x['started']}, "
-            f"{x['seconds'] / 60:.0f} min{'; ' + x['note'] if x.get('note') else ''}): 1,024 seeded train texts "
+            f"{x['seconds'] / 60:.0f} min{'; ' + x['note'] if x.get('note') else ''}; paired by "
+            "`benchmarks/pair_recover.py --base 256`): 1,024 seeded train texts "
             "for lstsq and for Kwon's mask tuning instead of 256, at FLOPs 50% on "
             f"{', '.join(c['task'] for c in x['cells'])}. Kept-vs-dense 256 -> 1,024 (paired difference, points): "
             f"{cells}. "
