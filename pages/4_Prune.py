@@ -75,6 +75,7 @@ plan, sjobs, slider_jobs = curve_plan(model, mref, head, cfg, methods, heads, al
                                       recovery=recovery, slider_first=first)
 for p in plan:
     C.submit(p.job, p.priority)
+C.follow("prune", [p.job.key for p in plan if p.job.kind == "point"])  # a moved slider's old points: let go
 results, failed = plan_results(C.engine(), plan)
 dense = results.get((None, 0.0))
 

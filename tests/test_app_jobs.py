@@ -109,6 +109,40 @@ def test_cancel_from_the_jobs_panel(env):
     assert not _engine().jobs(active_only=True), "the cancelled job stopped"
 
 
+def test_a_moved_slider_lets_go_of_its_old_points_and_gets_them_back(env):
+    from tp_core.work import probe_job
+
+    eng = _engine()
+    # every worker thread busy, so the page's points wait in the queue as on a crowded server
+    blockers = [eng.submit(probe_job(20.0, tag=f"slider-blocker-{i}"), owner="other", priority=1000)
+                for i in range(eng._threads())]
+    at = _page("pages/4_Prune.py")
+    at.session_state["attr_method"] = "grad_x_act"
+    at.session_state["baselines"] = []
+    at.run()
+    sid = at.session_state["_sid"]
+    at.slider(key="w_ffn_sparsity").set_value(0.83).run()
+    old = [i for i in eng.jobs(owner=sid, active_only=True) if "FFN 83%" in i.label]
+    assert old, [i.label for i in eng.jobs(owner=sid)]
+    at.slider(key="w_ffn_sparsity").set_value(0.87).run()  # moved on before any of 83%'s points ran
+    mine = {i.key for i in eng.jobs(owner=sid)}
+    for info in old:  # released without a trace: not this session's, stopped (nobody else wanted them)
+        assert info.key not in mine and eng.status(info.key).state == "cancelled", (info.label, info.state)
+    assert any("FFN 87%" in i.label for i in eng.jobs(owner=sid, active_only=True))
+    for key in blockers:
+        eng.cancel(key)
+    at.slider(key="w_ffn_sparsity").set_value(0.83).run()  # and back: its points run again
+    t0 = time.time()
+    landed = lambda: "last_point" in at.session_state and at.session_state["last_point"]["ffn_sparsity"] == 0.83  # noqa: E731
+    while not landed() and time.time() - t0 < 180:
+        time.sleep(0.5)
+        at.run()
+    assert not at.exception and landed()
+    assert not [b for b in at.button if "failed or cancelled" in b.label]
+    for info in eng.jobs(owner=sid, active_only=True):  # the rest of the curve is not this test's business
+        eng.cancel(info.key)
+
+
 def test_a_failing_job_shows_its_message_on_the_page_and_in_the_panel(env, quick_demo):
     folder = env / "my-model"
     shutil.copytree(quick_demo, folder)

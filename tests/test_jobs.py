@@ -192,6 +192,23 @@ def test_a_job_cancelled_while_queued_runs_in_full_when_retried(engine):
     assert engine.status(key).state == "done" and engine.computations(key) == 1
 
 
+def test_release_lets_go_without_a_trace_and_stops_only_what_nobody_wants(engine):
+    blocker = engine.submit(probe_job(1.0, tag="release-blocker"), owner="a")
+    _wait_state(engine, blocker, ("running",))
+    shared = probe_job(0.3, tag="release-shared")
+    mine = probe_job(0.3, tag="release-mine")
+    engine.submit(shared, owner="a")
+    engine.submit(shared, owner="b")
+    engine.submit(mine, owner="a")
+    assert not engine.release(shared.key, "a")  # b still wants it: it goes on, and a no longer sees it
+    assert engine.status(shared.key).owners == {"b"} and shared.key not in {i.key for i in engine.jobs(owner="a")}
+    assert engine.release(mine.key, "a") and engine.status(mine.key).state == "cancelled"
+    assert not engine.release(mine.key, "a")  # nothing left to let go
+    assert engine.wait(shared.key, 30) == 0.3
+    engine.submit(mine, owner="a", retry=True)  # the view draws it again
+    assert engine.wait(mine.key, 30) == 0.3 and engine.computations(mine.key) == 1
+
+
 def test_run_many_returns_results_in_order_and_stops_at_the_first_failure(engine):
     seen = []
     out = engine.run_many([probe_job(0.3, tag="many-a"), probe_job(0.1, tag="many-b")], owner="t",

@@ -6,7 +6,8 @@ module of its concern:
 * `models`: shared loaded models and task data, the session's model (a causal LM: with its edited prompts) and
   task, uploaded data, a GGUF model's one-off dequantization job;
 * `prompt_edit`: the Model page's prompt editor for a causal LM;
-* `jobs`: submitting the session's jobs, model / data references for workers, scores already computed;
+* `jobs`: submitting the session's jobs (and letting go of those a view no longer draws), model / data references
+  for workers, scores already computed;
 * `progress`: progress bars, a button's one-off job and its answer, the sidebar's jobs panel;
 * `page`: page set-up, the sidebar, friendly errors, the installation's folders and caps;
 * `charts`: every chart (drawn with PNG and SVG downloads) and the HTML report's download button;
@@ -19,8 +20,8 @@ process-wide caches (`st.cache_resource` and small locked dicts) plus the engine
 from __future__ import annotations
 
 from .charts import chart, report_button
-from .jobs import (data_ref, engine, eval_size, job_info, job_result, known_scores, ref, scores_job, scoring_ref,
-                   submit)
+from .jobs import (data_ref, engine, eval_size, follow, job_info, job_result, known_scores, ref, scores_job,
+                   scoring_ref, submit)
 from .models import (UPLOAD_PREFIX, askable_tasks, budget_tokens, bundle_tasks, current_task, default_model_spec,
                      first_examples, head_for,
                      load_model, loading_in_background, model_tasks, needs_conversion, preparation_job,

@@ -8,6 +8,7 @@ import threading
 import streamlit as st
 
 from tp_core.attribution import AttributionConfig, UnitScores, cached_scores_path
+from tp_core.engine import ACTIVE
 from tp_core.errors import TPError
 
 from .models import UPLOAD_PREFIX, head_for, trusted, validation_data
@@ -26,10 +27,30 @@ def submit(job, priority: int, retry: bool = False) -> str:
     `retry`: run it again if it failed or was cancelled (a button the user pressed, not a page rerun)."""
     eng = engine()
     info = eng.status(job.key)
+    released = st.session_state.setdefault("_released_jobs", set())
+    if job.key in released:  # this session let it go (`follow`) and wants it again: run it again if it stopped
+        released.discard(job.key)
+        retry = True
     key = eng.submit(job, owner=session_id(), priority=priority, retry=retry)
     if not st.session_state.get("_panel_polling") and (info is None or info.state in ("queued", "running")):
         st.session_state["_panel_stale"] = True  # the sidebar panel was drawn before this job existed
     return key
+
+
+def follow(view: str, keys) -> int:
+    """The jobs `view` draws now (`keys`): those it asked for on its previous run and no longer draws are released
+    for this session (a slider moved on: the earlier value's points would only delay the new one's behind them on
+    a shared server); a job another session still wants goes on. Returns how many stopped."""
+    ss, eng, sid = st.session_state, engine(), session_id()
+    keys = set(keys)
+    stopped = 0
+    for key in ss.get(f"_follow_{view}", set()) - keys:
+        info = eng.status(key)
+        if info is not None and info.state in ACTIVE and sid in info.owners:
+            stopped += eng.release(key, sid)
+            ss.setdefault("_released_jobs", set()).add(key)
+    ss[f"_follow_{view}"] = keys
+    return stopped
 
 
 def job_info(key: str):

@@ -395,8 +395,29 @@ class Engine:
                 info.withdrawn.add(owner)
                 if info.owners - info.withdrawn:
                     return False
-            fut, token = info.future, info.token
             info.message = "cancelling"
+        return self._stop(info)
+
+    def release(self, key: str, owner: str) -> bool:
+        """Drop `owner`'s interest without a trace (a view that no longer draws the job: a slider moved on), unlike
+        `cancel`, which the owner keeps seeing; the job stops once nobody wants it and no active job needs it as an
+        argument. Submitting it again (with `retry` once it stopped) brings it back. True if it was stopped."""
+        with self._lock:
+            info = self._jobs.get(key)
+            if info is None or info.state not in ACTIVE or owner not in info.owners:
+                return False
+            info.owners.discard(owner)
+            info.withdrawn.discard(owner)
+            needed = any(key == a.key for other in self._jobs.values() if other.state in ACTIVE and other.job
+                         for a in other.job.args if isinstance(a, Job))
+            if info.owners - info.withdrawn or needed:
+                return False
+            info.message = "cancelling"
+        return self._stop(info)
+
+    def _stop(self, info: JobInfo) -> bool:
+        """Cancel `info`'s run (its future, and the run itself on the worker at its next progress report)."""
+        fut, token = info.future, info.token
         if fut is not None:
             fut.cancel()
         try:  # the run stops at its next progress report (or at its start, if it is still on its way)
