@@ -22,6 +22,8 @@ seconds), so a stopped run resumes. Per cell, correctness is averaged over the s
     .venv/bin/python benchmarks/bench_pipelines.py --merge docs/results.json        # the full run
     .venv/bin/python benchmarks/bench_pipelines.py --tasks sst2,trec --budgets 0.5,0.3 --seeds 0 --cap 500 \\
         --label reduced --merge docs/results.json                                       # a reduced run
+    .venv/bin/python benchmarks/bench_pipelines.py --pipelines best,kwon --recover-samples 1024 ... \
+        --merge docs/results.json --merge-as pipeline_benchmark_1024   # two rows: their headline keys only
 """
 from __future__ import annotations
 
@@ -276,6 +278,9 @@ def _args(argv):
     ap.add_argument("--pipelines", default=",".join(PIPELINES))
     ap.add_argument("--label", default="full", help="what this run is (e.g. reduced), written beside the numbers")
     ap.add_argument("--merge", default=None, metavar="RESULTS_JSON")
+    ap.add_argument("--merge-as", default="pipeline_benchmark", metavar="KEY",
+                    help="results.json key of the run; under another key than the full table's, the run updates "
+                         "only the headline keys of the rows it ran (the quiet full run's seconds stay)")
     args = ap.parse_args(argv)
     args.budgets = [float(x) for x in args.budgets.split(",") if x]
     args.seeds = [int(x) for x in args.seeds.split(",") if x]
@@ -306,8 +311,10 @@ def main(argv=None) -> int:
     res = run_tasks(args.tasks, lambda task: run_task(model, task, args, log), summarise, meta,
                     HERE / "out" / "bench_pipelines.json", t0)
     if args.merge:
-        merge_results(Path(args.merge), {"pipeline_benchmark": res, **{
-            k: {**v, "run": args.label} if isinstance(v, dict) else v for k, v in res["summary"].items()}})
+        full = args.merge_as == "pipeline_benchmark"
+        merge_results(Path(args.merge), {args.merge_as: res, **{
+            k: {**v, "run": args.label} if isinstance(v, dict) else v for k, v in res["summary"].items()
+            if full or k != "pipeline_seconds"}})
     print(f"wrote {HERE / 'out' / 'bench_pipelines.json'} ({res['seconds']:.0f}s)")
     return 0
 

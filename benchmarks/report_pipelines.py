@@ -19,14 +19,18 @@ def _wlt(w: dict | None) -> str:
     return f"{fmt(w['value'], 3)} ({w['wins']} wins, {w['losses']} losses, {w['ties']} ties of {w['cells']})"
 
 
+def _run_of(res: dict, key: str) -> str:
+    """The run a headline key comes from (its "run" label), as the section writes it."""
+    return f" ({res[key]['run']})" if isinstance(res.get(key), dict) and res[key].get("run") else ""
+
+
 def glance(res: dict) -> str:
-    """One line for "Verdicts at a glance"."""
-    s = res["pipeline_benchmark"]["summary"]
-    k = s.get("best_vs_kwon_win_rate") or {}
-    room = (f" (the dense model itself would win {k['dense_wins']} of {k['cells']} against Kwon et al.)"
+    """One line for "Verdicts at a glance": the headline keys, each with the run it comes from."""
+    k = res.get("best_vs_kwon_win_rate") or {}
+    room = (f"; the dense model itself would win {k['dense_wins']} of {k['cells']} against Kwon et al."
             if "dense_wins" in k else "")
-    return (f"pipelines ({res['pipeline_benchmark']['meta']['label']} run): our best against Kwon et al. "
-            f"{_wlt(s.get('best_vs_kwon_win_rate'))}, against K-prune {_wlt(s.get('best_vs_kprune_win_rate'))}"
+    return (f"pipelines: our best against Kwon et al. {_wlt(k)}{_run_of(res, 'best_vs_kwon_win_rate')}, "
+            f"against K-prune {_wlt(res.get('best_vs_kprune_win_rate'))}{_run_of(res, 'best_vs_kprune_win_rate')}"
             + room)
 
 
@@ -57,12 +61,18 @@ def section(res: dict) -> list[str]:
          "intervals over the examples, in points of kept-vs-dense: a win or a loss only when it excludes 0."
          + (f" Left out: {'; '.join(st['skipped'])}." if st.get("skipped") else ""), "",
          "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *rows, "",
-         f"`best_vs_kwon_win_rate`: {_wlt(s.get('best_vs_kwon_win_rate'))}; `best_vs_kprune_win_rate`: "
-         f"{_wlt(s.get('best_vs_kprune_win_rate'))}. `keep_at_flops_50` (our best): "
+         f"This table: against Kwon et al. {_wlt(s.get('best_vs_kwon_win_rate'))}; against K-prune "
+         f"{_wlt(s.get('best_vs_kprune_win_rate'))}; our best at FLOPs 50% "
          + ", ".join(f"{t} {fmt(v)}" for t, v in s.get("keep_at_flops_50", {}).items()) + ".", "",
          *_headroom(s), *_fisher_candidate(res.get("pipeline_fisher_candidate")),
          *_choose_on_train(res.get("pipeline_choose_on_train")),
-         *_recover_1024(res.get("pipeline_recover_1024")),
+         *_recover_1024(res.get("pipeline_recover_1024"), "pipeline_benchmark_1024" in res),
+         *_table_1024(res.get("pipeline_benchmark_1024"), b),
+         f"**Headline keys.** `best_vs_kwon_win_rate`: {_wlt(res.get('best_vs_kwon_win_rate'))}"
+         f"{_run_of(res, 'best_vs_kwon_win_rate')}; `best_vs_kprune_win_rate`: "
+         f"{_wlt(res.get('best_vs_kprune_win_rate'))}{_run_of(res, 'best_vs_kprune_win_rate')}; `keep_at_flops_50` "
+         "(our best): " + ", ".join(f"{t} {fmt(v)}" for t, v in (res.get("keep_at_flops_50") or {}).items()
+                                    if t != "run") + f"{_run_of(res, 'keep_at_flops_50')}.", "",
          "`pipeline_seconds` (mean seconds to build one pruned model per task, budget and seed; for our rows "
          "every candidate's lstsq and the choosing evaluations included, and the scores, which the attribution "
          "cache serves after the first budget of a task and seed (the first time they cost seconds to a minute: "
@@ -132,8 +142,9 @@ def _choose_on_train(x: dict | None) -> list[str]:
             "stays, and no loss is removed for certain.", ""]
 
 
-def _recover_1024(x: dict | None) -> list[str]:
-    """The experiment of four times more calibration texts for both rows (best and Kwon's), at FLOPs 50%."""
+def _recover_1024(x: dict | None, rerun: bool = False) -> list[str]:
+    """The experiment of four times more calibration texts for both rows (best and Kwon's), at FLOPs 50%; `rerun`:
+    the whole table's cells were rerun with them (the next paragraph)."""
     if not x:
         return []
 
@@ -153,9 +164,47 @@ def _recover_1024(x: dict | None) -> list[str]:
                "No lift outside its interval for our best row.")
             + f" Against Kwon et al. at 1,024: {_wlt(x['summary'].get('best_vs_kwon_win_rate'))}. The app's "
             "recovery already fits on 1,024 texts (`TP_APP_RECOVER_SAMPLES`); the table above used 256 for its run "
-            "time. Rerunning its 25 cells and five rows at 1,024 is the next step: at this run's pace about "
-            f"{x['seconds'] / len(x['cells']) * 25 * 2.5 / 3600:.0f} h on this machine (our best and Kwon's rows "
-            "are two of five, K-prune's the dearest).", ""]
+            "time. " + ("The next paragraph runs both rows at every cell of the table with 1,024." if rerun else
+                        "Rerunning its 25 cells and five rows at 1,024 is the next step: at this run's pace about "
+                        f"{x['seconds'] / len(x['cells']) * 25 * 2.5 / 3600:.0f} h on this machine (our best and "
+                        "Kwon's rows are two of five, K-prune's the dearest)."), ""]
+
+
+def _table_1024(x: dict | None, base: dict) -> list[str]:
+    """The run of our best and Kwon's rows with 1,024 calibration texts (the app's recovery setting) over the whole
+    table's cells, beside the same rows of the table above (256 texts)."""
+    if not x:
+        return []
+    meta, s, st = x["meta"], x["summary"], x["meta"]["settings"]
+    old = {(c["task"], c["budget"]): c for t in base["tasks"].values() for c in t["cells"]}
+    rows, computed = [], 0.0
+    for t in x["tasks"].values():
+        computed += sum(t["seconds"][p] for p in st["pipelines"]) * len(st["seeds"]) * len(t["cells"])
+        for c in t["cells"]:
+            was = _keep_in(old.get((c["task"], c["budget"])))
+            room = c.get("headroom", {}).get("dense-kwon")
+            rows.append(f"| {c['task']} | {fmt_pct(c['budget'], 0)} | {was('best')} | {fmt(c['keep']['best'])} | "
+                        f"{was('kwon')} | {fmt(c['keep']['kwon'])} | {_diff(c['diff']['best-kwon'])} | "
+                        + (f"{room['points']:+.2f} {room['verdict']}" if room else "–") + " |")
+    k = s.get("best_vs_kwon_win_rate") or {}
+    return [f"**Both rows with 1,024 calibration texts, every cell** (`{meta['command']}`, {meta['started']}; the "
+            f"cells' own compute time {computed / 60:.0f} min, part of it beside other work, so the seconds above "
+            "stay those of the quiet table): our best and Kwon et al.'s rows as in the table above, with the app's "
+            f"{st['recover_samples']:,} seeded train texts for lstsq and for Kwon's mask tuning instead of "
+            f"{base['meta']['settings']['recover_samples']}; same seeds, cap, FLOPs and candidate splits.", "",
+            "| task | FLOPs | ours, 256 | ours, 1,024 | Kwon, 256 | Kwon, 1,024 | best − Kwon at 1,024 | "
+            "dense − Kwon at 1,024 |", "|---|---|---|---|---|---|---|---|", *rows, "",
+            f"Against Kwon et al. with 1,024 texts each: {_wlt(k)}"
+            + (f"; the dense model itself wins {k['dense_wins']} of {k['cells']}, our best {k['wins_where_dense_wins']}"
+               " of those" if "dense_wins" in k else "")
+            + "; our best at FLOPs 50%: " + ", ".join(f"{t} {fmt(v)}" for t, v in s.get("keep_at_flops_50", {}).items())
+            + ". K-prune's, TextPruner's and grad×act's rows were not rerun with 1,024 texts: "
+            "`best_vs_kprune_win_rate` stays the table's (both rows with 256).", ""]
+
+
+def _keep_in(cell: dict | None):
+    """A row's kept-vs-dense in `cell` (a cell of another run), "–" where that run has none."""
+    return lambda p: fmt(cell["keep"][p]) if cell and p in cell["keep"] else "–"
 
 
 def low_resource_glance(res: dict) -> str:
