@@ -205,8 +205,13 @@ def test_release_lets_go_without_a_trace_and_stops_only_what_nobody_wants(engine
     assert engine.release(mine.key, "a") and engine.status(mine.key).state == "cancelled"
     assert not engine.release(mine.key, "a")  # nothing left to let go
     assert engine.wait(shared.key, 30) == 0.3
-    engine.submit(mine, owner="a", retry=True)  # the view draws it again
+    engine.submit(mine, owner="c")  # anyone asking for it later (no retry: it was let go, not cancelled) runs it
     assert engine.wait(mine.key, 30) == 0.3 and engine.computations(mine.key) == 1
+    cancelled = probe_job(0.3, tag="release-cancelled")  # a user's cancel stays: only a retry runs it again
+    engine.submit(cancelled, owner="a")
+    engine.cancel(cancelled.key, owner="a")
+    engine.submit(cancelled, owner="c")
+    assert engine.status(cancelled.key).state == "cancelled"
 
 
 def test_run_many_returns_results_in_order_and_stops_at_the_first_failure(engine):

@@ -27,10 +27,6 @@ def submit(job, priority: int, retry: bool = False) -> str:
     `retry`: run it again if it failed or was cancelled (a button the user pressed, not a page rerun)."""
     eng = engine()
     info = eng.status(job.key)
-    released = st.session_state.setdefault("_released_jobs", set())
-    if job.key in released:  # this session let it go (`follow`) and wants it again: run it again if it stopped
-        released.discard(job.key)
-        retry = True
     key = eng.submit(job, owner=session_id(), priority=priority, retry=retry)
     if not st.session_state.get("_panel_polling") and (info is None or info.state in ("queued", "running")):
         st.session_state["_panel_stale"] = True  # the sidebar panel was drawn before this job existed
@@ -47,8 +43,7 @@ def follow(view: str, keys) -> int:
     for key in ss.get(f"_follow_{view}", set()) - keys:
         info = eng.status(key)
         if info is not None and info.state in ACTIVE and sid in info.owners:
-            stopped += eng.release(key, sid)
-            ss.setdefault("_released_jobs", set()).add(key)
+            stopped += eng.release(key, sid)  # a stopped one runs again for whoever asks next
     ss[f"_follow_{view}"] = keys
     return stopped
 

@@ -296,11 +296,12 @@ class Engine:
                background: bool = False) -> str:
         """Submit `job` (and the jobs among its arguments) unless the same key is already running or done;
         returns its key at once. A failed or cancelled job is run again only with `retry` (a user's explicit
-        request): pages that re-ask on every rerun must not loop on a failure or undo a cancel. A `background`
+        request): pages that re-ask on every rerun must not loop on a failure or undo a cancel; a job that stopped
+        because every view let go of it (`release`) runs again for whoever asks next. A `background`
         job (and the jobs it submits as its arguments) takes a background slot (see the module's docstring)."""
         with self._lock:
             info = self._jobs.get(job.key)
-            if info is not None and (info.state in ACTIVE + ("done",) or not retry):
+            if info is not None and (info.state in ACTIVE + ("done",) or not (retry or info.released)):
                 if owner:
                     info.owners.add(owner)
                     if retry or info.state in ACTIVE + ("done",) and owner not in info.withdrawn:
@@ -401,7 +402,7 @@ class Engine:
     def release(self, key: str, owner: str) -> bool:
         """Drop `owner`'s interest without a trace (a view that no longer draws the job: a slider moved on), unlike
         `cancel`, which the owner keeps seeing; the job stops once nobody wants it and no active job needs it as an
-        argument. Submitting it again (with `retry` once it stopped) brings it back. True if it was stopped."""
+        argument; then anyone who submits it again runs it again. True if it was stopped."""
         with self._lock:
             info = self._jobs.get(key)
             if info is None or info.state not in ACTIVE or owner not in info.owners:
@@ -412,7 +413,7 @@ class Engine:
                          for a in other.job.args if isinstance(a, Job))
             if info.owners - info.withdrawn or needed:
                 return False
-            info.message = "cancelling"
+            info.message, info.released = "cancelling", True
         return self._stop(info)
 
     def _stop(self, info: JobInfo) -> bool:

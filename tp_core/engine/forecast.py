@@ -52,6 +52,7 @@ class JobInfo:
     token: str = ""  # names the current run on the workers (cancel and preemption requests are for a run)
     preempting: bool = False  # asked to give way, not yet back in the queue
     background: bool = False  # takes a background slot (client.py): at most one per worker runs
+    released: bool = False  # stopped because nobody wanted it any more (`Engine.release`), not by a user's cancel
 
     @property
     def elapsed(self) -> float:
