@@ -100,6 +100,7 @@ def section(res: dict) -> list[str]:
                      "would share this server's cores.")
     L += _calm(c["summary"])
     L += _without_cgroup(res.get("class30_browsers_without_cgroup"))
+    L += _before_release(res.get("class30_before_release"), c["summary"].get("embedded"))
     L += _rig(res.get("class30_rig"))
     prev = res.get("class30_browsers_at_server_priority")
     if prev:
@@ -129,6 +130,28 @@ def _calm(summary: dict) -> list[str]:
             f"the machine instead of {e['cpu']['share_of_machine']['browsers']:.0%}. "
             + ("It helped: both p95s dropped." if helped else
                "Not a remedy: the p95s did not both drop (one run each), so the default stays at 4 redraws/s.")]
+
+
+def _before_release(prev: dict | None, now: dict | None) -> list[str]:
+    """The same class before a moved slider released the points it no longer draws (the run the table had then),
+    against the table's run: one run each, so only a change in every figure would say the release helped."""
+    if not prev or not now or now.get("from"):
+        return []
+    e = prev["summary"]["embedded"]
+    pairs = [("page runs p95", e["page_run"], now["page_run"]), ("new points p95", e["new_point"], now["new_point"]),
+             ("server: new points p95", e["server"]["new_point"], now["server"]["new_point"]),
+             ("of which the engine p95", e["server"]["new_point_engine"], now["server"]["new_point_engine"]),
+             ("the drawing p95", e["server"]["new_point_drawn_after"], now["server"]["new_point_drawn_after"])]
+    text = ", ".join(f"{w} {_s(a['p95_s'])} s -> {_s(b['p95_s'])} s" for w, a, b in pairs)
+    cpu = (e["cpu"]["seconds"]["job workers"], now["cpu"]["seconds"]["job workers"])
+    lower = all(b["p95_s"] < a["p95_s"] for _, a, b in pairs)
+    return ["", f"**Before and after a moved slider lets go of its old points** ({prev['change']}; before: "
+            f"`{prev['meta']['command']}`, {prev['meta']['date']}; after: the table's run): {text}; job workers' CPU "
+            f"{cpu[0]:.0f} s -> {cpu[1]:.0f} s. " + (
+                "Every figure lower (one run each)." if lower else
+                "No clear effect (one run each; the figures moved both ways; how many jobs the class released "
+                "was not counted). It stays: it keeps the queue clear when a user runs through several values "
+                "faster than their points are computed (tests/test_app_jobs.py).")]
 
 
 def _without_cgroup(prev: dict | None) -> list[str]:
