@@ -19,9 +19,15 @@ def _wlt(w: dict | None) -> str:
     return f"{fmt(w['value'], 3)} ({w['wins']} wins, {w['losses']} losses, {w['ties']} ties of {w['cells']})"
 
 
-def _run_of(res: dict, key: str) -> str:
-    """The run a headline key comes from (its "run" label), as the section writes it."""
-    return f" ({res[key]['run']})" if isinstance(res.get(key), dict) and res[key].get("run") else ""
+def _headline(res: dict, key: str) -> str:
+    """A headline win rate with the run it comes from (its "run" label), as the section writes it."""
+    run = (res.get(key) or {}).get("run")
+    return _wlt(res.get(key)) + (f" ({run})" if run else "")
+
+
+def _keeps(d: dict | None) -> str:
+    """Kept-vs-dense per task ("sst2 0.992, ag_news 1.002"), a "run" label left out."""
+    return ", ".join(f"{t} {fmt(v)}" for t, v in (d or {}).items() if t != "run")
 
 
 def glance(res: dict) -> str:
@@ -29,9 +35,8 @@ def glance(res: dict) -> str:
     k = res.get("best_vs_kwon_win_rate") or {}
     room = (f"; the dense model itself would win {k['dense_wins']} of {k['cells']} against Kwon et al."
             if "dense_wins" in k else "")
-    return (f"pipelines: our best against Kwon et al. {_wlt(k)}{_run_of(res, 'best_vs_kwon_win_rate')}, "
-            f"against K-prune {_wlt(res.get('best_vs_kprune_win_rate'))}{_run_of(res, 'best_vs_kprune_win_rate')}"
-            + room)
+    return (f"pipelines: our best against Kwon et al. {_headline(res, 'best_vs_kwon_win_rate')}, "
+            f"against K-prune {_headline(res, 'best_vs_kprune_win_rate')}" + room)
 
 
 def section(res: dict) -> list[str]:
@@ -63,16 +68,14 @@ def section(res: dict) -> list[str]:
          "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *rows, "",
          f"This table: against Kwon et al. {_wlt(s.get('best_vs_kwon_win_rate'))}; against K-prune "
          f"{_wlt(s.get('best_vs_kprune_win_rate'))}; our best at FLOPs 50% "
-         + ", ".join(f"{t} {fmt(v)}" for t, v in s.get("keep_at_flops_50", {}).items()) + ".", "",
+         + _keeps(s.get("keep_at_flops_50")) + ".", "",
          *_headroom(s), *_fisher_candidate(res.get("pipeline_fisher_candidate")),
          *_choose_on_train(res.get("pipeline_choose_on_train")),
          *_recover_1024(res.get("pipeline_recover_1024"), "pipeline_benchmark_1024" in res),
          *_table_1024(res.get("pipeline_benchmark_1024"), b),
-         f"**Headline keys.** `best_vs_kwon_win_rate`: {_wlt(res.get('best_vs_kwon_win_rate'))}"
-         f"{_run_of(res, 'best_vs_kwon_win_rate')}; `best_vs_kprune_win_rate`: "
-         f"{_wlt(res.get('best_vs_kprune_win_rate'))}{_run_of(res, 'best_vs_kprune_win_rate')}; `keep_at_flops_50` "
-         "(our best): " + ", ".join(f"{t} {fmt(v)}" for t, v in (res.get("keep_at_flops_50") or {}).items()
-                                    if t != "run") + f"{_run_of(res, 'keep_at_flops_50')}.", "",
+         f"**Headline keys.** `best_vs_kwon_win_rate`: {_headline(res, 'best_vs_kwon_win_rate')}; "
+         f"`best_vs_kprune_win_rate`: {_headline(res, 'best_vs_kprune_win_rate')}; `keep_at_flops_50` (our best): "
+         f"{_keeps(res.get('keep_at_flops_50'))} ({(res.get('keep_at_flops_50') or {}).get('run')}).", "",
          "`pipeline_seconds` (mean seconds to build one pruned model per task, budget and seed; for our rows "
          "every candidate's lstsq and the choosing evaluations included, and the scores, which the attribution "
          "cache serves after the first budget of a task and seed (the first time they cost seconds to a minute: "
@@ -197,7 +200,7 @@ def _table_1024(x: dict | None, base: dict) -> list[str]:
             f"Against Kwon et al. with 1,024 texts each: {_wlt(k)}"
             + (f"; the dense model itself wins {k['dense_wins']} of {k['cells']}, our best {k['wins_where_dense_wins']}"
                " of those" if "dense_wins" in k else "")
-            + "; our best at FLOPs 50%: " + ", ".join(f"{t} {fmt(v)}" for t, v in s.get("keep_at_flops_50", {}).items())
+            + "; our best at FLOPs 50%: " + _keeps(s.get("keep_at_flops_50"))
             + ". K-prune's, TextPruner's and grad×act's rows were not rerun with 1,024 texts: "
             "`best_vs_kprune_win_rate` stays the table's (both rows with 256).", ""]
 

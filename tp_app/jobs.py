@@ -8,7 +8,6 @@ import threading
 import streamlit as st
 
 from tp_core.attribution import AttributionConfig, UnitScores, cached_scores_path
-from tp_core.engine import ACTIVE
 from tp_core.errors import TPError
 
 from .models import UPLOAD_PREFIX, head_for, trusted, validation_data
@@ -37,13 +36,9 @@ def follow(view: str, keys) -> int:
     """The jobs `view` draws now (`keys`): those it asked for on its previous run and no longer draws are released
     for this session (a slider moved on: the earlier value's points would only delay the new one's behind them on
     a shared server); a job another session still wants goes on. Returns how many stopped."""
-    ss, eng, sid = st.session_state, engine(), session_id()
-    keys = set(keys)
-    stopped = 0
-    for key in ss.get(f"_follow_{view}", set()) - keys:
-        info = eng.status(key)
-        if info is not None and info.state in ACTIVE and sid in info.owners:
-            stopped += eng.release(key, sid)  # a stopped one runs again for whoever asks next
+    ss, eng, sid, keys = st.session_state, engine(), session_id(), set(keys)
+    # release ignores jobs that ended or were never this session's; a stopped one runs again for whoever asks next
+    stopped = sum(eng.release(key, sid) for key in ss.get(f"_follow_{view}", set()) - keys)
     ss[f"_follow_{view}"] = keys
     return stopped
 
